@@ -1,0 +1,214 @@
+//! The streaming graph: operators (nodes) with a parallelism, and the edges
+//! between them.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::error::{EngineError, Result};
+use crate::operator::OperatorFactory;
+use crate::operators::Projection;
+use crate::source::{DeadLetterSink, SinkFactory, SourceFactory, WatermarkSpec};
+
+pub type NodeId = usize;
+
+/// How rows travel from the subtasks of one node to those of the next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EdgeKind {
+    /// Subtask `i` feeds subtask `i` (same parallelism); chained into one task.
+    Forward,
+    /// Rows go to the subtask chosen by the hash of these columns.
+    Shuffle { keys: Vec<usize>, names: Vec<String> },
+    /// Every row goes to every subtask.
+    Broadcast,
+    /// Rows are spread round-robin (parallelism changes without a key).
+    Rebalance,
+}
+
+impl fmt::Display for EdgeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EdgeKind::Forward => write!(f, "forward"),
+            EdgeKind::Shuffle { names, .. } => write!(f, "shuffle by hash({})", names.join(", ")),
+            EdgeKind::Broadcast => write!(f, "broadcast"),
+            EdgeKind::Rebalance => write!(f, "rebalance"),
+        }
+    }
+}
+
+/// A source node: the connector, the computed columns applied to what it
+/// reads, and the watermark declared on the stream.
+#[derive(Clone)]
+pub struct SourceNode {
+    pub factory: SourceFactory,
+    pub computed: Option<Arc<Projection>>,
+    pub watermark: Option<WatermarkSpec>,
+}
+
+/// What a node runs.
+#[derive(Clone)]
+pub enum NodeKind {
+    Source(SourceNode),
+    Operator {
+        factory: OperatorFactory,
+        /// Where rows that arrive too late go (window operators).
+        late_output: Option<Arc<dyn DeadLetterSink>>,
+    },
+    Sink(SinkFactory),
+}
+
+/// One operator of the graph, run as `parallelism` subtasks.
+#[derive(Clone)]
+pub struct Node {
+    pub id: NodeId,
+    pub name: String,
+    /// One line of detail for EXPLAIN.
+    pub detail: String,
+    pub parallelism: usize,
+    pub kind: NodeKind,
+}
+
+#[derive(Debug, Clone)]
+pub struct Edge {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub kind: EdgeKind,
+}
+
+/// A directed acyclic graph of nodes, built by the planner.
+#[derive(Clone, Default)]
+pub struct Graph {
+    pub nodes: Vec<Node>,
+    pub edges: Vec<Edge>,
+}
+
+impl Graph {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn add_node(
+        &mut self,
+        name: impl Into<String>,
+        detail: impl Into<String>,
+        parallelism: usize,
+        kind: NodeKind,
+    ) -> NodeId {
+        let id = self.nodes.len();
+        self.nodes.push(Node {
+            id,
+            name: name.into(),
+            detail: detail.into(),
+            parallelism: parallelism.max(1),
+            kind,
+        });
+        id
+    }
+
+    pub fn connect(&mut self, from: NodeId, to: NodeId, kind: EdgeKind) {
+        self.edges.push(Edge { from, to, kind });
+    }
+
+    pub fn inputs(&self, node: NodeId) -> impl Iterator<Item = &Edge> {
+        self.edges.iter().filter(move |e| e.to == node)
+    }
+
+    pub fn outputs(&self, node: NodeId) -> impl Iterator<Item = &Edge> {
+        self.edges.iter().filter(move |e| e.from == node)
+    }
+
+    /// Checks the shape the runtime supports: sources have no inputs, sinks
+    /// no outputs, forward edges join equal parallelism, every node but a
+    /// sink has exactly one output edge.
+    pub fn validate(&self) -> Result<()> {
+        for node in &self.nodes {
+            let ins = self.inputs(node.id).count();
+            let outs: Vec<_> = self.outputs(node.id).collect();
+            match node.kind {
+                NodeKind::Source(_) if ins > 0 => {
+                    return Err(EngineError::Graph(format!("source '{}' has inputs", node.name)))
+                }
+                NodeKind::Sink(_) if !outs.is_empty() => {
+                    return Err(EngineError::Graph(format!("sink '{}' has outputs", node.name)))
+                }
+                NodeKind::Operator { .. } | NodeKind::Sink(_) if ins == 0 => {
+                    return Err(EngineError::Graph(format!("'{}' has no input", node.name)))
+                }
+                NodeKind::Source(_) | NodeKind::Operator { .. } if outs.len() != 1 => {
+                    return Err(EngineError::Graph(format!(
+                        "'{}' must have exactly one output, has {}",
+                        node.name,
+                        outs.len()
+                    )))
+                }
+                _ => {}
+            }
+            for edge in outs {
+                let to = self
+                    .nodes
+                    .get(edge.to)
+                    .ok_or_else(|| EngineError::Graph(format!("edge to unknown node {}", edge.to)))?;
+                if edge.kind == EdgeKind::Forward && to.parallelism != node.parallelism {
+                    return Err(EngineError::Graph(format!(
+                        "forward edge '{}' -> '{}' changes parallelism",
+                        node.name, to.name
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `node` runs in the same task as its single upstream node.
+    pub fn is_chained(&self, node: NodeId) -> bool {
+        let ins: Vec<_> = self.inputs(node).collect();
+        ins.len() == 1 && ins[0].kind == EdgeKind::Forward
+    }
+}
+
+impl fmt::Display for Graph {
+    /// The EXPLAIN rendering: one line per node, in data-flow order, with
+    /// parallelism and the edge to the next node.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let order = topological_order(self);
+        for (i, id) in order.iter().enumerate() {
+            let node = &self.nodes[*id];
+            let chained = if self.is_chained(node.id) { " (chained)" } else { "" };
+            writeln!(
+                f,
+                "[{}] {}  parallelism={}{}",
+                node.id, node.name, node.parallelism, chained
+            )?;
+            if !node.detail.is_empty() {
+                for line in node.detail.lines() {
+                    writeln!(f, "      {line}")?;
+                }
+            }
+            for edge in self.outputs(node.id) {
+                writeln!(f, "      └─ {} ─▶ [{}]", edge.kind, edge.to)?;
+            }
+            if i + 1 < order.len() {
+                writeln!(f, "   │")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Nodes ordered so that every node comes after its inputs.
+pub fn topological_order(graph: &Graph) -> Vec<NodeId> {
+    let mut order = Vec::with_capacity(graph.nodes.len());
+    let mut placed = vec![false; graph.nodes.len()];
+    while order.len() < graph.nodes.len() {
+        let before = order.len();
+        for node in &graph.nodes {
+            if !placed[node.id] && graph.inputs(node.id).all(|e| placed[e.from]) {
+                placed[node.id] = true;
+                order.push(node.id);
+            }
+        }
+        if order.len() == before {
+            break; // a cycle; validate() reports it elsewhere
+        }
+    }
+    order
+}

@@ -1,0 +1,259 @@
+//! Metrics per operator subtask, readable while a job runs.
+//!
+//! Counters are atomics updated by the subtask's task and read by anyone
+//! holding the job's [`JobMetrics`]; a [`MetricsSnapshot`] is a consistent
+//! enough copy for display and export.
+
+use std::fmt;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::mpsc::WeakSender;
+
+use crate::message::{Message, Millis, NO_WATERMARK};
+use crate::operator::StateSize;
+
+/// Live counters of one subtask (a chain of operators run by one task).
+#[derive(Debug)]
+pub struct SubtaskMetrics {
+    pub node: usize,
+    pub operator: String,
+    pub subtask: usize,
+    rows_in: AtomicU64,
+    rows_out: AtomicU64,
+    batches_in: AtomicU64,
+    batches_out: AtomicU64,
+    late_rows: AtomicU64,
+    watermark: AtomicI64,
+    state_rows: AtomicU64,
+    state_bytes: AtomicU64,
+    inputs: Mutex<Vec<WeakSender<Message>>>,
+}
+
+impl SubtaskMetrics {
+    pub fn new(node: usize, operator: impl Into<String>, subtask: usize) -> Self {
+        SubtaskMetrics {
+            node,
+            operator: operator.into(),
+            subtask,
+            rows_in: AtomicU64::new(0),
+            rows_out: AtomicU64::new(0),
+            batches_in: AtomicU64::new(0),
+            batches_out: AtomicU64::new(0),
+            late_rows: AtomicU64::new(0),
+            watermark: AtomicI64::new(NO_WATERMARK),
+            state_rows: AtomicU64::new(0),
+            state_bytes: AtomicU64::new(0),
+            inputs: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn add_input(&self, rows: usize) {
+        self.rows_in.fetch_add(rows as u64, Relaxed);
+        self.batches_in.fetch_add(1, Relaxed);
+    }
+
+    pub fn add_output(&self, rows: usize) {
+        self.rows_out.fetch_add(rows as u64, Relaxed);
+        self.batches_out.fetch_add(1, Relaxed);
+    }
+
+    pub fn add_late_rows(&self, rows: u64) {
+        self.late_rows.fetch_add(rows, Relaxed);
+    }
+
+    pub fn set_watermark(&self, watermark: Millis) {
+        self.watermark.store(watermark, Relaxed);
+    }
+
+    pub fn set_state_size(&self, size: StateSize) {
+        self.state_rows.store(size.rows, Relaxed);
+        self.state_bytes.store(size.bytes, Relaxed);
+    }
+
+    pub(crate) fn watch_input(&self, sender: WeakSender<Message>) {
+        self.inputs.lock().push(sender);
+    }
+
+    /// Fraction (0..=1) of the input channels' capacity in use.
+    pub fn channel_fill(&self) -> f64 {
+        let inputs = self.inputs.lock();
+        let (mut used, mut total) = (0usize, 0usize);
+        for sender in inputs.iter().filter_map(|w| w.upgrade()) {
+            used += sender.max_capacity() - sender.capacity();
+            total += sender.max_capacity();
+        }
+        if total == 0 {
+            0.0
+        } else {
+            used as f64 / total as f64
+        }
+    }
+
+    pub fn snapshot(&self) -> SubtaskSnapshot {
+        let watermark = self.watermark.load(Relaxed);
+        SubtaskSnapshot {
+            node: self.node,
+            operator: self.operator.clone(),
+            subtask: self.subtask,
+            rows_in: self.rows_in.load(Relaxed),
+            rows_out: self.rows_out.load(Relaxed),
+            batches_in: self.batches_in.load(Relaxed),
+            batches_out: self.batches_out.load(Relaxed),
+            late_rows: self.late_rows.load(Relaxed),
+            watermark: (watermark != NO_WATERMARK).then_some(watermark),
+            state_rows: self.state_rows.load(Relaxed),
+            state_bytes: self.state_bytes.load(Relaxed),
+            channel_fill: self.channel_fill(),
+        }
+    }
+}
+
+/// A copy of one subtask's metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubtaskSnapshot {
+    pub node: usize,
+    pub operator: String,
+    pub subtask: usize,
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub batches_in: u64,
+    pub batches_out: u64,
+    pub late_rows: u64,
+    /// The subtask's current input watermark (ms), if any was seen.
+    pub watermark: Option<Millis>,
+    pub state_rows: u64,
+    pub state_bytes: u64,
+    /// Fraction of the input channels' capacity in use (backpressure).
+    pub channel_fill: f64,
+}
+
+impl SubtaskSnapshot {
+    /// Wall clock minus watermark, in ms.
+    pub fn watermark_lag(&self, now: Millis) -> Option<Millis> {
+        self.watermark
+            .filter(|w| *w != crate::message::FINAL_WATERMARK)
+            .map(|w| now.saturating_sub(w))
+    }
+}
+
+/// All subtask metrics of one job.
+#[derive(Debug, Default)]
+pub struct JobMetrics {
+    subtasks: Mutex<Vec<Arc<SubtaskMetrics>>>,
+}
+
+impl JobMetrics {
+    pub fn register(&self, metrics: Arc<SubtaskMetrics>) {
+        self.subtasks.lock().push(metrics);
+    }
+
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let mut subtasks: Vec<_> = self.subtasks.lock().iter().map(|m| m.snapshot()).collect();
+        subtasks.sort_by_key(|s| (s.node, s.subtask));
+        MetricsSnapshot { subtasks }
+    }
+}
+
+/// A copy of a job's metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetricsSnapshot {
+    pub subtasks: Vec<SubtaskSnapshot>,
+}
+
+impl MetricsSnapshot {
+    /// The subtasks of operators whose name contains `name`.
+    pub fn operator<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a SubtaskSnapshot> + 'a {
+        self.subtasks.iter().filter(move |s| s.operator.contains(name))
+    }
+
+    /// Sum of late rows over all subtasks.
+    pub fn late_rows(&self) -> u64 {
+        self.subtasks.iter().map(|s| s.late_rows).sum()
+    }
+
+    /// Per-operator totals: (node, operator, rows_in, rows_out, late, state rows).
+    pub fn by_operator(&self) -> Vec<OperatorTotals> {
+        let mut out: Vec<OperatorTotals> = Vec::new();
+        for s in &self.subtasks {
+            match out.iter_mut().find(|o| o.node == s.node) {
+                Some(o) => o.add(s),
+                None => {
+                    let mut o = OperatorTotals {
+                        node: s.node,
+                        operator: s.operator.clone(),
+                        ..Default::default()
+                    };
+                    o.add(s);
+                    out.push(o);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Metrics of all subtasks of one operator, summed (watermark: the minimum).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OperatorTotals {
+    pub node: usize,
+    pub operator: String,
+    pub subtasks: usize,
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub late_rows: u64,
+    pub state_rows: u64,
+    pub state_bytes: u64,
+    pub watermark: Option<Millis>,
+    pub max_channel_fill: f64,
+}
+
+impl OperatorTotals {
+    fn add(&mut self, s: &SubtaskSnapshot) {
+        self.subtasks += 1;
+        self.rows_in += s.rows_in;
+        self.rows_out += s.rows_out;
+        self.late_rows += s.late_rows;
+        self.state_rows += s.state_rows;
+        self.state_bytes += s.state_bytes;
+        self.watermark = match (self.watermark, s.watermark) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.max_channel_fill = self.max_channel_fill.max(s.channel_fill);
+    }
+}
+
+impl fmt::Display for MetricsSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for o in self.by_operator() {
+            writeln!(
+                f,
+                "[{}] {} x{}: rows in {} out {}, late {}, state {} rows / {} B, watermark {}, channel fill {:.0}%",
+                o.node,
+                o.operator,
+                o.subtasks,
+                o.rows_in,
+                o.rows_out,
+                o.late_rows,
+                o.state_rows,
+                o.state_bytes,
+                o.watermark.map_or("-".to_string(), |w| w.to_string()),
+                o.max_channel_fill * 100.0
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl JobMetrics {
+    /// The metrics of one subtask of a node.
+    pub fn find(&self, node: usize, subtask: usize) -> Option<Arc<SubtaskMetrics>> {
+        self.subtasks
+            .lock()
+            .iter()
+            .find(|m| m.node == node && m.subtask == subtask)
+            .cloned()
+    }
+}

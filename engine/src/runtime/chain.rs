@@ -1,0 +1,145 @@
+//! Operators chained in one task: the output of one is the input of the next.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::record_batch::RecordBatch;
+
+use crate::error::Result;
+use crate::graph::NodeId;
+use crate::message::{Millis, NO_WATERMARK};
+use crate::metrics::SubtaskMetrics;
+use crate::operator::{Operator, OperatorContext};
+use crate::row_watermark::strip;
+use crate::source::DeadLetterSink;
+use crate::state::StateSnapshot;
+
+pub(crate) struct ChainedOperator {
+    pub node: NodeId,
+    pub operator: Box<dyn Operator>,
+    pub metrics: Arc<SubtaskMetrics>,
+    pub late_output: Option<Arc<dyn DeadLetterSink>>,
+}
+
+/// What a call into the chain produced.
+#[derive(Default)]
+pub(crate) struct Emitted {
+    pub batches: Vec<RecordBatch>,
+    /// Late rows and the index of the operator that rejected them.
+    pub late: Vec<(usize, RecordBatch)>,
+}
+
+pub(crate) struct Chain {
+    ops: Vec<ChainedOperator>,
+    subtask: usize,
+    watermark: Millis,
+}
+
+impl Chain {
+    pub(crate) fn new(ops: Vec<ChainedOperator>, subtask: usize) -> Self {
+        Chain {
+            ops,
+            subtask,
+            watermark: NO_WATERMARK,
+        }
+    }
+
+    /// The shortest timer interval any chained operator asks for.
+    pub(crate) fn timer_interval(&self) -> Option<Duration> {
+        self.ops.iter().filter_map(|o| o.operator.timer_interval()).min()
+    }
+
+    /// Feeds `input` through the chain; at each operator, after its input
+    /// batches, `action` runs (a watermark, a timer, a snapshot, the end).
+    fn apply(
+        &mut self,
+        input: Vec<RecordBatch>,
+        mut action: impl FnMut(usize, &mut dyn Operator, &mut OperatorContext<'_>) -> Result<()>,
+        refresh_state: bool,
+    ) -> Result<Emitted> {
+        let mut carry = input;
+        let mut emitted = Emitted::default();
+        for (index, op) in self.ops.iter_mut().enumerate() {
+            let mut output = Vec::new();
+            let mut late = Vec::new();
+            let name = op.operator.name().to_string();
+            {
+                let mut ctx = OperatorContext {
+                    output: &mut output,
+                    late: &mut late,
+                    watermark: self.watermark,
+                    metrics: &op.metrics,
+                };
+                for batch in carry.drain(..) {
+                    op.metrics.add_input(batch.num_rows());
+                    op.operator
+                        .on_batch(batch, &mut ctx)
+                        .map_err(|e| e.in_operator(&name, self.subtask))?;
+                }
+                action(index, op.operator.as_mut(), &mut ctx).map_err(|e| e.in_operator(&name, self.subtask))?;
+            }
+            for batch in &output {
+                op.metrics.add_output(batch.num_rows());
+            }
+            if refresh_state {
+                op.metrics.set_state_size(op.operator.state_size());
+            }
+            emitted.late.extend(late.into_iter().map(|b| (index, b)));
+            carry = output;
+        }
+        emitted.batches = carry;
+        Ok(emitted)
+    }
+
+    pub(crate) fn on_batch(&mut self, batch: RecordBatch) -> Result<Emitted> {
+        self.apply(vec![batch], |_, _, _| Ok(()), false)
+    }
+
+    pub(crate) fn on_watermark(&mut self, watermark: Millis) -> Result<Emitted> {
+        let emitted = self.apply(Vec::new(), |_, op, ctx| op.on_watermark(watermark, ctx), true)?;
+        self.watermark = watermark;
+        for op in &self.ops {
+            op.metrics.set_watermark(watermark);
+        }
+        Ok(emitted)
+    }
+
+    pub(crate) fn on_timer(&mut self, now: Millis) -> Result<Emitted> {
+        self.apply(Vec::new(), |_, op, ctx| op.on_timer(now, ctx), true)
+    }
+
+    pub(crate) fn on_end(&mut self) -> Result<Emitted> {
+        self.apply(Vec::new(), |_, op, ctx| op.on_end(ctx), true)
+    }
+
+    /// Snapshots every operator, in chain order.
+    pub(crate) fn snapshot(&mut self) -> Result<(Emitted, Vec<(NodeId, StateSnapshot)>)> {
+        let nodes: Vec<NodeId> = self.ops.iter().map(|o| o.node).collect();
+        let mut states = Vec::with_capacity(nodes.len());
+        let emitted = self.apply(
+            Vec::new(),
+            |index, op, ctx| {
+                states.push((nodes[index], op.snapshot(ctx)?));
+                Ok(())
+            },
+            true,
+        )?;
+        Ok((emitted, states))
+    }
+
+    /// Where each late batch goes: the late-data output of the operator
+    /// that rejected it (rows were counted when emitted).
+    pub(crate) fn late_targets(
+        &self,
+        late: Vec<(usize, RecordBatch)>,
+    ) -> Vec<(Arc<dyn DeadLetterSink>, String, RecordBatch)> {
+        late.into_iter()
+            .filter_map(|(index, batch)| {
+                let op = self.ops.get(index)?;
+                let sink = op.late_output.clone()?;
+                let reason = format!("late: its window had already fired in {}", op.operator.name());
+                Some((sink, reason, strip(&batch)))
+            })
+            .collect()
+    }
+}

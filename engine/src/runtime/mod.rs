@@ -1,0 +1,311 @@
+//! Running a [`Graph`]: tasks, channels, and the handle to a running job.
+//!
+//! Nodes joined by a forward edge run in one task (operator chaining, as in
+//! Flink); every other edge is a set of bounded channels, one per pair of
+//! sending and receiving subtasks, so a slow consumer blocks its producers
+//! and backpressure reaches the sources.
+
+mod chain;
+mod inputs;
+mod output;
+mod task;
+mod watermarks;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::mpsc::{self, Receiver, Sender};
+use tokio::task::JoinSet;
+
+use crate::error::{EngineError, Result};
+use crate::graph::{topological_order, EdgeKind, Graph, NodeId, NodeKind};
+use crate::message::{now_millis, Barrier, CheckpointId, Message};
+use crate::metrics::{JobMetrics, MetricsSnapshot, SubtaskMetrics};
+use crate::operator::SubtaskInfo;
+use crate::state::StateSnapshot;
+use chain::{Chain, ChainedOperator};
+use inputs::Inputs;
+use output::{Output, Partitioning, Router};
+use task::{run_channel_subtask, run_source_subtask, SourceSubtask, SubtaskParts};
+use watermarks::WatermarkGenerator;
+
+/// Settings of the runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Messages each channel holds before its sender waits.
+    pub channel_capacity: usize,
+    /// Where subtasks report snapshots taken at barriers.
+    pub checkpoint_acks: Option<Sender<SnapshotAck>>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            channel_capacity: 16,
+            checkpoint_acks: None,
+        }
+    }
+}
+
+/// Commands to a source subtask.
+#[derive(Debug, Clone)]
+pub enum SourceControl {
+    /// Stop reading. With `drain`, send the final watermark first so every
+    /// open window fires.
+    Stop { drain: bool },
+    /// Inject a checkpoint barrier.
+    Barrier(Barrier),
+}
+
+/// The state a subtask reported for a checkpoint.
+#[derive(Debug, Clone)]
+pub struct SnapshotAck {
+    pub checkpoint_id: CheckpointId,
+    pub subtask: usize,
+    /// One snapshot per node in the subtask's chain (a source's positions first).
+    pub states: Vec<(NodeId, StateSnapshot)>,
+}
+
+/// A running job.
+pub struct JobHandle {
+    metrics: Arc<JobMetrics>,
+    controls: Vec<Sender<SourceControl>>,
+    supervisor: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl JobHandle {
+    /// A copy of the job's metrics now.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.metrics.snapshot()
+    }
+
+    /// The live metrics registry.
+    pub fn job_metrics(&self) -> Arc<JobMetrics> {
+        self.metrics.clone()
+    }
+
+    /// Asks every source to stop; with `drain` open windows fire first.
+    pub async fn stop(&self, drain: bool) {
+        for control in &self.controls {
+            let _ = control.send(SourceControl::Stop { drain }).await;
+        }
+    }
+
+    /// Injects a checkpoint barrier at every source.
+    pub async fn inject_barrier(&self, checkpoint_id: CheckpointId) {
+        let barrier = Barrier {
+            checkpoint_id,
+            injected_at: now_millis(),
+        };
+        for control in &self.controls {
+            let _ = control.send(SourceControl::Barrier(barrier)).await;
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.supervisor.is_finished()
+    }
+
+    /// Cancels every task at once (no flushing).
+    pub fn abort(&self) {
+        self.supervisor.abort();
+    }
+
+    /// Waits for the job to end; its first error, if any.
+    pub async fn wait(self) -> Result<()> {
+        match self.supervisor.await {
+            Ok(result) => result,
+            Err(e) if e.is_cancelled() => Err(EngineError::Cancelled),
+            Err(e) => Err(EngineError::Task(e.to_string())),
+        }
+    }
+}
+
+/// The nodes run by one task, head first.
+fn task_groups(graph: &Graph) -> Vec<Vec<NodeId>> {
+    let mut groups: Vec<Vec<NodeId>> = Vec::new();
+    let mut group_of: HashMap<NodeId, usize> = HashMap::new();
+    for id in topological_order(graph) {
+        let upstream = graph
+            .is_chained(id)
+            .then(|| graph.inputs(id).next().map(|e| e.from))
+            .flatten()
+            .filter(|from| graph.outputs(*from).count() == 1);
+        match upstream.and_then(|from| group_of.get(&from).copied()) {
+            Some(g) => {
+                groups[g].push(id);
+                group_of.insert(id, g);
+            }
+            None => {
+                group_of.insert(id, groups.len());
+                groups.push(vec![id]);
+            }
+        }
+    }
+    groups
+}
+
+/// Starts every task of `graph` on the current tokio runtime.
+pub fn spawn(graph: Graph, config: RuntimeConfig) -> Result<JobHandle> {
+    graph.validate()?;
+    let metrics = Arc::new(JobMetrics::default());
+    let groups = task_groups(&graph);
+    let tail_of: HashMap<NodeId, usize> = groups
+        .iter()
+        .enumerate()
+        .filter_map(|(g, nodes)| nodes.last().map(|n| (*n, g)))
+        .collect();
+
+    // Channels for every edge between task groups.
+    let mut senders: HashMap<(usize, usize), Vec<Sender<Message>>> = HashMap::new();
+    let mut partitioning: HashMap<usize, Partitioning> = HashMap::new();
+    let mut receivers: HashMap<(usize, usize), Vec<Receiver<Message>>> = HashMap::new();
+    let mut watched: HashMap<(usize, usize), Vec<mpsc::WeakSender<Message>>> = HashMap::new();
+    for (g, nodes) in groups.iter().enumerate() {
+        let head = nodes[0];
+        for edge in graph.inputs(head) {
+            let from_group = *tail_of
+                .get(&edge.from)
+                .ok_or_else(|| EngineError::Graph("edge from the middle of a chain".into()))?;
+            let p_from = graph.nodes[edge.from].parallelism;
+            let p_to = graph.nodes[head].parallelism;
+            for i in 0..p_from {
+                for j in 0..p_to {
+                    if edge.kind == EdgeKind::Forward && i != j {
+                        continue;
+                    }
+                    let (tx, rx) = mpsc::channel(config.channel_capacity.max(1));
+                    watched.entry((g, j)).or_default().push(tx.downgrade());
+                    senders.entry((from_group, i)).or_default().push(tx);
+                    receivers.entry((g, j)).or_default().push(rx);
+                }
+            }
+            partitioning.insert(
+                from_group,
+                match &edge.kind {
+                    EdgeKind::Forward => Partitioning::Forward,
+                    EdgeKind::Shuffle { keys, .. } => Partitioning::Hash(keys.clone()),
+                    EdgeKind::Broadcast => Partitioning::Broadcast,
+                    EdgeKind::Rebalance => Partitioning::RoundRobin,
+                },
+            );
+        }
+    }
+
+    let mut tasks = JoinSet::new();
+    let mut controls = Vec::new();
+    for (g, nodes) in groups.iter().enumerate() {
+        let head = &graph.nodes[nodes[0]];
+        let tail = &graph.nodes[nodes[nodes.len() - 1]];
+        for subtask in 0..head.parallelism {
+            let info = SubtaskInfo {
+                index: subtask,
+                parallelism: head.parallelism,
+            };
+            let mut ops = Vec::new();
+            let mut sink = None;
+            for id in nodes {
+                let node = &graph.nodes[*id];
+                let node_metrics = Arc::new(SubtaskMetrics::new(node.id, node.name.clone(), subtask));
+                metrics.register(node_metrics.clone());
+                if *id == head.id {
+                    for w in watched.remove(&(g, subtask)).unwrap_or_default() {
+                        node_metrics.watch_input(w);
+                    }
+                }
+                match &node.kind {
+                    NodeKind::Operator { factory, late_output } => ops.push(ChainedOperator {
+                        node: node.id,
+                        operator: factory(info)?,
+                        metrics: node_metrics,
+                        late_output: late_output.clone(),
+                    }),
+                    NodeKind::Sink(factory) => sink = Some((factory(info)?, node_metrics)),
+                    NodeKind::Source(_) => {}
+                }
+            }
+            let output = match sink {
+                Some((sink, metrics)) => Output::Sink { sink, metrics },
+                None => Output::Channels(Router {
+                    senders: senders.remove(&(g, subtask)).unwrap_or_default(),
+                    partitioning: partitioning.get(&g).cloned().unwrap_or(Partitioning::Forward),
+                    next: subtask,
+                    hashes: Vec::new(),
+                }),
+            };
+            if let Output::Channels(router) = &output {
+                if router.senders.is_empty() {
+                    return Err(EngineError::Graph(format!("'{}' has nowhere to send", tail.name)));
+                }
+            }
+            let parts = SubtaskParts {
+                chain: Chain::new(ops, subtask),
+                output,
+                subtask,
+                acks: config.checkpoint_acks.clone(),
+            };
+            match &head.kind {
+                NodeKind::Source(source) => {
+                    let (tx, rx) = mpsc::channel(16);
+                    controls.push(tx);
+                    let src = (source.factory)(info)?;
+                    let source_metrics = metrics_of(&metrics, head.id, subtask);
+                    let watermarks = WatermarkGenerator::new(source.watermark.clone(), src.splits());
+                    let src = SourceSubtask {
+                        node: head.id,
+                        source: src,
+                        computed: source.computed.clone(),
+                        watermarks,
+                        metrics: source_metrics,
+                        control: rx,
+                    };
+                    tasks.spawn(run_source_subtask(src, parts));
+                }
+                _ => {
+                    let inputs = Inputs::new(receivers.remove(&(g, subtask)).unwrap_or_default());
+                    tasks.spawn(run_channel_subtask(inputs, parts));
+                }
+            }
+        }
+    }
+
+    let supervisor = tokio::spawn(supervise(tasks));
+    Ok(JobHandle {
+        metrics,
+        controls,
+        supervisor,
+    })
+}
+
+fn metrics_of(metrics: &JobMetrics, node: NodeId, subtask: usize) -> Arc<SubtaskMetrics> {
+    metrics
+        .find(node, subtask)
+        .unwrap_or_else(|| Arc::new(SubtaskMetrics::new(node, "source", subtask)))
+}
+
+/// Waits for every task; on the first failure cancels the rest and returns
+/// that error.
+async fn supervise(mut tasks: JoinSet<Result<()>>) -> Result<()> {
+    let mut failure: Option<EngineError> = None;
+    while let Some(joined) = tasks.join_next().await {
+        let error = match joined {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            Err(e) if e.is_cancelled() => continue,
+            Err(e) => EngineError::Task(format!("a task panicked: {e}")),
+        };
+        let replace = match &failure {
+            None => true,
+            Some(EngineError::Cancelled) => !matches!(error, EngineError::Cancelled),
+            Some(_) => false,
+        };
+        if replace {
+            failure = Some(error);
+        }
+        tasks.abort_all();
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,143 @@
+//! The output side of a subtask: routing batches to downstream channels by
+//! the edge kind, or handing them to a sink.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::UInt32Array;
+use datafusion::arrow::compute::take_record_batch;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::hash_utils::{create_hashes, RandomState};
+use tokio::sync::mpsc::Sender;
+
+use crate::error::{EngineError, Result};
+use crate::message::{Barrier, Message, Watermark};
+use crate::metrics::SubtaskMetrics;
+use crate::row_watermark::strip;
+use crate::source::Sink;
+
+/// How a subtask spreads its batches over downstream channels.
+#[derive(Debug, Clone)]
+pub(crate) enum Partitioning {
+    /// One channel.
+    Forward,
+    /// By hash of these columns; the same for every sender, so a key always
+    /// reaches the same subtask.
+    Hash(Vec<usize>),
+    Broadcast,
+    RoundRobin,
+}
+
+pub(crate) struct Router {
+    pub senders: Vec<Sender<Message>>,
+    pub partitioning: Partitioning,
+    pub next: usize,
+    pub hashes: Vec<u64>,
+}
+
+pub(crate) enum Output {
+    Channels(Router),
+    Sink {
+        sink: Box<dyn Sink>,
+        metrics: Arc<SubtaskMetrics>,
+    },
+}
+
+async fn send(sender: &Sender<Message>, message: Message) -> Result<()> {
+    // A closed channel means the downstream task ended with an error; the
+    // supervisor reports that one.
+    sender.send(message).await.map_err(|_| EngineError::Cancelled)
+}
+
+impl Router {
+    async fn send_batch(&mut self, batch: RecordBatch) -> Result<()> {
+        match &self.partitioning {
+            Partitioning::Forward => send(&self.senders[0], Message::Batch(batch)).await,
+            Partitioning::Broadcast => {
+                for sender in &self.senders {
+                    send(sender, Message::Batch(batch.clone())).await?;
+                }
+                Ok(())
+            }
+            Partitioning::RoundRobin => {
+                let i = self.next % self.senders.len();
+                self.next = self.next.wrapping_add(1);
+                send(&self.senders[i], Message::Batch(batch)).await
+            }
+            Partitioning::Hash(keys) => {
+                let n = self.senders.len();
+                if n == 1 {
+                    return send(&self.senders[0], Message::Batch(batch)).await;
+                }
+                let rows = batch.num_rows();
+                self.hashes.clear();
+                self.hashes.resize(rows, 0);
+                let columns: Vec<_> = keys.iter().map(|k| batch.column(*k).clone()).collect();
+                create_hashes(&columns, &RandomState::with_seed(0), &mut self.hashes)?;
+                let mut parts: Vec<Vec<u32>> = vec![Vec::new(); n];
+                for (row, hash) in self.hashes.iter().enumerate() {
+                    parts[(*hash % n as u64) as usize].push(row as u32);
+                }
+                for (i, rows_of) in parts.into_iter().enumerate() {
+                    if rows_of.is_empty() {
+                        continue;
+                    }
+                    let part = if rows_of.len() == rows {
+                        batch.clone()
+                    } else {
+                        take_record_batch(&batch, &UInt32Array::from(rows_of))?
+                    };
+                    send(&self.senders[i], Message::Batch(part)).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn broadcast(&self, message: Message) -> Result<()> {
+        for sender in &self.senders {
+            send(sender, message.clone()).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Output {
+    pub(crate) async fn send_batches(&mut self, batches: Vec<RecordBatch>) -> Result<()> {
+        for batch in batches {
+            match self {
+                Output::Channels(router) => router.send_batch(batch).await?,
+                Output::Sink { sink, metrics } => {
+                    metrics.add_input(batch.num_rows());
+                    sink.write(strip(&batch)).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn send_watermark(&mut self, watermark: Watermark) -> Result<()> {
+        match self {
+            Output::Channels(router) => router.broadcast(Message::Watermark(watermark)).await,
+            Output::Sink { metrics, .. } => {
+                if let Watermark::EventTime(t) = watermark {
+                    metrics.set_watermark(t);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub(crate) async fn send_barrier(&mut self, barrier: Barrier) -> Result<()> {
+        match self {
+            Output::Channels(router) => router.broadcast(Message::Barrier(barrier)).await,
+            Output::Sink { sink, .. } => sink.on_barrier(barrier).await,
+        }
+    }
+
+    pub(crate) async fn end(&mut self) -> Result<()> {
+        match self {
+            Output::Channels(router) => router.broadcast(Message::End).await,
+            Output::Sink { sink, .. } => sink.finish().await,
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The traits at the edges of a graph: sources, sinks and dead-letter outputs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::physical_expr::PhysicalExpr;
+
+use crate::error::Result;
+use crate::message::Barrier;
+use crate::operator::SubtaskInfo;
+use crate::state::StateSnapshot;
+
+/// Identifies one split (a Kafka partition, a file, a generator lane)
+/// within a source subtask. Watermarks are tracked per split.
+pub type SplitId = u32;
+
+/// What a source returns from one poll.
+#[derive(Debug)]
+pub enum SourcePoll {
+    /// Rows read from one split, in the split's order.
+    Batch { split: SplitId, batch: RecordBatch },
+    /// Nothing available right now.
+    Pending,
+    /// The split is exhausted; it no longer holds the watermark back.
+    SplitEnded(SplitId),
+    /// Every split of this subtask is exhausted (a bounded source).
+    End,
+}
+
+/// A source subtask.
+///
+/// `poll` must return within about [`MAX_POLL_WAIT`] even when no data is
+/// available (with [`SourcePoll::Pending`]), so that the runtime can handle
+/// barriers, idleness and stop requests between polls. When downstream
+/// channels are full the runtime simply does not call `poll`: that is how
+/// backpressure reaches the source.
+#[async_trait]
+pub trait Source: Send {
+    /// Splits this subtask will read, known up front. A split not yet read
+    /// holds the watermark back until it has data, ends, or goes idle.
+    fn splits(&self) -> Vec<SplitId>;
+
+    /// A human name of a split, for metrics and logs.
+    fn split_name(&self, split: SplitId) -> String {
+        split.to_string()
+    }
+
+    async fn poll(&mut self) -> Result<SourcePoll>;
+
+    /// Positions to store in a checkpoint.
+    fn snapshot(&mut self) -> Result<StateSnapshot> {
+        Ok(StateSnapshot::default())
+    }
+
+    /// Seeks to positions from [`Source::snapshot`].
+    fn restore(&mut self, _state: StateSnapshot) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// How long a source may wait inside `poll` before returning `Pending`.
+pub const MAX_POLL_WAIT: Duration = Duration::from_millis(100);
+
+/// A sink subtask. It receives batches without the row-watermark column.
+#[async_trait]
+pub trait Sink: Send {
+    async fn write(&mut self, batch: RecordBatch) -> Result<()>;
+
+    /// A checkpoint barrier reached the sink: make what was written so far
+    /// durable (or pre-commit it).
+    async fn on_barrier(&mut self, _barrier: Barrier) -> Result<()> {
+        Ok(())
+    }
+
+    /// The stream ended (or the job stops): flush and close.
+    async fn finish(&mut self) -> Result<()>;
+}
+
+/// Builds one source per subtask.
+pub type SourceFactory = Arc<dyn Fn(SubtaskInfo) -> Result<Box<dyn Source>> + Send + Sync>;
+
+/// Builds one sink per subtask.
+pub type SinkFactory = Arc<dyn Fn(SubtaskInfo) -> Result<Box<dyn Sink>> + Send + Sync>;
+
+/// Where rows go that a job cannot use: records that fail to decode, and
+/// rows that arrive after their window fired.
+#[async_trait]
+pub trait DeadLetterSink: Send + Sync {
+    /// Rows (without the row-watermark column) that were rejected for `reason`.
+    async fn write_rows(&self, reason: &str, rows: &RecordBatch) -> Result<()>;
+
+    /// One raw record that could not become a row.
+    async fn write_record(&self, record: BadRecord) -> Result<()>;
+}
+
+/// A raw record that could not be decoded or did not fit the schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRecord {
+    /// The stream (table) name.
+    pub stream: String,
+    /// Why it was rejected.
+    pub reason: String,
+    /// Where it came from: a file and line, a topic, partition and offset.
+    pub location: String,
+    /// The record as read.
+    pub raw: Vec<u8>,
+}
+
+/// The event-time declaration of a source: `WATERMARK FOR col AS expr`.
+#[derive(Debug, Clone)]
+pub struct WatermarkSpec {
+    /// Evaluated on each row (after computed columns) to give the row's
+    /// watermark candidate, a timestamp.
+    pub expr: Arc<dyn PhysicalExpr>,
+    /// Shown in EXPLAIN.
+    pub display: String,
+    /// A split with no data for this long stops holding the watermark back.
+    pub idle_timeout: Option<Duration>,
+    /// When every split is idle, advance the watermark with wall-clock time
+    /// from the last record, so the last windows fire on a quiet stream.
+    pub idle_advance: bool,
+}

@@ -1,0 +1,335 @@
+//! Session window aggregation.
+//!
+//! A row at `t` opens the window `[t, t + gap)`; windows of the same session
+//! key that intersect (touching ends included, so rows exactly `gap` apart
+//! share a session) merge. A session fires when the watermark reaches its
+//! `end - 1`. Rows are buffered until their session fires and are then
+//! aggregated in one vectorised pass, so merging sessions needs no
+//! accumulator surgery. A row is late when the session it would join has
+//! already closed by its own watermark or the operator's.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, UInt32Array};
+use datafusion::arrow::compute::{interleave, take_record_batch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::DataFusionError;
+
+use super::{OutputLayout, TimeSource};
+use crate::aggregate::{AggregateInput, AggregateSpec, GroupedState};
+use crate::error::Result;
+use crate::message::{now_millis, Millis, FINAL_WATERMARK, NO_WATERMARK};
+use crate::operator::{Operator, OperatorContext, StateSize};
+
+type BufferId = u64;
+
+struct Session {
+    start: Millis,
+    end: Millis,
+    rows: Vec<(BufferId, u32)>,
+}
+
+/// Evaluated aggregate inputs of one input batch, kept until every row that
+/// belongs to an open session has fired.
+struct Buffer {
+    /// Keys, then every aggregate argument, then filters.
+    columns: Vec<ArrayRef>,
+    live: usize,
+}
+
+/// A keyed session window aggregation.
+pub struct SessionWindowAggregate {
+    name: String,
+    gap: Millis,
+    spec: Arc<AggregateSpec>,
+    /// Which of `spec.keys` form the session key (`PARTITION BY`).
+    partition_keys: Vec<usize>,
+    time: TimeSource,
+    layout: Arc<OutputLayout>,
+    converter: RowConverter,
+    fire_key_schema: SchemaRef,
+    sessions: HashMap<Vec<u8>, Vec<Session>>,
+    timers: BTreeSet<(Millis, Vec<u8>)>,
+    buffers: HashMap<BufferId, Buffer>,
+    next_buffer: BufferId,
+    buffered_rows: usize,
+    watermark: Millis,
+}
+
+impl SessionWindowAggregate {
+    pub fn new(
+        name: impl Into<String>,
+        gap: Millis,
+        spec: Arc<AggregateSpec>,
+        partition_keys: Vec<usize>,
+        time: TimeSource,
+        layout: Arc<OutputLayout>,
+    ) -> Result<Self> {
+        if gap <= 0 {
+            return Err(DataFusionError::Plan(format!("session gap must be positive, got {gap} ms")).into());
+        }
+        let sort_fields = partition_keys
+            .iter()
+            .map(|i| {
+                spec.key_fields
+                    .get(*i)
+                    .map(|f| SortField::new(f.data_type().clone()))
+                    .ok_or_else(|| DataFusionError::Internal(format!("no session key {i}")))
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let mut fire_keys = vec![Arc::new(Field::new("_weir_session", DataType::UInt32, false))];
+        fire_keys.extend(spec.key_fields.iter().cloned());
+        Ok(SessionWindowAggregate {
+            name: name.into(),
+            gap,
+            converter: RowConverter::new(sort_fields)?,
+            fire_key_schema: Arc::new(Schema::new(fire_keys)),
+            spec,
+            partition_keys,
+            time,
+            layout,
+            sessions: HashMap::new(),
+            timers: BTreeSet::new(),
+            buffers: HashMap::new(),
+            next_buffer: 0,
+            buffered_rows: 0,
+            watermark: NO_WATERMARK,
+        })
+    }
+
+    fn flatten(input: AggregateInput) -> Vec<ArrayRef> {
+        let mut columns = input.keys;
+        for args in input.args {
+            columns.extend(args);
+        }
+        for filter in input.filters.into_iter().flatten() {
+            columns.push(Arc::new(filter));
+        }
+        columns
+    }
+
+    fn unflatten(&self, columns: Vec<ArrayRef>) -> Result<AggregateInput> {
+        let mut it = columns.into_iter();
+        let keys = it.by_ref().take(self.spec.keys.len()).collect();
+        let args = self
+            .spec
+            .aggregates
+            .iter()
+            .map(|a| it.by_ref().take(a.expressions().len()).collect())
+            .collect();
+        let mut filters = Vec::with_capacity(self.spec.filters.len());
+        for f in &self.spec.filters {
+            filters.push(match f {
+                None => None,
+                Some(_) => Some(
+                    it.next()
+                        .and_then(|a| a.as_any().downcast_ref::<BooleanArray>().cloned())
+                        .ok_or_else(|| DataFusionError::Internal("session filter column".into()))?,
+                ),
+            });
+        }
+        Ok(AggregateInput { keys, args, filters })
+    }
+
+    fn add_rows(&mut self, batch: &RecordBatch, ctx: &mut OperatorContext<'_>) -> Result<()> {
+        let times = self.time.row_times(batch, self.watermark, now_millis())?;
+        let input = self.spec.evaluate(batch)?;
+        let session_keys: Vec<ArrayRef> = self.partition_keys.iter().map(|i| input.keys[*i].clone()).collect();
+        let rows = self.converter.convert_columns(&session_keys)?;
+        let buffer = self.next_buffer;
+        let mut live = 0;
+        let mut late = Vec::new();
+        for i in 0..batch.num_rows() {
+            let Some(t) = times.times[i] else {
+                late.push(i as u32);
+                continue;
+            };
+            let key = rows.row(i);
+            let key = key.as_ref();
+            let (mut start, mut end) = (t, t.saturating_add(self.gap));
+            let list = self.sessions.get(key);
+            let overlapping: Vec<usize> = list.map_or(Vec::new(), |list| {
+                list.iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.start <= end && s.end >= start)
+                    .map(|(j, _)| j)
+                    .collect()
+            });
+            if let Some(list) = list {
+                for j in &overlapping {
+                    start = start.min(list[*j].start);
+                    end = end.max(list[*j].end);
+                }
+            }
+            if end - 1 <= times.thresholds[i] {
+                late.push(i as u32);
+                continue;
+            }
+            live += 1;
+            let list = match self.sessions.get_mut(key) {
+                Some(list) => list,
+                None => self.sessions.entry(key.to_vec()).or_default(),
+            };
+            let mut merged = Session {
+                start,
+                end,
+                rows: vec![(buffer, i as u32)],
+            };
+            for j in overlapping.into_iter().rev() {
+                let old = list.swap_remove(j);
+                self.timers.remove(&(old.end, key.to_vec()));
+                merged.rows.extend(old.rows);
+            }
+            list.push(merged);
+            self.timers.insert((end, key.to_vec()));
+        }
+        if !late.is_empty() {
+            ctx.emit_late(take_record_batch(batch, &UInt32Array::from(late))?);
+        }
+        if live > 0 {
+            self.buffers.insert(
+                buffer,
+                Buffer {
+                    columns: Self::flatten(input),
+                    live,
+                },
+            );
+            self.next_buffer += 1;
+            self.buffered_rows += live;
+        }
+        Ok(())
+    }
+
+    fn fire_until(&mut self, watermark: Millis, ctx: &mut OperatorContext<'_>) -> Result<()> {
+        let mut fired: Vec<Session> = Vec::new();
+        while let Some((end, _)) = self.timers.first() {
+            if end.saturating_sub(1) > watermark {
+                break;
+            }
+            let Some((end, key)) = self.timers.pop_first() else { break };
+            if let Some(list) = self.sessions.get_mut(&key) {
+                if let Some(j) = list.iter().position(|s| s.end == end) {
+                    fired.push(list.swap_remove(j));
+                }
+                if list.is_empty() {
+                    self.sessions.remove(&key);
+                }
+            }
+        }
+        if fired.is_empty() {
+            return Ok(());
+        }
+        let row_watermark = self.watermark;
+        let batch = self.aggregate_sessions(&fired, row_watermark)?;
+        ctx.emit(batch);
+        Ok(())
+    }
+
+    /// Aggregates the buffered rows of `sessions` in one pass and releases them.
+    fn aggregate_sessions(&mut self, sessions: &[Session], row_watermark: Millis) -> Result<RecordBatch> {
+        let mut ids: Vec<BufferId> = sessions
+            .iter()
+            .flat_map(|s| s.rows.iter().map(|(b, _)| *b))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let position: HashMap<BufferId, usize> = ids.iter().enumerate().map(|(p, id)| (*id, p)).collect();
+        let mut indices = Vec::new();
+        let mut ordinals = Vec::new();
+        for (ordinal, session) in sessions.iter().enumerate() {
+            for (buffer, row) in &session.rows {
+                indices.push((position[buffer], *row as usize));
+                ordinals.push(ordinal as u32);
+            }
+        }
+        let buffers: Vec<&Buffer> = ids
+            .iter()
+            .map(|id| {
+                self.buffers
+                    .get(id)
+                    .ok_or_else(|| DataFusionError::Internal("session buffer missing".into()))
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        let width = buffers.first().map_or(0, |b| b.columns.len());
+        let mut columns = Vec::with_capacity(width);
+        for c in 0..width {
+            let arrays: Vec<&dyn Array> = buffers.iter().map(|b| b.columns[c].as_ref()).collect();
+            columns.push(interleave(&arrays, &indices)?);
+        }
+        let mut input = self.unflatten(columns)?;
+        input.keys.insert(0, Arc::new(UInt32Array::from(ordinals)));
+        let mut state = GroupedState::new(self.fire_key_schema.clone(), &self.spec.aggregates)?;
+        state.update(&input, indices.len())?;
+        let (mut keys, values) = state.take_final()?;
+        let ordinal = keys.remove(0);
+        let ordinal = ordinal
+            .as_any()
+            .downcast_ref::<UInt32Array>()
+            .ok_or_else(|| DataFusionError::Internal("session ordinal".into()))?;
+        let starts = ordinal.values().iter().map(|o| sessions[*o as usize].start).collect();
+        let ends = ordinal.values().iter().map(|o| sessions[*o as usize].end).collect();
+
+        for session in sessions {
+            for (buffer, _) in &session.rows {
+                if let Some(b) = self.buffers.get_mut(buffer) {
+                    b.live -= 1;
+                    if b.live == 0 {
+                        self.buffers.remove(buffer);
+                    }
+                }
+            }
+            self.buffered_rows -= session.rows.len();
+        }
+        self.layout.assemble(starts, ends, &keys, &values, row_watermark)
+    }
+}
+
+impl Operator for SessionWindowAggregate {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn on_batch(&mut self, batch: RecordBatch, ctx: &mut OperatorContext<'_>) -> Result<()> {
+        self.add_rows(&batch, ctx)
+    }
+
+    fn on_watermark(&mut self, watermark: Millis, ctx: &mut OperatorContext<'_>) -> Result<()> {
+        if !self.time.is_processing_time() {
+            self.fire_until(watermark, ctx)?;
+            self.watermark = self.watermark.max(watermark);
+        }
+        Ok(())
+    }
+
+    fn timer_interval(&self) -> Option<std::time::Duration> {
+        self.time
+            .is_processing_time()
+            .then(|| std::time::Duration::from_millis(100))
+    }
+
+    fn on_timer(&mut self, now: Millis, ctx: &mut OperatorContext<'_>) -> Result<()> {
+        self.fire_until(now - 1, ctx)
+    }
+
+    fn on_end(&mut self, ctx: &mut OperatorContext<'_>) -> Result<()> {
+        if self.time.is_processing_time() {
+            self.fire_until(FINAL_WATERMARK, ctx)?;
+        }
+        Ok(())
+    }
+
+    fn state_size(&self) -> StateSize {
+        let bytes: usize = self
+            .buffers
+            .values()
+            .flat_map(|b| b.columns.iter().map(|c| c.get_array_memory_size()))
+            .sum();
+        StateSize {
+            rows: self.buffered_rows as u64,
+            bytes: bytes as u64,
+        }
+    }
+}

@@ -1,0 +1,478 @@
+//! Tumbling, hopping and cumulating window aggregation over slices.
+//!
+//! Rows are aggregated once into *buckets* keyed by `(slice_end,
+//! first_window_end)`: the slice the row falls in, and the first of the
+//! slice's windows the row is not late for. Normally that is the slice's
+//! first window; a row that is late for some of a hop or cumulate window's
+//! earlier windows goes into a bucket that only joins the later ones. So the
+//! operator honours per-row lateness exactly while still sharing work.
+//!
+//! The same operator runs in three modes, as DataFusion's aggregation does:
+//! `Single` (rows in, windows out), `Partial` (rows in, pre-aggregated slice
+//! state out, before a shuffle) and `Final` (slice state in, windows out).
+//! The partial side flushes a bucket as soon as its first window may fire,
+//! when it grows past a bound, and at barriers, so it keeps no state a
+//! checkpoint needs and a hot key is pre-aggregated on every subtask.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, Int64Array, UInt32Array};
+use datafusion::arrow::compute::{concat_batches, take_record_batch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::common::DataFusionError;
+
+use super::{OutputLayout, SliceWindows, TimeSource};
+use crate::aggregate::{AggregateSpec, GroupedState, GroupedStateArrays};
+use crate::error::Result;
+use crate::message::{now_millis, Millis, FINAL_WATERMARK, NO_WATERMARK};
+use crate::operator::{Operator, OperatorContext, StateSize};
+use crate::row_watermark::with_row_watermark;
+use crate::state::StateSnapshot;
+
+/// Which half of a two-phase aggregation an operator is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggregateMode {
+    Single,
+    Partial,
+    Final,
+}
+
+const SLICE_END: &str = "_weir_slice_end";
+const FIRST_WINDOW_END: &str = "_weir_first_window_end";
+
+/// The schema of pre-aggregated slice state between `Partial` and `Final`:
+/// slice end, first window end, key columns, state columns, row watermark.
+/// Key column `i` is at index `2 + i`.
+pub fn partial_schema(spec: &AggregateSpec) -> Result<SchemaRef> {
+    let mut fields = vec![
+        Arc::new(Field::new(SLICE_END, DataType::Int64, false)),
+        Arc::new(Field::new(FIRST_WINDOW_END, DataType::Int64, false)),
+    ];
+    fields.extend(spec.key_fields.iter().cloned());
+    fields.extend(spec.state_fields()?);
+    Ok(with_row_watermark(&Schema::new(fields)))
+}
+
+type BucketKey = (Millis, Millis);
+
+enum Bucket {
+    Live(GroupedState),
+    Sealed(GroupedStateArrays),
+}
+
+/// A tumbling, hopping or cumulating window aggregation.
+pub struct WindowAggregate {
+    name: String,
+    mode: AggregateMode,
+    windows: SliceWindows,
+    spec: Arc<AggregateSpec>,
+    time: TimeSource,
+    layout: Arc<OutputLayout>,
+    key_schema: SchemaRef,
+    partial_schema: SchemaRef,
+    state_widths: Vec<usize>,
+    buckets: BTreeMap<BucketKey, Bucket>,
+    /// Window ends that have data and have not fired (Single, Final).
+    pending: BTreeSet<Millis>,
+    /// Windows ending at or before this + 1 have fired (Single, Final); the
+    /// input watermark (Partial).
+    watermark: Millis,
+    /// A partial aggregation flushes everything past this many groups.
+    max_partial_groups: usize,
+}
+
+impl WindowAggregate {
+    pub fn new(
+        name: impl Into<String>,
+        mode: AggregateMode,
+        windows: SliceWindows,
+        spec: Arc<AggregateSpec>,
+        time: TimeSource,
+        layout: Arc<OutputLayout>,
+    ) -> Result<Self> {
+        Ok(WindowAggregate {
+            name: name.into(),
+            mode,
+            windows,
+            key_schema: spec.key_schema(),
+            partial_schema: partial_schema(&spec)?,
+            state_widths: spec.state_widths()?,
+            spec,
+            time,
+            layout,
+            buckets: BTreeMap::new(),
+            pending: BTreeSet::new(),
+            watermark: NO_WATERMARK,
+            max_partial_groups: 64 * 1024,
+        })
+    }
+
+    /// Caps the groups a partial aggregation holds before flushing.
+    pub fn with_max_partial_groups(mut self, groups: usize) -> Self {
+        self.max_partial_groups = groups.max(1);
+        self
+    }
+
+    fn new_state(&self) -> Result<GroupedState> {
+        GroupedState::new(self.key_schema.clone(), &self.spec.aggregates)
+    }
+
+    /// The live state of a bucket, creating it (and registering its
+    /// windows) if needed.
+    fn live_bucket(&mut self, key: BucketKey) -> Result<&mut GroupedState> {
+        if !self.buckets.contains_key(&key) {
+            let state = self.new_state()?;
+            self.buckets.insert(key, Bucket::Live(state));
+            if self.mode != AggregateMode::Partial {
+                self.pending.extend(self.windows.window_ends_from(key.0, key.1));
+            }
+        }
+        if let Some(Bucket::Sealed(_)) = self.buckets.get(&key) {
+            let mut state = self.new_state()?;
+            if let Some(Bucket::Sealed(sealed)) = self.buckets.get(&key) {
+                state.merge(sealed, &self.state_widths)?;
+            }
+            self.buckets.insert(key, Bucket::Live(state));
+        }
+        match self.buckets.get_mut(&key) {
+            Some(Bucket::Live(state)) => Ok(state),
+            _ => Err(DataFusionError::Internal("window bucket vanished".into()).into()),
+        }
+    }
+
+    /// Turns a bucket's live state into state arrays that several windows
+    /// can merge.
+    fn seal(&mut self, key: &BucketKey) -> Result<()> {
+        if let Some(bucket) = self.buckets.get_mut(key) {
+            if let Bucket::Live(state) = bucket {
+                *bucket = Bucket::Sealed(state.take_state()?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Rows in: assign each to its bucket, send late ones to the late output.
+    fn add_rows(&mut self, batch: &RecordBatch, ctx: &mut OperatorContext<'_>) -> Result<()> {
+        let rows = batch.num_rows();
+        let times = self.time.row_times(batch, self.watermark, now_millis())?;
+        let mut groups: Vec<(BucketKey, Vec<u32>)> = Vec::new();
+        let mut late = Vec::new();
+        for i in 0..rows {
+            let key = times.times[i].and_then(|t| {
+                let slice_end = self.windows.slice_end(t);
+                self.windows
+                    .first_window_end(slice_end, times.thresholds[i])
+                    .map(|first| (slice_end, first))
+            });
+            match key {
+                None => late.push(i as u32),
+                Some(key) => match groups.iter_mut().rev().find(|(k, _)| *k == key) {
+                    Some((_, idx)) => idx.push(i as u32),
+                    None => groups.push((key, vec![i as u32])),
+                },
+            }
+        }
+        if !late.is_empty() {
+            ctx.emit_late(take_record_batch(batch, &UInt32Array::from(late))?);
+        }
+        if groups.is_empty() {
+            return Ok(());
+        }
+        let input = self.spec.evaluate(batch)?;
+        for (key, indices) in groups {
+            let n = indices.len();
+            let part = if n == rows {
+                input.clone()
+            } else {
+                input.take(&UInt32Array::from(indices))?
+            };
+            self.live_bucket(key)?.update(&part, n)?;
+        }
+        Ok(())
+    }
+
+    /// Partial state in (Final mode). Returns the number of groups that
+    /// were late for every window of their slice.
+    fn merge_partials(&mut self, batch: &RecordBatch) -> Result<u64> {
+        let slice_ends = int64_column(batch, 0)?;
+        let firsts = int64_column(batch, 1)?;
+        let mut groups: Vec<(BucketKey, Vec<u32>)> = Vec::new();
+        for i in 0..batch.num_rows() {
+            let key = (slice_ends.value(i), firsts.value(i));
+            match groups.iter_mut().rev().find(|(k, _)| *k == key) {
+                Some((_, idx)) => idx.push(i as u32),
+                None => groups.push((key, vec![i as u32])),
+            }
+        }
+        let nkeys = self.spec.keys.len();
+        let nstates: usize = self.state_widths.iter().sum();
+        let mut late = 0;
+        for ((slice_end, first), indices) in groups {
+            let n = indices.len();
+            // Only an input that was idle can send state for windows that
+            // already fired; it joins the windows still open, if any.
+            let first = if first - 1 <= self.watermark {
+                match self.windows.first_window_end(slice_end, self.watermark) {
+                    Some(f) => f,
+                    None => {
+                        late += n as u64;
+                        continue;
+                    }
+                }
+            } else {
+                first
+            };
+            let part = if n == batch.num_rows() {
+                batch.clone()
+            } else {
+                take_record_batch(batch, &UInt32Array::from(indices))?
+            };
+            let state = GroupedStateArrays {
+                keys: part.columns()[2..2 + nkeys].to_vec(),
+                states: part.columns()[2 + nkeys..2 + nkeys + nstates].to_vec(),
+            };
+            let widths = self.state_widths.clone();
+            self.live_bucket((slice_end, first))?.merge(&state, &widths)?;
+        }
+        Ok(late)
+    }
+
+    /// Fires every pending window with `end - 1 <= watermark`.
+    fn fire_until(&mut self, watermark: Millis, ctx: &mut OperatorContext<'_>) -> Result<()> {
+        let row_watermark = self.watermark;
+        while let Some(&end) = self.pending.first() {
+            if end.saturating_sub(1) > watermark {
+                break;
+            }
+            self.pending.pop_first();
+            self.fire_window(end, row_watermark, ctx)?;
+        }
+        Ok(())
+    }
+
+    fn fire_window(&mut self, end: Millis, row_watermark: Millis, ctx: &mut OperatorContext<'_>) -> Result<()> {
+        let start = self.windows.window_start(end);
+        let first_slice = start + self.windows.slice();
+        let keys: Vec<BucketKey> = self
+            .buckets
+            .range((first_slice, Millis::MIN)..=(end, Millis::MAX))
+            .map(|(k, _)| *k)
+            .filter(|k| k.1 <= end)
+            .collect();
+        let (key_arrays, values) = match keys.as_slice() {
+            [] => return Ok(()),
+            [only] if self.windows.last_window_end(only.0) == end => match self.buckets.remove(only) {
+                Some(Bucket::Live(mut state)) => state.take_final()?,
+                Some(Bucket::Sealed(sealed)) => {
+                    let mut state = self.new_state()?;
+                    state.merge(&sealed, &self.state_widths)?;
+                    state.take_final()?
+                }
+                None => return Ok(()),
+            },
+            _ => {
+                let mut merged = self.new_state()?;
+                for key in &keys {
+                    self.seal(key)?;
+                    if let Some(Bucket::Sealed(sealed)) = self.buckets.get(key) {
+                        merged.merge(sealed, &self.state_widths)?;
+                    }
+                }
+                for key in &keys {
+                    if self.windows.last_window_end(key.0) <= end {
+                        self.buckets.remove(key);
+                    }
+                }
+                merged.take_final()?
+            }
+        };
+        let rows = values.first().map_or(0, |v| v.len());
+        let batch = self.layout.assemble(
+            vec![start; rows],
+            vec![end; rows],
+            &key_arrays,
+            &values,
+            row_watermark,
+        )?;
+        ctx.emit(batch);
+        Ok(())
+    }
+
+    /// Partial mode: sends the state of buckets whose first window may fire
+    /// at `watermark` (all of them for `FINAL_WATERMARK`).
+    fn flush_partials(&mut self, watermark: Millis, ctx: &mut OperatorContext<'_>) -> Result<()> {
+        let due: Vec<BucketKey> = self
+            .buckets
+            .keys()
+            .filter(|k| watermark == FINAL_WATERMARK || k.1 - 1 <= watermark)
+            .copied()
+            .collect();
+        for key in due {
+            let state = match self.buckets.remove(&key) {
+                Some(Bucket::Live(mut state)) => state.take_state()?,
+                Some(Bucket::Sealed(sealed)) => sealed,
+                None => continue,
+            };
+            ctx.emit(self.partial_batch(key, &state)?);
+        }
+        Ok(())
+    }
+
+    fn partial_batch(&self, (slice_end, first): BucketKey, state: &GroupedStateArrays) -> Result<RecordBatch> {
+        let rows = state.num_groups();
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from_value(slice_end, rows)),
+            Arc::new(Int64Array::from_value(first, rows)),
+        ];
+        columns.extend(state.keys.iter().cloned());
+        columns.extend(state.states.iter().cloned());
+        columns.push(Arc::new(Int64Array::from_value(self.watermark, rows)));
+        let options = RecordBatchOptions::new().with_row_count(Some(rows));
+        Ok(RecordBatch::try_new_with_options(
+            self.partial_schema.clone(),
+            columns,
+            &options,
+        )?)
+    }
+
+    fn groups(&self) -> usize {
+        self.buckets
+            .values()
+            .map(|b| match b {
+                Bucket::Live(s) => s.len(),
+                Bucket::Sealed(s) => s.num_groups(),
+            })
+            .sum()
+    }
+}
+
+fn int64_column(batch: &RecordBatch, index: usize) -> Result<&Int64Array> {
+    batch
+        .column(index)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .ok_or_else(|| DataFusionError::Internal(format!("column {index} of partial state is not Int64")).into())
+}
+
+impl Operator for WindowAggregate {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn on_batch(&mut self, batch: RecordBatch, ctx: &mut OperatorContext<'_>) -> Result<()> {
+        match self.mode {
+            AggregateMode::Single => self.add_rows(&batch, ctx),
+            AggregateMode::Partial => {
+                self.add_rows(&batch, ctx)?;
+                if self.groups() > self.max_partial_groups {
+                    self.flush_partials(FINAL_WATERMARK, ctx)?;
+                }
+                Ok(())
+            }
+            AggregateMode::Final => {
+                let late = self.merge_partials(&batch)?;
+                ctx.count_late(late);
+                Ok(())
+            }
+        }
+    }
+
+    fn on_watermark(&mut self, watermark: Millis, ctx: &mut OperatorContext<'_>) -> Result<()> {
+        if self.time.is_processing_time() {
+            return Ok(());
+        }
+        match self.mode {
+            AggregateMode::Partial => {
+                self.watermark = watermark;
+                self.flush_partials(watermark, ctx)
+            }
+            _ => {
+                self.fire_until(watermark, ctx)?;
+                self.watermark = self.watermark.max(watermark);
+                Ok(())
+            }
+        }
+    }
+
+    fn timer_interval(&self) -> Option<std::time::Duration> {
+        self.time
+            .is_processing_time()
+            .then(|| std::time::Duration::from_millis(100))
+    }
+
+    fn on_timer(&mut self, now: Millis, ctx: &mut OperatorContext<'_>) -> Result<()> {
+        if self.mode != AggregateMode::Partial {
+            self.fire_until(now - 1, ctx)?;
+        }
+        Ok(())
+    }
+
+    fn snapshot(&mut self, ctx: &mut OperatorContext<'_>) -> Result<StateSnapshot> {
+        if self.mode == AggregateMode::Partial {
+            self.flush_partials(FINAL_WATERMARK, ctx)?;
+            return Ok(StateSnapshot::default());
+        }
+        let keys: Vec<BucketKey> = self.buckets.keys().copied().collect();
+        let mut batches = Vec::with_capacity(keys.len());
+        for key in &keys {
+            self.seal(key)?;
+            if let Some(Bucket::Sealed(state)) = self.buckets.get(key) {
+                batches.push(self.partial_batch(*key, state)?);
+            }
+        }
+        let table = concat_batches(&self.partial_schema, &batches)?;
+        let watermark = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("watermark", DataType::Int64, false)])),
+            vec![Arc::new(Int64Array::from(vec![self.watermark]))],
+        )?;
+        Ok(StateSnapshot {
+            tables: vec![("buckets".into(), table), ("watermark".into(), watermark)],
+        })
+    }
+
+    fn restore(&mut self, state: StateSnapshot) -> Result<()> {
+        if let Some(wm) = state.table("watermark") {
+            self.watermark = int64_column(wm, 0)?.values().first().copied().unwrap_or(NO_WATERMARK);
+        }
+        if let Some(buckets) = state.table("buckets") {
+            // Restored buckets were open at the snapshot, so none is late.
+            let watermark = std::mem::replace(&mut self.watermark, NO_WATERMARK);
+            let result = self.merge_partials(buckets);
+            self.watermark = watermark;
+            result?;
+        }
+        Ok(())
+    }
+
+    fn on_end(&mut self, ctx: &mut OperatorContext<'_>) -> Result<()> {
+        match self.mode {
+            AggregateMode::Partial => self.flush_partials(FINAL_WATERMARK, ctx),
+            // Processing-time windows fire at the end of input; event-time
+            // ones fired at the final watermark.
+            _ if self.time.is_processing_time() => self.fire_until(FINAL_WATERMARK, ctx),
+            _ => Ok(()),
+        }
+    }
+
+    fn state_size(&self) -> StateSize {
+        let bytes = self
+            .buckets
+            .values()
+            .map(|b| match b {
+                Bucket::Live(s) => s.size(),
+                Bucket::Sealed(s) => s
+                    .keys
+                    .iter()
+                    .chain(&s.states)
+                    .map(|a| a.get_array_memory_size())
+                    .sum(),
+            })
+            .sum::<usize>();
+        StateSize {
+            rows: self.groups() as u64,
+            bytes: bytes as u64,
+        }
+    }
+}

@@ -1,1 +1,40 @@
-//! stub
+//! Weir's SQL dialect: Flink SQL on top of sqlparser.
+//!
+//! [`parse`] turns a text into [`Statement`]s. sqlparser parses the
+//! standard parts; this crate adds what it cannot: `CREATE STREAM/TABLE`
+//! column lists with computed columns, `WATERMARK FOR`, `METADATA` columns
+//! and nested `ROW<...>` types; window table functions
+//! (`TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '10' SECOND))`) and
+//! legacy group windows; `SHOW`, `DESCRIBE`, `SET`, `EXPLAIN` and job
+//! statements. Every error carries a line and column.
+//!
+//! ```
+//! let statements = weir_sql::parse(
+//!     "CREATE STREAM s (ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+//!        WITH ('connector' = 'nexmark');
+//!      SELECT window_start, count(*) FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+//!      GROUP BY window_start, window_end;",
+//! ).unwrap();
+//! assert_eq!(statements.len(), 2);
+//! ```
+
+mod dialect;
+mod error;
+mod interval;
+mod parser;
+mod statement;
+mod types;
+mod vars;
+mod window;
+
+pub use dialect::FlinkDialect;
+pub use error::{Position, Result, SqlError};
+pub use interval::interval_millis;
+pub use parser::{is_complete, object_name_last, parse, parse_statement, ParsedStatement};
+pub use sqlparser;
+pub use statement::*;
+pub use vars::substitute_vars;
+pub use window::{WindowInput, WindowKind, WindowTvf, PLACEHOLDER_PREFIX, WINDOW_END, WINDOW_START, WINDOW_TIME};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,166 @@
+//! Weir's statements.
+
+use std::fmt;
+
+use sqlparser::ast::{self, Ident, ObjectName};
+
+use crate::error::Position;
+use crate::window::WindowTvf;
+
+/// One parsed statement.
+#[derive(Debug, Clone)]
+pub enum Statement {
+    /// `CREATE STREAM` or Flink's `CREATE TABLE ... WITH ('connector' = ...)`.
+    CreateStream(CreateStream),
+    CreateView(CreateView),
+    /// `INSERT INTO sink SELECT ...`: a continuous job.
+    Insert(Insert),
+    /// A transient query: results go to the caller.
+    Query(Query),
+    /// `SET 'key' = 'value'`; `SET` alone lists the settings.
+    Set { key: Option<String>, value: Option<String> },
+    /// `RESET 'key'` or `RESET`.
+    Reset { key: Option<String> },
+    Explain(Box<Statement>),
+    Show(ShowObject),
+    /// `DESCRIBE name`.
+    Describe(ObjectName),
+    /// `DESCRIBE JOB id`.
+    DescribeJob(String),
+    /// `STOP JOB id`.
+    StopJob(String),
+    Drop { kind: DropKind, name: ObjectName, if_exists: bool },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShowObject {
+    Streams,
+    Tables,
+    Views,
+    Jobs,
+    Functions,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropKind {
+    Stream,
+    View,
+}
+
+/// A query and the window table functions it uses.
+///
+/// Window TVFs (`TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), ...))`) and legacy
+/// group windows (`GROUP BY TUMBLE(ts, ...)`) are replaced in `query` by a
+/// table named [`WindowTvf::placeholder`]; the planner resolves it.
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub query: Box<ast::Query>,
+    pub windows: Vec<WindowTvf>,
+    /// The statement's text as written.
+    pub text: String,
+}
+
+impl fmt::Display for Query {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.text)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CreateStream {
+    pub name: ObjectName,
+    pub columns: Vec<Column>,
+    pub watermark: Option<WatermarkDef>,
+    /// `WITH ('k' = 'v', ...)`, keys as written.
+    pub options: Vec<(String, String)>,
+    pub partitioned_by: Vec<Ident>,
+    pub primary_key: Vec<Ident>,
+    pub if_not_exists: bool,
+    pub or_replace: bool,
+    /// Written as `CREATE STREAM` (true) or `CREATE TABLE`.
+    pub is_stream: bool,
+    pub position: Position,
+}
+
+impl CreateStream {
+    pub fn option(&self, key: &str) -> Option<&str> {
+        self.options
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub name: Ident,
+    pub kind: ColumnKind,
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum ColumnKind {
+    /// Read from the source.
+    Physical { data_type: ColumnType, not_null: bool },
+    /// `name AS expr`, computed from the other columns.
+    Computed(ast::Expr),
+    /// `name type METADATA [FROM 'key'] [VIRTUAL]`.
+    Metadata {
+        data_type: ColumnType,
+        key: Option<String>,
+        is_virtual: bool,
+    },
+}
+
+/// A column type in Flink's notation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ColumnType {
+    Scalar(ast::DataType),
+    /// `ROW<name type, ...>` or `ROW(name type, ...)`.
+    Row(Vec<(Ident, ColumnType)>),
+    Array(Box<ColumnType>),
+    Map(Box<ColumnType>, Box<ColumnType>),
+}
+
+impl fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ColumnType::Scalar(t) => write!(f, "{t}"),
+            ColumnType::Row(fields) => {
+                write!(f, "ROW<")?;
+                for (i, (name, ty)) in fields.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, ", ")?;
+                    }
+                    write!(f, "{name} {ty}")?;
+                }
+                write!(f, ">")
+            }
+            ColumnType::Array(t) => write!(f, "ARRAY<{t}>"),
+            ColumnType::Map(k, v) => write!(f, "MAP<{k}, {v}>"),
+        }
+    }
+}
+
+/// `WATERMARK FOR column AS expr`.
+#[derive(Debug, Clone)]
+pub struct WatermarkDef {
+    pub column: Ident,
+    pub expr: ast::Expr,
+}
+
+#[derive(Debug, Clone)]
+pub struct CreateView {
+    pub name: ObjectName,
+    pub columns: Vec<Ident>,
+    pub query: Query,
+    pub or_replace: bool,
+    pub if_not_exists: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Insert {
+    pub sink: ObjectName,
+    pub columns: Vec<Ident>,
+    pub query: Query,
+}

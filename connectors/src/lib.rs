@@ -1,1 +1,26 @@
-//! stub
+//! Weir's connectors: where streams come from and where results go.
+//!
+//! A stream or sink is declared with `WITH ('connector' = '...', ...)`; the
+//! [`Registry`] maps the connector name to a [`Connector`] that validates the
+//! options and builds per-subtask sources and sinks for the engine.
+//!
+//! | connector | source | sink |
+//! | --- | --- | --- |
+//! | `nexmark` | the Nexmark generator | |
+//! | `filesystem` | files (json lines, csv, parquet) on a local path or object storage | files |
+//! | `print` | | rows to stdout |
+//! | `blackhole` | | discards rows (benchmarks) |
+
+pub mod blackhole;
+pub mod deadletter;
+pub mod filesystem;
+pub mod format;
+pub mod nexmark;
+pub mod options;
+pub mod print;
+pub mod registry;
+pub mod store;
+
+pub use deadletter::{BadDataPolicy, DeadLetterWriter};
+pub use options::Options;
+pub use registry::{Connector, ConnectorError, Registry, TableSpec};

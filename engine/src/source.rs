@@ -21,6 +21,9 @@ pub type SplitId = u32;
 pub enum SourcePoll {
     /// Rows read from one split, in the split's order.
     Batch { split: SplitId, batch: RecordBatch },
+    /// New splits were assigned (files listed, partitions assigned); each
+    /// holds the watermark back until it has data, ends or goes idle.
+    SplitsAdded(Vec<SplitId>),
     /// Nothing available right now.
     Pending,
     /// The split is exhausted; it no longer holds the watermark back.
@@ -91,8 +94,8 @@ pub trait DeadLetterSink: Send + Sync {
     /// Rows (without the row-watermark column) that were rejected for `reason`.
     async fn write_rows(&self, reason: &str, rows: &RecordBatch) -> Result<()>;
 
-    /// One raw record that could not become a row.
-    async fn write_record(&self, record: BadRecord) -> Result<()>;
+    /// Raw records that could not become rows.
+    async fn write_records(&self, records: Vec<BadRecord>) -> Result<()>;
 }
 
 /// A raw record that could not be decoded or did not fit the schema.

@@ -153,6 +153,7 @@ pub(crate) async fn run_source_subtask(mut src: SourceSubtask, mut parts: Subtas
                     }
                 }
             }
+            SourcePoll::SplitsAdded(splits) => src.watermarks.add_splits(&splits),
             SourcePoll::SplitEnded(split) => {
                 src.watermarks.end_split(split);
                 if let Some(w) = src.watermarks.update(Instant::now()) {

@@ -82,6 +82,17 @@ impl WatermarkGenerator {
         attach(batch, Arc::new(Int64Array::from(row_watermarks)))
     }
 
+    pub(crate) fn add_splits(&mut self, splits: &[SplitId]) {
+        let now = Instant::now();
+        for split in splits {
+            self.splits.entry(*split).or_insert(SplitState {
+                watermark: NO_WATERMARK,
+                last_active: now,
+                ended: false,
+            });
+        }
+    }
+
     pub(crate) fn end_split(&mut self, split: SplitId) {
         if let Some(state) = self.splits.get_mut(&split) {
             state.ended = true;

@@ -1,0 +1,103 @@
+//! `'connector' = 'filesystem'`: files on a local path or object storage.
+//!
+//! As a source it reads every file under `'path'` (bounded), one split per
+//! file, in `'format'` json (lines), csv or parquet. As a sink it writes part
+//! files, rolled by size and time.
+
+mod sink;
+mod source;
+
+use std::sync::Arc;
+
+use weir_engine::{SinkFactory, SourceFactory};
+
+use crate::format::Format;
+use crate::options::Options;
+use crate::registry::{Connector, ConnectorError, TableSpec};
+use crate::store::resolve;
+
+pub use sink::FileSink;
+pub use source::FileSource;
+
+pub struct FilesystemConnector;
+
+const SOURCE_OPTIONS: &[&str] = &[
+    "path",
+    "scan.batch-size",
+    "scan.watermark.idle-timeout",
+    "scan.watermark.idle-advance",
+    "csv.field-delimiter",
+    "csv.header",
+];
+
+const SINK_OPTIONS: &[&str] = &[
+    "path",
+    "sink.rolling-policy.file-size",
+    "sink.rolling-policy.rollover-interval",
+    "sink.delivery",
+    "sink.parallelism",
+    "csv.field-delimiter",
+    "csv.header",
+];
+
+impl Connector for FilesystemConnector {
+    fn name(&self) -> &'static str {
+        "filesystem"
+    }
+
+    fn validate(&self, options: &Options) -> Result<(), ConnectorError> {
+        options.require("path")?;
+        Format::from_options(options)?;
+        let mut known: Vec<&str> = SOURCE_OPTIONS.to_vec();
+        known.extend(SINK_OPTIONS);
+        options.check_known("filesystem", &known, &["s3."])
+    }
+
+    fn is_bounded(&self, _options: &Options) -> bool {
+        true
+    }
+
+    fn source(&self, spec: &TableSpec) -> Result<SourceFactory, ConnectorError> {
+        self.validate(&spec.options)?;
+        let location = resolve(spec.options.require("path")?, &spec.options, false)?;
+        let format = Format::from_options(&spec.options)?;
+        let batch_size = spec.options.parse::<usize>("scan.batch-size")?.unwrap_or(8192).max(1);
+        let spec = spec.clone();
+        Ok(Arc::new(move |info| {
+            Ok(Box::new(FileSource::new(
+                location.clone(),
+                format.clone(),
+                spec.schema.clone(),
+                spec.name.clone(),
+                spec.bad_data.clone(),
+                batch_size,
+                info,
+            )?) as Box<dyn weir_engine::Source>)
+        }))
+    }
+
+    fn sink(&self, spec: &TableSpec) -> Result<SinkFactory, ConnectorError> {
+        self.validate(&spec.options)?;
+        if !spec.partitioned_by.is_empty() {
+            return Err(ConnectorError::new(
+                "PARTITIONED BY on a filesystem sink is not supported yet; write unpartitioned or partition downstream",
+            ));
+        }
+        let location = resolve(spec.options.require("path")?, &spec.options, true)?;
+        let format = Format::from_options(&spec.options)?;
+        let roll_size = spec.options.bytes("sink.rolling-policy.file-size")?.unwrap_or(128 * 1024 * 1024);
+        let roll_interval = spec.options.duration("sink.rolling-policy.rollover-interval")?;
+        let schema = spec.schema.clone();
+        let run = format!("{}-{}", chrono::Utc::now().format("%Y%m%d%H%M%S"), std::process::id());
+        Ok(Arc::new(move |info| {
+            Ok(Box::new(FileSink::new(
+                location.clone(),
+                format.clone(),
+                schema.clone(),
+                format!("{run}-{}", info.index),
+                roll_size,
+                roll_interval,
+            )) as Box<dyn weir_engine::Sink>)
+        }))
+    }
+}

@@ -1,0 +1,561 @@
+//! `'connector' = 'nexmark'`: the Nexmark auction-event generator.
+//!
+//! Events come from the `nexmark` crate (the Nexmark generator as ported by
+//! RisingWave, same model as Flink's): an event's content is a function of
+//! its number, so the data is deterministic; its timestamp is
+//! `base-time + number / rate`. Options follow Flink's Nexmark connector.
+//! Subtask `i` of `p` generates events `i, i + p, i + 2p, ...`, one split,
+//! in timestamp order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{
+    Array, ArrayRef, Int32Array, Int64Array, Int64Builder, StringBuilder, StructArray, TimestampMillisecondArray,
+};
+use datafusion::arrow::buffer::NullBuffer;
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+use nexmark::config::NexmarkConfig;
+use nexmark::event::Event;
+use nexmark::EventGenerator;
+use weir_engine::{EngineError, Result, Source, SourceFactory, SourcePoll, SplitId, StateSnapshot};
+
+use crate::options::Options;
+use crate::registry::{Connector, ConnectorError, TableSpec};
+
+pub struct NexmarkConnector;
+
+const OPTIONS: &[&str] = &[
+    "events.num",
+    "first-event.rate",
+    "next-event.rate",
+    "rate.shape",
+    "rate.period",
+    "person.proportion",
+    "auction.proportion",
+    "bid.proportion",
+    "base-time",
+    "scan.batch-size",
+    "scan.rate-limit",
+    "scan.watermark.idle-timeout",
+    "scan.watermark.idle-advance",
+];
+
+/// Settings of a Nexmark source.
+#[derive(Debug, Clone)]
+struct Settings {
+    config: NexmarkConfig,
+    /// Total events over all subtasks; `None` is unbounded.
+    events: Option<u64>,
+    batch_size: usize,
+    /// Events per second over all subtasks, if throttled.
+    rate_limit: Option<f64>,
+}
+
+fn settings(options: &Options) -> std::result::Result<Settings, ConnectorError> {
+    options.check_known("nexmark", OPTIONS, &[])?;
+    let mut config = NexmarkConfig::default();
+    let first: Option<usize> = options.parse("first-event.rate")?;
+    let next: Option<usize> = options.parse("next-event.rate")?;
+    if let Some(r) = first {
+        config.first_rate = r.max(1);
+        config.next_rate = r.max(1);
+    }
+    if let Some(r) = next {
+        config.next_rate = r.max(1);
+    }
+    if let Some(shape) = options.get("rate.shape") {
+        config.rate_shape = match shape.to_ascii_lowercase().as_str() {
+            "square" => nexmark::config::RateShape::Square,
+            "sine" => nexmark::config::RateShape::Sine,
+            other => return Err(ConnectorError::option("rate.shape", format!("'{other}' is not square or sine"))),
+        };
+    }
+    if let Some(p) = options.parse("rate.period")? {
+        config.rate_period = p;
+    }
+    if let Some(p) = options.parse("person.proportion")? {
+        config.person_proportion = p;
+    }
+    if let Some(p) = options.parse("auction.proportion")? {
+        config.auction_proportion = p;
+    }
+    if let Some(p) = options.parse("bid.proportion")? {
+        config.bid_proportion = p;
+    }
+    if config.person_proportion + config.auction_proportion + config.bid_proportion == 0 {
+        return Err(ConnectorError::option("bid.proportion", "and the other proportions cannot all be 0"));
+    }
+    config.base_time = match options.get("base-time") {
+        None => weir_engine::message::now_millis() as u64,
+        Some(v) => parse_base_time(v).ok_or_else(|| {
+            ConnectorError::option("base-time", format!("'{v}' is neither epoch milliseconds nor 'yyyy-MM-dd HH:mm:ss'"))
+        })?,
+    };
+    let events = match options.parse::<u64>("events.num")? {
+        Some(0) | None => None,
+        Some(n) => Some(n),
+    };
+    let batch_size = options.parse::<usize>("scan.batch-size")?.unwrap_or(4096).max(1);
+    let rate_limit = options.parse::<f64>("scan.rate-limit")?.filter(|r| *r > 0.0);
+    Ok(Settings {
+        config,
+        events,
+        batch_size,
+        rate_limit,
+    })
+}
+
+fn parse_base_time(v: &str) -> Option<u64> {
+    if let Ok(ms) = v.trim().parse::<u64>() {
+        return Some(ms);
+    }
+    let t = chrono::NaiveDateTime::parse_from_str(v.trim(), "%Y-%m-%d %H:%M:%S").ok()?;
+    Some(t.and_utc().timestamp_millis() as u64)
+}
+
+fn ts() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, None)
+}
+
+/// Flink's Nexmark table, `dateTime` included as a physical column.
+pub fn default_schema() -> SchemaRef {
+    let f = |n: &str, t: DataType| Field::new(n, t, true);
+    let person = Fields::from(vec![
+        f("id", DataType::Int64),
+        f("name", DataType::Utf8),
+        f("emailAddress", DataType::Utf8),
+        f("creditCard", DataType::Utf8),
+        f("city", DataType::Utf8),
+        f("state", DataType::Utf8),
+        f("dateTime", ts()),
+        f("extra", DataType::Utf8),
+    ]);
+    let auction = Fields::from(vec![
+        f("id", DataType::Int64),
+        f("itemName", DataType::Utf8),
+        f("description", DataType::Utf8),
+        f("initialBid", DataType::Int64),
+        f("reserve", DataType::Int64),
+        f("dateTime", ts()),
+        f("expires", ts()),
+        f("seller", DataType::Int64),
+        f("category", DataType::Int64),
+        f("extra", DataType::Utf8),
+    ]);
+    let bid = Fields::from(vec![
+        f("auction", DataType::Int64),
+        f("bidder", DataType::Int64),
+        f("price", DataType::Int64),
+        f("channel", DataType::Utf8),
+        f("url", DataType::Utf8),
+        f("dateTime", ts()),
+        f("extra", DataType::Utf8),
+    ]);
+    Arc::new(Schema::new(vec![
+        f("event_type", DataType::Int32),
+        f("person", DataType::Struct(person)),
+        f("auction", DataType::Struct(auction)),
+        f("bid", DataType::Struct(bid)),
+        f("dateTime", ts()),
+    ]))
+}
+
+/// Checks that every declared column (and ROW field) is one the generator
+/// fills, with a type it can be cast to.
+fn check_schema(schema: &Schema) -> std::result::Result<(), ConnectorError> {
+    let known = default_schema();
+    for field in schema.fields() {
+        let Ok(k) = known.field_with_name(field.name()) else {
+            return Err(ConnectorError::new(format!(
+                "the nexmark connector has no column '{}'; its columns: event_type, person, auction, bid, dateTime",
+                field.name()
+            )));
+        };
+        if let (DataType::Struct(declared), DataType::Struct(generated)) = (field.data_type(), k.data_type()) {
+            for sub in declared {
+                if !generated.iter().any(|g| g.name() == sub.name()) {
+                    return Err(ConnectorError::new(format!(
+                        "the nexmark {} row has no field '{}'; its fields: {}",
+                        field.name(),
+                        sub.name(),
+                        generated.iter().map(|g| g.name().as_str()).collect::<Vec<_>>().join(", ")
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Connector for NexmarkConnector {
+    fn name(&self) -> &'static str {
+        "nexmark"
+    }
+
+    fn default_schema(&self, _options: &Options) -> Option<SchemaRef> {
+        Some(default_schema())
+    }
+
+    fn validate(&self, options: &Options) -> std::result::Result<(), ConnectorError> {
+        settings(options).map(|_| ())
+    }
+
+    fn is_bounded(&self, options: &Options) -> bool {
+        matches!(options.parse::<u64>("events.num"), Ok(Some(n)) if n > 0)
+    }
+
+    fn source(&self, spec: &TableSpec) -> std::result::Result<SourceFactory, ConnectorError> {
+        let settings = settings(&spec.options)?;
+        check_schema(&spec.schema)?;
+        let schema = spec.schema.clone();
+        Ok(Arc::new(move |info| {
+            Ok(Box::new(NexmarkSource::new(settings.clone(), schema.clone(), info.index, info.parallelism)) as Box<dyn Source>)
+        }))
+    }
+}
+
+struct NexmarkSource {
+    settings: Settings,
+    schema: SchemaRef,
+    generator: EventGenerator,
+    subtask: u64,
+    parallelism: u64,
+    /// Events this subtask has emitted.
+    emitted: u64,
+    /// Events this subtask will emit in all (`None`: unbounded).
+    quota: Option<u64>,
+    started: Instant,
+}
+
+impl NexmarkSource {
+    fn new(settings: Settings, schema: SchemaRef, subtask: usize, parallelism: usize) -> Self {
+        let (subtask, parallelism) = (subtask as u64, parallelism.max(1) as u64);
+        let quota = settings
+            .events
+            .map(|n| if n > subtask { (n - subtask).div_ceil(parallelism) } else { 0 });
+        let generator = EventGenerator::new(settings.config.clone())
+            .with_offset(subtask)
+            .with_step(parallelism);
+        NexmarkSource {
+            settings,
+            schema,
+            generator,
+            subtask,
+            parallelism,
+            emitted: 0,
+            quota,
+            started: Instant::now(),
+        }
+    }
+
+    /// How many events may be emitted now under the rate limit.
+    fn allowance(&self) -> u64 {
+        let Some(rate) = self.settings.rate_limit else {
+            return u64::MAX;
+        };
+        let per_subtask = rate / self.parallelism as f64;
+        let due = (self.started.elapsed().as_secs_f64() * per_subtask) as u64 + 1;
+        due.saturating_sub(self.emitted)
+    }
+}
+
+#[async_trait]
+impl Source for NexmarkSource {
+    fn splits(&self) -> Vec<SplitId> {
+        vec![0]
+    }
+
+    fn split_name(&self, _split: SplitId) -> String {
+        format!("nexmark-{}", self.subtask)
+    }
+
+    async fn poll(&mut self) -> Result<SourcePoll> {
+        let remaining = self.quota.map_or(u64::MAX, |q| q - self.emitted);
+        if remaining == 0 {
+            return Ok(SourcePoll::End);
+        }
+        let allowed = self.allowance();
+        if allowed == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            return Ok(SourcePoll::Pending);
+        }
+        let n = (self.settings.batch_size as u64).min(remaining).min(allowed) as usize;
+        let events: Vec<Event> = self.generator.by_ref().take(n).collect();
+        self.emitted += events.len() as u64;
+        let batch = events_to_batch(&events, &self.schema)?;
+        Ok(SourcePoll::Batch { split: 0, batch })
+    }
+
+    fn snapshot(&mut self) -> Result<StateSnapshot> {
+        let table = RecordBatch::try_from_iter(vec![(
+            "emitted",
+            Arc::new(Int64Array::from(vec![self.emitted as i64])) as ArrayRef,
+        )])?;
+        Ok(StateSnapshot {
+            tables: vec![("position".into(), table)],
+        })
+    }
+
+    fn restore(&mut self, state: StateSnapshot) -> Result<()> {
+        if let Some(table) = state.table("position") {
+            let emitted = table
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .and_then(|a| (!a.is_empty()).then(|| a.value(0)))
+                .ok_or_else(|| EngineError::connector("nexmark", "bad checkpoint position"))?;
+            self.emitted = emitted.max(0) as u64;
+            self.generator = EventGenerator::new(self.settings.config.clone())
+                .with_offset(self.subtask + self.emitted * self.parallelism)
+                .with_step(self.parallelism);
+        }
+        Ok(())
+    }
+}
+
+/// Values of one generated column, before casting to the declared type.
+enum Values {
+    Int(Int64Builder),
+    Text(StringBuilder),
+    Time(Vec<Option<i64>>),
+}
+
+impl Values {
+    fn for_type(t: &DataType, n: usize) -> Values {
+        match t {
+            DataType::Utf8 => Values::Text(StringBuilder::with_capacity(n, n * 16)),
+            DataType::Timestamp(..) => Values::Time(Vec::with_capacity(n)),
+            _ => Values::Int(Int64Builder::with_capacity(n)),
+        }
+    }
+
+    fn finish(self) -> ArrayRef {
+        match self {
+            Values::Int(mut b) => Arc::new(b.finish()),
+            Values::Text(mut b) => Arc::new(b.finish()),
+            Values::Time(v) => Arc::new(TimestampMillisecondArray::from(v)),
+        }
+    }
+
+    fn null(&mut self) {
+        match self {
+            Values::Int(b) => b.append_null(),
+            Values::Text(b) => b.append_null(),
+            Values::Time(v) => v.push(None),
+        }
+    }
+
+    fn int(&mut self, v: i64) {
+        if let Values::Int(b) = self {
+            b.append_value(v)
+        }
+    }
+
+    fn text(&mut self, v: &str) {
+        if let Values::Text(b) = self {
+            b.append_value(v)
+        }
+    }
+
+    fn time(&mut self, v: u64) {
+        if let Values::Time(t) = self {
+            t.push(Some(v as i64))
+        }
+    }
+}
+
+/// One value of a Nexmark event field.
+enum Value<'a> {
+    Int(i64),
+    Text(&'a str),
+    Time(u64),
+}
+
+fn field_value<'a>(event: &'a Event, field: &str) -> Option<Value<'a>> {
+    use Value::*;
+    Some(match (event, field) {
+        (Event::Person(p), "id") => Int(p.id as i64),
+        (Event::Person(p), "name") => Text(&p.name),
+        (Event::Person(p), "emailAddress") => Text(&p.email_address),
+        (Event::Person(p), "creditCard") => Text(&p.credit_card),
+        (Event::Person(p), "city") => Text(&p.city),
+        (Event::Person(p), "state") => Text(&p.state),
+        (Event::Person(p), "dateTime") => Time(p.date_time),
+        (Event::Person(p), "extra") => Text(&p.extra),
+        (Event::Auction(a), "id") => Int(a.id as i64),
+        (Event::Auction(a), "itemName") => Text(&a.item_name),
+        (Event::Auction(a), "description") => Text(&a.description),
+        (Event::Auction(a), "initialBid") => Int(a.initial_bid as i64),
+        (Event::Auction(a), "reserve") => Int(a.reserve as i64),
+        (Event::Auction(a), "dateTime") => Time(a.date_time),
+        (Event::Auction(a), "expires") => Time(a.expires),
+        (Event::Auction(a), "seller") => Int(a.seller as i64),
+        (Event::Auction(a), "category") => Int(a.category as i64),
+        (Event::Auction(a), "extra") => Text(&a.extra),
+        (Event::Bid(b), "auction") => Int(b.auction as i64),
+        (Event::Bid(b), "bidder") => Int(b.bidder as i64),
+        (Event::Bid(b), "price") => Int(b.price as i64),
+        (Event::Bid(b), "channel") => Text(&b.channel),
+        (Event::Bid(b), "url") => Text(&b.url),
+        (Event::Bid(b), "dateTime") => Time(b.date_time),
+        (Event::Bid(b), "extra") => Text(&b.extra),
+        _ => return None,
+    })
+}
+
+fn is_kind(event: &Event, column: &str) -> bool {
+    matches!(
+        (event, column),
+        (Event::Person(_), "person") | (Event::Auction(_), "auction") | (Event::Bid(_), "bid")
+    )
+}
+
+/// Builds a column of `field`'s declared type from `values`.
+fn finish_as(values: Values, field: &Field) -> Result<ArrayRef> {
+    let array = values.finish();
+    if array.data_type() == field.data_type() {
+        Ok(array)
+    } else {
+        Ok(cast(&array, field.data_type())?)
+    }
+}
+
+fn struct_column(events: &[Event], column: &str, fields: &Fields) -> Result<ArrayRef> {
+    let n = events.len();
+    let generated = default_schema();
+    let generated = match generated.field_with_name(column).map(|f| f.data_type().clone()) {
+        Ok(DataType::Struct(f)) => f,
+        _ => return Err(EngineError::connector("nexmark", format!("no row column {column}"))),
+    };
+    let mut builders: HashMap<&str, Values> = fields
+        .iter()
+        .map(|f| {
+            let t = generated
+                .iter()
+                .find(|g| g.name() == f.name())
+                .map(|g| g.data_type().clone())
+                .unwrap_or(DataType::Utf8);
+            (f.name().as_str(), Values::for_type(&t, n))
+        })
+        .collect();
+    let mut valid = Vec::with_capacity(n);
+    for event in events {
+        let present = is_kind(event, column);
+        valid.push(present);
+        for (name, builder) in builders.iter_mut() {
+            match (present, field_value(event, name)) {
+                (true, Some(Value::Int(v))) => builder.int(v),
+                (true, Some(Value::Text(v))) => builder.text(v),
+                (true, Some(Value::Time(v))) => builder.time(v),
+                _ => builder.null(),
+            }
+        }
+    }
+    let children = fields
+        .iter()
+        .map(|f| {
+            let values = builders
+                .remove(f.name().as_str())
+                .ok_or_else(|| EngineError::connector("nexmark", format!("duplicate field {}", f.name())))?;
+            finish_as(values, f)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let array = StructArray::try_new(fields.clone(), children, Some(NullBuffer::from(valid)))?;
+    Ok(Arc::new(array))
+}
+
+fn events_to_batch(events: &[Event], schema: &SchemaRef) -> Result<RecordBatch> {
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let column: ArrayRef = match (field.name().as_str(), field.data_type()) {
+            ("event_type", t) => {
+                let kinds: Int32Array = events
+                    .iter()
+                    .map(|e| {
+                        Some(match e {
+                            Event::Person(_) => 0,
+                            Event::Auction(_) => 1,
+                            Event::Bid(_) => 2,
+                        })
+                    })
+                    .collect();
+                let kinds: ArrayRef = Arc::new(kinds);
+                if t == &DataType::Int32 {
+                    kinds
+                } else {
+                    cast(&kinds, t)?
+                }
+            }
+            ("dateTime", _) => {
+                let mut values = Values::Time(Vec::with_capacity(events.len()));
+                for e in events {
+                    values.time(e.timestamp());
+                }
+                finish_as(values, field)?
+            }
+            (name, DataType::Struct(fields)) => struct_column(events, name, fields)?,
+            (name, _) => {
+                return Err(EngineError::connector(
+                    "nexmark",
+                    format!("column '{name}' must be a ROW of the event's fields"),
+                ))
+            }
+        };
+        columns.push(column);
+    }
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(events: u64, subtask: usize, parallelism: usize) -> NexmarkSource {
+        let options = Options::new([("events.num", events.to_string()), ("base-time", "0".to_string())]);
+        NexmarkSource::new(settings(&options).unwrap(), default_schema(), subtask, parallelism)
+    }
+
+    async fn drain(mut s: NexmarkSource) -> Vec<RecordBatch> {
+        let mut out = vec![];
+        loop {
+            match s.poll().await.unwrap() {
+                SourcePoll::Batch { batch, .. } => out.push(batch),
+                SourcePoll::End => return out,
+                _ => {}
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn subtasks_split_the_events_and_proportions_hold() {
+        let all: usize = drain(source(1000, 0, 1)).await.iter().map(|b| b.num_rows()).sum();
+        assert_eq!(all, 1000);
+        let mut parts = 0;
+        let mut bids = 0;
+        for i in 0..3 {
+            for b in drain(source(1000, i, 3)).await {
+                parts += b.num_rows();
+                let kinds = b.column(0).as_any().downcast_ref::<Int32Array>().unwrap();
+                bids += kinds.values().iter().filter(|k| **k == 2).count();
+            }
+        }
+        assert_eq!(parts, 1000);
+        assert_eq!(bids, 920, "46 of every 50 events are bids");
+    }
+
+    #[tokio::test]
+    async fn generation_is_deterministic() {
+        let a = drain(source(200, 0, 1)).await;
+        let b = drain(source(200, 0, 1)).await;
+        assert_eq!(a, b);
+        let bid = a[0].column(3).as_any().downcast_ref::<StructArray>().unwrap();
+        assert!(bid.is_null(0), "event 0 is a person");
+        assert!(bid.is_null(3), "events 1-3 are auctions");
+        assert!(bid.is_valid(4), "event 4 is a bid");
+    }
+}

@@ -1,0 +1,122 @@
+//! From `'connector' = '...'` to sources and sinks.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use weir_engine::{SinkFactory, SourceFactory};
+
+use crate::deadletter::BadDataPolicy;
+use crate::options::Options;
+
+/// A connector configuration error, named after the option at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ConnectorError {
+    pub message: String,
+}
+
+impl ConnectorError {
+    pub fn new(message: impl Into<String>) -> Self {
+        ConnectorError { message: message.into() }
+    }
+
+    pub fn option(key: &str, problem: impl std::fmt::Display) -> Self {
+        ConnectorError::new(format!("option '{key}' {problem}"))
+    }
+}
+
+impl From<ConnectorError> for weir_engine::EngineError {
+    fn from(e: ConnectorError) -> Self {
+        weir_engine::EngineError::connector("connector", e.message)
+    }
+}
+
+/// What a connector needs to know about the table it reads or writes.
+#[derive(Clone)]
+pub struct TableSpec {
+    pub name: String,
+    /// The columns the connector produces or receives (no computed columns).
+    pub schema: SchemaRef,
+    pub options: Options,
+    pub partitioned_by: Vec<String>,
+    /// What to do with records that cannot be decoded.
+    pub bad_data: BadDataPolicy,
+}
+
+/// A kind of source and/or sink.
+pub trait Connector: Send + Sync {
+    fn name(&self) -> &'static str;
+
+    /// The schema to use when `CREATE STREAM` lists no columns.
+    fn default_schema(&self, _options: &Options) -> Option<SchemaRef> {
+        None
+    }
+
+    /// Builds the source subtasks, or says why it cannot read.
+    fn source(&self, _spec: &TableSpec) -> Result<SourceFactory, ConnectorError> {
+        Err(ConnectorError::new(format!("the '{}' connector cannot be read from", self.name())))
+    }
+
+    /// Whether reading ends by itself (a bounded source).
+    fn is_bounded(&self, _options: &Options) -> bool {
+        false
+    }
+
+    /// How many parallel source subtasks make sense, if limited.
+    fn max_source_parallelism(&self, _spec: &TableSpec) -> Option<usize> {
+        None
+    }
+
+    /// Builds the sink subtasks, or says why it cannot write.
+    fn sink(&self, _spec: &TableSpec) -> Result<SinkFactory, ConnectorError> {
+        Err(ConnectorError::new(format!("the '{}' connector cannot be written to", self.name())))
+    }
+
+    /// Checks options at `CREATE` time.
+    fn validate(&self, _options: &Options) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+}
+
+/// All known connectors, by name.
+#[derive(Clone)]
+pub struct Registry {
+    connectors: BTreeMap<&'static str, Arc<dyn Connector>>,
+}
+
+impl Default for Registry {
+    /// The built-in connectors.
+    fn default() -> Self {
+        let mut registry = Registry {
+            connectors: BTreeMap::new(),
+        };
+        registry.register(Arc::new(crate::nexmark::NexmarkConnector));
+        registry.register(Arc::new(crate::filesystem::FilesystemConnector));
+        registry.register(Arc::new(crate::print::PrintConnector));
+        registry.register(Arc::new(crate::blackhole::BlackholeConnector));
+        registry
+    }
+}
+
+impl Registry {
+    pub fn register(&mut self, connector: Arc<dyn Connector>) {
+        self.connectors.insert(connector.name(), connector);
+    }
+
+    pub fn get(&self, name: &str) -> Result<Arc<dyn Connector>, ConnectorError> {
+        self.connectors
+            .get(name.to_ascii_lowercase().as_str())
+            .cloned()
+            .ok_or_else(|| {
+                ConnectorError::new(format!(
+                    "unknown connector '{name}'; known: {}",
+                    self.connectors.keys().copied().collect::<Vec<_>>().join(", ")
+                ))
+            })
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.connectors.keys().copied().collect()
+    }
+}

@@ -201,6 +201,11 @@ impl Connector for NexmarkConnector {
         Some(default_schema())
     }
 
+    /// As Flink's Nexmark DDL: `WATERMARK FOR dateTime AS dateTime - INTERVAL '4' SECOND`.
+    fn default_watermark(&self, _options: &Options) -> Option<(String, i64)> {
+        Some(("dateTime".into(), 4000))
+    }
+
     fn validate(&self, options: &Options) -> std::result::Result<(), ConnectorError> {
         settings(options).map(|_| ())
     }

@@ -53,6 +53,12 @@ pub trait Connector: Send + Sync {
         None
     }
 
+    /// The watermark to use when `CREATE STREAM` lists no columns: the
+    /// time column and its delay in milliseconds.
+    fn default_watermark(&self, _options: &Options) -> Option<(String, i64)> {
+        None
+    }
+
     /// Builds the source subtasks, or says why it cannot read.
     fn source(&self, _spec: &TableSpec) -> Result<SourceFactory, ConnectorError> {
         Err(ConnectorError::new(format!("the '{}' connector cannot be read from", self.name())))

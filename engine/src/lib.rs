@@ -27,7 +27,7 @@ pub use message::{Barrier, CheckpointId, Message, Millis, Watermark, FINAL_WATER
 pub use metrics::{JobMetrics, MetricsSnapshot};
 pub use operator::{Operator, OperatorContext, OperatorFactory, StateSize, SubtaskInfo};
 pub use row_watermark::ROW_WATERMARK;
-pub use runtime::{JobHandle, RuntimeConfig};
+pub use runtime::{spawn, JobHandle, JobStatus, RuntimeConfig};
 pub use source::{
     BadRecord, DeadLetterSink, Sink, SinkFactory, Source, SourceFactory, SourcePoll, SplitId,
     WatermarkSpec,

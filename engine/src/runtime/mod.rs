@@ -66,11 +66,42 @@ pub struct SnapshotAck {
     pub states: Vec<(NodeId, StateSnapshot)>,
 }
 
-/// A running job.
+/// Where a job is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobStatus {
+    Running,
+    /// Every source ended (or was stopped) and every sink flushed.
+    Finished,
+    /// The first error of any task.
+    Failed(String),
+    /// Aborted.
+    Cancelled,
+}
+
+impl JobStatus {
+    pub fn is_running(&self) -> bool {
+        *self == JobStatus::Running
+    }
+}
+
+impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JobStatus::Running => write!(f, "RUNNING"),
+            JobStatus::Finished => write!(f, "FINISHED"),
+            JobStatus::Failed(e) => write!(f, "FAILED: {e}"),
+            JobStatus::Cancelled => write!(f, "CANCELLED"),
+        }
+    }
+}
+
+/// A running job. Cheap to share: every method takes `&self`.
 pub struct JobHandle {
     metrics: Arc<JobMetrics>,
     controls: Vec<Sender<SourceControl>>,
-    supervisor: tokio::task::JoinHandle<Result<()>>,
+    status: tokio::sync::watch::Receiver<JobStatus>,
+    error: Arc<parking_lot::Mutex<Option<EngineError>>>,
+    abort: tokio::task::AbortHandle,
 }
 
 impl JobHandle {
@@ -102,21 +133,29 @@ impl JobHandle {
         }
     }
 
+    pub fn status(&self) -> JobStatus {
+        self.status.borrow().clone()
+    }
+
     pub fn is_finished(&self) -> bool {
-        self.supervisor.is_finished()
+        !self.status().is_running()
     }
 
     /// Cancels every task at once (no flushing).
     pub fn abort(&self) {
-        self.supervisor.abort();
+        self.abort.abort();
     }
 
     /// Waits for the job to end; its first error, if any.
-    pub async fn wait(self) -> Result<()> {
-        match self.supervisor.await {
-            Ok(result) => result,
-            Err(e) if e.is_cancelled() => Err(EngineError::Cancelled),
-            Err(e) => Err(EngineError::Task(e.to_string())),
+    pub async fn wait(&self) -> Result<()> {
+        let mut status = self.status.clone();
+        let _ = status.wait_for(|s| !s.is_running()).await;
+        let last = status.borrow().clone();
+        match last {
+            JobStatus::Finished => Ok(()),
+            JobStatus::Cancelled => Err(EngineError::Cancelled),
+            JobStatus::Failed(message) => Err(self.error.lock().take().unwrap_or(EngineError::Task(message))),
+            JobStatus::Running => Err(EngineError::Task("job status channel closed".into())),
         }
     }
 }
@@ -269,11 +308,46 @@ pub fn spawn(graph: Graph, config: RuntimeConfig) -> Result<JobHandle> {
         }
     }
 
-    let supervisor = tokio::spawn(supervise(tasks));
+    let (status_tx, status) = tokio::sync::watch::channel(JobStatus::Running);
+    let error = Arc::new(parking_lot::Mutex::new(None));
+    let error_slot = error.clone();
+    let supervisor = tokio::spawn(async move {
+        // Reports Cancelled if this task is aborted before it finishes.
+        struct OnDrop(Option<tokio::sync::watch::Sender<JobStatus>>);
+        impl Drop for OnDrop {
+            fn drop(&mut self) {
+                if let Some(tx) = self.0.take() {
+                    tx.send_if_modified(|s| {
+                        let running = s.is_running();
+                        if running {
+                            *s = JobStatus::Cancelled;
+                        }
+                        running
+                    });
+                }
+            }
+        }
+        let mut guard = OnDrop(Some(status_tx));
+        let result = supervise(tasks).await;
+        let status = match result {
+            Ok(()) => JobStatus::Finished,
+            Err(EngineError::Cancelled) => JobStatus::Cancelled,
+            Err(e) => {
+                let message = e.to_string();
+                *error_slot.lock() = Some(e);
+                JobStatus::Failed(message)
+            }
+        };
+        if let Some(tx) = guard.0.take() {
+            let _ = tx.send(status);
+        }
+    });
     Ok(JobHandle {
         metrics,
         controls,
-        supervisor,
+        status,
+        error,
+        abort: supervisor.abort_handle(),
     })
 }
 

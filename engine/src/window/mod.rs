@@ -6,12 +6,14 @@
 //! already fired by the row's own watermark (see [`crate::row_watermark`]) or
 //! by the operator's; it still counts in the later windows it belongs to.
 
+mod assign;
 mod geometry;
 mod layout;
 mod session;
 mod slicing;
 
-pub use geometry::SliceWindows;
+pub use assign::AssignWindows;
+pub use geometry::{fmt_ms, SliceWindows};
 pub use layout::{OutputColumn, OutputLayout};
 pub use session::SessionWindowAggregate;
 pub use slicing::{partial_schema, AggregateMode, WindowAggregate};

@@ -1,0 +1,277 @@
+//! The session: a catalog, settings, and the jobs started from it.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, Float64Array, StringArray, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use weir_connectors::Registry;
+use weir_engine::{message::now_millis, RuntimeConfig};
+use weir_planner::{Planned, Planner};
+use weir_sql::{ParsedStatement, Statement};
+
+use crate::error::{Result, WeirError};
+use crate::job::Job;
+use crate::results::{result_channel, ResultStream};
+
+/// What running one statement gave.
+pub enum Output {
+    /// The statement took effect (DDL, SET); a message for the user.
+    Done(String),
+    /// A table (SHOW, DESCRIBE, SHOW JOBS, DESCRIBE JOB).
+    Rows(RecordBatch),
+    /// The plan of an EXPLAIN.
+    Explain(String),
+    /// A running transient query.
+    Query(ResultStream),
+    /// A submitted INSERT job.
+    Job(Job),
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Output::Done(m) => write!(f, "Done({m})"),
+            Output::Rows(b) => write!(f, "Rows({} rows)", b.num_rows()),
+            Output::Explain(e) => write!(f, "Explain({e})"),
+            Output::Query(_) => write!(f, "Query"),
+            Output::Job(j) => write!(f, "Job({})", j.id()),
+        }
+    }
+}
+
+/// A Weir session: the same engine the `weir` command runs, embedded.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), weir::WeirError> {
+/// let mut session = weir::Session::new();
+/// session.sql("CREATE STREAM bids WITH ('connector' = 'nexmark', 'events.num' = '100000')").await?;
+/// let rows = session
+///     .query("SELECT bid.auction, count(*) AS n FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(dateTime), INTERVAL '10' SECOND)) WHERE event_type = 2 GROUP BY bid.auction, window_start, window_end")
+///     .await?
+///     .collect()
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub struct Session {
+    planner: Planner,
+    jobs: Vec<Job>,
+    next_job: u64,
+    runtime: RuntimeConfig,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Session {
+    /// A session with the built-in connectors.
+    pub fn new() -> Self {
+        Self::with_registry(Registry::default())
+    }
+
+    /// A session with these connectors.
+    pub fn with_registry(registry: Registry) -> Self {
+        Session {
+            planner: Planner::new(registry),
+            jobs: Vec::new(),
+            next_job: 1,
+            runtime: RuntimeConfig::default(),
+        }
+    }
+
+    /// The catalog and settings, for completion and inspection.
+    pub fn planner(&self) -> &Planner {
+        &self.planner
+    }
+
+    /// Sets a session setting, like `SET 'key' = 'value'`.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        self.planner
+            .settings_mut()
+            .set(key, value)
+            .map_err(|e| WeirError::sql(e, ""))
+    }
+
+    /// Runs every statement of `text` in order: DDL and SET take effect,
+    /// INSERT jobs are submitted, queries start.
+    pub async fn sql(&mut self, text: &str) -> Result<Vec<Output>> {
+        let statements = weir_sql::parse(text).map_err(|e| WeirError::sql(e, text))?;
+        let mut outputs = Vec::with_capacity(statements.len());
+        for statement in &statements {
+            outputs.push(self.execute(statement, text).await?);
+        }
+        Ok(outputs)
+    }
+
+    /// Runs one parsed statement. `source` is the text positions refer to.
+    pub async fn execute(&mut self, statement: &ParsedStatement, source: &str) -> Result<Output> {
+        let planned = self.planner.plan(statement).map_err(|e| WeirError::sql(e, source))?;
+        match planned {
+            Planned::Done(message) => Ok(Output::Done(message)),
+            Planned::Rows(rows) => Ok(Output::Rows(rows)),
+            Planned::Explain(text) => Ok(Output::Explain(text)),
+            Planned::Query(plan) => {
+                let (sink, receiver) = result_channel(16);
+                let limit = limit_of(&statement.statement);
+                let schema = plan.schema.clone();
+                let graph = plan.with_sink(sink);
+                let handle = weir_engine::spawn(graph, self.runtime.clone())?;
+                Ok(Output::Query(ResultStream::new(schema, receiver, Arc::new(handle), limit)))
+            }
+            Planned::Job(plan) => {
+                let handle = weir_engine::spawn(plan.graph, self.runtime.clone())?;
+                let id = self.next_job.to_string();
+                self.next_job += 1;
+                let job = Job::new(id, plan.name, plan.text, plan.sink, handle);
+                self.jobs.push(job.clone());
+                Ok(Output::Job(job))
+            }
+            Planned::ShowJobs => Ok(Output::Rows(self.jobs_table())),
+            Planned::DescribeJob(id) => {
+                let job = self.find_job(&id, source)?;
+                Ok(Output::Rows(job_metrics_table(&job)))
+            }
+            Planned::StopJob(id) => {
+                let job = self.find_job(&id, source)?;
+                job.stop(true).await;
+                Ok(Output::Done(format!("stopping job {id}")))
+            }
+        }
+    }
+
+    /// Starts one SELECT and returns its results.
+    pub async fn query(&mut self, select: &str) -> Result<ResultStream> {
+        match self.single(select, |s| matches!(s, Statement::Query(_)), "query() takes one SELECT").await? {
+            Output::Query(stream) => Ok(stream),
+            _ => Err(WeirError::Usage("query() takes one SELECT".into())),
+        }
+    }
+
+    /// Submits one `INSERT INTO ... SELECT ...` job.
+    pub async fn submit(&mut self, insert: &str) -> Result<Job> {
+        match self.single(insert, |s| matches!(s, Statement::Insert(_)), "submit() takes one INSERT INTO").await? {
+            Output::Job(job) => Ok(job),
+            _ => Err(WeirError::Usage("submit() takes one INSERT INTO".into())),
+        }
+    }
+
+    async fn single(&mut self, text: &str, check: impl Fn(&Statement) -> bool, usage: &str) -> Result<Output> {
+        let statement = weir_sql::parse(text).map_err(|e| WeirError::sql(e, text))?;
+        let [statement] = statement.as_slice() else {
+            return Err(WeirError::Usage(usage.to_string()));
+        };
+        if !check(&statement.statement) {
+            return Err(WeirError::Usage(usage.to_string()));
+        }
+        let statement = statement.clone();
+        self.execute(&statement, text).await
+    }
+
+    /// Every job submitted in this session.
+    pub fn jobs(&self) -> &[Job] {
+        &self.jobs
+    }
+
+    pub fn job(&self, id: &str) -> Option<&Job> {
+        self.jobs.iter().find(|j| j.id() == id)
+    }
+
+    fn find_job(&self, id: &str, source: &str) -> Result<Job> {
+        self.job(id).cloned().ok_or_else(|| {
+            WeirError::sql(
+                weir_sql::SqlError::new(format!("no job '{id}'")).with_hint("SHOW JOBS lists them"),
+                source,
+            )
+        })
+    }
+
+    fn jobs_table(&self) -> RecordBatch {
+        let columns = |f: &dyn Fn(&Job) -> String| -> ArrayRef { Arc::new(StringArray::from(self.jobs.iter().map(f).collect::<Vec<_>>())) };
+        let rows_out: Vec<u64> = self
+            .jobs
+            .iter()
+            .map(|j| j.metrics().subtasks.iter().filter(|s| s.operator.starts_with("sink:")).map(|s| s.rows_in).sum())
+            .collect();
+        let schema = Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("name", DataType::Utf8, false),
+            Field::new("status", DataType::Utf8, false),
+            Field::new("sink", DataType::Utf8, false),
+            Field::new("rows written", DataType::UInt64, false),
+        ]);
+        RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                columns(&|j| j.id().to_string()),
+                columns(&|j| j.name().to_string()),
+                columns(&|j| j.status().to_string()),
+                columns(&|j| j.sink().to_string()),
+                Arc::new(UInt64Array::from(rows_out)),
+            ],
+        )
+        .unwrap_or_else(|_| RecordBatch::new_empty(Arc::new(Schema::empty())))
+    }
+}
+
+/// `LIMIT n` of a top-level query, so its result stream ends after n rows.
+fn limit_of(statement: &Statement) -> Option<usize> {
+    let Statement::Query(q) = statement else { return None };
+    let limit = match &q.query.limit_clause {
+        Some(weir_sql::sqlparser::ast::LimitClause::LimitOffset { limit: Some(l), offset: None, .. }) => l,
+        _ => return None,
+    };
+    limit.to_string().parse().ok()
+}
+
+/// Per-operator metrics of a job as a table.
+pub fn job_metrics_table(job: &Job) -> RecordBatch {
+    let now = now_millis();
+    let totals = job.metrics().by_operator();
+    let text = |f: &dyn Fn(&weir_engine::metrics::OperatorTotals) -> String| -> ArrayRef {
+        Arc::new(StringArray::from(totals.iter().map(f).collect::<Vec<_>>()))
+    };
+    let number = |f: &dyn Fn(&weir_engine::metrics::OperatorTotals) -> u64| -> ArrayRef {
+        Arc::new(UInt64Array::from(totals.iter().map(f).collect::<Vec<_>>()))
+    };
+    let schema = Schema::new(vec![
+        Field::new("operator", DataType::Utf8, false),
+        Field::new("subtasks", DataType::UInt64, false),
+        Field::new("rows in", DataType::UInt64, false),
+        Field::new("rows out", DataType::UInt64, false),
+        Field::new("late rows", DataType::UInt64, false),
+        Field::new("watermark", DataType::Utf8, false),
+        Field::new("watermark lag", DataType::Utf8, false),
+        Field::new("channel fill", DataType::Float64, false),
+        Field::new("state rows", DataType::UInt64, false),
+    ]);
+    RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            text(&|o| format!("[{}] {}", o.node, o.operator)),
+            number(&|o| o.subtasks as u64),
+            number(&|o| o.rows_in),
+            number(&|o| o.rows_out),
+            number(&|o| o.late_rows),
+            text(&|o| o.watermark.map(format_watermark).unwrap_or_default()),
+            text(&|o| match o.watermark {
+                Some(w) if w != weir_engine::FINAL_WATERMARK => format!("{:.1}s", (now - w) as f64 / 1000.0),
+                _ => String::new(),
+            }),
+            Arc::new(Float64Array::from(totals.iter().map(|o| o.max_channel_fill).collect::<Vec<_>>())),
+            number(&|o| o.state_rows),
+        ],
+    )
+    .unwrap_or_else(|_| RecordBatch::new_empty(Arc::new(Schema::empty())))
+}
+
+fn format_watermark(ms: i64) -> String {
+    if ms == weir_engine::FINAL_WATERMARK {
+        return "end".into();
+    }
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}

@@ -22,6 +22,9 @@ async fn main() -> Result<(), weir::WeirError> {
         .await?
         .collect()
         .await?;
-    println!("{}", pretty_format_batches(&batches).map_err(|e| weir::WeirError::Usage(e.to_string()))?);
+    println!(
+        "{}",
+        pretty_format_batches(&batches).map_err(|e| weir::WeirError::Usage(e.to_string()))?
+    );
     Ok(())
 }

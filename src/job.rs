@@ -23,7 +23,13 @@ struct JobInner {
 }
 
 impl Job {
-    pub(crate) fn new(id: String, name: String, sql: String, sink: String, handle: JobHandle) -> Self {
+    pub(crate) fn new(
+        id: String,
+        name: String,
+        sql: String,
+        sink: String,
+        handle: JobHandle,
+    ) -> Self {
         Job {
             inner: Arc::new(JobInner {
                 id,
@@ -85,6 +91,9 @@ impl Job {
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job").field("id", &self.inner.id).field("name", &self.inner.name).finish()
+        f.debug_struct("Job")
+            .field("id", &self.inner.id)
+            .field("name", &self.inner.name)
+            .finish()
     }
 }

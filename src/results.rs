@@ -30,7 +30,8 @@ pub struct ResultStream {
 /// backpressures the query.
 pub(crate) fn result_channel(capacity: usize) -> (SinkFactory, mpsc::Receiver<RecordBatch>) {
     let (tx, rx) = mpsc::channel(capacity);
-    let factory: SinkFactory = Arc::new(move |_| Ok(Box::new(ChannelSink { tx: tx.clone() }) as Box<dyn Sink>));
+    let factory: SinkFactory =
+        Arc::new(move |_| Ok(Box::new(ChannelSink { tx: tx.clone() }) as Box<dyn Sink>));
     (factory, rx)
 }
 
@@ -42,7 +43,10 @@ struct ChannelSink {
 impl Sink for ChannelSink {
     async fn write(&mut self, batch: RecordBatch) -> EngineResult<()> {
         // The reader went away: the query was cancelled.
-        self.tx.send(batch).await.map_err(|_| weir_engine::EngineError::Cancelled)
+        self.tx
+            .send(batch)
+            .await
+            .map_err(|_| weir_engine::EngineError::Cancelled)
     }
 
     async fn finish(&mut self) -> EngineResult<()> {
@@ -51,7 +55,12 @@ impl Sink for ChannelSink {
 }
 
 impl ResultStream {
-    pub(crate) fn new(schema: SchemaRef, receiver: mpsc::Receiver<RecordBatch>, job: Arc<JobHandle>, limit: Option<usize>) -> Self {
+    pub(crate) fn new(
+        schema: SchemaRef,
+        receiver: mpsc::Receiver<RecordBatch>,
+        job: Arc<JobHandle>,
+        limit: Option<usize>,
+    ) -> Self {
         ResultStream {
             schema,
             receiver,
@@ -134,7 +143,9 @@ impl Stream for ResultStream {
             Poll::Ready(None) => {
                 self.done = true;
                 match self.job.status() {
-                    weir_engine::JobStatus::Failed(e) => Poll::Ready(Some(Err(WeirError::Usage(e)))),
+                    weir_engine::JobStatus::Failed(e) => {
+                        Poll::Ready(Some(Err(WeirError::Usage(e))))
+                    }
                     _ => Poll::Ready(None),
                 }
             }

@@ -108,7 +108,10 @@ impl Session {
 
     /// Runs one parsed statement. `source` is the text positions refer to.
     pub async fn execute(&mut self, statement: &ParsedStatement, source: &str) -> Result<Output> {
-        let planned = self.planner.plan(statement).map_err(|e| WeirError::sql(e, source))?;
+        let planned = self
+            .planner
+            .plan(statement)
+            .map_err(|e| WeirError::sql(e, source))?;
         match planned {
             Planned::Done(message) => Ok(Output::Done(message)),
             Planned::Rows(rows) => Ok(Output::Rows(rows)),
@@ -119,7 +122,12 @@ impl Session {
                 let schema = plan.schema.clone();
                 let graph = plan.with_sink(sink);
                 let handle = weir_engine::spawn(graph, self.runtime.clone())?;
-                Ok(Output::Query(ResultStream::new(schema, receiver, Arc::new(handle), limit)))
+                Ok(Output::Query(ResultStream::new(
+                    schema,
+                    receiver,
+                    Arc::new(handle),
+                    limit,
+                )))
             }
             Planned::Job(plan) => {
                 let handle = weir_engine::spawn(plan.graph, self.runtime.clone())?;
@@ -144,7 +152,14 @@ impl Session {
 
     /// Starts one SELECT and returns its results.
     pub async fn query(&mut self, select: &str) -> Result<ResultStream> {
-        match self.single(select, |s| matches!(s, Statement::Query(_)), "query() takes one SELECT").await? {
+        match self
+            .single(
+                select,
+                |s| matches!(s, Statement::Query(_)),
+                "query() takes one SELECT",
+            )
+            .await?
+        {
             Output::Query(stream) => Ok(stream),
             _ => Err(WeirError::Usage("query() takes one SELECT".into())),
         }
@@ -152,13 +167,25 @@ impl Session {
 
     /// Submits one `INSERT INTO ... SELECT ...` job.
     pub async fn submit(&mut self, insert: &str) -> Result<Job> {
-        match self.single(insert, |s| matches!(s, Statement::Insert(_)), "submit() takes one INSERT INTO").await? {
+        match self
+            .single(
+                insert,
+                |s| matches!(s, Statement::Insert(_)),
+                "submit() takes one INSERT INTO",
+            )
+            .await?
+        {
             Output::Job(job) => Ok(job),
             _ => Err(WeirError::Usage("submit() takes one INSERT INTO".into())),
         }
     }
 
-    async fn single(&mut self, text: &str, check: impl Fn(&Statement) -> bool, usage: &str) -> Result<Output> {
+    async fn single(
+        &mut self,
+        text: &str,
+        check: impl Fn(&Statement) -> bool,
+        usage: &str,
+    ) -> Result<Output> {
         let statement = weir_sql::parse(text).map_err(|e| WeirError::sql(e, text))?;
         let [statement] = statement.as_slice() else {
             return Err(WeirError::Usage(usage.to_string()));
@@ -189,11 +216,22 @@ impl Session {
     }
 
     fn jobs_table(&self) -> RecordBatch {
-        let columns = |f: &dyn Fn(&Job) -> String| -> ArrayRef { Arc::new(StringArray::from(self.jobs.iter().map(f).collect::<Vec<_>>())) };
+        let columns = |f: &dyn Fn(&Job) -> String| -> ArrayRef {
+            Arc::new(StringArray::from(
+                self.jobs.iter().map(f).collect::<Vec<_>>(),
+            ))
+        };
         let rows_out: Vec<u64> = self
             .jobs
             .iter()
-            .map(|j| j.metrics().subtasks.iter().filter(|s| s.operator.starts_with("sink:")).map(|s| s.rows_in).sum())
+            .map(|j| {
+                j.metrics()
+                    .subtasks
+                    .iter()
+                    .filter(|s| s.operator.starts_with("sink:"))
+                    .map(|s| s.rows_in)
+                    .sum()
+            })
             .collect();
         let schema = Schema::new(vec![
             Field::new("id", DataType::Utf8, false),
@@ -218,9 +256,15 @@ impl Session {
 
 /// `LIMIT n` of a top-level query, so its result stream ends after n rows.
 fn limit_of(statement: &Statement) -> Option<usize> {
-    let Statement::Query(q) = statement else { return None };
+    let Statement::Query(q) = statement else {
+        return None;
+    };
     let limit = match &q.query.limit_clause {
-        Some(weir_sql::sqlparser::ast::LimitClause::LimitOffset { limit: Some(l), offset: None, .. }) => l,
+        Some(weir_sql::sqlparser::ast::LimitClause::LimitOffset {
+            limit: Some(l),
+            offset: None,
+            ..
+        }) => l,
         _ => return None,
     };
     limit.to_string().parse().ok()
@@ -257,10 +301,17 @@ pub fn job_metrics_table(job: &Job) -> RecordBatch {
             number(&|o| o.late_rows),
             text(&|o| o.watermark.map(format_watermark).unwrap_or_default()),
             text(&|o| match o.watermark {
-                Some(w) if w != weir_engine::FINAL_WATERMARK => format!("{:.1}s", (now - w) as f64 / 1000.0),
+                Some(w) if w != weir_engine::FINAL_WATERMARK => {
+                    format!("{:.1}s", (now - w) as f64 / 1000.0)
+                }
                 _ => String::new(),
             }),
-            Arc::new(Float64Array::from(totals.iter().map(|o| o.max_channel_fill).collect::<Vec<_>>())),
+            Arc::new(Float64Array::from(
+                totals
+                    .iter()
+                    .map(|o| o.max_channel_fill)
+                    .collect::<Vec<_>>(),
+            )),
             number(&|o| o.state_rows),
         ],
     )

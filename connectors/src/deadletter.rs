@@ -45,15 +45,27 @@ impl BadDataPolicy {
     /// The policy from a stream's options: `'bad-data'` = `dlq` (default)
     /// with `'bad-data.path'`, `drop` or `fail`. `dlq` without a path
     /// drops with a warning.
-    pub fn from_options(stream: &str, options: &Options) -> std::result::Result<Self, ConnectorError> {
-        match options.get("bad-data").map(str::to_ascii_lowercase).as_deref() {
+    pub fn from_options(
+        stream: &str,
+        options: &Options,
+    ) -> std::result::Result<Self, ConnectorError> {
+        match options
+            .get("bad-data")
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             None | Some("dlq") => match options.get("bad-data.path") {
-                Some(path) => Ok(BadDataPolicy::DeadLetter(Arc::new(DeadLetterWriter::new(stream, path, options)?))),
+                Some(path) => Ok(BadDataPolicy::DeadLetter(Arc::new(DeadLetterWriter::new(
+                    stream, path, options,
+                )?))),
                 None => Ok(BadDataPolicy::Drop),
             },
             Some("drop") => Ok(BadDataPolicy::Drop),
             Some("fail") => Ok(BadDataPolicy::Fail),
-            Some(other) => Err(ConnectorError::option("bad-data", format!("'{other}' must be dlq, drop or fail"))),
+            Some(other) => Err(ConnectorError::option(
+                "bad-data",
+                format!("'{other}' must be dlq, drop or fail"),
+            )),
         }
     }
 
@@ -92,13 +104,21 @@ pub struct DeadLetterWriter {
 }
 
 impl DeadLetterWriter {
-    pub fn new(stream: &str, path: &str, options: &Options) -> std::result::Result<Self, ConnectorError> {
+    pub fn new(
+        stream: &str,
+        path: &str,
+        options: &Options,
+    ) -> std::result::Result<Self, ConnectorError> {
         let location = resolve(path, options, true)?;
         Ok(DeadLetterWriter {
             stream: stream.to_string(),
             location,
             sequence: AtomicU64::new(0),
-            run: format!("{}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S"), std::process::id()),
+            run: format!(
+                "{}-{}",
+                chrono::Utc::now().format("%Y%m%dT%H%M%S"),
+                std::process::id()
+            ),
             written: AtomicU64::new(0),
         })
     }
@@ -125,7 +145,8 @@ impl DeadLetterWriter {
             .put(&path, PutPayload::from(body))
             .await
             .map_err(|e| EngineError::connector("dead-letter", e))?;
-        self.written.fetch_add(lines.len() as u64, Ordering::Relaxed);
+        self.written
+            .fetch_add(lines.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -149,7 +170,8 @@ impl DeadLetterSink for DeadLetterWriter {
             writer.write(rows)?;
             writer.finish()?;
         }
-        let rows: Vec<Value> = serde_json::from_slice(&buffer).map_err(|e| EngineError::connector("dead-letter", e))?;
+        let rows: Vec<Value> = serde_json::from_slice(&buffer)
+            .map_err(|e| EngineError::connector("dead-letter", e))?;
         let lines = rows
             .into_iter()
             .map(|row| json!({ "stream": self.stream, "reason": reason, "row": row }))

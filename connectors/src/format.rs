@@ -41,14 +41,22 @@ impl Format {
                     None => b',',
                     Some(d) if d.len() == 1 => d.as_bytes()[0],
                     Some("\\t") => b'\t',
-                    Some(d) => return Err(ConnectorError::option("csv.field-delimiter", format!("'{d}' must be one character"))),
+                    Some(d) => {
+                        return Err(ConnectorError::option(
+                            "csv.field-delimiter",
+                            format!("'{d}' must be one character"),
+                        ))
+                    }
                 };
                 let header = options.bool("csv.header")?.unwrap_or(false);
                 Ok(Format::Csv { delimiter, header })
             }
             "parquet" => Ok(Format::Parquet),
             "raw" => Ok(Format::Raw),
-            other => Err(ConnectorError::option("format", format!("'{other}' is not json, csv, parquet or raw"))),
+            other => Err(ConnectorError::option(
+                "format",
+                format!("'{other}' is not json, csv, parquet or raw"),
+            )),
         }
     }
 
@@ -76,9 +84,22 @@ pub struct LineDecoder {
 }
 
 impl LineDecoder {
-    pub fn new(format: Format, schema: SchemaRef, stream: impl Into<String>) -> Result<Self, ConnectorError> {
-        if format == Format::Raw && (schema.fields().len() != 1 || !matches!(schema.field(0).data_type(), DataType::Utf8 | DataType::Binary)) {
-            return Err(ConnectorError::option("format", "'raw' needs exactly one VARCHAR or BYTES column"));
+    pub fn new(
+        format: Format,
+        schema: SchemaRef,
+        stream: impl Into<String>,
+    ) -> Result<Self, ConnectorError> {
+        if format == Format::Raw
+            && (schema.fields().len() != 1
+                || !matches!(
+                    schema.field(0).data_type(),
+                    DataType::Utf8 | DataType::Binary
+                ))
+        {
+            return Err(ConnectorError::option(
+                "format",
+                "'raw' needs exactly one VARCHAR or BYTES column",
+            ));
         }
         Ok(LineDecoder {
             format,
@@ -88,7 +109,10 @@ impl LineDecoder {
     }
 
     /// Decodes `lines`: the good rows, and a [`BadRecord`] per bad line.
-    pub fn decode(&self, lines: &[Line<'_>]) -> Result<(Option<RecordBatch>, Vec<BadRecord>), ArrowError> {
+    pub fn decode(
+        &self,
+        lines: &[Line<'_>],
+    ) -> Result<(Option<RecordBatch>, Vec<BadRecord>), ArrowError> {
         if lines.is_empty() {
             return Ok((None, Vec::new()));
         }
@@ -156,7 +180,9 @@ impl LineDecoder {
     fn raw(&self, lines: &[Line<'_>]) -> Result<RecordBatch, ArrowError> {
         let column: ArrayRef = match self.schema.field(0).data_type() {
             DataType::Utf8 => Arc::new(StringArray::from_iter(
-                lines.iter().map(|l| Some(String::from_utf8_lossy(l.bytes).into_owned())),
+                lines
+                    .iter()
+                    .map(|l| Some(String::from_utf8_lossy(l.bytes).into_owned())),
             )),
             _ => Arc::new(BinaryArray::from_iter(lines.iter().map(|l| Some(l.bytes)))),
         };
@@ -165,7 +191,12 @@ impl LineDecoder {
 }
 
 /// Encodes batches in a line format.
-pub fn encode_lines(format: &Format, batch: &RecordBatch, out: &mut Vec<u8>, with_header: bool) -> Result<(), ArrowError> {
+pub fn encode_lines(
+    format: &Format,
+    batch: &RecordBatch,
+    out: &mut Vec<u8>,
+    with_header: bool,
+) -> Result<(), ArrowError> {
     match format {
         Format::Json => {
             let mut writer = json::LineDelimitedWriter::new(out);
@@ -180,14 +211,19 @@ pub fn encode_lines(format: &Format, batch: &RecordBatch, out: &mut Vec<u8>, wit
             writer.write(batch)
         }
         Format::Raw => {
-            let column = datafusion::arrow::util::display::ArrayFormatter::try_new(batch.column(0).as_ref(), &Default::default())?;
+            let column = datafusion::arrow::util::display::ArrayFormatter::try_new(
+                batch.column(0).as_ref(),
+                &Default::default(),
+            )?;
             for row in 0..batch.num_rows() {
                 out.extend_from_slice(column.value(row).to_string().as_bytes());
                 out.push(b'\n');
             }
             Ok(())
         }
-        Format::Parquet => Err(ArrowError::InvalidArgumentError("parquet is not a line format".into())),
+        Format::Parquet => Err(ArrowError::InvalidArgumentError(
+            "parquet is not a line format".into(),
+        )),
     }
 }
 
@@ -228,9 +264,17 @@ mod tests {
             ]))
             .unwrap();
         let batch = batch.unwrap();
-        let ids = batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        let ids = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
         assert_eq!(ids.values().to_vec(), vec![1, 3, 5]);
-        let ts = batch.column(1).as_any().downcast_ref::<TimestampMillisecondArray>().unwrap();
+        let ts = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<TimestampMillisecondArray>()
+            .unwrap();
         assert_eq!(ts.value(0), 1_704_067_201_500);
         assert!(ts.is_null(1), "a missing field is null");
         assert_eq!(ts.value(2), 1_704_067_205_000);
@@ -242,8 +286,18 @@ mod tests {
 
     #[test]
     fn csv_decodes_and_isolates() {
-        let d = LineDecoder::new(Format::Csv { delimiter: b',', header: false }, schema(), "s").unwrap();
-        let (batch, bad) = d.decode(&lines(&["1,2024-01-01 00:00:00", "oops,2024-01-01", "2,"])).unwrap();
+        let d = LineDecoder::new(
+            Format::Csv {
+                delimiter: b',',
+                header: false,
+            },
+            schema(),
+            "s",
+        )
+        .unwrap();
+        let (batch, bad) = d
+            .decode(&lines(&["1,2024-01-01 00:00:00", "oops,2024-01-01", "2,"]))
+            .unwrap();
         assert_eq!(batch.unwrap().num_rows(), 2);
         assert_eq!(bad.len(), 1);
     }

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    Array, ArrayRef, Int32Array, Int64Array, Int64Builder, StringBuilder, StructArray, TimestampMillisecondArray,
+    Array, ArrayRef, Int32Array, Int64Array, Int64Builder, StringBuilder, StructArray,
+    TimestampMillisecondArray,
 };
 use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::cast;
@@ -72,7 +73,12 @@ fn settings(options: &Options) -> std::result::Result<Settings, ConnectorError> 
         config.rate_shape = match shape.to_ascii_lowercase().as_str() {
             "square" => nexmark::config::RateShape::Square,
             "sine" => nexmark::config::RateShape::Sine,
-            other => return Err(ConnectorError::option("rate.shape", format!("'{other}' is not square or sine"))),
+            other => {
+                return Err(ConnectorError::option(
+                    "rate.shape",
+                    format!("'{other}' is not square or sine"),
+                ))
+            }
         };
     }
     if let Some(p) = options.parse("rate.period")? {
@@ -88,20 +94,31 @@ fn settings(options: &Options) -> std::result::Result<Settings, ConnectorError> 
         config.bid_proportion = p;
     }
     if config.person_proportion + config.auction_proportion + config.bid_proportion == 0 {
-        return Err(ConnectorError::option("bid.proportion", "and the other proportions cannot all be 0"));
+        return Err(ConnectorError::option(
+            "bid.proportion",
+            "and the other proportions cannot all be 0",
+        ));
     }
     config.base_time = match options.get("base-time") {
         None => weir_engine::message::now_millis() as u64,
         Some(v) => parse_base_time(v).ok_or_else(|| {
-            ConnectorError::option("base-time", format!("'{v}' is neither epoch milliseconds nor 'yyyy-MM-dd HH:mm:ss'"))
+            ConnectorError::option(
+                "base-time",
+                format!("'{v}' is neither epoch milliseconds nor 'yyyy-MM-dd HH:mm:ss'"),
+            )
         })?,
     };
     let events = match options.parse::<u64>("events.num")? {
         Some(0) | None => None,
         Some(n) => Some(n),
     };
-    let batch_size = options.parse::<usize>("scan.batch-size")?.unwrap_or(4096).max(1);
-    let rate_limit = options.parse::<f64>("scan.rate-limit")?.filter(|r| *r > 0.0);
+    let batch_size = options
+        .parse::<usize>("scan.batch-size")?
+        .unwrap_or(4096)
+        .max(1);
+    let rate_limit = options
+        .parse::<f64>("scan.rate-limit")?
+        .filter(|r| *r > 0.0);
     Ok(Settings {
         config,
         events,
@@ -176,14 +193,20 @@ fn check_schema(schema: &Schema) -> std::result::Result<(), ConnectorError> {
                 field.name()
             )));
         };
-        if let (DataType::Struct(declared), DataType::Struct(generated)) = (field.data_type(), k.data_type()) {
+        if let (DataType::Struct(declared), DataType::Struct(generated)) =
+            (field.data_type(), k.data_type())
+        {
             for sub in declared {
                 if !generated.iter().any(|g| g.name() == sub.name()) {
                     return Err(ConnectorError::new(format!(
                         "the nexmark {} row has no field '{}'; its fields: {}",
                         field.name(),
                         sub.name(),
-                        generated.iter().map(|g| g.name().as_str()).collect::<Vec<_>>().join(", ")
+                        generated
+                            .iter()
+                            .map(|g| g.name().as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )));
                 }
             }
@@ -219,7 +242,12 @@ impl Connector for NexmarkConnector {
         check_schema(&spec.schema)?;
         let schema = spec.schema.clone();
         Ok(Arc::new(move |info| {
-            Ok(Box::new(NexmarkSource::new(settings.clone(), schema.clone(), info.index, info.parallelism)) as Box<dyn Source>)
+            Ok(Box::new(NexmarkSource::new(
+                settings.clone(),
+                schema.clone(),
+                info.index,
+                info.parallelism,
+            )) as Box<dyn Source>)
         }))
     }
 }
@@ -240,9 +268,13 @@ struct NexmarkSource {
 impl NexmarkSource {
     fn new(settings: Settings, schema: SchemaRef, subtask: usize, parallelism: usize) -> Self {
         let (subtask, parallelism) = (subtask as u64, parallelism.max(1) as u64);
-        let quota = settings
-            .events
-            .map(|n| if n > subtask { (n - subtask).div_ceil(parallelism) } else { 0 });
+        let quota = settings.events.map(|n| {
+            if n > subtask {
+                (n - subtask).div_ceil(parallelism)
+            } else {
+                0
+            }
+        });
         let generator = EventGenerator::new(settings.config.clone())
             .with_offset(subtask)
             .with_step(parallelism);
@@ -289,7 +321,9 @@ impl Source for NexmarkSource {
             tokio::time::sleep(Duration::from_millis(10)).await;
             return Ok(SourcePoll::Pending);
         }
-        let n = (self.settings.batch_size as u64).min(remaining).min(allowed) as usize;
+        let n = (self.settings.batch_size as u64)
+            .min(remaining)
+            .min(allowed) as usize;
         let events: Vec<Event> = self.generator.by_ref().take(n).collect();
         self.emitted += events.len() as u64;
         let batch = events_to_batch(&events, &self.schema)?;
@@ -433,9 +467,17 @@ fn finish_as(values: Values, field: &Field) -> Result<ArrayRef> {
 fn struct_column(events: &[Event], column: &str, fields: &Fields) -> Result<ArrayRef> {
     let n = events.len();
     let generated = default_schema();
-    let generated = match generated.field_with_name(column).map(|f| f.data_type().clone()) {
+    let generated = match generated
+        .field_with_name(column)
+        .map(|f| f.data_type().clone())
+    {
         Ok(DataType::Struct(f)) => f,
-        _ => return Err(EngineError::connector("nexmark", format!("no row column {column}"))),
+        _ => {
+            return Err(EngineError::connector(
+                "nexmark",
+                format!("no row column {column}"),
+            ))
+        }
     };
     let mut builders: HashMap<&str, Values> = fields
         .iter()
@@ -464,9 +506,9 @@ fn struct_column(events: &[Event], column: &str, fields: &Fields) -> Result<Arra
     let children = fields
         .iter()
         .map(|f| {
-            let values = builders
-                .remove(f.name().as_str())
-                .ok_or_else(|| EngineError::connector("nexmark", format!("duplicate field {}", f.name())))?;
+            let values = builders.remove(f.name().as_str()).ok_or_else(|| {
+                EngineError::connector("nexmark", format!("duplicate field {}", f.name()))
+            })?;
             finish_as(values, f)
         })
         .collect::<Result<Vec<_>>>()?;
@@ -521,8 +563,16 @@ mod tests {
     use super::*;
 
     fn source(events: u64, subtask: usize, parallelism: usize) -> NexmarkSource {
-        let options = Options::new([("events.num", events.to_string()), ("base-time", "0".to_string())]);
-        NexmarkSource::new(settings(&options).unwrap(), default_schema(), subtask, parallelism)
+        let options = Options::new([
+            ("events.num", events.to_string()),
+            ("base-time", "0".to_string()),
+        ]);
+        NexmarkSource::new(
+            settings(&options).unwrap(),
+            default_schema(),
+            subtask,
+            parallelism,
+        )
     }
 
     async fn drain(mut s: NexmarkSource) -> Vec<RecordBatch> {
@@ -538,7 +588,11 @@ mod tests {
 
     #[tokio::test]
     async fn subtasks_split_the_events_and_proportions_hold() {
-        let all: usize = drain(source(1000, 0, 1)).await.iter().map(|b| b.num_rows()).sum();
+        let all: usize = drain(source(1000, 0, 1))
+            .await
+            .iter()
+            .map(|b| b.num_rows())
+            .sum();
         assert_eq!(all, 1000);
         let mut parts = 0;
         let mut bids = 0;
@@ -558,7 +612,11 @@ mod tests {
         let a = drain(source(200, 0, 1)).await;
         let b = drain(source(200, 0, 1)).await;
         assert_eq!(a, b);
-        let bid = a[0].column(3).as_any().downcast_ref::<StructArray>().unwrap();
+        let bid = a[0]
+            .column(3)
+            .as_any()
+            .downcast_ref::<StructArray>()
+            .unwrap();
         assert!(bid.is_null(0), "event 0 is a person");
         assert!(bid.is_null(3), "events 1-3 are auctions");
         assert!(bid.is_valid(4), "event 4 is a bid");

@@ -55,7 +55,10 @@ impl Options {
             None => Ok(None),
             Some(v) if v == "true" => Ok(Some(true)),
             Some(v) if v == "false" => Ok(Some(false)),
-            Some(v) => Err(ConnectorError::option(key, format!("'{v}' is not true or false"))),
+            Some(v) => Err(ConnectorError::option(
+                key,
+                format!("'{v}' is not true or false"),
+            )),
         }
     }
 
@@ -63,9 +66,12 @@ impl Options {
     pub fn duration(&self, key: &str) -> Result<Option<Duration>, ConnectorError> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => parse_duration(v)
-                .map(Some)
-                .ok_or_else(|| ConnectorError::option(key, format!("'{v}' is not a duration (e.g. '10s', '500ms', '1min')"))),
+            Some(v) => parse_duration(v).map(Some).ok_or_else(|| {
+                ConnectorError::option(
+                    key,
+                    format!("'{v}' is not a duration (e.g. '10s', '500ms', '1min')"),
+                )
+            }),
         }
     }
 
@@ -73,17 +79,29 @@ impl Options {
     pub fn bytes(&self, key: &str) -> Result<Option<u64>, ConnectorError> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => parse_bytes(v)
-                .map(Some)
-                .ok_or_else(|| ConnectorError::option(key, format!("'{v}' is not a size (e.g. '128MB')"))),
+            Some(v) => parse_bytes(v).map(Some).ok_or_else(|| {
+                ConnectorError::option(key, format!("'{v}' is not a size (e.g. '128MB')"))
+            }),
         }
     }
 
     /// Fails on keys that are neither in `known` nor start with one of
     /// `prefixes`, naming the closest known key: a typo in an option
     /// should not be silently ignored.
-    pub fn check_known(&self, connector: &str, known: &[&str], prefixes: &[&str]) -> Result<(), ConnectorError> {
-        const COMMON: &[&str] = &["connector", "format", "bad-data", "bad-data.path", "late-data", "late-data.path"];
+    pub fn check_known(
+        &self,
+        connector: &str,
+        known: &[&str],
+        prefixes: &[&str],
+    ) -> Result<(), ConnectorError> {
+        const COMMON: &[&str] = &[
+            "connector",
+            "format",
+            "bad-data",
+            "bad-data.path",
+            "late-data",
+            "late-data.path",
+        ];
         for key in self.values.keys() {
             let ok = known.contains(&key.as_str())
                 || COMMON.contains(&key.as_str())
@@ -100,7 +118,10 @@ impl Options {
                     Some(k) => format!("did you mean '{k}'?"),
                     None => format!("options of '{connector}': {}", known.join(", ")),
                 };
-                return Err(ConnectorError::option(key, format!("is not an option of the '{connector}' connector; {hint}")));
+                return Err(ConnectorError::option(
+                    key,
+                    format!("is not an option of the '{connector}' connector; {hint}"),
+                ));
             }
         }
         Ok(())
@@ -158,6 +179,9 @@ mod tests {
     fn unknown_option_names_the_nearest() {
         let o = Options::new([("connector", "nexmark"), ("events.nmu", "10")]);
         let err = o.check_known("nexmark", &["events.num"], &[]).unwrap_err();
-        assert!(err.to_string().contains("did you mean 'events.num'"), "{err}");
+        assert!(
+            err.to_string().contains("did you mean 'events.num'"),
+            "{err}"
+        );
     }
 }

@@ -20,11 +20,15 @@ impl Connector for PrintConnector {
     }
 
     fn sink(&self, spec: &TableSpec) -> Result<SinkFactory, ConnectorError> {
-        spec.options.check_known("print", &["print-identifier", "standard-error"], &[])?;
+        spec.options
+            .check_known("print", &["print-identifier", "standard-error"], &[])?;
         let identifier = spec.options.get("print-identifier").map(str::to_string);
         let stderr = spec.options.bool("standard-error")?.unwrap_or(false);
         Ok(Arc::new(move |info| {
-            let mut prefix = identifier.clone().map(|i| format!("{i}")).unwrap_or_default();
+            let mut prefix = identifier
+                .clone()
+                .map(|i| format!("{i}"))
+                .unwrap_or_default();
             if info.parallelism > 1 {
                 prefix = if prefix.is_empty() {
                     format!("{}> ", info.index + 1)
@@ -54,7 +58,10 @@ pub fn format_rows(batch: &RecordBatch) -> Result<Vec<String>> {
         .collect::<std::result::Result<Vec<_>, _>>()?;
     Ok((0..batch.num_rows())
         .map(|row| {
-            let values: Vec<String> = formatters.iter().map(|f| f.value(row).to_string()).collect();
+            let values: Vec<String> = formatters
+                .iter()
+                .map(|f| f.value(row).to_string())
+                .collect();
             format!("+I[{}]", values.join(", "))
         })
         .collect())

@@ -18,7 +18,9 @@ pub struct ConnectorError {
 
 impl ConnectorError {
     pub fn new(message: impl Into<String>) -> Self {
-        ConnectorError { message: message.into() }
+        ConnectorError {
+            message: message.into(),
+        }
     }
 
     pub fn option(key: &str, problem: impl std::fmt::Display) -> Self {
@@ -61,7 +63,10 @@ pub trait Connector: Send + Sync {
 
     /// Builds the source subtasks, or says why it cannot read.
     fn source(&self, _spec: &TableSpec) -> Result<SourceFactory, ConnectorError> {
-        Err(ConnectorError::new(format!("the '{}' connector cannot be read from", self.name())))
+        Err(ConnectorError::new(format!(
+            "the '{}' connector cannot be read from",
+            self.name()
+        )))
     }
 
     /// Whether reading ends by itself (a bounded source).
@@ -76,7 +81,10 @@ pub trait Connector: Send + Sync {
 
     /// Builds the sink subtasks, or says why it cannot write.
     fn sink(&self, _spec: &TableSpec) -> Result<SinkFactory, ConnectorError> {
-        Err(ConnectorError::new(format!("the '{}' connector cannot be written to", self.name())))
+        Err(ConnectorError::new(format!(
+            "the '{}' connector cannot be written to",
+            self.name()
+        )))
     }
 
     /// Checks options at `CREATE` time.
@@ -117,7 +125,11 @@ impl Registry {
             .ok_or_else(|| {
                 ConnectorError::new(format!(
                     "unknown connector '{name}'; known: {}",
-                    self.connectors.keys().copied().collect::<Vec<_>>().join(", ")
+                    self.connectors
+                        .keys()
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ))
             })
     }

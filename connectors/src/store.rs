@@ -37,15 +37,20 @@ pub fn resolve(path: &str, options: &Options, create: bool) -> Result<Location, 
         let url = Url::parse(path).map_err(|e| bad(&e))?;
         match scheme {
             "file" => {
-                let local = url.to_file_path().map_err(|_| bad(&"not a local file path"))?;
+                let local = url
+                    .to_file_path()
+                    .map_err(|_| bad(&"not a local file path"))?;
                 return local_location(&local, create, display);
             }
             "s3" | "s3a" => {
                 let bucket = url.host_str().ok_or_else(|| bad(&"has no bucket"))?;
-                let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+                let mut builder =
+                    object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
                 for (key, value) in options.iter() {
                     if let Some(setting) = key.strip_prefix("s3.") {
-                        let config = setting.parse().map_err(|e| ConnectorError::option(key, e))?;
+                        let config = setting
+                            .parse()
+                            .map_err(|e| ConnectorError::option(key, e))?;
                         builder = builder.with_config(config, value);
                     }
                 }
@@ -60,13 +65,21 @@ pub fn resolve(path: &str, options: &Options, create: bool) -> Result<Location, 
                     display,
                 });
             }
-            other => return Err(bad(&format!("scheme '{other}' is not supported (use a local path, file:// or s3://)"))),
+            other => {
+                return Err(bad(&format!(
+                    "scheme '{other}' is not supported (use a local path, file:// or s3://)"
+                )))
+            }
         }
     }
     local_location(std::path::Path::new(path), create, display)
 }
 
-fn local_location(path: &std::path::Path, create: bool, display: String) -> Result<Location, ConnectorError> {
+fn local_location(
+    path: &std::path::Path,
+    create: bool,
+    display: String,
+) -> Result<Location, ConnectorError> {
     let absolute = if path.is_absolute() {
         path.to_path_buf()
     } else {
@@ -75,13 +88,18 @@ fn local_location(path: &std::path::Path, create: bool, display: String) -> Resu
             .join(path)
     };
     if create && !absolute.exists() {
-        std::fs::create_dir_all(&absolute).map_err(|e| ConnectorError::new(format!("cannot create '{display}': {e}")))?;
+        std::fs::create_dir_all(&absolute)
+            .map_err(|e| ConnectorError::new(format!("cannot create '{display}': {e}")))?;
     }
     // A single file: the store is its directory, the prefix its name.
     if absolute.is_file() {
         let dir = absolute.parent().unwrap_or(std::path::Path::new("/"));
-        let name = absolute.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-        let store = LocalFileSystem::new_with_prefix(dir).map_err(|e| ConnectorError::new(format!("'{display}': {e}")))?;
+        let name = absolute
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let store = LocalFileSystem::new_with_prefix(dir)
+            .map_err(|e| ConnectorError::new(format!("'{display}': {e}")))?;
         return Ok(Location {
             store: Arc::new(store),
             prefix: Path::from(name),
@@ -89,9 +107,12 @@ fn local_location(path: &std::path::Path, create: bool, display: String) -> Resu
         });
     }
     if !absolute.exists() {
-        return Err(ConnectorError::new(format!("path '{display}' does not exist")));
+        return Err(ConnectorError::new(format!(
+            "path '{display}' does not exist"
+        )));
     }
-    let store = LocalFileSystem::new_with_prefix(&absolute).map_err(|e| ConnectorError::new(format!("'{display}': {e}")))?;
+    let store = LocalFileSystem::new_with_prefix(&absolute)
+        .map_err(|e| ConnectorError::new(format!("'{display}': {e}")))?;
     Ok(Location {
         store: Arc::new(store),
         prefix: Path::from(""),

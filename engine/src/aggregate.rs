@@ -10,13 +10,13 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray};
 use datafusion::arrow::datatypes::{FieldRef, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::DataFusionError;
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::{GroupsAccumulatorAdapter, PhysicalExpr};
 use datafusion::physical_plan::aggregates::group_values::{new_group_values, GroupValues};
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
-use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::error::Result;
 
@@ -79,14 +79,20 @@ impl AggregateSpec {
                     let mask = array
                         .as_any()
                         .downcast_ref::<BooleanArray>()
-                        .ok_or_else(|| DataFusionError::Internal("aggregate filter is not boolean".into()))?
+                        .ok_or_else(|| {
+                            DataFusionError::Internal("aggregate filter is not boolean".into())
+                        })?
                         .clone();
                     Some(mask)
                 }
                 None => None,
             });
         }
-        Ok(AggregateInput { keys, args, filters })
+        Ok(AggregateInput {
+            keys,
+            args,
+            filters,
+        })
     }
 }
 
@@ -103,7 +109,10 @@ impl AggregateInput {
     pub fn take(&self, indices: &datafusion::arrow::array::UInt32Array) -> Result<AggregateInput> {
         use datafusion::arrow::compute::take;
         let take_all = |arrays: &[ArrayRef]| -> Result<Vec<ArrayRef>> {
-            arrays.iter().map(|a| Ok(take(a.as_ref(), indices, None)?)).collect()
+            arrays
+                .iter()
+                .map(|a| Ok(take(a.as_ref(), indices, None)?))
+                .collect()
         };
         let mut filters = Vec::with_capacity(self.filters.len());
         for f in &self.filters {
@@ -123,7 +132,11 @@ impl AggregateInput {
         }
         Ok(AggregateInput {
             keys: take_all(&self.keys)?,
-            args: self.args.iter().map(|a| take_all(a)).collect::<Result<_>>()?,
+            args: self
+                .args
+                .iter()
+                .map(|a| take_all(a))
+                .collect::<Result<_>>()?,
             filters,
         })
     }
@@ -145,7 +158,9 @@ pub struct GroupedState {
 
 impl std::fmt::Debug for GroupedState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GroupedState").field("groups", &self.len()).finish()
+        f.debug_struct("GroupedState")
+            .field("groups", &self.len())
+            .finish()
     }
 }
 
@@ -168,12 +183,16 @@ impl GroupedStateArrays {
 
 /// Creates the accumulator for one aggregate, as DataFusion's hash
 /// aggregation does.
-pub fn create_groups_accumulator(agg: &Arc<AggregateFunctionExpr>) -> Result<Box<dyn GroupsAccumulator>> {
+pub fn create_groups_accumulator(
+    agg: &Arc<AggregateFunctionExpr>,
+) -> Result<Box<dyn GroupsAccumulator>> {
     if agg.groups_accumulator_supported() {
         Ok(agg.create_groups_accumulator()?)
     } else {
         let agg = Arc::clone(agg);
-        Ok(Box::new(GroupsAccumulatorAdapter::new(move || agg.create_accumulator())))
+        Ok(Box::new(GroupsAccumulatorAdapter::new(move || {
+            agg.create_accumulator()
+        })))
     }
 }
 
@@ -238,7 +257,12 @@ impl GroupedState {
         }
         let groups = self.intern(&input.keys, rows)?;
         for (i, acc) in self.accumulators.iter_mut().enumerate() {
-            acc.update_batch(&input.args[i], &self.group_ids, input.filters[i].as_ref(), groups)?;
+            acc.update_batch(
+                &input.args[i],
+                &self.group_ids,
+                input.filters[i].as_ref(),
+                groups,
+            )?;
         }
         Ok(())
     }
@@ -253,7 +277,11 @@ impl GroupedState {
         let groups = self.intern(&state.keys, rows)?;
         let mut offset = 0;
         for (acc, width) in self.accumulators.iter_mut().zip(widths) {
-            acc.merge_batch(&state.states[offset..offset + width], &self.group_ids, groups)?;
+            acc.merge_batch(
+                &state.states[offset..offset + width],
+                &self.group_ids,
+                groups,
+            )?;
             offset += width;
         }
         Ok(())

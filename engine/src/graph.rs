@@ -17,7 +17,10 @@ pub enum EdgeKind {
     /// Subtask `i` feeds subtask `i` (same parallelism); chained into one task.
     Forward,
     /// Rows go to the subtask chosen by the hash of these columns.
-    Shuffle { keys: Vec<usize>, names: Vec<String> },
+    Shuffle {
+        keys: Vec<usize>,
+        names: Vec<String>,
+    },
     /// Every row goes to every subtask.
     Broadcast,
     /// Rows are spread round-robin (parallelism changes without a key).
@@ -125,10 +128,16 @@ impl Graph {
             let outs: Vec<_> = self.outputs(node.id).collect();
             match node.kind {
                 NodeKind::Source(_) if ins > 0 => {
-                    return Err(EngineError::Graph(format!("source '{}' has inputs", node.name)))
+                    return Err(EngineError::Graph(format!(
+                        "source '{}' has inputs",
+                        node.name
+                    )))
                 }
                 NodeKind::Sink(_) if !outs.is_empty() => {
-                    return Err(EngineError::Graph(format!("sink '{}' has outputs", node.name)))
+                    return Err(EngineError::Graph(format!(
+                        "sink '{}' has outputs",
+                        node.name
+                    )))
                 }
                 NodeKind::Operator { .. } | NodeKind::Sink(_) if ins == 0 => {
                     return Err(EngineError::Graph(format!("'{}' has no input", node.name)))
@@ -143,10 +152,9 @@ impl Graph {
                 _ => {}
             }
             for edge in outs {
-                let to = self
-                    .nodes
-                    .get(edge.to)
-                    .ok_or_else(|| EngineError::Graph(format!("edge to unknown node {}", edge.to)))?;
+                let to = self.nodes.get(edge.to).ok_or_else(|| {
+                    EngineError::Graph(format!("edge to unknown node {}", edge.to))
+                })?;
                 if edge.kind == EdgeKind::Forward && to.parallelism != node.parallelism {
                     return Err(EngineError::Graph(format!(
                         "forward edge '{}' -> '{}' changes parallelism",
@@ -172,7 +180,11 @@ impl fmt::Display for Graph {
         let order = topological_order(self);
         for (i, id) in order.iter().enumerate() {
             let node = &self.nodes[*id];
-            let chained = if self.is_chained(node.id) { " (chained)" } else { "" };
+            let chained = if self.is_chained(node.id) {
+                " (chained)"
+            } else {
+                ""
+            };
             writeln!(
                 f,
                 "[{}] {}  parallelism={}{}",

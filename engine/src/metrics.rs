@@ -165,7 +165,9 @@ pub struct MetricsSnapshot {
 impl MetricsSnapshot {
     /// The subtasks of operators whose name contains `name`.
     pub fn operator<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a SubtaskSnapshot> + 'a {
-        self.subtasks.iter().filter(move |s| s.operator.contains(name))
+        self.subtasks
+            .iter()
+            .filter(move |s| s.operator.contains(name))
     }
 
     /// Sum of late rows over all subtasks.

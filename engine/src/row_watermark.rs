@@ -49,12 +49,17 @@ pub fn attach(batch: &RecordBatch, watermarks: ArrayRef) -> Result<RecordBatch> 
     let mut columns = batch.columns().to_vec();
     columns.push(watermarks);
     let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-    Ok(RecordBatch::try_new_with_options(schema, columns, &options)?)
+    Ok(RecordBatch::try_new_with_options(
+        schema, columns, &options,
+    )?)
 }
 
 /// Appends a row-watermark column holding `watermark` for every row.
 pub fn attach_constant(batch: &RecordBatch, watermark: Millis) -> Result<RecordBatch> {
-    attach(batch, Arc::new(Int64Array::from_value(watermark, batch.num_rows())))
+    attach(
+        batch,
+        Arc::new(Int64Array::from_value(watermark, batch.num_rows())),
+    )
 }
 
 /// Drops the row-watermark column: what sinks and callers see.

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::logical_expr::{Expr, LogicalPlan, TableProviderFilterPushDown, TableSource};
 use datafusion::common::Result as DfResult;
+use datafusion::logical_expr::{Expr, LogicalPlan, TableProviderFilterPushDown, TableSource};
 use weir_connectors::{Connector, Options};
 use weir_sql::{CreateStream, Query, WindowTvf};
 
@@ -28,7 +28,9 @@ pub struct StreamDef {
 
 impl std::fmt::Debug for StreamDef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamDef").field("name", &self.name).finish()
+        f.debug_struct("StreamDef")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -79,7 +81,11 @@ impl Catalog {
 
     /// Every name, for suggestions and completion.
     pub fn names(&self) -> Vec<String> {
-        self.streams.keys().chain(self.views.keys()).cloned().collect()
+        self.streams
+            .keys()
+            .chain(self.views.keys())
+            .cloned()
+            .collect()
     }
 }
 
@@ -87,7 +93,12 @@ impl Catalog {
 pub fn nearest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     candidates
         .into_iter()
-        .map(|c| (strsim::levenshtein(&name.to_lowercase(), &c.to_lowercase()), c))
+        .map(|c| {
+            (
+                strsim::levenshtein(&name.to_lowercase(), &c.to_lowercase()),
+                c,
+            )
+        })
         .filter(|(d, c)| *d <= 2.max(c.len() / 3))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
@@ -104,8 +115,14 @@ impl TableSource for StreamTable {
         self.def.schema.clone()
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![TableProviderFilterPushDown::Unsupported; filters.len()])
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![
+            TableProviderFilterPushDown::Unsupported;
+            filters.len()
+        ])
     }
 }
 
@@ -128,8 +145,14 @@ impl TableSource for WindowTable {
         self.schema.clone()
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![TableProviderFilterPushDown::Unsupported; filters.len()])
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![
+            TableProviderFilterPushDown::Unsupported;
+            filters.len()
+        ])
     }
 }
 

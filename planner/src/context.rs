@@ -8,7 +8,9 @@ use datafusion::common::{plan_datafusion_err, plan_err, Result, TableReference};
 use datafusion::config::ConfigOptions;
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::planner::{ContextProvider, ExprPlanner, TypePlanner};
-use datafusion::logical_expr::{AggregateUDF, Expr, LogicalPlan, LogicalPlanBuilder, ScalarUDF, TableSource, WindowUDF};
+use datafusion::logical_expr::{
+    AggregateUDF, Expr, LogicalPlan, LogicalPlanBuilder, ScalarUDF, TableSource, WindowUDF,
+};
 use datafusion::sql::planner::{ParserOptions, SqlToRel};
 use weir_sql::sqlparser::ast;
 use weir_sql::{Query, WindowInput, WindowTvf, WINDOW_END, WINDOW_START, WINDOW_TIME};
@@ -39,7 +41,11 @@ pub(crate) fn parser_options() -> ParserOptions {
 
 impl<'a> Context<'a> {
     pub fn new(catalog: &'a Catalog, state: &'a SessionState, windows: &'a [WindowTvf]) -> Self {
-        Context { catalog, state, windows }
+        Context {
+            catalog,
+            state,
+            windows,
+        }
     }
 
     /// Plans a query (without optimizing it).
@@ -56,7 +62,11 @@ impl<'a> Context<'a> {
     }
 
     /// Plans an expression over `schema`.
-    pub fn plan_expr(&self, expr: &ast::Expr, schema: &datafusion::common::DFSchema) -> Result<Expr> {
+    pub fn plan_expr(
+        &self,
+        expr: &ast::Expr,
+        schema: &datafusion::common::DFSchema,
+    ) -> Result<Expr> {
         let planner = SqlToRel::new_with_options(self, parser_options());
         planner.sql_to_expr(expr.clone(), schema, &mut Default::default())
     }
@@ -64,7 +74,7 @@ impl<'a> Context<'a> {
     fn window_table(&self, tvf: &WindowTvf) -> Result<Arc<dyn TableSource>> {
         let input = match &tvf.input {
             WindowInput::Table(name) => {
-                let reference = TableReference::from(weir_sql::object_name_last(name));
+                let reference = TableReference::bare(weir_sql::object_name_last(name));
                 let source = self.get_table_source(reference.clone())?;
                 LogicalPlanBuilder::scan(reference, source, None)?.build()?
             }
@@ -73,11 +83,18 @@ impl<'a> Context<'a> {
         let input_schema = input.schema().as_arrow().clone();
         let time = tvf.time_column.value.as_str();
         let Some(time_index) = input_schema.fields().iter().position(|f| f.name() == time) else {
-            let names: Vec<&str> = input_schema.fields().iter().map(|f| f.name().as_str()).collect();
+            let names: Vec<&str> = input_schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect();
             let hint = nearest(time, names.iter().copied())
                 .map(|n| format!("did you mean `{n}`?"))
                 .unwrap_or_else(|| format!("columns: {}", names.join(", ")));
-            return plan_err!("{} window: no time column `{time}` in its input; {hint}", tvf.kind.name());
+            return plan_err!(
+                "{} window: no time column `{time}` in its input; {hint}",
+                tvf.kind.name()
+            );
         };
         let time_type = input_schema.field(time_index).data_type();
         if !matches!(time_type, DataType::Timestamp(..)) {
@@ -88,7 +105,9 @@ impl<'a> Context<'a> {
         }
         for name in [WINDOW_START, WINDOW_END, WINDOW_TIME] {
             if input_schema.field_with_name(name).is_ok() {
-                return plan_err!("the input of a window function already has a column named {name}");
+                return plan_err!(
+                    "the input of a window function already has a column named {name}"
+                );
             }
         }
         let processing_time = is_proctime(&input, time, self.catalog);
@@ -100,7 +119,11 @@ impl<'a> Context<'a> {
                 tvf.kind.name()
             );
         }
-        let mut fields: Vec<Field> = input_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut fields: Vec<Field> = input_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
         let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
         fields.push(Field::new(WINDOW_START, ts.clone(), false));
         fields.push(Field::new(WINDOW_END, ts.clone(), false));
@@ -152,10 +175,15 @@ pub(crate) fn source_stream(plan: &LogicalPlan, catalog: &Catalog) -> Option<Arc
             return Some(t.def.clone());
         }
         if let Some(w) = scan.source.downcast_ref::<WindowTable>() {
-            return w.stream.clone().or_else(|| source_stream(&w.input, catalog));
+            return w
+                .stream
+                .clone()
+                .or_else(|| source_stream(&w.input, catalog));
         }
     }
-    plan.inputs().into_iter().find_map(|p| source_stream(p, catalog))
+    plan.inputs()
+        .into_iter()
+        .find_map(|p| source_stream(p, catalog))
 }
 
 impl ContextProvider for Context<'_> {
@@ -165,7 +193,9 @@ impl ContextProvider for Context<'_> {
             return self.window_table(tvf);
         }
         if let Some(stream) = self.catalog.stream(table) {
-            return Ok(Arc::new(StreamTable { def: stream.clone() }));
+            return Ok(Arc::new(StreamTable {
+                def: stream.clone(),
+            }));
         }
         if let Some(view) = self.catalog.view(table) {
             return self.view_table(&view.query);
@@ -173,10 +203,14 @@ impl ContextProvider for Context<'_> {
         let names = self.catalog.names();
         let hint = match nearest(table, names.iter().map(String::as_str)) {
             Some(n) => format!("; did you mean '{n}'?"),
-            None if names.is_empty() => "; no streams are defined yet (CREATE STREAM ...)".to_string(),
+            None if names.is_empty() => {
+                "; no streams are defined yet (CREATE STREAM ...)".to_string()
+            }
             None => format!("; known: {}", names.join(", ")),
         };
-        Err(plan_datafusion_err!("unknown stream or view '{table}'{hint}"))
+        Err(plan_datafusion_err!(
+            "unknown stream or view '{table}'{hint}"
+        ))
     }
 
     fn get_expr_planners(&self) -> &[Arc<dyn ExprPlanner>] {
@@ -191,7 +225,10 @@ impl ContextProvider for Context<'_> {
         self.state.scalar_functions().get(name).cloned()
     }
 
-    fn get_higher_order_meta(&self, name: &str) -> Option<Arc<datafusion::logical_expr::HigherOrderUDF>> {
+    fn get_higher_order_meta(
+        &self,
+        name: &str,
+    ) -> Option<Arc<datafusion::logical_expr::HigherOrderUDF>> {
         self.state.higher_order_functions().get(name).cloned()
     }
 
@@ -216,7 +253,11 @@ impl ContextProvider for Context<'_> {
     }
 
     fn higher_order_function_names(&self) -> Vec<String> {
-        self.state.higher_order_functions().keys().cloned().collect()
+        self.state
+            .higher_order_functions()
+            .keys()
+            .cloned()
+            .collect()
     }
 
     fn udaf_names(&self) -> Vec<String> {

@@ -13,9 +13,17 @@ pub fn df_error(e: DataFusionError) -> SqlError {
     let hint = e
         .diagnostic()
         .and_then(|d| d.helps.first().map(|h| h.message.clone()))
-        .or_else(|| e.diagnostic().and_then(|d| d.notes.first().map(|n| n.message.clone())));
+        .or_else(|| {
+            e.diagnostic()
+                .and_then(|d| d.notes.first().map(|n| n.message.clone()))
+        });
     let mut message = e.strip_backtrace();
-    for prefix in ["Error during planning: ", "Schema error: ", "This feature is not implemented: ", "Internal error: "] {
+    for prefix in [
+        "Error during planning: ",
+        "Schema error: ",
+        "This feature is not implemented: ",
+        "Internal error: ",
+    ] {
         message = message.replace(prefix, "");
     }
     // "No field named bidr. Valid fields are ..." → suggest the nearest.
@@ -34,9 +42,18 @@ fn field_hint(message: &str) -> Option<String> {
     let candidates: Vec<String> = valid
         .trim_end_matches('.')
         .split(", ")
-        .map(|f| f.rsplit('.').next().unwrap_or(f).trim_matches(|c| c == '"' || c == '`').to_string())
+        .map(|f| {
+            f.rsplit('.')
+                .next()
+                .unwrap_or(f)
+                .trim_matches(|c| c == '"' || c == '`')
+                .to_string()
+        })
         .collect();
-    let nearest = crate::catalog::nearest(name.rsplit('.').next().unwrap_or(name), candidates.iter().map(String::as_str))?;
+    let nearest = crate::catalog::nearest(
+        name.rsplit('.').next().unwrap_or(name),
+        candidates.iter().map(String::as_str),
+    )?;
     Some(format!("did you mean `{nearest}`?"))
 }
 
@@ -46,7 +63,8 @@ mod tests {
 
     #[test]
     fn suggests_the_nearest_field() {
-        let hint = field_hint("No field named bidr. Valid fields are bid.auction, bid.bidder, bid.price.");
+        let hint =
+            field_hint("No field named bidr. Valid fields are bid.auction, bid.bidder, bid.price.");
         assert_eq!(hint.as_deref(), Some("did you mean `bidder`?"));
     }
 }

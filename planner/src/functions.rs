@@ -95,7 +95,10 @@ impl ScalarUDFImpl for Proctime {
 
     fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let now = weir_engine::message::now_millis();
-        Ok(ColumnarValue::Scalar(ScalarValue::TimestampMillisecond(Some(now), None)))
+        Ok(ColumnarValue::Scalar(ScalarValue::TimestampMillisecond(
+            Some(now),
+            None,
+        )))
     }
 }
 
@@ -119,7 +122,14 @@ mod tests {
         // Flink (Java): MOD(7, 3) = 1, MOD(-7, 3) = -1, MOD(7, -3) = 1.
         let batches = eval("SELECT MOD(7, 3), MOD(-7, 3), MOD(7, -3), MOD(246, 123)").await;
         let row: Vec<i64> = (0..4)
-            .map(|i| batches[0].column(i).as_any().downcast_ref::<Int64Array>().unwrap().value(0))
+            .map(|i| {
+                batches[0]
+                    .column(i)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .value(0)
+            })
             .collect();
         assert_eq!(row, vec![1, -1, 1, 0]);
     }
@@ -129,7 +139,10 @@ mod tests {
         let before = weir_engine::message::now_millis();
         let batches = eval("SELECT PROCTIME()").await;
         let column = batches[0].column(0);
-        assert_eq!(column.data_type(), &DataType::Timestamp(TimeUnit::Millisecond, None));
+        assert_eq!(
+            column.data_type(),
+            &DataType::Timestamp(TimeUnit::Millisecond, None)
+        );
         let value = column
             .as_any()
             .downcast_ref::<datafusion::arrow::array::TimestampMillisecondArray>()

@@ -31,7 +31,10 @@ use datafusion::prelude::SessionConfig;
 use weir_connectors::{BadDataPolicy, Options, Registry, TableSpec};
 use weir_engine::{Graph, SinkFactory};
 use weir_sql::sqlparser::ast;
-use weir_sql::{object_name_last, ColumnKind, CreateStream, CreateView, Insert, ParsedStatement, Query, ShowObject, SqlError, Statement};
+use weir_sql::{
+    object_name_last, ColumnKind, CreateStream, CreateView, Insert, ParsedStatement, Query,
+    ShowObject, SqlError, Statement,
+};
 
 pub use catalog::{Catalog, StreamDef, ViewDef, WatermarkDef};
 pub use error::df_error;
@@ -76,7 +79,12 @@ impl QueryPlan {
     /// The graph with `sink` receiving the results.
     pub fn with_sink(self, sink: SinkFactory) -> Graph {
         let mut graph = self.lowering_graph;
-        let node = graph.add_node("sink: results", "", self.output.parallelism, weir_engine::NodeKind::Sink(sink));
+        let node = graph.add_node(
+            "sink: results",
+            "",
+            self.output.parallelism,
+            weir_engine::NodeKind::Sink(sink),
+        );
         graph.connect(self.output.node, node, weir_engine::EdgeKind::Forward);
         graph
     }
@@ -115,7 +123,10 @@ impl Planner {
             sql.collect_spans = true;
             sql.map_string_types_to_utf8view = false;
         }
-        let mut state = SessionStateBuilder::new().with_config(config).with_default_features().build();
+        let mut state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .build();
         for f in flink_functions() {
             // A Flink function replaces DataFusion's of the same name.
             let _ = state.register_udf(f);
@@ -142,7 +153,12 @@ impl Planner {
 
     /// Names of the scalar and aggregate functions, for completion.
     pub fn function_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.state.udfs().into_iter().chain(self.state.udafs()).collect();
+        let mut names: Vec<String> = self
+            .state
+            .udfs()
+            .into_iter()
+            .chain(self.state.udafs())
+            .collect();
         names.sort();
         names
     }
@@ -158,7 +174,10 @@ impl Planner {
             Statement::CreateView(v) => self.create_view(v),
             Statement::Query(q) => Ok(Planned::Query(self.plan_query(q)?)),
             Statement::Insert(i) => Ok(Planned::Job(self.plan_insert(i, text)?)),
-            Statement::Set { key: Some(k), value: Some(v) } => {
+            Statement::Set {
+                key: Some(k),
+                value: Some(v),
+            } => {
                 self.settings.set(k, v)?;
                 Ok(Planned::Done(format!("set '{k}' = '{v}'")))
             }
@@ -173,9 +192,12 @@ impl Planner {
             Statement::Describe(name) => Ok(Planned::Rows(self.describe(&object_name_last(name))?)),
             Statement::DescribeJob(id) => Ok(Planned::DescribeJob(id.clone())),
             Statement::StopJob(id) => Ok(Planned::StopJob(id.clone())),
-            Statement::Drop { name, if_exists, .. } => {
+            Statement::Drop {
+                name, if_exists, ..
+            } => {
                 let n = object_name_last(name);
-                let removed = self.catalog.streams.remove(&n).is_some() || self.catalog.views.remove(&n).is_some();
+                let removed = self.catalog.streams.remove(&n).is_some()
+                    || self.catalog.views.remove(&n).is_some();
                 if !removed && !if_exists {
                     return Err(SqlError::new(format!("unknown stream or view '{n}'")));
                 }
@@ -202,39 +224,63 @@ impl Planner {
         if !self.check_new_name(&name, c.or_replace, c.if_not_exists)? {
             return Ok(Planned::Done(format!("'{name}' already exists")));
         }
-        let at = |e: SqlError| if e.position.is_none() { SqlError { position: Some(c.position), ..e } } else { e };
+        let at = |e: SqlError| {
+            if e.position.is_none() {
+                SqlError {
+                    position: Some(c.position),
+                    ..e
+                }
+            } else {
+                e
+            }
+        };
         let options = Options::new(c.options.iter().map(|(k, v)| (k.as_str(), v.clone())));
         let connector_name = options.get("connector").ok_or_else(|| {
-            at(SqlError::new(format!("'{name}' has no 'connector' option"))
-                .with_hint(format!("WITH ('connector' = '...'); connectors: {}", self.registry.names().join(", "))))
+            at(
+                SqlError::new(format!("'{name}' has no 'connector' option")).with_hint(format!(
+                    "WITH ('connector' = '...'); connectors: {}",
+                    self.registry.names().join(", ")
+                )),
+            )
         })?;
-        let connector = self.registry.get(connector_name).map_err(|e| at(connector_error(e)))?;
-        connector.validate(&options).map_err(|e| at(connector_error(e)))?;
+        let connector = self
+            .registry
+            .get(connector_name)
+            .map_err(|e| at(connector_error(e)))?;
+        connector
+            .validate(&options)
+            .map_err(|e| at(connector_error(e)))?;
 
         // Physical columns, then every column with computed ones in place.
         let mut physical = Vec::new();
         for column in &c.columns {
             match &column.kind {
-                ColumnKind::Physical { data_type, not_null } => physical.push(Field::new(
+                ColumnKind::Physical {
+                    data_type,
+                    not_null,
+                } => physical.push(Field::new(
                     column.name.value.clone(),
                     arrow_type(data_type).map_err(|e| e.at(column.name.span.start))?,
                     !not_null,
                 )),
-                ColumnKind::Metadata { .. } => {
-                    return Err(SqlError::new(format!("METADATA column '{}': metadata columns are not supported by this connector", column.name))
-                        .at(column.name.span.start))
-                }
+                ColumnKind::Metadata { .. } => return Err(SqlError::new(format!(
+                    "METADATA column '{}': metadata columns are not supported by this connector",
+                    column.name
+                ))
+                .at(column.name.span.start)),
                 ColumnKind::Computed(_) => {}
             }
         }
         let physical_schema: SchemaRef = if c.columns.is_empty() {
             connector.default_schema(&options).ok_or_else(|| {
-                at(SqlError::new(format!("'{name}' declares no columns")).with_hint("list its columns: CREATE STREAM s (a BIGINT, ...)"))
+                at(SqlError::new(format!("'{name}' declares no columns"))
+                    .with_hint("list its columns: CREATE STREAM s (a BIGINT, ...)"))
             })?
         } else {
             Arc::new(Schema::new(physical))
         };
-        let physical_df = DFSchema::try_from_qualified_schema(name.as_str(), &physical_schema).map_err(df_error)?;
+        let physical_df = DFSchema::try_from_qualified_schema(name.as_str(), &physical_schema)
+            .map_err(df_error)?;
         let context = Context::new(&self.catalog, &self.state, &[]);
         let mut fields = Vec::new();
         let mut computed = Vec::new();
@@ -248,15 +294,23 @@ impl Planner {
                 ColumnKind::Computed(expr) => {
                     let planned = context.plan_expr(expr, &physical_df).map_err(df_error)?;
                     let planned = self.coerce(planned, &physical_df)?;
-                    let data_type = planned.to_field(&physical_df).map_err(df_error)?.1.data_type().clone();
-                    if matches!(&planned, Expr::ScalarFunction(f) if f.name() == functions::PROCTIME) {
+                    let data_type = planned
+                        .to_field(&physical_df)
+                        .map_err(df_error)?
+                        .1
+                        .data_type()
+                        .clone();
+                    if matches!(&planned, Expr::ScalarFunction(f) if f.name() == functions::PROCTIME)
+                    {
                         proctime.push(column.name.value.clone());
                     }
                     fields.push(Field::new(column.name.value.clone(), data_type, true));
                     computed.push(Some(planned));
                 }
                 ColumnKind::Physical { .. } => {
-                    let field = physical_schema.field_with_name(&column.name.value).map_err(|e| SqlError::new(e.to_string()))?;
+                    let field = physical_schema
+                        .field_with_name(&column.name.value)
+                        .map_err(|e| SqlError::new(e.to_string()))?;
                     fields.push(field.clone());
                     computed.push(None);
                 }
@@ -264,15 +318,20 @@ impl Planner {
             }
         }
         let schema = Arc::new(Schema::new(fields));
-        let full_df = DFSchema::try_from_qualified_schema(name.as_str(), &schema).map_err(df_error)?;
+        let full_df =
+            DFSchema::try_from_qualified_schema(name.as_str(), &schema).map_err(df_error)?;
         let default_watermark = match (&c.watermark, c.columns.is_empty()) {
-            (None, true) => connector.default_watermark(&options).map(|(column, delay)| {
-                let expr = format!("`{column}` - INTERVAL '{delay}' MILLISECOND");
-                let parsed = weir_sql::sqlparser::parser::Parser::new(&weir_sql::FlinkDialect::default())
+            (None, true) => connector
+                .default_watermark(&options)
+                .map(|(column, delay)| {
+                    let expr = format!("`{column}` - INTERVAL '{delay}' MILLISECOND");
+                    let parsed = weir_sql::sqlparser::parser::Parser::new(
+                        &weir_sql::FlinkDialect::default(),
+                    )
                     .try_with_sql(&expr)
                     .and_then(|mut p| p.parse_expr());
-                (column, parsed)
-            }),
+                    (column, parsed)
+                }),
             _ => None,
         };
         let default_watermark = match default_watermark {
@@ -286,10 +345,14 @@ impl Planner {
         let watermark = match c.watermark.as_ref().or(default_watermark.as_ref()) {
             None => None,
             Some(w) => {
-                let field = schema
-                    .field_with_name(&w.column.value)
-                    .map_err(|_| SqlError::new(format!("WATERMARK FOR {}: no such column", w.column)).at(w.column.span.start))?;
-                if !matches!(field.data_type(), datafusion::arrow::datatypes::DataType::Timestamp(..)) {
+                let field = schema.field_with_name(&w.column.value).map_err(|_| {
+                    SqlError::new(format!("WATERMARK FOR {}: no such column", w.column))
+                        .at(w.column.span.start)
+                })?;
+                if !matches!(
+                    field.data_type(),
+                    datafusion::arrow::datatypes::DataType::Timestamp(..)
+                ) {
                     return Err(SqlError::new(format!(
                         "WATERMARK FOR {}: the column is {}, but must be a TIMESTAMP",
                         w.column,
@@ -299,9 +362,19 @@ impl Planner {
                 }
                 let expr = context.plan_expr(&w.expr, &full_df).map_err(df_error)?;
                 let expr = self.coerce(expr, &full_df)?;
-                let data_type = expr.to_field(&full_df).map_err(df_error)?.1.data_type().clone();
-                if !matches!(data_type, datafusion::arrow::datatypes::DataType::Timestamp(..)) {
-                    return Err(SqlError::new(format!("the WATERMARK expression must be a TIMESTAMP, it is {data_type}")));
+                let data_type = expr
+                    .to_field(&full_df)
+                    .map_err(df_error)?
+                    .1
+                    .data_type()
+                    .clone();
+                if !matches!(
+                    data_type,
+                    datafusion::arrow::datatypes::DataType::Timestamp(..)
+                ) {
+                    return Err(SqlError::new(format!(
+                        "the WATERMARK expression must be a TIMESTAMP, it is {data_type}"
+                    )));
                 }
                 Some(WatermarkDef {
                     column: w.column.value.clone(),
@@ -332,7 +405,9 @@ impl Planner {
             .with_schema(Arc::new(schema.clone()))
             .with_config_options(self.state.config_options().clone())
             .build();
-        ExprSimplifier::new(context).coerce(expr, schema).map_err(df_error)
+        ExprSimplifier::new(context)
+            .coerce(expr, schema)
+            .map_err(df_error)
     }
 
     fn create_view(&mut self, v: &CreateView) -> Result<Planned> {
@@ -366,14 +441,21 @@ impl Planner {
             .analyzer()
             .execute_and_check(plan, config, |_, _| {})
             .map_err(df_error)?;
-        let optimizer = Optimizer::with_rules(vec![Arc::new(SimplifyExpressions::new()), Arc::new(OptimizeProjections::new())]);
+        let optimizer = Optimizer::with_rules(vec![
+            Arc::new(SimplifyExpressions::new()),
+            Arc::new(OptimizeProjections::new()),
+        ]);
         let context = OptimizerContext::new().with_max_passes(2);
-        optimizer.optimize(analyzed, &context, |_, _| {}).map_err(df_error)
+        optimizer
+            .optimize(analyzed, &context, |_, _| {})
+            .map_err(df_error)
     }
 
     fn logical_plan(&self, query: &Query) -> Result<LogicalPlan> {
         let context = Context::new(&self.catalog, &self.state, &query.windows);
-        let plan = context.plan_query(&query.query).map_err(|e| self.locate(df_error(e), &query.query))?;
+        let plan = context
+            .plan_query(&query.query)
+            .map_err(|e| self.locate(df_error(e), &query.query))?;
         self.optimize(plan)
     }
 
@@ -414,10 +496,18 @@ impl Planner {
     pub fn plan_insert(&self, insert: &Insert, text: &str) -> Result<JobPlan> {
         let sink_name = object_name_last(&insert.sink);
         let Some(sink) = self.catalog.stream(&sink_name) else {
-            let hint = catalog::nearest(&sink_name, self.catalog.streams().map(|s| s.name.as_str()))
-                .map(|n| format!("did you mean '{n}'?"))
-                .unwrap_or_else(|| "create it first: CREATE TABLE sink (...) WITH ('connector' = ...)".into());
-            let position = insert.sink.0.last().and_then(|p| p.as_ident()).map(|i| i.span.start);
+            let hint =
+                catalog::nearest(&sink_name, self.catalog.streams().map(|s| s.name.as_str()))
+                    .map(|n| format!("did you mean '{n}'?"))
+                    .unwrap_or_else(|| {
+                        "create it first: CREATE TABLE sink (...) WITH ('connector' = ...)".into()
+                    });
+            let position = insert
+                .sink
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .map(|i| i.span.start);
             let e = SqlError::new(format!("unknown sink '{sink_name}'")).with_hint(hint);
             return Err(match position {
                 Some(p) => e.at(p),
@@ -425,7 +515,9 @@ impl Planner {
             });
         };
         if sink.computed.iter().any(Option::is_some) {
-            return Err(SqlError::new(format!("cannot INSERT INTO '{sink_name}': it has computed columns")));
+            return Err(SqlError::new(format!(
+                "cannot INSERT INTO '{sink_name}': it has computed columns"
+            )));
         }
         // Let DataFusion plan the INSERT: it checks the columns and casts
         // the query's types to the sink's.
@@ -437,7 +529,11 @@ impl Planner {
             into: true,
             table: ast::TableObject::TableName(insert.sink.clone()),
             table_alias: None,
-            columns: insert.columns.iter().map(|c| ast::ObjectName::from(vec![c.clone()])).collect(),
+            columns: insert
+                .columns
+                .iter()
+                .map(|c| ast::ObjectName::from(vec![c.clone()]))
+                .collect(),
             overwrite: false,
             source: Some(insert.query.query.clone()),
             assignments: vec![],
@@ -458,7 +554,9 @@ impl Planner {
             multi_table_else_clause: None,
         });
         let context = Context::new(&self.catalog, &self.state, &insert.query.windows);
-        let plan = context.plan_statement(statement).map_err(|e| self.locate(df_error(e), &insert.query.query))?;
+        let plan = context
+            .plan_statement(statement)
+            .map_err(|e| self.locate(df_error(e), &insert.query.query))?;
         let LogicalPlan::Dml(dml) = plan else {
             return Err(SqlError::new("INSERT did not plan to a write"));
         };
@@ -469,7 +567,12 @@ impl Planner {
             name: sink.name.clone(),
             schema: sink.physical_schema.clone(),
             options: sink.options.clone(),
-            partitioned_by: sink.create.partitioned_by.iter().map(|i| i.value.clone()).collect(),
+            partitioned_by: sink
+                .create
+                .partitioned_by
+                .iter()
+                .map(|i| i.value.clone())
+                .collect(),
             bad_data: BadDataPolicy::Drop,
         };
         let factory = sink.connector.sink(&spec).map_err(connector_error)?;
@@ -483,7 +586,11 @@ impl Planner {
             graph: lowering.graph,
             sink: sink.name.clone(),
             bounded: output.bounded,
-            name: self.settings.job_name().map(str::to_string).unwrap_or_else(|| format!("insert-into-{}", sink.name)),
+            name: self
+                .settings
+                .job_name()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("insert-into-{}", sink.name)),
             text: text.to_string(),
         })
     }
@@ -493,7 +600,8 @@ impl Planner {
             Statement::Query(q) => {
                 let plan = self.plan_query(q)?;
                 let bounded = plan.bounded;
-                let sink: SinkFactory = Arc::new(|_| Err(weir_engine::EngineError::Graph("explain only".into())));
+                let sink: SinkFactory =
+                    Arc::new(|_| Err(weir_engine::EngineError::Graph("explain only".into())));
                 (plan.with_sink(sink), bounded)
             }
             Statement::Insert(i) => {
@@ -511,7 +619,11 @@ impl Planner {
     }
 
     fn settings_table(&self) -> RecordBatch {
-        let (keys, values): (Vec<String>, Vec<String>) = self.settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).unzip();
+        let (keys, values): (Vec<String>, Vec<String>) = self
+            .settings
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .unzip();
         string_table(&["key", "value"], vec![keys, values])
     }
 
@@ -523,10 +635,18 @@ impl Planner {
                     &["name", "connector", "watermark"],
                     vec![
                         streams.iter().map(|s| s.name.clone()).collect(),
-                        streams.iter().map(|s| s.connector.name().to_string()).collect(),
                         streams
                             .iter()
-                            .map(|s| s.watermark.as_ref().map(|w| format!("{} AS {}", w.column, w.text)).unwrap_or_default())
+                            .map(|s| s.connector.name().to_string())
+                            .collect(),
+                        streams
+                            .iter()
+                            .map(|s| {
+                                s.watermark
+                                    .as_ref()
+                                    .map(|w| format!("{} AS {}", w.column, w.text))
+                                    .unwrap_or_default()
+                            })
                             .collect(),
                     ],
                 )
@@ -535,7 +655,10 @@ impl Planner {
                 let views: Vec<&Arc<ViewDef>> = self.catalog.views().collect();
                 string_table(
                     &["name", "query"],
-                    vec![views.iter().map(|v| v.name.clone()).collect(), views.iter().map(|v| v.query.text.clone()).collect()],
+                    vec![
+                        views.iter().map(|v| v.name.clone()).collect(),
+                        views.iter().map(|v| v.query.text.clone()).collect(),
+                    ],
                 )
             }
             ShowObject::Functions => string_table(&["function"], vec![self.function_names()]),
@@ -576,11 +699,19 @@ impl Planner {
                 }
                 extras.push(extra);
             }
-            return Ok(string_table(&["column", "type", "extras"], vec![names, types, extras]));
+            return Ok(string_table(
+                &["column", "type", "extras"],
+                vec![names, types, extras],
+            ));
         }
         if let Some(v) = self.catalog.view(name) {
             let names = v.schema.fields().iter().map(|f| f.name().clone()).collect();
-            let types = v.schema.fields().iter().map(|f| flink_type_name(f.data_type())).collect();
+            let types = v
+                .schema
+                .fields()
+                .iter()
+                .map(|f| flink_type_name(f.data_type()))
+                .collect();
             return Ok(string_table(&["column", "type"], vec![names, types]));
         }
         let hint = catalog::nearest(name, self.catalog.names().iter().map(String::as_str))
@@ -596,7 +727,10 @@ pub fn string_table(names: &[&str], columns: Vec<Vec<String>>) -> RecordBatch {
         .iter()
         .map(|n| Field::new(*n, datafusion::arrow::datatypes::DataType::Utf8, false))
         .collect();
-    let arrays: Vec<ArrayRef> = columns.into_iter().map(|c| Arc::new(StringArray::from(c)) as ArrayRef).collect();
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).unwrap_or_else(|_| RecordBatch::new_empty(Arc::new(Schema::empty())))
+    let arrays: Vec<ArrayRef> = columns
+        .into_iter()
+        .map(|c| Arc::new(StringArray::from(c)) as ArrayRef)
+        .collect();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
+        .unwrap_or_else(|_| RecordBatch::new_empty(Arc::new(Schema::empty())))
 }
-

@@ -12,19 +12,21 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::{Column, DFSchema, DFSchemaRef};
 use datafusion::execution::SessionState;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{cast, Expr, LogicalPlan, TableScan};
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
-use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::physical_expr::PhysicalExpr;
 use weir_connectors::{BadDataPolicy, DeadLetterWriter, TableSpec};
 use weir_engine::aggregate::AggregateSpec;
 use weir_engine::graph::SourceNode;
 use weir_engine::operators::{Filter, Limit, Projection};
 use weir_engine::window::{
-    fmt_ms, partial_schema, AggregateMode, AssignWindows, OutputColumn, OutputLayout, SessionWindowAggregate,
-    SliceWindows, TimeSource, WindowAggregate,
+    fmt_ms, partial_schema, AggregateMode, AssignWindows, OutputColumn, OutputLayout,
+    SessionWindowAggregate, SliceWindows, TimeSource, WindowAggregate,
 };
-use weir_engine::{DeadLetterSink, EdgeKind, Graph, NodeId, NodeKind, Operator, OperatorFactory, WatermarkSpec};
+use weir_engine::{
+    DeadLetterSink, EdgeKind, Graph, NodeId, NodeKind, Operator, OperatorFactory, WatermarkSpec,
+};
 use weir_sql::{SqlError, WindowKind, WINDOW_END, WINDOW_START, WINDOW_TIME};
 
 use crate::catalog::{StreamDef, StreamTable, WindowTable};
@@ -72,7 +74,9 @@ impl<'a> Lowering<'a> {
     }
 
     fn physical(&self, expr: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
-        self.state.create_physical_expr(expr.clone(), schema).map_err(df_error)
+        self.state
+            .create_physical_expr(expr.clone(), schema)
+            .map_err(df_error)
     }
 
     fn add_operator(
@@ -193,19 +197,39 @@ impl<'a> Lowering<'a> {
                     .iter()
                     .map(|i| {
                         let field = lowered.schema.field(*i);
-                        Arc::new(datafusion::physical_expr::expressions::Column::new(field.name(), *i)) as Arc<dyn PhysicalExpr>
+                        Arc::new(datafusion::physical_expr::expressions::Column::new(
+                            field.name(),
+                            *i,
+                        )) as Arc<dyn PhysicalExpr>
                     })
                     .collect();
-                let projection = Projection::new("projection", exprs, Arc::new(scan.projected_schema.as_arrow().clone()));
-                let names = scan.projected_schema.fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>().join(", ");
-                Ok(self.add_operator(&lowered, "projection", names, op_factory(projection), scan.projected_schema.clone()))
+                let projection = Projection::new(
+                    "projection",
+                    exprs,
+                    Arc::new(scan.projected_schema.as_arrow().clone()),
+                );
+                let names = scan
+                    .projected_schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                Ok(self.add_operator(
+                    &lowered,
+                    "projection",
+                    names,
+                    op_factory(projection),
+                    scan.projected_schema.clone(),
+                ))
             }
         }
     }
 
     /// The source node of a stream: connector, computed columns, watermark.
     fn lower_source(&mut self, def: &StreamDef) -> Result<Lowered> {
-        let bad_data = BadDataPolicy::from_options(&def.name, &def.options).map_err(connector_error)?;
+        let bad_data =
+            BadDataPolicy::from_options(&def.name, &def.options).map_err(connector_error)?;
         let spec = TableSpec {
             name: def.name.clone(),
             schema: def.physical_schema.clone(),
@@ -214,9 +238,20 @@ impl<'a> Lowering<'a> {
             bad_data,
         };
         let factory = def.connector.source(&spec).map_err(connector_error)?;
-        let parallelism = self.parallelism.min(def.connector.max_source_parallelism(&spec).unwrap_or(usize::MAX)).max(1);
-        let physical = DFSchema::try_from_qualified_schema(def.name.as_str(), &def.physical_schema).map_err(df_error)?;
-        let full = Arc::new(DFSchema::try_from_qualified_schema(def.name.as_str(), &def.schema).map_err(df_error)?);
+        let parallelism = self
+            .parallelism
+            .min(
+                def.connector
+                    .max_source_parallelism(&spec)
+                    .unwrap_or(usize::MAX),
+            )
+            .max(1);
+        let physical = DFSchema::try_from_qualified_schema(def.name.as_str(), &def.physical_schema)
+            .map_err(df_error)?;
+        let full = Arc::new(
+            DFSchema::try_from_qualified_schema(def.name.as_str(), &def.schema)
+                .map_err(df_error)?,
+        );
         let computed = if def.computed.iter().any(Option::is_some) {
             let mut exprs = Vec::with_capacity(def.computed.len());
             let mut physical_index = 0;
@@ -225,13 +260,20 @@ impl<'a> Lowering<'a> {
                     Some(expr) => self.physical(expr, &physical)?,
                     None => {
                         let name = def.schema.field(i).name();
-                        let column = Arc::new(datafusion::physical_expr::expressions::Column::new(name, physical_index));
+                        let column = Arc::new(datafusion::physical_expr::expressions::Column::new(
+                            name,
+                            physical_index,
+                        ));
                         physical_index += 1;
                         column as Arc<dyn PhysicalExpr>
                     }
                 });
             }
-            Some(Arc::new(Projection::new("computed columns", exprs, def.schema.clone())))
+            Some(Arc::new(Projection::new(
+                "computed columns",
+                exprs,
+                def.schema.clone(),
+            )))
         } else {
             None
         };
@@ -244,7 +286,11 @@ impl<'a> Lowering<'a> {
                     .duration("scan.watermark.idle-timeout")
                     .map_err(connector_error)?
                     .or(self.settings.idle_timeout()?),
-                idle_advance: def.options.bool("scan.watermark.idle-advance").map_err(connector_error)?.unwrap_or(false),
+                idle_advance: def
+                    .options
+                    .bool("scan.watermark.idle-advance")
+                    .map_err(connector_error)?
+                    .unwrap_or(false),
             }),
             None => None,
         };
@@ -278,8 +324,16 @@ impl<'a> Lowering<'a> {
     fn slice_windows(kind: &WindowKind) -> Result<SliceWindows> {
         let windows = match *kind {
             WindowKind::Tumble { size, offset } => SliceWindows::tumble(size, offset),
-            WindowKind::Hop { slide, size, offset } => SliceWindows::hop(size, slide, offset),
-            WindowKind::Cumulate { step, max_size, offset } => SliceWindows::cumulate(step, max_size, offset),
+            WindowKind::Hop {
+                slide,
+                size,
+                offset,
+            } => SliceWindows::hop(size, slide, offset),
+            WindowKind::Cumulate {
+                step,
+                max_size,
+                offset,
+            } => SliceWindows::cumulate(step, max_size, offset),
             WindowKind::Session { .. } => {
                 return Err(unsupported(
                     "a SESSION window without aggregation",
@@ -295,9 +349,14 @@ impl<'a> Lowering<'a> {
     fn lower_window_table(&mut self, window: &WindowTable, placeholder: &str) -> Result<Lowered> {
         let input = self.lower(&window.input)?;
         let qualifier = placeholder.to_string();
-        let schema = Arc::new(DFSchema::try_from_qualified_schema(qualifier.as_str(), &window.schema).map_err(df_error)?);
+        let schema = Arc::new(
+            DFSchema::try_from_qualified_schema(qualifier.as_str(), &window.schema)
+                .map_err(df_error)?,
+        );
         if self.rowtime_scans.contains(placeholder) {
-            let time = Expr::Column(Column::from(input.schema.qualified_field(window.time_index)));
+            let time = Expr::Column(Column::from(
+                input.schema.qualified_field(window.time_index),
+            ));
             let as_ms = cast(time, DataType::Timestamp(TimeUnit::Millisecond, None));
             let mut exprs = Vec::new();
             for i in 0..input.schema.fields().len() {
@@ -310,12 +369,26 @@ impl<'a> Lowering<'a> {
                 .collect::<Result<Vec<_>>>()?;
             let projection = Projection::new("window rowtime", exprs, window.schema.clone());
             let detail = format!("time attribute {}", window.tvf.time_column);
-            return Ok(self.add_operator(&input, "window rowtime", detail, op_factory(projection), schema));
+            return Ok(self.add_operator(
+                &input,
+                "window rowtime",
+                detail,
+                op_factory(projection),
+                schema,
+            ));
         }
         let windows = Self::slice_windows(&window.tvf.kind)?;
         let (time, out) = (window.time_index, window.schema.clone());
-        let factory: OperatorFactory = Arc::new(move |_| Ok(Box::new(AssignWindows::new(windows, time, out.clone())) as Box<dyn Operator>));
-        Ok(self.add_operator(&input, "assign windows", windows.describe(), factory, schema))
+        let factory: OperatorFactory = Arc::new(move |_| {
+            Ok(Box::new(AssignWindows::new(windows, time, out.clone())) as Box<dyn Operator>)
+        });
+        Ok(self.add_operator(
+            &input,
+            "assign windows",
+            windows.describe(),
+            factory,
+            schema,
+        ))
     }
 
     fn lower_aggregate(&mut self, agg: &datafusion::logical_expr::Aggregate) -> Result<Lowered> {
@@ -334,7 +407,11 @@ impl<'a> Lowering<'a> {
         let mut time_column = None;
         for (i, expr) in agg.group_expr.iter().enumerate() {
             let window_column = match expr {
-                Expr::Column(c) if [WINDOW_START, WINDOW_END, WINDOW_TIME].contains(&c.name.as_str()) => Some(c),
+                Expr::Column(c)
+                    if [WINDOW_START, WINDOW_END, WINDOW_TIME].contains(&c.name.as_str()) =>
+                {
+                    Some(c)
+                }
                 _ => None,
             };
             match window_column {
@@ -357,8 +434,10 @@ impl<'a> Lowering<'a> {
         }
         let has = |c: OutputColumn| layout.contains(&c);
         let (Some(time_column), true) = (time_column, has(OutputColumn::WindowEnd)) else {
-            return Err(SqlError::new("a window aggregate must GROUP BY window_start and window_end")
-                .with_hint("GROUP BY window_start, window_end, <keys>"));
+            return Err(SqlError::new(
+                "a window aggregate must GROUP BY window_start and window_end",
+            )
+            .with_hint("GROUP BY window_start, window_end, <keys>"));
         };
 
         // Aggregates.
@@ -369,12 +448,21 @@ impl<'a> Lowering<'a> {
         let mut filters = Vec::new();
         for (j, expr) in agg.aggr_expr.iter().enumerate() {
             let name = agg.schema.field(agg.group_expr.len() + j).name().clone();
-            let lowered = LoweredAggregateBuilder::new(expr, &input_schema, &physical_input, props, &planning)
-                .with_name(name)
-                .build()
-                .map_err(df_error)?;
+            let lowered = LoweredAggregateBuilder::new(
+                expr,
+                &input_schema,
+                &physical_input,
+                props,
+                &planning,
+            )
+            .with_name(name)
+            .build()
+            .map_err(df_error)?;
             if !lowered.order_bys.is_empty() {
-                return Err(unsupported("an ordered aggregate (WITHIN GROUP / ORDER BY in an aggregate)", "drop the ordering"));
+                return Err(unsupported(
+                    "an ordered aggregate (WITHIN GROUP / ORDER BY in an aggregate)",
+                    "drop the ordering",
+                ));
             }
             layout.push(OutputColumn::Aggregate(j));
             aggregates.push(lowered.aggregate);
@@ -387,7 +475,8 @@ impl<'a> Lowering<'a> {
             filters,
         });
         let layout = Arc::new(
-            OutputLayout::new(layout, Arc::new(agg.schema.as_arrow().clone())).map_err(|e| SqlError::new(e.to_string()))?,
+            OutputLayout::new(layout, Arc::new(agg.schema.as_arrow().clone()))
+                .map_err(|e| SqlError::new(e.to_string()))?,
         );
         let late = late_output(window).map_err(connector_error)?;
 
@@ -397,7 +486,9 @@ impl<'a> Lowering<'a> {
         let time = if window.processing_time {
             TimeSource::ProcessingTime
         } else {
-            TimeSource::EventTime { column: time_column }
+            TimeSource::EventTime {
+                column: time_column,
+            }
         };
         let key_columns: Option<Vec<usize>> = key_exprs
             .iter()
@@ -406,10 +497,17 @@ impl<'a> Lowering<'a> {
                 _ => None,
             })
             .collect();
-        let key_names: Vec<String> = key_exprs.iter().map(|(e, _)| e.human_display().to_string()).collect();
+        let key_names: Vec<String> = key_exprs
+            .iter()
+            .map(|(e, _)| e.human_display().to_string())
+            .collect();
         let out_schema = agg.schema.clone();
         let tvf = &window.tvf;
-        let time_note = if window.processing_time { "processing time" } else { "event time" };
+        let time_note = if window.processing_time {
+            "processing time"
+        } else {
+            "event time"
+        };
 
         if let WindowKind::Session { gap } = tvf.kind {
             let partition: Vec<usize> = if tvf.partition_by_group_keys {
@@ -422,9 +520,11 @@ impl<'a> Lowering<'a> {
                             .iter()
                             .position(|(e, _)| matches!(e, Expr::Column(c) if c.name == p.value))
                             .ok_or_else(|| {
-                                SqlError::new(format!("SESSION partition key {p} must also be in GROUP BY"))
-                                    .at(p.span.start)
-                                    .with_hint(format!("GROUP BY window_start, window_end, {p}"))
+                                SqlError::new(format!(
+                                    "SESSION partition key {p} must also be in GROUP BY"
+                                ))
+                                .at(p.span.start)
+                                .with_hint(format!("GROUP BY window_start, window_end, {p}"))
                             })
                     })
                     .collect::<Result<_>>()?
@@ -433,8 +533,13 @@ impl<'a> Lowering<'a> {
                 .as_ref()
                 .map(|cols| partition.iter().map(|i| cols[*i]).collect::<Vec<_>>())
                 .filter(|c| !c.is_empty());
-            let parallelism = if shuffle.is_some() { self.parallelism } else { 1 };
-            let (spec, layout, partition2, time2) = (spec.clone(), layout.clone(), partition.clone(), time);
+            let parallelism = if shuffle.is_some() {
+                self.parallelism
+            } else {
+                1
+            };
+            let (spec, layout, partition2, time2) =
+                (spec.clone(), layout.clone(), partition.clone(), time);
             let factory: OperatorFactory = Arc::new(move |_| {
                 Ok(Box::new(SessionWindowAggregate::new(
                     "session window",
@@ -445,7 +550,8 @@ impl<'a> Lowering<'a> {
                     layout.clone(),
                 )?) as Box<dyn Operator>)
             });
-            let partition_names: Vec<String> = partition.iter().map(|i| key_names[*i].clone()).collect();
+            let partition_names: Vec<String> =
+                partition.iter().map(|i| key_names[*i].clone()).collect();
             let detail = format!(
                 "SESSION(gap={}) by [{}], {time_note}, aggregates: {}",
                 fmt_ms(gap),
@@ -478,19 +584,30 @@ impl<'a> Lowering<'a> {
             key_names.join(", "),
             aggregate_names(&agg.aggr_expr)
         );
-        let make = move |mode: AggregateMode, spec: Arc<AggregateSpec>, layout: Arc<OutputLayout>| -> OperatorFactory {
+        let make = move |mode: AggregateMode,
+                         spec: Arc<AggregateSpec>,
+                         layout: Arc<OutputLayout>|
+              -> OperatorFactory {
             Arc::new(move |_| {
                 let name = match mode {
                     AggregateMode::Single => "window aggregate",
                     AggregateMode::Partial => "window aggregate (local)",
                     AggregateMode::Final => "window aggregate (global)",
                 };
-                Ok(Box::new(WindowAggregate::new(name, mode, windows, spec.clone(), time, layout.clone())?) as Box<dyn Operator>)
+                Ok(Box::new(WindowAggregate::new(
+                    name,
+                    mode,
+                    windows,
+                    spec.clone(),
+                    time,
+                    layout.clone(),
+                )?) as Box<dyn Operator>)
             })
         };
         // Two-phase when parallel in event time: pre-aggregate per input
         // subtask, shuffle the partial state by key, merge.
-        let single_subtask = input.parallelism == 1 && (key_exprs.is_empty() || self.parallelism == 1);
+        let single_subtask =
+            input.parallelism == 1 && (key_exprs.is_empty() || self.parallelism == 1);
         let two_phase = !window.processing_time && !single_subtask;
         if two_phase {
             let partial = self.graph.add_node(
@@ -503,7 +620,11 @@ impl<'a> Lowering<'a> {
                 },
             );
             self.graph.connect(input.node, partial, EdgeKind::Forward);
-            let parallelism = if key_exprs.is_empty() { 1 } else { self.parallelism };
+            let parallelism = if key_exprs.is_empty() {
+                1
+            } else {
+                self.parallelism
+            };
             let final_node = self.graph.add_node(
                 "window aggregate (global)",
                 describe,
@@ -536,7 +657,11 @@ impl<'a> Lowering<'a> {
             });
         }
         let shuffle = key_columns.filter(|c| !c.is_empty());
-        let parallelism = if shuffle.is_some() { self.parallelism } else { 1 };
+        let parallelism = if shuffle.is_some() {
+            self.parallelism
+        } else {
+            1
+        };
         let node = self.graph.add_node(
             "window aggregate",
             describe,
@@ -557,7 +682,13 @@ impl<'a> Lowering<'a> {
     }
 
     /// The edge into a keyed operator of `parallelism` subtasks.
-    fn shuffle_edge(&self, input: &Lowered, parallelism: usize, keys: Option<Vec<usize>>, names: &[String]) -> EdgeKind {
+    fn shuffle_edge(
+        &self,
+        input: &Lowered,
+        parallelism: usize,
+        keys: Option<Vec<usize>>,
+        names: &[String],
+    ) -> EdgeKind {
         match keys {
             Some(keys) if parallelism > 1 || input.parallelism > 1 => EdgeKind::Shuffle {
                 keys,
@@ -569,15 +700,27 @@ impl<'a> Lowering<'a> {
     }
 
     /// Adds the sink node after `input`.
-    pub fn add_sink(&mut self, input: &Lowered, name: &str, detail: String, factory: weir_engine::SinkFactory) -> NodeId {
-        let node = self.graph.add_node(name, detail, input.parallelism, NodeKind::Sink(factory));
+    pub fn add_sink(
+        &mut self,
+        input: &Lowered,
+        name: &str,
+        detail: String,
+        factory: weir_engine::SinkFactory,
+    ) -> NodeId {
+        let node = self
+            .graph
+            .add_node(name, detail, input.parallelism, NodeKind::Sink(factory));
         self.graph.connect(input.node, node, EdgeKind::Forward);
         node
     }
 }
 
 fn aggregate_names(exprs: &[Expr]) -> String {
-    exprs.iter().map(|e| e.human_display().to_string()).collect::<Vec<_>>().join(", ")
+    exprs
+        .iter()
+        .map(|e| e.human_display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The window table under an aggregate's input (through stateless nodes).
@@ -596,19 +739,36 @@ fn find_window_scan(plan: &LogicalPlan) -> Option<(&WindowTable, String)> {
 
 /// Where a window's late rows go: `'late-data'` = `dlq` (default) writes
 /// them to `'late-data.path'` (or `'bad-data.path'`); `drop` only counts.
-fn late_output(window: &WindowTable) -> std::result::Result<Option<Arc<dyn DeadLetterSink>>, weir_connectors::ConnectorError> {
-    let Some(stream) = &window.stream else { return Ok(None) };
+fn late_output(
+    window: &WindowTable,
+) -> std::result::Result<Option<Arc<dyn DeadLetterSink>>, weir_connectors::ConnectorError> {
+    let Some(stream) = &window.stream else {
+        return Ok(None);
+    };
     let options = &stream.options;
-    match options.get("late-data").map(str::to_ascii_lowercase).as_deref() {
+    match options
+        .get("late-data")
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         Some("drop") => Ok(None),
         None | Some("dlq") => {
-            let path = options.get("late-data.path").or(options.get("bad-data.path"));
+            let path = options
+                .get("late-data.path")
+                .or(options.get("bad-data.path"));
             match path {
-                Some(path) => Ok(Some(Arc::new(DeadLetterWriter::new(&format!("{}-late", stream.name), path, options)?))),
+                Some(path) => Ok(Some(Arc::new(DeadLetterWriter::new(
+                    &format!("{}-late", stream.name),
+                    path,
+                    options,
+                )?))),
                 None => Ok(None),
             }
         }
-        Some(other) => Err(weir_connectors::ConnectorError::option("late-data", format!("'{other}' must be dlq or drop"))),
+        Some(other) => Err(weir_connectors::ConnectorError::option(
+            "late-data",
+            format!("'{other}' must be dlq or drop"),
+        )),
     }
 }
 

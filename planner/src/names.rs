@@ -11,7 +11,9 @@ pub fn alias_field_accesses(plan: LogicalPlan) -> Result<LogicalPlan> {
         return Ok(plan);
     };
     let field_name = |e: &Expr| -> Option<String> {
-        let Expr::ScalarFunction(f) = e else { return None };
+        let Expr::ScalarFunction(f) = e else {
+            return None;
+        };
         if f.name() != "get_field" {
             return None;
         }
@@ -26,7 +28,10 @@ pub fn alias_field_accesses(plan: LogicalPlan) -> Result<LogicalPlan> {
         .zip(projection.schema.fields())
         .map(|(e, f)| field_name(e).unwrap_or_else(|| f.name().clone()))
         .collect();
-    let unique = names.iter().enumerate().all(|(i, n)| !names[..i].contains(n));
+    let unique = names
+        .iter()
+        .enumerate()
+        .all(|(i, n)| !names[..i].contains(n));
     if !unique || projection.expr.iter().all(|e| field_name(e).is_none()) {
         return Ok(LogicalPlan::Projection(projection));
     }
@@ -38,5 +43,8 @@ pub fn alias_field_accesses(plan: LogicalPlan) -> Result<LogicalPlan> {
             None => e,
         })
         .collect();
-    Ok(LogicalPlan::Projection(Projection::try_new(expr, projection.input)?))
+    Ok(LogicalPlan::Projection(Projection::try_new(
+        expr,
+        projection.input,
+    )?))
 }

@@ -9,8 +9,14 @@ use weir_sql::SqlError;
 /// Keys Weir understands; any other key is kept (as Flink does) but has
 /// no effect.
 pub const KNOWN: &[(&str, &str)] = &[
-    ("parallelism.default", "subtasks per operator (default: number of cores)"),
-    ("table.exec.source.idle-timeout", "default 'scan.watermark.idle-timeout' of every stream"),
+    (
+        "parallelism.default",
+        "subtasks per operator (default: number of cores)",
+    ),
+    (
+        "table.exec.source.idle-timeout",
+        "default 'scan.watermark.idle-timeout' of every stream",
+    ),
     ("pipeline.name", "the job name"),
 ];
 
@@ -28,16 +34,23 @@ impl Settings {
         let key = key.trim().to_string();
         match key.as_str() {
             "parallelism.default" => {
-                let n: usize = value
-                    .trim()
-                    .parse()
-                    .map_err(|_| SqlError::new(format!("'parallelism.default' must be a positive number, got '{value}'")))?;
+                let n: usize = value.trim().parse().map_err(|_| {
+                    SqlError::new(format!(
+                        "'parallelism.default' must be a positive number, got '{value}'"
+                    ))
+                })?;
                 if n == 0 || n > 1024 {
-                    return Err(SqlError::new("'parallelism.default' must be between 1 and 1024"));
+                    return Err(SqlError::new(
+                        "'parallelism.default' must be between 1 and 1024",
+                    ));
                 }
             }
             "table.exec.source.idle-timeout" => {
-                parse_duration(value).ok_or_else(|| SqlError::new(format!("'{key}' must be a duration like '5s', got '{value}'")))?;
+                parse_duration(value).ok_or_else(|| {
+                    SqlError::new(format!(
+                        "'{key}' must be a duration like '5s', got '{value}'"
+                    ))
+                })?;
             }
             _ => {}
         }

@@ -16,11 +16,21 @@ pub fn arrow_type(ty: &ColumnType) -> Result<DataType, SqlError> {
         ColumnType::Row(fields) => {
             let fields = fields
                 .iter()
-                .map(|(name, ty)| Ok(Arc::new(Field::new(name.value.clone(), arrow_type(ty)?, true))))
+                .map(|(name, ty)| {
+                    Ok(Arc::new(Field::new(
+                        name.value.clone(),
+                        arrow_type(ty)?,
+                        true,
+                    )))
+                })
                 .collect::<Result<Vec<_>, SqlError>>()?;
             Ok(DataType::Struct(Fields::from(fields)))
         }
-        ColumnType::Array(element) => Ok(DataType::List(Arc::new(Field::new("element", arrow_type(element)?, true)))),
+        ColumnType::Array(element) => Ok(DataType::List(Arc::new(Field::new(
+            "element",
+            arrow_type(element)?,
+            true,
+        )))),
         ColumnType::Map(key, value) => {
             let entries = Field::new(
                 "entries",

@@ -1,1 +1,109 @@
-fn main() {}
+//! `weir`: run SQL files, or (without arguments) an interactive shell.
+
+mod render;
+mod run;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "weir",
+    version,
+    about = "Weir: streaming SQL on Arrow, in Flink's dialect"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Log level filter (tracing's EnvFilter syntax), e.g. `info` or `weir=debug`.
+    #[arg(long, global = true, default_value = "warn")]
+    log: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the statements of a SQL file (or of -e) in order.
+    Run {
+        /// SQL files, run in order (e.g. DDL, views, then a query).
+        files: Vec<PathBuf>,
+        /// SQL text to run instead of a file.
+        #[arg(short = 'e', long = "execute")]
+        execute: Option<String>,
+        /// Fill `${NAME}` placeholders: --var NAME=value (repeatable).
+        #[arg(long = "var", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+        /// How query results are printed.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+    /// Print the operator graph of each query or INSERT in a SQL file.
+    Explain {
+        /// SQL files, in order.
+        files: Vec<PathBuf>,
+        #[arg(long = "var", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum OutputFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+fn parse_var(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .ok_or_else(|| format!("'{s}' is not NAME=value"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Some(Command::Run {
+                files,
+                execute,
+                vars,
+                format,
+            }) => {
+                let sources = run::sources(&files, execute.as_deref())?;
+                run::run(&sources, &vars.into_iter().collect::<HashMap<_, _>>(), format).await
+            }
+            Some(Command::Explain { files, vars }) => {
+                let sources = run::sources(&files, None)?;
+                run::explain(&sources, &vars.into_iter().collect::<HashMap<_, _>>()).await
+            }
+            None => Err(run::Failure::Usage(
+                "the interactive shell is not built yet; use `weir run FILE.sql` or `weir run -e \"SQL\"`".into(),
+            )),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("{failure}");
+            ExitCode::FAILURE
+        }
+    }
+}

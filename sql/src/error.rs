@@ -72,7 +72,10 @@ impl SqlError {
                     .map(|c| if c == '\t' { 4 } else { 1 })
                     .sum();
                 let line = line.replace('\t', "    ");
-                out.push_str(&format!("\n {pad} |\n {number} | {line}\n {pad} | {}^", " ".repeat(caret_at)));
+                out.push_str(&format!(
+                    "\n {pad} |\n {number} | {line}\n {pad} | {}^",
+                    " ".repeat(caret_at)
+                ));
             }
         }
         if let Some(hint) = &self.hint {
@@ -120,7 +123,9 @@ impl From<ParserError> for SqlError {
         let (message, position) = split_location(&text);
         let hint = hint_for(&message);
         SqlError {
-            message: message.replace("Expected: ", "expected ").replace(", found: ", ", found "),
+            message: message
+                .replace("Expected: ", "expected ")
+                .replace(", found: ", ", found "),
             position,
             hint,
         }

@@ -9,14 +9,19 @@ use crate::error::{Result, SqlError};
 pub fn interval_millis(expr: &Expr) -> Result<i64> {
     let position = first_position(expr);
     let error = |m: String| {
-        let e = SqlError::new(m).with_hint("write durations as INTERVAL '10' SECOND, '5' MINUTE, '100' MILLISECOND ...");
+        let e = SqlError::new(m).with_hint(
+            "write durations as INTERVAL '10' SECOND, '5' MINUTE, '100' MILLISECOND ...",
+        );
         match position {
             Some(p) => e.at(p),
             None => e,
         }
     };
     let Expr::Interval(Interval {
-        value, leading_field, last_field, ..
+        value,
+        leading_field,
+        last_field,
+        ..
     }) = expr
     else {
         return Err(error(format!("expected an INTERVAL, found {expr}")));

@@ -34,7 +34,9 @@ pub use parser::{is_complete, object_name_last, parse, parse_statement, ParsedSt
 pub use sqlparser;
 pub use statement::*;
 pub use vars::substitute_vars;
-pub use window::{WindowInput, WindowKind, WindowTvf, PLACEHOLDER_PREFIX, WINDOW_END, WINDOW_START, WINDOW_TIME};
+pub use window::{
+    WindowInput, WindowKind, WindowTvf, PLACEHOLDER_PREFIX, WINDOW_END, WINDOW_START, WINDOW_TIME,
+};
 
 #[cfg(test)]
 mod tests;

@@ -75,7 +75,10 @@ fn split_statements(tokens: Vec<TokenWithSpan>) -> Vec<Vec<TokenWithSpan>> {
             Token::LParen => depth += 1,
             Token::RParen => depth -= 1,
             Token::SemiColon if depth <= 0 => {
-                if current.iter().any(|t| !matches!(t.token, Token::Whitespace(_))) {
+                if current
+                    .iter()
+                    .any(|t| !matches!(t.token, Token::Whitespace(_)))
+                {
                     out.push(std::mem::take(&mut current));
                 }
                 current.clear();
@@ -88,12 +91,18 @@ fn split_statements(tokens: Vec<TokenWithSpan>) -> Vec<Vec<TokenWithSpan>> {
         }
         current.push(t);
     }
-    if current.iter().any(|t| !matches!(t.token, Token::Whitespace(_))) {
+    if current
+        .iter()
+        .any(|t| !matches!(t.token, Token::Whitespace(_)))
+    {
         out.push(current);
     }
     // Trailing whitespace and comments are not part of the statement.
     for chunk in &mut out {
-        while chunk.last().is_some_and(|t| matches!(t.token, Token::Whitespace(_))) {
+        while chunk
+            .last()
+            .is_some_and(|t| matches!(t.token, Token::Whitespace(_)))
+        {
             chunk.pop();
         }
     }
@@ -105,7 +114,11 @@ fn slice_text(sql: &str, start: Location, end: Location) -> String {
         let mut off = 0;
         for (i, line) in sql.split_inclusive('\n').enumerate() {
             if i + 1 == l.line as usize {
-                return off + line.char_indices().nth((l.column as usize).saturating_sub(1)).map_or(line.len(), |(b, _)| b);
+                return off
+                    + line
+                        .char_indices()
+                        .nth((l.column as usize).saturating_sub(1))
+                        .map_or(line.len(), |(b, _)| b);
             }
             off += line.len();
         }
@@ -135,12 +148,16 @@ fn parse_tokens(tokens: Vec<TokenWithSpan>, text: &str) -> Result<Statement> {
     if w(0) == "EXPLAIN" {
         let mut rest: Vec<TokenWithSpan> = tokens
             .into_iter()
-            .skip_while(|t| !matches!(&t.token, Token::Word(w) if w.value.eq_ignore_ascii_case("EXPLAIN")))
+            .skip_while(
+                |t| !matches!(&t.token, Token::Word(w) if w.value.eq_ignore_ascii_case("EXPLAIN")),
+            )
             .skip(1)
             .collect();
         // EXPLAIN PLAN FOR ...
         let lead = upper_words(&rest, 2);
-        if lead.first().map(String::as_str) == Some("PLAN") && lead.get(1).map(String::as_str) == Some("FOR") {
+        if lead.first().map(String::as_str) == Some("PLAN")
+            && lead.get(1).map(String::as_str) == Some("FOR")
+        {
             let mut seen = 0;
             rest.retain(|t| {
                 if seen < 2 && !matches!(t.token, Token::Whitespace(_)) {
@@ -182,11 +199,11 @@ fn parse_tokens(tokens: Vec<TokenWithSpan>, text: &str) -> Result<Statement> {
                     "VIEWS" => ShowObject::Views,
                     "JOBS" => ShowObject::Jobs,
                     "FUNCTIONS" => ShowObject::Functions,
-                    _ => {
-                        return Err(SqlError::new(format!("cannot SHOW {kind}"))
-                            .at(p.peek_nth_token(0).span.start)
-                            .with_hint("SHOW STREAMS, SHOW TABLES, SHOW VIEWS, SHOW JOBS or SHOW FUNCTIONS"))
-                    }
+                    _ => return Err(SqlError::new(format!("cannot SHOW {kind}"))
+                        .at(p.peek_nth_token(0).span.start)
+                        .with_hint(
+                            "SHOW STREAMS, SHOW TABLES, SHOW VIEWS, SHOW JOBS or SHOW FUNCTIONS",
+                        )),
                 };
                 Statement::Show(object)
             }
@@ -207,7 +224,10 @@ fn parse_tokens(tokens: Vec<TokenWithSpan>, text: &str) -> Result<Statement> {
             ("SET", _) => {
                 p.next_token();
                 if p.peek_token().token == Token::EOF {
-                    Statement::Set { key: None, value: None }
+                    Statement::Set {
+                        key: None,
+                        value: None,
+                    }
                 } else {
                     let key = parse_name_or_string(&mut p)?;
                     p.expect_token(&Token::Eq)?;
@@ -233,7 +253,11 @@ fn parse_tokens(tokens: Vec<TokenWithSpan>, text: &str) -> Result<Statement> {
                 let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
                 let name = p.parse_object_name(false)?;
                 Statement::Drop {
-                    kind: if kind == "VIEW" { DropKind::View } else { DropKind::Stream },
+                    kind: if kind == "VIEW" {
+                        DropKind::View
+                    } else {
+                        DropKind::Stream
+                    },
                     name,
                     if_exists,
                 }
@@ -246,12 +270,21 @@ fn parse_tokens(tokens: Vec<TokenWithSpan>, text: &str) -> Result<Statement> {
     };
     let rest = p.peek_token();
     if rest.token != Token::EOF {
-        return Err(SqlError::new(format!("unexpected {} after the statement", rest.token))
-            .at(rest.span.start)
-            .with_hint("separate statements with ';'"));
+        return Err(
+            SqlError::new(format!("unexpected {} after the statement", rest.token))
+                .at(rest.span.start)
+                .with_hint("separate statements with ';'"),
+        );
     }
-    if !windows.is_empty() && !matches!(statement, Statement::Query(_) | Statement::Insert(_) | Statement::CreateView(_)) {
-        return Err(SqlError::new("window functions are only allowed in queries").at(windows[0].position));
+    if !windows.is_empty()
+        && !matches!(
+            statement,
+            Statement::Query(_) | Statement::Insert(_) | Statement::CreateView(_)
+        )
+    {
+        return Err(
+            SqlError::new("window functions are only allowed in queries").at(windows[0].position),
+        );
     }
     Ok(statement)
 }
@@ -269,18 +302,27 @@ fn parse_name_or_string(p: &mut Parser<'_>) -> Result<String> {
                         s.push('.');
                         s.push_str(&w.value);
                     }
-                    other => return Err(SqlError::new(format!("unexpected {other}")).at(t.span.start)),
+                    other => {
+                        return Err(SqlError::new(format!("unexpected {other}")).at(t.span.start))
+                    }
                 }
             }
             Ok(s)
         }
         Token::Number(n, _) => Ok(n),
-        other => Err(SqlError::new(format!("expected a name or a quoted string, found {other}")).at(t.span.start)),
+        other => Err(
+            SqlError::new(format!("expected a name or a quoted string, found {other}"))
+                .at(t.span.start),
+        ),
     }
 }
 
 /// Converts statements sqlparser parsed (queries, INSERT, CREATE VIEW).
-fn from_sqlparser(statement: ast::Statement, text: &str, windows: &mut Vec<WindowTvf>) -> Result<Statement> {
+fn from_sqlparser(
+    statement: ast::Statement,
+    text: &str,
+    windows: &mut Vec<WindowTvf>,
+) -> Result<Statement> {
     let make_query = |mut query: Box<ast::Query>, windows: &mut Vec<WindowTvf>| -> Result<Query> {
         rewrite_group_windows(&mut query, windows)?;
         Ok(Query {
@@ -296,9 +338,10 @@ fn from_sqlparser(statement: ast::Statement, text: &str, windows: &mut Vec<Windo
                 ast::TableObject::TableName(name) => name,
                 other => return Err(SqlError::new(format!("cannot INSERT INTO {other}"))),
             };
-            let source = insert
-                .source
-                .ok_or_else(|| SqlError::new("INSERT INTO needs a SELECT").with_hint("INSERT INTO sink SELECT ... FROM stream"))?;
+            let source = insert.source.ok_or_else(|| {
+                SqlError::new("INSERT INTO needs a SELECT")
+                    .with_hint("INSERT INTO sink SELECT ... FROM stream")
+            })?;
             Ok(Statement::Insert(Insert {
                 sink,
                 columns: insert.columns.into_iter().map(column_ident).collect(),
@@ -313,7 +356,12 @@ fn from_sqlparser(statement: ast::Statement, text: &str, windows: &mut Vec<Windo
             if_not_exists: view.if_not_exists,
         })),
         other => {
-            let first = other.to_string().split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+            let first = other
+                .to_string()
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ");
             Err(SqlError::new(format!("'{first} ...' is not supported by Weir")).with_hint(
                 "Weir runs CREATE STREAM/TABLE, CREATE VIEW, INSERT INTO, SELECT, SET, EXPLAIN, SHOW and DESCRIBE",
             ))
@@ -345,22 +393,32 @@ fn parse_create_stream(p: &mut Parser<'_>) -> Result<Statement> {
     if p.consume_token(&Token::LParen) && !p.consume_token(&Token::RParen) {
         loop {
             let mut owed_gt = false;
-            if word_next(p, "WATERMARK") && { p.next_token(); true } {
+            if word_next(p, "WATERMARK") && {
+                p.next_token();
+                true
+            } {
                 p.expect_keyword(Keyword::FOR)?;
                 let column = p.parse_identifier()?;
                 p.expect_keyword(Keyword::AS)?;
                 let expr = p.parse_expr()?;
                 if watermark.is_some() {
-                    return Err(SqlError::new("a stream can declare only one WATERMARK").at(column.span.start));
+                    return Err(SqlError::new("a stream can declare only one WATERMARK")
+                        .at(column.span.start));
                 }
                 watermark = Some(WatermarkDef { column, expr });
             } else if p.parse_keywords(&[Keyword::PRIMARY, Keyword::KEY]) {
-                primary_key = p.parse_parenthesized_column_list(sqlparser::parser::IsOptional::Mandatory, false)?;
+                primary_key = p.parse_parenthesized_column_list(
+                    sqlparser::parser::IsOptional::Mandatory,
+                    false,
+                )?;
                 let _ = p.parse_keywords(&[Keyword::NOT, Keyword::ENFORCED]);
             } else if p.parse_keyword(Keyword::CONSTRAINT) {
                 p.parse_identifier()?;
                 p.expect_keywords(&[Keyword::PRIMARY, Keyword::KEY])?;
-                primary_key = p.parse_parenthesized_column_list(sqlparser::parser::IsOptional::Mandatory, false)?;
+                primary_key = p.parse_parenthesized_column_list(
+                    sqlparser::parser::IsOptional::Mandatory,
+                    false,
+                )?;
                 let _ = p.parse_keywords(&[Keyword::NOT, Keyword::ENFORCED]);
             } else {
                 let name = p.parse_identifier()?;
@@ -393,7 +451,10 @@ fn parse_create_stream(p: &mut Parser<'_>) -> Result<Statement> {
                             primary_key = vec![name.clone()];
                             let _ = p.parse_keywords(&[Keyword::NOT, Keyword::ENFORCED]);
                         }
-                        ColumnKind::Physical { data_type, not_null }
+                        ColumnKind::Physical {
+                            data_type,
+                            not_null,
+                        }
                     }
                 };
                 let comment = if p.parse_keyword(Keyword::COMMENT) {
@@ -401,7 +462,11 @@ fn parse_create_stream(p: &mut Parser<'_>) -> Result<Statement> {
                 } else {
                     None
                 };
-                columns.push(Column { name, kind, comment });
+                columns.push(Column {
+                    name,
+                    kind,
+                    comment,
+                });
             }
             if p.consume_token(&Token::Comma) {
                 continue;
@@ -420,7 +485,8 @@ fn parse_create_stream(p: &mut Parser<'_>) -> Result<Statement> {
     }
     let mut partitioned_by = Vec::new();
     if p.parse_keywords(&[Keyword::PARTITIONED, Keyword::BY]) {
-        partitioned_by = p.parse_parenthesized_column_list(sqlparser::parser::IsOptional::Mandatory, false)?;
+        partitioned_by =
+            p.parse_parenthesized_column_list(sqlparser::parser::IsOptional::Mandatory, false)?;
     }
     let mut options = Vec::new();
     if p.parse_keyword(Keyword::WITH) {
@@ -441,9 +507,11 @@ fn parse_create_stream(p: &mut Parser<'_>) -> Result<Statement> {
     }
     if let Some(w) = &watermark {
         if !columns.iter().any(|c| c.name.value == w.column.value) {
-            return Err(SqlError::new(format!("WATERMARK FOR {}: no such column", w.column))
-                .at(w.column.span.start)
-                .with_hint("the watermark column must be one of the stream's columns"));
+            return Err(
+                SqlError::new(format!("WATERMARK FOR {}: no such column", w.column))
+                    .at(w.column.span.start)
+                    .with_hint("the watermark column must be one of the stream's columns"),
+            );
         }
     }
     Ok(Statement::CreateStream(CreateStream {

@@ -18,9 +18,14 @@ pub enum Statement {
     /// A transient query: results go to the caller.
     Query(Query),
     /// `SET 'key' = 'value'`; `SET` alone lists the settings.
-    Set { key: Option<String>, value: Option<String> },
+    Set {
+        key: Option<String>,
+        value: Option<String>,
+    },
     /// `RESET 'key'` or `RESET`.
-    Reset { key: Option<String> },
+    Reset {
+        key: Option<String>,
+    },
     Explain(Box<Statement>),
     Show(ShowObject),
     /// `DESCRIBE name`.
@@ -29,7 +34,11 @@ pub enum Statement {
     DescribeJob(String),
     /// `STOP JOB id`.
     StopJob(String),
-    Drop { kind: DropKind, name: ObjectName, if_exists: bool },
+    Drop {
+        kind: DropKind,
+        name: ObjectName,
+        if_exists: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +110,10 @@ pub struct Column {
 #[derive(Debug, Clone)]
 pub enum ColumnKind {
     /// Read from the source.
-    Physical { data_type: ColumnType, not_null: bool },
+    Physical {
+        data_type: ColumnType,
+        not_null: bool,
+    },
     /// `name AS expr`, computed from the other columns.
     Computed(ast::Expr),
     /// `name type METADATA [FROM 'key'] [VIRTUAL]`.

@@ -8,11 +8,24 @@ fn one(sql: &str) -> Statement {
 
 #[test]
 fn nexmark_ddl_parses() {
-    let sql = include_str!("../../tests/nexmark-flink/ddl_gen.sql").replace("${TPS}", "10").replace("${EVENTS_NUM}", "10").replace("${PERSON_PROPORTION}", "1").replace("${AUCTION_PROPORTION}", "3").replace("${BID_PROPORTION}", "46");
-    let Statement::CreateStream(s) = one(&sql) else { panic!() };
+    let sql = include_str!("../../tests/nexmark-flink/ddl_gen.sql")
+        .replace("${TPS}", "10")
+        .replace("${EVENTS_NUM}", "10")
+        .replace("${PERSON_PROPORTION}", "1")
+        .replace("${AUCTION_PROPORTION}", "3")
+        .replace("${BID_PROPORTION}", "46");
+    let Statement::CreateStream(s) = one(&sql) else {
+        panic!()
+    };
     assert_eq!(s.name.to_string(), "datagen");
     assert_eq!(s.columns.len(), 5);
-    let ColumnKind::Physical { data_type: ColumnType::Row(fields), .. } = &s.columns[1].kind else { panic!() };
+    let ColumnKind::Physical {
+        data_type: ColumnType::Row(fields),
+        ..
+    } = &s.columns[1].kind
+    else {
+        panic!()
+    };
     assert_eq!(fields.len(), 8);
     assert_eq!(fields[6].0.value, "dateTime");
     assert!(matches!(s.columns[4].kind, ColumnKind::Computed(_)));
@@ -24,8 +37,14 @@ fn nexmark_ddl_parses() {
 fn nested_rows_close_with_shift_right() {
     let Statement::CreateStream(s) = one("CREATE TABLE t (a ROW<b ROW<c INT>>, d ARRAY<ROW<e BIGINT>>, m MAP<STRING, INT>) WITH ('connector'='x')") else { panic!() };
     assert_eq!(s.columns.len(), 3);
-    assert_eq!(s.columns[0].kind_type().unwrap().to_string(), "ROW<b ROW<c INT>>");
-    assert_eq!(s.columns[1].kind_type().unwrap().to_string(), "ARRAY<ROW<e BIGINT>>");
+    assert_eq!(
+        s.columns[0].kind_type().unwrap().to_string(),
+        "ROW<b ROW<c INT>>"
+    );
+    assert_eq!(
+        s.columns[1].kind_type().unwrap().to_string(),
+        "ARRAY<ROW<e BIGINT>>"
+    );
 }
 
 impl Column {
@@ -41,7 +60,14 @@ impl Column {
 fn window_tvfs_become_placeholders() {
     let Statement::Query(q) = one("SELECT window_start, count(*) FROM TABLE(HOP(TABLE bid, DESCRIPTOR(`dateTime`), INTERVAL '2' SECOND, INTERVAL '10' SECOND)) GROUP BY window_start, window_end") else { panic!() };
     assert_eq!(q.windows.len(), 1);
-    assert_eq!(q.windows[0].kind, WindowKind::Hop { slide: 2000, size: 10_000, offset: 0 });
+    assert_eq!(
+        q.windows[0].kind,
+        WindowKind::Hop {
+            slide: 2000,
+            size: 10_000,
+            offset: 0
+        }
+    );
     assert_eq!(q.windows[0].time_column.value, "dateTime");
     assert!(q.query.to_string().contains("__weir_window_0"));
 
@@ -50,21 +76,33 @@ fn window_tvfs_become_placeholders() {
     assert_eq!(q.windows[0].partition_by[0].value, "bidder");
 
     let Statement::Query(q) = one("SELECT * FROM TABLE(CUMULATE(DATA => TABLE t, TIMECOL => DESCRIPTOR(ts), STEP => INTERVAL '1' MINUTE, MAX_SIZE => INTERVAL '1' HOUR))") else { panic!() };
-    assert_eq!(q.windows[0].kind, WindowKind::Cumulate { step: 60_000, max_size: 3_600_000, offset: 0 });
+    assert_eq!(
+        q.windows[0].kind,
+        WindowKind::Cumulate {
+            step: 60_000,
+            max_size: 3_600_000,
+            offset: 0
+        }
+    );
 }
 
 #[test]
 fn legacy_group_windows_are_rewritten() {
     let sql = include_str!("../../tests/nexmark-flink/q11.sql");
     let statements = parse(sql).unwrap();
-    let Statement::Insert(insert) = &statements[1].statement else { panic!() };
+    let Statement::Insert(insert) = &statements[1].statement else {
+        panic!()
+    };
     let w = &insert.query.windows[0];
     assert_eq!(w.kind, WindowKind::Session { gap: 10_000 });
     assert!(w.partition_by_group_keys);
     let text = insert.query.query.to_string();
     assert!(text.contains("window_start AS starttime"), "{text}");
     assert!(text.contains("FROM __weir_window_0 B"), "{text}");
-    assert!(text.contains("GROUP BY B.bidder, window_start, window_end"), "{text}");
+    assert!(
+        text.contains("GROUP BY B.bidder, window_start, window_end"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -77,7 +115,13 @@ fn errors_point_at_line_and_column() {
 
     let err = parse("SELECT * FROM TABLE(TUMBLE(TABLE t, ts, INTERVAL '1' SECOND))").unwrap_err();
     assert!(err.message.contains("DESCRIPTOR"), "{err}");
-    assert_eq!(err.position, Some(Position { line: 1, column: 37 }));
+    assert_eq!(
+        err.position,
+        Some(Position {
+            line: 1,
+            column: 37
+        })
+    );
 
     let err = parse("SELECT * FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts)))").unwrap_err();
     assert!(err.message.contains("missing its size"), "{err}");
@@ -87,8 +131,13 @@ fn errors_point_at_line_and_column() {
 fn statements_split_and_keep_text() {
     let all = parse("SET 'parallelism.default' = '4';\nSHOW STREAMS; describe bid ; EXPLAIN SELECT 1; STOP JOB 'abc'").unwrap();
     assert_eq!(all.len(), 5);
-    assert!(matches!(&all[0].statement, Statement::Set { key: Some(k), value: Some(v) } if k == "parallelism.default" && v == "4"));
-    assert!(matches!(all[1].statement, Statement::Show(ShowObject::Streams)));
+    assert!(
+        matches!(&all[0].statement, Statement::Set { key: Some(k), value: Some(v) } if k == "parallelism.default" && v == "4")
+    );
+    assert!(matches!(
+        all[1].statement,
+        Statement::Show(ShowObject::Streams)
+    ));
     assert!(matches!(&all[2].statement, Statement::Describe(n) if n.to_string() == "bid"));
     assert!(matches!(all[3].statement, Statement::Explain(_)));
     assert!(matches!(&all[4].statement, Statement::StopJob(id) if id == "abc"));

@@ -14,15 +14,18 @@ pub fn substitute_vars(text: &str, vars: &HashMap<String, String>) -> Result<Str
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
         let Some(end) = after.find('}') else {
-            return Err(SqlError::new("unterminated ${ placeholder").at(position_of(text, consumed + start)));
+            return Err(SqlError::new("unterminated ${ placeholder")
+                .at(position_of(text, consumed + start)));
         };
         let name = after[..end].trim();
         match vars.get(name) {
             Some(value) => out.push_str(value),
             None => {
-                return Err(SqlError::new(format!("placeholder ${{{name}}} has no value"))
-                    .at(position_of(text, consumed + start))
-                    .with_hint(format!("pass it with --var {name}=...")))
+                return Err(
+                    SqlError::new(format!("placeholder ${{{name}}} has no value"))
+                        .at(position_of(text, consumed + start))
+                        .with_hint(format!("pass it with --var {name}=...")),
+                )
             }
         }
         let skip = start + 2 + end + 1;

@@ -26,10 +26,23 @@ use crate::interval::interval_millis;
 /// The kind and size of a window, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WindowKind {
-    Tumble { size: i64, offset: i64 },
-    Hop { slide: i64, size: i64, offset: i64 },
-    Cumulate { step: i64, max_size: i64, offset: i64 },
-    Session { gap: i64 },
+    Tumble {
+        size: i64,
+        offset: i64,
+    },
+    Hop {
+        slide: i64,
+        size: i64,
+        offset: i64,
+    },
+    Cumulate {
+        step: i64,
+        max_size: i64,
+        offset: i64,
+    },
+    Session {
+        gap: i64,
+    },
 }
 
 impl WindowKind {
@@ -107,7 +120,10 @@ fn matching_paren(tokens: &[TokenWithSpan], open: usize) -> Result<usize> {
 
 /// Finds `TABLE ( TUMBLE|HOP|CUMULATE|SESSION ( ... ) )` in `tokens`,
 /// records each as a [`WindowTvf`] and replaces it with its placeholder.
-pub(crate) fn extract_window_tvfs(tokens: Vec<TokenWithSpan>, windows: &mut Vec<WindowTvf>) -> Result<Vec<TokenWithSpan>> {
+pub(crate) fn extract_window_tvfs(
+    tokens: Vec<TokenWithSpan>,
+    windows: &mut Vec<WindowTvf>,
+) -> Result<Vec<TokenWithSpan>> {
     let significant = |t: &TokenWithSpan| !matches!(t.token, Token::Whitespace(_));
     let tokens: Vec<TokenWithSpan> = tokens.into_iter().filter(significant).collect();
     let mut out = Vec::with_capacity(tokens.len());
@@ -115,7 +131,10 @@ pub(crate) fn extract_window_tvfs(tokens: Vec<TokenWithSpan>, windows: &mut Vec<
     while i < tokens.len() {
         let is_tvf = word_is(&tokens[i].token, "TABLE")
             && matches!(tokens.get(i + 1).map(|t| &t.token), Some(Token::LParen))
-            && tokens.get(i + 2).and_then(|t| tvf_kind_name(&t.token)).is_some()
+            && tokens
+                .get(i + 2)
+                .and_then(|t| tvf_kind_name(&t.token))
+                .is_some()
             && matches!(tokens.get(i + 3).map(|t| &t.token), Some(Token::LParen));
         if !is_tvf {
             out.push(tokens[i].clone());
@@ -131,7 +150,13 @@ pub(crate) fn extract_window_tvfs(tokens: Vec<TokenWithSpan>, windows: &mut Vec<
         let kind_name = tvf_kind_name(&tokens[i + 2].token).unwrap_or("TUMBLE");
         let args = tokens[i + 4..inner_close].to_vec();
         let placeholder = format!("{PLACEHOLDER_PREFIX}{}", windows.len());
-        let tvf = parse_tvf_args(kind_name, args, tokens[inner_close].span.start, placeholder.clone(), tokens[i].span.start)?;
+        let tvf = parse_tvf_args(
+            kind_name,
+            args,
+            tokens[inner_close].span.start,
+            placeholder.clone(),
+            tokens[i].span.start,
+        )?;
         windows.push(tvf);
         out.push(TokenWithSpan {
             token: Token::Word(Word {
@@ -148,7 +173,10 @@ pub(crate) fn extract_window_tvfs(tokens: Vec<TokenWithSpan>, windows: &mut Vec<
 
 /// One argument of a window TVF.
 enum TvfArg {
-    Table { name: ObjectName, partition_by: Vec<Ident> },
+    Table {
+        name: ObjectName,
+        partition_by: Vec<Ident>,
+    },
     Descriptor(Ident),
     Value(Expr),
 }
@@ -218,7 +246,11 @@ fn parse_tvf_args(
         if !p.consume_token(&Token::Comma) {
             let t = p.peek_token();
             if t.token != Token::EOF {
-                return Err(SqlError::new(format!("expected ',' or ')' in {kind}(...), found {}", t.token)).at(t.span.start));
+                return Err(SqlError::new(format!(
+                    "expected ',' or ')' in {kind}(...), found {}",
+                    t.token
+                ))
+                .at(t.span.start));
             }
             break;
         }
@@ -241,7 +273,9 @@ fn parse_tvf_args(
         .map(|n| (n.to_string(), None))
         .collect();
     if positional.len() > slots.len() {
-        return Err(SqlError::new(format!("too many arguments to {kind}")).at(positional[slots.len()].1).with_hint(usage));
+        return Err(SqlError::new(format!("too many arguments to {kind}"))
+            .at(positional[slots.len()].1)
+            .with_hint(usage));
     }
     for (slot, arg) in slots.iter_mut().zip(positional) {
         slot.1 = Some(arg);
@@ -249,26 +283,50 @@ fn parse_tvf_args(
     for (name, arg, at) in named {
         match slots.iter_mut().find(|(n, _)| *n == name) {
             Some(slot) => slot.1 = Some((arg, at)),
-            None => return Err(SqlError::new(format!("{kind} has no parameter {name}")).at(at).with_hint(usage)),
+            None => {
+                return Err(SqlError::new(format!("{kind} has no parameter {name}"))
+                    .at(at)
+                    .with_hint(usage))
+            }
         }
     }
-    let missing = |what: &str| SqlError::new(format!("{kind} is missing its {what} argument")).at(end).with_hint(usage);
+    let missing = |what: &str| {
+        SqlError::new(format!("{kind} is missing its {what} argument"))
+            .at(end)
+            .with_hint(usage)
+    };
     let mut slots = slots.into_iter().map(|(_, a)| a);
     let (input, partition_by) = match slots.next().flatten() {
         Some((TvfArg::Table { name, partition_by }, _)) => (WindowInput::Table(name), partition_by),
-        Some((_, at)) => return Err(SqlError::new(format!("the first argument of {kind} must be TABLE name")).at(at).with_hint(usage)),
+        Some((_, at)) => {
+            return Err(
+                SqlError::new(format!("the first argument of {kind} must be TABLE name"))
+                    .at(at)
+                    .with_hint(usage),
+            )
+        }
         None => return Err(missing("TABLE")),
     };
     let time_column = match slots.next().flatten() {
         Some((TvfArg::Descriptor(c), _)) => c,
-        Some((_, at)) => return Err(SqlError::new(format!("the time column of {kind} must be DESCRIPTOR(column)")).at(at).with_hint(usage)),
+        Some((_, at)) => {
+            return Err(SqlError::new(format!(
+                "the time column of {kind} must be DESCRIPTOR(column)"
+            ))
+            .at(at)
+            .with_hint(usage))
+        }
         None => return Err(missing("DESCRIPTOR(time column)")),
     };
     let mut millis = Vec::new();
     for (i, slot) in slots.enumerate() {
         match slot {
             Some((TvfArg::Value(e), _)) => millis.push(Some(interval_millis(&e)?)),
-            Some((_, at)) => return Err(SqlError::new(format!("expected an INTERVAL in {kind}")).at(at).with_hint(usage)),
+            Some((_, at)) => {
+                return Err(SqlError::new(format!("expected an INTERVAL in {kind}"))
+                    .at(at)
+                    .with_hint(usage))
+            }
             None if value_names[i] == "OFFSET" => millis.push(None),
             None => return Err(missing(&value_names[i].to_ascii_lowercase())),
         }
@@ -288,7 +346,9 @@ fn parse_tvf_args(
             max_size: millis[1].unwrap_or(0),
             offset: millis[2].unwrap_or(0),
         },
-        _ => WindowKind::Session { gap: millis[0].unwrap_or(0) },
+        _ => WindowKind::Session {
+            gap: millis[0].unwrap_or(0),
+        },
     };
     if kind.name() != "SESSION" && !partition_by.is_empty() {
         return Err(SqlError::new("PARTITION BY is only allowed in SESSION").at(position));
@@ -308,7 +368,11 @@ fn parse_tvf_args(
 fn validate_sizes(kind: &WindowKind, position: Location) -> Result<()> {
     let check = |what: &str, v: i64| {
         if v <= 0 {
-            Err(SqlError::new(format!("the {what} of a {} window must be positive", kind.name())).at(position))
+            Err(SqlError::new(format!(
+                "the {what} of a {} window must be positive",
+                kind.name()
+            ))
+            .at(position))
         } else {
             Ok(())
         }
@@ -320,7 +384,10 @@ fn validate_sizes(kind: &WindowKind, position: Location) -> Result<()> {
             check("step", step)?;
             check("max size", max_size)?;
             if max_size % step != 0 {
-                return Err(SqlError::new("the max size of a CUMULATE window must be a multiple of its step").at(position));
+                return Err(SqlError::new(
+                    "the max size of a CUMULATE window must be a multiple of its step",
+                )
+                .at(position));
             }
             Ok(())
         }
@@ -414,14 +481,22 @@ fn rewrite_select(select: &mut ast::Select, windows: &mut Vec<WindowTvf>) -> Res
     let at = expr_position(&Expr::Function(function.clone()));
     let args = function_args(&function);
     let usage = format!("GROUP BY {name}(time_column, INTERVAL ...)");
-    let time_column = args
-        .first()
-        .and_then(last_ident)
-        .ok_or_else(|| SqlError::new(format!("the first argument of {name} must be a time column")).at(at).with_hint(usage.clone()))?;
+    let time_column = args.first().and_then(last_ident).ok_or_else(|| {
+        SqlError::new(format!(
+            "the first argument of {name} must be a time column"
+        ))
+        .at(at)
+        .with_hint(usage.clone())
+    })?;
     let interval = |i: usize| -> Result<i64> {
         match args.get(i) {
             Some(e) => interval_millis(e),
-            None => Err(SqlError::new(format!("{name} needs {} arguments", if name == "HOP" { 3 } else { 2 })).at(at).with_hint(usage.clone())),
+            None => Err(SqlError::new(format!(
+                "{name} needs {} arguments",
+                if name == "HOP" { 3 } else { 2 }
+            ))
+            .at(at)
+            .with_hint(usage.clone())),
         }
     };
     let kind = match name.as_str() {
@@ -442,14 +517,18 @@ fn rewrite_select(select: &mut ast::Select, windows: &mut Vec<WindowTvf>) -> Res
 
     // The FROM clause becomes the window's input.
     if select.from.len() != 1 || !select.from[0].joins.is_empty() {
-        return Err(SqlError::new(format!("a GROUP BY {name}(...) window needs exactly one table in FROM"))
-            .at(at)
-            .with_hint("window a join through a view: CREATE VIEW v AS SELECT ... FROM a JOIN b ..."));
+        return Err(SqlError::new(format!(
+            "a GROUP BY {name}(...) window needs exactly one table in FROM"
+        ))
+        .at(at)
+        .with_hint("window a join through a view: CREATE VIEW v AS SELECT ... FROM a JOIN b ..."));
     }
     let placeholder = format!("{PLACEHOLDER_PREFIX}{}", windows.len());
     let relation = &mut select.from[0].relation;
     let placeholder_factor = |alias: Option<ast::TableAlias>| TableFactor::Table {
-        name: ObjectName(vec![ObjectNamePart::Identifier(Ident::new(placeholder.clone()))]),
+        name: ObjectName(vec![ObjectNamePart::Identifier(Ident::new(
+            placeholder.clone(),
+        ))]),
         alias,
         args: None,
         with_hints: vec![],
@@ -461,18 +540,28 @@ fn rewrite_select(select: &mut ast::Select, windows: &mut Vec<WindowTvf>) -> Res
         index_hints: vec![],
     };
     let input = match relation {
-        TableFactor::Table { name, alias, args: None, .. } => {
+        TableFactor::Table {
+            name,
+            alias,
+            args: None,
+            ..
+        } => {
             let input = WindowInput::Table(name.clone());
             *relation = placeholder_factor(alias.clone());
             input
         }
-        TableFactor::Derived { subquery, alias, .. } => {
+        TableFactor::Derived {
+            subquery, alias, ..
+        } => {
             let input = WindowInput::Query(subquery.clone());
             *relation = placeholder_factor(alias.clone());
             input
         }
         _ => {
-            return Err(SqlError::new(format!("unsupported FROM clause for a GROUP BY {name}(...) window")).at(at))
+            return Err(SqlError::new(format!(
+                "unsupported FROM clause for a GROUP BY {name}(...) window"
+            ))
+            .at(at))
         }
     };
     windows.push(WindowTvf {

@@ -61,7 +61,11 @@ impl Connector for FilesystemConnector {
         self.validate(&spec.options)?;
         let location = resolve(spec.options.require("path")?, &spec.options, false)?;
         let format = Format::from_options(&spec.options)?;
-        let batch_size = spec.options.parse::<usize>("scan.batch-size")?.unwrap_or(8192).max(1);
+        let batch_size = spec
+            .options
+            .parse::<usize>("scan.batch-size")?
+            .unwrap_or(8192)
+            .max(1);
         let spec = spec.clone();
         Ok(Arc::new(move |info| {
             Ok(Box::new(FileSource::new(
@@ -85,10 +89,19 @@ impl Connector for FilesystemConnector {
         }
         let location = resolve(spec.options.require("path")?, &spec.options, true)?;
         let format = Format::from_options(&spec.options)?;
-        let roll_size = spec.options.bytes("sink.rolling-policy.file-size")?.unwrap_or(128 * 1024 * 1024);
-        let roll_interval = spec.options.duration("sink.rolling-policy.rollover-interval")?;
+        let roll_size = spec
+            .options
+            .bytes("sink.rolling-policy.file-size")?
+            .unwrap_or(128 * 1024 * 1024);
+        let roll_interval = spec
+            .options
+            .duration("sink.rolling-policy.rollover-interval")?;
         let schema = spec.schema.clone();
-        let run = format!("{}-{}", chrono::Utc::now().format("%Y%m%d%H%M%S"), std::process::id());
+        let run = format!(
+            "{}-{}",
+            chrono::Utc::now().format("%Y%m%d%H%M%S"),
+            std::process::id()
+        );
         Ok(Arc::new(move |info| {
             Ok(Box::new(FileSink::new(
                 location.clone(),

@@ -67,14 +67,21 @@ impl FileSink {
     }
 
     fn open(&mut self) -> Result<PartFile> {
-        let name = format!("part-{}-{:05}.{}", self.prefix, self.sequence, self.format.extension());
+        let name = format!(
+            "part-{}-{:05}.{}",
+            self.prefix,
+            self.sequence,
+            self.format.extension()
+        );
         self.sequence += 1;
         let path = Path::from(format!("{}/{}", self.location.prefix, name).trim_start_matches('/'));
         let store = self.location.store.clone();
         let writer = match self.format {
             Format::Parquet => {
                 let object = BufWriter::new(store, path.clone());
-                Writer::Parquet(AsyncArrowWriter::try_new(object, self.schema.clone(), None).map_err(err)?)
+                Writer::Parquet(
+                    AsyncArrowWriter::try_new(object, self.schema.clone(), None).map_err(err)?,
+                )
             }
             _ => Writer::Lines {
                 out: BufWriter::new(store, path.clone()),
@@ -115,7 +122,10 @@ fn with_schema(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     if batch.schema_ref() == schema {
         return Ok(batch);
     }
-    Ok(RecordBatch::try_new(schema.clone(), batch.columns().to_vec())?)
+    Ok(RecordBatch::try_new(
+        schema.clone(),
+        batch.columns().to_vec(),
+    )?)
 }
 
 #[async_trait]
@@ -126,7 +136,8 @@ impl Sink for FileSink {
         }
         let batch = with_schema(batch, &self.schema)?;
         let roll = self.current.as_ref().is_some_and(|f| {
-            Self::size(f) >= self.roll_size || self.roll_interval.is_some_and(|i| f.opened.elapsed() >= i)
+            Self::size(f) >= self.roll_size
+                || self.roll_interval.is_some_and(|i| f.opened.elapsed() >= i)
         });
         if roll {
             self.close().await?;
@@ -163,4 +174,3 @@ impl Drop for FileSink {
         }
     }
 }
-

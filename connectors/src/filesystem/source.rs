@@ -5,8 +5,8 @@ use std::collections::VecDeque;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use datafusion::arrow::compute::cast;
 use datafusion::arrow::array::new_null_array;
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::stream::BoxStream;
@@ -89,7 +89,6 @@ impl FileSource {
             open: VecDeque::new(),
         })
     }
-
 }
 
 impl ReadContext {
@@ -101,7 +100,9 @@ impl ReadContext {
         let prefix_opt = (!prefix.as_ref().is_empty()).then_some(prefix);
         let mut listing = self.location.store.list(prefix_opt);
         while let Some(meta) = listing.next().await {
-            let meta = meta.map_err(|e| EngineError::connector("filesystem", format!("{}: {e}", self.location.display)))?;
+            let meta = meta.map_err(|e| {
+                EngineError::connector("filesystem", format!("{}: {e}", self.location.display))
+            })?;
             let hidden = meta
                 .location
                 .filename()
@@ -121,11 +122,14 @@ impl ReadContext {
 
     async fn open_file(&self, split: SplitId, meta: ObjectMeta) -> Result<OpenFile> {
         let store = self.location.store.clone();
-        let err = |e: &dyn std::fmt::Display| EngineError::connector("filesystem", format!("{}: {e}", meta.location));
+        let err = |e: &dyn std::fmt::Display| {
+            EngineError::connector("filesystem", format!("{}: {e}", meta.location))
+        };
         let reader = match self.format {
             Format::Parquet => {
                 #[allow(deprecated)]
-                let reader = ParquetObjectReader::new(store, meta.location.clone()).with_file_size(meta.size);
+                let reader = ParquetObjectReader::new(store, meta.location.clone())
+                    .with_file_size(meta.size);
                 let stream = ParquetRecordBatchStreamBuilder::new(reader)
                     .await
                     .map_err(|e| err(&e))?
@@ -157,7 +161,9 @@ impl ReadContext {
             Reader::Parquet(stream) => match stream.next().await {
                 None => Ok(None),
                 Some(batch) => {
-                    let batch = batch.map_err(|e| EngineError::connector("filesystem", format!("{}: {e}", file.path)))?;
+                    let batch = batch.map_err(|e| {
+                        EngineError::connector("filesystem", format!("{}: {e}", file.path))
+                    })?;
                     Ok(Some(conform(&batch, &self.schema, &file.path)?))
                 }
             },
@@ -170,12 +176,17 @@ impl ReadContext {
                 let header = matches!(self.format, Format::Csv { header: true, .. });
                 loop {
                     let complete = buffer.iter().filter(|b| **b == b'\n').count();
-                    if complete >= self.batch_size || (*done && !buffer.is_empty()) || (*done && buffer.is_empty()) {
+                    if complete >= self.batch_size
+                        || (*done && !buffer.is_empty())
+                        || (*done && buffer.is_empty())
+                    {
                         break;
                     }
                     match stream.next().await {
                         Some(chunk) => {
-                            let chunk = chunk.map_err(|e| EngineError::connector("filesystem", format!("{}: {e}", file.path)))?;
+                            let chunk = chunk.map_err(|e| {
+                                EngineError::connector("filesystem", format!("{}: {e}", file.path))
+                            })?;
                             buffer.extend_from_slice(&chunk);
                         }
                         None => *done = true,
@@ -222,7 +233,9 @@ impl ReadContext {
                     .ok_or_else(|| EngineError::connector("filesystem", "no decoder"))?;
                 let (batch, bad) = decoder.decode(&lines)?;
                 self.bad_data.handle(bad).await?;
-                Ok(Some(batch.unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone()))))
+                Ok(Some(batch.unwrap_or_else(|| {
+                    RecordBatch::new_empty(self.schema.clone())
+                })))
             }
         }
     }
@@ -238,7 +251,12 @@ fn conform(batch: &RecordBatch, schema: &SchemaRef, path: &Path) -> Result<Recor
             Some(c) => cast(c, field.data_type()).map_err(|e| {
                 EngineError::connector(
                     "filesystem",
-                    format!("{path}: column '{}' is {} and cannot be read as {}: {e}", field.name(), c.data_type(), field.data_type()),
+                    format!(
+                        "{path}: column '{}' is {} and cannot be read as {}: {e}",
+                        field.name(),
+                        c.data_type(),
+                        field.data_type()
+                    ),
                 )
             })?,
             None => new_null_array(field.data_type(), batch.num_rows()),

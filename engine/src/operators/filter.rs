@@ -33,7 +33,10 @@ impl Operator for Filter {
     }
 
     fn on_batch(&mut self, batch: RecordBatch, ctx: &mut OperatorContext<'_>) -> Result<()> {
-        let mask = self.predicate.evaluate(&batch)?.into_array(batch.num_rows())?;
+        let mask = self
+            .predicate
+            .evaluate(&batch)?
+            .into_array(batch.num_rows())?;
         let mask = mask
             .as_any()
             .downcast_ref::<BooleanArray>()

@@ -15,7 +15,11 @@ pub struct Limit {
 
 impl Limit {
     pub fn new(skip: usize, fetch: Option<usize>) -> Self {
-        Limit { skip, fetch, seen: 0 }
+        Limit {
+            skip,
+            fetch,
+            seen: 0,
+        }
     }
 }
 

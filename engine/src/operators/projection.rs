@@ -21,7 +21,11 @@ pub struct Projection {
 
 impl Projection {
     /// `schema` is the output schema without the row watermark.
-    pub fn new(name: impl Into<String>, exprs: Vec<Arc<dyn PhysicalExpr>>, schema: SchemaRef) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        exprs: Vec<Arc<dyn PhysicalExpr>>,
+        schema: SchemaRef,
+    ) -> Self {
         Projection {
             name: name.into(),
             exprs,
@@ -41,11 +45,17 @@ impl Projection {
         match row_watermarks(batch) {
             Ok(wm) => {
                 columns.push(Arc::new(wm.clone()));
-                Ok(RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?)
+                Ok(RecordBatch::try_new_with_options(
+                    self.schema.clone(),
+                    columns,
+                    &options,
+                )?)
             }
             Err(_) => {
                 let schema = crate::row_watermark::without_row_watermark(&self.schema);
-                Ok(RecordBatch::try_new_with_options(schema, columns, &options)?)
+                Ok(RecordBatch::try_new_with_options(
+                    schema, columns, &options,
+                )?)
             }
         }
     }

@@ -46,7 +46,10 @@ impl Chain {
 
     /// The shortest timer interval any chained operator asks for.
     pub(crate) fn timer_interval(&self) -> Option<Duration> {
-        self.ops.iter().filter_map(|o| o.operator.timer_interval()).min()
+        self.ops
+            .iter()
+            .filter_map(|o| o.operator.timer_interval())
+            .min()
     }
 
     /// Feeds `input` through the chain; at each operator, after its input
@@ -76,7 +79,8 @@ impl Chain {
                         .on_batch(batch, &mut ctx)
                         .map_err(|e| e.in_operator(&name, self.subtask))?;
                 }
-                action(index, op.operator.as_mut(), &mut ctx).map_err(|e| e.in_operator(&name, self.subtask))?;
+                action(index, op.operator.as_mut(), &mut ctx)
+                    .map_err(|e| e.in_operator(&name, self.subtask))?;
             }
             for batch in &output {
                 op.metrics.add_output(batch.num_rows());
@@ -96,7 +100,11 @@ impl Chain {
     }
 
     pub(crate) fn on_watermark(&mut self, watermark: Millis) -> Result<Emitted> {
-        let emitted = self.apply(Vec::new(), |_, op, ctx| op.on_watermark(watermark, ctx), true)?;
+        let emitted = self.apply(
+            Vec::new(),
+            |_, op, ctx| op.on_watermark(watermark, ctx),
+            true,
+        )?;
         self.watermark = watermark;
         for op in &self.ops {
             op.metrics.set_watermark(watermark);
@@ -137,7 +145,10 @@ impl Chain {
             .filter_map(|(index, batch)| {
                 let op = self.ops.get(index)?;
                 let sink = op.late_output.clone()?;
-                let reason = format!("late: its window had already fired in {}", op.operator.name());
+                let reason = format!(
+                    "late: its window had already fired in {}",
+                    op.operator.name()
+                );
                 Some((sink, reason, strip(&batch)))
             })
             .collect()

@@ -222,14 +222,18 @@ mod tests {
         let (a_tx, a_rx) = channel(8);
         let (b_tx, b_rx) = channel(8);
         let mut inputs = Inputs::new(vec![a_rx, b_rx]);
-        b_tx.send(Message::Watermark(Watermark::Idle)).await.unwrap();
+        b_tx.send(Message::Watermark(Watermark::Idle))
+            .await
+            .unwrap();
         a_tx.send(wm(100)).await.unwrap();
         // b idle: a alone decides.
         match inputs.next().await {
             Some(InputEvent::Watermark(Watermark::EventTime(100))) => {}
             other => panic!("unexpected {other:?}"),
         }
-        a_tx.send(Message::Watermark(Watermark::Idle)).await.unwrap();
+        a_tx.send(Message::Watermark(Watermark::Idle))
+            .await
+            .unwrap();
         match inputs.next().await {
             Some(InputEvent::Watermark(Watermark::Idle)) => {}
             other => panic!("unexpected {other:?}"),
@@ -259,7 +263,8 @@ mod tests {
         let batch = |n: i64| {
             use datafusion::arrow::array::Int64Array;
             use std::sync::Arc;
-            RecordBatch::try_from_iter(vec![("x", Arc::new(Int64Array::from(vec![n])) as _)]).unwrap()
+            RecordBatch::try_from_iter(vec![("x", Arc::new(Int64Array::from(vec![n])) as _)])
+                .unwrap()
         };
         // a: barrier then a post-barrier row; b: a pre-barrier row then the barrier.
         a_tx.send(Message::Barrier(barrier)).await.unwrap();
@@ -270,7 +275,12 @@ mod tests {
         for _ in 0..3 {
             match inputs.next().await.unwrap() {
                 InputEvent::Batch(b) => {
-                    let v = b.column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().unwrap().value(0);
+                    let v = b
+                        .column(0)
+                        .as_any()
+                        .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                        .unwrap()
+                        .value(0);
                     order.push(format!("row{v}"));
                 }
                 InputEvent::Barrier(b) => order.push(format!("barrier{}", b.checkpoint_id)),

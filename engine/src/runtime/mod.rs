@@ -154,7 +154,11 @@ impl JobHandle {
         match last {
             JobStatus::Finished => Ok(()),
             JobStatus::Cancelled => Err(EngineError::Cancelled),
-            JobStatus::Failed(message) => Err(self.error.lock().take().unwrap_or(EngineError::Task(message))),
+            JobStatus::Failed(message) => Err(self
+                .error
+                .lock()
+                .take()
+                .unwrap_or(EngineError::Task(message))),
             JobStatus::Running => Err(EngineError::Task("job status channel closed".into())),
         }
     }
@@ -245,7 +249,8 @@ pub fn spawn(graph: Graph, config: RuntimeConfig) -> Result<JobHandle> {
             let mut sink = None;
             for id in nodes {
                 let node = &graph.nodes[*id];
-                let node_metrics = Arc::new(SubtaskMetrics::new(node.id, node.name.clone(), subtask));
+                let node_metrics =
+                    Arc::new(SubtaskMetrics::new(node.id, node.name.clone(), subtask));
                 metrics.register(node_metrics.clone());
                 if *id == head.id {
                     for w in watched.remove(&(g, subtask)).unwrap_or_default() {
@@ -253,7 +258,10 @@ pub fn spawn(graph: Graph, config: RuntimeConfig) -> Result<JobHandle> {
                     }
                 }
                 match &node.kind {
-                    NodeKind::Operator { factory, late_output } => ops.push(ChainedOperator {
+                    NodeKind::Operator {
+                        factory,
+                        late_output,
+                    } => ops.push(ChainedOperator {
                         node: node.id,
                         operator: factory(info)?,
                         metrics: node_metrics,
@@ -267,14 +275,20 @@ pub fn spawn(graph: Graph, config: RuntimeConfig) -> Result<JobHandle> {
                 Some((sink, metrics)) => Output::Sink { sink, metrics },
                 None => Output::Channels(Router {
                     senders: senders.remove(&(g, subtask)).unwrap_or_default(),
-                    partitioning: partitioning.get(&g).cloned().unwrap_or(Partitioning::Forward),
+                    partitioning: partitioning
+                        .get(&g)
+                        .cloned()
+                        .unwrap_or(Partitioning::Forward),
                     next: subtask,
                     hashes: Vec::new(),
                 }),
             };
             if let Output::Channels(router) = &output {
                 if router.senders.is_empty() {
-                    return Err(EngineError::Graph(format!("'{}' has nowhere to send", tail.name)));
+                    return Err(EngineError::Graph(format!(
+                        "'{}' has nowhere to send",
+                        tail.name
+                    )));
                 }
             }
             let parts = SubtaskParts {
@@ -289,7 +303,8 @@ pub fn spawn(graph: Graph, config: RuntimeConfig) -> Result<JobHandle> {
                     controls.push(tx);
                     let src = (source.factory)(info)?;
                     let source_metrics = metrics_of(&metrics, head.id, subtask);
-                    let watermarks = WatermarkGenerator::new(source.watermark.clone(), src.splits());
+                    let watermarks =
+                        WatermarkGenerator::new(source.watermark.clone(), src.splits());
                     let src = SourceSubtask {
                         node: head.id,
                         source: src,

@@ -45,7 +45,10 @@ pub(crate) enum Output {
 async fn send(sender: &Sender<Message>, message: Message) -> Result<()> {
     // A closed channel means the downstream task ended with an error; the
     // supervisor reports that one.
-    sender.send(message).await.map_err(|_| EngineError::Cancelled)
+    sender
+        .send(message)
+        .await
+        .map_err(|_| EngineError::Cancelled)
 }
 
 impl Router {

@@ -41,7 +41,11 @@ impl SubtaskParts {
         self.output.send_watermark(watermark).await
     }
 
-    async fn barrier(&mut self, barrier: Barrier, mut states: Vec<(NodeId, crate::state::StateSnapshot)>) -> Result<()> {
+    async fn barrier(
+        &mut self,
+        barrier: Barrier,
+        mut states: Vec<(NodeId, crate::state::StateSnapshot)>,
+    ) -> Result<()> {
         let (emitted, chain_states) = self.chain.snapshot()?;
         self.deliver(emitted).await?;
         states.extend(chain_states);
@@ -64,7 +68,8 @@ impl SubtaskParts {
 
     async fn end(&mut self, drain: bool) -> Result<()> {
         if drain {
-            self.watermark(Watermark::EventTime(FINAL_WATERMARK)).await?;
+            self.watermark(Watermark::EventTime(FINAL_WATERMARK))
+                .await?;
         }
         let emitted = self.chain.on_end()?;
         self.deliver(emitted).await?;
@@ -110,10 +115,16 @@ pub(crate) struct SourceSubtask {
 }
 
 /// Runs a source subtask until its source ends or it is told to stop.
-pub(crate) async fn run_source_subtask(mut src: SourceSubtask, mut parts: SubtaskParts) -> Result<()> {
+pub(crate) async fn run_source_subtask(
+    mut src: SourceSubtask,
+    mut parts: SubtaskParts,
+) -> Result<()> {
     let timer = parts.chain.timer_interval();
     let mut last_timer = Instant::now();
-    let idle_check = src.watermarks.idle_check().map(|d| d.min(Duration::from_millis(200)));
+    let idle_check = src
+        .watermarks
+        .idle_check()
+        .map(|d| d.min(Duration::from_millis(200)));
     let mut last_idle_check = Instant::now();
     loop {
         while let Ok(control) = src.control.try_recv() {

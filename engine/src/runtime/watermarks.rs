@@ -102,7 +102,10 @@ impl WatermarkGenerator {
     /// The subtask watermark to send now, if it changed.
     pub(crate) fn update(&mut self, now: Instant) -> Option<Watermark> {
         let spec = self.spec.as_ref()?;
-        let idle = |s: &SplitState| spec.idle_timeout.is_some_and(|t| now.duration_since(s.last_active) > t);
+        let idle = |s: &SplitState| {
+            spec.idle_timeout
+                .is_some_and(|t| now.duration_since(s.last_active) > t)
+        };
         let live: Vec<&SplitState> = self.splits.values().filter(|s| !s.ended).collect();
         if live.is_empty() {
             return None;
@@ -114,7 +117,11 @@ impl WatermarkGenerator {
             None if spec.idle_advance => {
                 // Every split is quiet: let event time follow the wall
                 // clock from the last record, so the last windows fire.
-                let base = live.iter().map(|s| s.watermark).max().unwrap_or(NO_WATERMARK);
+                let base = live
+                    .iter()
+                    .map(|s| s.watermark)
+                    .max()
+                    .unwrap_or(NO_WATERMARK);
                 let last = live.iter().map(|s| s.last_active).max().unwrap_or(now);
                 if base == NO_WATERMARK {
                     return None;

@@ -34,7 +34,9 @@ fn gcd(a: i64, b: i64) -> i64 {
 
 fn positive(what: &str, v: Millis) -> Result<()> {
     if v <= 0 {
-        return Err(EngineError::Graph(format!("window {what} must be positive, got {v} ms")));
+        return Err(EngineError::Graph(format!(
+            "window {what} must be positive, got {v} ms"
+        )));
     }
     Ok(())
 }
@@ -90,7 +92,8 @@ impl SliceWindows {
         let slice_start = slice_end - self.slice;
         match self.shape {
             Shape::Hop { size, slide } => {
-                let last_start = (slice_start - self.offset).div_euclid(slide) * slide + self.offset;
+                let last_start =
+                    (slice_start - self.offset).div_euclid(slide) * slide + self.offset;
                 let k = (last_start + size - slice_start - 1).div_euclid(slide);
                 (last_start - k * slide + size, last_start + size, slide)
             }
@@ -110,7 +113,9 @@ impl SliceWindows {
     pub fn window_start(&self, end: Millis) -> Millis {
         match self.shape {
             Shape::Hop { size, .. } => end - size,
-            Shape::Cumulate { max, .. } => (end - 1 - self.offset).div_euclid(max) * max + self.offset,
+            Shape::Cumulate { max, .. } => {
+                (end - 1 - self.offset).div_euclid(max) * max + self.offset
+            }
         }
     }
 
@@ -129,7 +134,11 @@ impl SliceWindows {
     }
 
     /// All window ends of the slice from `first_end` on.
-    pub fn window_ends_from(&self, slice_end: Millis, first_end: Millis) -> impl Iterator<Item = Millis> {
+    pub fn window_ends_from(
+        &self,
+        slice_end: Millis,
+        first_end: Millis,
+    ) -> impl Iterator<Item = Millis> {
         let (_, last, step) = self.windows_of_slice(slice_end);
         (0..)
             .map(move |k| first_end + k * step)
@@ -201,7 +210,11 @@ mod tests {
             for t in -50..50 {
                 let se = w.slice_end(t);
                 let ends: Vec<_> = w.window_ends_from(se, w.windows_of_slice(se).0).collect();
-                assert_eq!(ends, brute_force_hop(t, size, slide), "t={t} size={size} slide={slide}");
+                assert_eq!(
+                    ends,
+                    brute_force_hop(t, size, slide),
+                    "t={t} size={size} slide={slide}"
+                );
                 for end in &ends {
                     assert!(w.window_start(*end) <= t && t < *end);
                 }

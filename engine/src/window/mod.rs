@@ -52,7 +52,12 @@ impl TimeSource {
 
     /// Times and lateness thresholds of each row. `fired` is the watermark
     /// up to which the operator has already fired windows.
-    pub(crate) fn row_times(&self, batch: &RecordBatch, fired: Millis, now: Millis) -> Result<RowTimes> {
+    pub(crate) fn row_times(
+        &self,
+        batch: &RecordBatch,
+        fired: Millis,
+        now: Millis,
+    ) -> Result<RowTimes> {
         let n = batch.num_rows();
         match self {
             TimeSource::ProcessingTime => Ok(RowTimes {
@@ -75,7 +80,13 @@ impl TimeSource {
 /// A timestamp (any unit) or integer column as milliseconds.
 pub fn timestamps_millis(array: &dyn Array) -> Result<Int64Array> {
     let millis = match array.data_type() {
-        DataType::Int64 => return Ok(array.as_any().downcast_ref::<Int64Array>().cloned().unwrap_or_else(|| Int64Array::from(Vec::<i64>::new()))),
+        DataType::Int64 => {
+            return Ok(array
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .cloned()
+                .unwrap_or_else(|| Int64Array::from(Vec::<i64>::new())))
+        }
         DataType::Timestamp(TimeUnit::Millisecond, None) => array.slice(0, array.len()),
         DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 => {
             cast(array, &DataType::Timestamp(TimeUnit::Millisecond, None))?

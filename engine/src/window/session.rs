@@ -5,8 +5,9 @@
 //! share a session) merge. A session fires when the watermark reaches its
 //! `end - 1`. Rows are buffered until their session fires and are then
 //! aggregated in one vectorised pass, so merging sessions needs no
-//! accumulator surgery. A row is late when the session it would join has
-//! already closed by its own watermark or the operator's.
+//! accumulator surgery. A row joins only sessions still open at its own
+//! watermark (or the operator's); it is late when it joins none and its own
+//! window has closed too.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -69,7 +70,10 @@ impl SessionWindowAggregate {
         layout: Arc<OutputLayout>,
     ) -> Result<Self> {
         if gap <= 0 {
-            return Err(DataFusionError::Plan(format!("session gap must be positive, got {gap} ms")).into());
+            return Err(DataFusionError::Plan(format!(
+                "session gap must be positive, got {gap} ms"
+            ))
+            .into());
         }
         let sort_fields = partition_keys
             .iter()
@@ -80,7 +84,11 @@ impl SessionWindowAggregate {
                     .ok_or_else(|| DataFusionError::Internal(format!("no session key {i}")))
             })
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        let mut fire_keys = vec![Arc::new(Field::new("_weir_session", DataType::UInt32, false))];
+        let mut fire_keys = vec![Arc::new(Field::new(
+            "_weir_session",
+            DataType::UInt32,
+            false,
+        ))];
         fire_keys.extend(spec.key_fields.iter().cloned());
         Ok(SessionWindowAggregate {
             name: name.into(),
@@ -131,13 +139,21 @@ impl SessionWindowAggregate {
                 ),
             });
         }
-        Ok(AggregateInput { keys, args, filters })
+        Ok(AggregateInput {
+            keys,
+            args,
+            filters,
+        })
     }
 
     fn add_rows(&mut self, batch: &RecordBatch, ctx: &mut OperatorContext<'_>) -> Result<()> {
         let times = self.time.row_times(batch, self.watermark, now_millis())?;
         let input = self.spec.evaluate(batch)?;
-        let session_keys: Vec<ArrayRef> = self.partition_keys.iter().map(|i| input.keys[*i].clone()).collect();
+        let session_keys: Vec<ArrayRef> = self
+            .partition_keys
+            .iter()
+            .map(|i| input.keys[*i].clone())
+            .collect();
         let rows = self.converter.convert_columns(&session_keys)?;
         let buffer = self.next_buffer;
         let mut live = 0;
@@ -149,22 +165,26 @@ impl SessionWindowAggregate {
             };
             let key = rows.row(i);
             let key = key.as_ref();
+            let threshold = times.thresholds[i];
+            // Only sessions still open at the row's watermark can take it:
+            // one that has closed (end - 1 <= threshold) fired, as far as
+            // this row is concerned, even if the operator has not fired it
+            // yet. So batching never changes which rows share a session.
             let (mut start, mut end) = (t, t.saturating_add(self.gap));
-            let list = self.sessions.get(key);
-            let overlapping: Vec<usize> = list.map_or(Vec::new(), |list| {
+            let overlapping: Vec<usize> = self.sessions.get(key).map_or(Vec::new(), |list| {
                 list.iter()
                     .enumerate()
-                    .filter(|(_, s)| s.start <= end && s.end >= start)
+                    .filter(|(_, s)| s.end - 1 > threshold && s.start <= end && s.end >= start)
                     .map(|(j, _)| j)
                     .collect()
             });
-            if let Some(list) = list {
+            if let Some(list) = self.sessions.get(key) {
                 for j in &overlapping {
                     start = start.min(list[*j].start);
                     end = end.max(list[*j].end);
                 }
             }
-            if end - 1 <= times.thresholds[i] {
+            if end - 1 <= threshold {
                 late.push(i as u32);
                 continue;
             }
@@ -209,7 +229,9 @@ impl SessionWindowAggregate {
             if end.saturating_sub(1) > watermark {
                 break;
             }
-            let Some((end, key)) = self.timers.pop_first() else { break };
+            let Some((end, key)) = self.timers.pop_first() else {
+                break;
+            };
             if let Some(list) = self.sessions.get_mut(&key) {
                 if let Some(j) = list.iter().position(|s| s.end == end) {
                     fired.push(list.swap_remove(j));
@@ -229,14 +251,19 @@ impl SessionWindowAggregate {
     }
 
     /// Aggregates the buffered rows of `sessions` in one pass and releases them.
-    fn aggregate_sessions(&mut self, sessions: &[Session], row_watermark: Millis) -> Result<RecordBatch> {
+    fn aggregate_sessions(
+        &mut self,
+        sessions: &[Session],
+        row_watermark: Millis,
+    ) -> Result<RecordBatch> {
         let mut ids: Vec<BufferId> = sessions
             .iter()
             .flat_map(|s| s.rows.iter().map(|(b, _)| *b))
             .collect();
         ids.sort_unstable();
         ids.dedup();
-        let position: HashMap<BufferId, usize> = ids.iter().enumerate().map(|(p, id)| (*id, p)).collect();
+        let position: HashMap<BufferId, usize> =
+            ids.iter().enumerate().map(|(p, id)| (*id, p)).collect();
         let mut indices = Vec::new();
         let mut ordinals = Vec::new();
         for (ordinal, session) in sessions.iter().enumerate() {
@@ -269,8 +296,16 @@ impl SessionWindowAggregate {
             .as_any()
             .downcast_ref::<UInt32Array>()
             .ok_or_else(|| DataFusionError::Internal("session ordinal".into()))?;
-        let starts = ordinal.values().iter().map(|o| sessions[*o as usize].start).collect();
-        let ends = ordinal.values().iter().map(|o| sessions[*o as usize].end).collect();
+        let starts = ordinal
+            .values()
+            .iter()
+            .map(|o| sessions[*o as usize].start)
+            .collect();
+        let ends = ordinal
+            .values()
+            .iter()
+            .map(|o| sessions[*o as usize].end)
+            .collect();
 
         for session in sessions {
             for (buffer, _) in &session.rows {
@@ -283,7 +318,8 @@ impl SessionWindowAggregate {
             }
             self.buffered_rows -= session.rows.len();
         }
-        self.layout.assemble(starts, ends, &keys, &values, row_watermark)
+        self.layout
+            .assemble(starts, ends, &keys, &values, row_watermark)
     }
 }
 

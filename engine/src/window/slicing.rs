@@ -126,7 +126,8 @@ impl WindowAggregate {
             let state = self.new_state()?;
             self.buckets.insert(key, Bucket::Live(state));
             if self.mode != AggregateMode::Partial {
-                self.pending.extend(self.windows.window_ends_from(key.0, key.1));
+                self.pending
+                    .extend(self.windows.window_ends_from(key.0, key.1));
             }
         }
         if let Some(Bucket::Sealed(_)) = self.buckets.get(&key) {
@@ -234,7 +235,8 @@ impl WindowAggregate {
                 states: part.columns()[2 + nkeys..2 + nkeys + nstates].to_vec(),
             };
             let widths = self.state_widths.clone();
-            self.live_bucket((slice_end, first))?.merge(&state, &widths)?;
+            self.live_bucket((slice_end, first))?
+                .merge(&state, &widths)?;
         }
         Ok(late)
     }
@@ -252,7 +254,12 @@ impl WindowAggregate {
         Ok(())
     }
 
-    fn fire_window(&mut self, end: Millis, row_watermark: Millis, ctx: &mut OperatorContext<'_>) -> Result<()> {
+    fn fire_window(
+        &mut self,
+        end: Millis,
+        row_watermark: Millis,
+        ctx: &mut OperatorContext<'_>,
+    ) -> Result<()> {
         let start = self.windows.window_start(end);
         let first_slice = start + self.windows.slice();
         let keys: Vec<BucketKey> = self
@@ -263,15 +270,17 @@ impl WindowAggregate {
             .collect();
         let (key_arrays, values) = match keys.as_slice() {
             [] => return Ok(()),
-            [only] if self.windows.last_window_end(only.0) == end => match self.buckets.remove(only) {
-                Some(Bucket::Live(mut state)) => state.take_final()?,
-                Some(Bucket::Sealed(sealed)) => {
-                    let mut state = self.new_state()?;
-                    state.merge(&sealed, &self.state_widths)?;
-                    state.take_final()?
+            [only] if self.windows.last_window_end(only.0) == end => {
+                match self.buckets.remove(only) {
+                    Some(Bucket::Live(mut state)) => state.take_final()?,
+                    Some(Bucket::Sealed(sealed)) => {
+                        let mut state = self.new_state()?;
+                        state.merge(&sealed, &self.state_widths)?;
+                        state.take_final()?
+                    }
+                    None => return Ok(()),
                 }
-                None => return Ok(()),
-            },
+            }
             _ => {
                 let mut merged = self.new_state()?;
                 for key in &keys {
@@ -320,7 +329,11 @@ impl WindowAggregate {
         Ok(())
     }
 
-    fn partial_batch(&self, (slice_end, first): BucketKey, state: &GroupedStateArrays) -> Result<RecordBatch> {
+    fn partial_batch(
+        &self,
+        (slice_end, first): BucketKey,
+        state: &GroupedStateArrays,
+    ) -> Result<RecordBatch> {
         let rows = state.num_groups();
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(Int64Array::from_value(slice_end, rows)),
@@ -353,7 +366,10 @@ fn int64_column(batch: &RecordBatch, index: usize) -> Result<&Int64Array> {
         .column(index)
         .as_any()
         .downcast_ref::<Int64Array>()
-        .ok_or_else(|| DataFusionError::Internal(format!("column {index} of partial state is not Int64")).into())
+        .ok_or_else(|| {
+            DataFusionError::Internal(format!("column {index} of partial state is not Int64"))
+                .into()
+        })
 }
 
 impl Operator for WindowAggregate {
@@ -424,7 +440,11 @@ impl Operator for WindowAggregate {
         }
         let table = concat_batches(&self.partial_schema, &batches)?;
         let watermark = RecordBatch::try_new(
-            Arc::new(Schema::new(vec![Field::new("watermark", DataType::Int64, false)])),
+            Arc::new(Schema::new(vec![Field::new(
+                "watermark",
+                DataType::Int64,
+                false,
+            )])),
             vec![Arc::new(Int64Array::from(vec![self.watermark]))],
         )?;
         Ok(StateSnapshot {
@@ -434,7 +454,11 @@ impl Operator for WindowAggregate {
 
     fn restore(&mut self, state: StateSnapshot) -> Result<()> {
         if let Some(wm) = state.table("watermark") {
-            self.watermark = int64_column(wm, 0)?.values().first().copied().unwrap_or(NO_WATERMARK);
+            self.watermark = int64_column(wm, 0)?
+                .values()
+                .first()
+                .copied()
+                .unwrap_or(NO_WATERMARK);
         }
         if let Some(buckets) = state.table("buckets") {
             // Restored buckets were open at the snapshot, so none is late.

@@ -263,11 +263,13 @@ impl Planner {
                     arrow_type(data_type).map_err(|e| e.at(column.name.span.start))?,
                     !not_null,
                 )),
-                ColumnKind::Metadata { .. } => return Err(SqlError::new(format!(
+                ColumnKind::Metadata { .. } => {
+                    return Err(SqlError::new(format!(
                     "METADATA column '{}': metadata columns are not supported by this connector",
                     column.name
                 ))
-                .at(column.name.span.start)),
+                    .at(column.name.span.start))
+                }
                 ColumnKind::Computed(_) => {}
             }
         }

@@ -233,6 +233,10 @@ impl Connector for NexmarkConnector {
         settings(options).map(|_| ())
     }
 
+    fn check_schema(&self, schema: &SchemaRef) -> std::result::Result<(), ConnectorError> {
+        check_schema(schema)
+    }
+
     fn is_bounded(&self, options: &Options) -> bool {
         matches!(options.parse::<u64>("events.num"), Ok(Some(n)) if n > 0)
     }

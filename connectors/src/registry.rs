@@ -87,6 +87,11 @@ pub trait Connector: Send + Sync {
         )))
     }
 
+    /// Checks the declared columns at `CREATE` time.
+    fn check_schema(&self, _schema: &SchemaRef) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+
     /// Checks options at `CREATE` time.
     fn validate(&self, _options: &Options) -> Result<(), ConnectorError> {
         Ok(())

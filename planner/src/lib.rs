@@ -281,6 +281,9 @@ impl Planner {
         } else {
             Arc::new(Schema::new(physical))
         };
+        connector
+            .check_schema(&physical_schema)
+            .map_err(|e| at(connector_error(e)))?;
         let physical_df = DFSchema::try_from_qualified_schema(name.as_str(), &physical_schema)
             .map_err(df_error)?;
         let context = Context::new(&self.catalog, &self.state, &[]);

@@ -29,7 +29,12 @@ pub fn parse(sql: &str) -> Result<Vec<ParsedStatement>> {
         let start = chunk[0].span.start;
         let end = chunk[chunk.len() - 1].span.end;
         let text = slice_text(sql, start, end);
-        let statement = parse_tokens(chunk, &text)?;
+        // An error at the end of input has no token to point at: point
+        // just past the statement.
+        let statement = parse_tokens(chunk, &text).map_err(|e| match e.position {
+            Some(_) => e,
+            None => e.at(Location::new(end.line, end.column + 1)),
+        })?;
         statements.push(ParsedStatement {
             statement,
             text,

@@ -1,0 +1,197 @@
+//! Flink's Nexmark queries with a filesystem sink give the rows a DataFusion
+//! batch query computes over the same generated events.
+
+mod common;
+
+use std::path::Path;
+
+use common::canonical_rows;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+
+fn nexmark_file(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/tests/nexmark-flink/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+const EVENTS: u64 = 60_000;
+
+/// Flink's DDL, placeholders filled, with a fixed base time so that two
+/// runs generate the same events.
+fn ddl() -> String {
+    let vars = [
+        ("TPS", "10000"),
+        ("EVENTS_NUM", &EVENTS.to_string() as &str),
+        ("PERSON_PROPORTION", "1"),
+        ("AUCTION_PROPORTION", "3"),
+        ("BID_PROPORTION", "46"),
+        ("NEXMARK_TABLE", "datagen"),
+    ];
+    let vars = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let text = format!(
+        "{};\n{}",
+        nexmark_file("ddl_gen.sql"),
+        nexmark_file("ddl_views.sql")
+    );
+    weir::crates::sql::substitute_vars(&text, &vars)
+        .unwrap()
+        .replace(
+            "'connector' = 'nexmark',",
+            "'connector' = 'nexmark', 'base-time' = '1700000000000',",
+        )
+}
+
+/// Runs `statements` (ending in INSERT jobs) and waits for the jobs.
+async fn run_jobs(statements: &str) {
+    let mut session = weir::Session::new();
+    session.set("parallelism.default", "2").unwrap();
+    let outputs = match session.sql(statements).await {
+        Ok(o) => o,
+        Err(e) => panic!("{}", e.render()),
+    };
+    for output in outputs {
+        if let weir::Output::Job(job) = output {
+            if let Err(e) = job.wait().await {
+                panic!("{}", e.render());
+            }
+        }
+    }
+}
+
+/// A Nexmark query file with its blackhole sink replaced by Parquet files.
+fn with_parquet_sink(query: &str, dir: &Path) -> String {
+    nexmark_file(query).replace(
+        "'connector' = 'blackhole'",
+        &format!(
+            "'connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet'",
+            dir.display()
+        ),
+    )
+}
+
+async fn read_parquet(ctx: &SessionContext, dir: &Path) -> Vec<RecordBatch> {
+    ctx.read_parquet(dir.to_str().unwrap(), ParquetReadOptions::default())
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap()
+}
+
+/// A DataFusion context with the generated events as `datagen` and
+/// Flink's views over it.
+async fn oracle_context(events: &Path) -> SessionContext {
+    let mut config = SessionConfig::new();
+    config.options_mut().sql_parser.enable_ident_normalization = false;
+    let ctx = SessionContext::new_with_config(config);
+    ctx.register_parquet(
+        "datagen",
+        events.to_str().unwrap(),
+        ParquetReadOptions::default(),
+    )
+    .await
+    .unwrap();
+    ctx.sql(
+        "CREATE VIEW bid AS SELECT bid.auction AS auction, bid.bidder AS bidder, bid.price AS price,
+                bid.channel AS channel, bid.url AS url, `dateTime`, bid.extra AS extra
+         FROM datagen WHERE event_type = 2",
+    )
+    .await
+    .unwrap();
+    ctx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nexmark_queries_match_a_batch_oracle() {
+    let root = tempfile::tempdir().unwrap();
+    let path = |name: &str| {
+        let p = root.path().join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    };
+    let (events, q1, q2, q11, tumble) = (
+        path("events"),
+        path("q1"),
+        path("q2"),
+        path("q11"),
+        path("tumble"),
+    );
+
+    // The raw events, as Weir generates them.
+    run_jobs(&format!(
+        "{};
+         CREATE TABLE raw (
+           event_type INT,
+           person ROW<id BIGINT, name VARCHAR, emailAddress VARCHAR, creditCard VARCHAR, city VARCHAR, state VARCHAR, `dateTime` TIMESTAMP(3), extra VARCHAR>,
+           auction ROW<id BIGINT, itemName VARCHAR, description VARCHAR, initialBid BIGINT, reserve BIGINT, `dateTime` TIMESTAMP(3), expires TIMESTAMP(3), seller BIGINT, category BIGINT, extra VARCHAR>,
+           bid ROW<auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, `dateTime` TIMESTAMP(3), extra VARCHAR>,
+           `dateTime` TIMESTAMP(3)
+         ) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet');
+         INSERT INTO raw SELECT * FROM datagen;",
+        ddl(),
+        events.display()
+    ))
+    .await;
+
+    // Flink's q1, q2 and q11 and a tumbling count, into Parquet.
+    run_jobs(&format!(
+        "{};\n{};\n{};\n{};
+         CREATE TABLE tumble_counts (auction BIGINT, n BIGINT, window_start TIMESTAMP(3))
+           WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet');
+         INSERT INTO tumble_counts
+         SELECT auction, count(*), window_start
+         FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(`dateTime`), INTERVAL '2' SECOND))
+         GROUP BY auction, window_start, window_end;",
+        ddl(),
+        with_parquet_sink("q1.sql", &q1),
+        with_parquet_sink("q2.sql", &q2),
+        with_parquet_sink("q11.sql", &q11),
+        tumble.display()
+    ))
+    .await;
+
+    let ctx = oracle_context(&events).await;
+    let raw = read_parquet(&ctx, &events).await;
+    assert_eq!(raw.iter().map(|b| b.num_rows() as u64).sum::<u64>(), EVENTS);
+
+    let cases = [
+        (
+            &q1,
+            "SELECT auction, bidder, CAST(0.908 * CAST(price AS DECIMAL(20, 0)) AS DECIMAL(23, 3)) AS price, `dateTime`, extra FROM bid",
+        ),
+        (&q2, "SELECT auction, price FROM bid WHERE auction % 123 = 0"),
+        // Sessions: a new session starts where the previous bid of the same
+        // bidder is more than 10 s earlier (rows exactly 10 s apart share one).
+        (
+            &q11,
+            "WITH marked AS (
+               SELECT bidder, `dateTime`,
+                 CASE WHEN lag(`dateTime`) OVER (PARTITION BY bidder ORDER BY `dateTime`) >= `dateTime` - INTERVAL '10' SECOND
+                      THEN 0 ELSE 1 END AS new_session
+               FROM bid),
+             numbered AS (
+               SELECT bidder, `dateTime`, sum(new_session) OVER (PARTITION BY bidder ORDER BY `dateTime` ROWS UNBOUNDED PRECEDING) AS session
+               FROM marked)
+             SELECT bidder, count(*) AS bid_count, min(`dateTime`) AS starttime, max(`dateTime`) + INTERVAL '10' SECOND AS endtime
+             FROM numbered GROUP BY bidder, session",
+        ),
+        (
+            &tumble,
+            "SELECT auction, count(*) AS n, date_bin(INTERVAL '2' SECOND, `dateTime`, TIMESTAMP '1970-01-01 00:00:00') AS window_start
+             FROM bid GROUP BY auction, date_bin(INTERVAL '2' SECOND, `dateTime`, TIMESTAMP '1970-01-01 00:00:00')",
+        ),
+    ];
+    for (dir, sql) in cases {
+        let weir_rows = canonical_rows(&read_parquet(&ctx, dir).await);
+        let expected = canonical_rows(&ctx.sql(sql).await.unwrap().collect().await.unwrap());
+        assert!(!expected.is_empty(), "{sql}");
+        assert_eq!(weir_rows.len(), expected.len(), "{}", dir.display());
+        assert_eq!(weir_rows, expected, "{}", dir.display());
+    }
+}

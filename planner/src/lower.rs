@@ -392,12 +392,9 @@ impl<'a> Lowering<'a> {
     }
 
     fn lower_aggregate(&mut self, agg: &datafusion::logical_expr::Aggregate) -> Result<Lowered> {
-        let Some(window) = find_window_scan(&agg.input) else {
-            return Err(SqlError::new("GROUP BY without a window is not supported on a stream").with_hint(
-                "an unwindowed aggregate keeps state forever; group by a window instead: FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(ts), INTERVAL '1' MINUTE)) GROUP BY window_start, window_end, ...",
-            ));
-        };
-        let (window, placeholder) = window;
+        // A window function under the aggregate, or none: then the whole
+        // (bounded) input is one window, fired when the input ends.
+        let found = find_window_scan(&agg.input);
         let input_schema = agg.input.schema().clone();
 
         // Group expressions: window columns, or keys.
@@ -408,7 +405,8 @@ impl<'a> Lowering<'a> {
         for (i, expr) in agg.group_expr.iter().enumerate() {
             let window_column = match expr {
                 Expr::Column(c)
-                    if [WINDOW_START, WINDOW_END, WINDOW_TIME].contains(&c.name.as_str()) =>
+                    if found.is_some()
+                        && [WINDOW_START, WINDOW_END, WINDOW_TIME].contains(&c.name.as_str()) =>
                 {
                     Some(c)
                 }
@@ -432,13 +430,13 @@ impl<'a> Lowering<'a> {
                 }
             }
         }
-        let has = |c: OutputColumn| layout.contains(&c);
-        let (Some(time_column), true) = (time_column, has(OutputColumn::WindowEnd)) else {
+        let has_end = layout.contains(&OutputColumn::WindowEnd);
+        if found.is_some() && (time_column.is_none() || !has_end) {
             return Err(SqlError::new(
                 "a window aggregate must GROUP BY window_start and window_end",
             )
             .with_hint("GROUP BY window_start, window_end, <keys>"));
-        };
+        }
 
         // Aggregates.
         let physical_input = input_schema.as_arrow().clone();
@@ -478,17 +476,25 @@ impl<'a> Lowering<'a> {
             OutputLayout::new(layout, Arc::new(agg.schema.as_arrow().clone()))
                 .map_err(|e| SqlError::new(e.to_string()))?,
         );
-        let late = late_output(window).map_err(connector_error)?;
+        let late = match &found {
+            Some((window, _)) => late_output(window).map_err(connector_error)?,
+            None => None,
+        };
 
         // The input rows, with their time in the window columns.
-        self.rowtime_scans.insert(placeholder);
+        if let Some((_, placeholder)) = &found {
+            self.rowtime_scans.insert(placeholder.clone());
+        }
         let input = self.lower(&agg.input)?;
-        let time = if window.processing_time {
-            TimeSource::ProcessingTime
-        } else {
-            TimeSource::EventTime {
-                column: time_column,
-            }
+        if found.is_none() && !input.bounded {
+            return Err(SqlError::new("GROUP BY without a window is not supported on an unbounded stream").with_hint(
+                "an unwindowed aggregate keeps state forever; group by a window instead: FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(ts), INTERVAL '1' MINUTE)) GROUP BY window_start, window_end, ...",
+            ));
+        }
+        let processing_time = found.as_ref().is_none_or(|(w, _)| w.processing_time);
+        let time = match time_column {
+            Some(column) if !processing_time => TimeSource::EventTime { column },
+            _ => TimeSource::ProcessingTime,
         };
         let key_columns: Option<Vec<usize>> = key_exprs
             .iter()
@@ -502,14 +508,17 @@ impl<'a> Lowering<'a> {
             .map(|(e, _)| e.human_display().to_string())
             .collect();
         let out_schema = agg.schema.clone();
-        let tvf = &window.tvf;
-        let time_note = if window.processing_time {
-            "processing time"
-        } else {
-            "event time"
+        let time_note = match (&found, processing_time) {
+            (None, _) => "whole bounded input",
+            (_, true) => "processing time",
+            (_, false) => "event time",
         };
 
-        if let WindowKind::Session { gap } = tvf.kind {
+        if let Some((window, _)) = found.as_ref().filter(|(w, _)| matches!(w.tvf.kind, WindowKind::Session { .. })) {
+            let tvf = &window.tvf;
+            let WindowKind::Session { gap } = tvf.kind else {
+                return Err(SqlError::new("not a session window"));
+            };
             let partition: Vec<usize> = if tvf.partition_by_group_keys {
                 (0..key_exprs.len()).collect()
             } else {
@@ -577,10 +586,15 @@ impl<'a> Lowering<'a> {
             });
         }
 
-        let windows = Self::slice_windows(&tvf.kind)?;
+        // Without a window function, one window spans all time and fires at
+        // the end of the input.
+        let windows = match &found {
+            Some((window, _)) => Self::slice_windows(&window.tvf.kind)?,
+            None => SliceWindows::tumble(1 << 60, 0).map_err(|e| SqlError::new(e.to_string()))?,
+        };
+        let shape = if found.is_some() { windows.describe() } else { "GROUP BY".to_string() };
         let describe = format!(
-            "{}, {time_note}, keys [{}], aggregates: {}",
-            windows.describe(),
+            "{shape}, {time_note}, keys [{}], aggregates: {}",
             key_names.join(", "),
             aggregate_names(&agg.aggr_expr)
         );
@@ -608,7 +622,7 @@ impl<'a> Lowering<'a> {
         // subtask, shuffle the partial state by key, merge.
         let single_subtask =
             input.parallelism == 1 && (key_exprs.is_empty() || self.parallelism == 1);
-        let two_phase = !window.processing_time && !single_subtask;
+        let two_phase = (found.is_none() || !processing_time) && !single_subtask;
         if two_phase {
             let partial = self.graph.add_node(
                 "window aggregate (local)",

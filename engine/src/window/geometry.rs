@@ -141,7 +141,7 @@ impl SliceWindows {
     ) -> impl Iterator<Item = Millis> {
         let (_, last, step) = self.windows_of_slice(slice_end);
         (0..)
-            .map(move |k| first_end + k * step)
+            .map_while(move |k: i64| k.checked_mul(step).and_then(|d| first_end.checked_add(d)))
             .take_while(move |e| *e <= last)
     }
 

@@ -312,3 +312,80 @@ pub fn simulate_sessions(split: &[Event], delay: i64, gap: i64) -> (Vec<(i64, i6
     fire(&mut open, &mut fired, i64::MAX);
     (fired, late)
 }
+
+/// A connector that replays given batches on one split, then either ends
+/// or goes quiet without ending (an unbounded stream with no traffic).
+pub struct Scripted {
+    pub batches: Vec<RecordBatch>,
+    pub ends: bool,
+}
+
+impl weir::crates::connectors::Connector for Scripted {
+    fn name(&self) -> &'static str {
+        "scripted"
+    }
+
+    fn is_bounded(&self, _options: &weir::crates::connectors::Options) -> bool {
+        self.ends
+    }
+
+    fn max_source_parallelism(&self, _spec: &weir::crates::connectors::TableSpec) -> Option<usize> {
+        Some(1)
+    }
+
+    fn source(
+        &self,
+        _spec: &weir::crates::connectors::TableSpec,
+    ) -> Result<weir::crates::engine::SourceFactory, weir::crates::connectors::ConnectorError> {
+        let batches = self.batches.clone();
+        let ends = self.ends;
+        Ok(Arc::new(move |_| {
+            Ok(Box::new(ScriptedSource {
+                batches: batches.clone().into(),
+                ends,
+            }) as Box<dyn weir::crates::engine::Source>)
+        }))
+    }
+}
+
+struct ScriptedSource {
+    batches: std::collections::VecDeque<RecordBatch>,
+    ends: bool,
+}
+
+#[async_trait::async_trait]
+impl weir::crates::engine::Source for ScriptedSource {
+    fn splits(&self) -> Vec<weir::crates::engine::SplitId> {
+        vec![0]
+    }
+
+    async fn poll(&mut self) -> weir::crates::engine::Result<weir::crates::engine::SourcePoll> {
+        use weir::crates::engine::SourcePoll;
+        match self.batches.pop_front() {
+            Some(batch) => Ok(SourcePoll::Batch { split: 0, batch }),
+            None if self.ends => Ok(SourcePoll::End),
+            None => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                Ok(SourcePoll::Pending)
+            }
+        }
+    }
+}
+
+/// Events as one batch of (k, v, ts) for the scripted connector.
+pub fn events_batch(events: &[Event]) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, true),
+        Field::new("v", DataType::Int64, true),
+        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(events.iter().map(|e| e.key).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(events.iter().map(|e| e.value).collect::<Vec<_>>())),
+            Arc::new(TimestampMillisecondArray::from(events.iter().map(|e| e.ts).collect::<Vec<_>>())),
+        ],
+    )
+    .unwrap()
+}

@@ -5,14 +5,21 @@ mod common;
 use common::*;
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn read_lines(dir: &std::path::Path) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        out.extend(text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()));
+        out.extend(
+            text.lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()),
+        );
     }
     out
 }
@@ -35,12 +42,20 @@ fn bad_records_go_to_the_dead_letter_output_and_good_ones_through() {
         .join("\n"),
     )
     .unwrap();
-    let ddl = stream_ddl(input.path(), 0, 2, &format!(", 'bad-data.path' = '{}'", dlq.path().display()));
+    let ddl = stream_ddl(
+        input.path(),
+        0,
+        2,
+        &format!(", 'bad-data.path' = '{}'", dlq.path().display()),
+    );
     let run = runtime().block_on(run_weir(&[ddl], "SELECT k, v FROM t"));
     // Missing field: NULL; unknown field: ignored.
     assert_eq!(run.rows, vec!["1 | 10", "2 | 12", "3 | NULL", "5 | 15"]);
     let letters = read_lines(dlq.path());
-    let mut lines: Vec<String> = letters.iter().map(|l| l["location"].as_str().unwrap().to_string()).collect();
+    let mut lines: Vec<String> = letters
+        .iter()
+        .map(|l| l["location"].as_str().unwrap().to_string())
+        .collect();
     lines.sort();
     assert_eq!(lines, vec!["a.json:2", "a.json:5", "a.json:6"]);
     for letter in &letters {
@@ -48,7 +63,10 @@ fn bad_records_go_to_the_dead_letter_output_and_good_ones_through() {
         assert!(!letter["reason"].as_str().unwrap().is_empty());
         assert!(letter["raw"].is_string());
     }
-    let broken = letters.iter().find(|l| l["location"] == "a.json:5").unwrap();
+    let broken = letters
+        .iter()
+        .find(|l| l["location"] == "a.json:5")
+        .unwrap();
     assert_eq!(broken["raw"], "{broken");
 }
 
@@ -61,10 +79,19 @@ fn bad_data_fail_stops_the_job_with_the_reason() {
     let error = rt.block_on(async {
         let mut session = weir::Session::new();
         session.sql(&ddl).await.unwrap();
-        session.query("SELECT k FROM t").await.unwrap().collect().await.unwrap_err()
+        session
+            .query("SELECT k FROM t")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap_err()
     });
     let text = error.to_string();
-    assert!(text.contains("bad record in t") && text.contains("a.json:2"), "{text}");
+    assert!(
+        text.contains("bad record in t") && text.contains("a.json:2"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -83,12 +110,23 @@ fn late_rows_are_written_with_their_reason() {
         .join("\n"),
     )
     .unwrap();
-    let ddl = stream_ddl(input.path(), 0, 1, &format!(", 'late-data.path' = '{}'", late.path().display()));
+    let ddl = stream_ddl(
+        input.path(),
+        0,
+        1,
+        &format!(", 'late-data.path' = '{}'", late.path().display()),
+    );
     let run = runtime().block_on(run_weir(
         &[ddl],
         "SELECT window_start, count(*) AS n, sum(v) AS s FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '100' MILLISECOND)) GROUP BY window_start, window_end",
     ));
-    assert_eq!(run.rows, vec!["2024-01-01T00:00:00 | 1 | 1", "2024-01-01T00:00:00.200 | 2 | 6"]);
+    assert_eq!(
+        run.rows,
+        vec![
+            "2024-01-01T00:00:00 | 1 | 1",
+            "2024-01-01T00:00:00.200 | 2 | 6"
+        ]
+    );
     assert_eq!(run.late_rows, 1);
     let letters = read_lines(late.path());
     assert_eq!(letters.len(), 1);
@@ -100,7 +138,11 @@ fn late_rows_are_written_with_their_reason() {
 fn csv_and_parquet_round_trip_through_the_filesystem_sink() {
     let rt = runtime();
     let csv_in = tempfile::tempdir().unwrap();
-    std::fs::write(csv_in.path().join("a.csv"), "k,v,ts\n1,10,2024-01-01 00:00:00\n2,,2024-01-01 00:00:01\n").unwrap();
+    std::fs::write(
+        csv_in.path().join("a.csv"),
+        "k,v,ts\n1,10,2024-01-01 00:00:00\n2,,2024-01-01 00:00:01\n",
+    )
+    .unwrap();
     let parquet_out = tempfile::tempdir().unwrap();
     let json_out = tempfile::tempdir().unwrap();
     rt.block_on(async {
@@ -127,7 +169,10 @@ fn csv_and_parquet_round_trip_through_the_filesystem_sink() {
             .unwrap();
         session.submit("INSERT INTO j SELECT k, v * 2 FROM p2").await.unwrap().wait().await.unwrap();
     });
-    let mut rows: Vec<String> = read_lines(json_out.path()).iter().map(|v| v.to_string()).collect();
+    let mut rows: Vec<String> = read_lines(json_out.path())
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
     rows.sort();
     assert_eq!(rows, vec![r#"{"doubled":20,"k":1}"#, r#"{"k":2}"#]);
 }
@@ -135,7 +180,18 @@ fn csv_and_parquet_round_trip_through_the_filesystem_sink() {
 #[test]
 fn processing_time_windows_count_every_row() {
     let input = tempfile::tempdir().unwrap();
-    let splits = generate(3, 2, Shape { rows: 300, keys: 5, hot: 0.2, nulls: 0.0, step: 3, jitter: 0 });
+    let splits = generate(
+        3,
+        2,
+        Shape {
+            rows: 300,
+            keys: 5,
+            hot: 0.2,
+            nulls: 0.0,
+            step: 3,
+            jitter: 0,
+        },
+    );
     write_splits(input.path(), &splits);
     let run = runtime().block_on(run_weir(
         &[

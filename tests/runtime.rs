@@ -18,13 +18,20 @@ fn session_with(connector: Scripted) -> weir::Session {
     weir::Session::with_registry(registry)
 }
 
-const QUIET_DDL: &str = "CREATE STREAM q (k BIGINT, v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
+const QUIET_DDL: &str =
+    "CREATE STREAM q (k BIGINT, v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
     WITH ('connector' = 'scripted', 'scan.watermark.idle-timeout' = '200ms'";
 
 const WINDOWS: &str = "SELECT window_start, count(*) AS n FROM TABLE(TUMBLE(TABLE q, DESCRIPTOR(ts), INTERVAL '100' MILLISECOND)) GROUP BY window_start, window_end";
 
 fn quiet_events() -> Vec<Event> {
-    (0..50).map(|i| Event { key: Some(1), value: Some(i), ts: i }).collect()
+    (0..50)
+        .map(|i| Event {
+            key: Some(1),
+            value: Some(i),
+            ts: i,
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -34,7 +41,9 @@ async fn a_quiet_stream_fires_its_last_window_with_idle_advance() {
         ends: false,
     });
     session
-        .sql(&format!("{QUIET_DDL}, 'scan.watermark.idle-advance' = 'true')"))
+        .sql(&format!(
+            "{QUIET_DDL}, 'scan.watermark.idle-advance' = 'true')"
+        ))
         .await
         .unwrap();
     let mut results = session.query(WINDOWS).await.unwrap();
@@ -57,7 +66,10 @@ async fn without_idle_advance_a_quiet_stream_holds_its_window() {
     session.sql(&format!("{QUIET_DDL})")).await.unwrap();
     let mut results = session.query(WINDOWS).await.unwrap();
     let waited = tokio::time::timeout(Duration::from_millis(1500), results.next_batch()).await;
-    assert!(waited.is_err(), "no watermark passed the window, so it must not fire");
+    assert!(
+        waited.is_err(),
+        "no watermark passed the window, so it must not fire"
+    );
     results.cancel();
 }
 
@@ -79,7 +91,8 @@ async fn barriers_flow_through_a_running_job_and_every_subtask_snapshots() {
     }
     let plan = plan.unwrap();
     let (sink, mut rows) = tokio::sync::mpsc::channel(64);
-    let sink_factory: weir::crates::engine::SinkFactory = Arc::new(move |_| Ok(Box::new(Collect(sink.clone())) as _));
+    let sink_factory: weir::crates::engine::SinkFactory =
+        Arc::new(move |_| Ok(Box::new(Collect(sink.clone())) as _));
     let graph = plan.with_sink(sink_factory);
     let nodes = graph.nodes.len();
     let (acks_tx, mut acks) = tokio::sync::mpsc::channel::<SnapshotAck>(1024);
@@ -105,13 +118,23 @@ async fn barriers_flow_through_a_running_job_and_every_subtask_snapshots() {
     job.wait().await.unwrap();
     let mut per_checkpoint = std::collections::BTreeMap::<u64, Vec<SnapshotAck>>::new();
     while let Ok(ack) = acks.try_recv() {
-        per_checkpoint.entry(ack.checkpoint_id).or_default().push(ack);
+        per_checkpoint
+            .entry(ack.checkpoint_id)
+            .or_default()
+            .push(ack);
     }
-    assert_eq!(per_checkpoint.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(
+        per_checkpoint.keys().copied().collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
     for acks in per_checkpoint.values() {
         // Every node of every subtask reported once, the sink excepted.
         let reported: usize = acks.iter().map(|a| a.states.len()).sum();
-        assert_eq!(reported, (nodes - 1) * 2, "every non-sink node, both subtasks");
+        assert_eq!(
+            reported,
+            (nodes - 1) * 2,
+            "every non-sink node, both subtasks"
+        );
     }
     // Barriers changed nothing: every bid was counted once.
     assert_eq!(counter.await.unwrap(), 40_000 * 46 / 50);
@@ -121,13 +144,19 @@ struct Collect(tokio::sync::mpsc::Sender<u64>);
 
 #[async_trait::async_trait]
 impl weir::crates::engine::Sink for Collect {
-    async fn write(&mut self, batch: datafusion::arrow::record_batch::RecordBatch) -> weir::crates::engine::Result<()> {
+    async fn write(
+        &mut self,
+        batch: datafusion::arrow::record_batch::RecordBatch,
+    ) -> weir::crates::engine::Result<()> {
         let counts = batch
             .column(1)
             .as_any()
             .downcast_ref::<datafusion::arrow::array::Int64Array>()
             .unwrap();
-        let _ = self.0.send(counts.values().iter().map(|v| *v as u64).sum()).await;
+        let _ = self
+            .0
+            .send(counts.values().iter().map(|v| *v as u64).sum())
+            .await;
         Ok(())
     }
 
@@ -138,13 +167,23 @@ impl weir::crates::engine::Sink for Collect {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hot_key_is_pre_aggregated_before_the_shuffle() {
-    let shape = Shape { rows: 2000, keys: 50, hot: 0.9, nulls: 0.0, step: 2, jitter: 0 };
+    let shape = Shape {
+        rows: 2000,
+        keys: 50,
+        hot: 0.9,
+        nulls: 0.0,
+        step: 2,
+        jitter: 0,
+    };
     let splits = generate(5, 4, shape);
     let dir = tempfile::tempdir().unwrap();
     write_splits(dir.path(), &splits);
     let mut session = weir::Session::new();
     session.set("parallelism.default", "4").unwrap();
-    session.sql(&stream_ddl(dir.path(), 0, 256, "")).await.unwrap();
+    session
+        .sql(&stream_ddl(dir.path(), 0, 256, ""))
+        .await
+        .unwrap();
     let mut results = session
         .query("SELECT k, count(*) AS n FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' SECOND)) GROUP BY k, window_start, window_end")
         .await
@@ -155,7 +194,11 @@ async fn a_hot_key_is_pre_aggregated_before_the_shuffle() {
     }
     let metrics = results.metrics();
     let (pairs, _) = on_time_pairs(&splits, 0, |t| hop_windows(t, 1000, 1000));
-    let expected = oracle(&pairs, "SELECT k, count(*) AS n FROM w GROUP BY k, window_start, window_end").await;
+    let expected = oracle(
+        &pairs,
+        "SELECT k, count(*) AS n FROM w GROUP BY k, window_start, window_end",
+    )
+    .await;
     assert_eq!(canonical_rows(&batches), expected);
 
     let local: Vec<_> = metrics.operator("window aggregate (local)").collect();
@@ -169,5 +212,8 @@ async fn a_hot_key_is_pre_aggregated_before_the_shuffle() {
     // ... and the shuffle carried pre-aggregated groups, not rows: the hot
     // key's 90% arrive as a handful of partial counts.
     let shuffled: u64 = global.iter().map(|s| s.rows_in).sum();
-    assert!(shuffled * 10 < rows, "{shuffled} partial rows for {rows} input rows");
+    assert!(
+        shuffled * 10 < rows,
+        "{shuffled} partial rows for {rows} input rows"
+    );
 }

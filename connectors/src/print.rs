@@ -27,7 +27,7 @@ impl Connector for PrintConnector {
         Ok(Arc::new(move |info| {
             let mut prefix = identifier
                 .clone()
-                .map(|i| format!("{i}"))
+                .map(|i| i.to_string())
                 .unwrap_or_default();
             if info.parallelism > 1 {
                 prefix = if prefix.is_empty() {

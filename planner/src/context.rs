@@ -110,8 +110,8 @@ impl<'a> Context<'a> {
                 );
             }
         }
-        let processing_time = is_proctime(&input, time, self.catalog);
-        let stream = source_stream(&input, self.catalog);
+        let processing_time = is_proctime(&input, time);
+        let stream = source_stream(&input);
         if !processing_time && stream.as_ref().is_some_and(|s| s.watermark.is_none()) {
             let name = stream.as_ref().map(|s| s.name.clone()).unwrap_or_default();
             return plan_err!(
@@ -146,7 +146,7 @@ impl<'a> Context<'a> {
 }
 
 /// Whether `column` of `plan` is a processing-time attribute (`PROCTIME()`).
-fn is_proctime(plan: &LogicalPlan, column: &str, catalog: &Catalog) -> bool {
+fn is_proctime(plan: &LogicalPlan, column: &str) -> bool {
     match plan {
         LogicalPlan::Projection(p) => {
             let Some(index) = p.schema.fields().iter().position(|f| f.name() == column) else {
@@ -154,12 +154,12 @@ fn is_proctime(plan: &LogicalPlan, column: &str, catalog: &Catalog) -> bool {
             };
             match p.expr[index].clone().unalias() {
                 Expr::ScalarFunction(f) => f.name() == PROCTIME,
-                Expr::Column(c) => is_proctime(&p.input, &c.name, catalog),
+                Expr::Column(c) => is_proctime(&p.input, &c.name),
                 _ => false,
             }
         }
-        LogicalPlan::Filter(f) => is_proctime(&f.input, column, catalog),
-        LogicalPlan::SubqueryAlias(s) => is_proctime(&s.input, column, catalog),
+        LogicalPlan::Filter(f) => is_proctime(&f.input, column),
+        LogicalPlan::SubqueryAlias(s) => is_proctime(&s.input, column),
         LogicalPlan::TableScan(scan) => scan
             .source
             .downcast_ref::<StreamTable>()
@@ -169,21 +169,16 @@ fn is_proctime(plan: &LogicalPlan, column: &str, catalog: &Catalog) -> bool {
 }
 
 /// The stream a plan reads (the first one found).
-pub(crate) fn source_stream(plan: &LogicalPlan, catalog: &Catalog) -> Option<Arc<StreamDef>> {
+pub(crate) fn source_stream(plan: &LogicalPlan) -> Option<Arc<StreamDef>> {
     if let LogicalPlan::TableScan(scan) = plan {
         if let Some(t) = scan.source.downcast_ref::<StreamTable>() {
             return Some(t.def.clone());
         }
         if let Some(w) = scan.source.downcast_ref::<WindowTable>() {
-            return w
-                .stream
-                .clone()
-                .or_else(|| source_stream(&w.input, catalog));
+            return w.stream.clone().or_else(|| source_stream(&w.input));
         }
     }
-    plan.inputs()
-        .into_iter()
-        .find_map(|p| source_stream(p, catalog))
+    plan.inputs().into_iter().find_map(source_stream)
 }
 
 impl ContextProvider for Context<'_> {

@@ -514,7 +514,10 @@ impl<'a> Lowering<'a> {
             (_, false) => "event time",
         };
 
-        if let Some((window, _)) = found.as_ref().filter(|(w, _)| matches!(w.tvf.kind, WindowKind::Session { .. })) {
+        if let Some((window, _)) = found
+            .as_ref()
+            .filter(|(w, _)| matches!(w.tvf.kind, WindowKind::Session { .. }))
+        {
             let tvf = &window.tvf;
             let WindowKind::Session { gap } = tvf.kind else {
                 return Err(SqlError::new("not a session window"));
@@ -592,7 +595,11 @@ impl<'a> Lowering<'a> {
             Some((window, _)) => Self::slice_windows(&window.tvf.kind)?,
             None => SliceWindows::tumble(1 << 60, 0).map_err(|e| SqlError::new(e.to_string()))?,
         };
-        let shape = if found.is_some() { windows.describe() } else { "GROUP BY".to_string() };
+        let shape = if found.is_some() {
+            windows.describe()
+        } else {
+            "GROUP BY".to_string()
+        };
         let describe = format!(
             "{shape}, {time_note}, keys [{}], aggregates: {}",
             key_names.join(", "),

@@ -428,7 +428,7 @@ fn parse_create_stream(p: &mut Parser<'_>) -> Result<Statement> {
             } else {
                 let name = p.parse_identifier()?;
                 let kind = if p.parse_keyword(Keyword::AS) {
-                    ColumnKind::Computed(p.parse_expr()?)
+                    ColumnKind::Computed(Box::new(p.parse_expr()?))
                 } else {
                     let data_type = parse_column_type(p, &mut owed_gt)?;
                     if word_next(p, "METADATA") {
@@ -519,7 +519,7 @@ fn parse_create_stream(p: &mut Parser<'_>) -> Result<Statement> {
             );
         }
     }
-    Ok(Statement::CreateStream(CreateStream {
+    Ok(Statement::CreateStream(Box::new(CreateStream {
         name,
         columns,
         watermark,
@@ -530,7 +530,7 @@ fn parse_create_stream(p: &mut Parser<'_>) -> Result<Statement> {
         or_replace,
         is_stream,
         position,
-    }))
+    })))
 }
 
 fn word_next(p: &Parser<'_>, word: &str) -> bool {

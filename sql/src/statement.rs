@@ -11,7 +11,7 @@ use crate::window::WindowTvf;
 #[derive(Debug, Clone)]
 pub enum Statement {
     /// `CREATE STREAM` or Flink's `CREATE TABLE ... WITH ('connector' = ...)`.
-    CreateStream(CreateStream),
+    CreateStream(Box<CreateStream>),
     CreateView(CreateView),
     /// `INSERT INTO sink SELECT ...`: a continuous job.
     Insert(Insert),
@@ -115,7 +115,7 @@ pub enum ColumnKind {
         not_null: bool,
     },
     /// `name AS expr`, computed from the other columns.
-    Computed(ast::Expr),
+    Computed(Box<ast::Expr>),
     /// `name type METADATA [FROM 'key'] [VIRTUAL]`.
     Metadata {
         data_type: ColumnType,

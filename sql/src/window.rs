@@ -178,7 +178,7 @@ enum TvfArg {
         partition_by: Vec<Ident>,
     },
     Descriptor(Ident),
-    Value(Expr),
+    Value(Box<Expr>),
 }
 
 fn parse_tvf_args(
@@ -237,7 +237,7 @@ fn parse_tvf_args(
             p.expect_token(&Token::RParen)?;
             TvfArg::Descriptor(column)
         } else {
-            TvfArg::Value(p.parse_expr()?)
+            TvfArg::Value(Box::new(p.parse_expr()?))
         };
         match name {
             Some(n) => named.push((n, arg, start)),

@@ -266,14 +266,15 @@ pub async fn oracle(pairs: &[(i64, i64, Event)], sql: &str) -> Vec<String> {
 /// order; before each row, sessions whose end - 1 <= the watermark fire;
 /// a row joins the open sessions its window `[ts, ts + gap)` touches, or
 /// is late if it touches none and its own window has closed.
+/// Open sessions per key: (start, end, rows).
+type OpenSessions = BTreeMap<Option<i64>, Vec<(i64, i64, Vec<Event>)>>;
+
 pub fn simulate_sessions(split: &[Event], delay: i64, gap: i64) -> (Vec<(i64, i64, Event)>, u64) {
-    let mut open: BTreeMap<Option<i64>, Vec<(i64, i64, Vec<Event>)>> = BTreeMap::new();
+    let mut open: OpenSessions = BTreeMap::new();
     let mut fired: Vec<(i64, i64, Event)> = Vec::new();
     let mut late = 0;
     let mut watermark = i64::MIN;
-    let fire = |open: &mut BTreeMap<Option<i64>, Vec<(i64, i64, Vec<Event>)>>,
-                fired: &mut Vec<(i64, i64, Event)>,
-                wm: i64| {
+    let fire = |open: &mut OpenSessions, fired: &mut Vec<(i64, i64, Event)>, wm: i64| {
         for sessions in open.values_mut() {
             sessions.retain(|(s, e, rows)| {
                 if e - 1 <= wm {
@@ -382,9 +383,15 @@ pub fn events_batch(events: &[Event]) -> RecordBatch {
     RecordBatch::try_new(
         schema,
         vec![
-            Arc::new(Int64Array::from(events.iter().map(|e| e.key).collect::<Vec<_>>())),
-            Arc::new(Int64Array::from(events.iter().map(|e| e.value).collect::<Vec<_>>())),
-            Arc::new(TimestampMillisecondArray::from(events.iter().map(|e| e.ts).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(
+                events.iter().map(|e| e.key).collect::<Vec<_>>(),
+            )),
+            Arc::new(Int64Array::from(
+                events.iter().map(|e| e.value).collect::<Vec<_>>(),
+            )),
+            Arc::new(TimestampMillisecondArray::from(
+                events.iter().map(|e| e.ts).collect::<Vec<_>>(),
+            )),
         ],
     )
     .unwrap()

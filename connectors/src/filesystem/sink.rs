@@ -18,8 +18,8 @@ use crate::format::{encode_lines, Format};
 use crate::store::Location;
 
 enum Writer {
-    Lines { out: BufWriter, bytes: u64 },
-    Parquet(AsyncArrowWriter<BufWriter>),
+    Lines { out: Box<BufWriter>, bytes: u64 },
+    Parquet(Box<AsyncArrowWriter<BufWriter>>),
 }
 
 struct PartFile {
@@ -79,12 +79,12 @@ impl FileSink {
         let writer = match self.format {
             Format::Parquet => {
                 let object = BufWriter::new(store, path.clone());
-                Writer::Parquet(
+                Writer::Parquet(Box::new(
                     AsyncArrowWriter::try_new(object, self.schema.clone(), None).map_err(err)?,
-                )
+                ))
             }
             _ => Writer::Lines {
-                out: BufWriter::new(store, path.clone()),
+                out: Box::new(BufWriter::new(store, path.clone())),
                 bytes: 0,
             },
         };

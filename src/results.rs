@@ -22,6 +22,7 @@ pub struct ResultStream {
     receiver: mpsc::Receiver<RecordBatch>,
     job: Arc<JobHandle>,
     limit: Option<usize>,
+    bounded: bool,
     seen: usize,
     done: bool,
 }
@@ -60,12 +61,14 @@ impl ResultStream {
         receiver: mpsc::Receiver<RecordBatch>,
         job: Arc<JobHandle>,
         limit: Option<usize>,
+        bounded: bool,
     ) -> Self {
         ResultStream {
             schema,
             receiver,
             job,
             limit,
+            bounded,
             seen: 0,
             done: false,
         }
@@ -73,6 +76,12 @@ impl ResultStream {
 
     pub fn schema(&self) -> SchemaRef {
         self.schema.clone()
+    }
+
+    /// Whether the query ends by itself (its sources are bounded, or it
+    /// has a LIMIT).
+    pub fn is_bounded(&self) -> bool {
+        self.bounded || self.limit.is_some()
     }
 
     /// The query job's metrics now.

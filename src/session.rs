@@ -120,6 +120,7 @@ impl Session {
                 let (sink, receiver) = result_channel(16);
                 let limit = limit_of(&statement.statement);
                 let schema = plan.schema.clone();
+                let bounded = plan.bounded;
                 let graph = plan.with_sink(sink);
                 let handle = weir_engine::spawn(graph, self.runtime.clone())?;
                 Ok(Output::Query(ResultStream::new(
@@ -127,6 +128,7 @@ impl Session {
                     receiver,
                     Arc::new(handle),
                     limit,
+                    bounded,
                 )))
             }
             Planned::Job(plan) => {

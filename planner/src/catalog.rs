@@ -104,6 +104,14 @@ pub fn nearest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         .map(|(_, c)| c)
 }
 
+/// Filters stay in the plan: streams evaluate them as operators.
+fn no_pushdown(filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+    Ok(vec![
+        TableProviderFilterPushDown::Unsupported;
+        filters.len()
+    ])
+}
+
 /// A stream as DataFusion sees it while planning.
 #[derive(Debug)]
 pub(crate) struct StreamTable {
@@ -119,10 +127,7 @@ impl TableSource for StreamTable {
         &self,
         filters: &[&Expr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![
-            TableProviderFilterPushDown::Unsupported;
-            filters.len()
-        ])
+        no_pushdown(filters)
     }
 }
 
@@ -149,10 +154,7 @@ impl TableSource for WindowTable {
         &self,
         filters: &[&Expr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![
-            TableProviderFilterPushDown::Unsupported;
-            filters.len()
-        ])
+        no_pushdown(filters)
     }
 }
 

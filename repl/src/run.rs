@@ -115,6 +115,14 @@ pub async fn run(
                     let _ = printer.print(&rows, &mut stdout.lock());
                 }
                 Output::Explain(plan) => println!("{plan}"),
+                Output::Query(results) if results.is_bounded() && format == OutputFormat::Table => {
+                    // A bounded result reads best as one table.
+                    let schema = results.schema();
+                    let batches = results.collect().await?;
+                    let all = weir::arrow::compute::concat_batches(&schema, &batches)
+                        .map_err(|e| Failure::Usage(e.to_string()))?;
+                    let _ = writeln!(stdout.lock(), "{}", table(&all));
+                }
                 Output::Query(mut results) => {
                     let mut printer = Printer::new(format);
                     loop {

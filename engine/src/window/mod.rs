@@ -50,6 +50,12 @@ impl TimeSource {
         matches!(self, TimeSource::ProcessingTime)
     }
 
+    /// How often a processing-time window checks the clock.
+    pub(crate) fn timer_interval(&self) -> Option<std::time::Duration> {
+        self.is_processing_time()
+            .then(|| std::time::Duration::from_millis(100))
+    }
+
     /// Times and lateness thresholds of each row. `fired` is the watermark
     /// up to which the operator has already fired windows.
     pub(crate) fn row_times(

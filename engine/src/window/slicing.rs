@@ -413,9 +413,7 @@ impl Operator for WindowAggregate {
     }
 
     fn timer_interval(&self) -> Option<std::time::Duration> {
-        self.time
-            .is_processing_time()
-            .then(|| std::time::Duration::from_millis(100))
+        self.time.timer_interval()
     }
 
     fn on_timer(&mut self, now: Millis, ctx: &mut OperatorContext<'_>) -> Result<()> {

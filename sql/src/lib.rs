@@ -9,13 +9,15 @@
 //! statements. Every error carries a line and column.
 //!
 //! ```
+//! # fn main() -> Result<(), weir_sql::SqlError> {
 //! let statements = weir_sql::parse(
 //!     "CREATE STREAM s (ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
 //!        WITH ('connector' = 'nexmark');
 //!      SELECT window_start, count(*) FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(ts), INTERVAL '10' SECOND))
 //!      GROUP BY window_start, window_end;",
-//! ).unwrap();
+//! )?;
 //! assert_eq!(statements.len(), 2);
+//! # Ok(()) }
 //! ```
 
 mod dialect;
@@ -37,6 +39,3 @@ pub use vars::substitute_vars;
 pub use window::{
     WindowInput, WindowKind, WindowTvf, PLACEHOLDER_PREFIX, WINDOW_END, WINDOW_START, WINDOW_TIME,
 };
-
-#[cfg(test)]
-mod tests;

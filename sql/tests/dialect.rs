@@ -1,6 +1,6 @@
 //! Parser tests over Flink's forms.
 
-use crate::*;
+use weir_sql::*;
 
 fn one(sql: &str) -> Statement {
     parse_statement(sql).unwrap_or_else(|e| panic!("{}", e.render(sql)))
@@ -38,21 +38,19 @@ fn nested_rows_close_with_shift_right() {
     let Statement::CreateStream(s) = one("CREATE TABLE t (a ROW<b ROW<c INT>>, d ARRAY<ROW<e BIGINT>>, m MAP<STRING, INT>) WITH ('connector'='x')") else { panic!() };
     assert_eq!(s.columns.len(), 3);
     assert_eq!(
-        s.columns[0].kind_type().unwrap().to_string(),
+        kind_type(&s.columns[0]).unwrap().to_string(),
         "ROW<b ROW<c INT>>"
     );
     assert_eq!(
-        s.columns[1].kind_type().unwrap().to_string(),
+        kind_type(&s.columns[1]).unwrap().to_string(),
         "ARRAY<ROW<e BIGINT>>"
     );
 }
 
-impl Column {
-    fn kind_type(&self) -> Option<&ColumnType> {
-        match &self.kind {
-            ColumnKind::Physical { data_type, .. } => Some(data_type),
-            _ => None,
-        }
+fn kind_type(column: &Column) -> Option<&ColumnType> {
+    match &column.kind {
+        ColumnKind::Physical { data_type, .. } => Some(data_type),
+        _ => None,
     }
 }
 

@@ -1,7 +1,9 @@
 //! `weir`: run SQL files, or (without arguments) an interactive shell.
 
+mod live;
 mod render;
 mod run;
+mod shell;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -79,24 +81,35 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let Some(command) = cli.command else {
+        return match shell::Shell::new(runtime).run() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    };
     let result = runtime.block_on(async {
-        match cli.command {
-            Some(Command::Run {
+        match command {
+            Command::Run {
                 files,
                 execute,
                 vars,
                 format,
-            }) => {
+            } => {
                 let sources = run::sources(&files, execute.as_deref())?;
-                run::run(&sources, &vars.into_iter().collect::<HashMap<_, _>>(), format).await
+                run::run(
+                    &sources,
+                    &vars.into_iter().collect::<HashMap<_, _>>(),
+                    format,
+                )
+                .await
             }
-            Some(Command::Explain { files, vars }) => {
+            Command::Explain { files, vars } => {
                 let sources = run::sources(&files, None)?;
                 run::explain(&sources, &vars.into_iter().collect::<HashMap<_, _>>()).await
             }
-            None => Err(run::Failure::Usage(
-                "the interactive shell is not built yet; use `weir run FILE.sql` or `weir run -e \"SQL\"`".into(),
-            )),
         }
     });
     match result {

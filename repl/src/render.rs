@@ -51,7 +51,11 @@ impl Printer {
 pub fn table(batch: &RecordBatch) -> Table {
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);
-    table.set_content_arrangement(ContentArrangement::Dynamic);
+    // Fit to the terminal, unless it is too narrow to be one (a pipe, or a
+    // pseudo-terminal without a size).
+    if table.width().is_some_and(|w| w >= 60) {
+        table.set_content_arrangement(ContentArrangement::Dynamic);
+    }
     table.set_header(batch.schema().fields().iter().map(|f| f.name().clone()));
     let options = FormatOptions::default().with_null("NULL");
     let formatters: Vec<ArrayFormatter> = batch

@@ -19,6 +19,7 @@ struct JobInner {
     sql: String,
     sink: String,
     started: SystemTime,
+    expected_rows: Option<u64>,
     handle: JobHandle,
 }
 
@@ -28,6 +29,7 @@ impl Job {
         name: String,
         sql: String,
         sink: String,
+        expected_rows: Option<u64>,
         handle: JobHandle,
     ) -> Self {
         Job {
@@ -37,6 +39,7 @@ impl Job {
                 sql,
                 sink,
                 started: SystemTime::now(),
+                expected_rows,
                 handle,
             }),
         }
@@ -61,6 +64,11 @@ impl Job {
 
     pub fn started(&self) -> SystemTime {
         self.inner.started
+    }
+
+    /// Rows the job's sources will read, when bounded and known.
+    pub fn expected_rows(&self) -> Option<u64> {
+        self.inner.expected_rows
     }
 
     pub fn status(&self) -> JobStatus {

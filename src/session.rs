@@ -135,7 +135,14 @@ impl Session {
                 let handle = weir_engine::spawn(plan.graph, self.runtime.clone())?;
                 let id = self.next_job.to_string();
                 self.next_job += 1;
-                let job = Job::new(id, plan.name, plan.text, plan.sink, handle);
+                let job = Job::new(
+                    id,
+                    plan.name,
+                    plan.text,
+                    plan.sink,
+                    plan.expected_rows,
+                    handle,
+                );
                 self.jobs.push(job.clone());
                 Ok(Output::Job(job))
             }

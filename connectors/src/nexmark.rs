@@ -237,6 +237,14 @@ impl Connector for NexmarkConnector {
         check_schema(schema)
     }
 
+    fn expected_rows(&self, options: &Options) -> Option<u64> {
+        options
+            .parse::<u64>("events.num")
+            .ok()
+            .flatten()
+            .filter(|n| *n > 0)
+    }
+
     fn is_bounded(&self, options: &Options) -> bool {
         matches!(options.parse::<u64>("events.num"), Ok(Some(n)) if n > 0)
     }

@@ -74,6 +74,11 @@ pub trait Connector: Send + Sync {
         false
     }
 
+    /// How many rows a bounded source will read, if known (for progress).
+    fn expected_rows(&self, _options: &Options) -> Option<u64> {
+        None
+    }
+
     /// How many parallel source subtasks make sense, if limited.
     fn max_source_parallelism(&self, _spec: &TableSpec) -> Option<usize> {
         None

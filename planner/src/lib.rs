@@ -97,6 +97,8 @@ pub struct JobPlan {
     pub bounded: bool,
     pub name: String,
     pub text: String,
+    /// Rows the sources will read, if bounded and known.
+    pub expected_rows: Option<u64>,
 }
 
 /// Plans statements against a catalog.
@@ -587,7 +589,9 @@ impl Planner {
             format!("connector={}", sink.connector.name()),
             factory,
         );
+        let expected_rows = lowering.expected_rows();
         Ok(JobPlan {
+            expected_rows,
             graph: lowering.graph,
             sink: sink.name.clone(),
             bounded: output.bounded,

@@ -44,6 +44,15 @@ pub(crate) struct Lowered {
     pub bounded: bool,
 }
 
+impl Lowering<'_> {
+    /// Rows the sources of the graph will read, when every one knows.
+    pub fn expected_rows(&self) -> Option<u64> {
+        self.expected
+            .iter()
+            .try_fold(0u64, |sum, e| e.map(|n| sum + n))
+    }
+}
+
 pub(crate) struct Lowering<'a> {
     pub graph: Graph,
     state: &'a SessionState,
@@ -52,6 +61,8 @@ pub(crate) struct Lowering<'a> {
     /// Window tables whose rows feed a window aggregate: they carry each
     /// row's time in the window columns instead of one row per window.
     rowtime_scans: HashSet<String>,
+    /// Per source node: the rows it will read, if known.
+    expected: Vec<Option<u64>>,
 }
 
 fn unsupported(what: &str, hint: &str) -> SqlError {
@@ -70,6 +81,7 @@ impl<'a> Lowering<'a> {
             settings,
             parallelism: settings.parallelism(),
             rowtime_scans: HashSet::new(),
+            expected: Vec::new(),
         }
     }
 
@@ -295,6 +307,8 @@ impl<'a> Lowering<'a> {
             None => None,
         };
         let bounded = def.connector.is_bounded(&def.options);
+        self.expected
+            .push(def.connector.expected_rows(&def.options));
         let mut detail = format!("connector={}", def.connector.name());
         if let Some(w) = &watermark {
             detail.push_str(&format!(", watermark: {}", w.display));

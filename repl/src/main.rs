@@ -1,6 +1,7 @@
 //! `weir`: run SQL files, or (without arguments) an interactive shell.
 
 mod live;
+mod progress;
 mod render;
 mod run;
 mod shell;

@@ -158,6 +158,7 @@ async fn wait_for_jobs(jobs: &[Job]) -> Result<(), Failure> {
     if jobs.is_empty() {
         return Ok(());
     }
+    let _progress = crate::progress::Progress::start(jobs);
     let all = futures::future::join_all(jobs.iter().map(|j| j.wait()));
     tokio::select! {
         results = all => {

@@ -28,7 +28,13 @@ pub struct OperatorContext<'a> {
     pub(crate) late: &'a mut Vec<RecordBatch>,
     pub(crate) watermark: Millis,
     pub(crate) metrics: &'a Arc<SubtaskMetrics>,
+    pub(crate) call_again: bool,
 }
+
+/// Rows an operator should emit from one call before yielding with
+/// [`OperatorContext::call_again`], so output is sent (and backpressured)
+/// in bounded pieces instead of piling up.
+pub const OUTPUT_ROWS_PER_CALL: usize = 64 * 1024;
 
 impl<'a> OperatorContext<'a> {
     /// Sends `batch` downstream (after the operator call returns).
@@ -56,6 +62,17 @@ impl<'a> OperatorContext<'a> {
     /// The merged input watermark before the current call.
     pub fn watermark(&self) -> Millis {
         self.watermark
+    }
+
+    /// Whether this call has emitted enough to yield.
+    pub fn is_full(&self) -> bool {
+        self.output.iter().map(|b| b.num_rows()).sum::<usize>() >= OUTPUT_ROWS_PER_CALL
+    }
+
+    /// Asks the runtime to send what was emitted and then make the same
+    /// call (watermark, timer or end) again: the operator has more to emit.
+    pub fn call_again(&mut self) {
+        self.call_again = true;
     }
 }
 

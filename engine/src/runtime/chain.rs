@@ -27,6 +27,8 @@ pub(crate) struct Emitted {
     pub batches: Vec<RecordBatch>,
     /// Late rows and the index of the operator that rejected them.
     pub late: Vec<(usize, RecordBatch)>,
+    /// An operator has more to emit: deliver this, then repeat the call.
+    pub call_again: bool,
 }
 
 pub(crate) struct Chain {
@@ -72,6 +74,7 @@ impl Chain {
                     late: &mut late,
                     watermark: self.watermark,
                     metrics: &op.metrics,
+                    call_again: false,
                 };
                 for batch in carry.drain(..) {
                     op.metrics.add_input(batch.num_rows());
@@ -79,8 +82,13 @@ impl Chain {
                         .on_batch(batch, &mut ctx)
                         .map_err(|e| e.in_operator(&name, self.subtask))?;
                 }
-                action(index, op.operator.as_mut(), &mut ctx)
-                    .map_err(|e| e.in_operator(&name, self.subtask))?;
+                // Operators after one that has more to emit wait for all of
+                // it before they see the watermark (or timer, or end).
+                if !emitted.call_again {
+                    action(index, op.operator.as_mut(), &mut ctx)
+                        .map_err(|e| e.in_operator(&name, self.subtask))?;
+                    emitted.call_again = ctx.call_again;
+                }
             }
             for batch in &output {
                 op.metrics.add_output(batch.num_rows());

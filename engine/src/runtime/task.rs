@@ -35,8 +35,14 @@ impl SubtaskParts {
 
     async fn watermark(&mut self, watermark: Watermark) -> Result<()> {
         if let Watermark::EventTime(t) = watermark {
-            let emitted = self.chain.on_watermark(t)?;
-            self.deliver(emitted).await?;
+            loop {
+                let emitted = self.chain.on_watermark(t)?;
+                let again = emitted.call_again;
+                self.deliver(emitted).await?;
+                if !again {
+                    break;
+                }
+            }
         }
         self.output.send_watermark(watermark).await
     }
@@ -62,8 +68,15 @@ impl SubtaskParts {
     }
 
     async fn timer(&mut self) -> Result<()> {
-        let emitted = self.chain.on_timer(now_millis())?;
-        self.deliver(emitted).await
+        let now = now_millis();
+        loop {
+            let emitted = self.chain.on_timer(now)?;
+            let again = emitted.call_again;
+            self.deliver(emitted).await?;
+            if !again {
+                return Ok(());
+            }
+        }
     }
 
     async fn end(&mut self, drain: bool) -> Result<()> {
@@ -71,8 +84,14 @@ impl SubtaskParts {
             self.watermark(Watermark::EventTime(FINAL_WATERMARK))
                 .await?;
         }
-        let emitted = self.chain.on_end()?;
-        self.deliver(emitted).await?;
+        loop {
+            let emitted = self.chain.on_end()?;
+            let again = emitted.call_again;
+            self.deliver(emitted).await?;
+            if !again {
+                break;
+            }
+        }
         self.output.end().await
     }
 }

@@ -223,10 +223,19 @@ impl SessionWindowAggregate {
         Ok(())
     }
 
-    fn fire_until(&mut self, watermark: Millis, ctx: &mut OperatorContext<'_>) -> Result<()> {
+    /// Fires sessions with `end - 1 <= watermark`; `false` when it yielded
+    /// with sessions left (see [`OperatorContext::call_again`]).
+    fn fire_until(&mut self, watermark: Millis, ctx: &mut OperatorContext<'_>) -> Result<bool> {
         let mut fired: Vec<Session> = Vec::new();
+        let mut rows = 0;
+        let mut done = true;
         while let Some((end, _)) = self.timers.first() {
             if end.saturating_sub(1) > watermark {
+                break;
+            }
+            if rows >= crate::operator::OUTPUT_ROWS_PER_CALL {
+                ctx.call_again();
+                done = false;
                 break;
             }
             let Some((end, key)) = self.timers.pop_first() else {
@@ -234,20 +243,21 @@ impl SessionWindowAggregate {
             };
             if let Some(list) = self.sessions.get_mut(&key) {
                 if let Some(j) = list.iter().position(|s| s.end == end) {
-                    fired.push(list.swap_remove(j));
+                    let session = list.swap_remove(j);
+                    rows += session.rows.len();
+                    fired.push(session);
                 }
                 if list.is_empty() {
                     self.sessions.remove(&key);
                 }
             }
         }
-        if fired.is_empty() {
-            return Ok(());
+        if !fired.is_empty() {
+            let row_watermark = self.watermark;
+            let batch = self.aggregate_sessions(&fired, row_watermark)?;
+            ctx.emit(batch);
         }
-        let row_watermark = self.watermark;
-        let batch = self.aggregate_sessions(&fired, row_watermark)?;
-        ctx.emit(batch);
-        Ok(())
+        Ok(done)
     }
 
     /// Aggregates the buffered rows of `sessions` in one pass and releases them.
@@ -333,8 +343,7 @@ impl Operator for SessionWindowAggregate {
     }
 
     fn on_watermark(&mut self, watermark: Millis, ctx: &mut OperatorContext<'_>) -> Result<()> {
-        if !self.time.is_processing_time() {
-            self.fire_until(watermark, ctx)?;
+        if !self.time.is_processing_time() && self.fire_until(watermark, ctx)? {
             self.watermark = self.watermark.max(watermark);
         }
         Ok(())
@@ -345,7 +354,7 @@ impl Operator for SessionWindowAggregate {
     }
 
     fn on_timer(&mut self, now: Millis, ctx: &mut OperatorContext<'_>) -> Result<()> {
-        self.fire_until(now - 1, ctx)
+        self.fire_until(now - 1, ctx).map(|_| ())
     }
 
     fn on_end(&mut self, ctx: &mut OperatorContext<'_>) -> Result<()> {

@@ -241,17 +241,22 @@ impl WindowAggregate {
         Ok(late)
     }
 
-    /// Fires every pending window with `end - 1 <= watermark`.
-    fn fire_until(&mut self, watermark: Millis, ctx: &mut OperatorContext<'_>) -> Result<()> {
+    /// Fires pending windows with `end - 1 <= watermark`; `false` when it
+    /// yielded with windows left (see [`OperatorContext::call_again`]).
+    fn fire_until(&mut self, watermark: Millis, ctx: &mut OperatorContext<'_>) -> Result<bool> {
         let row_watermark = self.watermark;
         while let Some(&end) = self.pending.first() {
             if end.saturating_sub(1) > watermark {
                 break;
             }
+            if ctx.is_full() {
+                ctx.call_again();
+                return Ok(false);
+            }
             self.pending.pop_first();
             self.fire_window(end, row_watermark, ctx)?;
         }
-        Ok(())
+        Ok(true)
     }
 
     fn fire_window(
@@ -405,8 +410,9 @@ impl Operator for WindowAggregate {
                 self.flush_partials(watermark, ctx)
             }
             _ => {
-                self.fire_until(watermark, ctx)?;
-                self.watermark = self.watermark.max(watermark);
+                if self.fire_until(watermark, ctx)? {
+                    self.watermark = self.watermark.max(watermark);
+                }
                 Ok(())
             }
         }
@@ -473,7 +479,9 @@ impl Operator for WindowAggregate {
             AggregateMode::Partial => self.flush_partials(FINAL_WATERMARK, ctx),
             // Processing-time windows fire at the end of input; event-time
             // ones fired at the final watermark.
-            _ if self.time.is_processing_time() => self.fire_until(FINAL_WATERMARK, ctx),
+            _ if self.time.is_processing_time() => {
+                self.fire_until(FINAL_WATERMARK, ctx).map(|_| ())
+            }
             _ => Ok(()),
         }
     }

@@ -468,6 +468,9 @@ impl Planner {
 
     /// Gives an unknown-table error the position of the name in the query.
     fn locate(&self, mut error: SqlError, query: &ast::Query) -> SqlError {
+        if error.hint.is_none() {
+            error.hint = self.column_hint(&error.message, query);
+        }
         if error.position.is_some() {
             return error;
         }
@@ -483,6 +486,26 @@ impl Planner {
             });
         }
         error
+    }
+
+    /// "No field named x": the nearest column of the relations the query reads.
+    fn column_hint(&self, message: &str, query: &ast::Query) -> Option<String> {
+        let name = message.strip_prefix("No field named ")?;
+        let name = name.split(['.', ' ']).next()?.trim_matches(|c| c == '"' || c == '`' || c == '\'');
+        let mut columns: Vec<String> = Vec::new();
+        let _ = ast::visit_relations(query, |relation| {
+            let table = object_name_last(relation);
+            let schema = match (self.catalog.stream(&table), self.catalog.view(&table)) {
+                (Some(s), _) => Some(s.schema.clone()),
+                (_, Some(v)) => Some(v.schema.clone()),
+                _ => None,
+            };
+            if let Some(schema) = schema {
+                columns.extend(schema.fields().iter().map(|f| f.name().clone()));
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+        catalog::nearest(name, columns.iter().map(String::as_str)).map(|c| format!("did you mean `{c}`?"))
     }
 
     /// Plans a transient query.

@@ -114,11 +114,7 @@ impl DeadLetterWriter {
             stream: stream.to_string(),
             location,
             sequence: AtomicU64::new(0),
-            run: format!(
-                "{}-{}",
-                chrono::Utc::now().format("%Y%m%dT%H%M%S"),
-                std::process::id()
-            ),
+            run: unique_run_id(),
             written: AtomicU64::new(0),
         })
     }
@@ -149,6 +145,18 @@ impl DeadLetterWriter {
             .fetch_add(lines.len() as u64, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// A name part no other writer (in this process or another) uses: time,
+/// process and a per-process counter.
+pub(crate) fn unique_run_id() -> String {
+    static WRITERS: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}-{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%3f"),
+        std::process::id(),
+        WRITERS.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Raw bytes as text when they are UTF-8, else as hex.

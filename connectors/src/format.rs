@@ -285,6 +285,28 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_not_null_field_is_bad_a_missing_nullable_one_is_null() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                false,
+            ),
+        ]));
+        let d = LineDecoder::new(Format::Json, schema, "s").unwrap();
+        let (batch, bad) = d
+            .decode(&lines(&[
+                r#"{"ts": "2024-01-01 00:00:00"}"#,
+                r#"{"id": 2}"#,
+            ]))
+            .unwrap();
+        assert_eq!(batch.unwrap().num_rows(), 1);
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].location, "line 2");
+    }
+
+    #[test]
     fn csv_decodes_and_isolates() {
         let d = LineDecoder::new(
             Format::Csv {

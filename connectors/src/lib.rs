@@ -10,11 +10,13 @@
 //! | `filesystem` | files (json lines, csv, parquet) on a local path or object storage | files |
 //! | `print` | | rows to stdout |
 //! | `blackhole` | | discards rows (benchmarks) |
+//! | `kafka` | topics, per-partition watermarks | a topic |
 
 pub mod blackhole;
 pub mod deadletter;
 pub mod filesystem;
 pub mod format;
+pub mod kafka;
 pub mod nexmark;
 pub mod options;
 pub mod print;
@@ -23,4 +25,4 @@ pub mod store;
 
 pub use deadletter::{BadDataPolicy, DeadLetterWriter};
 pub use options::Options;
-pub use registry::{Connector, ConnectorError, Registry, TableSpec};
+pub use registry::{Connector, ConnectorError, MetadataColumn, Registry, TableSpec};

@@ -42,8 +42,6 @@ const OPTIONS: &[&str] = &[
     "base-time",
     "scan.batch-size",
     "scan.rate-limit",
-    "scan.watermark.idle-timeout",
-    "scan.watermark.idle-advance",
 ];
 
 /// Settings of a Nexmark source.

@@ -101,6 +101,8 @@ impl Options {
             "bad-data.path",
             "late-data",
             "late-data.path",
+            "scan.watermark.idle-timeout",
+            "scan.watermark.idle-advance",
         ];
         for key in self.values.keys() {
             let ok = known.contains(&key.as_str())

@@ -44,11 +44,32 @@ pub struct TableSpec {
     pub partitioned_by: Vec<String>,
     /// What to do with records that cannot be decoded.
     pub bad_data: BadDataPolicy,
+    /// Columns of `schema` filled from connector metadata, not decoded.
+    pub metadata: Vec<MetadataColumn>,
+}
+
+/// A `METADATA` column: its index in the table's schema and its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataColumn {
+    pub index: usize,
+    pub key: String,
+}
+
+impl TableSpec {
+    /// Whether column `index` is metadata rather than data.
+    pub fn is_metadata(&self, index: usize) -> bool {
+        self.metadata.iter().any(|m| m.index == index)
+    }
 }
 
 /// A kind of source and/or sink.
 pub trait Connector: Send + Sync {
     fn name(&self) -> &'static str;
+
+    /// The `METADATA` keys the connector fills.
+    fn metadata_keys(&self) -> &'static [&'static str] {
+        &[]
+    }
 
     /// The schema to use when `CREATE STREAM` lists no columns.
     fn default_schema(&self, _options: &Options) -> Option<SchemaRef> {
@@ -119,6 +140,7 @@ impl Default for Registry {
         registry.register(Arc::new(crate::filesystem::FilesystemConnector));
         registry.register(Arc::new(crate::print::PrintConnector));
         registry.register(Arc::new(crate::blackhole::BlackholeConnector));
+        registry.register(Arc::new(crate::kafka::KafkaConnector));
         registry
     }
 }

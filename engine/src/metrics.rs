@@ -138,10 +138,83 @@ impl SubtaskSnapshot {
     }
 }
 
+/// Live counters of one source split (a Kafka partition, a file).
+#[derive(Debug)]
+pub struct SplitMetrics {
+    pub node: usize,
+    pub subtask: usize,
+    pub split: String,
+    rows: AtomicU64,
+    bytes: AtomicU64,
+    watermark: AtomicI64,
+    last_record: AtomicI64,
+    lag: AtomicI64,
+}
+
+impl SplitMetrics {
+    pub fn new(node: usize, subtask: usize, split: impl Into<String>) -> Self {
+        SplitMetrics {
+            node,
+            subtask,
+            split: split.into(),
+            rows: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            watermark: AtomicI64::new(NO_WATERMARK),
+            last_record: AtomicI64::new(NO_WATERMARK),
+            lag: AtomicI64::new(-1),
+        }
+    }
+
+    pub fn add_rows(&self, rows: usize, bytes: usize, now: Millis) {
+        self.rows.fetch_add(rows as u64, Relaxed);
+        self.bytes.fetch_add(bytes as u64, Relaxed);
+        self.last_record.store(now, Relaxed);
+    }
+
+    pub fn set_watermark(&self, watermark: Millis) {
+        self.watermark.store(watermark, Relaxed);
+    }
+
+    pub fn set_lag(&self, lag: i64) {
+        self.lag.store(lag, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> SplitSnapshot {
+        let opt = |v: i64| (v != NO_WATERMARK).then_some(v);
+        SplitSnapshot {
+            node: self.node,
+            subtask: self.subtask,
+            split: self.split.clone(),
+            rows: self.rows.load(Relaxed),
+            bytes: self.bytes.load(Relaxed),
+            watermark: opt(self.watermark.load(Relaxed)),
+            last_record: opt(self.last_record.load(Relaxed)),
+            lag: Some(self.lag.load(Relaxed)).filter(|l| *l >= 0),
+        }
+    }
+}
+
+/// A copy of one split's metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SplitSnapshot {
+    pub node: usize,
+    pub subtask: usize,
+    pub split: String,
+    pub rows: u64,
+    pub bytes: u64,
+    /// The split's own watermark.
+    pub watermark: Option<Millis>,
+    /// Wall-clock time of the last record read.
+    pub last_record: Option<Millis>,
+    /// Records available but not read yet (Kafka: high watermark − position).
+    pub lag: Option<i64>,
+}
+
 /// All subtask metrics of one job.
 #[derive(Debug, Default)]
 pub struct JobMetrics {
     subtasks: Mutex<Vec<Arc<SubtaskMetrics>>>,
+    splits: Mutex<Vec<Arc<SplitMetrics>>>,
 }
 
 impl JobMetrics {
@@ -149,10 +222,16 @@ impl JobMetrics {
         self.subtasks.lock().push(metrics);
     }
 
+    pub fn register_split(&self, metrics: Arc<SplitMetrics>) {
+        self.splits.lock().push(metrics);
+    }
+
     pub fn snapshot(&self) -> MetricsSnapshot {
         let mut subtasks: Vec<_> = self.subtasks.lock().iter().map(|m| m.snapshot()).collect();
         subtasks.sort_by_key(|s| (s.node, s.subtask));
-        MetricsSnapshot { subtasks }
+        let mut splits: Vec<_> = self.splits.lock().iter().map(|m| m.snapshot()).collect();
+        splits.sort_by(|a, b| (a.node, &a.split).cmp(&(b.node, &b.split)));
+        MetricsSnapshot { subtasks, splits }
     }
 }
 
@@ -160,6 +239,7 @@ impl JobMetrics {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MetricsSnapshot {
     pub subtasks: Vec<SubtaskSnapshot>,
+    pub splits: Vec<SplitSnapshot>,
 }
 
 impl MetricsSnapshot {

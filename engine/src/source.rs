@@ -52,6 +52,11 @@ pub trait Source: Send {
 
     async fn poll(&mut self) -> Result<SourcePoll>;
 
+    /// Records of `split` available but not read yet, if the source knows.
+    fn lag(&self, _split: SplitId) -> Option<i64> {
+        None
+    }
+
     /// Positions to store in a checkpoint.
     fn snapshot(&mut self) -> Result<StateSnapshot> {
         Ok(StateSnapshot::default())

@@ -24,6 +24,8 @@ pub struct StreamDef {
     pub connector: Arc<dyn Connector>,
     /// Columns defined as `PROCTIME()`.
     pub proctime_columns: Vec<String>,
+    /// Physical columns filled from connector metadata.
+    pub metadata: Vec<weir_connectors::MetadataColumn>,
 }
 
 impl std::fmt::Debug for StreamDef {

@@ -28,7 +28,7 @@ use datafusion::optimizer::optimize_projections::OptimizeProjections;
 use datafusion::optimizer::simplify_expressions::SimplifyExpressions;
 use datafusion::optimizer::{Optimizer, OptimizerContext};
 use datafusion::prelude::SessionConfig;
-use weir_connectors::{BadDataPolicy, Options, Registry, TableSpec};
+use weir_connectors::{BadDataPolicy, MetadataColumn, Options, Registry, TableSpec};
 use weir_engine::{Graph, SinkFactory};
 use weir_sql::sqlparser::ast;
 use weir_sql::{
@@ -255,6 +255,7 @@ impl Planner {
 
         // Physical columns, then every column with computed ones in place.
         let mut physical = Vec::new();
+        let mut metadata = Vec::new();
         for column in &c.columns {
             match &column.kind {
                 ColumnKind::Physical {
@@ -265,12 +266,31 @@ impl Planner {
                     arrow_type(data_type).map_err(|e| e.at(column.name.span.start))?,
                     !not_null,
                 )),
-                ColumnKind::Metadata { .. } => {
-                    return Err(SqlError::new(format!(
-                    "METADATA column '{}': metadata columns are not supported by this connector",
-                    column.name
-                ))
-                    .at(column.name.span.start))
+                ColumnKind::Metadata { data_type, key, .. } => {
+                    let key = key.clone().unwrap_or_else(|| column.name.value.clone());
+                    let known = connector.metadata_keys();
+                    if !known.contains(&key.as_str()) {
+                        let hint = if known.is_empty() {
+                            format!("the '{}' connector has no metadata", connector.name())
+                        } else {
+                            format!("metadata of '{}': {}", connector.name(), known.join(", "))
+                        };
+                        return Err(SqlError::new(format!(
+                            "METADATA column '{}': no metadata key '{key}'",
+                            column.name
+                        ))
+                        .at(column.name.span.start)
+                        .with_hint(hint));
+                    }
+                    metadata.push(MetadataColumn {
+                        index: physical.len(),
+                        key,
+                    });
+                    physical.push(Field::new(
+                        column.name.value.clone(),
+                        arrow_type(data_type).map_err(|e| e.at(column.name.span.start))?,
+                        true,
+                    ));
                 }
                 ColumnKind::Computed(_) => {}
             }
@@ -321,7 +341,13 @@ impl Planner {
                     fields.push(field.clone());
                     computed.push(None);
                 }
-                ColumnKind::Metadata { .. } => {}
+                ColumnKind::Metadata { .. } => {
+                    let field = physical_schema
+                        .field_with_name(&column.name.value)
+                        .map_err(|e| SqlError::new(e.to_string()))?;
+                    fields.push(field.clone());
+                    computed.push(None);
+                }
             }
         }
         let schema = Arc::new(Schema::new(fields));
@@ -400,6 +426,7 @@ impl Planner {
             options,
             connector,
             proctime_columns: proctime,
+            metadata,
         };
         self.catalog.views.remove(&name);
         self.catalog.streams.insert(name.clone(), Arc::new(def));
@@ -491,7 +518,10 @@ impl Planner {
     /// "No field named x": the nearest column of the relations the query reads.
     fn column_hint(&self, message: &str, query: &ast::Query) -> Option<String> {
         let name = message.strip_prefix("No field named ")?;
-        let name = name.split(['.', ' ']).next()?.trim_matches(|c| c == '"' || c == '`' || c == '\'');
+        let name = name
+            .split(['.', ' '])
+            .next()?
+            .trim_matches(|c| c == '"' || c == '`' || c == '\'');
         let mut columns: Vec<String> = Vec::new();
         let _ = ast::visit_relations(query, |relation| {
             let table = object_name_last(relation);
@@ -505,7 +535,8 @@ impl Planner {
             }
             std::ops::ControlFlow::<()>::Continue(())
         });
-        catalog::nearest(name, columns.iter().map(String::as_str)).map(|c| format!("did you mean `{c}`?"))
+        catalog::nearest(name, columns.iter().map(String::as_str))
+            .map(|c| format!("did you mean `{c}`?"))
     }
 
     /// Plans a transient query.
@@ -604,6 +635,7 @@ impl Planner {
                 .map(|i| i.value.clone())
                 .collect(),
             bad_data: BadDataPolicy::Drop,
+            metadata: sink.metadata.clone(),
         };
         let factory = sink.connector.sink(&spec).map_err(connector_error)?;
         lowering.add_sink(

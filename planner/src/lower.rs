@@ -248,6 +248,7 @@ impl<'a> Lowering<'a> {
             options: def.options.clone(),
             partitioned_by: Vec::new(),
             bad_data,
+            metadata: def.metadata.clone(),
         };
         let factory = def.connector.source(&spec).map_err(connector_error)?;
         let parallelism = self

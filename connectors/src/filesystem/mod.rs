@@ -24,8 +24,6 @@ pub struct FilesystemConnector;
 const SOURCE_OPTIONS: &[&str] = &[
     "path",
     "scan.batch-size",
-    "scan.watermark.idle-timeout",
-    "scan.watermark.idle-advance",
     "csv.field-delimiter",
     "csv.header",
 ];
@@ -97,11 +95,7 @@ impl Connector for FilesystemConnector {
             .options
             .duration("sink.rolling-policy.rollover-interval")?;
         let schema = spec.schema.clone();
-        let run = format!(
-            "{}-{}",
-            chrono::Utc::now().format("%Y%m%d%H%M%S"),
-            std::process::id()
-        );
+        let run = crate::deadletter::unique_run_id();
         Ok(Arc::new(move |info| {
             Ok(Box::new(FileSink::new(
                 location.clone(),

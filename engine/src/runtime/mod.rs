@@ -311,6 +311,8 @@ pub fn spawn(graph: Graph, config: RuntimeConfig) -> Result<JobHandle> {
                         computed: source.computed.clone(),
                         watermarks,
                         metrics: source_metrics,
+                        job_metrics: metrics.clone(),
+                        splits: HashMap::new(),
                         control: rx,
                     };
                     tasks.spawn(run_source_subtask(src, parts));

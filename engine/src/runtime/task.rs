@@ -13,9 +13,9 @@ use super::{SnapshotAck, SourceControl};
 use crate::error::Result;
 use crate::graph::NodeId;
 use crate::message::{now_millis, Barrier, Watermark, FINAL_WATERMARK};
-use crate::metrics::SubtaskMetrics;
+use crate::metrics::{SplitMetrics, SubtaskMetrics};
 use crate::operators::Projection;
-use crate::source::{Source, SourcePoll};
+use crate::source::{Source, SourcePoll, SplitId};
 
 /// Everything a subtask needs besides its input.
 pub(crate) struct SubtaskParts {
@@ -130,7 +130,34 @@ pub(crate) struct SourceSubtask {
     pub computed: Option<Arc<Projection>>,
     pub watermarks: WatermarkGenerator,
     pub metrics: Arc<SubtaskMetrics>,
+    pub job_metrics: Arc<crate::metrics::JobMetrics>,
+    pub splits: std::collections::HashMap<SplitId, Arc<SplitMetrics>>,
     pub control: Receiver<SourceControl>,
+}
+
+impl SourceSubtask {
+    fn split_metrics(&mut self, split: SplitId) -> Arc<SplitMetrics> {
+        if let Some(m) = self.splits.get(&split) {
+            return m.clone();
+        }
+        let m = Arc::new(SplitMetrics::new(
+            self.node,
+            self.metrics.subtask,
+            self.source.split_name(split),
+        ));
+        self.job_metrics.register_split(m.clone());
+        self.splits.insert(split, m.clone());
+        m
+    }
+
+    /// Refreshes every split's lag from the source.
+    fn refresh_lags(&self) {
+        for (split, m) in &self.splits {
+            if let Some(lag) = self.source.lag(*split) {
+                m.set_lag(lag);
+            }
+        }
+    }
 }
 
 /// Runs a source subtask until its source ends or it is told to stop.
@@ -145,7 +172,15 @@ pub(crate) async fn run_source_subtask(
         .idle_check()
         .map(|d| d.min(Duration::from_millis(200)));
     let mut last_idle_check = Instant::now();
+    let mut last_lag = Instant::now();
+    for split in src.source.splits() {
+        src.split_metrics(split);
+    }
     loop {
+        if last_lag.elapsed() >= Duration::from_secs(1) {
+            last_lag = Instant::now();
+            src.refresh_lags();
+        }
         while let Ok(control) = src.control.try_recv() {
             match control {
                 SourceControl::Stop { drain } => return parts.end(drain).await,
@@ -163,6 +198,15 @@ pub(crate) async fn run_source_subtask(
                 };
                 let batch = src.watermarks.assign(split, &batch)?;
                 src.metrics.add_output(batch.num_rows());
+                let split_metrics = src.split_metrics(split);
+                split_metrics.add_rows(
+                    batch.num_rows(),
+                    batch.get_array_memory_size(),
+                    now_millis(),
+                );
+                if let Some(w) = src.watermarks.split_watermark(split) {
+                    split_metrics.set_watermark(w);
+                }
                 let emitted = parts.chain.on_batch(batch)?;
                 parts.deliver(emitted).await?;
                 if let Some(w) = src.watermarks.update(Instant::now()) {
@@ -183,7 +227,12 @@ pub(crate) async fn run_source_subtask(
                     }
                 }
             }
-            SourcePoll::SplitsAdded(splits) => src.watermarks.add_splits(&splits),
+            SourcePoll::SplitsAdded(splits) => {
+                src.watermarks.add_splits(&splits);
+                for split in splits {
+                    src.split_metrics(split);
+                }
+            }
             SourcePoll::SplitEnded(split) => {
                 src.watermarks.end_split(split);
                 if let Some(w) = src.watermarks.update(Instant::now()) {

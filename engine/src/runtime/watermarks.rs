@@ -93,6 +93,14 @@ impl WatermarkGenerator {
         }
     }
 
+    /// The watermark of one split.
+    pub(crate) fn split_watermark(&self, split: SplitId) -> Option<Millis> {
+        self.splits
+            .get(&split)
+            .map(|s| s.watermark)
+            .filter(|w| *w != NO_WATERMARK)
+    }
+
     pub(crate) fn end_split(&mut self, split: SplitId) {
         if let Some(state) = self.splits.get_mut(&split) {
             state.ended = true;

@@ -1,0 +1,262 @@
+//! `'connector' = 'kafka'`: Kafka topics as a source and a sink, with
+//! Flink's option names.
+//!
+//! The source assigns partitions itself (as Flink's Kafka source does):
+//! partitions of the topics, sorted, are spread over the subtasks; each
+//! partition is one split with its own watermark. Start and end positions
+//! follow `'scan.startup.mode'` and `'scan.bounded.mode'`. Records that do not
+//! decode go to the dead-letter output with topic, partition and offset.
+
+mod offsets;
+mod sink;
+mod source;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use weir_engine::{SinkFactory, SourceFactory};
+
+use crate::format::Format;
+use crate::options::Options;
+use crate::registry::{Connector, ConnectorError, TableSpec};
+
+pub use offsets::{BoundedMode, StartupMode};
+pub use sink::KafkaSink;
+pub use source::KafkaSource;
+
+pub struct KafkaConnector;
+
+const OPTIONS: &[&str] = &[
+    "topic",
+    "topic-pattern",
+    "value.format",
+    "value.fields-include",
+    "key.format",
+    "key.fields",
+    "scan.startup.mode",
+    "scan.startup.timestamp-millis",
+    "scan.startup.specific-offsets",
+    "scan.bounded.mode",
+    "scan.bounded.timestamp-millis",
+    "scan.bounded.specific-offsets",
+    "scan.batch-size",
+    "sink.delivery",
+    "sink.delivery-guarantee",
+    "sink.parallelism",
+    "csv.field-delimiter",
+];
+
+/// Metadata a Kafka record carries, as Flink names it.
+const METADATA: &[&str] = &["topic", "partition", "offset", "timestamp"];
+
+/// What the Kafka options say, parsed once.
+#[derive(Debug, Clone)]
+pub(crate) struct KafkaSettings {
+    pub topics: Vec<String>,
+    pub pattern: Option<regex::Regex>,
+    pub client: Vec<(String, String)>,
+    pub group_id: Option<String>,
+    pub value_format: Format,
+    pub key_format: Option<Format>,
+    pub key_fields: Vec<String>,
+    /// The value holds every column (`ALL`) or all but the key fields.
+    pub value_includes_key: bool,
+    pub startup: StartupMode,
+    pub bounded: BoundedMode,
+    pub batch_size: usize,
+}
+
+fn format_named(options: &Options, key: &str, name: &str) -> Result<Format, ConnectorError> {
+    let mut o = options.clone();
+    o = Options::new(
+        o.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .chain([("format".to_string(), name.to_string())]),
+    );
+    Format::from_options(&o).map_err(|e| ConnectorError::option(key, e.message))
+}
+
+impl KafkaSettings {
+    pub fn parse(options: &Options) -> Result<Self, ConnectorError> {
+        options.check_known("kafka", OPTIONS, &["properties."])?;
+        let topics: Vec<String> = options
+            .get("topic")
+            .map(|t| {
+                t.split(';')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let pattern = options
+            .get("topic-pattern")
+            .map(|p| regex::Regex::new(&format!("^(?:{p})$")))
+            .transpose()
+            .map_err(|e| ConnectorError::option("topic-pattern", e))?;
+        if topics.is_empty() == pattern.is_none() {
+            return Err(ConnectorError::new(
+                "set exactly one of 'topic' and 'topic-pattern'",
+            ));
+        }
+        options.require("properties.bootstrap.servers")?;
+        let client: Vec<(String, String)> = options
+            .iter()
+            .filter_map(|(k, v)| {
+                k.strip_prefix("properties.")
+                    .map(|k| (k.to_string(), v.to_string()))
+            })
+            .collect();
+        let group_id = options.get("properties.group.id").map(str::to_string);
+        let value_format = match (options.get("value.format"), options.get("format")) {
+            (Some(v), _) | (None, Some(v)) => format_named(options, "value.format", v)?,
+            (None, None) => {
+                return Err(ConnectorError::option(
+                    "format",
+                    "is required (json, csv or raw)",
+                ))
+            }
+        };
+        if value_format == Format::Parquet {
+            return Err(ConnectorError::option(
+                "format",
+                "parquet is not a record format; use json, csv or raw",
+            ));
+        }
+        let key_format = options
+            .get("key.format")
+            .map(|f| format_named(options, "key.format", f))
+            .transpose()?;
+        let key_fields: Vec<String> = options
+            .get("key.fields")
+            .map(|f| {
+                f.split(';')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if key_format.is_some() != !key_fields.is_empty() {
+            return Err(ConnectorError::new(
+                "'key.format' and 'key.fields' go together",
+            ));
+        }
+        let value_includes_key = match options
+            .get("value.fields-include")
+            .map(str::to_ascii_uppercase)
+            .as_deref()
+        {
+            None | Some("ALL") => true,
+            Some("EXCEPT_KEY") => false,
+            Some(other) => {
+                return Err(ConnectorError::option(
+                    "value.fields-include",
+                    format!("'{other}' must be ALL or EXCEPT_KEY"),
+                ))
+            }
+        };
+        let startup = StartupMode::parse(options)?;
+        if matches!(startup, StartupMode::GroupOffsets) && group_id.is_none() {
+            return Err(ConnectorError::option(
+                "scan.startup.mode",
+                "'group-offsets' needs 'properties.group.id'",
+            ));
+        }
+        let bounded = BoundedMode::parse(options)?;
+        let batch_size = options
+            .parse::<usize>("scan.batch-size")?
+            .unwrap_or(4096)
+            .max(1);
+        Ok(KafkaSettings {
+            topics,
+            pattern,
+            client,
+            group_id,
+            value_format,
+            key_format,
+            key_fields,
+            value_includes_key,
+            startup,
+            bounded,
+            batch_size,
+        })
+    }
+
+    /// A librdkafka configuration with every `properties.*` option.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        for (k, v) in &self.client {
+            config.set(k, v);
+        }
+        config
+    }
+}
+
+/// Sets `key` unless the user set it with a `properties.*` option.
+pub(crate) fn set_default(config: &mut ClientConfig, key: &str, value: &str) {
+    if config.get(key).is_none() {
+        config.set(key, value);
+    }
+}
+
+/// How long blocking metadata calls may take.
+pub(crate) const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Connector for KafkaConnector {
+    fn name(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn metadata_keys(&self) -> &'static [&'static str] {
+        METADATA
+    }
+
+    fn validate(&self, options: &Options) -> Result<(), ConnectorError> {
+        KafkaSettings::parse(options).map(|_| ())
+    }
+
+    fn is_bounded(&self, options: &Options) -> bool {
+        KafkaSettings::parse(options).is_ok_and(|s| !matches!(s.bounded, BoundedMode::Unbounded))
+    }
+
+    fn source(&self, spec: &TableSpec) -> Result<SourceFactory, ConnectorError> {
+        let settings = Arc::new(KafkaSettings::parse(&spec.options)?);
+        for field in &settings.key_fields {
+            if spec.schema.field_with_name(field).is_err() {
+                return Err(ConnectorError::option(
+                    "key.fields",
+                    format!("'{field}' is not a column"),
+                ));
+            }
+        }
+        let spec = spec.clone();
+        Ok(Arc::new(move |info| {
+            Ok(Box::new(KafkaSource::new(settings.clone(), &spec, info)?)
+                as Box<dyn weir_engine::Source>)
+        }))
+    }
+
+    fn sink(&self, spec: &TableSpec) -> Result<SinkFactory, ConnectorError> {
+        let settings = Arc::new(KafkaSettings::parse(&spec.options)?);
+        if settings.topics.len() != 1 {
+            return Err(ConnectorError::option(
+                "topic",
+                "a Kafka sink writes to exactly one topic",
+            ));
+        }
+        match spec.options.get("sink.delivery").or(spec.options.get("sink.delivery-guarantee")).map(str::to_ascii_lowercase).as_deref() {
+            None | Some("at-least-once") | Some("at_least_once") | Some("best-effort") | Some("none") => {}
+            Some("exactly-once") | Some("exactly_once") => {
+                return Err(ConnectorError::option(
+                    "sink.delivery",
+                    "'exactly-once' needs checkpoints, which this build does not have yet; use 'at-least-once'",
+                ))
+            }
+            Some(other) => return Err(ConnectorError::option("sink.delivery", format!("'{other}' is not at-least-once or best-effort"))),
+        }
+        let spec = spec.clone();
+        Ok(Arc::new(move |_| {
+            Ok(Box::new(KafkaSink::new(settings.clone(), &spec)?) as Box<dyn weir_engine::Sink>)
+        }))
+    }
+}

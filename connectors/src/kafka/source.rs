@@ -1,0 +1,647 @@
+//! The Kafka source: one split per partition.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, Int32Array, Int64Array, StringArray, TimestampMillisecondArray,
+};
+use datafusion::arrow::compute::{cast, filter_record_batch};
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use parking_lot::Mutex;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientContext;
+use weir_engine::{
+    BadRecord, EngineError, Result, Source, SourcePoll, SplitId, StateSnapshot, SubtaskInfo,
+};
+
+use super::offsets::{BoundedMode, StartupMode};
+use super::{set_default, KafkaSettings, METADATA_TIMEOUT};
+use crate::deadletter::BadDataPolicy;
+use crate::format::{Line, LineDecoder};
+use crate::registry::{MetadataColumn, TableSpec};
+
+type Lags = Arc<Mutex<HashMap<(String, i32), i64>>>;
+
+/// Receives librdkafka's statistics: per-partition consumer lag.
+pub(crate) struct StatsContext {
+    lags: Lags,
+}
+
+impl ClientContext for StatsContext {
+    fn stats(&self, statistics: Statistics) {
+        let mut lags = self.lags.lock();
+        for (topic, t) in statistics.topics {
+            for (partition, p) in t.partitions {
+                if partition >= 0 && p.consumer_lag >= 0 {
+                    lags.insert((topic.clone(), partition), p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for StatsContext {}
+
+fn kafka_error(e: impl std::fmt::Display) -> EngineError {
+    EngineError::connector("kafka", e)
+}
+
+struct PartitionState {
+    split: SplitId,
+    topic: String,
+    partition: i32,
+    /// The next offset to read.
+    position: i64,
+    /// Bounded: stop before this offset.
+    end: Option<i64>,
+    done: bool,
+}
+
+struct Assigned {
+    consumer: Arc<StreamConsumer<StatsContext>>,
+    partitions: Vec<PartitionState>,
+    index: HashMap<(String, i32), usize>,
+    last_commit: Instant,
+}
+
+/// A record as read, owned.
+struct Record {
+    payload: Option<Vec<u8>>,
+    key: Option<Vec<u8>>,
+    offset: i64,
+    timestamp: Option<i64>,
+}
+
+pub struct KafkaSource {
+    settings: Arc<KafkaSettings>,
+    stream: String,
+    schema: SchemaRef,
+    metadata: Vec<MetadataColumn>,
+    value: LineDecoder,
+    key: Option<LineDecoder>,
+    bad_data: BadDataPolicy,
+    subtask: SubtaskInfo,
+    assigned: Option<Assigned>,
+    ready: VecDeque<SourcePoll>,
+    lags: Lags,
+    restored: Option<HashMap<(String, i32), i64>>,
+}
+
+impl KafkaSource {
+    pub(crate) fn new(
+        settings: Arc<KafkaSettings>,
+        spec: &TableSpec,
+        subtask: SubtaskInfo,
+    ) -> Result<Self> {
+        let data_fields = |include_key: bool| -> SchemaRef {
+            let fields: Vec<_> = spec
+                .schema
+                .fields()
+                .iter()
+                .enumerate()
+                .filter(|(i, f)| {
+                    !spec.is_metadata(*i)
+                        && (include_key || !settings.key_fields.contains(f.name()))
+                })
+                .map(|(_, f)| f.clone())
+                .collect();
+            Arc::new(Schema::new(fields))
+        };
+        let value = LineDecoder::new(
+            settings.value_format.clone(),
+            data_fields(settings.value_includes_key),
+            spec.name.clone(),
+        )?;
+        let key = match &settings.key_format {
+            Some(format) => {
+                let fields: Vec<_> = settings
+                    .key_fields
+                    .iter()
+                    .filter_map(|k| spec.schema.field_with_name(k).ok().cloned())
+                    .collect();
+                Some(LineDecoder::new(
+                    format.clone(),
+                    Arc::new(Schema::new(fields)),
+                    spec.name.clone(),
+                )?)
+            }
+            None => None,
+        };
+        Ok(KafkaSource {
+            settings,
+            stream: spec.name.clone(),
+            schema: spec.schema.clone(),
+            metadata: spec.metadata.clone(),
+            value,
+            key,
+            bad_data: spec.bad_data.clone(),
+            subtask,
+            assigned: None,
+            ready: VecDeque::new(),
+            lags: Arc::new(Mutex::new(HashMap::new())),
+            restored: None,
+        })
+    }
+
+    /// Creates the consumer, lists partitions, takes this subtask's share
+    /// and seeks each to its start.
+    async fn assign(&mut self) -> Result<Vec<SplitId>> {
+        let mut config = self.settings.client_config();
+        config
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false");
+        // Statistics give per-partition lag; a bounded fetch queue keeps
+        // memory bounded when the job is backpressured and stops polling.
+        set_default(&mut config, "statistics.interval.ms", "1000");
+        set_default(&mut config, "queued.max.messages.kbytes", "16384");
+        if self.settings.group_id.is_none() {
+            config.set("group.id", format!("weir-{}", self.stream));
+        }
+        let context = StatsContext {
+            lags: self.lags.clone(),
+        };
+        let consumer: StreamConsumer<StatsContext> =
+            config.create_with_context(context).map_err(kafka_error)?;
+        let consumer = Arc::new(consumer);
+        let settings = self.settings.clone();
+        let restored = self.restored.clone();
+        let subtask = self.subtask;
+        let lookup = consumer.clone();
+        let partitions = tokio::task::spawn_blocking(move || {
+            plan_partitions(&lookup, &settings, subtask, restored.as_ref())
+        })
+        .await
+        .map_err(|e| kafka_error(format!("metadata task: {e}")))??;
+        let mut tpl = TopicPartitionList::new();
+        for p in &partitions {
+            tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.position))
+                .map_err(kafka_error)?;
+        }
+        consumer.assign(&tpl).map_err(kafka_error)?;
+        let splits = partitions.iter().map(|p| p.split).collect();
+        for p in partitions.iter().filter(|p| p.done) {
+            self.ready.push_back(SourcePoll::SplitEnded(p.split));
+        }
+        let index = partitions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| ((p.topic.clone(), p.partition), i))
+            .collect();
+        tracing::info!(stream = %self.stream, subtask = self.subtask.index, partitions = partitions.len(), "kafka partitions assigned");
+        self.assigned = Some(Assigned {
+            consumer,
+            partitions,
+            index,
+            last_commit: Instant::now(),
+        });
+        Ok(splits)
+    }
+
+    /// Commits read positions to the consumer group (at-least-once).
+    fn commit(&mut self) {
+        let (Some(assigned), Some(_)) = (&mut self.assigned, &self.settings.group_id) else {
+            return;
+        };
+        let mut tpl = TopicPartitionList::new();
+        for p in &assigned.partitions {
+            let _ = tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.position));
+        }
+        if let Err(e) = assigned.consumer.commit(&tpl, CommitMode::Async) {
+            tracing::warn!(stream = %self.stream, "kafka offset commit failed: {e}");
+        }
+        assigned.last_commit = Instant::now();
+    }
+
+    /// Reads what arrives within a short linger, grouped per partition.
+    async fn read(&mut self) -> Result<Vec<(usize, Vec<Record>)>> {
+        let Some(assigned) = &mut self.assigned else {
+            return Ok(Vec::new());
+        };
+        let mut deadline = Instant::now() + weir_engine::source::MAX_POLL_WAIT;
+        let mut groups: Vec<(usize, Vec<Record>)> = Vec::new();
+        let mut count = 0;
+        while count < self.settings.batch_size {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let message = match tokio::time::timeout(left, assigned.consumer.recv()).await {
+                Err(_) => break,
+                Ok(Err(e)) => {
+                    // librdkafka retries broker errors itself; keep going.
+                    tracing::warn!(stream = %self.stream, "kafka: {e}");
+                    continue;
+                }
+                Ok(Ok(m)) => m,
+            };
+            let Some(&i) = assigned
+                .index
+                .get(&(message.topic().to_string(), message.partition()))
+            else {
+                continue;
+            };
+            let state = &mut assigned.partitions[i];
+            if state.done || state.end.is_some_and(|end| message.offset() >= end) {
+                continue;
+            }
+            state.position = message.offset() + 1;
+            let record = Record {
+                payload: message.payload().map(<[u8]>::to_vec),
+                key: message.key().map(<[u8]>::to_vec),
+                offset: message.offset(),
+                timestamp: message.timestamp().to_millis(),
+            };
+            match groups.iter_mut().find(|(g, _)| *g == i) {
+                Some((_, records)) => records.push(record),
+                None => groups.push((i, vec![record])),
+            }
+            count += 1;
+            // After the first record, linger only briefly for more, so
+            // latency stays low at low rates.
+            if count == 1 {
+                deadline = deadline.min(Instant::now() + LINGER);
+            }
+        }
+        Ok(groups)
+    }
+
+    /// Marks partitions that reached their end; pauses them.
+    fn finish_partitions(&mut self) {
+        let Some(assigned) = &mut self.assigned else {
+            return;
+        };
+        let mut paused = TopicPartitionList::new();
+        for p in assigned.partitions.iter_mut() {
+            if !p.done && p.end.is_some_and(|end| p.position >= end) {
+                p.done = true;
+                let _ = paused.add_partition(&p.topic, p.partition);
+                self.ready.push_back(SourcePoll::SplitEnded(p.split));
+            }
+        }
+        if paused.count() > 0 {
+            let _ = assigned.consumer.pause(&paused);
+        }
+    }
+
+    /// Decodes one partition's records into a batch; bad records go to the
+    /// dead-letter output.
+    async fn decode(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: &[Record],
+    ) -> Result<Option<RecordBatch>> {
+        let location = |r: &Record| format!("{topic}-{partition}@{}", r.offset);
+        let mut bad: Vec<BadRecord> = Vec::new();
+        let empty: &[u8] = &[];
+        let mut candidates: Vec<usize> = Vec::new();
+        for (i, r) in records.iter().enumerate() {
+            if r.payload.is_none() {
+                bad.push(BadRecord {
+                    stream: self.stream.clone(),
+                    reason: "the record has no value (a tombstone)".into(),
+                    location: location(r),
+                    raw: Vec::new(),
+                });
+            } else {
+                candidates.push(i);
+            }
+        }
+        let lines: Vec<Line<'_>> = candidates
+            .iter()
+            .map(|i| Line {
+                bytes: records[*i].payload.as_deref().unwrap_or(empty),
+                location: location(&records[*i]),
+            })
+            .collect();
+        let (values, bad_values) = self.value.decode(&lines)?;
+        let rejected: HashSet<String> = bad_values.iter().map(|b| b.location.clone()).collect();
+        bad.extend(bad_values);
+        let mut good: Vec<usize> = candidates
+            .into_iter()
+            .filter(|i| !rejected.contains(&location(&records[*i])))
+            .collect();
+        let mut values = values;
+        let mut keys = None;
+        if let Some(key_decoder) = &self.key {
+            let key_lines: Vec<Line<'_>> = good
+                .iter()
+                .map(|i| Line {
+                    bytes: records[*i].key.as_deref().unwrap_or(empty),
+                    location: location(&records[*i]),
+                })
+                .collect();
+            let (key_batch, bad_keys) = key_decoder.decode(&key_lines)?;
+            if !bad_keys.is_empty() {
+                let rejected: HashSet<String> =
+                    bad_keys.iter().map(|b| b.location.clone()).collect();
+                let keep: BooleanArray = good
+                    .iter()
+                    .map(|i| Some(!rejected.contains(&location(&records[*i]))))
+                    .collect();
+                values = values.map(|v| filter_record_batch(&v, &keep)).transpose()?;
+                good.retain(|i| !rejected.contains(&location(&records[*i])));
+                bad.extend(bad_keys.into_iter().map(|mut b| {
+                    b.reason = format!("key: {}", b.reason);
+                    b
+                }));
+            }
+            keys = key_batch;
+        }
+        self.bad_data.handle(bad).await?;
+        let Some(values) = values.filter(|v| v.num_rows() > 0) else {
+            return Ok(None);
+        };
+        let rows = good.len();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        for (i, field) in self.schema.fields().iter().enumerate() {
+            let column: ArrayRef = if let Some(m) = self.metadata.iter().find(|m| m.index == i) {
+                let array: ArrayRef = match m.key.as_str() {
+                    "topic" => Arc::new(StringArray::from(vec![topic; rows])),
+                    "partition" => Arc::new(Int32Array::from(vec![partition; rows])),
+                    "offset" => Arc::new(Int64Array::from_iter_values(
+                        good.iter().map(|g| records[*g].offset),
+                    )),
+                    _ => Arc::new(TimestampMillisecondArray::from(
+                        good.iter()
+                            .map(|g| records[*g].timestamp)
+                            .collect::<Vec<_>>(),
+                    )),
+                };
+                if array.data_type() == field.data_type() {
+                    array
+                } else {
+                    cast(&array, field.data_type())?
+                }
+            } else if let (Some(keys), true) =
+                (&keys, self.settings.key_fields.contains(field.name()))
+            {
+                keys.column_by_name(field.name())
+                    .cloned()
+                    .ok_or_else(|| kafka_error(format!("key column {} missing", field.name())))?
+            } else {
+                values
+                    .column_by_name(field.name())
+                    .cloned()
+                    .ok_or_else(|| kafka_error(format!("value column {} missing", field.name())))?
+            };
+            columns.push(column);
+        }
+        let options = RecordBatchOptions::new().with_row_count(Some(rows));
+        Ok(Some(RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &options,
+        )?))
+    }
+}
+
+/// The partitions of this subtask with their start and end offsets.
+fn plan_partitions(
+    consumer: &StreamConsumer<StatsContext>,
+    settings: &KafkaSettings,
+    subtask: SubtaskInfo,
+    restored: Option<&HashMap<(String, i32), i64>>,
+) -> Result<Vec<PartitionState>> {
+    let metadata = consumer
+        .fetch_metadata(None, METADATA_TIMEOUT)
+        .map_err(kafka_error)?;
+    let mut all: Vec<(String, i32)> = Vec::new();
+    for topic in metadata.topics() {
+        let wanted = settings.topics.iter().any(|t| t == topic.name())
+            || settings
+                .pattern
+                .as_ref()
+                .is_some_and(|p| p.is_match(topic.name()));
+        if wanted {
+            all.extend(
+                topic
+                    .partitions()
+                    .iter()
+                    .map(|p| (topic.name().to_string(), p.id())),
+            );
+        }
+    }
+    for t in &settings.topics {
+        if !all.iter().any(|(name, _)| name == t) {
+            return Err(kafka_error(format!("topic '{t}' does not exist")));
+        }
+    }
+    all.sort();
+    let mine: Vec<(SplitId, String, i32)> = all
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % subtask.parallelism == subtask.index)
+        .map(|(i, (t, p))| (i as SplitId, t, p))
+        .collect();
+    let committed = match (&settings.startup, &settings.bounded) {
+        (StartupMode::GroupOffsets, _) | (_, BoundedMode::GroupOffsets) => {
+            let mut tpl = TopicPartitionList::new();
+            for (_, t, p) in &mine {
+                let _ = tpl.add_partition(t, *p);
+            }
+            let c = consumer
+                .committed_offsets(tpl, METADATA_TIMEOUT)
+                .map_err(kafka_error)?;
+            c.elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+                    _ => None,
+                })
+                .collect::<HashMap<_, _>>()
+        }
+        _ => HashMap::new(),
+    };
+    let by_time = |ts: i64| -> Result<HashMap<(String, i32), i64>> {
+        let mut tpl = TopicPartitionList::new();
+        for (_, t, p) in &mine {
+            tpl.add_partition_offset(t, *p, Offset::Offset(ts))
+                .map_err(kafka_error)?;
+        }
+        let found = consumer
+            .offsets_for_times(tpl, METADATA_TIMEOUT)
+            .map_err(kafka_error)?;
+        Ok(found
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+                _ => None,
+            })
+            .collect())
+    };
+    let start_times = match settings.startup {
+        StartupMode::Timestamp(ts) => by_time(ts)?,
+        _ => HashMap::new(),
+    };
+    let end_times = match settings.bounded {
+        BoundedMode::Timestamp(ts) => by_time(ts)?,
+        _ => HashMap::new(),
+    };
+    let mut out = Vec::with_capacity(mine.len());
+    for (split, topic, partition) in mine {
+        let (low, high) = consumer
+            .fetch_watermarks(&topic, partition, METADATA_TIMEOUT)
+            .map_err(kafka_error)?;
+        let key = (topic.clone(), partition);
+        let start = match restored.and_then(|r| r.get(&key)) {
+            Some(o) => *o,
+            None => match &settings.startup {
+                StartupMode::Earliest => low,
+                StartupMode::Latest => high,
+                StartupMode::GroupOffsets => committed.get(&key).copied().unwrap_or(low),
+                StartupMode::Timestamp(_) => start_times.get(&key).copied().unwrap_or(high),
+                StartupMode::Specific(m) => m.get(&partition).copied().unwrap_or(low),
+            },
+        }
+        .clamp(low, high);
+        let end = match &settings.bounded {
+            BoundedMode::Unbounded => None,
+            BoundedMode::Latest => Some(high),
+            BoundedMode::GroupOffsets => Some(committed.get(&key).copied().unwrap_or(high)),
+            BoundedMode::Timestamp(_) => Some(end_times.get(&key).copied().unwrap_or(high)),
+            BoundedMode::Specific(m) => Some(m.get(&partition).copied().unwrap_or(high)),
+        };
+        out.push(PartitionState {
+            split,
+            topic,
+            partition,
+            position: start,
+            end,
+            done: end.is_some_and(|e| start >= e),
+        });
+    }
+    Ok(out)
+}
+
+/// How long a poll waits for more records after the first.
+const LINGER: Duration = Duration::from_millis(20);
+
+/// How often read positions are committed to the group.
+const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
+
+#[async_trait]
+impl Source for KafkaSource {
+    fn splits(&self) -> Vec<SplitId> {
+        Vec::new()
+    }
+
+    fn split_name(&self, split: SplitId) -> String {
+        self.assigned
+            .as_ref()
+            .and_then(|a| a.partitions.iter().find(|p| p.split == split))
+            .map_or(split.to_string(), |p| {
+                format!("{}-{}", p.topic, p.partition)
+            })
+    }
+
+    fn lag(&self, split: SplitId) -> Option<i64> {
+        let assigned = self.assigned.as_ref()?;
+        let p = assigned.partitions.iter().find(|p| p.split == split)?;
+        self.lags
+            .lock()
+            .get(&(p.topic.clone(), p.partition))
+            .copied()
+    }
+
+    async fn poll(&mut self) -> Result<SourcePoll> {
+        if let Some(event) = self.ready.pop_front() {
+            return Ok(event);
+        }
+        if self.assigned.is_none() {
+            let splits = self.assign().await?;
+            return Ok(SourcePoll::SplitsAdded(splits));
+        }
+        if self
+            .assigned
+            .as_ref()
+            .is_some_and(|a| a.partitions.iter().all(|p| p.done))
+        {
+            self.commit();
+            return Ok(SourcePoll::End);
+        }
+        let groups = self.read().await?;
+        for (i, records) in groups {
+            let (topic, partition, split) = match &self.assigned {
+                Some(a) => (
+                    a.partitions[i].topic.clone(),
+                    a.partitions[i].partition,
+                    a.partitions[i].split,
+                ),
+                None => continue,
+            };
+            if let Some(batch) = self.decode(&topic, partition, &records).await? {
+                self.ready.push_back(SourcePoll::Batch { split, batch });
+            }
+        }
+        self.finish_partitions();
+        if self
+            .assigned
+            .as_ref()
+            .is_some_and(|a| a.last_commit.elapsed() >= COMMIT_INTERVAL)
+        {
+            self.commit();
+        }
+        Ok(self.ready.pop_front().unwrap_or(SourcePoll::Pending))
+    }
+
+    fn snapshot(&mut self) -> Result<StateSnapshot> {
+        self.commit();
+        let Some(assigned) = &self.assigned else {
+            return Ok(StateSnapshot::default());
+        };
+        let table = RecordBatch::try_from_iter(vec![
+            (
+                "topic",
+                Arc::new(StringArray::from_iter_values(
+                    assigned.partitions.iter().map(|p| p.topic.clone()),
+                )) as ArrayRef,
+            ),
+            (
+                "partition",
+                Arc::new(Int32Array::from_iter_values(
+                    assigned.partitions.iter().map(|p| p.partition),
+                )) as ArrayRef,
+            ),
+            (
+                "offset",
+                Arc::new(Int64Array::from_iter_values(
+                    assigned.partitions.iter().map(|p| p.position),
+                )) as ArrayRef,
+            ),
+        ])?;
+        Ok(StateSnapshot {
+            tables: vec![("offsets".into(), table)],
+        })
+    }
+
+    fn restore(&mut self, state: StateSnapshot) -> Result<()> {
+        let Some(table) = state.table("offsets") else {
+            return Ok(());
+        };
+        let (Some(topics), Some(partitions), Some(offsets)) = (
+            table.column(0).as_any().downcast_ref::<StringArray>(),
+            table.column(1).as_any().downcast_ref::<Int32Array>(),
+            table.column(2).as_any().downcast_ref::<Int64Array>(),
+        ) else {
+            return Err(kafka_error("checkpointed offsets have the wrong columns"));
+        };
+        let mut restored = HashMap::new();
+        for i in 0..table.num_rows() {
+            restored.insert(
+                (topics.value(i).to_string(), partitions.value(i)),
+                offsets.value(i),
+            );
+        }
+        self.restored = Some(restored);
+        Ok(())
+    }
+}

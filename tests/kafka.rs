@@ -1,0 +1,411 @@
+//! The Kafka connector against librdkafka's mock cluster: a real Kafka
+//! protocol server on loopback, started by each test.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use rdkafka::config::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+fn producer(bootstrap: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("message.timeout.ms", "10000")
+        .create()
+        .unwrap()
+}
+
+/// Sends each payload to its partition, in order.
+async fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    records: &[(i32, Option<String>, String)],
+) {
+    for (partition, key, payload) in records {
+        let mut record = FutureRecord::to(topic)
+            .partition(*partition)
+            .payload(payload);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
+fn event_json(e: &Event) -> String {
+    let key = e.key.map_or("null".into(), |k| k.to_string());
+    let value = e.value.map_or("null".into(), |v| v.to_string());
+    let ts = chrono::DateTime::from_timestamp_millis(e.ts)
+        .unwrap()
+        .format("%Y-%m-%d %H:%M:%S%.3f");
+    format!(r#"{{"k": {key}, "v": {value}, "ts": "{ts}"}}"#)
+}
+
+fn kafka_ddl(name: &str, bootstrap: &str, topic: &str, delay: i64, extra: &str) -> String {
+    format!(
+        "CREATE STREAM {name} (k BIGINT, v BIGINT, ts TIMESTAMP(3) NOT NULL,
+           WATERMARK FOR ts AS ts - INTERVAL '{delay}' MILLISECOND)
+         WITH ('connector' = 'kafka', 'topic' = '{topic}', 'properties.bootstrap.servers' = '{bootstrap}',
+               'scan.startup.mode' = 'earliest-offset', 'format' = 'json'{extra})"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partitions_out_of_order_with_bad_records_match_the_oracle() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("events", 3, 1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    // Partitions 0 and 1 carry most rows, out of order; partition 2 has a
+    // few early rows and then stays quiet.
+    let mut splits = generate(
+        23,
+        2,
+        Shape {
+            rows: 300,
+            keys: 7,
+            hot: 0.3,
+            nulls: 0.05,
+            step: 6,
+            jitter: 50,
+        },
+    );
+    splits.push(splits[0][..5].to_vec());
+    let mut records: Vec<(i32, Option<String>, String)> = Vec::new();
+    for (p, split) in splits.iter().enumerate() {
+        for e in split {
+            records.push((p as i32, None, event_json(e)));
+        }
+    }
+    // Bad records: broken JSON, a wrong type, a missing NOT NULL field.
+    let bad = [
+        (0, "{broken".to_string()),
+        (
+            1,
+            r#"{"k": "seven", "v": 1, "ts": "2023-11-14 22:13:20.000"}"#.to_string(),
+        ),
+        (2, r#"{"k": 1, "v": 1}"#.to_string()),
+    ];
+    records.extend(bad.iter().map(|(p, payload)| (*p, None, payload.clone())));
+    produce(&producer(&bootstrap), "events", &records).await;
+
+    let dlq = tempfile::tempdir().unwrap();
+    let delay = 20;
+    let (pairs, late) = on_time_pairs(&splits, delay, |t| hop_windows(t, 100, 100));
+    let expected = oracle(&pairs, "SELECT window_start, k, count(*) AS n, sum(v) AS s FROM w GROUP BY window_start, window_end, k").await;
+    for parallelism in [1, 3] {
+        let ddl = kafka_ddl(
+            "t",
+            &bootstrap,
+            "events",
+            delay,
+            &format!(
+                ", 'scan.bounded.mode' = 'latest-offset', 'bad-data.path' = '{}'",
+                dlq.path().display()
+            ),
+        );
+        let run = run_weir(
+            &[format!("SET 'parallelism.default' = '{parallelism}'"), ddl],
+            "SELECT window_start, k, count(*) AS n, sum(v) AS s FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '100' MILLISECOND)) GROUP BY window_start, window_end, k",
+        )
+        .await;
+        assert_eq!(run.rows, expected, "parallelism {parallelism}");
+        assert_eq!(run.late_rows, late);
+    }
+    // Every bad record is in the dead-letter output, with where it was.
+    let mut letters = Vec::new();
+    for entry in std::fs::read_dir(dlq.path()).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        letters.extend(
+            text.lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()),
+        );
+    }
+    // Late rows share the output (no 'late-data.path'); they carry the row.
+    let (letters, late_letters): (Vec<_>, Vec<_>) =
+        letters.into_iter().partition(|l| l.get("raw").is_some());
+    assert_eq!(
+        late_letters.len() as u64,
+        2 * late,
+        "two runs wrote their late rows"
+    );
+    // Two runs read the topic.
+    assert_eq!(letters.len(), 2 * bad.len());
+    let mut raws: Vec<String> = letters
+        .iter()
+        .map(|l| l["raw"].as_str().unwrap().to_string())
+        .collect();
+    raws.sort();
+    raws.dedup();
+    let mut expected_raws: Vec<String> = bad.iter().map(|(_, p)| p.clone()).collect();
+    expected_raws.sort();
+    assert_eq!(raws, expected_raws);
+    for letter in &letters {
+        assert!(letter["location"].as_str().unwrap().starts_with("events-"));
+        assert!(!letter["reason"].as_str().unwrap().is_empty());
+    }
+    assert!(late > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_partition_stops_holding_the_watermark_back() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("busy", 2, 1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let p = producer(&bootstrap);
+    // Partition 1 gets one early record, then nothing.
+    let base = 1_700_000_000_000i64;
+    produce(
+        &p,
+        "busy",
+        &[(
+            1,
+            None,
+            event_json(&Event {
+                key: Some(1),
+                value: Some(1),
+                ts: base,
+            }),
+        )],
+    )
+    .await;
+    let mut session = weir::Session::new();
+    session
+        .sql(&kafka_ddl(
+            "t",
+            &bootstrap,
+            "busy",
+            0,
+            ", 'scan.watermark.idle-timeout' = '300ms'",
+        ))
+        .await
+        .unwrap();
+    let mut results = session
+        .query("SELECT window_start, count(*) AS n FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' SECOND)) GROUP BY window_start, window_end")
+        .await
+        .unwrap();
+    // Partition 0 keeps flowing, seconds ahead of partition 1.
+    let feeder = tokio::spawn(async move {
+        for i in 0..200i64 {
+            let e = Event {
+                key: Some(2),
+                value: Some(i),
+                ts: base + 1000 + i * 50,
+            };
+            produce(&p, "busy", &[(0, None, event_json(&e))]).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    // Windows fire although partition 1 has not moved since its first row.
+    let batch = tokio::time::timeout(Duration::from_secs(60), results.next_batch())
+        .await
+        .expect("a window should fire with the idle partition excluded")
+        .unwrap()
+        .unwrap();
+    assert!(batch.num_rows() > 0);
+    results.cancel();
+    feeder.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_offsets_resume_where_the_last_job_stopped() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("orders", 2, 1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let p = producer(&bootstrap);
+    let rows = |from: i64, n: i64| -> Vec<(i32, Option<String>, String)> {
+        (from..from + n)
+            .map(|i| {
+                (
+                    (i % 2) as i32,
+                    None,
+                    event_json(&Event {
+                        key: Some(i),
+                        value: Some(i),
+                        ts: 1_700_000_000_000 + i,
+                    }),
+                )
+            })
+            .collect()
+    };
+    produce(&p, "orders", &rows(0, 50)).await;
+    let count = |startup: &str| {
+        let ddl = kafka_ddl(
+            "t",
+            &bootstrap,
+            "orders",
+            0,
+            &format!(", 'properties.group.id' = 'g1', 'scan.bounded.mode' = 'latest-offset', 'scan.startup.mode' = '{startup}'"),
+        )
+        .replace("'scan.startup.mode' = 'earliest-offset', ", "");
+        async move {
+            run_weir(&[ddl], "SELECT count(*) AS n, sum(k) AS s FROM t")
+                .await
+                .rows
+        }
+    };
+    assert_eq!(count("earliest-offset").await, vec!["50 | 1225"]);
+    produce(&p, "orders", &rows(50, 20)).await;
+    // Only the 20 new records: 50..70.
+    assert_eq!(count("group-offsets").await, vec!["20 | 1190"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sink_writes_keyed_records_that_read_back_with_metadata() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("out", 3, 1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let input = tempfile::tempdir().unwrap();
+    let splits = generate(
+        29,
+        2,
+        Shape {
+            rows: 200,
+            keys: 9,
+            hot: 0.2,
+            nulls: 0.0,
+            step: 5,
+            jitter: 0,
+        },
+    );
+    write_splits(input.path(), &splits);
+    let mut session = weir::Session::new();
+    session
+        .sql(&stream_ddl(input.path(), 0, 64, ""))
+        .await
+        .unwrap();
+    session
+        .sql(&format!(
+            "CREATE TABLE out (k BIGINT, v BIGINT, ts TIMESTAMP(3)) WITH ('connector' = 'kafka', 'topic' = 'out',
+               'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'json', 'key.format' = 'json', 'key.fields' = 'k')"
+        ))
+        .await
+        .unwrap();
+    session
+        .submit("INSERT INTO out SELECT k, v, ts FROM t")
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+
+    // Read it back, with Kafka metadata columns.
+    let ddl = format!(
+        "CREATE STREAM back (k BIGINT, v BIGINT, ts TIMESTAMP(3), part INT METADATA FROM 'partition', off BIGINT METADATA FROM 'offset')
+         WITH ('connector' = 'kafka', 'topic' = 'out', 'properties.bootstrap.servers' = '{bootstrap}',
+               'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset', 'format' = 'json')"
+    );
+    let run = run_weir(
+        &[ddl.clone()],
+        "SELECT count(*) AS n, sum(v) AS s, count(DISTINCT part) AS parts FROM back",
+    )
+    .await;
+    let total: i64 = splits.iter().flatten().map(|e| e.value.unwrap()).sum();
+    assert_eq!(run.rows, vec![format!("400 | {total} | 3")]);
+    // Keyed: every key lands in exactly one partition.
+    let keyed = run_weir(
+        &[ddl],
+        "SELECT k, count(DISTINCT part) AS parts, min(off) >= 0 AS ok FROM back GROUP BY k",
+    )
+    .await;
+    assert_eq!(keyed.rows.len(), 9);
+    assert!(
+        keyed.rows.iter().all(|r| r.ends_with("| 1 | true")),
+        "{:?}",
+        keyed.rows
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn broker_errors_are_retried_without_losing_records() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("flaky", 2, 1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let records: Vec<_> = (0..100i64)
+        .map(|i| {
+            (
+                (i % 2) as i32,
+                None,
+                event_json(&Event {
+                    key: Some(i),
+                    value: Some(1),
+                    ts: 1_700_000_000_000 + i,
+                }),
+            )
+        })
+        .collect();
+    produce(&producer(&bootstrap), "flaky", &records).await;
+    // The next fetches fail with retriable errors.
+    cluster.request_errors(
+        RDKafkaApiKey::Fetch,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+        ],
+    );
+    let run = run_weir(
+        &[kafka_ddl(
+            "t",
+            &bootstrap,
+            "flaky",
+            0,
+            ", 'scan.bounded.mode' = 'latest-offset'",
+        )],
+        "SELECT count(*) AS n FROM t",
+    )
+    .await;
+    assert_eq!(run.rows, vec!["100"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn per_partition_metrics_name_each_partition() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("m", 2, 1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let records: Vec<_> = (0..30i64)
+        .map(|i| {
+            (
+                if i < 20 { 0 } else { 1 },
+                None,
+                event_json(&Event {
+                    key: Some(i),
+                    value: Some(1),
+                    ts: 1_700_000_000_000 + i,
+                }),
+            )
+        })
+        .collect();
+    produce(&producer(&bootstrap), "m", &records).await;
+    let mut session = weir::Session::new();
+    session
+        .sql(&kafka_ddl(
+            "t",
+            &bootstrap,
+            "m",
+            0,
+            ", 'scan.bounded.mode' = 'latest-offset'",
+        ))
+        .await
+        .unwrap();
+    let mut results = session.query("SELECT k FROM t").await.unwrap();
+    while results.next_batch().await.unwrap().is_some() {}
+    let metrics = results.metrics();
+    let mut splits: Vec<(String, u64)> = metrics
+        .splits
+        .iter()
+        .map(|s| (s.split.clone(), s.rows))
+        .collect();
+    splits.sort();
+    assert_eq!(
+        splits,
+        vec![("m-0".to_string(), 20), ("m-1".to_string(), 10)]
+    );
+}

@@ -126,7 +126,7 @@ impl<'a> Lowering<'a> {
                     .iter()
                     .map(|e| self.physical(e, p.input.schema()))
                     .collect::<Result<Vec<_>>>()?;
-                let detail = p.expr.iter().map(|e| e.human_display().to_string()).collect::<Vec<_>>().join(", ");
+                let detail = p.expr.iter().map(display_expr).collect::<Vec<_>>().join(", ");
                 let projection = Projection::new("projection", exprs, Arc::new(p.schema.as_arrow().clone()));
                 Ok(self.add_operator(&input, "projection", detail, op_factory(projection), p.schema.clone()))
             }
@@ -134,7 +134,7 @@ impl<'a> Lowering<'a> {
                 let input = self.lower(&f.input)?;
                 let predicate = self.physical(&f.predicate, f.input.schema())?;
                 let filter = Filter::new("filter", predicate);
-                let detail = f.predicate.human_display().to_string();
+                let detail = display_expr(&f.predicate);
                 Ok(self.add_operator(&input, "filter", detail, op_factory(filter), f.input.schema().clone()))
             }
             LogicalPlan::SubqueryAlias(s) => {
@@ -518,10 +518,7 @@ impl<'a> Lowering<'a> {
                 _ => None,
             })
             .collect();
-        let key_names: Vec<String> = key_exprs
-            .iter()
-            .map(|(e, _)| e.human_display().to_string())
-            .collect();
+        let key_names: Vec<String> = key_exprs.iter().map(|(e, _)| display_expr(e)).collect();
         let out_schema = agg.schema.clone();
         let time_note = match (&found, processing_time) {
             (None, _) => "whole bounded input",
@@ -751,10 +748,27 @@ impl<'a> Lowering<'a> {
     }
 }
 
+/// An expression as EXPLAIN shows it, without Weir's internal qualifiers.
+fn display_expr(e: &Expr) -> String {
+    let text = e.human_display().to_string();
+    text.split(' ')
+        .map(|word| match word.split_once('.') {
+            Some((q, rest))
+                if q.trim_start_matches('(')
+                    .starts_with(weir_sql::PLACEHOLDER_PREFIX) =>
+            {
+                format!("{}{rest}", &q[..q.len() - q.trim_start_matches('(').len()])
+            }
+            _ => word.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn aggregate_names(exprs: &[Expr]) -> String {
     exprs
         .iter()
-        .map(|e| e.human_display().to_string())
+        .map(display_expr)
         .collect::<Vec<_>>()
         .join(", ")
 }

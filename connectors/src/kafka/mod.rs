@@ -136,7 +136,7 @@ impl KafkaSettings {
                     .collect()
             })
             .unwrap_or_default();
-        if key_format.is_some() != !key_fields.is_empty() {
+        if key_format.is_some() == key_fields.is_empty() {
             return Err(ConnectorError::new(
                 "'key.format' and 'key.fields' go together",
             ));

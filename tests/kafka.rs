@@ -303,7 +303,7 @@ async fn the_sink_writes_keyed_records_that_read_back_with_metadata() {
                'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset', 'format' = 'json')"
     );
     let run = run_weir(
-        &[ddl.clone()],
+        std::slice::from_ref(&ddl),
         "SELECT count(*) AS n, sum(v) AS s, count(DISTINCT part) AS parts FROM back",
     )
     .await;

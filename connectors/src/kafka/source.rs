@@ -11,6 +11,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use futures::FutureExt;
 use parking_lot::Mutex;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::Message;
@@ -224,22 +225,33 @@ impl KafkaSource {
         let Some(assigned) = &mut self.assigned else {
             return Ok(Vec::new());
         };
-        let mut deadline = Instant::now() + weir_engine::source::MAX_POLL_WAIT;
         let mut groups: Vec<(usize, Vec<Record>)> = Vec::new();
         let mut count = 0;
+        // Wait for the first record (up to the poll limit), then take what
+        // is already there; linger once, briefly, if the batch is not full,
+        // so latency stays low at low rates without a timer per record.
+        let mut wait = Some(weir_engine::source::MAX_POLL_WAIT);
+        let mut lingered = false;
         while count < self.settings.batch_size {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            let message = match tokio::time::timeout(left, assigned.consumer.recv()).await {
-                Err(_) => break,
-                Ok(Err(e)) => {
+            let received = match wait.take() {
+                Some(limit) => match tokio::time::timeout(limit, assigned.consumer.recv()).await {
+                    Ok(r) => Some(r),
+                    Err(_) => None,
+                },
+                None => assigned.consumer.recv().now_or_never(),
+            };
+            let message = match received {
+                None if count > 0 && !std::mem::replace(&mut lingered, true) => {
+                    wait = Some(LINGER);
+                    continue;
+                }
+                None => break,
+                Some(Err(e)) => {
                     // librdkafka retries broker errors itself; keep going.
                     tracing::warn!(stream = %self.stream, "kafka: {e}");
                     continue;
                 }
-                Ok(Ok(m)) => m,
+                Some(Ok(m)) => m,
             };
             let Some(&i) = assigned
                 .index
@@ -263,11 +275,6 @@ impl KafkaSource {
                 None => groups.push((i, vec![record])),
             }
             count += 1;
-            // After the first record, linger only briefly for more, so
-            // latency stays low at low rates.
-            if count == 1 {
-                deadline = deadline.min(Instant::now() + LINGER);
-            }
         }
         Ok(groups)
     }

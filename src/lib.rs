@@ -21,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+mod checkpoints;
 mod error;
 mod job;
 mod results;

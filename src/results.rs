@@ -49,10 +49,6 @@ impl Sink for ChannelSink {
             .await
             .map_err(|_| weir_engine::EngineError::Cancelled)
     }
-
-    async fn finish(&mut self) -> EngineResult<()> {
-        Ok(())
-    }
 }
 
 impl ResultStream {

@@ -132,7 +132,14 @@ impl Session {
                 )))
             }
             Planned::Job(plan) => {
-                let handle = weir_engine::spawn(plan.graph, self.runtime.clone())?;
+                let mut runtime = self.runtime.clone();
+                if let Some(checkpoint) = &plan.checkpoint {
+                    let (config, restore) =
+                        crate::checkpoints::prepare(checkpoint, &plan.name).await?;
+                    runtime.checkpoint = Some(config);
+                    runtime.restore = restore;
+                }
+                let handle = weir_engine::spawn(plan.graph, runtime)?;
                 let id = self.next_job.to_string();
                 self.next_job += 1;
                 let job = Job::new(

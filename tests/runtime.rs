@@ -159,10 +159,6 @@ impl weir::crates::engine::Sink for Collect {
             .await;
         Ok(())
     }
-
-    async fn finish(&mut self) -> weir::crates::engine::Result<()> {
-        Ok(())
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

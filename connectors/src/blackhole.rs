@@ -28,8 +28,4 @@ impl Sink for Blackhole {
     async fn write(&mut self, _batch: RecordBatch) -> Result<()> {
         Ok(())
     }
-
-    async fn finish(&mut self) -> Result<()> {
-        Ok(())
-    }
 }

@@ -273,6 +273,8 @@ struct NexmarkSource {
     /// Events this subtask will emit in all (`None`: unbounded).
     quota: Option<u64>,
     started: Instant,
+    /// Events emitted before `started` (restored from a checkpoint).
+    emitted_before: u64,
 }
 
 impl NexmarkSource {
@@ -297,6 +299,7 @@ impl NexmarkSource {
             emitted: 0,
             quota,
             started: Instant::now(),
+            emitted_before: 0,
         }
     }
 
@@ -306,7 +309,8 @@ impl NexmarkSource {
             return u64::MAX;
         };
         let per_subtask = rate / self.parallelism as f64;
-        let due = (self.started.elapsed().as_secs_f64() * per_subtask) as u64 + 1;
+        let due =
+            (self.started.elapsed().as_secs_f64() * per_subtask) as u64 + 1 + self.emitted_before;
         due.saturating_sub(self.emitted)
     }
 }
@@ -359,6 +363,8 @@ impl Source for NexmarkSource {
                 .and_then(|a| (!a.is_empty()).then(|| a.value(0)))
                 .ok_or_else(|| EngineError::connector("nexmark", "bad checkpoint position"))?;
             self.emitted = emitted.max(0) as u64;
+            self.emitted_before = self.emitted;
+            self.started = Instant::now();
             self.generator = EventGenerator::new(self.settings.config.clone())
                 .with_offset(self.subtask + self.emitted * self.parallelism)
                 .with_step(self.parallelism);

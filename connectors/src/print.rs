@@ -88,8 +88,11 @@ impl Sink for Print {
         }
     }
 
-    async fn finish(&mut self) -> Result<()> {
+    async fn prepare_commit(
+        &mut self,
+        _checkpoint: weir_engine::CheckpointId,
+    ) -> Result<weir_engine::StateSnapshot> {
         let _ = std::io::stdout().flush();
-        Ok(())
+        Ok(weir_engine::StateSnapshot::default())
     }
 }

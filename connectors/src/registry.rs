@@ -46,6 +46,8 @@ pub struct TableSpec {
     pub bad_data: BadDataPolicy,
     /// Columns of `schema` filled from connector metadata, not decoded.
     pub metadata: Vec<MetadataColumn>,
+    /// The job takes checkpoints (sinks can commit with them).
+    pub checkpointing: bool,
 }
 
 /// A `METADATA` column: its index in the table's schema and its key.

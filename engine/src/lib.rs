@@ -9,6 +9,7 @@
 //! [`Operator`], and never see a channel.
 
 pub mod aggregate;
+pub mod checkpoint;
 pub mod error;
 pub mod graph;
 pub mod message;
@@ -21,6 +22,7 @@ pub mod source;
 pub mod state;
 pub mod window;
 
+pub use checkpoint::{CheckpointConfig, CheckpointSnapshot, CheckpointStore, Restored};
 pub use error::{EngineError, Result};
 pub use graph::{EdgeKind, Graph, Node, NodeId, NodeKind};
 pub use message::{Barrier, CheckpointId, Message, Millis, Watermark, FINAL_WATERMARK};
@@ -30,6 +32,6 @@ pub use row_watermark::ROW_WATERMARK;
 pub use runtime::{spawn, JobHandle, JobStatus, RuntimeConfig};
 pub use source::{
     BadRecord, DeadLetterSink, Sink, SinkFactory, Source, SourceFactory, SourcePoll, SplitId,
-    WatermarkSpec,
+    WatermarkSpec, FINAL_CHECKPOINT,
 };
 pub use state::StateSnapshot;

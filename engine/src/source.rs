@@ -8,7 +8,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::error::Result;
-use crate::message::Barrier;
+use crate::message::CheckpointId;
 use crate::operator::SubtaskInfo;
 use crate::state::StateSnapshot;
 
@@ -76,15 +76,35 @@ pub const MAX_POLL_WAIT: Duration = Duration::from_millis(100);
 pub trait Sink: Send {
     async fn write(&mut self, batch: RecordBatch) -> Result<()>;
 
-    /// A checkpoint barrier reached the sink: make what was written so far
-    /// durable (or pre-commit it).
-    async fn on_barrier(&mut self, _barrier: Barrier) -> Result<()> {
+    /// Phase one of a two-phase commit, at a checkpoint barrier (and at the
+    /// end of input, with [`FINAL_CHECKPOINT`]): make everything written so
+    /// far durable but not yet visible, and return what the checkpoint must
+    /// record to make it visible later.
+    async fn prepare_commit(&mut self, _checkpoint: CheckpointId) -> Result<StateSnapshot> {
+        Ok(StateSnapshot::default())
+    }
+
+    /// Phase two: the checkpoint is complete; make what was prepared up to
+    /// it visible. Must be idempotent.
+    async fn commit(&mut self, _checkpoint: CheckpointId) -> Result<()> {
         Ok(())
     }
 
-    /// The stream ended (or the job stops): flush and close.
-    async fn finish(&mut self) -> Result<()>;
+    /// Restarting from a checkpoint: commit what it recorded as prepared
+    /// (it may or may not have been committed before the crash) and drop
+    /// leftovers written after it.
+    async fn restore(&mut self, _state: StateSnapshot) -> Result<()> {
+        Ok(())
+    }
+
+    /// The stream ended (or the job stops), after the final commit.
+    async fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
+
+/// The checkpoint id a job's end of input is prepared and committed under.
+pub const FINAL_CHECKPOINT: CheckpointId = CheckpointId::MAX;
 
 /// Builds one source per subtask.
 pub type SourceFactory = Arc<dyn Fn(SubtaskInfo) -> Result<Box<dyn Source>> + Send + Sync>;

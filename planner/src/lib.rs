@@ -99,6 +99,20 @@ pub struct JobPlan {
     pub text: String,
     /// Rows the sources will read, if bounded and known.
     pub expected_rows: Option<u64>,
+    /// How the job checkpoints, if it does.
+    pub checkpoint: Option<CheckpointPlan>,
+}
+
+/// Checkpoint settings of a job, from the session settings.
+#[derive(Debug, Clone)]
+pub struct CheckpointPlan {
+    pub interval: std::time::Duration,
+    pub timeout: std::time::Duration,
+    /// `state.checkpoints.dir`; the job's checkpoints go under `{dir}/{job name}`.
+    pub dir: String,
+    pub retained: usize,
+    /// Start from this checkpoint instead of the newest.
+    pub restore_from: Option<String>,
 }
 
 /// Plans statements against a catalog.
@@ -636,6 +650,7 @@ impl Planner {
                 .collect(),
             bad_data: BadDataPolicy::Drop,
             metadata: sink.metadata.clone(),
+            checkpointing: self.settings.checkpoint_interval()?.is_some(),
         };
         let factory = sink.connector.sink(&spec).map_err(connector_error)?;
         lowering.add_sink(
@@ -645,8 +660,19 @@ impl Planner {
             factory,
         );
         let expected_rows = lowering.expected_rows();
+        let checkpoint = match self.settings.checkpoint_interval()? {
+            Some(interval) => Some(CheckpointPlan {
+                interval,
+                timeout: self.settings.checkpoint_timeout(),
+                dir: self.settings.checkpoint_dir().to_string(),
+                retained: self.settings.checkpoints_retained(),
+                restore_from: self.settings.restore_path().map(str::to_string),
+            }),
+            None => None,
+        };
         Ok(JobPlan {
             expected_rows,
+            checkpoint,
             graph: lowering.graph,
             sink: sink.name.clone(),
             bounded: output.bounded,

@@ -249,6 +249,7 @@ impl<'a> Lowering<'a> {
             partitioned_by: Vec::new(),
             bad_data,
             metadata: def.metadata.clone(),
+            checkpointing: false,
         };
         let factory = def.connector.source(&spec).map_err(connector_error)?;
         let parallelism = self

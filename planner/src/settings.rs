@@ -17,7 +17,30 @@ pub const KNOWN: &[(&str, &str)] = &[
         "table.exec.source.idle-timeout",
         "default 'scan.watermark.idle-timeout' of every stream",
     ),
-    ("pipeline.name", "the job name"),
+    (
+        "pipeline.name",
+        "the job name; checkpoints of a job are kept under it",
+    ),
+    (
+        "execution.checkpointing.interval",
+        "take a checkpoint this often (e.g. '10s'); off by default",
+    ),
+    (
+        "state.checkpoints.dir",
+        "where checkpoints go: a local directory or an object store URL",
+    ),
+    (
+        "state.checkpoints.num-retained",
+        "complete checkpoints to keep (default 3)",
+    ),
+    (
+        "execution.checkpointing.timeout",
+        "abandon a checkpoint not complete after this (default 60s)",
+    ),
+    (
+        "execution.savepoint.path",
+        "start the next job from this checkpoint",
+    ),
 ];
 
 #[derive(Debug, Clone, Default)]
@@ -45,7 +68,9 @@ impl Settings {
                     ));
                 }
             }
-            "table.exec.source.idle-timeout" => {
+            "table.exec.source.idle-timeout"
+            | "execution.checkpointing.interval"
+            | "execution.checkpointing.timeout" => {
                 parse_duration(value).ok_or_else(|| {
                     SqlError::new(format!(
                         "'{key}' must be a duration like '5s', got '{value}'"
@@ -87,5 +112,43 @@ impl Settings {
 
     pub fn job_name(&self) -> Option<&str> {
         self.get("pipeline.name")
+    }
+
+    /// `execution.checkpointing.interval`, when checkpoints are on.
+    pub fn checkpoint_interval(&self) -> Result<Option<Duration>, SqlError> {
+        match self.get("execution.checkpointing.interval") {
+            None => Ok(None),
+            Some(v) => parse_duration(v)
+                .map(|d| Some(d).filter(|d| !d.is_zero()))
+                .ok_or_else(|| SqlError::new(format!("'execution.checkpointing.interval' must be a duration like '10s', got '{v}'"))),
+        }
+    }
+
+    /// Where checkpoints go: `state.checkpoints.dir` (or Flink's newer
+    /// `execution.checkpointing.dir`), else `weir-checkpoints` here.
+    pub fn checkpoint_dir(&self) -> &str {
+        self.get("state.checkpoints.dir")
+            .or(self.get("execution.checkpointing.dir"))
+            .unwrap_or("weir-checkpoints")
+    }
+
+    /// Complete checkpoints to keep (`state.checkpoints.num-retained`).
+    pub fn checkpoints_retained(&self) -> usize {
+        self.get("state.checkpoints.num-retained")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3)
+    }
+
+    /// `execution.checkpointing.timeout`.
+    pub fn checkpoint_timeout(&self) -> Duration {
+        self.get("execution.checkpointing.timeout")
+            .and_then(parse_duration)
+            .unwrap_or(Duration::from_secs(60))
+    }
+
+    /// A checkpoint to start from (`execution.savepoint.path`, as Flink
+    /// names it; `weir run --from-checkpoint`).
+    pub fn restore_path(&self) -> Option<&str> {
+        self.get("execution.savepoint.path")
     }
 }

@@ -41,6 +41,10 @@ enum Command {
         /// How query results are printed.
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
+        /// Start the jobs from this checkpoint folder (…/chk-NNNNNNNNNN)
+        /// instead of the newest one of the job.
+        #[arg(long = "from-checkpoint")]
+        from_checkpoint: Option<String>,
     },
     /// Print the operator graph of each query or INSERT in a SQL file.
     Explain {
@@ -98,14 +102,11 @@ fn main() -> ExitCode {
                 execute,
                 vars,
                 format,
+                from_checkpoint,
             } => {
                 let sources = run::sources(&files, execute.as_deref())?;
-                run::run(
-                    &sources,
-                    &vars.into_iter().collect::<HashMap<_, _>>(),
-                    format,
-                )
-                .await
+                let vars = vars.into_iter().collect::<HashMap<_, _>>();
+                run::run(&sources, &vars, format, from_checkpoint.as_deref()).await
             }
             Command::Explain { files, vars } => {
                 let sources = run::sources(&files, None)?;

@@ -97,9 +97,13 @@ pub async fn run(
     sources: &[(String, String)],
     vars: &HashMap<String, String>,
     format: OutputFormat,
+    from_checkpoint: Option<&str>,
 ) -> Result<(), Failure> {
     let parsed = parse_all(sources, vars)?;
     let mut session = Session::new();
+    if let Some(path) = from_checkpoint {
+        session.set("execution.savepoint.path", path)?;
+    }
     let mut jobs: Vec<Job> = Vec::new();
     let stdout = std::io::stdout();
     for ((text, statements), (_, origin)) in parsed.iter().zip(sources) {

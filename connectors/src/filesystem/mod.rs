@@ -16,7 +16,7 @@ use crate::options::Options;
 use crate::registry::{Connector, ConnectorError, TableSpec};
 use crate::store::resolve;
 
-pub use sink::FileSink;
+pub use sink::{Delivery, FileSink};
 pub use source::FileSource;
 
 pub struct FilesystemConnector;
@@ -95,13 +95,36 @@ impl Connector for FilesystemConnector {
             .options
             .duration("sink.rolling-policy.rollover-interval")?;
         let schema = spec.schema.clone();
+        let exactly_once = match spec.options.get("sink.delivery").map(str::to_ascii_lowercase).as_deref() {
+            None => spec.checkpointing,
+            Some("exactly-once") if !spec.checkpointing => {
+                return Err(ConnectorError::option(
+                    "sink.delivery",
+                    "'exactly-once' commits files with checkpoints: SET 'execution.checkpointing.interval' = '10s'",
+                ))
+            }
+            Some("exactly-once") => true,
+            Some("at-least-once") => false,
+            Some(other) => {
+                return Err(ConnectorError::option("sink.delivery", format!("'{other}' is not exactly-once or at-least-once")))
+            }
+        };
         let run = crate::deadletter::unique_run_id();
         Ok(Arc::new(move |info| {
+            let delivery = if exactly_once {
+                Delivery::ExactlyOnce {
+                    subtask: info.index,
+                }
+            } else {
+                Delivery::AtLeastOnce {
+                    prefix: format!("{run}-{}", info.index),
+                }
+            };
             Ok(Box::new(FileSink::new(
                 location.clone(),
                 format.clone(),
                 schema.clone(),
-                format!("{run}-{}", info.index),
+                delivery,
                 roll_size,
                 roll_interval,
             )) as Box<dyn weir_engine::Sink>)

@@ -1,18 +1,34 @@
 //! Writing part files: JSON lines, CSV or Parquet, rolled by size and age.
 //!
 //! Data streams to the store (multipart uploads), so memory stays bounded
-//! whatever the file size; a part file becomes visible when it is closed.
+//! whatever the file size. Delivery:
+//!
+//! - at-least-once: part files are written under their final names and are
+//!   complete at every barrier.
+//! - exactly-once (with checkpoints): part files are written under
+//!   `_staging/` (hidden from readers), closed at each barrier and recorded
+//!   in the checkpoint as prepared; when the checkpoint completes they are
+//!   renamed to their final names. A restart commits what the restored
+//!   checkpoint prepared (again, harmlessly, if it was) and deletes staging
+//!   files written after it. Final names are deterministic (subtask,
+//!   checkpoint, sequence), so a replay rewrites the same names and never
+//!   doubles a row. Files roll at every checkpoint, as Flink's bulk formats do.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use datafusion::arrow::array::{Array, ArrayRef, Int64Array, StringArray, UInt64Array};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
+use futures::StreamExt;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::AsyncArrowWriter;
 use tokio::io::AsyncWriteExt;
-use weir_engine::{EngineError, Result, Sink};
+use weir_engine::{CheckpointId, EngineError, Result, Sink, StateSnapshot, FINAL_CHECKPOINT};
 
 use crate::format::{encode_lines, Format};
 use crate::store::Location;
@@ -24,33 +40,51 @@ enum Writer {
 
 struct PartFile {
     writer: Writer,
+    /// Where it is written (staging, for exactly-once).
     path: Path,
+    /// Where it becomes visible.
+    target: Path,
     opened: Instant,
     rows: u64,
+}
+
+/// How part files are named and made visible.
+pub enum Delivery {
+    /// Final names, unique per run and subtask.
+    AtLeastOnce { prefix: String },
+    /// Staged, committed with checkpoints; named by subtask and checkpoint.
+    ExactlyOnce { subtask: usize },
 }
 
 pub struct FileSink {
     location: Location,
     format: Format,
     schema: SchemaRef,
-    /// Unique per run and subtask, so parallel writers never collide.
-    prefix: String,
+    delivery: Delivery,
     roll_size: u64,
     roll_interval: Option<Duration>,
+    /// The checkpoint the rows now written belong to (exactly-once).
+    epoch: CheckpointId,
     sequence: u64,
     current: Option<PartFile>,
+    /// Closed files of the current epoch: (written at, visible at).
+    closed: Vec<(Path, Path)>,
+    /// Prepared files by checkpoint, waiting for it to complete.
+    pending: BTreeMap<CheckpointId, Vec<(Path, Path)>>,
 }
 
 fn err(e: impl std::fmt::Display) -> EngineError {
     EngineError::connector("filesystem sink", e)
 }
 
+const STAGING: &str = "_staging";
+
 impl FileSink {
     pub fn new(
         location: Location,
         format: Format,
         schema: SchemaRef,
-        prefix: String,
+        delivery: Delivery,
         roll_size: u64,
         roll_interval: Option<Duration>,
     ) -> Self {
@@ -58,23 +92,50 @@ impl FileSink {
             location,
             format,
             schema,
-            prefix,
+            delivery,
             roll_size,
             roll_interval,
+            epoch: 1,
             sequence: 0,
             current: None,
+            closed: Vec::new(),
+            pending: BTreeMap::new(),
         }
     }
 
+    fn path(&self, parts: &[&str]) -> Path {
+        let prefix = self.location.prefix.to_string();
+        let joined = parts.join("/");
+        Path::from(if prefix.is_empty() {
+            joined
+        } else {
+            format!("{prefix}/{joined}")
+        })
+    }
+
+    fn staging_prefix(subtask: usize) -> String {
+        format!("part-{subtask:03}-")
+    }
+
     fn open(&mut self) -> Result<PartFile> {
-        let name = format!(
-            "part-{}-{:05}.{}",
-            self.prefix,
-            self.sequence,
-            self.format.extension()
-        );
+        let ext = self.format.extension();
+        let (path, target) = match &self.delivery {
+            Delivery::AtLeastOnce { prefix } => {
+                let name = format!("part-{prefix}-{:05}.{ext}", self.sequence);
+                let p = self.path(&[&name]);
+                (p.clone(), p)
+            }
+            Delivery::ExactlyOnce { subtask } => {
+                let name = format!(
+                    "{}{:010}-{:04}.{ext}",
+                    Self::staging_prefix(*subtask),
+                    self.epoch,
+                    self.sequence
+                );
+                (self.path(&[STAGING, &name]), self.path(&[&name]))
+            }
+        };
         self.sequence += 1;
-        let path = Path::from(format!("{}/{}", self.location.prefix, name).trim_start_matches('/'));
         let store = self.location.store.clone();
         let writer = match self.format {
             Format::Parquet => {
@@ -91,11 +152,13 @@ impl FileSink {
         Ok(PartFile {
             writer,
             path,
+            target,
             opened: Instant::now(),
             rows: 0,
         })
     }
 
+    /// Completes the current part file (it is durable afterwards).
     async fn close(&mut self) -> Result<()> {
         if let Some(file) = self.current.take() {
             match file.writer {
@@ -105,6 +168,7 @@ impl FileSink {
                 Writer::Lines { mut out, .. } => out.shutdown().await.map_err(err)?,
             }
             tracing::debug!(path = %file.path, rows = file.rows, "closed part file");
+            self.closed.push((file.path, file.target));
         }
         Ok(())
     }
@@ -114,6 +178,52 @@ impl FileSink {
             Writer::Lines { bytes, .. } => *bytes,
             Writer::Parquet(w) => (w.bytes_written() + w.in_progress_size()) as u64,
         }
+    }
+
+    fn is_exactly_once(&self) -> bool {
+        matches!(self.delivery, Delivery::ExactlyOnce { .. })
+    }
+
+    /// Makes a prepared file visible; already visible is fine.
+    async fn publish(store: &Arc<dyn ObjectStore>, from: &Path, to: &Path) -> Result<()> {
+        match store.rename(from, to).await {
+            Ok(()) => Ok(()),
+            Err(object_store::Error::NotFound { .. }) => match store.head(to).await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(err(format!(
+                    "prepared file {from} is gone and {to} does not exist: {e}"
+                ))),
+            },
+            Err(e) => Err(err(format!("cannot publish {from}: {e}"))),
+        }
+    }
+
+    fn state(&self) -> Result<StateSnapshot> {
+        let mut checkpoints = Vec::new();
+        let mut froms = Vec::new();
+        let mut tos = Vec::new();
+        for (id, files) in &self.pending {
+            for (from, to) in files {
+                checkpoints.push(*id);
+                froms.push(from.to_string());
+                tos.push(to.to_string());
+            }
+        }
+        let pending = RecordBatch::try_from_iter(vec![
+            (
+                "checkpoint",
+                Arc::new(UInt64Array::from(checkpoints)) as ArrayRef,
+            ),
+            ("staging", Arc::new(StringArray::from(froms)) as ArrayRef),
+            ("target", Arc::new(StringArray::from(tos)) as ArrayRef),
+        ])?;
+        let epoch = RecordBatch::try_from_iter(vec![(
+            "epoch",
+            Arc::new(Int64Array::from(vec![self.epoch as i64])) as ArrayRef,
+        )])?;
+        Ok(StateSnapshot {
+            tables: vec![("pending".into(), pending), ("epoch".into(), epoch)],
+        })
     }
 }
 
@@ -162,15 +272,90 @@ impl Sink for FileSink {
         Ok(())
     }
 
-    async fn finish(&mut self) -> Result<()> {
-        self.close().await
+    async fn prepare_commit(&mut self, checkpoint: CheckpointId) -> Result<StateSnapshot> {
+        self.close().await?;
+        let closed = std::mem::take(&mut self.closed);
+        if !self.is_exactly_once() {
+            return Ok(StateSnapshot::default());
+        }
+        if !closed.is_empty() {
+            self.pending.entry(checkpoint).or_default().extend(closed);
+        }
+        if checkpoint != FINAL_CHECKPOINT {
+            self.epoch = checkpoint + 1;
+            self.sequence = 0;
+        }
+        self.state()
+    }
+
+    async fn commit(&mut self, checkpoint: CheckpointId) -> Result<()> {
+        let store = self.location.store.clone();
+        let due: Vec<CheckpointId> = self
+            .pending
+            .range(..=checkpoint)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some(files) = self.pending.remove(&id) {
+                for (from, to) in files {
+                    Self::publish(&store, &from, &to).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn restore(&mut self, state: StateSnapshot) -> Result<()> {
+        let Delivery::ExactlyOnce { subtask } = self.delivery else {
+            return Ok(());
+        };
+        let store = self.location.store.clone();
+        let mut kept = std::collections::HashSet::new();
+        if let Some(pending) = state.table("pending") {
+            let (Some(froms), Some(tos)) = (
+                pending.column(1).as_any().downcast_ref::<StringArray>(),
+                pending.column(2).as_any().downcast_ref::<StringArray>(),
+            ) else {
+                return Err(err("bad sink state"));
+            };
+            for i in 0..pending.num_rows() {
+                let (from, to) = (Path::from(froms.value(i)), Path::from(tos.value(i)));
+                Self::publish(&store, &from, &to).await?;
+                kept.insert(to);
+            }
+        }
+        if let Some(epoch) = state.table("epoch") {
+            if let Some(e) = epoch
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .filter(|a| !a.is_empty())
+            {
+                self.epoch = e.value(0).max(1) as CheckpointId;
+            }
+        }
+        // Staging files of this subtask written after the checkpoint: their
+        // rows will be read again.
+        let staging = self.path(&[STAGING]);
+        let prefix = Self::staging_prefix(subtask);
+        let leftovers: Vec<_> = store.list(Some(&staging)).collect().await;
+        for meta in leftovers.into_iter().flatten() {
+            if meta
+                .location
+                .filename()
+                .is_some_and(|n| n.starts_with(&prefix))
+            {
+                let _ = store.delete(&meta.location).await;
+            }
+        }
+        Ok(())
     }
 }
 
 impl Drop for FileSink {
     fn drop(&mut self) {
         if self.current.is_some() {
-            tracing::warn!("filesystem sink dropped with an open part file; it is not visible");
+            tracing::debug!("filesystem sink dropped with an open part file; it is not visible");
         }
     }
 }

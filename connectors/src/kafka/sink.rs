@@ -10,7 +10,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
-use weir_engine::{Barrier, EngineError, Result, Sink};
+use weir_engine::{CheckpointId, EngineError, Result, Sink, StateSnapshot};
 
 use super::{set_default, KafkaSettings};
 use crate::format::{encode_lines, Format};
@@ -159,11 +159,8 @@ impl Sink for KafkaSink {
     }
 
     /// At-least-once: everything before the barrier is acknowledged.
-    async fn on_barrier(&mut self, _barrier: Barrier) -> Result<()> {
-        self.flush().await
-    }
-
-    async fn finish(&mut self) -> Result<()> {
-        self.flush().await
+    async fn prepare_commit(&mut self, _checkpoint: CheckpointId) -> Result<StateSnapshot> {
+        self.flush().await?;
+        Ok(StateSnapshot::default())
     }
 }

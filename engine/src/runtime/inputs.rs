@@ -42,6 +42,10 @@ pub(crate) struct Inputs {
     merged: Option<Watermark>,
     last_time: Option<Millis>,
     barrier: Option<Barrier>,
+    /// When the first input delivered the pending barrier.
+    barrier_since: Option<std::time::Instant>,
+    /// How long the last alignment took, in ms.
+    pub(crate) last_alignment_ms: u64,
     ended: bool,
 }
 
@@ -63,6 +67,8 @@ impl Inputs {
             merged: None,
             last_time: None,
             barrier: None,
+            barrier_since: None,
+            last_alignment_ms: 0,
             ended: false,
         }
     }
@@ -139,6 +145,8 @@ impl Inputs {
             Message::Barrier(barrier) => {
                 self.states[index].blocked = true;
                 self.barrier = Some(barrier);
+                self.barrier_since
+                    .get_or_insert_with(std::time::Instant::now);
                 self.check_aligned()
             }
             Message::End => {
@@ -161,6 +169,10 @@ impl Inputs {
                 state.blocked = false;
             }
             self.barrier = None;
+            self.last_alignment_ms = self
+                .barrier_since
+                .take()
+                .map_or(0, |t| t.elapsed().as_millis() as u64);
             return Some(InputEvent::Barrier(barrier));
         }
         None

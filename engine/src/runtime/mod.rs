@@ -17,6 +17,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc::{self, Receiver, Sender};
 use tokio::task::JoinSet;
 
+use crate::checkpoint::{fingerprint, CheckpointConfig, CheckpointMetrics, Coordinator, Restored};
 use crate::error::{EngineError, Result};
 use crate::graph::{topological_order, EdgeKind, Graph, NodeId, NodeKind};
 use crate::message::{now_millis, Barrier, CheckpointId, Message};
@@ -34,8 +35,13 @@ use watermarks::WatermarkGenerator;
 pub struct RuntimeConfig {
     /// Messages each channel holds before its sender waits.
     pub channel_capacity: usize,
-    /// Where subtasks report snapshots taken at barriers.
+    /// Where subtasks report snapshots taken at barriers, when no
+    /// checkpoint coordinator runs (tests inject barriers themselves).
     pub checkpoint_acks: Option<Sender<SnapshotAck>>,
+    /// Periodic checkpoints.
+    pub checkpoint: Option<CheckpointConfig>,
+    /// State to start from.
+    pub restore: Option<Restored>,
 }
 
 impl Default for RuntimeConfig {
@@ -43,7 +49,17 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             channel_capacity: 16,
             checkpoint_acks: None,
+            checkpoint: None,
+            restore: None,
         }
+    }
+}
+
+impl std::fmt::Debug for CheckpointConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckpointConfig")
+            .field("interval", &self.interval)
+            .finish()
     }
 }
 
@@ -62,6 +78,8 @@ pub enum SourceControl {
 pub struct SnapshotAck {
     pub checkpoint_id: CheckpointId,
     pub subtask: usize,
+    /// How long the subtask waited for the barrier on all its inputs.
+    pub alignment_ms: u64,
     /// One snapshot per node in the subtask's chain (a source's positions first).
     pub states: Vec<(NodeId, StateSnapshot)>,
 }
@@ -98,6 +116,7 @@ impl std::fmt::Display for JobStatus {
 /// A running job. Cheap to share: every method takes `&self`.
 pub struct JobHandle {
     metrics: Arc<JobMetrics>,
+    checkpoints: Arc<CheckpointMetrics>,
     controls: Vec<Sender<SourceControl>>,
     status: tokio::sync::watch::Receiver<JobStatus>,
     error: Arc<parking_lot::Mutex<Option<EngineError>>>,
@@ -113,6 +132,11 @@ impl JobHandle {
     /// The live metrics registry.
     pub fn job_metrics(&self) -> Arc<JobMetrics> {
         self.metrics.clone()
+    }
+
+    /// Checkpoint figures (all zero when the job does not checkpoint).
+    pub fn checkpoints(&self) -> crate::checkpoint::CheckpointSnapshot {
+        self.checkpoints.snapshot()
     }
 
     /// Asks every source to stop; with `drain` open windows fire first.
@@ -189,9 +213,34 @@ fn task_groups(graph: &Graph) -> Vec<Vec<NodeId>> {
 }
 
 /// Starts every task of `graph` on the current tokio runtime.
-pub fn spawn(graph: Graph, config: RuntimeConfig) -> Result<JobHandle> {
+pub fn spawn(graph: Graph, mut config: RuntimeConfig) -> Result<JobHandle> {
     graph.validate()?;
     let metrics = Arc::new(JobMetrics::default());
+    let checkpoint_metrics = Arc::new(CheckpointMetrics::default());
+    let fingerprint = fingerprint(&graph);
+    let mut restore = config.restore.take();
+    if let Some(r) = &restore {
+        if r.fingerprint != fingerprint {
+            return Err(EngineError::Graph(format!(
+                "checkpoint {} was taken by a different job (operators or parallelism changed); start without it",
+                r.location
+            )));
+        }
+        tracing::info!(checkpoint = r.checkpoint_id, location = %r.location, "restoring");
+    }
+    // With checkpoints, subtasks report to the coordinator and sinks learn
+    // from it when to commit.
+    let (commits_tx, commits) = tokio::sync::watch::channel(0);
+    let mut coordinator_acks = None;
+    let acks_tx = match &config.checkpoint {
+        Some(_) => {
+            let (tx, rx) = mpsc::channel(1024);
+            coordinator_acks = Some(rx);
+            Some(tx)
+        }
+        None => config.checkpoint_acks.clone(),
+    };
+    let checkpointing = config.checkpoint.is_some();
     let groups = task_groups(&graph);
     let tail_of: HashMap<NodeId, usize> = groups
         .iter()
@@ -247,6 +296,8 @@ pub fn spawn(graph: Graph, config: RuntimeConfig) -> Result<JobHandle> {
             };
             let mut ops = Vec::new();
             let mut sink = None;
+            let mut take_state =
+                |node: NodeId| restore.as_mut().and_then(|r| r.take(node, subtask));
             for id in nodes {
                 let node = &graph.nodes[*id];
                 let node_metrics =
@@ -261,18 +312,33 @@ pub fn spawn(graph: Graph, config: RuntimeConfig) -> Result<JobHandle> {
                     NodeKind::Operator {
                         factory,
                         late_output,
-                    } => ops.push(ChainedOperator {
-                        node: node.id,
-                        operator: factory(info)?,
-                        metrics: node_metrics,
-                        late_output: late_output.clone(),
-                    }),
-                    NodeKind::Sink(factory) => sink = Some((factory(info)?, node_metrics)),
+                    } => {
+                        let mut operator = factory(info)?;
+                        if let Some(state) = take_state(node.id) {
+                            operator
+                                .restore(state)
+                                .map_err(|e| e.in_operator(&node.name, subtask))?;
+                        }
+                        ops.push(ChainedOperator {
+                            node: node.id,
+                            operator,
+                            metrics: node_metrics,
+                            late_output: late_output.clone(),
+                        })
+                    }
+                    NodeKind::Sink(factory) => {
+                        sink = Some((factory(info)?, node_metrics, node.id, take_state(node.id)))
+                    }
                     NodeKind::Source(_) => {}
                 }
             }
             let output = match sink {
-                Some((sink, metrics)) => Output::Sink { sink, metrics },
+                Some((sink, metrics, node, state)) => Output::Sink {
+                    sink,
+                    metrics,
+                    node,
+                    restore: state,
+                },
                 None => Output::Channels(Router {
                     senders: senders.remove(&(g, subtask)).unwrap_or_default(),
                     partitioning: partitioning
@@ -295,16 +361,24 @@ pub fn spawn(graph: Graph, config: RuntimeConfig) -> Result<JobHandle> {
                 chain: Chain::new(ops, subtask),
                 output,
                 subtask,
-                acks: config.checkpoint_acks.clone(),
+                acks: acks_tx.clone(),
+                checkpointing,
+                commits: commits.clone(),
+                alignment_ms: 0,
             };
             match &head.kind {
                 NodeKind::Source(source) => {
                     let (tx, rx) = mpsc::channel(16);
                     controls.push(tx);
-                    let src = (source.factory)(info)?;
+                    let mut src = (source.factory)(info)?;
                     let source_metrics = metrics_of(&metrics, head.id, subtask);
-                    let watermarks =
+                    let mut watermarks =
                         WatermarkGenerator::new(source.watermark.clone(), src.splits());
+                    if let Some(mut state) = restore.as_mut().and_then(|r| r.take(head.id, subtask))
+                    {
+                        watermarks.restore(&mut state)?;
+                        src.restore(state)?;
+                    }
                     let src = SourceSubtask {
                         node: head.id,
                         source: src,
@@ -323,6 +397,26 @@ pub fn spawn(graph: Graph, config: RuntimeConfig) -> Result<JobHandle> {
                 }
             }
         }
+    }
+
+    if let (Some(checkpoint), Some(acks)) = (config.checkpoint.clone(), coordinator_acks) {
+        let expected = groups.iter().map(|g| graph.nodes[g[0]].parallelism).sum();
+        let coordinator = Coordinator {
+            config: checkpoint,
+            controls: controls.clone(),
+            acks,
+            expected,
+            commits: commits_tx,
+            metrics: checkpoint_metrics.clone(),
+            next_id: restore.as_ref().map_or(1, |r| r.checkpoint_id + 1),
+            fingerprint,
+        };
+        tasks.spawn(async move {
+            coordinator.run().await;
+            Ok(())
+        });
+    } else {
+        drop(commits_tx);
     }
 
     let (status_tx, status) = tokio::sync::watch::channel(JobStatus::Running);
@@ -361,6 +455,7 @@ pub fn spawn(graph: Graph, config: RuntimeConfig) -> Result<JobHandle> {
     });
     Ok(JobHandle {
         metrics,
+        checkpoints: checkpoint_metrics,
         controls,
         status,
         error,

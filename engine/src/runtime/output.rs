@@ -39,6 +39,9 @@ pub(crate) enum Output {
     Sink {
         sink: Box<dyn Sink>,
         metrics: Arc<SubtaskMetrics>,
+        node: crate::graph::NodeId,
+        /// State to restore before the first write.
+        restore: Option<crate::state::StateSnapshot>,
     },
 }
 
@@ -109,7 +112,7 @@ impl Output {
         for batch in batches {
             match self {
                 Output::Channels(router) => router.send_batch(batch).await?,
-                Output::Sink { sink, metrics } => {
+                Output::Sink { sink, metrics, .. } => {
                     metrics.add_input(batch.num_rows());
                     sink.write(strip(&batch)).await?;
                 }
@@ -130,11 +133,44 @@ impl Output {
         }
     }
 
-    pub(crate) async fn send_barrier(&mut self, barrier: Barrier) -> Result<()> {
+    /// Sends a barrier on, or prepares the sink's commit for it (then the
+    /// sink's state is returned with its node).
+    pub(crate) async fn send_barrier(
+        &mut self,
+        barrier: Barrier,
+    ) -> Result<Option<(crate::graph::NodeId, crate::state::StateSnapshot)>> {
         match self {
-            Output::Channels(router) => router.broadcast(Message::Barrier(barrier)).await,
-            Output::Sink { sink, .. } => sink.on_barrier(barrier).await,
+            Output::Channels(router) => {
+                router.broadcast(Message::Barrier(barrier)).await?;
+                Ok(None)
+            }
+            Output::Sink { sink, node, .. } => Ok(Some((
+                *node,
+                sink.prepare_commit(barrier.checkpoint_id).await?,
+            ))),
         }
+    }
+
+    /// Restores the sink, if there is state for it.
+    pub(crate) async fn restore(&mut self) -> Result<()> {
+        if let Output::Sink { sink, restore, .. } = self {
+            if let Some(state) = restore.take() {
+                sink.restore(state).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A checkpoint completed: the sink makes its data visible.
+    pub(crate) async fn commit(&mut self, checkpoint: crate::message::CheckpointId) -> Result<()> {
+        match self {
+            Output::Sink { sink, .. } => sink.commit(checkpoint).await,
+            Output::Channels(_) => Ok(()),
+        }
+    }
+
+    pub(crate) fn is_sink(&self) -> bool {
+        matches!(self, Output::Sink { .. })
     }
 
     pub(crate) async fn end(&mut self) -> Result<()> {

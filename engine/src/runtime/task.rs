@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::{Receiver, Sender};
+use tokio::sync::watch;
 
 use super::chain::{Chain, Emitted};
 use super::inputs::{InputEvent, Inputs};
@@ -12,9 +13,10 @@ use super::watermarks::WatermarkGenerator;
 use super::{SnapshotAck, SourceControl};
 use crate::error::Result;
 use crate::graph::NodeId;
-use crate::message::{now_millis, Barrier, Watermark, FINAL_WATERMARK};
+use crate::message::{now_millis, Barrier, CheckpointId, Watermark, FINAL_WATERMARK};
 use crate::metrics::{SplitMetrics, SubtaskMetrics};
 use crate::operators::Projection;
+use crate::source::FINAL_CHECKPOINT;
 use crate::source::{Source, SourcePoll, SplitId};
 
 /// Everything a subtask needs besides its input.
@@ -23,6 +25,12 @@ pub(crate) struct SubtaskParts {
     pub output: Output,
     pub subtask: usize,
     pub acks: Option<Sender<SnapshotAck>>,
+    /// A coordinator takes checkpoints (and the final one at the end).
+    pub checkpointing: bool,
+    /// The last completed checkpoint, from the coordinator.
+    pub commits: watch::Receiver<CheckpointId>,
+    /// The alignment time of the barrier being handled.
+    pub alignment_ms: u64,
 }
 
 impl SubtaskParts {
@@ -55,16 +63,37 @@ impl SubtaskParts {
         let (emitted, chain_states) = self.chain.snapshot()?;
         self.deliver(emitted).await?;
         states.extend(chain_states);
+        // Downstream gets the barrier before this subtask reports, so
+        // alignment there does not wait on the report.
+        states.extend(self.output.send_barrier(barrier).await?);
+        self.acknowledge(barrier.checkpoint_id, states).await;
+        Ok(())
+    }
+
+    async fn acknowledge(
+        &mut self,
+        checkpoint_id: CheckpointId,
+        states: Vec<(NodeId, crate::state::StateSnapshot)>,
+    ) {
         if let Some(acks) = &self.acks {
             let ack = SnapshotAck {
-                checkpoint_id: barrier.checkpoint_id,
+                checkpoint_id,
                 subtask: self.subtask,
+                alignment_ms: std::mem::take(&mut self.alignment_ms),
                 states,
             };
             // The coordinator went away: the job is stopping.
             let _ = acks.send(ack).await;
         }
-        self.output.send_barrier(barrier).await
+    }
+
+    /// Commits what the newest completed checkpoint covers, if it changed.
+    async fn commit_completed(&mut self) -> Result<()> {
+        if self.commits.has_changed().unwrap_or(false) {
+            let id = *self.commits.borrow_and_update();
+            self.output.commit(id).await?;
+        }
+        Ok(())
     }
 
     async fn timer(&mut self) -> Result<()> {
@@ -79,7 +108,13 @@ impl SubtaskParts {
         }
     }
 
-    async fn end(&mut self, drain: bool) -> Result<()> {
+    /// The end of input: fire what is left, take the final snapshot, and
+    /// (for a sink) commit once the final checkpoint is durable.
+    async fn end(
+        &mut self,
+        drain: bool,
+        mut states: Vec<(NodeId, crate::state::StateSnapshot)>,
+    ) -> Result<()> {
         if drain {
             self.watermark(Watermark::EventTime(FINAL_WATERMARK))
                 .await?;
@@ -92,23 +127,54 @@ impl SubtaskParts {
                 break;
             }
         }
+        if self.output.is_sink() {
+            let final_barrier = Barrier {
+                checkpoint_id: FINAL_CHECKPOINT,
+                injected_at: now_millis(),
+            };
+            states.extend(self.output.send_barrier(final_barrier).await?);
+        }
+        if self.checkpointing {
+            let (_, chain_states) = self.chain.snapshot()?;
+            states.extend(chain_states);
+            self.acknowledge(FINAL_CHECKPOINT, states).await;
+            if self.output.is_sink() {
+                // Visible only once the final checkpoint is written; if the
+                // coordinator is gone, the job failed: nothing is committed.
+                let mut commits = self.commits.clone();
+                if commits
+                    .wait_for(|id| *id == FINAL_CHECKPOINT)
+                    .await
+                    .is_err()
+                {
+                    return Err(crate::error::EngineError::Cancelled);
+                }
+            }
+        }
+        self.output.commit(FINAL_CHECKPOINT).await?;
         self.output.end().await
     }
 }
 
 /// Runs a subtask fed by channels until every input has ended.
 pub(crate) async fn run_channel_subtask(mut inputs: Inputs, mut parts: SubtaskParts) -> Result<()> {
+    parts.output.restore().await?;
     let mut ticker = parts.chain.timer_interval().map(tokio::time::interval);
+    let watch_commits = parts.output.is_sink() && parts.checkpointing;
+    let mut commits = parts.commits.clone();
     loop {
-        let event = match ticker.as_mut() {
-            Some(ticker) => tokio::select! {
-                event = inputs.next() => event,
-                _ = ticker.tick() => {
-                    parts.timer().await?;
-                    continue;
+        let event = tokio::select! {
+            event = inputs.next() => event,
+            _ = tick(&mut ticker) => {
+                parts.timer().await?;
+                continue;
+            }
+            changed = commits.changed(), if watch_commits => {
+                if changed.is_ok() {
+                    parts.commit_completed().await?;
                 }
-            },
-            None => inputs.next().await,
+                continue;
+            }
         };
         match event {
             None => return Ok(()),
@@ -117,9 +183,22 @@ pub(crate) async fn run_channel_subtask(mut inputs: Inputs, mut parts: SubtaskPa
                 parts.deliver(emitted).await?;
             }
             Some(InputEvent::Watermark(w)) => parts.watermark(w).await?,
-            Some(InputEvent::Barrier(b)) => parts.barrier(b, Vec::new()).await?,
-            Some(InputEvent::End) => return parts.end(false).await,
+            Some(InputEvent::Barrier(b)) => {
+                parts.alignment_ms = inputs.last_alignment_ms;
+                parts.barrier(b, Vec::new()).await?
+            }
+            Some(InputEvent::End) => return parts.end(false, Vec::new()).await,
         }
+    }
+}
+
+/// The next tick, or never without a ticker.
+async fn tick(ticker: &mut Option<tokio::time::Interval>) {
+    match ticker {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -148,6 +227,13 @@ impl SourceSubtask {
         self.job_metrics.register_split(m.clone());
         self.splits.insert(split, m.clone());
         m
+    }
+
+    /// The source's positions plus its splits' watermarks.
+    fn snapshot(&mut self) -> Result<crate::state::StateSnapshot> {
+        let mut state = self.source.snapshot()?;
+        state.tables.push(self.watermarks.snapshot()?);
+        Ok(state)
     }
 
     /// Refreshes every split's lag from the source.
@@ -181,11 +267,15 @@ pub(crate) async fn run_source_subtask(
             last_lag = Instant::now();
             src.refresh_lags();
         }
+        parts.commit_completed().await?;
         while let Ok(control) = src.control.try_recv() {
             match control {
-                SourceControl::Stop { drain } => return parts.end(drain).await,
+                SourceControl::Stop { drain } => {
+                    let state = src.snapshot()?;
+                    return parts.end(drain, vec![(src.node, state)]).await;
+                }
                 SourceControl::Barrier(barrier) => {
-                    let state = src.source.snapshot()?;
+                    let state = src.snapshot()?;
                     parts.barrier(barrier, vec![(src.node, state)]).await?;
                 }
             }
@@ -241,7 +331,8 @@ pub(crate) async fn run_source_subtask(
             }
             SourcePoll::End => {
                 src.metrics.set_watermark(FINAL_WATERMARK);
-                return parts.end(true).await;
+                let state = src.snapshot()?;
+                return parts.end(true, vec![(src.node, state)]).await;
             }
         }
         if timer.is_some_and(|t| last_timer.elapsed() >= t) {

@@ -25,6 +25,9 @@ struct SplitState {
     ended: bool,
 }
 
+/// The name of a source's watermark table in a checkpoint.
+const WATERMARK_TABLE: &str = "_weir_split_watermarks";
+
 pub(crate) struct WatermarkGenerator {
     spec: Option<WatermarkSpec>,
     splits: BTreeMap<SplitId, SplitState>,
@@ -147,6 +150,64 @@ impl WatermarkGenerator {
         }
         self.emitted = Some(next);
         Some(next)
+    }
+
+    /// The per-split watermarks, for a checkpoint.
+    pub(crate) fn snapshot(
+        &self,
+    ) -> Result<(String, datafusion::arrow::record_batch::RecordBatch)> {
+        use datafusion::arrow::array::{ArrayRef, UInt32Array};
+        let splits: Vec<SplitId> = self.splits.keys().copied().collect();
+        let marks: Vec<Millis> = self.splits.values().map(|s| s.watermark).collect();
+        let ended: Vec<bool> = self.splits.values().map(|s| s.ended).collect();
+        let batch = datafusion::arrow::record_batch::RecordBatch::try_from_iter(vec![
+            ("split", Arc::new(UInt32Array::from(splits)) as ArrayRef),
+            ("watermark", Arc::new(Int64Array::from(marks)) as ArrayRef),
+            (
+                "ended",
+                Arc::new(datafusion::arrow::array::BooleanArray::from(ended)) as ArrayRef,
+            ),
+        ])?;
+        Ok((WATERMARK_TABLE.to_string(), batch))
+    }
+
+    /// Takes the watermark table out of a source's restored state.
+    pub(crate) fn restore(&mut self, state: &mut crate::state::StateSnapshot) -> Result<()> {
+        use datafusion::arrow::array::{BooleanArray, UInt32Array};
+        let Some(i) = state.tables.iter().position(|(n, _)| n == WATERMARK_TABLE) else {
+            return Ok(());
+        };
+        let (_, batch) = state.tables.remove(i);
+        let (Some(splits), Some(marks), Some(ended)) = (
+            batch.column(0).as_any().downcast_ref::<UInt32Array>(),
+            batch.column(1).as_any().downcast_ref::<Int64Array>(),
+            batch.column(2).as_any().downcast_ref::<BooleanArray>(),
+        ) else {
+            return Err(crate::error::EngineError::Graph(
+                "bad watermark state".into(),
+            ));
+        };
+        let now = Instant::now();
+        let mut emitted = NO_WATERMARK;
+        for i in 0..batch.num_rows() {
+            self.splits.insert(
+                splits.value(i),
+                SplitState {
+                    watermark: marks.value(i),
+                    last_active: now,
+                    ended: ended.value(i),
+                },
+            );
+            if !ended.value(i) {
+                emitted = if emitted == NO_WATERMARK {
+                    marks.value(i)
+                } else {
+                    emitted.min(marks.value(i))
+                };
+            }
+        }
+        self.emitted_time = emitted;
+        Ok(())
     }
 
     /// How often idleness must be re-checked while nothing arrives.

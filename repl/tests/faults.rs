@@ -1,0 +1,199 @@
+//! Crashes: a job writing windows to Parquet with exactly-once delivery is
+//! killed with SIGKILL at random moments and restarted from its
+//! checkpoints; the committed output must equal the oracle's, with no row
+//! lost and none doubled.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+use rand::{Rng, SeedableRng};
+
+fn weir() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_weir"))
+}
+
+const EVENTS: u64 = 150_000;
+
+fn events_ddl() -> String {
+    format!(
+        "CREATE STREAM events WITH ('connector' = 'nexmark', 'events.num' = '{EVENTS}', 'scan.rate-limit' = '40000',
+           'base-time' = '1700000000000', 'first-event.rate' = '10000');
+         CREATE VIEW bid AS SELECT bid.auction, dateTime FROM events WHERE event_type = 2;"
+    )
+}
+
+fn job_sql(checkpoints: &Path, out: &Path) -> String {
+    format!(
+        "SET 'execution.checkpointing.interval' = '700ms';
+         SET 'state.checkpoints.dir' = '{}';
+         SET 'pipeline.name' = 'crash-test';
+         SET 'parallelism.default' = '2';
+         {}
+         CREATE TABLE counts (window_start TIMESTAMP(3), auction BIGINT, n BIGINT)
+           WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet', 'sink.delivery' = 'exactly-once',
+                   'sink.rolling-policy.file-size' = '1kb');
+         INSERT INTO counts
+         SELECT window_start, auction, count(*) FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(dateTime), INTERVAL '100' MILLISECOND))
+         GROUP BY window_start, window_end, auction;",
+        checkpoints.display(),
+        events_ddl(),
+        out.display()
+    )
+}
+
+fn start(sql: &Path, log: &Path) -> Child {
+    weir()
+        .args(["--log", "weir_engine=info", "run"])
+        .arg(sql)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// Sorted rows of the Parquet files directly in `dir` (not in `_staging`).
+async fn committed_rows(ctx: &SessionContext, dir: &Path, sql: &str) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .map(|p| p.display().to_string())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no committed files in {}", dir.display());
+    let mut batches = Vec::new();
+    for file in files {
+        batches.extend(
+            ctx.read_parquet(file, ParquetReadOptions::default())
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap(),
+        );
+    }
+    let table =
+        datafusion::datasource::MemTable::try_new(batches[0].schema(), vec![batches]).unwrap();
+    ctx.register_table("committed", std::sync::Arc::new(table))
+        .unwrap();
+    let rows = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&rows)
+        .unwrap()
+        .to_string();
+    text.lines().map(str::to_string).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_and_restart_lose_and_double_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let (checkpoints, out, raw) = (
+        root.path().join("checkpoints"),
+        root.path().join("out"),
+        root.path().join("raw"),
+    );
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::create_dir_all(&raw).unwrap();
+    let sql = root.path().join("job.sql");
+    std::fs::write(&sql, job_sql(&checkpoints, &out)).unwrap();
+
+    // Kill the job at random moments, restarting it each time.
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(42);
+    let mut kills = 0;
+    let mut finished = false;
+    for round in 0..6 {
+        let log = root.path().join(format!("run-{round}.log"));
+        let mut child = start(&sql, &log);
+        let wait = Duration::from_millis(rng.random_range(400..1500));
+        let started = Instant::now();
+        while started.elapsed() < wait {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        match child.try_wait().unwrap() {
+            Some(status) => {
+                assert!(
+                    status.success(),
+                    "run {round} failed: {}",
+                    std::fs::read_to_string(&log).unwrap()
+                );
+                finished = true;
+                break;
+            }
+            None => {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills += 1;
+            }
+        }
+    }
+    if !finished {
+        let log = root.path().join("final.log");
+        let status = start(&sql, &log).wait().unwrap();
+        assert!(
+            status.success(),
+            "final run failed: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+    }
+    eprintln!("kills: {kills}");
+    assert!(
+        kills >= 2,
+        "the job must have been killed mid-way ({kills} kills)"
+    );
+    let restored = (0..6)
+        .filter_map(|r| std::fs::read_to_string(root.path().join(format!("run-{r}.log"))).ok())
+        .chain(std::fs::read_to_string(root.path().join("final.log")).ok())
+        .filter(|log| log.contains("restoring"))
+        .count();
+    eprintln!("restored runs: {restored}");
+    assert!(restored >= 1, "later runs must restore from a checkpoint");
+
+    // The oracle: the same bids, dumped in one uninterrupted run, counted
+    // per 1 s window by a DataFusion batch query.
+    let dump = root.path().join("dump.sql");
+    std::fs::write(
+        &dump,
+        format!(
+            "{}
+             CREATE TABLE raw (auction BIGINT, dateTime TIMESTAMP(3)) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet');
+             INSERT INTO raw SELECT auction, dateTime FROM bid;",
+            events_ddl().replace("'scan.rate-limit' = '40000',", ""),
+            raw.display()
+        ),
+    )
+    .unwrap();
+    assert!(weir().arg("run").arg(&dump).status().unwrap().success());
+    let mut config = SessionConfig::new();
+    config.options_mut().sql_parser.enable_ident_normalization = false;
+    let ctx = SessionContext::new_with_config(config);
+    ctx.register_parquet("raw", raw.to_str().unwrap(), ParquetReadOptions::default())
+        .await
+        .unwrap();
+    let expected = ctx
+        .sql(
+            "SELECT date_bin(INTERVAL '100' MILLISECOND, dateTime, TIMESTAMP '1970-01-01 00:00:00') AS window_start, auction, count(*) AS n
+             FROM raw GROUP BY 1, 2 ORDER BY 1, 2",
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let expected = datafusion::arrow::util::pretty::pretty_format_batches(&expected)
+        .unwrap()
+        .to_string();
+    let expected: Vec<String> = expected.lines().map(str::to_string).collect();
+    let actual = committed_rows(
+        &ctx,
+        &out,
+        "SELECT window_start, auction, n FROM committed ORDER BY 1, 2",
+    )
+    .await;
+    assert!(expected.len() > 100);
+    assert_eq!(actual.len(), expected.len(), "row count");
+    assert_eq!(actual, expected);
+}

@@ -660,16 +660,16 @@ impl Planner {
             factory,
         );
         let expected_rows = lowering.expected_rows();
-        let checkpoint = match self.settings.checkpoint_interval()? {
-            Some(interval) => Some(CheckpointPlan {
+        let checkpoint = self
+            .settings
+            .checkpoint_interval()?
+            .map(|interval| CheckpointPlan {
                 interval,
                 timeout: self.settings.checkpoint_timeout(),
                 dir: self.settings.checkpoint_dir().to_string(),
                 retained: self.settings.checkpoints_retained(),
                 restore_from: self.settings.restore_path().map(str::to_string),
-            }),
-            None => None,
-        };
+            });
         Ok(JobPlan {
             expected_rows,
             checkpoint,

@@ -234,10 +234,9 @@ impl KafkaSource {
         let mut lingered = false;
         while count < self.settings.batch_size {
             let received = match wait.take() {
-                Some(limit) => match tokio::time::timeout(limit, assigned.consumer.recv()).await {
-                    Ok(r) => Some(r),
-                    Err(_) => None,
-                },
+                Some(limit) => tokio::time::timeout(limit, assigned.consumer.recv())
+                    .await
+                    .ok(),
                 None => assigned.consumer.recv().now_or_never(),
             };
             let message = match received {

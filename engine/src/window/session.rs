@@ -12,7 +12,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, UInt32Array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, BinaryArray, BooleanArray, Int64Array, UInt32Array,
+};
 use datafusion::arrow::compute::{interleave, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -24,6 +26,7 @@ use crate::aggregate::{AggregateInput, AggregateSpec, GroupedState};
 use crate::error::Result;
 use crate::message::{now_millis, Millis, FINAL_WATERMARK, NO_WATERMARK};
 use crate::operator::{Operator, OperatorContext, StateSize};
+use crate::state::StateSnapshot;
 
 type BufferId = u64;
 
@@ -333,6 +336,123 @@ impl SessionWindowAggregate {
     }
 }
 
+impl SessionWindowAggregate {
+    /// Open sessions and their buffered rows as Arrow tables.
+    fn snapshot_tables(&self) -> Result<StateSnapshot> {
+        let mut keys: Vec<&[u8]> = Vec::new();
+        let mut starts = Vec::new();
+        let mut ends = Vec::new();
+        let mut owners = Vec::new();
+        let mut refs: Vec<(usize, usize)> = Vec::new();
+        let ids: Vec<BufferId> = self.buffers.keys().copied().collect();
+        let position: HashMap<BufferId, usize> =
+            ids.iter().enumerate().map(|(p, id)| (*id, p)).collect();
+        for (key, sessions) in &self.sessions {
+            for session in sessions {
+                let ordinal = starts.len() as u32;
+                keys.push(key.as_slice());
+                starts.push(session.start);
+                ends.push(session.end);
+                for (buffer, row) in &session.rows {
+                    owners.push(ordinal);
+                    refs.push((position[buffer], *row as usize));
+                }
+            }
+        }
+        let sessions = RecordBatch::try_from_iter(vec![
+            ("key", Arc::new(BinaryArray::from(keys)) as ArrayRef),
+            ("start", Arc::new(Int64Array::from(starts)) as ArrayRef),
+            ("end", Arc::new(Int64Array::from(ends)) as ArrayRef),
+        ])?;
+        let mut tables = vec![
+            ("sessions".to_string(), sessions),
+            (
+                "watermark".to_string(),
+                RecordBatch::try_from_iter(vec![(
+                    "watermark",
+                    Arc::new(Int64Array::from(vec![self.watermark])) as ArrayRef,
+                )])?,
+            ),
+        ];
+        if !refs.is_empty() {
+            let buffers: Vec<&Buffer> = ids.iter().filter_map(|id| self.buffers.get(id)).collect();
+            let width = buffers.first().map_or(0, |b| b.columns.len());
+            let mut columns: Vec<(String, ArrayRef)> = vec![(
+                "_session".into(),
+                Arc::new(UInt32Array::from(owners)) as ArrayRef,
+            )];
+            for c in 0..width {
+                let arrays: Vec<&dyn Array> =
+                    buffers.iter().map(|b| b.columns[c].as_ref()).collect();
+                columns.push((format!("c{c}"), interleave(&arrays, &refs)?));
+            }
+            tables.push(("rows".to_string(), RecordBatch::try_from_iter(columns)?));
+        }
+        Ok(StateSnapshot { tables })
+    }
+
+    fn restore_tables(&mut self, state: &StateSnapshot) -> Result<()> {
+        let bad = || DataFusionError::Internal("bad session window state".into());
+        if let Some(w) = state.table("watermark") {
+            if let Some(v) = w
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .filter(|a| !a.is_empty())
+            {
+                self.watermark = v.value(0);
+            }
+        }
+        let Some(sessions) = state.table("sessions") else {
+            return Ok(());
+        };
+        let (Some(keys), Some(starts), Some(ends)) = (
+            sessions.column(0).as_any().downcast_ref::<BinaryArray>(),
+            sessions.column(1).as_any().downcast_ref::<Int64Array>(),
+            sessions.column(2).as_any().downcast_ref::<Int64Array>(),
+        ) else {
+            return Err(bad().into());
+        };
+        let mut restored: Vec<Session> = (0..sessions.num_rows())
+            .map(|i| Session {
+                start: starts.value(i),
+                end: ends.value(i),
+                rows: Vec::new(),
+            })
+            .collect();
+        if let Some(rows) = state.table("rows") {
+            let owners = rows
+                .column(0)
+                .as_any()
+                .downcast_ref::<UInt32Array>()
+                .ok_or_else(bad)?;
+            let buffer = self.next_buffer;
+            self.next_buffer += 1;
+            for (row, owner) in owners.values().iter().enumerate() {
+                restored
+                    .get_mut(*owner as usize)
+                    .ok_or_else(bad)?
+                    .rows
+                    .push((buffer, row as u32));
+            }
+            self.buffered_rows += rows.num_rows();
+            self.buffers.insert(
+                buffer,
+                Buffer {
+                    columns: rows.columns()[1..].to_vec(),
+                    live: rows.num_rows(),
+                },
+            );
+        }
+        for (i, session) in restored.into_iter().enumerate() {
+            let key = keys.value(i).to_vec();
+            self.timers.insert((session.end, key.clone()));
+            self.sessions.entry(key).or_default().push(session);
+        }
+        Ok(())
+    }
+}
+
 impl Operator for SessionWindowAggregate {
     fn name(&self) -> &str {
         &self.name
@@ -364,6 +484,14 @@ impl Operator for SessionWindowAggregate {
         Ok(())
     }
 
+    fn snapshot(&mut self, _ctx: &mut OperatorContext<'_>) -> Result<StateSnapshot> {
+        self.snapshot_tables()
+    }
+
+    fn restore(&mut self, state: StateSnapshot) -> Result<()> {
+        self.restore_tables(&state)
+    }
+
     fn state_size(&self) -> StateSize {
         let bytes: usize = self
             .buffers
@@ -374,5 +502,157 @@ impl Operator for SessionWindowAggregate {
             rows: self.buffered_rows as u64,
             bytes: bytes as u64,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::SubtaskMetrics;
+    use crate::row_watermark::attach_constant;
+    use crate::window::{OutputColumn, OutputLayout};
+    use datafusion::arrow::array::TimestampMillisecondArray;
+    use datafusion::arrow::datatypes::{Field, TimeUnit};
+    use datafusion::functions_aggregate::count::count_udaf;
+    use datafusion::physical_expr::aggregate::AggregateExprBuilder;
+    use datafusion::physical_expr::expressions::{col, lit};
+
+    fn input_schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                false,
+            ),
+        ]))
+    }
+
+    fn operator() -> SessionWindowAggregate {
+        let schema = input_schema();
+        let count = AggregateExprBuilder::new(count_udaf(), vec![lit(1i64)])
+            .schema(schema.clone())
+            .alias("n")
+            .build()
+            .unwrap();
+        let spec = Arc::new(AggregateSpec {
+            keys: vec![col("k", &schema).unwrap()],
+            key_fields: vec![Arc::new(Field::new("k", DataType::Int64, true))],
+            aggregates: vec![Arc::new(count)],
+            filters: vec![None],
+        });
+        let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
+        let out = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("window_start", ts.clone(), false),
+            Field::new("window_end", ts, false),
+            Field::new("n", DataType::Int64, false),
+        ]));
+        let layout = Arc::new(
+            OutputLayout::new(
+                vec![
+                    OutputColumn::Key(0),
+                    OutputColumn::WindowStart,
+                    OutputColumn::WindowEnd,
+                    OutputColumn::Aggregate(0),
+                ],
+                out,
+            )
+            .unwrap(),
+        );
+        SessionWindowAggregate::new(
+            "s",
+            10,
+            spec,
+            vec![0],
+            TimeSource::EventTime { column: 1 },
+            layout,
+        )
+        .unwrap()
+    }
+
+    fn batch(rows: &[(i64, i64)]) -> RecordBatch {
+        let b = RecordBatch::try_new(
+            input_schema(),
+            vec![
+                Arc::new(Int64Array::from(
+                    rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+                )),
+                Arc::new(TimestampMillisecondArray::from(
+                    rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+                )),
+            ],
+        )
+        .unwrap();
+        attach_constant(&b, i64::MIN).unwrap()
+    }
+
+    fn run(
+        op: &mut SessionWindowAggregate,
+        f: impl FnOnce(&mut SessionWindowAggregate, &mut OperatorContext<'_>),
+    ) -> Vec<String> {
+        let metrics = Arc::new(SubtaskMetrics::new(0, "s", 0));
+        let (mut output, mut late) = (Vec::new(), Vec::new());
+        let mut ctx = OperatorContext {
+            output: &mut output,
+            late: &mut late,
+            watermark: i64::MIN,
+            metrics: &metrics,
+            call_again: false,
+        };
+        f(op, &mut ctx);
+        let mut rows: Vec<String> = output
+            .iter()
+            .flat_map(|b| {
+                let b = crate::row_watermark::strip(b);
+                datafusion::arrow::util::pretty::pretty_format_batches(&[b])
+                    .unwrap()
+                    .to_string()
+                    .lines()
+                    .skip(3)
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|l| l.starts_with('|'))
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    #[test]
+    fn a_restored_operator_continues_the_same_sessions() {
+        let first = batch(&[(1, 0), (1, 5), (2, 3), (1, 30)]);
+        let second = batch(&[(1, 12), (2, 14), (1, 35), (3, 100)]);
+        let mut original = operator();
+        run(&mut original, |op, ctx| {
+            op.on_batch(first.clone(), ctx).unwrap()
+        });
+        let state = run(&mut original, |_, _| {});
+        assert!(state.is_empty());
+        let snapshot = {
+            let metrics = Arc::new(SubtaskMetrics::new(0, "s", 0));
+            let (mut o, mut l) = (Vec::new(), Vec::new());
+            let mut ctx = OperatorContext {
+                output: &mut o,
+                late: &mut l,
+                watermark: i64::MIN,
+                metrics: &metrics,
+                call_again: false,
+            };
+            original.snapshot(&mut ctx).unwrap()
+        };
+        let mut restored = operator();
+        restored.restore(snapshot).unwrap();
+        let finish = |op: &mut SessionWindowAggregate| {
+            run(op, |op, ctx| {
+                op.on_batch(second.clone(), ctx).unwrap();
+                op.on_watermark(i64::MAX, ctx).unwrap();
+            })
+        };
+        let expected = finish(&mut original);
+        // Key 1: 0, 5, 12 merge ([0, 22)); 30, 35 ([30, 45)). Key 2: 3 and
+        // 14 are 11 apart, more than the gap: two sessions. Key 3: 100.
+        assert_eq!(expected.len(), 5, "{expected:?}");
+        assert_eq!(finish(&mut restored), expected);
     }
 }

@@ -80,6 +80,12 @@ impl Job {
         self.inner.handle.metrics()
     }
 
+    /// Checkpoint figures: completed, failed, last id, duration, size,
+    /// alignment and when the last one completed.
+    pub fn checkpoints(&self) -> weir_engine::CheckpointSnapshot {
+        self.inner.handle.checkpoints()
+    }
+
     /// Stops the job gracefully: sources stop; with `drain`, the final
     /// watermark fires every open window first; sinks flush.
     pub async fn stop(&self, drain: bool) {

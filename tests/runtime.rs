@@ -213,3 +213,101 @@ async fn a_hot_key_is_pre_aggregated_before_the_shuffle() {
         "{shuffled} partial rows for {rows} input rows"
     );
 }
+
+/// A sink that takes its time with every batch.
+struct Slow {
+    rows: Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[async_trait::async_trait]
+impl weir::crates::engine::Sink for Slow {
+    async fn write(
+        &mut self,
+        batch: datafusion::arrow::record_batch::RecordBatch,
+    ) -> weir::crates::engine::Result<()> {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        self.rows.fetch_add(
+            batch.num_rows() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(())
+    }
+}
+
+struct SlowConnector {
+    rows: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl weir::crates::connectors::Connector for SlowConnector {
+    fn name(&self) -> &'static str {
+        "slow"
+    }
+
+    fn sink(
+        &self,
+        _spec: &weir::crates::connectors::TableSpec,
+    ) -> Result<weir::crates::engine::SinkFactory, weir::crates::connectors::ConnectorError> {
+        let rows = self.rows.clone();
+        Ok(Arc::new(move |_| {
+            Ok(Box::new(Slow { rows: rows.clone() }) as Box<dyn weir::crates::engine::Sink>)
+        }))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_sink_backpressures_the_source_and_loses_nothing() {
+    let rows = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut registry = Registry::default();
+    registry.register(Arc::new(SlowConnector { rows: rows.clone() }));
+    let mut session = weir::Session::with_registry(registry);
+    session.set("parallelism.default", "2").unwrap();
+    let events = 100_000u64;
+    let batch = 500u64;
+    session
+        .sql(&format!(
+            "CREATE STREAM e WITH ('connector' = 'nexmark', 'events.num' = '{events}', 'scan.batch-size' = '{batch}');
+             CREATE TABLE out (price BIGINT) WITH ('connector' = 'slow', 'sink.parallelism' = '1');"
+        ))
+        .await
+        .unwrap();
+    let job = session
+        .submit("INSERT INTO out SELECT bid.price FROM e")
+        .await
+        .unwrap();
+    // Two source subtasks feed one sink through two channels of 16
+    // batches; the source cannot run further ahead than that.
+    let bound = 2 * (16 + 2) * batch;
+    let (mut max_ahead, mut max_fill) = (0u64, 0f64);
+    while job.status().is_running() {
+        let m = job.metrics();
+        let read: u64 = m
+            .subtasks
+            .iter()
+            .filter(|s| s.operator.starts_with("source:"))
+            .map(|s| s.rows_out)
+            .sum();
+        let written = rows.load(std::sync::atomic::Ordering::Relaxed);
+        max_ahead = max_ahead.max(read.saturating_sub(written));
+        max_fill = m
+            .subtasks
+            .iter()
+            .filter(|s| s.operator.starts_with("sink:"))
+            .map(|s| s.channel_fill)
+            .fold(max_fill, f64::max);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    job.wait().await.unwrap();
+    assert_eq!(
+        rows.load(std::sync::atomic::Ordering::Relaxed),
+        events,
+        "every row reached the sink"
+    );
+    assert!(
+        max_ahead <= bound,
+        "the source ran {max_ahead} rows ahead of the sink (bound {bound})"
+    );
+    assert!(
+        max_fill > 0.9,
+        "the sink's input channels filled up ({max_fill})"
+    );
+}

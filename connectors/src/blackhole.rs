@@ -16,7 +16,8 @@ impl Connector for BlackholeConnector {
     }
 
     fn sink(&self, spec: &TableSpec) -> Result<SinkFactory, ConnectorError> {
-        spec.options.check_known("blackhole", &[], &[])?;
+        spec.options
+            .check_known("blackhole", &["sink.parallelism"], &[])?;
         Ok(Arc::new(|_| Ok(Box::new(Blackhole) as Box<dyn Sink>)))
     }
 }

@@ -435,3 +435,71 @@ impl Coordinator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{ArrayRef, Int64Array};
+    use datafusion::arrow::record_batch::RecordBatch;
+    use datafusion::object_store::local::LocalFileSystem;
+
+    fn state(v: i64) -> StateSnapshot {
+        let batch = RecordBatch::try_from_iter(vec![(
+            "v",
+            std::sync::Arc::new(Int64Array::from(vec![v])) as ArrayRef,
+        )])
+        .unwrap();
+        StateSnapshot {
+            tables: vec![("t".into(), batch)],
+        }
+    }
+
+    fn value(r: &Restored) -> i64 {
+        let s = &r.states[&(3, 1)];
+        s.table("t")
+            .unwrap()
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .value(0)
+    }
+
+    #[tokio::test]
+    async fn newest_complete_checkpoint_wins_and_broken_ones_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let store = CheckpointStore::new(fs, Path::from("job"), "test");
+        for id in 1..=4 {
+            store
+                .write(id, "fp", false, &[(3, 1, state(id as i64 * 10))])
+                .await
+                .unwrap();
+        }
+        assert_eq!(value(&store.latest().await.unwrap().unwrap()), 40);
+        // 4 lost a state file (a crash mid-write), 5 never got its manifest.
+        std::fs::remove_file(dir.path().join("job/chk-0000000004/3-1-0.arrow")).unwrap();
+        std::fs::create_dir_all(dir.path().join("job/chk-0000000005")).unwrap();
+        std::fs::write(
+            dir.path().join("job/chk-0000000005/3-1-0.arrow"),
+            b"partial",
+        )
+        .unwrap();
+        let latest = store.latest().await.unwrap().unwrap();
+        assert_eq!((latest.checkpoint_id, value(&latest)), (3, 30));
+        // Keep the newest two complete ones up to 3.
+        store.cleanup(2, 3).await.unwrap();
+        assert!(!dir
+            .path()
+            .join("job/chk-0000000001/_manifest.json")
+            .exists());
+        assert!(dir
+            .path()
+            .join("job/chk-0000000002/_manifest.json")
+            .exists());
+        assert!(dir
+            .path()
+            .join("job/chk-0000000003/_manifest.json")
+            .exists());
+    }
+}

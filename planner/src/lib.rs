@@ -653,11 +653,16 @@ impl Planner {
             checkpointing: self.settings.checkpoint_interval()?.is_some(),
         };
         let factory = sink.connector.sink(&spec).map_err(connector_error)?;
+        let parallelism = sink
+            .options
+            .parse::<usize>("sink.parallelism")
+            .map_err(connector_error)?;
         lowering.add_sink(
             &output,
             &format!("sink: {}", sink.name),
             format!("connector={}", sink.connector.name()),
             factory,
+            parallelism,
         );
         let expected_rows = lowering.expected_rows();
         let checkpoint = self

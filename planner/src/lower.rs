@@ -734,17 +734,26 @@ impl<'a> Lowering<'a> {
     }
 
     /// Adds the sink node after `input`.
+    /// Adds the sink node after `input`, with `parallelism` subtasks
+    /// (`'sink.parallelism'`) or the input's.
     pub fn add_sink(
         &mut self,
         input: &Lowered,
         name: &str,
         detail: String,
         factory: weir_engine::SinkFactory,
+        parallelism: Option<usize>,
     ) -> NodeId {
+        let parallelism = parallelism.unwrap_or(input.parallelism).max(1);
         let node = self
             .graph
-            .add_node(name, detail, input.parallelism, NodeKind::Sink(factory));
-        self.graph.connect(input.node, node, EdgeKind::Forward);
+            .add_node(name, detail, parallelism, NodeKind::Sink(factory));
+        let edge = if parallelism == input.parallelism {
+            EdgeKind::Forward
+        } else {
+            EdgeKind::Rebalance
+        };
+        self.graph.connect(input.node, node, edge);
         node
     }
 }

@@ -7,7 +7,8 @@
 //! ```
 //!
 //! Environment: `WEIR_BENCH_EVENTS` (events per query), `WEIR_BENCH_PARALLELISM`
-//! (default: cores); arguments filter queries by name.
+//! (default: cores), `WEIR_BENCH_CHECKPOINT_INTERVAL` (e.g. `1s`: checkpoint
+//! to a temporary directory); arguments filter queries by name.
 
 use std::time::Instant;
 

@@ -113,10 +113,21 @@ impl ReadContext {
             let meta = meta.map_err(|e| {
                 EngineError::connector("filesystem", format!("{}: {e}", self.location.display))
             })?;
-            let hidden = meta
+            // Hidden files and folders (`.x`, `_x`, such as a sink's
+            // `_staging`) below the prefix are not data.
+            let relative = meta
                 .location
-                .filename()
-                .is_some_and(|n| n.starts_with('.') || n.starts_with('_'));
+                .prefix_match(prefix)
+                .map(|parts| parts.collect::<Vec<_>>());
+            let hidden = match relative {
+                Some(parts) => parts
+                    .iter()
+                    .any(|p| p.as_ref().starts_with('.') || p.as_ref().starts_with('_')),
+                None => meta
+                    .location
+                    .filename()
+                    .is_some_and(|n| n.starts_with('.') || n.starts_with('_')),
+            };
             if !hidden {
                 files.push(meta);
             }

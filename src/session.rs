@@ -255,6 +255,7 @@ impl Session {
             Field::new("status", DataType::Utf8, false),
             Field::new("sink", DataType::Utf8, false),
             Field::new("rows written", DataType::UInt64, false),
+            Field::new("last checkpoint", DataType::Utf8, false),
         ]);
         RecordBatch::try_new(
             Arc::new(schema),
@@ -264,10 +265,35 @@ impl Session {
                 columns(&|j| j.status().to_string()),
                 columns(&|j| j.sink().to_string()),
                 Arc::new(UInt64Array::from(rows_out)),
+                columns(&|j| checkpoint_summary(&j.checkpoints())),
             ],
         )
         .unwrap_or_else(|_| RecordBatch::new_empty(Arc::new(Schema::empty())))
     }
+}
+
+/// `#12, 1.5 s ago, 120 ms, 3.2 KB (1 failed)`, or empty without checkpoints.
+fn checkpoint_summary(c: &weir_engine::CheckpointSnapshot) -> String {
+    let Some(id) = c.last_id else {
+        return if c.failed > 0 {
+            format!("{} failed", c.failed)
+        } else {
+            String::new()
+        };
+    };
+    let age = c
+        .last_completed_at
+        .map_or(0.0, |t| (now_millis() - t) as f64 / 1000.0);
+    let mut text = format!(
+        "#{id}, {age:.1} s ago, {} ms, {:.1} KB, alignment {} ms",
+        c.last_duration_ms,
+        c.last_size_bytes as f64 / 1024.0,
+        c.last_alignment_ms
+    );
+    if c.failed > 0 {
+        text.push_str(&format!(" ({} failed)", c.failed));
+    }
+    text
 }
 
 /// `LIMIT n` of a top-level query, so its result stream ends after n rows.

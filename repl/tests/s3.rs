@@ -10,7 +10,11 @@ use std::time::{Duration, Instant};
 /// A port that is free, and whose +10000 (SeaweedFS's gRPC port) is too.
 fn free_port() -> u16 {
     loop {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         if port < 55000 && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
             return port;
         }
@@ -34,7 +38,13 @@ fn start_seaweed(dir: &Path) -> Seaweed {
     let child = Command::new("weed")
         .arg("server")
         .arg(format!("-dir={}", dir.display()))
-        .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3", "-s3.port.iceberg=0", "-s3.port.lance=0"])
+        .args([
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-s3",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+        ])
         .arg(format!("-master.port={master}"))
         .arg(format!("-volume.port={volume}"))
         .arg(format!("-filer.port={filer}"))
@@ -56,7 +66,11 @@ fn start_seaweed(dir: &Path) -> Seaweed {
         if created {
             return server;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "SeaweedFS did not start: {}", std::fs::read_to_string(dir.join("weed.log")).unwrap_or_default());
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "SeaweedFS did not start: {}",
+            std::fs::read_to_string(dir.join("weed.log")).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
 }
@@ -97,8 +111,17 @@ fn read_back(s3: u16, path: &str) -> Vec<String> {
         ))
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let mut rows: Vec<String> = String::from_utf8(output.stdout).unwrap().lines().skip(1).map(str::to_string).collect();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut rows: Vec<String> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(str::to_string)
+        .collect();
     rows.sort();
     rows
 }
@@ -114,7 +137,12 @@ fn exactly_once_parquet_with_checkpoints_on_s3() {
     // On S3: run, kill once mid-way, restart to the end.
     let sql = root.path().join("s3.sql");
     std::fs::write(&sql, job("s3://weir/checkpoints", "s3://weir/out")).unwrap();
-    let mut first = weir(s3).arg("run").arg(&sql).stderr(Stdio::null()).spawn().unwrap();
+    let mut first = weir(s3)
+        .arg("run")
+        .arg(&sql)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(1200));
     if first.try_wait().unwrap().is_none() {
         first.kill().unwrap();
@@ -129,22 +157,36 @@ fn exactly_once_parquet_with_checkpoints_on_s3() {
         .unwrap();
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(second.success(), "{log}");
-    assert!(log.contains("restoring"), "the second run restores the checkpoint on S3: {log}");
+    assert!(
+        log.contains("restoring"),
+        "the second run restores the checkpoint on S3: {log}"
+    );
 
     // The same job on local files, uninterrupted, is the reference.
     let local = root.path().join("local");
     let local_sql = root.path().join("local.sql");
     std::fs::write(
         &local_sql,
-        job(&local.join("checkpoints").display().to_string(), &local.join("out").display().to_string()),
+        job(
+            &local.join("checkpoints").display().to_string(),
+            &local.join("out").display().to_string(),
+        ),
     )
     .unwrap();
-    assert!(weir(s3).arg("run").arg(&local_sql).status().unwrap().success());
+    assert!(weir(s3)
+        .arg("run")
+        .arg(&local_sql)
+        .status()
+        .unwrap()
+        .success());
 
     let on_s3 = read_back(s3, "s3://weir/out");
     let reference = read_back(s3, &local.join("out").display().to_string());
     assert!(reference.len() > 100);
-    let total: i64 = reference.iter().map(|r| r.rsplit(',').next().unwrap().parse::<i64>().unwrap()).sum();
+    let total: i64 = reference
+        .iter()
+        .map(|r| r.rsplit(',').next().unwrap().parse::<i64>().unwrap())
+        .sum();
     assert_eq!(total, 60_000 * 46 / 50, "every bid counted once");
     assert_eq!(on_s3, reference);
 }

@@ -22,8 +22,20 @@ pub enum Message {
     Watermark(Watermark),
     /// Everything before this message belongs to checkpoint `id`.
     Barrier(Barrier),
+    /// A latency marker: injected at a source, timed at the sinks.
+    Marker(LatencyMarker),
     /// No more messages will follow on this channel.
     End,
+}
+
+/// Flink's latency marker: it travels with the data (queues behind it in
+/// every channel) but skips operators, so its age at a sink is the time
+/// rows spend waiting between the source and that sink.
+#[derive(Debug, Clone, Copy)]
+pub struct LatencyMarker {
+    /// The source node that injected it.
+    pub source: usize,
+    pub created: std::time::Instant,
 }
 
 /// Event-time progress of one channel.

@@ -64,6 +64,26 @@ impl<'a> OperatorContext<'a> {
         self.watermark
     }
 
+    /// Records the keys of input rows for hot-key detection.
+    pub fn observe_keys(&mut self, keys: &[datafusion::arrow::array::ArrayRef]) {
+        if self.metrics.detailed && !keys.is_empty() {
+            self.metrics.hot_keys.lock().offer(keys);
+        }
+    }
+
+    /// Records how long after its end a window was emitted.
+    pub fn observe_window_emit(&mut self, window_end: Millis) {
+        if !self.metrics.detailed {
+            return;
+        }
+        let late_by = crate::message::now_millis()
+            .saturating_sub(window_end)
+            .max(0) as u64;
+        self.metrics
+            .event_time_latency
+            .observe_micros(late_by.saturating_mul(1000));
+    }
+
     /// Whether this call has emitted enough to yield.
     pub fn is_full(&self) -> bool {
         self.output.iter().map(|b| b.num_rows()).sum::<usize>() >= OUTPUT_ROWS_PER_CALL

@@ -1,7 +1,7 @@
 //! Operators chained in one task: the output of one is the input of the next.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::record_batch::RecordBatch;
 
@@ -78,9 +78,16 @@ impl Chain {
                 };
                 for batch in carry.drain(..) {
                     op.metrics.add_input(batch.num_rows());
+                    op.metrics.add_bytes(batch.get_array_memory_size(), 0);
+                    let started = op.metrics.detailed.then(Instant::now);
                     op.operator
                         .on_batch(batch, &mut ctx)
                         .map_err(|e| e.in_operator(&name, self.subtask))?;
+                    if let Some(started) = started {
+                        let took = started.elapsed();
+                        op.metrics.processing.observe(took);
+                        op.metrics.add_busy(took);
+                    }
                 }
                 // Operators after one that has more to emit wait for all of
                 // it before they see the watermark (or timer, or end).
@@ -92,6 +99,7 @@ impl Chain {
             }
             for batch in &output {
                 op.metrics.add_output(batch.num_rows());
+                op.metrics.add_bytes(0, batch.get_array_memory_size());
             }
             if refresh_state {
                 op.metrics.set_state_size(op.operator.state_size());

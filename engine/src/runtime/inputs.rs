@@ -23,6 +23,7 @@ pub(crate) enum InputEvent {
     Watermark(Watermark),
     /// A barrier arrived on every input.
     Barrier(Barrier),
+    Marker(crate::message::LatencyMarker),
     /// Every input ended.
     End,
 }
@@ -132,6 +133,7 @@ impl Inputs {
     fn handle(&mut self, index: usize, message: Message) -> Option<InputEvent> {
         match message {
             Message::Batch(batch) => Some(InputEvent::Batch(batch)),
+            Message::Marker(marker) => Some(InputEvent::Marker(marker)),
             Message::Watermark(Watermark::EventTime(t)) => {
                 let state = &mut self.states[index];
                 state.watermark = state.watermark.max(t);

@@ -42,6 +42,10 @@ pub struct RuntimeConfig {
     pub checkpoint: Option<CheckpointConfig>,
     /// State to start from.
     pub restore: Option<Restored>,
+    /// How often sources inject latency markers (`None`: never).
+    pub latency_marker_interval: Option<std::time::Duration>,
+    /// Record timing, latency histograms and hot keys (counters always).
+    pub detailed_metrics: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -51,6 +55,8 @@ impl Default for RuntimeConfig {
             checkpoint_acks: None,
             checkpoint: None,
             restore: None,
+            latency_marker_interval: Some(std::time::Duration::from_secs(1)),
+            detailed_metrics: true,
         }
     }
 }
@@ -296,13 +302,18 @@ pub fn spawn(graph: Graph, mut config: RuntimeConfig) -> Result<JobHandle> {
             };
             let mut ops = Vec::new();
             let mut sink = None;
+            let mut last_metrics: Option<Arc<SubtaskMetrics>> = None;
             let mut take_state =
                 |node: NodeId| restore.as_mut().and_then(|r| r.take(node, subtask));
             for id in nodes {
                 let node = &graph.nodes[*id];
-                let node_metrics =
-                    Arc::new(SubtaskMetrics::new(node.id, node.name.clone(), subtask));
+                let mut node_metrics = SubtaskMetrics::new(node.id, node.name.clone(), subtask);
+                if !config.detailed_metrics {
+                    node_metrics = node_metrics.without_details();
+                }
+                let node_metrics = Arc::new(node_metrics);
                 metrics.register(node_metrics.clone());
+                last_metrics = Some(node_metrics.clone());
                 if *id == head.id {
                     for w in watched.remove(&(g, subtask)).unwrap_or_default() {
                         node_metrics.watch_input(w);
@@ -346,6 +357,9 @@ pub fn spawn(graph: Graph, mut config: RuntimeConfig) -> Result<JobHandle> {
                         .cloned()
                         .unwrap_or(Partitioning::Forward),
                     next: subtask,
+                    metrics: last_metrics.clone().unwrap_or_else(|| {
+                        Arc::new(SubtaskMetrics::new(tail.id, tail.name.clone(), subtask))
+                    }),
                     hashes: Vec::new(),
                 }),
             };
@@ -380,6 +394,7 @@ pub fn spawn(graph: Graph, mut config: RuntimeConfig) -> Result<JobHandle> {
                         src.restore(state)?;
                     }
                     let src = SourceSubtask {
+                        markers: config.latency_marker_interval,
                         node: head.id,
                         source: src,
                         computed: source.computed.clone(),

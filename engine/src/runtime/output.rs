@@ -32,6 +32,8 @@ pub(crate) struct Router {
     pub partitioning: Partitioning,
     pub next: usize,
     pub hashes: Vec<u64>,
+    /// The sending operator's metrics: time blocked on full channels.
+    pub metrics: Arc<SubtaskMetrics>,
 }
 
 pub(crate) enum Output {
@@ -45,34 +47,47 @@ pub(crate) enum Output {
     },
 }
 
-async fn send(sender: &Sender<Message>, message: Message) -> Result<()> {
+/// Sends, timing how long a full channel makes the sender wait.
+async fn send(sender: &Sender<Message>, message: Message, metrics: &SubtaskMetrics) -> Result<()> {
+    use tokio::sync::mpsc::error::TrySendError;
     // A closed channel means the downstream task ended with an error; the
     // supervisor reports that one.
-    sender
-        .send(message)
-        .await
-        .map_err(|_| EngineError::Cancelled)
+    match sender.try_send(message) {
+        Ok(()) => Ok(()),
+        Err(TrySendError::Closed(_)) => Err(EngineError::Cancelled),
+        Err(TrySendError::Full(message)) => {
+            let started = std::time::Instant::now();
+            let sent = sender
+                .send(message)
+                .await
+                .map_err(|_| EngineError::Cancelled);
+            metrics.add_backpressured(started.elapsed());
+            sent
+        }
+    }
 }
 
 impl Router {
     async fn send_batch(&mut self, batch: RecordBatch) -> Result<()> {
         match &self.partitioning {
-            Partitioning::Forward => send(&self.senders[0], Message::Batch(batch)).await,
+            Partitioning::Forward => {
+                send(&self.senders[0], Message::Batch(batch), &self.metrics).await
+            }
             Partitioning::Broadcast => {
                 for sender in &self.senders {
-                    send(sender, Message::Batch(batch.clone())).await?;
+                    send(sender, Message::Batch(batch.clone()), &self.metrics).await?;
                 }
                 Ok(())
             }
             Partitioning::RoundRobin => {
                 let i = self.next % self.senders.len();
                 self.next = self.next.wrapping_add(1);
-                send(&self.senders[i], Message::Batch(batch)).await
+                send(&self.senders[i], Message::Batch(batch), &self.metrics).await
             }
             Partitioning::Hash(keys) => {
                 let n = self.senders.len();
                 if n == 1 {
-                    return send(&self.senders[0], Message::Batch(batch)).await;
+                    return send(&self.senders[0], Message::Batch(batch), &self.metrics).await;
                 }
                 let rows = batch.num_rows();
                 self.hashes.clear();
@@ -92,7 +107,7 @@ impl Router {
                     } else {
                         take_record_batch(&batch, &UInt32Array::from(rows_of))?
                     };
-                    send(&self.senders[i], Message::Batch(part)).await?;
+                    send(&self.senders[i], Message::Batch(part), &self.metrics).await?;
                 }
                 Ok(())
             }
@@ -101,7 +116,7 @@ impl Router {
 
     async fn broadcast(&self, message: Message) -> Result<()> {
         for sender in &self.senders {
-            send(sender, message.clone()).await?;
+            send(sender, message.clone(), &self.metrics).await?;
         }
         Ok(())
     }
@@ -166,6 +181,25 @@ impl Output {
         match self {
             Output::Sink { sink, .. } => sink.commit(checkpoint).await,
             Output::Channels(_) => Ok(()),
+        }
+    }
+
+    /// Forwards a latency marker (to one channel, in turn), or times it
+    /// at a sink.
+    pub(crate) async fn send_marker(
+        &mut self,
+        marker: crate::message::LatencyMarker,
+    ) -> Result<()> {
+        match self {
+            Output::Channels(router) => {
+                let i = router.next % router.senders.len();
+                router.next = router.next.wrapping_add(1);
+                send(&router.senders[i], Message::Marker(marker), &router.metrics).await
+            }
+            Output::Sink { metrics, .. } => {
+                metrics.observe_end_to_end(marker.source, marker.created.elapsed());
+                Ok(())
+            }
         }
     }
 

@@ -183,6 +183,7 @@ pub(crate) async fn run_channel_subtask(mut inputs: Inputs, mut parts: SubtaskPa
                 parts.deliver(emitted).await?;
             }
             Some(InputEvent::Watermark(w)) => parts.watermark(w).await?,
+            Some(InputEvent::Marker(m)) => parts.output.send_marker(m).await?,
             Some(InputEvent::Barrier(b)) => {
                 parts.alignment_ms = inputs.last_alignment_ms;
                 parts.barrier(b, Vec::new()).await?
@@ -204,6 +205,8 @@ async fn tick(ticker: &mut Option<tokio::time::Interval>) {
 
 /// A source subtask: the connector, its computed columns and watermarks.
 pub(crate) struct SourceSubtask {
+    /// How often to inject a latency marker.
+    pub markers: Option<Duration>,
     pub node: NodeId,
     pub source: Box<dyn Source>,
     pub computed: Option<Arc<Projection>>,
@@ -259,10 +262,19 @@ pub(crate) async fn run_source_subtask(
         .map(|d| d.min(Duration::from_millis(200)));
     let mut last_idle_check = Instant::now();
     let mut last_lag = Instant::now();
+    let mut last_marker = Instant::now();
     for split in src.source.splits() {
         src.split_metrics(split);
     }
     loop {
+        if src.markers.is_some_and(|m| last_marker.elapsed() >= m) {
+            last_marker = Instant::now();
+            let marker = crate::message::LatencyMarker {
+                source: src.node,
+                created: last_marker,
+            };
+            parts.output.send_marker(marker).await?;
+        }
         if last_lag.elapsed() >= Duration::from_secs(1) {
             last_lag = Instant::now();
             src.refresh_lags();

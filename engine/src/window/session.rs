@@ -152,6 +152,7 @@ impl SessionWindowAggregate {
     fn add_rows(&mut self, batch: &RecordBatch, ctx: &mut OperatorContext<'_>) -> Result<()> {
         let times = self.time.row_times(batch, self.watermark, now_millis())?;
         let input = self.spec.evaluate(batch)?;
+        ctx.observe_keys(&input.keys);
         let session_keys: Vec<ArrayRef> = self
             .partition_keys
             .iter()
@@ -256,6 +257,9 @@ impl SessionWindowAggregate {
             }
         }
         if !fired.is_empty() {
+            for session in &fired {
+                ctx.observe_window_emit(session.end);
+            }
             let row_watermark = self.watermark;
             let batch = self.aggregate_sessions(&fired, row_watermark)?;
             ctx.emit(batch);

@@ -182,6 +182,7 @@ impl WindowAggregate {
             return Ok(());
         }
         let input = self.spec.evaluate(batch)?;
+        ctx.observe_keys(&input.keys);
         for (key, indices) in groups {
             let n = indices.len();
             let part = if n == rows {
@@ -303,6 +304,7 @@ impl WindowAggregate {
             }
         };
         let rows = values.first().map_or(0, |v| v.len());
+        ctx.observe_window_emit(end);
         let batch = self.layout.assemble(
             vec![start; rows],
             vec![end; rows],

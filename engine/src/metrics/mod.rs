@@ -4,9 +4,17 @@
 //! holding the job's [`JobMetrics`]; a [`MetricsSnapshot`] is a consistent
 //! enough copy for display and export.
 
+mod heavy_hitters;
+mod histogram;
+
+pub use heavy_hitters::{HeavyHitters, HotKey};
+pub use histogram::{HistogramSnapshot, LatencyHistogram};
+
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::mpsc::WeakSender;
@@ -28,7 +36,22 @@ pub struct SubtaskMetrics {
     watermark: AtomicI64,
     state_rows: AtomicU64,
     state_bytes: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    busy_ns: AtomicU64,
+    backpressured_ns: AtomicU64,
+    started: std::time::Instant,
     inputs: Mutex<Vec<WeakSender<Message>>>,
+    /// Time an operator takes per input batch.
+    pub processing: LatencyHistogram,
+    /// Emit wall time minus window end, for windowed results.
+    pub event_time_latency: LatencyHistogram,
+    /// At sinks: latency markers' travel time, by source node.
+    end_to_end: Mutex<BTreeMap<usize, Arc<LatencyHistogram>>>,
+    /// Keyed operators: the most frequent keys.
+    pub hot_keys: Mutex<HeavyHitters>,
+    /// Latency histograms, busy time and hot keys are recorded.
+    pub detailed: bool,
 }
 
 impl SubtaskMetrics {
@@ -45,8 +68,46 @@ impl SubtaskMetrics {
             watermark: AtomicI64::new(NO_WATERMARK),
             state_rows: AtomicU64::new(0),
             state_bytes: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            busy_ns: AtomicU64::new(0),
+            backpressured_ns: AtomicU64::new(0),
+            started: std::time::Instant::now(),
             inputs: Mutex::new(Vec::new()),
+            processing: LatencyHistogram::default(),
+            event_time_latency: LatencyHistogram::default(),
+            end_to_end: Mutex::new(BTreeMap::new()),
+            hot_keys: Mutex::new(HeavyHitters::new(32)),
+            detailed: true,
         }
+    }
+
+    /// Counters only: no timing, histograms or key sketches.
+    pub fn without_details(mut self) -> Self {
+        self.detailed = false;
+        self
+    }
+
+    pub fn add_bytes(&self, bytes_in: usize, bytes_out: usize) {
+        self.bytes_in.fetch_add(bytes_in as u64, Relaxed);
+        self.bytes_out.fetch_add(bytes_out as u64, Relaxed);
+    }
+
+    /// Time spent processing (in an operator call).
+    pub fn add_busy(&self, time: Duration) {
+        self.busy_ns.fetch_add(time.as_nanos() as u64, Relaxed);
+    }
+
+    /// Time spent waiting for room in a full downstream channel.
+    pub fn add_backpressured(&self, time: Duration) {
+        self.backpressured_ns
+            .fetch_add(time.as_nanos() as u64, Relaxed);
+    }
+
+    /// A latency marker from `source` reached this sink after `latency`.
+    pub fn observe_end_to_end(&self, source: usize, latency: Duration) {
+        let histogram = self.end_to_end.lock().entry(source).or_default().clone();
+        histogram.observe(latency);
     }
 
     pub fn add_input(&self, rows: usize) {
@@ -106,6 +167,20 @@ impl SubtaskMetrics {
             state_rows: self.state_rows.load(Relaxed),
             state_bytes: self.state_bytes.load(Relaxed),
             channel_fill: self.channel_fill(),
+            bytes_in: self.bytes_in.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            busy_ms: self.busy_ns.load(Relaxed) / 1_000_000,
+            backpressured_ms: self.backpressured_ns.load(Relaxed) / 1_000_000,
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            processing: self.processing.snapshot(),
+            event_time_latency: self.event_time_latency.snapshot(),
+            end_to_end: self
+                .end_to_end
+                .lock()
+                .iter()
+                .map(|(k, h)| (*k, h.snapshot()))
+                .collect(),
+            hot_keys: self.hot_keys.lock().top(5),
         }
     }
 }
@@ -127,6 +202,23 @@ pub struct SubtaskSnapshot {
     pub state_bytes: u64,
     /// Fraction of the input channels' capacity in use (backpressure).
     pub channel_fill: f64,
+    /// Approximate in-memory size of the batches in and out.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Time in operator calls.
+    pub busy_ms: u64,
+    /// Time blocked sending to a full downstream channel.
+    pub backpressured_ms: u64,
+    /// Time since the subtask started.
+    pub uptime_ms: u64,
+    /// Time per input batch.
+    pub processing: HistogramSnapshot,
+    /// Emit time minus window end (window operators).
+    pub event_time_latency: HistogramSnapshot,
+    /// Sinks: latency marker travel time by source node.
+    pub end_to_end: Vec<(usize, HistogramSnapshot)>,
+    /// Keyed operators: the most frequent keys.
+    pub hot_keys: Vec<HotKey>,
 }
 
 impl SubtaskSnapshot {

@@ -24,11 +24,14 @@
 mod checkpoints;
 mod error;
 mod job;
+mod metrics_server;
+mod report;
 mod results;
 mod session;
 
 pub use error::{Result, WeirError};
 pub use job::Job;
+pub use metrics_server::{prometheus_text, MetricsServer, SharedJobs};
 pub use results::ResultStream;
 pub use session::{job_metrics_table, Output, Session};
 

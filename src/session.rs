@@ -12,6 +12,7 @@ use weir_sql::{ParsedStatement, Statement};
 
 use crate::error::{Result, WeirError};
 use crate::job::Job;
+use crate::metrics_server::{MetricsServer, SharedJobs};
 use crate::results::{result_channel, ResultStream};
 
 /// What running one statement gave.
@@ -26,6 +27,9 @@ pub enum Output {
     Query(ResultStream),
     /// A submitted INSERT job.
     Job(Job),
+    /// Several tables (DESCRIBE JOB: operators, partitions, hot keys,
+    /// alerts, checkpoints), each with a title.
+    Tables(Vec<(String, RecordBatch)>),
 }
 
 impl std::fmt::Debug for Output {
@@ -36,6 +40,7 @@ impl std::fmt::Debug for Output {
             Output::Explain(e) => write!(f, "Explain({e})"),
             Output::Query(_) => write!(f, "Query"),
             Output::Job(j) => write!(f, "Job({})", j.id()),
+            Output::Tables(t) => write!(f, "Tables({})", t.len()),
         }
     }
 }
@@ -55,9 +60,10 @@ impl std::fmt::Debug for Output {
 /// ```
 pub struct Session {
     planner: Planner,
-    jobs: Vec<Job>,
+    jobs: SharedJobs,
     next_job: u64,
     runtime: RuntimeConfig,
+    metrics_server: Option<MetricsServer>,
 }
 
 impl Default for Session {
@@ -76,9 +82,10 @@ impl Session {
     pub fn with_registry(registry: Registry) -> Self {
         Session {
             planner: Planner::new(registry),
-            jobs: Vec::new(),
+            jobs: SharedJobs::default(),
             next_job: 1,
             runtime: RuntimeConfig::default(),
+            metrics_server: None,
         }
     }
 
@@ -92,7 +99,8 @@ impl Session {
         self.planner
             .settings_mut()
             .set(key, value)
-            .map_err(|e| WeirError::sql(e, ""))
+            .map_err(|e| WeirError::sql(e, ""))?;
+        self.apply_settings()
     }
 
     /// Runs every statement of `text` in order: DDL and SET take effect,
@@ -113,7 +121,10 @@ impl Session {
             .plan(statement)
             .map_err(|e| WeirError::sql(e, source))?;
         match planned {
-            Planned::Done(message) => Ok(Output::Done(message)),
+            Planned::Done(message) => {
+                self.apply_settings()?;
+                Ok(Output::Done(message))
+            }
             Planned::Rows(rows) => Ok(Output::Rows(rows)),
             Planned::Explain(text) => Ok(Output::Explain(text)),
             Planned::Query(plan) => {
@@ -122,7 +133,7 @@ impl Session {
                 let schema = plan.schema.clone();
                 let bounded = plan.bounded;
                 let graph = plan.with_sink(sink);
-                let handle = weir_engine::spawn(graph, self.runtime.clone())?;
+                let handle = weir_engine::spawn(graph, self.runtime_config()?)?;
                 Ok(Output::Query(ResultStream::new(
                     schema,
                     receiver,
@@ -132,7 +143,7 @@ impl Session {
                 )))
             }
             Planned::Job(plan) => {
-                let mut runtime = self.runtime.clone();
+                let mut runtime = self.runtime_config()?;
                 if let Some(checkpoint) = &plan.checkpoint {
                     let (config, restore) =
                         crate::checkpoints::prepare(checkpoint, &plan.name).await?;
@@ -150,13 +161,13 @@ impl Session {
                     plan.expected_rows,
                     handle,
                 );
-                self.jobs.push(job.clone());
+                self.jobs.write().push(job.clone());
                 Ok(Output::Job(job))
             }
             Planned::ShowJobs => Ok(Output::Rows(self.jobs_table())),
             Planned::DescribeJob(id) => {
                 let job = self.find_job(&id, source)?;
-                Ok(Output::Rows(job_metrics_table(&job)))
+                Ok(Output::Tables(crate::report::job_report(&job)))
             }
             Planned::StopJob(id) => {
                 let job = self.find_job(&id, source)?;
@@ -214,16 +225,73 @@ impl Session {
     }
 
     /// Every job submitted in this session.
-    pub fn jobs(&self) -> &[Job] {
-        &self.jobs
+    pub fn jobs(&self) -> Vec<Job> {
+        self.jobs.read().clone()
     }
 
-    pub fn job(&self, id: &str) -> Option<&Job> {
-        self.jobs.iter().find(|j| j.id() == id)
+    pub fn job(&self, id: &str) -> Option<Job> {
+        self.jobs.read().iter().find(|j| j.id() == id).cloned()
+    }
+
+    /// The runtime settings from the session settings.
+    fn runtime_config(&self) -> Result<RuntimeConfig> {
+        let settings = self.planner.settings();
+        let mut runtime = self.runtime.clone();
+        let duration = |key: &str| -> Result<Option<std::time::Duration>> {
+            match settings.get(key) {
+                None => Ok(None),
+                Some(v) => weir_connectors::options::parse_duration(v)
+                    .map(Some)
+                    .ok_or_else(|| {
+                        WeirError::Usage(format!(
+                            "'{key}' must be a duration like '30s', got '{v}'"
+                        ))
+                    }),
+            }
+        };
+        if let Some(d) = duration("watermark.stall-timeout")? {
+            runtime.monitor.stall_timeout = d;
+        }
+        if let Some(d) = duration("metrics.latency.interval")? {
+            runtime.latency_marker_interval = Some(d).filter(|d| !d.is_zero());
+        }
+        if let Some(v) = settings.get("metrics.detailed") {
+            runtime.detailed_metrics = !v.eq_ignore_ascii_case("false");
+        }
+        Ok(runtime)
+    }
+
+    /// Settings that act at once: `metrics.address` starts the metrics server.
+    fn apply_settings(&mut self) -> Result<()> {
+        let wanted = self
+            .planner
+            .settings()
+            .get("metrics.address")
+            .map(str::to_string);
+        let serving = self
+            .metrics_server
+            .as_ref()
+            .and_then(|s| s.local_addr())
+            .map(|a| a.to_string());
+        match wanted {
+            Some(address) if serving.as_deref() != Some(address.as_str()) => {
+                self.metrics_server = None;
+                self.metrics_server = Some(self.serve_metrics(&address)?);
+            }
+            None => self.metrics_server = None,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Serves `/metrics` (Prometheus text) and `/healthz` for this
+    /// session's jobs at `address` until the server is dropped.
+    pub fn serve_metrics(&self, address: &str) -> Result<MetricsServer> {
+        MetricsServer::start(address, self.jobs.clone())
     }
 
     fn find_job(&self, id: &str, source: &str) -> Result<Job> {
-        self.job(id).cloned().ok_or_else(|| {
+        self.job(id).ok_or_else(|| {
             WeirError::sql(
                 weir_sql::SqlError::new(format!("no job '{id}'")).with_hint("SHOW JOBS lists them"),
                 source,
@@ -232,13 +300,11 @@ impl Session {
     }
 
     fn jobs_table(&self) -> RecordBatch {
+        let jobs = self.jobs();
         let columns = |f: &dyn Fn(&Job) -> String| -> ArrayRef {
-            Arc::new(StringArray::from(
-                self.jobs.iter().map(f).collect::<Vec<_>>(),
-            ))
+            Arc::new(StringArray::from(jobs.iter().map(f).collect::<Vec<_>>()))
         };
-        let rows_out: Vec<u64> = self
-            .jobs
+        let rows_out: Vec<u64> = jobs
             .iter()
             .map(|j| {
                 j.metrics()

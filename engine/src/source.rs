@@ -52,6 +52,11 @@ pub trait Source: Send {
 
     async fn poll(&mut self) -> Result<SourcePoll>;
 
+    /// How far `split` has been read (an offset, a line number), if known.
+    fn position(&self, _split: SplitId) -> Option<i64> {
+        None
+    }
+
     /// Records of `split` available but not read yet, if the source knows.
     fn lag(&self, _split: SplitId) -> Option<i64> {
         None

@@ -24,6 +24,19 @@ struct Cli {
     /// Log level filter (tracing's EnvFilter syntax), e.g. `info` or `weir=debug`.
     #[arg(long, global = true, default_value = "warn")]
     log: String,
+    /// Log format.
+    #[arg(long = "log-format", global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    /// Serve Prometheus `/metrics` and `/healthz` here, e.g. 127.0.0.1:9249
+    /// (the same as `SET 'metrics.address' = '...'`).
+    #[arg(long = "metrics-addr", global = true)]
+    metrics_addr: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum LogFormat {
+    Human,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -70,12 +83,14 @@ fn parse_var(s: &str) -> Result<(String, String), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Human => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -87,7 +102,7 @@ fn main() -> ExitCode {
         }
     };
     let Some(command) = cli.command else {
-        return match shell::Shell::new(runtime).run() {
+        return match shell::Shell::new(runtime, cli.metrics_addr.as_deref()).and_then(|s| s.run()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -106,7 +121,14 @@ fn main() -> ExitCode {
             } => {
                 let sources = run::sources(&files, execute.as_deref())?;
                 let vars = vars.into_iter().collect::<HashMap<_, _>>();
-                run::run(&sources, &vars, format, from_checkpoint.as_deref()).await
+                run::run(
+                    &sources,
+                    &vars,
+                    format,
+                    from_checkpoint.as_deref(),
+                    cli.metrics_addr.as_deref(),
+                )
+                .await
             }
             Command::Explain { files, vars } => {
                 let sources = run::sources(&files, None)?;

@@ -98,9 +98,13 @@ pub async fn run(
     vars: &HashMap<String, String>,
     format: OutputFormat,
     from_checkpoint: Option<&str>,
+    metrics_addr: Option<&str>,
 ) -> Result<(), Failure> {
     let parsed = parse_all(sources, vars)?;
     let mut session = Session::new();
+    if let Some(address) = metrics_addr {
+        session.set("metrics.address", address)?;
+    }
     if let Some(path) = from_checkpoint {
         session.set("execution.savepoint.path", path)?;
     }
@@ -119,6 +123,13 @@ pub async fn run(
                     let _ = printer.print(&rows, &mut stdout.lock());
                 }
                 Output::Explain(plan) => println!("{plan}"),
+                Output::Tables(tables) => {
+                    for (title, rows) in tables {
+                        println!("{title}");
+                        let mut printer = Printer::new(format);
+                        let _ = printer.print(&rows, &mut stdout.lock());
+                    }
+                }
                 Output::Query(results) if results.is_bounded() && format == OutputFormat::Table => {
                     // A bounded result reads best as one table.
                     let schema = results.schema();

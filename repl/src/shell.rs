@@ -260,12 +260,21 @@ pub struct Shell {
 }
 
 impl Shell {
-    pub fn new(runtime: tokio::runtime::Runtime) -> Self {
-        Shell {
-            session: Session::new(),
+    pub fn new(
+        runtime: tokio::runtime::Runtime,
+        metrics_addr: Option<&str>,
+    ) -> rustyline::Result<Self> {
+        let mut session = Session::new();
+        if let Some(address) = metrics_addr {
+            session.set("metrics.address", address).map_err(|e| {
+                rustyline::error::ReadlineError::Io(std::io::Error::other(e.to_string()))
+            })?;
+        }
+        Ok(Shell {
+            session,
             runtime,
             names: Arc::new(RwLock::new(Vec::new())),
-        }
+        })
     }
 
     fn refresh_names(&self) {
@@ -391,6 +400,11 @@ impl Shell {
         match output {
             Output::Done(message) => println!("{message}"),
             Output::Rows(rows) => println!("{}", table(&rows)),
+            Output::Tables(tables) => {
+                for (title, rows) in tables {
+                    println!("{title}\n{}", table(&rows));
+                }
+            }
             Output::Explain(plan) => println!("{plan}"),
             Output::Job(job) => println!(
                 "job {} started: {} (SHOW JOBS, DESCRIBE JOB {0}, STOP JOB {0})",

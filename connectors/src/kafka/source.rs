@@ -549,6 +549,15 @@ impl Source for KafkaSource {
             })
     }
 
+    fn position(&self, split: SplitId) -> Option<i64> {
+        let assigned = self.assigned.as_ref()?;
+        assigned
+            .partitions
+            .iter()
+            .find(|p| p.split == split)
+            .map(|p| p.position)
+    }
+
     fn lag(&self, split: SplitId) -> Option<i64> {
         let assigned = self.assigned.as_ref()?;
         let p = assigned.partitions.iter().find(|p| p.split == split)?;

@@ -6,9 +6,11 @@
 
 mod heavy_hitters;
 mod histogram;
+mod monitor;
 
 pub use heavy_hitters::{HeavyHitters, HotKey};
 pub use histogram::{HistogramSnapshot, LatencyHistogram};
+pub use monitor::{monitor, Alert, AlertKind, MonitorConfig};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -154,6 +156,10 @@ impl SubtaskMetrics {
 
     pub fn snapshot(&self) -> SubtaskSnapshot {
         let watermark = self.watermark.load(Relaxed);
+        let (hot_keys, hot_key_total) = {
+            let sketch = self.hot_keys.lock();
+            (sketch.top(5), sketch.total())
+        };
         SubtaskSnapshot {
             node: self.node,
             operator: self.operator.clone(),
@@ -180,7 +186,8 @@ impl SubtaskMetrics {
                 .iter()
                 .map(|(k, h)| (*k, h.snapshot()))
                 .collect(),
-            hot_keys: self.hot_keys.lock().top(5),
+            hot_keys,
+            hot_key_total,
         }
     }
 }
@@ -219,6 +226,8 @@ pub struct SubtaskSnapshot {
     pub end_to_end: Vec<(usize, HistogramSnapshot)>,
     /// Keyed operators: the most frequent keys.
     pub hot_keys: Vec<HotKey>,
+    /// Rows the hot-key sketch has seen.
+    pub hot_key_total: u64,
 }
 
 impl SubtaskSnapshot {
@@ -241,6 +250,7 @@ pub struct SplitMetrics {
     watermark: AtomicI64,
     last_record: AtomicI64,
     lag: AtomicI64,
+    position: AtomicI64,
 }
 
 impl SplitMetrics {
@@ -254,7 +264,12 @@ impl SplitMetrics {
             watermark: AtomicI64::new(NO_WATERMARK),
             last_record: AtomicI64::new(NO_WATERMARK),
             lag: AtomicI64::new(-1),
+            position: AtomicI64::new(-1),
         }
+    }
+
+    pub fn set_position(&self, position: i64) {
+        self.position.store(position, Relaxed);
     }
 
     pub fn add_rows(&self, rows: usize, bytes: usize, now: Millis) {
@@ -282,6 +297,7 @@ impl SplitMetrics {
             watermark: opt(self.watermark.load(Relaxed)),
             last_record: opt(self.last_record.load(Relaxed)),
             lag: Some(self.lag.load(Relaxed)).filter(|l| *l >= 0),
+            position: Some(self.position.load(Relaxed)).filter(|p| *p >= 0),
         }
     }
 }
@@ -300,6 +316,8 @@ pub struct SplitSnapshot {
     pub last_record: Option<Millis>,
     /// Records available but not read yet (Kafka: high watermark − position).
     pub lag: Option<i64>,
+    /// How far the split has been read (Kafka: the next offset; files: the line).
+    pub position: Option<i64>,
 }
 
 /// All subtask metrics of one job.
@@ -307,6 +325,7 @@ pub struct SplitSnapshot {
 pub struct JobMetrics {
     subtasks: Mutex<Vec<Arc<SubtaskMetrics>>>,
     splits: Mutex<Vec<Arc<SplitMetrics>>>,
+    alerts: Mutex<Vec<Alert>>,
 }
 
 impl JobMetrics {
@@ -323,7 +342,30 @@ impl JobMetrics {
         subtasks.sort_by_key(|s| (s.node, s.subtask));
         let mut splits: Vec<_> = self.splits.lock().iter().map(|m| m.snapshot()).collect();
         splits.sort_by(|a, b| (a.node, &a.split).cmp(&(b.node, &b.split)));
-        MetricsSnapshot { subtasks, splits }
+        MetricsSnapshot {
+            subtasks,
+            splits,
+            alerts: self.alerts.lock().clone(),
+        }
+    }
+
+    /// Replaces the current alerts, logging the new ones.
+    pub fn set_alerts(&self, found: Vec<Alert>) {
+        let mut alerts = self.alerts.lock();
+        let mut next = Vec::with_capacity(found.len());
+        for mut alert in found {
+            match alerts
+                .iter()
+                .find(|a| a.kind == alert.kind && a.subject == alert.subject)
+            {
+                Some(old) => alert.since = old.since,
+                None => {
+                    tracing::warn!(kind = alert.kind.name(), subject = %alert.subject, "{}", alert.message)
+                }
+            }
+            next.push(alert);
+        }
+        *alerts = next;
     }
 }
 
@@ -332,6 +374,8 @@ impl JobMetrics {
 pub struct MetricsSnapshot {
     pub subtasks: Vec<SubtaskSnapshot>,
     pub splits: Vec<SplitSnapshot>,
+    /// Problems found by the monitor, while they last.
+    pub alerts: Vec<Alert>,
 }
 
 impl MetricsSnapshot {
@@ -340,6 +384,36 @@ impl MetricsSnapshot {
         self.subtasks
             .iter()
             .filter(move |s| s.operator.contains(name))
+    }
+
+    /// The most frequent keys of a node, over all its subtasks.
+    pub fn hot_keys(&self, node: usize) -> Vec<HotKey> {
+        let mut counts: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        let mut total = 0;
+        for s in self.subtasks.iter().filter(|s| s.node == node) {
+            total += s.hot_key_total;
+            for k in &s.hot_keys {
+                let e = counts.entry(k.key.clone()).or_default();
+                e.0 += k.count;
+                e.1 += k.guaranteed;
+            }
+        }
+        let mut keys: Vec<HotKey> = counts
+            .into_iter()
+            .map(|(key, (count, guaranteed))| HotKey {
+                key,
+                count,
+                guaranteed,
+                share: if total == 0 {
+                    0.0
+                } else {
+                    count as f64 / total as f64
+                },
+            })
+            .collect();
+        keys.sort_by(|a, b| b.count.cmp(&a.count));
+        keys.truncate(5);
+        keys
     }
 
     /// Sum of late rows over all subtasks.

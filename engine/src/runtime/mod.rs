@@ -46,6 +46,8 @@ pub struct RuntimeConfig {
     pub latency_marker_interval: Option<std::time::Duration>,
     /// Record timing, latency histograms and hot keys (counters always).
     pub detailed_metrics: bool,
+    /// Detectors: stalled watermarks, hot partitions and keys, backpressure.
+    pub monitor: crate::metrics::MonitorConfig,
 }
 
 impl Default for RuntimeConfig {
@@ -57,6 +59,7 @@ impl Default for RuntimeConfig {
             restore: None,
             latency_marker_interval: Some(std::time::Duration::from_secs(1)),
             detailed_metrics: true,
+            monitor: crate::metrics::MonitorConfig::default(),
         }
     }
 }
@@ -434,6 +437,13 @@ pub fn spawn(graph: Graph, mut config: RuntimeConfig) -> Result<JobHandle> {
         drop(commits_tx);
     }
 
+    let (alive_tx, alive) = tokio::sync::watch::channel(true);
+    tokio::spawn(crate::metrics::monitor(
+        metrics.clone(),
+        config.monitor.clone(),
+        alive,
+    ));
+
     let (status_tx, status) = tokio::sync::watch::channel(JobStatus::Running);
     let error = Arc::new(parking_lot::Mutex::new(None));
     let error_slot = error.clone();
@@ -455,6 +465,7 @@ pub fn spawn(graph: Graph, mut config: RuntimeConfig) -> Result<JobHandle> {
         }
         let mut guard = OnDrop(Some(status_tx));
         let result = supervise(tasks).await;
+        let _ = alive_tx.send(false);
         let status = match result {
             Ok(()) => JobStatus::Finished,
             Err(EngineError::Cancelled) => JobStatus::Cancelled,

@@ -245,6 +245,9 @@ impl SourceSubtask {
             if let Some(lag) = self.source.lag(*split) {
                 m.set_lag(lag);
             }
+            if let Some(position) = self.source.position(*split) {
+                m.set_position(position);
+            }
         }
     }
 }

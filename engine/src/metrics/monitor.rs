@@ -1,0 +1,281 @@
+//! Watching a running job for the problems operators ask about first: a
+//! stuck watermark, a hot partition, a hot key, a backpressured subtask.
+//! Each is logged (tracing, warn) when it appears and kept as an [`Alert`]
+//! while it lasts.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{JobMetrics, MetricsSnapshot};
+use crate::message::{now_millis, Millis, FINAL_WATERMARK};
+
+/// Thresholds of the detectors.
+#[derive(Debug, Clone)]
+pub struct MonitorConfig {
+    /// How often the detectors look.
+    pub interval: Duration,
+    /// A watermark that has not moved for this long while rows arrive is stalled
+    /// (`'watermark.stall-timeout'`).
+    pub stall_timeout: Duration,
+    /// A subtask blocked on full channels more than this share of a
+    /// period is backpressured.
+    pub backpressure: f64,
+    /// A key with more than this share of a keyed operator's rows is hot.
+    pub hot_key_share: f64,
+    /// A partition with this many times the median lag or rate is hot.
+    pub hot_partition_factor: f64,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            interval: Duration::from_secs(1),
+            stall_timeout: Duration::from_secs(30),
+            backpressure: 0.5,
+            hot_key_share: 0.5,
+            hot_partition_factor: 10.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AlertKind {
+    WatermarkStall,
+    HotPartition,
+    HotKey,
+    Backpressure,
+}
+
+impl AlertKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            AlertKind::WatermarkStall => "watermark_stall",
+            AlertKind::HotPartition => "hot_partition",
+            AlertKind::HotKey => "hot_key",
+            AlertKind::Backpressure => "backpressure",
+        }
+    }
+}
+
+/// A problem the monitor found, while it lasts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    pub kind: AlertKind,
+    /// What it is about: a partition, an operator subtask, a key.
+    pub subject: String,
+    pub message: String,
+    /// When it was first seen (wall clock, ms).
+    pub since: Millis,
+}
+
+#[derive(Debug, Default)]
+struct Previous {
+    /// Source subtasks: (rows out, watermark, unchanged since).
+    watermarks: HashMap<(usize, usize), (u64, Option<Millis>, std::time::Instant)>,
+    /// Subtasks: (backpressured ms, uptime ms).
+    pressure: HashMap<(usize, usize), (u64, u64)>,
+    /// Splits: rows.
+    split_rows: HashMap<(usize, String), u64>,
+}
+
+/// Runs the detectors over a job's metrics until `alive` turns false.
+pub async fn monitor(
+    metrics: Arc<JobMetrics>,
+    config: MonitorConfig,
+    mut alive: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut previous = Previous::default();
+    let mut tick = tokio::time::interval(config.interval);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            changed = alive.changed() => {
+                if changed.is_err() || !*alive.borrow() {
+                    return;
+                }
+            }
+        }
+        let snapshot = metrics.snapshot();
+        let found = detect(&snapshot, &config, &mut previous);
+        metrics.set_alerts(found);
+    }
+}
+
+fn detect(
+    snapshot: &MetricsSnapshot,
+    config: &MonitorConfig,
+    previous: &mut Previous,
+) -> Vec<Alert> {
+    let now = std::time::Instant::now();
+    let mut alerts = Vec::new();
+    let mut alert = |kind, subject: String, message: String| {
+        alerts.push(Alert {
+            kind,
+            subject,
+            message,
+            since: now_millis(),
+        })
+    };
+
+    // Watermark stall: a source subtask reads rows but its watermark stays;
+    // name the split holding it back (no data yet, or the lowest watermark).
+    for s in snapshot
+        .subtasks
+        .iter()
+        .filter(|s| s.operator.starts_with("source:"))
+    {
+        if s.watermark == Some(FINAL_WATERMARK) {
+            continue;
+        }
+        let entry = previous.watermarks.entry((s.node, s.subtask)).or_insert((
+            s.rows_out,
+            s.watermark,
+            now,
+        ));
+        if entry.1 != s.watermark {
+            *entry = (s.rows_out, s.watermark, now);
+            continue;
+        }
+        let reading = s.rows_out > entry.0;
+        let stalled_for = now.duration_since(entry.2);
+        if reading && stalled_for >= config.stall_timeout {
+            let splits: Vec<_> = snapshot
+                .splits
+                .iter()
+                .filter(|p| p.node == s.node && p.subtask == s.subtask)
+                .collect();
+            let culprit = splits
+                .iter()
+                .find(|p| p.watermark.is_none())
+                .or_else(|| splits.iter().min_by_key(|p| p.watermark))
+                .map(|p| p.split.clone())
+                .unwrap_or_else(|| format!("subtask {}", s.subtask));
+            alert(
+                AlertKind::WatermarkStall,
+                culprit.clone(),
+                format!(
+                    "the watermark of {} (subtask {}) has not advanced for {} s while rows arrive; held back by split {culprit}",
+                    s.operator,
+                    s.subtask,
+                    stalled_for.as_secs()
+                ),
+            );
+        }
+    }
+
+    // Hot partition: far more lag, or far more rows per period, than its siblings.
+    let mut by_source: BTreeMap<usize, Vec<&super::SplitSnapshot>> = BTreeMap::new();
+    for p in &snapshot.splits {
+        by_source.entry(p.node).or_default().push(p);
+    }
+    let mut rates: HashMap<(usize, String), u64> = HashMap::new();
+    for p in &snapshot.splits {
+        let before = previous
+            .split_rows
+            .insert((p.node, p.split.clone()), p.rows)
+            .unwrap_or(p.rows);
+        rates.insert((p.node, p.split.clone()), p.rows.saturating_sub(before));
+    }
+    let median = |mut v: Vec<u64>| -> u64 {
+        v.sort_unstable();
+        v.get(v.len() / 2).copied().unwrap_or(0)
+    };
+    for (node, splits) in &by_source {
+        if splits.len() < 2 {
+            continue;
+        }
+        let lags: Vec<(String, u64)> = splits
+            .iter()
+            .filter_map(|p| p.lag.map(|l| (p.split.clone(), l.max(0) as u64)))
+            .collect();
+        for (split, lag) in &lags {
+            let others = median(
+                lags.iter()
+                    .filter(|(s, _)| s != split)
+                    .map(|(_, l)| *l)
+                    .collect(),
+            );
+            if *lag >= 1000 && *lag as f64 > config.hot_partition_factor * others.max(1) as f64 {
+                alert(
+                    AlertKind::HotPartition,
+                    split.clone(),
+                    format!("partition {split} lags {lag} records behind (its siblings: {others})"),
+                );
+            }
+        }
+        let per_period: Vec<(String, u64)> = splits
+            .iter()
+            .map(|p| (p.split.clone(), rates[&(*node, p.split.clone())]))
+            .collect();
+        for (split, rate) in &per_period {
+            let others = median(
+                per_period
+                    .iter()
+                    .filter(|(s, _)| s != split)
+                    .map(|(_, r)| *r)
+                    .collect(),
+            );
+            if *rate >= 1000 && *rate as f64 > config.hot_partition_factor * others.max(1) as f64 {
+                alert(
+                    AlertKind::HotPartition,
+                    split.clone(),
+                    format!(
+                        "partition {split} carries {rate} rows per period (its siblings: {others})"
+                    ),
+                );
+            }
+        }
+    }
+
+    // Hot key: one key carries most of a keyed operator's rows.
+    for totals in snapshot.by_operator() {
+        let keys = snapshot.hot_keys(totals.node);
+        if let Some(top) = keys.first() {
+            let seen: u64 = snapshot
+                .subtasks
+                .iter()
+                .filter(|s| s.node == totals.node)
+                .map(|s| s.hot_key_total)
+                .sum();
+            if seen >= 1000 && top.share >= config.hot_key_share {
+                alert(
+                    AlertKind::HotKey,
+                    format!("{} key {}", totals.operator, top.key),
+                    format!(
+                        "key {} carries {:.0}% of the rows of {}",
+                        top.key,
+                        top.share * 100.0,
+                        totals.operator
+                    ),
+                );
+            }
+        }
+    }
+
+    // Backpressure: blocked on full channels most of the last period.
+    for s in &snapshot.subtasks {
+        let (pressed, up) = previous
+            .pressure
+            .insert((s.node, s.subtask), (s.backpressured_ms, s.uptime_ms))
+            .unwrap_or((0, 0));
+        let period = s.uptime_ms.saturating_sub(up);
+        if period == 0 {
+            continue;
+        }
+        let share = s.backpressured_ms.saturating_sub(pressed) as f64 / period as f64;
+        if share >= config.backpressure {
+            alert(
+                AlertKind::Backpressure,
+                format!("{} subtask {}", s.operator, s.subtask),
+                format!(
+                    "{} (subtask {}) spent {:.0}% of the last period waiting for downstream",
+                    s.operator,
+                    s.subtask,
+                    share * 100.0
+                ),
+            );
+        }
+    }
+    alerts
+}

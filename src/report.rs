@@ -1,0 +1,252 @@
+//! `DESCRIBE JOB`: a job's metrics as tables.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, Float64Array, StringArray, UInt64Array};
+use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use weir_engine::message::now_millis;
+
+use crate::job::Job;
+
+fn table(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
+        .collect();
+    RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns.into_iter().map(|(_, a)| a).collect(),
+    )
+    .unwrap_or_else(|_| RecordBatch::new_empty(Arc::new(Schema::empty())))
+}
+
+fn text(values: Vec<String>) -> ArrayRef {
+    Arc::new(StringArray::from(values))
+}
+
+fn numbers(values: Vec<u64>) -> ArrayRef {
+    Arc::new(UInt64Array::from(values))
+}
+
+fn ms(us: u64) -> String {
+    if us >= 1000 {
+        format!("{:.1} ms", us as f64 / 1000.0)
+    } else {
+        format!("{us} µs")
+    }
+}
+
+/// Operators, partitions, hot keys, alerts and checkpoints of a job.
+pub fn job_report(job: &Job) -> Vec<(String, RecordBatch)> {
+    let m = job.metrics();
+    let now = now_millis();
+    let mut tables = vec![(
+        format!("job {} ({}): {}", job.id(), job.name(), job.status()),
+        crate::session::job_metrics_table(job),
+    )];
+
+    let busy: Vec<_> = m.subtasks.iter().collect();
+    if !busy.is_empty() {
+        let share = |part: u64, whole: u64| {
+            if whole == 0 {
+                0.0
+            } else {
+                part as f64 / whole as f64 * 100.0
+            }
+        };
+        tables.push((
+            "subtasks".to_string(),
+            table(vec![
+                (
+                    "operator",
+                    text(
+                        busy.iter()
+                            .map(|s| format!("[{}] {}", s.node, s.operator))
+                            .collect(),
+                    ),
+                ),
+                (
+                    "subtask",
+                    numbers(busy.iter().map(|s| s.subtask as u64).collect()),
+                ),
+                (
+                    "busy %",
+                    Arc::new(Float64Array::from(
+                        busy.iter()
+                            .map(|s| share(s.busy_ms, s.uptime_ms))
+                            .collect::<Vec<_>>(),
+                    )),
+                ),
+                (
+                    "backpressured %",
+                    Arc::new(Float64Array::from(
+                        busy.iter()
+                            .map(|s| share(s.backpressured_ms, s.uptime_ms))
+                            .collect::<Vec<_>>(),
+                    )),
+                ),
+                (
+                    "batch p50",
+                    text(busy.iter().map(|s| ms(s.processing.p50_us)).collect()),
+                ),
+                (
+                    "batch p99",
+                    text(busy.iter().map(|s| ms(s.processing.p99_us)).collect()),
+                ),
+                (
+                    "batch max",
+                    text(busy.iter().map(|s| ms(s.processing.max_us)).collect()),
+                ),
+                (
+                    "window emit p99",
+                    text(
+                        busy.iter()
+                            .map(|s| {
+                                if s.event_time_latency.count > 0 {
+                                    ms(s.event_time_latency.p99_us)
+                                } else {
+                                    String::new()
+                                }
+                            })
+                            .collect(),
+                    ),
+                ),
+                (
+                    "end-to-end p99",
+                    text(
+                        busy.iter()
+                            .map(|s| {
+                                s.end_to_end
+                                    .iter()
+                                    .map(|(_, h)| ms(h.p99_us))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            })
+                            .collect(),
+                    ),
+                ),
+            ]),
+        ));
+    }
+
+    if !m.splits.is_empty() {
+        let p = &m.splits;
+        let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
+        tables.push((
+            "partitions".to_string(),
+            table(vec![
+                (
+                    "partition",
+                    text(p.iter().map(|s| s.split.clone()).collect()),
+                ),
+                ("rows", numbers(p.iter().map(|s| s.rows).collect())),
+                (
+                    "position",
+                    text(p.iter().map(|s| opt(s.position)).collect()),
+                ),
+                ("lag", text(p.iter().map(|s| opt(s.lag)).collect())),
+                (
+                    "watermark",
+                    text(p.iter().map(|s| opt(s.watermark)).collect()),
+                ),
+                (
+                    "last record",
+                    text(
+                        p.iter()
+                            .map(|s| {
+                                s.last_record
+                                    .map(|t| format!("{:.1} s ago", (now - t) as f64 / 1000.0))
+                                    .unwrap_or_default()
+                            })
+                            .collect(),
+                    ),
+                ),
+            ]),
+        ));
+    }
+
+    let mut hot = Vec::new();
+    for o in m.by_operator() {
+        for k in m.hot_keys(o.node) {
+            hot.push((format!("[{}] {}", o.node, o.operator), k));
+        }
+    }
+    if !hot.is_empty() {
+        tables.push((
+            "hot keys".to_string(),
+            table(vec![
+                (
+                    "operator",
+                    text(hot.iter().map(|(o, _)| o.clone()).collect()),
+                ),
+                (
+                    "key",
+                    text(hot.iter().map(|(_, k)| k.key.clone()).collect()),
+                ),
+                ("rows", numbers(hot.iter().map(|(_, k)| k.count).collect())),
+                (
+                    "share %",
+                    Arc::new(Float64Array::from(
+                        hot.iter().map(|(_, k)| k.share * 100.0).collect::<Vec<_>>(),
+                    )),
+                ),
+            ]),
+        ));
+    }
+
+    if !m.alerts.is_empty() {
+        tables.push((
+            "alerts".to_string(),
+            table(vec![
+                (
+                    "kind",
+                    text(m.alerts.iter().map(|a| a.kind.name().to_string()).collect()),
+                ),
+                (
+                    "subject",
+                    text(m.alerts.iter().map(|a| a.subject.clone()).collect()),
+                ),
+                (
+                    "message",
+                    text(m.alerts.iter().map(|a| a.message.clone()).collect()),
+                ),
+                (
+                    "for",
+                    text(
+                        m.alerts
+                            .iter()
+                            .map(|a| format!("{:.0} s", (now - a.since) as f64 / 1000.0))
+                            .collect(),
+                    ),
+                ),
+            ]),
+        ));
+    }
+
+    let c = job.checkpoints();
+    if c.completed + c.failed > 0 {
+        tables.push((
+            "checkpoints".to_string(),
+            table(vec![
+                ("completed", numbers(vec![c.completed])),
+                ("failed", numbers(vec![c.failed])),
+                (
+                    "last id",
+                    text(vec![c.last_id.map(|i| i.to_string()).unwrap_or_default()]),
+                ),
+                ("duration ms", numbers(vec![c.last_duration_ms])),
+                ("size bytes", numbers(vec![c.last_size_bytes])),
+                ("alignment ms", numbers(vec![c.last_alignment_ms])),
+                (
+                    "age",
+                    text(vec![c
+                        .last_completed_at
+                        .map(|t| format!("{:.1} s", (now - t) as f64 / 1000.0))
+                        .unwrap_or_default()]),
+                ),
+            ]),
+        ));
+    }
+    tables
+}

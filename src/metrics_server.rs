@@ -125,6 +125,7 @@ pub fn prometheus_text(jobs: &[Job]) -> Result<String> {
         for s in &m.subtasks {
             let l = [
                 ("job", name.clone()),
+                ("job_id", id.clone()),
                 ("operator", format!("[{}] {}", s.node, s.operator)),
                 ("subtask", s.subtask.to_string()),
             ];
@@ -232,6 +233,7 @@ pub fn prometheus_text(jobs: &[Job]) -> Result<String> {
                     .map_or(source.to_string(), |x| x.operator.clone());
                 let l = [
                     ("job", name.clone()),
+                    ("job_id", id.clone()),
                     ("source", source),
                     ("sink", s.operator.clone()),
                     ("subtask", s.subtask.to_string()),
@@ -248,6 +250,7 @@ pub fn prometheus_text(jobs: &[Job]) -> Result<String> {
             for key in m.hot_keys(totals.node) {
                 let l = [
                     ("job", name.clone()),
+                    ("job_id", id.clone()),
                     ("operator", format!("[{}] {}", totals.node, totals.operator)),
                     ("key", key.key.clone()),
                 ];
@@ -267,6 +270,7 @@ pub fn prometheus_text(jobs: &[Job]) -> Result<String> {
                 .map_or(p.node.to_string(), |x| x.operator.clone());
             let l = [
                 ("job", name.clone()),
+                ("job_id", id.clone()),
                 ("source", source),
                 ("partition", p.split.clone()),
             ];
@@ -316,7 +320,7 @@ pub fn prometheus_text(jobs: &[Job]) -> Result<String> {
             }
         }
         let c = job.checkpoints();
-        let l = [("job", name.clone())];
+        let l = [("job", name.clone()), ("job_id", id.clone())];
         f.counter(
             "weir_checkpoints_completed_total",
             "Checkpoints completed",
@@ -358,6 +362,7 @@ pub fn prometheus_text(jobs: &[Job]) -> Result<String> {
         for alert in &m.alerts {
             let l = [
                 ("job", name.clone()),
+                ("job_id", id.clone()),
                 ("kind", alert.kind.name().to_string()),
                 ("subject", alert.subject.clone()),
             ];

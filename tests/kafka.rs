@@ -409,3 +409,116 @@ async fn per_partition_metrics_name_each_partition() {
         vec![("m-0".to_string(), 20), ("m-1".to_string(), 10)]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_silent_partition_that_holds_the_watermark_raises_a_stall_alert() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("stuck", 2, 1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let p = producer(&bootstrap);
+    let base = 1_700_000_000_000i64;
+    // Partition 1 gets one early record, then nothing; no idle timeout, so
+    // it holds the watermark where that record put it.
+    let early = Event {
+        key: Some(1),
+        value: Some(1),
+        ts: base,
+    };
+    produce(&p, "stuck", &[(1, None, event_json(&early))]).await;
+    let mut session = weir::Session::new();
+    session.set("watermark.stall-timeout", "1s").unwrap();
+    session
+        .sql(&kafka_ddl("t", &bootstrap, "stuck", 0, ""))
+        .await
+        .unwrap();
+    let mut results = session
+        .query("SELECT window_start, count(*) AS n FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' SECOND)) GROUP BY window_start, window_end")
+        .await
+        .unwrap();
+    let feeder = tokio::spawn(async move {
+        for i in 0..2000i64 {
+            let e = Event {
+                key: Some(2),
+                value: Some(i),
+                ts: base + 1000 + i * 50,
+            };
+            produce(&p, "stuck", &[(0, None, event_json(&e))]).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let mut stall = None;
+    for _ in 0..300 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let metrics = results.metrics();
+        stall = metrics
+            .alerts
+            .iter()
+            .find(|a| a.kind == weir::crates::engine::metrics::AlertKind::WatermarkStall)
+            .cloned();
+        if stall.is_some() {
+            break;
+        }
+    }
+    let stall = stall.expect("a stalled watermark should raise an alert");
+    assert_eq!(stall.subject, "stuck-1", "{stall:?}");
+    assert!(stall.message.contains("stuck-1"), "{}", stall.message);
+    results.cancel();
+    feeder.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_partition_raises_no_stall_alert() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("calm", 2, 1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let p = producer(&bootstrap);
+    let base = 1_700_000_000_000i64;
+    let early = Event {
+        key: Some(1),
+        value: Some(1),
+        ts: base,
+    };
+    produce(&p, "calm", &[(1, None, event_json(&early))]).await;
+    let mut session = weir::Session::new();
+    session.set("watermark.stall-timeout", "1s").unwrap();
+    session
+        .sql(&kafka_ddl(
+            "t",
+            &bootstrap,
+            "calm",
+            0,
+            ", 'scan.watermark.idle-timeout' = '300ms'",
+        ))
+        .await
+        .unwrap();
+    let mut results = session
+        .query("SELECT window_start, count(*) AS n FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' SECOND)) GROUP BY window_start, window_end")
+        .await
+        .unwrap();
+    let feeder = tokio::spawn(async move {
+        for i in 0..2000i64 {
+            let e = Event {
+                key: Some(2),
+                value: Some(i),
+                ts: base + 1000 + i * 50,
+            };
+            produce(&p, "calm", &[(0, None, event_json(&e))]).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    // Windows fire: the watermark moves, so after several stall timeouts
+    // there is still no alert.
+    let mut windows = 0;
+    while windows < 8 {
+        let batch = tokio::time::timeout(Duration::from_secs(60), results.next_batch())
+            .await
+            .expect("windows should fire with the idle partition excluded")
+            .unwrap()
+            .unwrap();
+        windows += batch.num_rows();
+    }
+    let alerts = results.metrics().alerts;
+    assert!(alerts.is_empty(), "{alerts:?}");
+    results.cancel();
+    feeder.abort();
+}

@@ -57,13 +57,7 @@ fn start_seaweed(dir: &Path) -> Seaweed {
     // Ready once a bucket can be created.
     let started = Instant::now();
     loop {
-        let created = Command::new("curl")
-            .args(["-sf", "-X", "PUT"])
-            .arg(format!("http://127.0.0.1:{s3}/weir"))
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if created {
+        if curl_ok(&["-X", "PUT", &format!("http://127.0.0.1:{s3}/weir")]) {
             return server;
         }
         assert!(
@@ -73,6 +67,17 @@ fn start_seaweed(dir: &Path) -> Seaweed {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+}
+
+/// Whether `curl -sf ARGS` succeeds (anonymous access, as SeaweedFS allows
+/// when no identities are configured).
+fn curl_ok(args: &[&str]) -> bool {
+    Command::new("curl")
+        .arg("-sf")
+        .args(args)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }
 
 fn weir(s3: u16) -> Command {
@@ -143,7 +148,18 @@ fn exactly_once_parquet_with_checkpoints_on_s3() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1200));
+    // Kill it once its first checkpoint is complete on S3, so the restart
+    // has one to restore whatever the machine's speed.
+    let manifest =
+        format!("http://127.0.0.1:{s3}/weir/checkpoints/s3-job/chk-0000000001/_manifest.json");
+    let started = Instant::now();
+    while !curl_ok(&["-o", "/dev/null", &manifest]) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the first run never completed a checkpoint on S3"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     if first.try_wait().unwrap().is_none() {
         first.kill().unwrap();
     }

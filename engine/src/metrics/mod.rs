@@ -158,7 +158,9 @@ impl SubtaskMetrics {
         let watermark = self.watermark.load(Relaxed);
         let (hot_keys, hot_key_total) = {
             let sketch = self.hot_keys.lock();
-            (sketch.top(5), sketch.total())
+            // Every counter, not a top few: merging subtasks' top lists
+            // would drop keys that are frequent overall.
+            (sketch.top(usize::MAX), sketch.total())
         };
         SubtaskSnapshot {
             node: self.node,
@@ -224,7 +226,7 @@ pub struct SubtaskSnapshot {
     pub event_time_latency: HistogramSnapshot,
     /// Sinks: latency marker travel time by source node.
     pub end_to_end: Vec<(usize, HistogramSnapshot)>,
-    /// Keyed operators: the most frequent keys.
+    /// Keyed operators: every key the sketch counts (at most its capacity).
     pub hot_keys: Vec<HotKey>,
     /// Rows the hot-key sketch has seen.
     pub hot_key_total: u64,

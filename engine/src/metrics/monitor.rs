@@ -71,7 +71,7 @@ pub struct Alert {
 
 #[derive(Debug, Default)]
 struct Previous {
-    /// Source subtasks: (rows out, watermark, unchanged since).
+    /// Subtasks: (rows taken in, watermark, unchanged since).
     watermarks: HashMap<(usize, usize), (u64, Option<Millis>, std::time::Instant)>,
     /// Subtasks: (backpressured ms, uptime ms).
     pressure: HashMap<(usize, usize), (u64, u64)>,
@@ -118,50 +118,58 @@ fn detect(
         })
     };
 
-    // Watermark stall: a source subtask reads rows but its watermark stays;
-    // name the split holding it back (no data yet, or the lowest watermark).
-    for s in snapshot
-        .subtasks
+    // Watermark stall: a subtask takes in rows but its watermark stays put.
+    // Only in jobs that have event time at all (some split has a
+    // watermark), so a stream without a WATERMARK clause is not "stalled".
+    // The culprit is the split holding the minimum back: one with no
+    // watermark yet, else the lowest.
+    let culprit = snapshot
+        .splits
         .iter()
-        .filter(|s| s.operator.starts_with("source:"))
-    {
+        .find(|p| p.watermark.is_none())
+        .or_else(|| snapshot.splits.iter().min_by_key(|p| p.watermark));
+    let has_event_time = snapshot.splits.iter().any(|p| p.watermark.is_some());
+    let mut stalled: Vec<String> = Vec::new();
+    for s in &snapshot.subtasks {
         if s.watermark == Some(FINAL_WATERMARK) {
             continue;
         }
-        let entry = previous.watermarks.entry((s.node, s.subtask)).or_insert((
-            s.rows_out,
-            s.watermark,
-            now,
-        ));
+        let rows = if s.operator.starts_with("source:") {
+            s.rows_out
+        } else {
+            s.rows_in
+        };
+        let entry =
+            previous
+                .watermarks
+                .entry((s.node, s.subtask))
+                .or_insert((rows, s.watermark, now));
         if entry.1 != s.watermark {
-            *entry = (s.rows_out, s.watermark, now);
+            *entry = (rows, s.watermark, now);
             continue;
         }
-        let reading = s.rows_out > entry.0;
         let stalled_for = now.duration_since(entry.2);
-        if reading && stalled_for >= config.stall_timeout {
-            let splits: Vec<_> = snapshot
-                .splits
-                .iter()
-                .filter(|p| p.node == s.node && p.subtask == s.subtask)
-                .collect();
-            let culprit = splits
-                .iter()
-                .find(|p| p.watermark.is_none())
-                .or_else(|| splits.iter().min_by_key(|p| p.watermark))
-                .map(|p| p.split.clone())
-                .unwrap_or_else(|| format!("subtask {}", s.subtask));
-            alert(
-                AlertKind::WatermarkStall,
-                culprit.clone(),
-                format!(
-                    "the watermark of {} (subtask {}) has not advanced for {} s while rows arrive; held back by split {culprit}",
-                    s.operator,
-                    s.subtask,
-                    stalled_for.as_secs()
-                ),
-            );
+        if !has_event_time || rows <= entry.0 || stalled_for < config.stall_timeout {
+            continue;
         }
+        let held_by = culprit.map_or_else(|| format!("subtask {}", s.subtask), |p| p.split.clone());
+        if stalled.contains(&held_by) {
+            continue;
+        }
+        stalled.push(held_by.clone());
+        let at = s
+            .watermark
+            .map_or("no watermark yet".to_string(), |w| format!("watermark {w}"));
+        alert(
+            AlertKind::WatermarkStall,
+            held_by.clone(),
+            format!(
+                "{} (subtask {}) has taken in rows for {} s with its {at} unchanged; held back by split {held_by}",
+                s.operator,
+                s.subtask,
+                stalled_for.as_secs()
+            ),
+        );
     }
 
     // Hot partition: far more lag, or far more rows per period, than its siblings.
@@ -278,4 +286,66 @@ fn detect(
         }
     }
     alerts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{SplitMetrics, SubtaskMetrics};
+
+    fn job(watermark: Option<Millis>) -> (Arc<JobMetrics>, Arc<SubtaskMetrics>) {
+        let job = Arc::new(JobMetrics::default());
+        let split = Arc::new(SplitMetrics::new(0, 0, "events-1"));
+        if let Some(w) = watermark {
+            split.set_watermark(w);
+        }
+        job.register_split(split);
+        let window = Arc::new(SubtaskMetrics::new(1, "window aggregate", 0));
+        if let Some(w) = watermark {
+            window.set_watermark(w);
+        }
+        job.register(window.clone());
+        (job, window)
+    }
+
+    fn instant_stalls() -> MonitorConfig {
+        MonitorConfig {
+            stall_timeout: Duration::ZERO,
+            ..MonitorConfig::default()
+        }
+    }
+
+    #[test]
+    fn rows_in_under_a_still_watermark_is_a_stall_named_by_its_split() {
+        let (job, window) = job(Some(5));
+        let mut previous = Previous::default();
+        let config = instant_stalls();
+        assert!(detect(&job.snapshot(), &config, &mut previous).is_empty());
+        window.add_input(10);
+        let alerts = detect(&job.snapshot(), &config, &mut previous);
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert_eq!(alerts[0].kind, AlertKind::WatermarkStall);
+        assert_eq!(alerts[0].subject, "events-1");
+    }
+
+    #[test]
+    fn a_moving_watermark_or_no_event_time_is_no_stall() {
+        let (job, window) = job(Some(5));
+        let mut previous = Previous::default();
+        let config = instant_stalls();
+        detect(&job.snapshot(), &config, &mut previous);
+        window.add_input(10);
+        window.set_watermark(6);
+        assert!(detect(&job.snapshot(), &config, &mut previous).is_empty());
+
+        let (job, window) = job_without_watermarks();
+        let mut previous = Previous::default();
+        detect(&job.snapshot(), &config, &mut previous);
+        window.add_input(10);
+        assert!(detect(&job.snapshot(), &config, &mut previous).is_empty());
+    }
+
+    fn job_without_watermarks() -> (Arc<JobMetrics>, Arc<SubtaskMetrics>) {
+        job(None)
+    }
 }

@@ -28,6 +28,7 @@ mod metrics_server;
 mod report;
 mod results;
 mod session;
+pub mod system_tables;
 
 pub use error::{Result, WeirError};
 pub use job::Job;

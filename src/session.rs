@@ -14,6 +14,7 @@ use crate::error::{Result, WeirError};
 use crate::job::Job;
 use crate::metrics_server::{MetricsServer, SharedJobs};
 use crate::results::{result_channel, ResultStream};
+use crate::system_tables::{SystemTable, SystemTablesConnector};
 
 /// What running one statement gave.
 pub enum Output {
@@ -78,11 +79,33 @@ impl Session {
         Self::with_registry(Registry::default())
     }
 
-    /// A session with these connectors.
-    pub fn with_registry(registry: Registry) -> Self {
+    /// A session with these connectors (and `weir_metrics`, which reads
+    /// the session's own jobs).
+    pub fn with_registry(mut registry: Registry) -> Self {
+        let jobs = SharedJobs::default();
+        registry.register(Arc::new(SystemTablesConnector::new(jobs.clone())));
+        let mut planner = Planner::new(registry);
+        for table in SystemTable::ALL {
+            let ddl = format!(
+                "CREATE STREAM {} WITH ('connector' = '{}', 'table' = '{}')",
+                weir_sql::system_name(table.name()),
+                crate::system_tables::CONNECTOR,
+                table.name()
+            );
+            let planned = weir_sql::parse(&ddl).map(|statements| {
+                statements
+                    .iter()
+                    .map(|s| planner.plan(s).map(|_| ()))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+            });
+            if let Err(e) | Ok(Err(e)) = planned {
+                // The DDL is ours: failing here is a bug, not a user error.
+                tracing::error!("system stream weir_metrics.{}: {e}", table.name());
+            }
+        }
         Session {
-            planner: Planner::new(registry),
-            jobs: SharedJobs::default(),
+            planner,
+            jobs,
             next_job: 1,
             runtime: RuntimeConfig::default(),
             metrics_server: None,

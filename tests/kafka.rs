@@ -522,3 +522,102 @@ async fn an_idle_partition_raises_no_stall_alert() {
     results.cancel();
     feeder.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn system_tables_show_a_running_jobs_partitions_and_operators() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("sys", 2, 1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let base = 1_700_000_000_000i64;
+    let records: Vec<_> = (0..30i64)
+        .map(|i| {
+            let event = Event {
+                key: Some(i),
+                value: Some(1),
+                ts: base + i,
+            };
+            (if i < 20 { 0 } else { 1 }, None, event_json(&event))
+        })
+        .collect();
+    produce(&producer(&bootstrap), "sys", &records).await;
+    let mut session = weir::Session::new();
+    session
+        .sql(&kafka_ddl("t", &bootstrap, "sys", 0, ""))
+        .await
+        .unwrap();
+    session
+        .sql("CREATE TABLE out (k BIGINT) WITH ('connector' = 'blackhole')")
+        .await
+        .unwrap();
+    let job = session
+        .submit("INSERT INTO out SELECT k FROM t")
+        .await
+        .unwrap();
+    // The job reads everything, then keeps running on an idle topic; lag
+    // comes with librdkafka's statistics, every second.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let caught_up = |m: weir::MetricsSnapshot| {
+        m.splits.iter().map(|s| s.rows).sum::<u64>() == 30
+            && m.splits.iter().all(|s| s.lag == Some(0))
+    };
+    while !caught_up(job.metrics()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job never caught up: {:?}",
+            job.metrics().splits
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let partitions = session
+        .query(
+            "SELECT job_id, `partition`, rows, lag, watermark FROM weir_metrics.partitions LIMIT 2",
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        canonical_rows(&partitions),
+        vec![
+            "1 | sys-0 | 20 | 0 | 2023-11-14T22:13:20.019",
+            "1 | sys-1 | 10 | 0 | 2023-11-14T22:13:20.029",
+        ]
+    );
+
+    // Filtered like any stream: which partitions have read more than 15?
+    let busy = session
+        .query("SELECT `partition` FROM weir_metrics.partitions WHERE rows > 15 LIMIT 1")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(canonical_rows(&busy), vec!["sys-0"]);
+
+    let sink = session
+        .query("SELECT rows_in FROM weir_metrics.operators WHERE operator LIKE '%sink%' LIMIT 2")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    // One row per sink subtask, each fed by one partition.
+    assert_eq!(canonical_rows(&sink), vec!["10", "20"]);
+
+    // Windowed on sampled_at: one sample of two partitions per 200 ms window.
+    session
+        .sql("CREATE STREAM parts WITH ('connector' = 'weir_metrics', 'table' = 'partitions', 'scan.interval' = '200ms')")
+        .await
+        .unwrap();
+    let windows = session
+        .query("SELECT count(*) AS n, max(rows) AS most FROM TABLE(TUMBLE(TABLE parts, DESCRIPTOR(sampled_at), INTERVAL '200' MILLISECOND)) GROUP BY window_start, window_end LIMIT 3")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(canonical_rows(&windows), vec!["2 | 20"; 3]);
+    job.cancel();
+}

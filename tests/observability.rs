@@ -296,6 +296,23 @@ async fn a_slow_sink_shows_as_backpressure_on_the_source() {
     let titles: Vec<&str> = tables.iter().map(|(t, _)| t.as_str()).collect();
     assert!(titles.contains(&"subtasks"), "{titles:?}");
     assert!(titles.contains(&"alerts"), "{titles:?}");
+
+    // And so does the alerts system table, to SQL.
+    let alerts = session
+        .query(
+            "SELECT job_id, subject FROM weir_metrics.alerts WHERE kind = 'backpressure' LIMIT 1",
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let rows = canonical_rows(&alerts);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(
+        rows[0].starts_with(&format!("{} | projection subtask ", job.id())),
+        "{rows:?}"
+    );
     job.cancel();
     let _ = job.wait().await;
 }

@@ -74,7 +74,7 @@ impl<'a> Context<'a> {
     fn window_table(&self, tvf: &WindowTvf) -> Result<Arc<dyn TableSource>> {
         let input = match &tvf.input {
             WindowInput::Table(name) => {
-                let reference = TableReference::bare(weir_sql::object_name_last(name));
+                let reference = TableReference::bare(weir_sql::catalog_name(name));
                 let source = self.get_table_source(reference.clone())?;
                 LogicalPlanBuilder::scan(reference, source, None)?.build()?
             }
@@ -183,7 +183,14 @@ pub(crate) fn source_stream(plan: &LogicalPlan) -> Option<Arc<StreamDef>> {
 
 impl ContextProvider for Context<'_> {
     fn get_table_source(&self, name: TableReference) -> Result<Arc<dyn TableSource>> {
-        let table = name.table();
+        let system;
+        let table = match name.schema() {
+            Some(schema) if schema.eq_ignore_ascii_case(weir_sql::SYSTEM_SCHEMA) => {
+                system = weir_sql::system_name(name.table());
+                system.as_str()
+            }
+            _ => name.table(),
+        };
         if let Some(tvf) = self.windows.iter().find(|w| w.placeholder == table) {
             return self.window_table(tvf);
         }
@@ -196,12 +203,17 @@ impl ContextProvider for Context<'_> {
             return self.view_table(&view.query);
         }
         let names = self.catalog.names();
+        let user_names: Vec<&str> = names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !n.starts_with(weir_sql::SYSTEM_SCHEMA))
+            .collect();
         let hint = match nearest(table, names.iter().map(String::as_str)) {
             Some(n) => format!("; did you mean '{n}'?"),
-            None if names.is_empty() => {
+            None if user_names.is_empty() => {
                 "; no streams are defined yet (CREATE STREAM ...)".to_string()
             }
-            None => format!("; known: {}", names.join(", ")),
+            None => format!("; known: {}", user_names.join(", ")),
         };
         Err(plan_datafusion_err!(
             "unknown stream or view '{table}'{hint}"

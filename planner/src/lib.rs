@@ -32,8 +32,8 @@ use weir_connectors::{BadDataPolicy, MetadataColumn, Options, Registry, TableSpe
 use weir_engine::{Graph, SinkFactory};
 use weir_sql::sqlparser::ast;
 use weir_sql::{
-    object_name_last, ColumnKind, CreateStream, CreateView, Insert, ParsedStatement, Query,
-    ShowObject, SqlError, Statement,
+    catalog_name, ColumnKind, CreateStream, CreateView, Insert, ParsedStatement, Query, ShowObject,
+    SqlError, Statement,
 };
 
 pub use catalog::{Catalog, StreamDef, ViewDef, WatermarkDef};
@@ -205,13 +205,13 @@ impl Planner {
             Statement::Explain(inner) => Ok(Planned::Explain(self.explain(inner, text)?)),
             Statement::Show(ShowObject::Jobs) => Ok(Planned::ShowJobs),
             Statement::Show(what) => Ok(Planned::Rows(self.show(*what))),
-            Statement::Describe(name) => Ok(Planned::Rows(self.describe(&object_name_last(name))?)),
+            Statement::Describe(name) => Ok(Planned::Rows(self.describe(&catalog_name(name))?)),
             Statement::DescribeJob(id) => Ok(Planned::DescribeJob(id.clone())),
             Statement::StopJob(id) => Ok(Planned::StopJob(id.clone())),
             Statement::Drop {
                 name, if_exists, ..
             } => {
-                let n = object_name_last(name);
+                let n = catalog_name(name);
                 let removed = self.catalog.streams.remove(&n).is_some()
                     || self.catalog.views.remove(&n).is_some();
                 if !removed && !if_exists {
@@ -236,7 +236,7 @@ impl Planner {
     }
 
     fn create_stream(&mut self, c: &CreateStream) -> Result<Planned> {
-        let name = object_name_last(&c.name);
+        let name = catalog_name(&c.name);
         if !self.check_new_name(&name, c.or_replace, c.if_not_exists)? {
             return Ok(Planned::Done(format!("'{name}' already exists")));
         }
@@ -459,7 +459,7 @@ impl Planner {
     }
 
     fn create_view(&mut self, v: &CreateView) -> Result<Planned> {
-        let name = object_name_last(&v.name);
+        let name = catalog_name(&v.name);
         if !self.check_new_name(&name, v.or_replace, v.if_not_exists)? {
             return Ok(Planned::Done(format!("'{name}' already exists")));
         }
@@ -517,7 +517,7 @@ impl Planner {
         }
         if let Some(name) = error.message.split('\'').nth(1).map(str::to_string) {
             let _ = ast::visit_relations(query, |relation| {
-                if object_name_last(relation) == name {
+                if catalog_name(relation) == name {
                     if let Some(ident) = relation.0.last().and_then(|p| p.as_ident()) {
                         error.position = Some(ident.span.start.into());
                     }
@@ -538,7 +538,7 @@ impl Planner {
             .trim_matches(|c| c == '"' || c == '`' || c == '\'');
         let mut columns: Vec<String> = Vec::new();
         let _ = ast::visit_relations(query, |relation| {
-            let table = object_name_last(relation);
+            let table = catalog_name(relation);
             let schema = match (self.catalog.stream(&table), self.catalog.view(&table)) {
                 (Some(s), _) => Some(s.schema.clone()),
                 (_, Some(v)) => Some(v.schema.clone()),
@@ -569,7 +569,7 @@ impl Planner {
 
     /// Plans `INSERT INTO sink SELECT ...`.
     pub fn plan_insert(&self, insert: &Insert, text: &str) -> Result<JobPlan> {
-        let sink_name = object_name_last(&insert.sink);
+        let sink_name = catalog_name(&insert.sink);
         let Some(sink) = self.catalog.stream(&sink_name) else {
             let hint =
                 catalog::nearest(&sink_name, self.catalog.streams().map(|s| s.name.as_str()))
@@ -725,7 +725,12 @@ impl Planner {
     fn show(&self, what: ShowObject) -> RecordBatch {
         match what {
             ShowObject::Streams | ShowObject::Tables => {
-                let streams: Vec<&Arc<StreamDef>> = self.catalog.streams().collect();
+                // The system streams are documented, not listed with the user's.
+                let streams: Vec<&Arc<StreamDef>> = self
+                    .catalog
+                    .streams()
+                    .filter(|s| !s.name.starts_with(weir_sql::SYSTEM_SCHEMA))
+                    .collect();
                 string_table(
                     &["name", "connector", "watermark"],
                     vec![

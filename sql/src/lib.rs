@@ -32,7 +32,9 @@ mod window;
 pub use dialect::FlinkDialect;
 pub use error::{Position, Result, SqlError};
 pub use interval::interval_millis;
-pub use parser::{is_complete, object_name_last, parse, parse_statement, ParsedStatement};
+pub use parser::{
+    catalog_name, is_complete, parse, parse_statement, system_name, ParsedStatement, SYSTEM_SCHEMA,
+};
 pub use sqlparser;
 pub use statement::*;
 pub use vars::substitute_vars;

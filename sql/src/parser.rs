@@ -537,11 +537,27 @@ fn word_next(p: &Parser<'_>, word: &str) -> bool {
     matches!(p.peek_token().token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word))
 }
 
-/// An object name's last part, as written.
-pub fn object_name_last(name: &ObjectName) -> String {
-    name.0
-        .last()
-        .and_then(|p| p.as_ident())
-        .map(|i| i.value.clone())
-        .unwrap_or_else(|| name.to_string())
+/// The schema of the system streams (`weir_metrics.partitions`, ...).
+pub const SYSTEM_SCHEMA: &str = "weir_metrics";
+
+/// The catalog name of an object name: its last part as written (a Flink
+/// `catalog.database.` prefix is accepted and ignored), except in the
+/// system schema, whose names keep their `weir_metrics.` prefix.
+pub fn catalog_name(name: &ObjectName) -> String {
+    let parts: Vec<&str> = name
+        .0
+        .iter()
+        .filter_map(|p| p.as_ident())
+        .map(|i| i.value.as_str())
+        .collect();
+    match parts.as_slice() {
+        [.., schema, table] if schema.eq_ignore_ascii_case(SYSTEM_SCHEMA) => system_name(table),
+        [.., last] => last.to_string(),
+        [] => name.to_string(),
+    }
+}
+
+/// The catalog name of system stream `table`.
+pub fn system_name(table: &str) -> String {
+    format!("{SYSTEM_SCHEMA}.{}", table.to_ascii_lowercase())
 }

@@ -28,20 +28,30 @@ use crate::deadletter::BadDataPolicy;
 use crate::format::{Line, LineDecoder};
 use crate::registry::{MetadataColumn, TableSpec};
 
-type Lags = Arc<Mutex<HashMap<(String, i32), i64>>>;
+/// Per partition: the offset a consumer can read up to (the last stable
+/// offset under `read_committed`, librdkafka's default, else the high
+/// watermark), from librdkafka's statistics.
+type EndOffsets = Arc<Mutex<HashMap<(String, i32), i64>>>;
 
-/// Receives librdkafka's statistics: per-partition consumer lag.
+/// Receives librdkafka's statistics. Its own `consumer_lag` counts from
+/// the committed offset, which Weir does not keep current (offsets live in
+/// checkpoints), so lag is computed from the end offset and the position.
 pub(crate) struct StatsContext {
-    lags: Lags,
+    end_offsets: EndOffsets,
 }
 
 impl ClientContext for StatsContext {
     fn stats(&self, statistics: Statistics) {
-        let mut lags = self.lags.lock();
+        let mut ends = self.end_offsets.lock();
         for (topic, t) in statistics.topics {
             for (partition, p) in t.partitions {
-                if partition >= 0 && p.consumer_lag >= 0 {
-                    lags.insert((topic.clone(), partition), p.consumer_lag);
+                let end = if p.ls_offset >= 0 {
+                    p.ls_offset
+                } else {
+                    p.hi_offset
+                };
+                if partition >= 0 && end >= 0 {
+                    ends.insert((topic.clone(), partition), end);
                 }
             }
         }
@@ -91,7 +101,7 @@ pub struct KafkaSource {
     subtask: SubtaskInfo,
     assigned: Option<Assigned>,
     ready: VecDeque<SourcePoll>,
-    lags: Lags,
+    end_offsets: EndOffsets,
     restored: Option<HashMap<(String, i32), i64>>,
 }
 
@@ -146,7 +156,7 @@ impl KafkaSource {
             subtask,
             assigned: None,
             ready: VecDeque::new(),
-            lags: Arc::new(Mutex::new(HashMap::new())),
+            end_offsets: Arc::new(Mutex::new(HashMap::new())),
             restored: None,
         })
     }
@@ -166,7 +176,7 @@ impl KafkaSource {
             config.set("group.id", format!("weir-{}", self.stream));
         }
         let context = StatsContext {
-            lags: self.lags.clone(),
+            end_offsets: self.end_offsets.clone(),
         };
         let consumer: StreamConsumer<StatsContext> =
             config.create_with_context(context).map_err(kafka_error)?;
@@ -561,10 +571,11 @@ impl Source for KafkaSource {
     fn lag(&self, split: SplitId) -> Option<i64> {
         let assigned = self.assigned.as_ref()?;
         let p = assigned.partitions.iter().find(|p| p.split == split)?;
-        self.lags
+        let end = *self
+            .end_offsets
             .lock()
-            .get(&(p.topic.clone(), p.partition))
-            .copied()
+            .get(&(p.topic.clone(), p.partition))?;
+        Some((end - p.position).max(0))
     }
 
     async fn poll(&mut self) -> Result<SourcePoll> {

@@ -413,7 +413,7 @@ impl MetricsSnapshot {
                 },
             })
             .collect();
-        keys.sort_by(|a, b| b.count.cmp(&a.count));
+        keys.sort_by_key(|k| std::cmp::Reverse(k.count));
         keys.truncate(5);
         keys
     }

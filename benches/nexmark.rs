@@ -8,7 +8,9 @@
 //!
 //! Environment: `WEIR_BENCH_EVENTS` (events per query), `WEIR_BENCH_PARALLELISM`
 //! (default: cores), `WEIR_BENCH_CHECKPOINT_INTERVAL` (e.g. `1s`: checkpoint
-//! to a temporary directory); arguments filter queries by name.
+//! to a fresh temporary directory), `WEIR_BENCH_METRICS=basic` (counters
+//! only: no per-batch timing, histograms, hot keys or latency markers);
+//! arguments filter queries by name.
 
 use std::time::Instant;
 
@@ -78,6 +80,23 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// Session settings from the environment: parallelism, checkpoints, metrics.
+fn settings(parallelism: usize, query: &str) -> Vec<(&'static str, String)> {
+    let mut settings = vec![("parallelism.default", parallelism.to_string())];
+    if let Ok(interval) = std::env::var("WEIR_BENCH_CHECKPOINT_INTERVAL") {
+        let dir = std::env::temp_dir().join(format!("weir-bench-{}-{query}", std::process::id()));
+        // A leftover checkpoint would be restored instead of starting over.
+        let _ = std::fs::remove_dir_all(&dir);
+        settings.push(("execution.checkpointing.interval", interval));
+        settings.push(("state.checkpoints.dir", dir.display().to_string()));
+    }
+    if std::env::var("WEIR_BENCH_METRICS").as_deref() == Ok("basic") {
+        settings.push(("metrics.detailed", "false".into()));
+        settings.push(("metrics.latency.interval", "0".into()));
+    }
+    settings
+}
+
 fn main() {
     let events: u64 = std::env::var("WEIR_BENCH_EVENTS")
         .ok()
@@ -97,6 +116,9 @@ fn main() {
         .build()
         .expect("runtime");
     println!("Nexmark, {events} events per query, parallelism {parallelism}, {cores} cores");
+    for (key, value) in settings(parallelism, "") {
+        println!("  {key} = {value}");
+    }
     println!(
         "{:<16} {:>10} {:>14} {:>18}",
         "query", "seconds", "events/s", "events/s/core"
@@ -107,9 +129,9 @@ fn main() {
         }
         let elapsed = runtime.block_on(async {
             let mut session = weir::Session::new();
-            session
-                .set("parallelism.default", &parallelism.to_string())
-                .expect("setting");
+            for (key, value) in settings(parallelism, &name) {
+                session.set(key, &value).expect("setting");
+            }
             session.sql(&ddl(events)).await.expect("ddl");
             let start = Instant::now();
             for output in session

@@ -410,31 +410,40 @@ async fn per_partition_metrics_name_each_partition() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_silent_partition_that_holds_the_watermark_raises_a_stall_alert() {
+/// A running 1 s tumble over a two-partition topic whose partition 1 gets
+/// one early record and then nothing, while partition 0 gets one every
+/// 10 ms; the stall timeout is 1 s. Returns the cluster (which must outlive
+/// the query), the results and the feeder.
+async fn one_silent_partition(
+    topic: &str,
+    extra: &str,
+) -> (
+    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    weir::ResultStream,
+    tokio::task::JoinHandle<()>,
+) {
     let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("stuck", 2, 1).unwrap();
+    cluster.create_topic(topic, 2, 1).unwrap();
     let bootstrap = cluster.bootstrap_servers();
     let p = producer(&bootstrap);
     let base = 1_700_000_000_000i64;
-    // Partition 1 gets one early record, then nothing; no idle timeout, so
-    // it holds the watermark where that record put it.
     let early = Event {
         key: Some(1),
         value: Some(1),
         ts: base,
     };
-    produce(&p, "stuck", &[(1, None, event_json(&early))]).await;
+    produce(&p, topic, &[(1, None, event_json(&early))]).await;
     let mut session = weir::Session::new();
     session.set("watermark.stall-timeout", "1s").unwrap();
     session
-        .sql(&kafka_ddl("t", &bootstrap, "stuck", 0, ""))
+        .sql(&kafka_ddl("t", &bootstrap, topic, 0, extra))
         .await
         .unwrap();
-    let mut results = session
+    let results = session
         .query("SELECT window_start, count(*) AS n FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' SECOND)) GROUP BY window_start, window_end")
         .await
         .unwrap();
+    let topic = topic.to_string();
     let feeder = tokio::spawn(async move {
         for i in 0..2000i64 {
             let e = Event {
@@ -442,10 +451,17 @@ async fn a_silent_partition_that_holds_the_watermark_raises_a_stall_alert() {
                 value: Some(i),
                 ts: base + 1000 + i * 50,
             };
-            produce(&p, "stuck", &[(0, None, event_json(&e))]).await;
+            produce(&p, &topic, &[(0, None, event_json(&e))]).await;
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });
+    (cluster, results, feeder)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_silent_partition_that_holds_the_watermark_raises_a_stall_alert() {
+    // No idle timeout: partition 1 holds the watermark where its record put it.
+    let (_cluster, results, feeder) = one_silent_partition("stuck", "").await;
     let mut stall = None;
     for _ in 0..300 {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -468,44 +484,8 @@ async fn a_silent_partition_that_holds_the_watermark_raises_a_stall_alert() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_idle_partition_raises_no_stall_alert() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("calm", 2, 1).unwrap();
-    let bootstrap = cluster.bootstrap_servers();
-    let p = producer(&bootstrap);
-    let base = 1_700_000_000_000i64;
-    let early = Event {
-        key: Some(1),
-        value: Some(1),
-        ts: base,
-    };
-    produce(&p, "calm", &[(1, None, event_json(&early))]).await;
-    let mut session = weir::Session::new();
-    session.set("watermark.stall-timeout", "1s").unwrap();
-    session
-        .sql(&kafka_ddl(
-            "t",
-            &bootstrap,
-            "calm",
-            0,
-            ", 'scan.watermark.idle-timeout' = '300ms'",
-        ))
-        .await
-        .unwrap();
-    let mut results = session
-        .query("SELECT window_start, count(*) AS n FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' SECOND)) GROUP BY window_start, window_end")
-        .await
-        .unwrap();
-    let feeder = tokio::spawn(async move {
-        for i in 0..2000i64 {
-            let e = Event {
-                key: Some(2),
-                value: Some(i),
-                ts: base + 1000 + i * 50,
-            };
-            produce(&p, "calm", &[(0, None, event_json(&e))]).await;
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    });
+    let (_cluster, mut results, feeder) =
+        one_silent_partition("calm", ", 'scan.watermark.idle-timeout' = '300ms'").await;
     // Windows fire: the watermark moves, so after several stall timeouts
     // there is still no alert.
     let mut windows = 0;

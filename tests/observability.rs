@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -224,44 +224,12 @@ async fn a_hot_key_raises_an_alert_while_the_job_runs() {
     let _ = job.wait().await;
 }
 
-/// A sink that takes 5 ms for every batch.
-struct SlowSink;
-
-#[async_trait::async_trait]
-impl weir::crates::engine::Sink for SlowSink {
-    async fn write(
-        &mut self,
-        _batch: datafusion::arrow::record_batch::RecordBatch,
-    ) -> weir::crates::engine::Result<()> {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        Ok(())
-    }
-}
-
-struct SlowConnector(Arc<AtomicU64>);
-
-impl weir::crates::connectors::Connector for SlowConnector {
-    fn name(&self) -> &'static str {
-        "slow"
-    }
-
-    fn sink(
-        &self,
-        _spec: &weir::crates::connectors::TableSpec,
-    ) -> Result<weir::crates::engine::SinkFactory, weir::crates::connectors::ConnectorError> {
-        let opened = self.0.clone();
-        Ok(Arc::new(move |_| {
-            opened.fetch_add(1, Ordering::Relaxed);
-            Ok(Box::new(SlowSink) as Box<dyn weir::crates::engine::Sink>)
-        }))
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_sink_shows_as_backpressure_on_the_source() {
-    let opened = Arc::new(AtomicU64::new(0));
+    let slow = SlowConnector::default();
+    let opened = slow.opened.clone();
     let mut registry = Registry::default();
-    registry.register(Arc::new(SlowConnector(opened.clone())));
+    registry.register(Arc::new(slow));
     let mut session = Session::with_registry(registry);
     // Two source subtasks feed one sink subtask through a channel.
     session.set("parallelism.default", "2").unwrap();

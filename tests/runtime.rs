@@ -211,51 +211,12 @@ async fn a_hot_key_is_pre_aggregated_before_the_shuffle() {
     );
 }
 
-/// A sink that takes its time with every batch.
-struct Slow {
-    rows: Arc<std::sync::atomic::AtomicU64>,
-}
-
-#[async_trait::async_trait]
-impl weir::crates::engine::Sink for Slow {
-    async fn write(
-        &mut self,
-        batch: datafusion::arrow::record_batch::RecordBatch,
-    ) -> weir::crates::engine::Result<()> {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        self.rows.fetch_add(
-            batch.num_rows() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        Ok(())
-    }
-}
-
-struct SlowConnector {
-    rows: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl weir::crates::connectors::Connector for SlowConnector {
-    fn name(&self) -> &'static str {
-        "slow"
-    }
-
-    fn sink(
-        &self,
-        _spec: &weir::crates::connectors::TableSpec,
-    ) -> Result<weir::crates::engine::SinkFactory, weir::crates::connectors::ConnectorError> {
-        let rows = self.rows.clone();
-        Ok(Arc::new(move |_| {
-            Ok(Box::new(Slow { rows: rows.clone() }) as Box<dyn weir::crates::engine::Sink>)
-        }))
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_sink_backpressures_the_source_and_loses_nothing() {
-    let rows = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let slow = SlowConnector::default();
+    let rows = slow.rows.clone();
     let mut registry = Registry::default();
-    registry.register(Arc::new(SlowConnector { rows: rows.clone() }));
+    registry.register(Arc::new(slow));
     let mut session = weir::Session::with_registry(registry);
     session.set("parallelism.default", "2").unwrap();
     let events = 100_000u64;

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+mod slow;
+pub use slow::SlowConnector;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;

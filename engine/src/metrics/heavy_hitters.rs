@@ -16,7 +16,11 @@ pub struct HeavyHitters {
     capacity: usize,
     counters: HashMap<u64, Counter>,
     total: u64,
+    /// Scratch space for one batch: row hashes, and each distinct key's
+    /// (hash, rows, first row) with its index by hash.
     hashes: Vec<u64>,
+    distinct: Vec<(u64, u64, usize)>,
+    positions: HashMap<u64, usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -45,6 +49,8 @@ impl HeavyHitters {
             counters: HashMap::new(),
             total: 0,
             hashes: Vec::new(),
+            distinct: Vec::new(),
+            positions: HashMap::new(),
         }
     }
 
@@ -76,37 +82,46 @@ impl HeavyHitters {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        // Space-Saving takes weights: offering each distinct key of the batch
+        // once, in order of first appearance, costs a hash-map update per row
+        // instead of an eviction scan and a label per row.
+        let mut distinct = std::mem::take(&mut self.distinct);
+        distinct.clear();
+        self.positions.clear();
         for (row, hash) in self.hashes.iter().enumerate() {
-            self.total += 1;
-            if let Some(c) = self.counters.get_mut(hash) {
-                c.count += 1;
+            let next = distinct.len();
+            let at = *self.positions.entry(*hash).or_insert(next);
+            if at == next {
+                distinct.push((*hash, 0, row));
+            }
+            distinct[at].1 += 1;
+        }
+        self.total += rows as u64;
+        for &(hash, weight, row) in &distinct {
+            if let Some(c) = self.counters.get_mut(&hash) {
+                c.count += weight;
                 continue;
             }
-            if self.counters.len() < self.capacity {
-                self.counters.insert(
-                    *hash,
-                    Counter {
-                        label: label(row),
-                        count: 1,
-                        error: 0,
-                    },
-                );
-                continue;
-            }
-            let Some((&evict, min)) = self.counters.iter().min_by_key(|(_, c)| c.count) else {
-                continue;
+            let floor = if self.counters.len() < self.capacity {
+                0
+            } else {
+                let Some((&evict, min)) = self.counters.iter().min_by_key(|(_, c)| c.count) else {
+                    continue;
+                };
+                let floor = min.count;
+                self.counters.remove(&evict);
+                floor
             };
-            let floor = min.count;
-            self.counters.remove(&evict);
             self.counters.insert(
-                *hash,
+                hash,
                 Counter {
                     label: label(row),
-                    count: floor + 1,
+                    count: floor + weight,
                     error: floor,
                 },
             );
         }
+        self.distinct = distinct;
     }
 
     /// The `n` most frequent keys, most frequent first.
@@ -154,5 +169,51 @@ mod tests {
         assert_eq!(top[0].key, "7");
         assert!((top[0].share - 0.9).abs() < 0.02, "{top:?}");
         assert_eq!(hh.total(), 10_000);
+    }
+
+    #[test]
+    fn counts_bound_the_truth_and_keep_every_frequent_key() {
+        let capacity = 16;
+        let mut hh = HeavyHitters::new(capacity);
+        let mut truth: HashMap<i64, u64> = HashMap::new();
+        let mut x: u64 = 42;
+        for _ in 0..50 {
+            let keys: Vec<i64> = (0..200)
+                .map(|_| {
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let r = (x >> 33) % 1000;
+                    // A skewed mix: three heavy keys and a long tail.
+                    match r {
+                        0..=299 => 1,
+                        300..=449 => 2,
+                        450..=549 => 3,
+                        _ => 100 + (r as i64 % 500),
+                    }
+                })
+                .collect();
+            for k in &keys {
+                *truth.entry(*k).or_default() += 1;
+            }
+            hh.offer(&[Arc::new(Int64Array::from(keys)) as ArrayRef]);
+        }
+        let total = hh.total();
+        assert_eq!(total, 10_000);
+        let top = hh.top(usize::MAX);
+        for k in &top {
+            let real = truth[&k.key.parse::<i64>().unwrap()];
+            assert!(k.guaranteed <= real && real <= k.count, "{k:?} vs {real}");
+        }
+        for (key, count) in &truth {
+            if *count > total / capacity as u64 {
+                assert!(
+                    top.iter().any(|k| k.key == key.to_string()),
+                    "{key} ({count}) lost"
+                );
+            }
+        }
+        let names: Vec<&str> = top.iter().take(3).map(|k| k.key.as_str()).collect();
+        assert_eq!(names, ["1", "2", "3"]);
     }
 }

@@ -79,6 +79,29 @@ struct Previous {
     split_rows: HashMap<(usize, String), u64>,
 }
 
+/// The partitions whose figure is at least 1000 and more than `factor`
+/// times the median of their siblings': (partition, figure, that median).
+/// A source with one partition has no siblings to compare with.
+fn outliers(figures: &[(String, u64)], factor: f64) -> Vec<(&String, u64, u64)> {
+    if figures.len() < 2 {
+        return Vec::new();
+    }
+    figures
+        .iter()
+        .filter_map(|(split, figure)| {
+            let mut others: Vec<u64> = figures
+                .iter()
+                .filter(|(s, _)| s != split)
+                .map(|(_, f)| *f)
+                .collect();
+            others.sort_unstable();
+            let median = others[others.len() / 2];
+            (*figure >= 1000 && *figure as f64 > factor * median.max(1) as f64)
+                .then_some((split, *figure, median))
+        })
+        .collect()
+}
+
 /// Runs the detectors over a job's metrics until `alive` turns false.
 pub async fn monitor(
     metrics: Arc<JobMetrics>,
@@ -185,54 +208,30 @@ fn detect(
             .unwrap_or(p.rows);
         rates.insert((p.node, p.split.clone()), p.rows.saturating_sub(before));
     }
-    let median = |mut v: Vec<u64>| -> u64 {
-        v.sort_unstable();
-        v.get(v.len() / 2).copied().unwrap_or(0)
-    };
     for (node, splits) in &by_source {
-        if splits.len() < 2 {
-            continue;
-        }
         let lags: Vec<(String, u64)> = splits
             .iter()
             .filter_map(|p| p.lag.map(|l| (p.split.clone(), l.max(0) as u64)))
             .collect();
-        for (split, lag) in &lags {
-            let others = median(
-                lags.iter()
-                    .filter(|(s, _)| s != split)
-                    .map(|(_, l)| *l)
-                    .collect(),
+        for (split, lag, others) in outliers(&lags, config.hot_partition_factor) {
+            alert(
+                AlertKind::HotPartition,
+                split.clone(),
+                format!("partition {split} lags {lag} records behind (its siblings: {others})"),
             );
-            if *lag >= 1000 && *lag as f64 > config.hot_partition_factor * others.max(1) as f64 {
-                alert(
-                    AlertKind::HotPartition,
-                    split.clone(),
-                    format!("partition {split} lags {lag} records behind (its siblings: {others})"),
-                );
-            }
         }
         let per_period: Vec<(String, u64)> = splits
             .iter()
             .map(|p| (p.split.clone(), rates[&(*node, p.split.clone())]))
             .collect();
-        for (split, rate) in &per_period {
-            let others = median(
-                per_period
-                    .iter()
-                    .filter(|(s, _)| s != split)
-                    .map(|(_, r)| *r)
-                    .collect(),
+        for (split, rate, others) in outliers(&per_period, config.hot_partition_factor) {
+            alert(
+                AlertKind::HotPartition,
+                split.clone(),
+                format!(
+                    "partition {split} carries {rate} rows per period (its siblings: {others})"
+                ),
             );
-            if *rate >= 1000 && *rate as f64 > config.hot_partition_factor * others.max(1) as f64 {
-                alert(
-                    AlertKind::HotPartition,
-                    split.clone(),
-                    format!(
-                        "partition {split} carries {rate} rows per period (its siblings: {others})"
-                    ),
-                );
-            }
         }
     }
 

@@ -461,7 +461,7 @@ async fn one_silent_partition(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_silent_partition_that_holds_the_watermark_raises_a_stall_alert() {
     // No idle timeout: partition 1 holds the watermark where its record put it.
-    let (_cluster, results, feeder) = one_silent_partition("stuck", "").await;
+    let (_cluster, mut results, feeder) = one_silent_partition("stuck", "").await;
     let mut stall = None;
     for _ in 0..300 {
         tokio::time::sleep(Duration::from_millis(100)).await;

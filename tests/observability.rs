@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::slow::SlowConnector;
 use common::*;
 use weir::crates::connectors::Registry;
 use weir::crates::engine::metrics::AlertKind;

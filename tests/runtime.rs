@@ -6,6 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::slow::SlowConnector;
 use common::*;
 use weir::crates::connectors::Registry;
 use weir::crates::engine::runtime::SnapshotAck;

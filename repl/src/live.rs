@@ -1,10 +1,12 @@
 //! A table that grows as rows arrive: the header once, then each row as
 //! soon as its window fires. Column widths are set by the header and the
-//! first rows, and wide tables are cut to the terminal width.
+//! first rows, and wide tables are cut to the terminal width. Only text is
+//! ever cut (with `…`): a number or time wider than its column pushes the
+//! border out instead, since a cut number reads as a different number.
 
 use std::io::Write;
 
-use weir::arrow::datatypes::SchemaRef;
+use weir::arrow::datatypes::{DataType, SchemaRef};
 use weir::arrow::record_batch::RecordBatch;
 use weir::arrow::util::display::{ArrayFormatter, FormatOptions};
 
@@ -15,15 +17,24 @@ pub struct LiveTable {
     rows: usize,
 }
 
-fn fit(text: &str, width: usize) -> String {
+fn fit(text: &str, width: usize, may_cut: bool) -> String {
     let count = text.chars().count();
-    if count <= width {
+    if count <= width || !may_cut {
         format!("{text:<width$}")
     } else {
         let cut: String = text.chars().take(width.saturating_sub(1)).collect();
         format!("{cut}…")
     }
 }
+
+/// Columns whose values may be cut to fit.
+fn is_text(data_type: &DataType) -> bool {
+    !(data_type.is_numeric() || data_type.is_temporal() || *data_type == DataType::Boolean)
+}
+
+/// The narrowest a number column starts: later windows often count more
+/// than the first, partial one.
+const MIN_NUMBER_WIDTH: usize = 6;
 
 impl LiveTable {
     pub fn new(schema: SchemaRef, max_width: usize) -> Self {
@@ -48,7 +59,8 @@ impl LiveTable {
         let cells: Vec<String> = widths
             .iter()
             .zip(values)
-            .map(|(w, v)| format!(" {} ", fit(v, *w)))
+            .zip(self.schema.fields())
+            .map(|((w, v), f)| format!(" {} ", fit(v, *w, is_text(f.data_type()))))
             .collect();
         format!("│{}│", cells.join("│"))
     }
@@ -59,7 +71,14 @@ impl LiveTable {
             .schema
             .fields()
             .iter()
-            .map(|f| f.name().chars().count())
+            .map(|f| {
+                let name = f.name().chars().count();
+                if f.data_type().is_numeric() {
+                    name.max(MIN_NUMBER_WIDTH)
+                } else {
+                    name
+                }
+            })
             .collect();
         for row in first {
             for (w, v) in widths.iter_mut().zip(row) {
@@ -116,5 +135,43 @@ impl LiveTable {
             writeln!(out, "{}", self.line(widths, "└", "┴", "┘"))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use weir::arrow::array::{ArrayRef, Int64Array, StringArray};
+    use weir::arrow::datatypes::{Field, Schema};
+
+    use super::*;
+
+    fn batch(schema: &SchemaRef, name: &str, n: i64) -> RecordBatch {
+        RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(vec![name])) as ArrayRef,
+                Arc::new(Int64Array::from(vec![n])),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn numbers_are_never_cut_text_is() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, true),
+            Field::new("n", DataType::Int64, true),
+        ]));
+        let mut table = LiveTable::new(schema.clone(), 80);
+        let mut out = Vec::new();
+        table.print(&batch(&schema, "ab", 812), &mut out).unwrap();
+        table
+            .print(&batch(&schema, "abcdef", 123_456_789), &mut out)
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let rows: Vec<&str> = text.lines().skip(3).collect();
+        assert_eq!(rows, ["│ ab   │ 812    │", "│ abc… │ 123456789 │"]);
     }
 }

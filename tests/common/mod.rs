@@ -3,8 +3,7 @@
 
 #![allow(dead_code)]
 
-mod slow;
-pub use slow::SlowConnector;
+pub mod slow;
 
 use std::collections::BTreeMap;
 use std::path::Path;

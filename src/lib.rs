@@ -3,8 +3,9 @@
 //! A [`Session`] holds a catalog of streams and views and runs SQL in
 //! Flink's dialect: `CREATE STREAM` over a connector, windowed queries whose
 //! results arrive as Arrow batches ([`ResultStream`]), and continuous
-//! `INSERT INTO` jobs ([`Job`]) with metrics. The `weir` command is built on
-//! the same API.
+//! `INSERT INTO` jobs ([`Job`]) with metrics, also readable from SQL as the
+//! `weir_metrics.*` system streams ([`system_tables`]). The `weir` command
+//! is built on the same API.
 //!
 //! ```no_run
 //! # #[tokio::main] async fn main() -> Result<(), weir::WeirError> {

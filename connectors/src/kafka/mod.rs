@@ -10,6 +10,7 @@
 mod offsets;
 mod sink;
 mod source;
+mod transactions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +44,7 @@ const OPTIONS: &[&str] = &[
     "scan.batch-size",
     "sink.delivery",
     "sink.delivery-guarantee",
+    "sink.transactional-id-prefix",
     "sink.parallelism",
     "csv.field-delimiter",
 ];
@@ -244,19 +246,39 @@ impl Connector for KafkaConnector {
                 "a Kafka sink writes to exactly one topic",
             ));
         }
-        match spec.options.get("sink.delivery").or(spec.options.get("sink.delivery-guarantee")).map(str::to_ascii_lowercase).as_deref() {
-            None | Some("at-least-once") | Some("at_least_once") | Some("best-effort") | Some("none") => {}
-            Some("exactly-once") | Some("exactly_once") => {
+        let delivery = spec
+            .options
+            .get("sink.delivery")
+            .or(spec.options.get("sink.delivery-guarantee"))
+            .map(|d| d.to_ascii_lowercase().replace('_', "-"));
+        let transactional_id_prefix = match delivery.as_deref() {
+            None | Some("at-least-once") | Some("best-effort") | Some("none") => None,
+            Some("exactly-once") if !spec.checkpointing => return Err(ConnectorError::option(
+                "sink.delivery",
+                "'exactly-once' commits a Kafka transaction per checkpoint: enable checkpoints \
+                     (SET 'execution.checkpointing.interval' = '10s') or use 'at-least-once'",
+            )),
+            Some("exactly-once") => Some(
+                spec.options
+                    .get("sink.transactional-id-prefix")
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("weir-{}", spec.name)),
+            ),
+            Some(other) => {
                 return Err(ConnectorError::option(
                     "sink.delivery",
-                    "'exactly-once' needs checkpoints, which this build does not have yet; use 'at-least-once'",
+                    format!("'{other}' is not exactly-once, at-least-once or none"),
                 ))
             }
-            Some(other) => return Err(ConnectorError::option("sink.delivery", format!("'{other}' is not at-least-once or best-effort"))),
-        }
+        };
         let spec = spec.clone();
-        Ok(Arc::new(move |_| {
-            Ok(Box::new(KafkaSink::new(settings.clone(), &spec)?) as Box<dyn weir_engine::Sink>)
+        Ok(Arc::new(move |info| {
+            Ok(Box::new(KafkaSink::new(
+                settings.clone(),
+                &spec,
+                info,
+                transactional_id_prefix.as_deref(),
+            )?) as Box<dyn weir_engine::Sink>)
         }))
     }
 }

@@ -1,4 +1,6 @@
-//! The Kafka sink: rows as records, keyed by `'key.fields'`.
+//! The Kafka sink: rows as records, keyed by `'key.fields'`; at-least-once
+//! (deliveries awaited at every barrier) or exactly-once (a transaction per
+//! checkpoint, see [`super::transactions`]).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -10,8 +12,10 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use weir_engine::operator::SubtaskInfo;
 use weir_engine::{CheckpointId, EngineError, Result, Sink, StateSnapshot};
 
+use super::transactions::{JournalRecord, Transactions};
 use super::{set_default, KafkaSettings};
 use crate::format::{encode_lines, Format};
 use crate::registry::TableSpec;
@@ -22,7 +26,10 @@ const MAX_IN_FLIGHT: usize = 50_000;
 pub struct KafkaSink {
     settings: Arc<KafkaSettings>,
     topic: String,
-    producer: FutureProducer,
+    /// At-least-once: one producer for the job; exactly-once: the producer
+    /// of the open transaction, if one is open.
+    producer: Option<FutureProducer>,
+    exactly_once: Option<Transactions>,
     /// Value columns (not metadata, and without key fields for EXCEPT_KEY).
     value_columns: Vec<usize>,
     key_columns: Vec<usize>,
@@ -48,10 +55,23 @@ fn encode_rows(format: &Format, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
 }
 
 impl KafkaSink {
-    pub(crate) fn new(settings: Arc<KafkaSettings>, spec: &TableSpec) -> Result<Self> {
+    /// `transactional_id_prefix` makes it exactly-once.
+    pub(crate) fn new(
+        settings: Arc<KafkaSettings>,
+        spec: &TableSpec,
+        info: SubtaskInfo,
+        transactional_id_prefix: Option<&str>,
+    ) -> Result<Self> {
         let mut config = settings.client_config();
         set_default(&mut config, "message.timeout.ms", "60000");
-        let producer: FutureProducer = config.create().map_err(kafka_error)?;
+        let topic = settings.topics[0].clone();
+        let (producer, exactly_once) = match transactional_id_prefix {
+            Some(prefix) => (
+                None,
+                Some(Transactions::new(config, topic.clone(), prefix, info.index)),
+            ),
+            None => (Some(config.create().map_err(kafka_error)?), None),
+        };
         let key_columns = settings
             .key_fields
             .iter()
@@ -70,9 +90,10 @@ impl KafkaSink {
             .find(|m| m.key == "timestamp")
             .map(|m| m.index);
         Ok(KafkaSink {
-            topic: settings.topics[0].clone(),
+            topic,
             settings,
             producer,
+            exactly_once,
             value_columns,
             key_columns,
             timestamp_column,
@@ -103,11 +124,53 @@ impl KafkaSink {
 
     async fn flush(&mut self) -> Result<()> {
         self.drain(0).await?;
-        let producer = self.producer.clone();
+        let Some(producer) = self.producer.clone() else {
+            return Ok(());
+        };
         tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(60)))
             .await
             .map_err(kafka_error)?
             .map_err(kafka_error)
+    }
+
+    /// The producer to send with: exactly-once begins a transaction if
+    /// none is open.
+    async fn producer(&mut self) -> Result<FutureProducer> {
+        if let Some(producer) = &self.producer {
+            return Ok(producer.clone());
+        }
+        let Some(transactions) = &mut self.exactly_once else {
+            return Err(kafka_error("the producer went away"));
+        };
+        let producer = transactions.begin().await?;
+        self.producer = Some(producer.clone());
+        Ok(producer)
+    }
+
+    /// Sends one record (journaled when exactly-once) and bounds what is
+    /// in flight.
+    async fn send(&mut self, producer: &FutureProducer, record: JournalRecord) -> Result<()> {
+        let mut future: FutureRecord<'_, Vec<u8>, Vec<u8>> =
+            FutureRecord::to(&self.topic).payload(&record.value);
+        if let Some(key) = &record.key {
+            future = future.key(key);
+        }
+        if let Some(ts) = record.timestamp {
+            future = future.timestamp(ts);
+        }
+        match producer.send_result(future) {
+            Ok(delivery) => self.in_flight.push_back(delivery),
+            Err((e, _)) => {
+                return Err(kafka_error(format!("cannot send to '{}': {e}", self.topic)))
+            }
+        }
+        if let Some(transactions) = &mut self.exactly_once {
+            transactions.record(record);
+        }
+        if self.in_flight.len() >= MAX_IN_FLIGHT {
+            self.drain(MAX_IN_FLIGHT / 2).await?;
+        }
+        Ok(())
     }
 }
 
@@ -136,31 +199,53 @@ impl Sink for KafkaSink {
             }
             None => None,
         };
-        for row in 0..rows {
-            let mut record: FutureRecord<'_, Vec<u8>, Vec<u8>> =
-                FutureRecord::to(&self.topic).payload(&values[row]);
-            if let Some(keys) = &keys {
-                record = record.key(&keys[row]);
-            }
-            if let Some(ts) = timestamps.as_ref().filter(|t| t.is_valid(row)) {
-                record = record.timestamp(ts.value(row));
-            }
-            match self.producer.send_result(record) {
-                Ok(delivery) => self.in_flight.push_back(delivery),
-                Err((e, _)) => {
-                    return Err(kafka_error(format!("cannot send to '{}': {e}", self.topic)))
-                }
-            }
-            if self.in_flight.len() >= MAX_IN_FLIGHT {
-                self.drain(MAX_IN_FLIGHT / 2).await?;
-            }
+        let producer = self.producer().await?;
+        let mut keys = keys.map(Vec::into_iter);
+        for (row, value) in values.into_iter().enumerate().take(rows) {
+            let record = JournalRecord {
+                key: keys.as_mut().and_then(Iterator::next),
+                value,
+                timestamp: timestamps
+                    .as_ref()
+                    .filter(|t| t.is_valid(row))
+                    .map(|t| t.value(row)),
+            };
+            self.send(&producer, record).await?;
         }
         Ok(())
     }
 
-    /// At-least-once: everything before the barrier is acknowledged.
-    async fn prepare_commit(&mut self, _checkpoint: CheckpointId) -> Result<StateSnapshot> {
+    /// Everything before the barrier is acknowledged; exactly-once keeps
+    /// its transaction open for the checkpoint.
+    async fn prepare_commit(&mut self, checkpoint: CheckpointId) -> Result<StateSnapshot> {
         self.flush().await?;
-        Ok(StateSnapshot::default())
+        match &mut self.exactly_once {
+            None => Ok(StateSnapshot::default()),
+            Some(transactions) => transactions.prepare(checkpoint, self.producer.take()).await,
+        }
+    }
+
+    async fn commit(&mut self, checkpoint: CheckpointId) -> Result<()> {
+        match &mut self.exactly_once {
+            None => Ok(()),
+            Some(transactions) => transactions.commit(checkpoint).await,
+        }
+    }
+
+    /// Exactly-once: settles the checkpoint's prepared transactions and
+    /// writes again, in a new one, the records of any never committed.
+    async fn restore(&mut self, state: StateSnapshot) -> Result<()> {
+        let Some(transactions) = &mut self.exactly_once else {
+            return Ok(());
+        };
+        let replay = transactions.restore(&state).await?;
+        if replay.is_empty() {
+            return Ok(());
+        }
+        let producer = self.producer().await?;
+        for record in replay {
+            self.send(&producer, record).await?;
+        }
+        Ok(())
     }
 }

@@ -601,3 +601,107 @@ async fn system_tables_show_a_running_jobs_partitions_and_operators() {
     assert_eq!(canonical_rows(&windows), vec!["2 | 20"; 3]);
     job.cancel();
 }
+
+/// librdkafka's mock cluster answers the transactional calls but keeps no
+/// transaction state (no aborts, no transactional offsets), so this checks
+/// the exactly-once sink's protocol end to end, not crash recovery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exactly_once_delivery_commits_a_transaction_per_checkpoint() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("eo", 2, 1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let checkpoints = tempfile::tempdir().unwrap();
+    let events = "CREATE STREAM events WITH ('connector' = 'nexmark', 'events.num' = '20000',
+        'scan.rate-limit' = '20000', 'base-time' = '1700000000000', 'first-event.rate' = '10000')";
+    let counts = "SELECT window_start, bid.auction, count(*) AS n
+        FROM TABLE(TUMBLE(TABLE events, DESCRIPTOR(dateTime), INTERVAL '100' MILLISECOND))
+        WHERE event_type = 2 GROUP BY window_start, window_end, bid.auction";
+    let mut session = weir::Session::new();
+    session
+        .set("execution.checkpointing.interval", "200ms")
+        .unwrap();
+    session
+        .set(
+            "state.checkpoints.dir",
+            &checkpoints.path().display().to_string(),
+        )
+        .unwrap();
+    session.sql(events).await.unwrap();
+    session
+        .sql(&format!(
+            "CREATE TABLE counts (window_start TIMESTAMP(3), auction BIGINT, n BIGINT)
+             WITH ('connector' = 'kafka', 'topic' = 'eo', 'properties.bootstrap.servers' = '{bootstrap}',
+                   'format' = 'json', 'sink.delivery' = 'exactly-once')"
+        ))
+        .await
+        .unwrap();
+    let job = session
+        .submit(&format!("INSERT INTO counts {counts}"))
+        .await
+        .unwrap();
+    job.wait().await.unwrap();
+    assert!(job.checkpoints().completed >= 2, "{:?}", job.checkpoints());
+    // The sink checkpointed as a transactional one: its journal is there.
+    let manifests: Vec<String> = walk(checkpoints.path())
+        .into_iter()
+        .filter(|p| p.ends_with("_manifest.json"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    assert!(
+        manifests.iter().any(|m| m.contains("\"kafka_journal\"")),
+        "{manifests:?}"
+    );
+
+    let back = format!(
+        "CREATE STREAM back (window_start TIMESTAMP(3), auction BIGINT, n BIGINT)
+         WITH ('connector' = 'kafka', 'topic' = 'eo', 'properties.bootstrap.servers' = '{bootstrap}',
+               'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset', 'format' = 'json')"
+    );
+    let written = run_weir(&[back], "SELECT window_start, auction, n FROM back").await;
+    let reference = run_weir(&[events.to_string()], counts).await;
+    assert!(reference.rows.len() > 100);
+    assert_eq!(written.rows, reference.rows);
+}
+
+#[test]
+fn exactly_once_needs_checkpoints() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let error = runtime
+        .block_on(async {
+            let mut session = weir::Session::new();
+            session
+                .sql(
+                    "CREATE STREAM events WITH ('connector' = 'nexmark', 'events.num' = '10');
+                     CREATE TABLE out (n BIGINT) WITH ('connector' = 'kafka', 'topic' = 't',
+                       'properties.bootstrap.servers' = '127.0.0.1:1', 'format' = 'json',
+                       'sink.delivery' = 'exactly-once');",
+                )
+                .await
+                .unwrap();
+            session
+                .submit("INSERT INTO out SELECT 1 FROM events")
+                .await
+                .map(|_| ())
+        })
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("execution.checkpointing.interval"),
+        "{error}"
+    );
+}
+
+/// Every file below `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}

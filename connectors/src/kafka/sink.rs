@@ -62,13 +62,20 @@ impl KafkaSink {
         info: SubtaskInfo,
         transactional_id_prefix: Option<&str>,
     ) -> Result<Self> {
-        let mut config = settings.client_config();
+        let client = settings.client_config();
+        let mut config = client.clone();
         set_default(&mut config, "message.timeout.ms", "60000");
         let topic = settings.topics[0].clone();
         let (producer, exactly_once) = match transactional_id_prefix {
             Some(prefix) => (
                 None,
-                Some(Transactions::new(config, topic.clone(), prefix, info.index)),
+                Some(Transactions::new(
+                    config,
+                    client,
+                    topic.clone(),
+                    prefix,
+                    info.index,
+                )),
             ),
             None => (Some(config.create().map_err(kafka_error)?), None),
         };

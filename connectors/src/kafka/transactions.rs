@@ -65,7 +65,10 @@ struct Prepared {
 
 /// The transactional side of one sink subtask.
 pub(crate) struct Transactions {
+    /// Producer settings.
     config: ClientConfig,
+    /// Settings for the consumer that reads the marker.
+    client: ClientConfig,
     topic: String,
     /// `{prefix}-{subtask}`: the marker's consumer group and the ids' stem.
     stem: String,
@@ -79,9 +82,16 @@ pub(crate) struct Transactions {
 }
 
 impl Transactions {
-    pub fn new(config: ClientConfig, topic: String, prefix: &str, subtask: usize) -> Self {
+    pub fn new(
+        config: ClientConfig,
+        client: ClientConfig,
+        topic: String,
+        prefix: &str,
+        subtask: usize,
+    ) -> Self {
         Transactions {
             config,
+            client,
             topic,
             stem: format!("{prefix}-{subtask}"),
             generation: 0,
@@ -117,7 +127,7 @@ impl Transactions {
     /// The marker's committed offset: the generation after the last
     /// committed transaction, or 0.
     async fn committed_marker(&self) -> Result<u64> {
-        let mut config = self.config.clone();
+        let mut config = self.client.clone();
         config.set("group.id", &self.stem);
         config.set("enable.auto.commit", "false");
         let topic = self.topic.clone();
@@ -219,7 +229,7 @@ impl Transactions {
     }
 
     async fn send_marker(&self, producer: &FutureProducer) -> Result<()> {
-        let mut config = self.config.clone();
+        let mut config = self.client.clone();
         config.set("group.id", &self.stem);
         let consumer: BaseConsumer = config
             .create()
@@ -368,7 +378,7 @@ mod tests {
 
     #[test]
     fn the_journal_survives_a_checkpoint() {
-        let records = vec![
+        let records = [
             JournalRecord {
                 key: Some(b"k".to_vec()),
                 value: b"{\"a\":1}".to_vec(),

@@ -5,6 +5,8 @@
 //! and counts them in windows; the counts must equal the same query over
 //! the generator directly.
 
+mod common;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -100,19 +102,7 @@ fn run(sql: &str) -> Vec<String> {
     let output = child.wait_with_output().unwrap();
     let _ = done.send(());
     let _ = guard.join();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let mut rows: Vec<String> = String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(str::to_string)
-        .collect();
-    rows.sort();
-    rows
+    common::csv_rows(output)
 }
 
 const EVENTS: &str = "CREATE STREAM events WITH ('connector' = 'nexmark', 'events.num' = '50000',

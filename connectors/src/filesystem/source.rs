@@ -1,7 +1,7 @@
 //! Reading files: one split per file, files interleaved batch by batch so
 //! every split's watermark advances together.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -44,6 +44,12 @@ struct OpenFile {
     split: SplitId,
     path: Path,
     reader: Reader,
+    /// The object's size in bytes.
+    size: u64,
+    /// Bytes taken from the object store (line formats).
+    fetched: u64,
+    /// Rows in the file, from its footer (Parquet).
+    total_rows: Option<u64>,
     /// Lines (line formats) or rows (Parquet) read so far.
     consumed: u64,
     /// Lines still to skip: read before a checkpoint this source restored.
@@ -68,6 +74,17 @@ pub struct FileSource {
     open: VecDeque<OpenFile>,
     /// Per file: lines or rows read, and whether it is done.
     positions: BTreeMap<String, (u64, bool)>,
+    /// Per split, for metrics: its file, position and what is left.
+    progress: HashMap<SplitId, Progress>,
+}
+
+/// How far a file has been read.
+struct Progress {
+    path: String,
+    /// Lines (line formats) or rows (Parquet) read.
+    position: u64,
+    /// Rows (Parquet) or bytes (line formats) not read yet, once known.
+    remaining: Option<u64>,
 }
 
 impl FileSource {
@@ -97,6 +114,7 @@ impl FileSource {
             pending: None,
             open: VecDeque::new(),
             positions: BTreeMap::new(),
+            progress: HashMap::new(),
         })
     }
 }
@@ -146,14 +164,17 @@ impl ReadContext {
         let err = |e: &dyn std::fmt::Display| {
             EngineError::connector("filesystem", format!("{}: {e}", meta.location))
         };
+        let mut total_rows = None;
         let reader = match self.format {
             Format::Parquet => {
                 #[allow(deprecated)]
                 let reader = ParquetObjectReader::new(store, meta.location.clone())
                     .with_file_size(meta.size);
-                let stream = ParquetRecordBatchStreamBuilder::new(reader)
+                let builder = ParquetRecordBatchStreamBuilder::new(reader)
                     .await
-                    .map_err(|e| err(&e))?
+                    .map_err(|e| err(&e))?;
+                total_rows = u64::try_from(builder.metadata().file_metadata().num_rows()).ok();
+                let stream = builder
                     .with_batch_size(self.batch_size)
                     .with_offset(skip as usize)
                     .build()
@@ -174,6 +195,9 @@ impl ReadContext {
             split,
             path: meta.location,
             reader,
+            size: meta.size,
+            fetched: 0,
+            total_rows,
             consumed: if matches!(self.format, Format::Parquet) {
                 skip
             } else {
@@ -220,6 +244,7 @@ impl ReadContext {
                             let chunk = chunk.map_err(|e| {
                                 EngineError::connector("filesystem", format!("{}: {e}", file.path))
                             })?;
+                            file.fetched += chunk.len() as u64;
                             buffer.extend_from_slice(&chunk);
                         }
                         None => *done = true,
@@ -278,6 +303,18 @@ impl ReadContext {
     }
 }
 
+impl OpenFile {
+    /// Rows (Parquet) or bytes (line formats) not read yet.
+    fn remaining(&self) -> Option<u64> {
+        match &self.reader {
+            Reader::Parquet(_) => self.total_rows.map(|t| t.saturating_sub(self.consumed)),
+            Reader::Lines { buffer, .. } => {
+                Some(self.size.saturating_sub(self.fetched) + buffer.len() as u64)
+            }
+        }
+    }
+}
+
 /// A batch read from a typed file, made to match the declared schema:
 /// columns by name, cast to the declared type; missing columns are null.
 fn conform(batch: &RecordBatch, schema: &SchemaRef, path: &Path) -> Result<RecordBatch> {
@@ -309,6 +346,28 @@ impl Source for FileSource {
         Vec::new()
     }
 
+    /// The file's path.
+    fn split_name(&self, split: SplitId) -> String {
+        self.progress
+            .get(&split)
+            .map_or_else(|| split.to_string(), |p| p.path.clone())
+    }
+
+    /// Lines (JSON, CSV) or rows (Parquet) read.
+    fn position(&self, split: SplitId) -> Option<i64> {
+        self.progress
+            .get(&split)
+            .and_then(|p| i64::try_from(p.position).ok())
+    }
+
+    /// Rows (Parquet) or bytes (JSON, CSV) not read yet.
+    fn lag(&self, split: SplitId) -> Option<i64> {
+        self.progress
+            .get(&split)
+            .and_then(|p| p.remaining)
+            .and_then(|r| i64::try_from(r).ok())
+    }
+
     async fn poll(&mut self) -> Result<SourcePoll> {
         let Some(pending) = &mut self.pending else {
             let mut files = self.ctx.list().await?;
@@ -319,6 +378,20 @@ impl Source for FileSource {
                     .get(meta.location.as_ref())
                     .is_some_and(|p| p.1)
             });
+            for (split, meta) in &files {
+                let position = self
+                    .positions
+                    .get(meta.location.as_ref())
+                    .map_or(0, |p| p.0);
+                self.progress.insert(
+                    *split,
+                    Progress {
+                        path: meta.location.to_string(),
+                        position,
+                        remaining: None,
+                    },
+                );
+            }
             let splits = files.iter().map(|(s, _)| *s).collect();
             self.pending = Some(files.into());
             return Ok(SourcePoll::SplitsAdded(splits));
@@ -344,6 +417,18 @@ impl Source for FileSource {
         let read = self.ctx.read(&mut file).await?;
         self.positions
             .insert(file.path.to_string(), (file.consumed, read.is_none()));
+        self.progress.insert(
+            file.split,
+            Progress {
+                path: file.path.to_string(),
+                position: file.consumed,
+                remaining: if read.is_none() {
+                    Some(0)
+                } else {
+                    file.remaining()
+                },
+            },
+        );
         match read {
             None => Ok(SourcePoll::SplitEnded(file.split)),
             Some(batch) => {
@@ -468,5 +553,64 @@ mod tests {
         let mut expected: Vec<i64> = (0..10).chain(100..104).collect();
         expected.sort();
         assert_eq!(seen, expected);
+    }
+
+    /// The split of the file named `name`, after listing.
+    fn split_of(s: &FileSource, name: &str) -> SplitId {
+        *s.progress
+            .iter()
+            .find(|(_, p)| p.path.ends_with(name))
+            .unwrap()
+            .0
+    }
+
+    #[tokio::test]
+    async fn a_file_reports_its_position_and_what_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = |x: i64| format!("{{\"x\": {x}}}\n");
+        let text: String = (0..10).map(line).collect();
+        std::fs::write(dir.path().join("a.json"), &text).unwrap();
+        let mut s = source(dir.path(), Format::Json);
+        assert!(matches!(
+            s.poll().await.unwrap(),
+            SourcePoll::SplitsAdded(_)
+        ));
+        let split = split_of(&s, "a.json");
+        assert!(s.split_name(split).ends_with("a.json"));
+        assert_eq!((s.position(split), s.lag(split)), (Some(0), None));
+
+        // One batch of three lines: the other seven are the bytes left.
+        assert!(matches!(s.poll().await.unwrap(), SourcePoll::Batch { .. }));
+        let left: usize = (3..10).map(|x| line(x).len()).sum();
+        assert_eq!(
+            (s.position(split), s.lag(split)),
+            (Some(3), Some(left as i64))
+        );
+        let (_, ended) = values(&mut s, 100).await;
+        assert!(ended);
+        assert_eq!((s.position(split), s.lag(split)), (Some(10), Some(0)));
+    }
+
+    #[tokio::test]
+    async fn a_parquet_file_reports_rows_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from_iter_values(0..10)) as ArrayRef],
+        )
+        .unwrap();
+        let file = std::fs::File::create(dir.path().join("a.parquet")).unwrap();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let mut s = source(dir.path(), Format::Parquet);
+        assert!(matches!(
+            s.poll().await.unwrap(),
+            SourcePoll::SplitsAdded(_)
+        ));
+        let split = split_of(&s, "a.parquet");
+        assert!(matches!(s.poll().await.unwrap(), SourcePoll::Batch { .. }));
+        assert_eq!((s.position(split), s.lag(split)), (Some(3), Some(7)));
     }
 }

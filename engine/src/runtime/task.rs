@@ -339,12 +339,15 @@ pub(crate) async fn run_source_subtask(
                 }
             }
             SourcePoll::SplitEnded(split) => {
+                // Its final position and lag, even between refreshes.
+                src.refresh_lags();
                 src.watermarks.end_split(split);
                 if let Some(w) = src.watermarks.update(Instant::now()) {
                     parts.watermark(w).await?;
                 }
             }
             SourcePoll::End => {
+                src.refresh_lags();
                 src.metrics.set_watermark(FINAL_WATERMARK);
                 let state = src.snapshot()?;
                 return parts.end(true, vec![(src.node, state)]).await;

@@ -705,3 +705,306 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+// GROUP BY without a window: an upsert stream with a state TTL. Kafka is
+// the unbounded input; the latest row of each key is the result.
+
+/// The latest row of each key (the first `keys` columns) of an upsert
+/// stream, canonical like [`canonical_rows`].
+fn latest_by_key(batches: &[weir::arrow::record_batch::RecordBatch], keys: usize) -> Vec<String> {
+    let mut latest: std::collections::BTreeMap<String, String> = Default::default();
+    for batch in batches {
+        // Row by row: canonical_rows sorts, and a batch read back from a
+        // topic holds several updates of a key.
+        for i in 0..batch.num_rows() {
+            for row in canonical_rows(&[batch.slice(i, 1)]) {
+                let key: Vec<&str> = row.split(" | ").take(keys).collect();
+                latest.insert(key.join(" | "), row.clone());
+            }
+        }
+    }
+    latest.into_values().collect()
+}
+
+/// DataFusion's answer over `events` as table `t(k, v, ts)`.
+async fn batch_oracle(events: &[Event], sql: &str) -> Vec<String> {
+    use datafusion::datasource::MemTable;
+    let batch = events_batch(events);
+    let ctx = datafusion::prelude::SessionContext::new();
+    ctx.register_table(
+        "t",
+        std::sync::Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]]).unwrap()),
+    )
+    .unwrap();
+    canonical_rows(&ctx.sql(sql).await.unwrap().collect().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unwindowed_group_by_upserts_the_batch_answer() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("upserts", 3, 1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    // Many keys, one hot, nulls in keys and values, out of order.
+    let splits = generate(
+        41,
+        3,
+        Shape {
+            rows: 400,
+            keys: 25,
+            hot: 0.5,
+            nulls: 0.1,
+            step: 7,
+            jitter: 300,
+        },
+    );
+    let records: Vec<_> = splits
+        .iter()
+        .enumerate()
+        .flat_map(|(p, events)| events.iter().map(move |e| (p as i32, None, event_json(e))))
+        .collect();
+    produce(&producer(&bootstrap), "upserts", &records).await;
+    let events: Vec<Event> = splits.iter().flatten().copied().collect();
+    let expected = batch_oracle(
+        &events,
+        "SELECT k, count(*) AS n, sum(v) AS s, max(v) AS m FROM t GROUP BY k",
+    )
+    .await;
+
+    let mut session = weir::Session::new();
+    session.set("table.exec.state.ttl", "1 h").unwrap();
+    session
+        .sql(&kafka_ddl("t", &bootstrap, "upserts", 1000, ""))
+        .await
+        .unwrap();
+    let mut results = session
+        .query("SELECT k, count(*) AS n, sum(v) AS s, max(v) AS m FROM t GROUP BY k")
+        .await
+        .unwrap();
+    let mut batches = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while latest_by_key(&batches, 1) != expected && std::time::Instant::now() < deadline {
+        if let Ok(Some(batch)) =
+            tokio::time::timeout(Duration::from_millis(500), results.next_batch())
+                .await
+                .map(Result::unwrap)
+        {
+            batches.push(batch);
+        }
+    }
+    assert_eq!(latest_by_key(&batches, 1), expected);
+    // Updates, not one row per key at the end: the hot key changed often.
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert!(
+        rows > expected.len(),
+        "{rows} rows for {} keys",
+        expected.len()
+    );
+    let state: u64 = results
+        .metrics()
+        .operator("updating aggregate")
+        .map(|s| s.state_rows)
+        .sum();
+    assert_eq!(state as usize, expected.len());
+    results.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_idle_longer_than_the_ttl_starts_over() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("ttl", 1, 1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let p = producer(&bootstrap);
+    let event = |value: i64| {
+        (
+            0,
+            None,
+            event_json(&Event {
+                key: Some(7),
+                value: Some(value),
+                ts: 1_700_000_000_000 + value,
+            }),
+        )
+    };
+    let mut session = weir::Session::new();
+    session.set("table.exec.state.ttl", "1s").unwrap();
+    session
+        .sql(&kafka_ddl("t", &bootstrap, "ttl", 0, ""))
+        .await
+        .unwrap();
+    let mut results = session
+        .query("SELECT k, count(*) AS n, sum(v) AS s FROM t GROUP BY k")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut wait_for = async |row: &str, results: &mut weir::ResultStream| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !seen.iter().any(|r: &String| r == row) {
+            assert!(std::time::Instant::now() < deadline, "no {row} in {seen:?}");
+            if let Ok(Some(batch)) =
+                tokio::time::timeout(Duration::from_millis(500), results.next_batch())
+                    .await
+                    .map(Result::unwrap)
+            {
+                seen.extend(canonical_rows(&[batch]));
+            }
+        }
+    };
+    produce(&p, "ttl", &[event(1), event(2), event(3)]).await;
+    wait_for("7 | 3 | 6", &mut results).await;
+    // Idle for twice the TTL: the key's state expires (and the state
+    // metric says so), so its next rows count from zero.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let state: u64 = results
+        .metrics()
+        .operator("updating aggregate")
+        .map(|s| s.state_rows)
+        .sum();
+    assert_eq!(state, 0);
+    produce(&p, "ttl", &[event(10), event(20)]).await;
+    wait_for("7 | 2 | 30", &mut results).await;
+    assert!(!seen.iter().any(|r| r == "7 | 5 | 36"), "{seen:?}");
+    results.cancel();
+}
+
+#[tokio::test]
+async fn an_unwindowed_group_by_says_what_it_needs() {
+    let mut session = weir::Session::new();
+    session
+        .sql(
+            "CREATE STREAM e WITH ('connector' = 'nexmark');
+             CREATE TABLE files (auction BIGINT, n BIGINT) WITH ('connector' = 'filesystem', 'path' = '/tmp/weir-never', 'format' = 'json');",
+        )
+        .await
+        .unwrap();
+    let error = |r: weir::Result<weir::ResultStream>| match r {
+        Ok(_) => panic!("planned"),
+        Err(e) => e.to_string(),
+    };
+    let query = "SELECT bid.auction, count(*) FROM e WHERE event_type = 2 GROUP BY bid.auction";
+    let no_ttl = error(session.query(query).await);
+    assert!(no_ttl.contains("table.exec.state.ttl"), "{no_ttl}");
+
+    session.set("table.exec.state.ttl", "10 min").unwrap();
+    assert!(session.query(query).await.is_ok());
+    let having = error(session.query(&format!("{query} HAVING count(*) > 3")).await);
+    assert!(having.contains("filter"), "{having}");
+    let into_files = match session.submit(&format!("INSERT INTO files {query}")).await {
+        Ok(_) => panic!("planned"),
+        Err(e) => e.to_string(),
+    };
+    assert!(into_files.contains("only appends"), "{into_files}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unwindowed_group_by_keeps_its_state_across_a_restart() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("in", 2, 1).unwrap();
+    cluster.create_topic("out", 2, 1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let p = producer(&bootstrap);
+    let splits = generate(
+        43,
+        2,
+        Shape {
+            rows: 300,
+            keys: 12,
+            hot: 0.3,
+            nulls: 0.0,
+            step: 5,
+            jitter: 0,
+        },
+    );
+    // The first half of each split before the restart, the rest after.
+    let half = |first: bool| -> Vec<(i32, Option<String>, String)> {
+        splits
+            .iter()
+            .enumerate()
+            .flat_map(|(i, events)| {
+                let (a, b) = events.split_at(events.len() / 2);
+                let part = if first { a } else { b };
+                part.iter().map(move |e| (i as i32, None, event_json(e)))
+            })
+            .collect()
+    };
+    let checkpoints = tempfile::tempdir().unwrap();
+    let job = |session: &mut weir::Session| {
+        session.set("table.exec.state.ttl", "1 h").unwrap();
+        session
+            .set("execution.checkpointing.interval", "200ms")
+            .unwrap();
+        session
+            .set(
+                "state.checkpoints.dir",
+                &checkpoints.path().display().to_string(),
+            )
+            .unwrap();
+        session.set("pipeline.name", "upserts").unwrap();
+    };
+    let ddl = format!(
+        "{};
+         CREATE TABLE counts (k BIGINT, n BIGINT, s BIGINT) WITH ('connector' = 'kafka', 'topic' = 'out',
+           'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'json', 'key.format' = 'json', 'key.fields' = 'k')",
+        kafka_ddl("t", &bootstrap, "in", 0, "")
+    );
+    let insert = "INSERT INTO counts SELECT k, count(*), sum(v) FROM t GROUP BY k";
+    // Runs the job until it has taken all `rows` in and checkpointed
+    // after them, then kills it.
+    let run_until = async |rows: u64, session: &mut weir::Session| {
+        let job = session.submit(insert).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let taken = || -> u64 {
+            job.metrics()
+                .operator("updating aggregate")
+                .map(|s| s.rows_in)
+                .sum()
+        };
+        while taken() < rows {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} of {rows} rows",
+                taken()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let after = job.checkpoints().completed + 1;
+        while job.checkpoints().completed <= after {
+            assert!(std::time::Instant::now() < deadline, "no checkpoint");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        job.cancel();
+        let _ = job.wait().await;
+    };
+
+    let first = half(true);
+    produce(&p, "in", &first).await;
+    let mut session = weir::Session::new();
+    job(&mut session);
+    session.sql(&ddl).await.unwrap();
+    run_until(first.len() as u64, &mut session).await;
+
+    let second = half(false);
+    produce(&p, "in", &second).await;
+    let mut session = weir::Session::new();
+    job(&mut session);
+    session.sql(&ddl).await.unwrap();
+    // Restored: only the second half is new input.
+    run_until(second.len() as u64, &mut session).await;
+
+    let back = format!(
+        "CREATE STREAM back (k BIGINT, n BIGINT, s BIGINT) WITH ('connector' = 'kafka', 'topic' = 'out',
+           'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'json',
+           'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset')"
+    );
+    let mut session = weir::Session::new();
+    session.sql(&back).await.unwrap();
+    let upserts = session
+        .query("SELECT k, n, s FROM back")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let events: Vec<Event> = splits.iter().flatten().copied().collect();
+    let expected = batch_oracle(&events, "SELECT k, count(*), sum(v) FROM t GROUP BY k").await;
+    assert_eq!(latest_by_key(&upserts, 1), expected);
+}

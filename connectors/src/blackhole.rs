@@ -11,6 +11,10 @@ use crate::registry::{Connector, ConnectorError, TableSpec};
 pub struct BlackholeConnector;
 
 impl Connector for BlackholeConnector {
+    fn accepts_updates(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         "blackhole"
     }

@@ -15,6 +15,11 @@ use crate::registry::{Connector, ConnectorError, TableSpec};
 pub struct PrintConnector;
 
 impl Connector for PrintConnector {
+    /// Each update is printed as a row.
+    fn accepts_updates(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         "print"
     }

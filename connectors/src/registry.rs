@@ -107,6 +107,12 @@ pub trait Connector: Send + Sync {
         None
     }
 
+    /// Whether the sink can take an upsert stream (rows that replace earlier
+    /// rows of their key), as a GROUP BY without a window produces.
+    fn accepts_updates(&self) -> bool {
+        false
+    }
+
     /// Builds the sink subtasks, or says why it cannot write.
     fn sink(&self, _spec: &TableSpec) -> Result<SinkFactory, ConnectorError> {
         Err(ConnectorError::new(format!(

@@ -638,6 +638,16 @@ impl Planner {
         let input = self.optimize(dml.input.as_ref().clone())?;
         let mut lowering = Lowering::new(&self.state, &self.settings);
         let output = lowering.lower(&input)?;
+        if output.updating && !sink.connector.accepts_updates() {
+            return Err(SqlError::new(format!(
+                "'{}' ({}) only appends rows, but a GROUP BY without a window updates its results",
+                sink.name,
+                sink.connector.name()
+            ))
+            .with_hint(
+                "write the upserts to Kafka keyed by the group keys, or print them; or group by a window to append final results",
+            ));
+        }
         let spec = TableSpec {
             name: sink.name.clone(),
             schema: sink.physical_schema.clone(),

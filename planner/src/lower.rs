@@ -19,7 +19,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use weir_connectors::{BadDataPolicy, DeadLetterWriter, TableSpec};
 use weir_engine::aggregate::AggregateSpec;
 use weir_engine::graph::SourceNode;
-use weir_engine::operators::{Filter, Limit, Projection};
+use weir_engine::operators::{Filter, Limit, Projection, UpdatingAggregate};
 use weir_engine::window::{
     fmt_ms, partial_schema, AggregateMode, AssignWindows, OutputColumn, OutputLayout,
     SessionWindowAggregate, SliceWindows, TimeSource, WindowAggregate,
@@ -42,6 +42,9 @@ pub(crate) struct Lowered {
     pub schema: DFSchemaRef,
     pub parallelism: usize,
     pub bounded: bool,
+    /// Rows update earlier rows of their key (an unwindowed aggregate
+    /// upstream), rather than only being appended.
+    pub updating: bool,
 }
 
 impl Lowering<'_> {
@@ -114,6 +117,7 @@ impl<'a> Lowering<'a> {
             schema,
             parallelism: input.parallelism,
             bounded: input.bounded,
+            updating: input.updating,
         }
     }
 
@@ -132,6 +136,12 @@ impl<'a> Lowering<'a> {
             }
             LogicalPlan::Filter(f) => {
                 let input = self.lower(&f.input)?;
+                if input.updating {
+                    return Err(unsupported(
+                        "a filter (WHERE or HAVING) on the result of a GROUP BY without a window",
+                        "its rows update earlier ones, and a row that stops matching would have to retract one; filter before the GROUP BY, or group by a window",
+                    ));
+                }
                 let predicate = self.physical(&f.predicate, f.input.schema())?;
                 let filter = Filter::new("filter", predicate);
                 let detail = display_expr(&f.predicate);
@@ -170,6 +180,7 @@ impl<'a> Lowering<'a> {
                     schema: limit.input.schema().clone(),
                     parallelism: 1,
                     bounded: input.bounded || fetch.is_some(),
+                    updating: input.updating,
                 })
             }
             LogicalPlan::Sort(_) => Err(unsupported(
@@ -334,6 +345,7 @@ impl<'a> Lowering<'a> {
             schema: full,
             parallelism,
             bounded,
+            updating: false,
         })
     }
 
@@ -502,10 +514,64 @@ impl<'a> Lowering<'a> {
             self.rowtime_scans.insert(placeholder.clone());
         }
         let input = self.lower(&agg.input)?;
-        if found.is_none() && !input.bounded {
-            return Err(SqlError::new("GROUP BY without a window is not supported on an unbounded stream").with_hint(
-                "an unwindowed aggregate keeps state forever; group by a window instead: FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(ts), INTERVAL '1' MINUTE)) GROUP BY window_start, window_end, ...",
+        if input.updating {
+            return Err(unsupported(
+                "an aggregate over the result of a GROUP BY without a window",
+                "aggregate once, or group by a window",
             ));
+        }
+        if found.is_none() && !input.bounded {
+            let Some(ttl) = self.settings.state_ttl()? else {
+                return Err(SqlError::new("GROUP BY without a window on an unbounded stream needs a state TTL").with_hint(
+                    "its state would grow forever: set one (SET 'table.exec.state.ttl' = '1 h'), or group by a window: FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(ts), INTERVAL '1' MINUTE)) GROUP BY window_start, window_end, ...",
+                ));
+            };
+            let key_names: Vec<String> = key_exprs.iter().map(|(e, _)| display_expr(e)).collect();
+            let shuffle: Option<Vec<usize>> = key_exprs
+                .iter()
+                .map(|(e, _)| match e {
+                    Expr::Column(c) => input_schema.index_of_column(c).ok(),
+                    _ => None,
+                })
+                .collect::<Option<Vec<usize>>>()
+                .filter(|c| !c.is_empty());
+            let parallelism = if shuffle.is_some() {
+                self.parallelism
+            } else {
+                1
+            };
+            let factory: OperatorFactory = Arc::new(move |_| {
+                Ok(Box::new(UpdatingAggregate::new(
+                    "updating aggregate",
+                    spec.clone(),
+                    layout.clone(),
+                    ttl,
+                )?) as Box<dyn Operator>)
+            });
+            let detail = format!(
+                "keys [{}], aggregates: {}, state TTL {}, upserts by key",
+                key_names.join(", "),
+                aggregate_names(&agg.aggr_expr),
+                fmt_ms(ttl.as_millis() as i64)
+            );
+            let node = self.graph.add_node(
+                "updating aggregate",
+                detail,
+                parallelism,
+                NodeKind::Operator {
+                    factory,
+                    late_output: None,
+                },
+            );
+            let edge = self.shuffle_edge(&input, parallelism, shuffle, &key_names);
+            self.graph.connect(input.node, node, edge);
+            return Ok(Lowered {
+                node,
+                schema: agg.schema.clone(),
+                parallelism,
+                bounded: false,
+                updating: true,
+            });
         }
         let processing_time = found.as_ref().is_none_or(|(w, _)| w.processing_time);
         let time = match time_column {
@@ -599,6 +665,7 @@ impl<'a> Lowering<'a> {
                 schema: out_schema,
                 parallelism,
                 bounded: input.bounded,
+                updating: false,
             });
         }
 
@@ -688,6 +755,7 @@ impl<'a> Lowering<'a> {
                 schema: out_schema,
                 parallelism,
                 bounded: input.bounded,
+                updating: false,
             });
         }
         let shuffle = key_columns.filter(|c| !c.is_empty());
@@ -712,6 +780,7 @@ impl<'a> Lowering<'a> {
             schema: out_schema,
             parallelism,
             bounded: input.bounded,
+            updating: false,
         })
     }
 

@@ -18,6 +18,10 @@ pub const KNOWN: &[(&str, &str)] = &[
         "default 'scan.watermark.idle-timeout' of every stream",
     ),
     (
+        "table.exec.state.ttl",
+        "how long a GROUP BY without a window keeps a key it has not seen (e.g. '1 h'); needed for one on an unbounded stream",
+    ),
+    (
         "pipeline.name",
         "the job name; checkpoints of a job are kept under it",
     ),
@@ -108,6 +112,20 @@ impl Settings {
             .get("table.exec.source.idle-timeout")
             .and_then(parse_duration)
             .filter(|d| !d.is_zero()))
+    }
+
+    /// `table.exec.state.ttl`, when set and not zero.
+    pub fn state_ttl(&self) -> Result<Option<Duration>, SqlError> {
+        match self.get("table.exec.state.ttl") {
+            None => Ok(None),
+            Some(v) => parse_duration(v)
+                .map(|d| Some(d).filter(|d| !d.is_zero()))
+                .ok_or_else(|| {
+                    SqlError::new(format!(
+                        "'table.exec.state.ttl' must be a duration like '1 h', got '{v}'"
+                    ))
+                }),
+        }
     }
 
     pub fn job_name(&self) -> Option<&str> {

@@ -375,6 +375,102 @@ fn journal_records(batch: &RecordBatch) -> Result<Vec<(u64, JournalRecord)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdkafka::consumer::CommitMode;
+    use rdkafka::mocking::MockCluster;
+
+    fn record(value: &str) -> JournalRecord {
+        JournalRecord {
+            key: None,
+            value: value.as_bytes().to_vec(),
+            timestamp: None,
+        }
+    }
+
+    /// A checkpoint's state: next generation `next`, and journals of the
+    /// prepared generations.
+    fn state(next: u64, journal: &[(u64, &str)]) -> StateSnapshot {
+        let records: Vec<(u64, JournalRecord)> =
+            journal.iter().map(|(g, v)| (*g, record(v))).collect();
+        let tagged: Vec<(u64, &JournalRecord)> = records.iter().map(|(g, r)| (*g, r)).collect();
+        StateSnapshot {
+            tables: vec![
+                (
+                    GENERATION.to_string(),
+                    RecordBatch::try_new(
+                        Arc::new(Schema::new(vec![Field::new(
+                            "generation",
+                            DataType::UInt64,
+                            false,
+                        )])),
+                        vec![Arc::new(UInt64Array::from(vec![next]))],
+                    )
+                    .unwrap(),
+                ),
+                (JOURNAL.to_string(), journal_batch(&tagged).unwrap()),
+            ],
+        }
+    }
+
+    fn transactions(bootstrap: &str) -> Transactions {
+        let mut client = ClientConfig::new();
+        client.set("bootstrap.servers", bootstrap);
+        Transactions::new(client.clone(), client, "out".into(), "pfx", 0)
+    }
+
+    /// What a committed transaction of `generation` leaves: the marker
+    /// group's offset at `generation + 1` (committed directly here; the
+    /// mock cluster keeps plain offset commits but not transactional ones).
+    fn commit_marker(bootstrap: &str, generation: i64) {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", "pfx-0")
+            .create()
+            .unwrap();
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset("out", 0, Offset::Offset(generation + 1))
+            .unwrap();
+        consumer.commit(&offsets, CommitMode::Sync).unwrap();
+    }
+
+    fn values(records: &[JournalRecord]) -> Vec<String> {
+        records
+            .iter()
+            .map(|r| String::from_utf8(r.value.clone()).unwrap())
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restart_replays_exactly_the_generations_the_marker_has_not_passed() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("out", 1, 1).unwrap();
+        let bootstrap = cluster.bootstrap_servers();
+        let prepared = state(5, &[(3, "a"), (3, "b"), (4, "c")]);
+
+        // Nothing committed: both prepared generations are written again.
+        let mut t = transactions(&bootstrap);
+        assert_eq!(
+            values(&t.restore(&prepared).await.unwrap()),
+            ["a", "b", "c"]
+        );
+        assert_eq!(t.generation, 5);
+
+        // Generation 3 committed before the crash, 4 not.
+        commit_marker(&bootstrap, 3);
+        let mut t = transactions(&bootstrap);
+        assert_eq!(values(&t.restore(&prepared).await.unwrap()), ["c"]);
+
+        // Both committed: nothing to write again.
+        commit_marker(&bootstrap, 4);
+        let mut t = transactions(&bootstrap);
+        assert!(t.restore(&prepared).await.unwrap().is_empty());
+
+        // A fresh start continues after the last committed generation.
+        let mut t = transactions(&bootstrap);
+        let producer = t.begin().await.unwrap();
+        drop(producer);
+        assert_eq!(t.generation, 5);
+    }
 
     #[test]
     fn the_journal_survives_a_checkpoint() {

@@ -49,6 +49,22 @@ fn event_json(e: &Event) -> String {
     format!(r#"{{"k": {key}, "v": {value}, "ts": "{ts}"}}"#)
 }
 
+/// A one-broker mock cluster with `topics` (name, partitions), and its
+/// bootstrap address.
+fn mock_cluster(
+    topics: &[(&str, i32)],
+) -> (
+    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    String,
+) {
+    let cluster = MockCluster::new(1).unwrap();
+    for (topic, partitions) in topics {
+        cluster.create_topic(topic, *partitions, 1).unwrap();
+    }
+    let bootstrap = cluster.bootstrap_servers();
+    (cluster, bootstrap)
+}
+
 fn kafka_ddl(name: &str, bootstrap: &str, topic: &str, delay: i64, extra: &str) -> String {
     format!(
         "CREATE STREAM {name} (k BIGINT, v BIGINT, ts TIMESTAMP(3) NOT NULL,
@@ -60,9 +76,7 @@ fn kafka_ddl(name: &str, bootstrap: &str, topic: &str, delay: i64, extra: &str) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn partitions_out_of_order_with_bad_records_match_the_oracle() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("events", 3, 1).unwrap();
-    let bootstrap = cluster.bootstrap_servers();
+    let (_cluster, bootstrap) = mock_cluster(&[("events", 3)]);
     // Partitions 0 and 1 carry most rows, out of order; partition 2 has a
     // few early rows and then stays quiet.
     let mut splits = generate(
@@ -156,9 +170,7 @@ async fn partitions_out_of_order_with_bad_records_match_the_oracle() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_idle_partition_stops_holding_the_watermark_back() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("busy", 2, 1).unwrap();
-    let bootstrap = cluster.bootstrap_servers();
+    let (_cluster, bootstrap) = mock_cluster(&[("busy", 2)]);
     let p = producer(&bootstrap);
     // Partition 1 gets one early record, then nothing.
     let base = 1_700_000_000_000i64;
@@ -216,9 +228,7 @@ async fn an_idle_partition_stops_holding_the_watermark_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn group_offsets_resume_where_the_last_job_stopped() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("orders", 2, 1).unwrap();
-    let bootstrap = cluster.bootstrap_servers();
+    let (_cluster, bootstrap) = mock_cluster(&[("orders", 2)]);
     let p = producer(&bootstrap);
     let rows = |from: i64, n: i64| -> Vec<(i32, Option<String>, String)> {
         (from..from + n)
@@ -259,9 +269,7 @@ async fn group_offsets_resume_where_the_last_job_stopped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_sink_writes_keyed_records_that_read_back_with_metadata() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("out", 3, 1).unwrap();
-    let bootstrap = cluster.bootstrap_servers();
+    let (_cluster, bootstrap) = mock_cluster(&[("out", 3)]);
     let input = tempfile::tempdir().unwrap();
     let splits = generate(
         29,
@@ -325,9 +333,7 @@ async fn the_sink_writes_keyed_records_that_read_back_with_metadata() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn broker_errors_are_retried_without_losing_records() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("flaky", 2, 1).unwrap();
-    let bootstrap = cluster.bootstrap_servers();
+    let (cluster, bootstrap) = mock_cluster(&[("flaky", 2)]);
     let records: Vec<_> = (0..100i64)
         .map(|i| {
             (
@@ -367,9 +373,7 @@ async fn broker_errors_are_retried_without_losing_records() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn per_partition_metrics_name_each_partition() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("m", 2, 1).unwrap();
-    let bootstrap = cluster.bootstrap_servers();
+    let (_cluster, bootstrap) = mock_cluster(&[("m", 2)]);
     let records: Vec<_> = (0..30i64)
         .map(|i| {
             (
@@ -422,9 +426,7 @@ async fn one_silent_partition(
     weir::ResultStream,
     tokio::task::JoinHandle<()>,
 ) {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic(topic, 2, 1).unwrap();
-    let bootstrap = cluster.bootstrap_servers();
+    let (cluster, bootstrap) = mock_cluster(&[(topic, 2)]);
     let p = producer(&bootstrap);
     let base = 1_700_000_000_000i64;
     let early = Event {
@@ -505,9 +507,7 @@ async fn an_idle_partition_raises_no_stall_alert() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn system_tables_show_a_running_jobs_partitions_and_operators() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("sys", 2, 1).unwrap();
-    let bootstrap = cluster.bootstrap_servers();
+    let (_cluster, bootstrap) = mock_cluster(&[("sys", 2)]);
     let base = 1_700_000_000_000i64;
     let records: Vec<_> = (0..30i64)
         .map(|i| {
@@ -607,9 +607,7 @@ async fn system_tables_show_a_running_jobs_partitions_and_operators() {
 /// the exactly-once sink's protocol end to end, not crash recovery.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exactly_once_delivery_commits_a_transaction_per_checkpoint() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("eo", 2, 1).unwrap();
-    let bootstrap = cluster.bootstrap_servers();
+    let (_cluster, bootstrap) = mock_cluster(&[("eo", 2)]);
     let checkpoints = tempfile::tempdir().unwrap();
     let events = "CREATE STREAM events WITH ('connector' = 'nexmark', 'events.num' = '20000',
         'scan.rate-limit' = '20000', 'base-time' = '1700000000000', 'first-event.rate' = '10000')";
@@ -726,6 +724,28 @@ fn latest_by_key(batches: &[weir::arrow::record_batch::RecordBatch], keys: usize
     latest.into_values().collect()
 }
 
+/// `sql` (a GROUP BY without a window) running over topic `topic` as
+/// stream `t`, with state TTL `ttl`.
+async fn upsert_query(bootstrap: &str, topic: &str, ttl: &str, sql: &str) -> weir::ResultStream {
+    let mut session = weir::Session::new();
+    session.set("table.exec.state.ttl", ttl).unwrap();
+    session
+        .sql(&kafka_ddl("t", bootstrap, topic, 0, ""))
+        .await
+        .unwrap();
+    session.query(sql).await.unwrap()
+}
+
+/// The next batch of `results`, if one comes within half a second.
+async fn next_within(
+    results: &mut weir::ResultStream,
+) -> Option<weir::arrow::record_batch::RecordBatch> {
+    tokio::time::timeout(Duration::from_millis(500), results.next_batch())
+        .await
+        .ok()
+        .and_then(Result::unwrap)
+}
+
 /// DataFusion's answer over `events` as table `t(k, v, ts)`.
 async fn batch_oracle(events: &[Event], sql: &str) -> Vec<String> {
     use datafusion::datasource::MemTable;
@@ -741,9 +761,7 @@ async fn batch_oracle(events: &[Event], sql: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unwindowed_group_by_upserts_the_batch_answer() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("upserts", 3, 1).unwrap();
-    let bootstrap = cluster.bootstrap_servers();
+    let (_cluster, bootstrap) = mock_cluster(&[("upserts", 3)]);
     // Many keys, one hot, nulls in keys and values, out of order.
     let splits = generate(
         41,
@@ -770,26 +788,17 @@ async fn an_unwindowed_group_by_upserts_the_batch_answer() {
     )
     .await;
 
-    let mut session = weir::Session::new();
-    session.set("table.exec.state.ttl", "1 h").unwrap();
-    session
-        .sql(&kafka_ddl("t", &bootstrap, "upserts", 1000, ""))
-        .await
-        .unwrap();
-    let mut results = session
-        .query("SELECT k, count(*) AS n, sum(v) AS s, max(v) AS m FROM t GROUP BY k")
-        .await
-        .unwrap();
+    let mut results = upsert_query(
+        &bootstrap,
+        "upserts",
+        "1 h",
+        "SELECT k, count(*) AS n, sum(v) AS s, max(v) AS m FROM t GROUP BY k",
+    )
+    .await;
     let mut batches = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while latest_by_key(&batches, 1) != expected && std::time::Instant::now() < deadline {
-        if let Ok(Some(batch)) =
-            tokio::time::timeout(Duration::from_millis(500), results.next_batch())
-                .await
-                .map(Result::unwrap)
-        {
-            batches.push(batch);
-        }
+        batches.extend(next_within(&mut results).await);
     }
     assert_eq!(latest_by_key(&batches, 1), expected);
     // Updates, not one row per key at the end: the hot key changed often.
@@ -810,9 +819,7 @@ async fn an_unwindowed_group_by_upserts_the_batch_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_key_idle_longer_than_the_ttl_starts_over() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("ttl", 1, 1).unwrap();
-    let bootstrap = cluster.bootstrap_servers();
+    let (_cluster, bootstrap) = mock_cluster(&[("ttl", 1)]);
     let p = producer(&bootstrap);
     let event = |value: i64| {
         (
@@ -825,26 +832,19 @@ async fn a_key_idle_longer_than_the_ttl_starts_over() {
             }),
         )
     };
-    let mut session = weir::Session::new();
-    session.set("table.exec.state.ttl", "1s").unwrap();
-    session
-        .sql(&kafka_ddl("t", &bootstrap, "ttl", 0, ""))
-        .await
-        .unwrap();
-    let mut results = session
-        .query("SELECT k, count(*) AS n, sum(v) AS s FROM t GROUP BY k")
-        .await
-        .unwrap();
+    let mut results = upsert_query(
+        &bootstrap,
+        "ttl",
+        "1s",
+        "SELECT k, count(*) AS n, sum(v) AS s FROM t GROUP BY k",
+    )
+    .await;
     let mut seen = Vec::new();
     let mut wait_for = async |row: &str, results: &mut weir::ResultStream| {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while !seen.iter().any(|r: &String| r == row) {
             assert!(std::time::Instant::now() < deadline, "no {row} in {seen:?}");
-            if let Ok(Some(batch)) =
-                tokio::time::timeout(Duration::from_millis(500), results.next_batch())
-                    .await
-                    .map(Result::unwrap)
-            {
+            if let Some(batch) = next_within(results).await {
                 seen.extend(canonical_rows(&[batch]));
             }
         }
@@ -897,10 +897,7 @@ async fn an_unwindowed_group_by_says_what_it_needs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unwindowed_group_by_keeps_its_state_across_a_restart() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("in", 2, 1).unwrap();
-    cluster.create_topic("out", 2, 1).unwrap();
-    let bootstrap = cluster.bootstrap_servers();
+    let (_cluster, bootstrap) = mock_cluster(&[("in", 2), ("out", 2)]);
     let p = producer(&bootstrap);
     let splits = generate(
         43,

@@ -32,7 +32,7 @@ use std::time::Duration;
 use datafusion::arrow::array::{Array, BinaryArray, Int64Array, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use weir_engine::{EngineError, Result, StateSnapshot};
@@ -79,6 +79,8 @@ pub(crate) struct Transactions {
     journal: Vec<JournalRecord>,
     /// In generation order.
     prepared: Vec<Prepared>,
+    /// The marker group's metadata, once made.
+    marker_group: Option<ConsumerGroupMetadata>,
 }
 
 impl Transactions {
@@ -98,6 +100,7 @@ impl Transactions {
             started: false,
             journal: Vec::new(),
             prepared: Vec::new(),
+            marker_group: None,
         }
     }
 
@@ -228,27 +231,38 @@ impl Transactions {
         })
     }
 
-    async fn send_marker(&self, producer: &FutureProducer) -> Result<()> {
+    /// The marker group's metadata, from a consumer made once.
+    fn marker_group(&mut self) -> Result<ConsumerGroupMetadata> {
+        if let Some(metadata) = self.marker_group.take() {
+            return Ok(metadata);
+        }
         let mut config = self.client.clone();
         config.set("group.id", &self.stem);
         let consumer: BaseConsumer = config
             .create()
             .map_err(|e| txn_error("cannot create the marker's group", e))?;
-        let metadata = consumer
+        consumer
             .group_metadata()
-            .ok_or_else(|| txn_error("the marker's group", "no group metadata"))?;
+            .ok_or_else(|| txn_error("the marker's group", "no group metadata"))
+    }
+
+    async fn send_marker(&mut self, producer: &FutureProducer) -> Result<()> {
+        let metadata = self.marker_group()?;
         let mut offsets = TopicPartitionList::new();
         let marker = i64::try_from(self.generation + 1).unwrap_or(i64::MAX);
         offsets
             .add_partition_offset(&self.topic, 0, Offset::Offset(marker))
             .map_err(|e| txn_error("the marker", e))?;
         let producer = producer.clone();
-        tokio::task::spawn_blocking(move || {
-            producer.send_offsets_to_transaction(&offsets, &metadata, TIMEOUT)
+        // The metadata is not Sync: it goes to the blocking call and back.
+        let (sent, metadata) = tokio::task::spawn_blocking(move || {
+            let sent = producer.send_offsets_to_transaction(&offsets, &metadata, TIMEOUT);
+            (sent, metadata)
         })
         .await
-        .map_err(|e| txn_error("send_offsets_to_transaction", e))?
-        .map_err(|e| txn_error("send_offsets_to_transaction", e))
+        .map_err(|e| txn_error("send_offsets_to_transaction", e))?;
+        self.marker_group = Some(metadata);
+        sent.map_err(|e| txn_error("send_offsets_to_transaction", e))
     }
 
     /// Phase two: commits, in order, every transaction prepared up to

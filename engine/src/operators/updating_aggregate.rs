@@ -16,7 +16,7 @@ use datafusion::arrow::array::{Array, ArrayRef, Int64Array, UInt32Array};
 use datafusion::arrow::compute::filter;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::arrow::row::{OwnedRow, Row, RowConverter, Rows, SortField};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 
@@ -81,7 +81,7 @@ impl UpdatingAggregate {
     }
 
     /// Key rows of `keys` (`rows` long).
-    fn key_rows(&self, keys: &[ArrayRef], rows: usize) -> Result<Vec<OwnedRow>> {
+    fn key_rows(&self, keys: &[ArrayRef], rows: usize) -> Result<Rows> {
         let constant: Vec<ArrayRef>;
         let columns = if keys.is_empty() {
             constant = vec![Arc::new(datafusion::arrow::array::BooleanArray::from(
@@ -91,8 +91,7 @@ impl UpdatingAggregate {
         } else {
             keys
         };
-        let converted = self.converter.convert_columns(columns)?;
-        Ok(converted.iter().map(|r| r.owned()).collect())
+        Ok(self.converter.convert_columns(columns)?)
     }
 
     /// Key columns back from key rows.
@@ -141,39 +140,36 @@ impl Operator for UpdatingAggregate {
         let input = self.spec.evaluate(&batch)?;
         ctx.observe_keys(&input.keys);
         let keys = self.key_rows(&input.keys, rows)?;
-        // Rows per key, keys in order of first appearance.
-        let mut order: Vec<OwnedRow> = Vec::new();
-        let mut rows_of: HashMap<OwnedRow, Vec<u32>> = HashMap::new();
-        for (i, key) in keys.into_iter().enumerate() {
+        // Rows per key, keys in order of first appearance; a key is copied
+        // once per batch, not once per row.
+        let mut position: HashMap<Row<'_>, usize> = HashMap::new();
+        let mut touched: Vec<(OwnedRow, Vec<u32>)> = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
             let index = u32::try_from(i).map_err(|e| EngineError::Graph(e.to_string()))?;
-            rows_of
-                .entry(key.clone())
-                .or_insert_with(|| {
-                    order.push(key);
-                    Vec::new()
-                })
-                .push(index);
+            let at = *position.entry(key).or_insert_with(|| {
+                touched.push((key.owned(), Vec::new()));
+                touched.len() - 1
+            });
+            touched[at].1.push(index);
         }
         let now = now_millis();
-        for key in &order {
-            let indices = UInt32Array::from(rows_of.remove(key).unwrap_or_default());
-            let taken = input.take(&indices)?;
-            if !self.groups.contains_key(key) {
-                let accumulators = self.new_accumulators()?;
-                self.groups.insert(
-                    key.clone(),
-                    Group {
-                        accumulators,
+        let mut order = Vec::with_capacity(touched.len());
+        for (key, indices) in touched {
+            let taken = input.take(&UInt32Array::from(indices))?;
+            let accumulators = match self.groups.get_mut(&key) {
+                Some(group) => {
+                    group.touched = now;
+                    &mut group.accumulators
+                }
+                None => {
+                    let group = Group {
+                        accumulators: self.new_accumulators()?,
                         touched: now,
-                    },
-                );
-            }
-            let group = self
-                .groups
-                .get_mut(key)
-                .ok_or_else(|| EngineError::Graph("a group went missing".into()))?;
-            group.touched = now;
-            for (i, acc) in group.accumulators.iter_mut().enumerate() {
+                    };
+                    &mut self.groups.entry(key.clone()).or_insert(group).accumulators
+                }
+            };
+            for (i, acc) in accumulators.iter_mut().enumerate() {
                 let args = match &taken.filters[i] {
                     Some(mask) => taken.args[i]
                         .iter()
@@ -183,6 +179,7 @@ impl Operator for UpdatingAggregate {
                 };
                 acc.update_batch(&args)?;
             }
+            order.push(key);
         }
         let key_columns = self.key_columns(&order)?;
         let values = self.values(&order)?;
@@ -271,7 +268,7 @@ impl Operator for UpdatingAggregate {
             .downcast_ref::<Int64Array>()
             .ok_or_else(|| EngineError::Graph("bad checkpointed aggregate state".into()))?
             .clone();
-        for (row, key) in keys.into_iter().enumerate() {
+        for (row, key) in keys.iter().enumerate() {
             let mut accumulators = self.new_accumulators()?;
             let mut offset = key_count;
             for (acc, width) in accumulators.iter_mut().zip(&widths) {
@@ -283,7 +280,7 @@ impl Operator for UpdatingAggregate {
                 offset += width;
             }
             self.groups.insert(
-                key,
+                key.owned(),
                 Group {
                     accumulators,
                     touched: touched.value(row),

@@ -172,7 +172,7 @@ impl KafkaSink {
             }
         }
         if let Some(transactions) = &mut self.exactly_once {
-            transactions.record(record);
+            transactions.record(record)?;
         }
         if self.in_flight.len() >= MAX_IN_FLIGHT {
             self.drain(MAX_IN_FLIGHT / 2).await?;

@@ -40,6 +40,9 @@ use weir_engine::{EngineError, Result, StateSnapshot};
 /// How long transactional calls to the broker may take.
 const TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The most a subtask's journal may hold: a checkpoint interval's records.
+const JOURNAL_MAX_BYTES: usize = 256 << 20;
+
 const JOURNAL: &str = "kafka_journal";
 const GENERATION: &str = "kafka_generation";
 
@@ -63,6 +66,13 @@ struct Prepared {
     journal: Vec<JournalRecord>,
 }
 
+impl JournalRecord {
+    /// The bytes of its key and value.
+    fn bytes(&self) -> usize {
+        self.value.len() + self.key.as_ref().map_or(0, Vec::len)
+    }
+}
+
 /// The transactional side of one sink subtask.
 pub(crate) struct Transactions {
     /// Producer settings.
@@ -77,6 +87,8 @@ pub(crate) struct Transactions {
     /// Whether the generation was settled from a checkpoint or the marker.
     started: bool,
     journal: Vec<JournalRecord>,
+    /// Bytes of keys and values in the journals not yet committed.
+    journal_bytes: usize,
     /// In generation order.
     prepared: Vec<Prepared>,
     /// The marker group's metadata, once made.
@@ -99,6 +111,7 @@ impl Transactions {
             generation: 0,
             started: false,
             journal: Vec::new(),
+            journal_bytes: 0,
             prepared: Vec::new(),
             marker_group: None,
         }
@@ -187,8 +200,21 @@ impl Transactions {
         Ok(producer)
     }
 
-    pub fn record(&mut self, record: JournalRecord) {
+    /// Journals a record sent in the open transaction; fails, rather than
+    /// growing without bound, past [`JOURNAL_MAX_BYTES`].
+    pub fn record(&mut self, record: JournalRecord) -> Result<()> {
+        self.journal_bytes += record.bytes();
+        if self.journal_bytes > JOURNAL_MAX_BYTES {
+            return Err(txn_error(
+                "exactly-once",
+                format!(
+                    "more than {} MiB written since the last committed checkpoint; checkpoint more often (execution.checkpointing.interval)",
+                    JOURNAL_MAX_BYTES >> 20
+                ),
+            ));
+        }
         self.journal.push(record);
+        Ok(())
     }
 
     /// Phase one: `producer`'s records are all delivered; add the marker,
@@ -274,6 +300,9 @@ impl Transactions {
             .is_some_and(|p| p.checkpoint <= checkpoint)
         {
             let prepared = self.prepared.remove(0);
+            self.journal_bytes = self
+                .journal_bytes
+                .saturating_sub(prepared.journal.iter().map(JournalRecord::bytes).sum());
             let producer = prepared.producer;
             tokio::task::spawn_blocking(move || producer.commit_transaction(TIMEOUT))
                 .await
@@ -452,6 +481,20 @@ mod tests {
             .iter()
             .map(|r| String::from_utf8(r.value.clone()).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn the_journal_refuses_more_than_its_bound() {
+        let mut t = transactions("127.0.0.1:1");
+        t.record(record("small")).unwrap();
+        let big = JournalRecord {
+            key: None,
+            value: vec![0; JOURNAL_MAX_BYTES],
+            timestamp: None,
+        };
+        let error = t.record(big).unwrap_err().to_string();
+        assert!(error.contains("checkpoint more often"), "{error}");
+        assert_eq!(t.journal.len(), 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -65,6 +65,24 @@ fn mock_cluster(
     (cluster, bootstrap)
 }
 
+/// Records `0..count` for [`produce`]: key `i`, value 1, event time
+/// `1_700_000_000_000 + i`, on partition `partition(i)`.
+fn numbered_records(
+    count: i64,
+    partition: impl Fn(i64) -> i32,
+) -> Vec<(i32, Option<String>, String)> {
+    (0..count)
+        .map(|i| {
+            let event = Event {
+                key: Some(i),
+                value: Some(1),
+                ts: 1_700_000_000_000 + i,
+            };
+            (partition(i), None, event_json(&event))
+        })
+        .collect()
+}
+
 fn kafka_ddl(name: &str, bootstrap: &str, topic: &str, delay: i64, extra: &str) -> String {
     format!(
         "CREATE STREAM {name} (k BIGINT, v BIGINT, ts TIMESTAMP(3) NOT NULL,
@@ -334,19 +352,7 @@ async fn the_sink_writes_keyed_records_that_read_back_with_metadata() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn broker_errors_are_retried_without_losing_records() {
     let (cluster, bootstrap) = mock_cluster(&[("flaky", 2)]);
-    let records: Vec<_> = (0..100i64)
-        .map(|i| {
-            (
-                (i % 2) as i32,
-                None,
-                event_json(&Event {
-                    key: Some(i),
-                    value: Some(1),
-                    ts: 1_700_000_000_000 + i,
-                }),
-            )
-        })
-        .collect();
+    let records = numbered_records(100, |i| (i % 2) as i32);
     produce(&producer(&bootstrap), "flaky", &records).await;
     // The next fetches fail with retriable errors.
     cluster.request_errors(
@@ -374,19 +380,7 @@ async fn broker_errors_are_retried_without_losing_records() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn per_partition_metrics_name_each_partition() {
     let (_cluster, bootstrap) = mock_cluster(&[("m", 2)]);
-    let records: Vec<_> = (0..30i64)
-        .map(|i| {
-            (
-                if i < 20 { 0 } else { 1 },
-                None,
-                event_json(&Event {
-                    key: Some(i),
-                    value: Some(1),
-                    ts: 1_700_000_000_000 + i,
-                }),
-            )
-        })
-        .collect();
+    let records = numbered_records(30, |i| if i < 20 { 0 } else { 1 });
     produce(&producer(&bootstrap), "m", &records).await;
     let mut session = weir::Session::new();
     session
@@ -508,17 +502,7 @@ async fn an_idle_partition_raises_no_stall_alert() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn system_tables_show_a_running_jobs_partitions_and_operators() {
     let (_cluster, bootstrap) = mock_cluster(&[("sys", 2)]);
-    let base = 1_700_000_000_000i64;
-    let records: Vec<_> = (0..30i64)
-        .map(|i| {
-            let event = Event {
-                key: Some(i),
-                value: Some(1),
-                ts: base + i,
-            };
-            (if i < 20 { 0 } else { 1 }, None, event_json(&event))
-        })
-        .collect();
+    let records = numbered_records(30, |i| if i < 20 { 0 } else { 1 });
     produce(&producer(&bootstrap), "sys", &records).await;
     let mut session = weir::Session::new();
     session

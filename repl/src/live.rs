@@ -8,7 +8,6 @@ use std::io::Write;
 
 use weir::arrow::datatypes::{DataType, SchemaRef};
 use weir::arrow::record_batch::RecordBatch;
-use weir::arrow::util::display::{ArrayFormatter, FormatOptions};
 
 pub struct LiveTable {
     schema: SchemaRef,
@@ -99,15 +98,7 @@ impl LiveTable {
     }
 
     pub fn print(&mut self, batch: &RecordBatch, out: &mut impl Write) -> std::io::Result<()> {
-        let options = FormatOptions::default().with_null("NULL");
-        let formatters: Vec<ArrayFormatter> = batch
-            .columns()
-            .iter()
-            .filter_map(|c| ArrayFormatter::try_new(c.as_ref(), &options).ok())
-            .collect();
-        let values: Vec<Vec<String>> = (0..batch.num_rows())
-            .map(|r| formatters.iter().map(|f| f.value(r).to_string()).collect())
-            .collect();
+        let values = crate::render::text_rows(batch);
         if self.widths.is_none() {
             let widths = self.choose_widths(&values);
             writeln!(out, "{}", self.line(&widths, "┌", "┬", "┐"))?;

@@ -57,14 +57,21 @@ pub fn table(batch: &RecordBatch) -> Table {
         table.set_content_arrangement(ContentArrangement::Dynamic);
     }
     table.set_header(batch.schema().fields().iter().map(|f| f.name().clone()));
+    for row in text_rows(batch) {
+        table.add_row(row);
+    }
+    table
+}
+
+/// Each row of `batch` as display text, NULL for nulls.
+pub fn text_rows(batch: &RecordBatch) -> Vec<Vec<String>> {
     let options = FormatOptions::default().with_null("NULL");
     let formatters: Vec<ArrayFormatter> = batch
         .columns()
         .iter()
         .filter_map(|c| ArrayFormatter::try_new(c.as_ref(), &options).ok())
         .collect();
-    for row in 0..batch.num_rows() {
-        table.add_row(formatters.iter().map(|f| f.value(row).to_string()));
-    }
-    table
+    (0..batch.num_rows())
+        .map(|r| formatters.iter().map(|f| f.value(r).to_string()).collect())
+        .collect()
 }

@@ -24,6 +24,8 @@ pub enum Output {
     Rows(RecordBatch),
     /// The plan of an EXPLAIN.
     Explain(String),
+    /// Text to show as it is (`SHOW CREATE TABLE`).
+    Text(String),
     /// A running transient query.
     Query(ResultStream),
     /// A submitted INSERT job.
@@ -39,6 +41,7 @@ impl std::fmt::Debug for Output {
             Output::Done(m) => write!(f, "Done({m})"),
             Output::Rows(b) => write!(f, "Rows({} rows)", b.num_rows()),
             Output::Explain(e) => write!(f, "Explain({e})"),
+            Output::Text(t) => write!(f, "Text({t})"),
             Output::Query(_) => write!(f, "Query"),
             Output::Job(j) => write!(f, "Job({})", j.id()),
             Output::Tables(t) => write!(f, "Tables({})", t.len()),
@@ -150,6 +153,7 @@ impl Session {
             }
             Planned::Rows(rows) => Ok(Output::Rows(rows)),
             Planned::Explain(text) => Ok(Output::Explain(text)),
+            Planned::Text(text) => Ok(Output::Text(text)),
             Planned::Query(plan) => {
                 let (sink, receiver) = result_channel(16);
                 let limit = limit_of(&statement.statement);
@@ -179,7 +183,7 @@ impl Session {
                 let job = Job::new(
                     id,
                     plan.name,
-                    plan.text,
+                    weir_sql::mask_secrets(&plan.text),
                     plan.sink,
                     plan.expected_rows,
                     handle,

@@ -204,3 +204,135 @@ fn processing_time_windows_count_every_row() {
     assert_eq!(run.rows, vec!["600"]);
     assert_eq!(run.late_rows, 0);
 }
+
+/// `'path'` as users write it: one file (a plain path or a `file://` URL),
+/// a folder, or a path that matches nothing, which is an error rather
+/// than an empty stream.
+#[test]
+fn a_path_names_one_file_or_a_folder_and_must_match_something() {
+    let input = tempfile::tempdir().unwrap();
+    let line = |k: i64| format!("{{\"k\": {k}, \"v\": 0, \"ts\": \"2024-01-01 00:00:00\"}}\n");
+    std::fs::write(input.path().join("a.jsonl"), line(1) + &line(2)).unwrap();
+    std::fs::write(input.path().join("b.jsonl"), line(3)).unwrap();
+    let rt = runtime();
+    let query = |path: String| {
+        let ddl = format!(
+            "CREATE STREAM t (k BIGINT, v BIGINT, ts TIMESTAMP(3)) WITH ('connector' = 'filesystem', 'path' = '{path}', 'format' = 'json')"
+        );
+        rt.block_on(run_weir(&[ddl], "SELECT k FROM t")).rows
+    };
+    let file = input.path().join("a.jsonl");
+    assert_eq!(query(file.display().to_string()), vec!["1", "2"]);
+    assert_eq!(query(format!("file://{}", file.display())), vec!["1", "2"]);
+    assert_eq!(
+        query(input.path().display().to_string()),
+        vec!["1", "2", "3"]
+    );
+    assert_eq!(
+        query(format!("{}/", input.path().display())),
+        vec!["1", "2", "3"]
+    );
+
+    let missing = input.path().join("nothing.jsonl");
+    let error = rt.block_on(async {
+        let mut session = weir::Session::new();
+        session
+            .sql(&format!(
+                "CREATE STREAM t (k BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json')",
+                missing.display()
+            ))
+            .await
+            .unwrap();
+        match session.query("SELECT k FROM t").await {
+            Ok(results) => results.collect().await.map(|_| ()).unwrap_err(),
+            Err(e) => e,
+        }
+    });
+    let text = error.render();
+    assert!(
+        text.contains("nothing.jsonl") && text.contains("does not exist"),
+        "{text}"
+    );
+}
+
+/// A file with bad and blank lines, read in chunks of any size and decoded
+/// on one core or several: the same rows in the same order, and the same
+/// dead letters with their line numbers.
+#[test]
+fn chunk_size_and_decode_parallelism_change_no_row_and_no_dead_letter() {
+    let input = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    let mut good = Vec::new();
+    let mut bad_lines = Vec::new();
+    for line in 1..=300u64 {
+        match line % 17 {
+            3 => {
+                text.push_str(&format!("{{\"k\": \"bad {line}\"}}\n"));
+                bad_lines.push(format!("a.json:{line}"));
+            }
+            9 => text.push_str("   \n"),
+            13 => {
+                text.push_str("{broken\r\n");
+                bad_lines.push(format!("a.json:{line}"));
+            }
+            _ => {
+                text.push_str(&format!(
+                    "{{\"k\": {line}, \"v\": 1, \"ts\": \"2024-01-01 00:00:00\"}}\n"
+                ));
+                good.push(line.to_string());
+            }
+        }
+    }
+    // The last line has no newline.
+    text.push_str("{\"k\": 301}");
+    good.push("301".to_string());
+    std::fs::write(input.path().join("a.json"), &text).unwrap();
+    let rt = runtime();
+    for (batch_size, decode) in [(1, 1), (7, 1), (7, 4), (64, 3), (8192, 1), (8192, 2)] {
+        let dlq = tempfile::tempdir().unwrap();
+        let ddl = stream_ddl(
+            input.path(),
+            0,
+            batch_size,
+            &format!(
+                ", 'scan.parallel-decode' = '{decode}', 'bad-data.path' = '{}'",
+                dlq.path().display()
+            ),
+        );
+        let rows: Vec<String> = rt.block_on(async {
+            let mut session = weir::Session::new();
+            session.sql(&ddl).await.unwrap();
+            let batches = session
+                .query("SELECT k FROM t")
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            let mut rows = Vec::new();
+            for batch in &batches {
+                let keys = batch
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                    .unwrap();
+                rows.extend(keys.values().iter().map(|k| k.to_string()));
+            }
+            rows
+        });
+        assert_eq!(
+            rows, good,
+            "rows in order, batch {batch_size}, decode {decode}"
+        );
+        let mut letters: Vec<String> = read_lines(dlq.path())
+            .iter()
+            .map(|l| l["location"].as_str().unwrap().to_string())
+            .collect();
+        let by_line = |l: &String| l.rsplit(':').next().unwrap().parse::<u64>().unwrap();
+        letters.sort_by_key(by_line);
+        assert_eq!(
+            letters, bad_lines,
+            "dead letters, batch {batch_size}, decode {decode}"
+        );
+    }
+}

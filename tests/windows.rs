@@ -1,7 +1,8 @@
 //! Window results against an independent oracle: the same rows, with late
 //! ones removed by the per-row watermark rule, aggregated by a DataFusion
 //! batch query. Out-of-order input from random seeds, several keys, one hot
-//! key, nulls; batch sizes 1, 7 and 8192; parallelism 1 and 4.
+//! key, nulls; batch sizes 1, 7 and 8192; parallelism 1 and 4; files
+//! decoded on one core and on several.
 
 mod common;
 
@@ -43,9 +44,17 @@ fn check(
     let dir = tempfile::tempdir().unwrap();
     write_splits(dir.path(), splits);
     for &(batch_size, parallelism) in runs {
+        // One subtask decodes on one core, four decode three chunks at once:
+        // the rows, row watermarks and late rows must not change.
+        let decode = if parallelism == 1 { 1 } else { 3 };
         let setup = vec![
             format!("SET 'parallelism.default' = '{parallelism}'"),
-            stream_ddl(dir.path(), delay, batch_size, ""),
+            stream_ddl(
+                dir.path(),
+                delay,
+                batch_size,
+                &format!(", 'scan.parallel-decode' = '{decode}'"),
+            ),
         ];
         let run = rt.block_on(run_weir(&setup, &weir_query(tvf)));
         assert_eq!(

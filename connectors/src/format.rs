@@ -7,7 +7,7 @@
 //! reason while every good record is kept. Timestamps parse as arrow does:
 //! `yyyy-MM-dd HH:mm:ss[.SSS]` (Flink's default) and ISO-8601.
 
-use std::io::Cursor;
+use std::ops::Range;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, BinaryArray, StringArray};
@@ -70,13 +70,38 @@ impl Format {
     }
 }
 
-/// One line of input and where it came from.
-pub struct Line<'a> {
-    pub bytes: &'a [u8],
-    pub location: String,
+/// What decoding a set of records gave: the good rows, and each bad
+/// record with its index among the records given.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    pub batch: Option<RecordBatch>,
+    pub bad: Vec<(usize, BadRecord)>,
 }
 
-/// Decodes lines of a line-oriented format into batches of `schema`.
+impl Decoded {
+    /// The bad records, without their indices.
+    pub fn bad_records(&mut self) -> Vec<BadRecord> {
+        std::mem::take(&mut self.bad)
+            .into_iter()
+            .map(|(_, b)| b)
+            .collect()
+    }
+}
+
+/// A record inside a text: its index among the records given, and its bytes.
+struct Span {
+    index: usize,
+    range: Range<usize>,
+}
+
+/// Decodes records of a line-oriented format into batches of `schema`.
+///
+/// A set of records is decoded in one call of arrow's decoder, straight
+/// from the bytes as read; only when that fails, or finds another number of
+/// rows than records, are the records decoded one by one, so that the bad
+/// ones go to the dead-letter output with the decoder's reason and where
+/// they came from, while every good record is kept. Where a record came
+/// from is worked out only for a bad one.
 pub struct LineDecoder {
     format: Format,
     schema: SchemaRef,
@@ -108,83 +133,193 @@ impl LineDecoder {
         })
     }
 
-    /// Decodes `lines`: the good rows, and a [`BadRecord`] per bad line.
-    pub fn decode(
+    /// Decodes the lines of `text` (a chunk of a file). Blank lines are
+    /// skipped; a bad line's index is its position in the chunk, and
+    /// `locate` says where line `i` of the chunk is.
+    pub fn decode_lines(
         &self,
-        lines: &[Line<'_>],
-    ) -> Result<(Option<RecordBatch>, Vec<BadRecord>), ArrowError> {
-        if lines.is_empty() {
-            return Ok((None, Vec::new()));
+        text: &[u8],
+        locate: &dyn Fn(usize) -> String,
+    ) -> Result<Decoded, ArrowError> {
+        let mut spans = Vec::new();
+        let mut blank = false;
+        let mut start = 0;
+        let mut index = 0;
+        let mut record = |start: usize, end: usize, index: usize, spans: &mut Vec<Span>| {
+            let line = &text[start..end];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.iter().all(u8::is_ascii_whitespace) {
+                blank = true;
+            } else {
+                spans.push(Span {
+                    index,
+                    range: start..start + line.len(),
+                });
+            }
+        };
+        for newline in memchr::memchr_iter(b'\n', text) {
+            record(start, newline, index, &mut spans);
+            start = newline + 1;
+            index += 1;
         }
+        if start < text.len() {
+            record(start, text.len(), index, &mut spans);
+        }
+        // Blank lines are whitespace to JSON, but rows to CSV.
+        let as_is = !blank || self.format == Format::Json;
+        self.decode_spans(text, &spans, as_is, locate)
+    }
+
+    /// Decodes separate records (Kafka messages); a bad record's index is
+    /// its position in `records`.
+    pub fn decode_records(
+        &self,
+        records: &[&[u8]],
+        locate: &dyn Fn(usize) -> String,
+    ) -> Result<Decoded, ArrowError> {
+        let mut text = Vec::with_capacity(records.iter().map(|r| r.len() + 1).sum());
+        let mut spans = Vec::with_capacity(records.len());
+        for (index, record) in records.iter().enumerate() {
+            let start = text.len();
+            text.extend_from_slice(record);
+            spans.push(Span {
+                index,
+                range: start..text.len(),
+            });
+            text.push(b'\n');
+        }
+        self.decode_spans(&text, &spans, true, locate)
+    }
+
+    /// Decodes the records at `spans` of `text`. With `as_is`, the text
+    /// between them is only line breaks (and whitespace where the format
+    /// allows), so the whole text is decoded in one call; otherwise the
+    /// records are joined first.
+    fn decode_spans(
+        &self,
+        text: &[u8],
+        spans: &[Span],
+        as_is: bool,
+        locate: &dyn Fn(usize) -> String,
+    ) -> Result<Decoded, ArrowError> {
+        let (Some(first), Some(last)) = (spans.first(), spans.last()) else {
+            return Ok(Decoded::default());
+        };
         if let Format::Raw = self.format {
-            return Ok((Some(self.raw(lines)?), Vec::new()));
+            return Ok(Decoded {
+                batch: Some(self.raw(text, spans)?),
+                bad: Vec::new(),
+            });
         }
-        let mut joined = Vec::with_capacity(lines.iter().map(|l| l.bytes.len() + 1).sum());
-        for line in lines {
-            joined.extend_from_slice(line.bytes);
-            joined.push(b'\n');
+        let fast = if as_is {
+            self.decode_bytes(&text[first.range.start..last.range.end], spans.len())
+        } else {
+            let mut joined = Vec::with_capacity(spans.iter().map(|s| s.range.len() + 1).sum());
+            for span in spans {
+                joined.extend_from_slice(&text[span.range.clone()]);
+                joined.push(b'\n');
+            }
+            self.decode_bytes(&joined, spans.len())
+        };
+        if let Ok(batch) = fast {
+            if batch.num_rows() == spans.len() {
+                return Ok(Decoded {
+                    batch: Some(batch),
+                    bad: Vec::new(),
+                });
+            }
         }
-        match self.decode_bytes(&joined, lines.len()) {
-            Ok(batch) if batch.num_rows() == lines.len() => return Ok((Some(batch), Vec::new())),
-            _ => {}
-        }
-        // Something in the chunk is bad: find it line by line.
+        // Something is bad: find it record by record.
         let mut good = Vec::new();
         let mut bad = Vec::new();
-        for line in lines {
-            let mut bytes = line.bytes.to_vec();
-            bytes.push(b'\n');
-            match self.decode_bytes(&bytes, 1) {
-                Ok(batch) if batch.num_rows() == 1 => good.push(batch),
-                Ok(_) => bad.push(self.bad(line, "the line holds no record or more than one")),
-                Err(e) => bad.push(self.bad(line, &e.to_string())),
-            }
+        for span in spans {
+            let bytes = &text[span.range.clone()];
+            let reason = match self.decode_bytes(bytes, 1) {
+                Ok(batch) if batch.num_rows() == 1 => {
+                    good.push(batch);
+                    continue;
+                }
+                Ok(_) => "the line holds no record or more than one".to_string(),
+                Err(e) => e.to_string(),
+            };
+            bad.push((
+                span.index,
+                BadRecord {
+                    stream: self.stream.clone(),
+                    reason,
+                    location: locate(span.index),
+                    raw: bytes.to_vec(),
+                },
+            ));
         }
         let batch = if good.is_empty() {
             None
         } else {
             Some(concat_batches(&self.schema, &good)?)
         };
-        Ok((batch, bad))
+        Ok(Decoded { batch, bad })
     }
 
-    fn bad(&self, line: &Line<'_>, reason: &str) -> BadRecord {
-        BadRecord {
-            stream: self.stream.clone(),
-            reason: reason.to_string(),
-            location: line.location.clone(),
-            raw: line.bytes.to_vec(),
-        }
-    }
-
+    /// `bytes`, holding `rows` records, decoded by arrow's decoder.
     fn decode_bytes(&self, bytes: &[u8], rows: usize) -> Result<RecordBatch, ArrowError> {
-        let batches: Vec<RecordBatch> = match &self.format {
-            Format::Json => json::ReaderBuilder::new(self.schema.clone())
-                .with_batch_size(rows.max(1))
-                .with_strict_mode(false)
-                .build(Cursor::new(bytes))?
-                .collect::<Result<_, _>>()?,
-            Format::Csv { delimiter, .. } => csv::ReaderBuilder::new(self.schema.clone())
-                .with_delimiter(*delimiter)
-                .with_header(false)
-                .with_batch_size(rows.max(1))
-                .build(Cursor::new(bytes))?
-                .collect::<Result<_, _>>()?,
+        let rows = rows.max(1);
+        let stuck = || ArrowError::ParseError("the decoder made no progress".into());
+        let mut batches = Vec::new();
+        match &self.format {
+            Format::Json => {
+                let mut decoder = json::ReaderBuilder::new(self.schema.clone())
+                    .with_batch_size(rows)
+                    .with_strict_mode(false)
+                    .build_decoder()?;
+                let mut rest = bytes;
+                while !rest.is_empty() {
+                    let read = decoder.decode(rest)?;
+                    rest = &rest[read..];
+                    if read == 0 {
+                        // The batch is full.
+                        batches.push(decoder.flush()?.ok_or_else(stuck)?);
+                    }
+                }
+                batches.extend(decoder.flush()?);
+            }
+            Format::Csv { delimiter, .. } => {
+                let mut decoder = csv::ReaderBuilder::new(self.schema.clone())
+                    .with_delimiter(*delimiter)
+                    .with_header(false)
+                    .with_batch_size(rows)
+                    .build_decoder();
+                let mut rest = bytes;
+                loop {
+                    // Once the bytes are used up, an empty call ends the
+                    // last record.
+                    let read = decoder.decode(rest)?;
+                    rest = &rest[read..];
+                    if read == 0 {
+                        match decoder.flush()? {
+                            Some(batch) => batches.push(batch),
+                            None if rest.is_empty() => break,
+                            None => return Err(stuck()),
+                        }
+                    }
+                }
+            }
             Format::Parquet | Format::Raw => {
                 return Err(ArrowError::InvalidArgumentError("not a line format".into()))
             }
-        };
-        concat_batches(&self.schema, &batches)
+        }
+        match batches.len() {
+            1 => Ok(batches.remove(0)),
+            _ => concat_batches(&self.schema, &batches),
+        }
     }
 
-    fn raw(&self, lines: &[Line<'_>]) -> Result<RecordBatch, ArrowError> {
+    fn raw(&self, text: &[u8], spans: &[Span]) -> Result<RecordBatch, ArrowError> {
+        let lines = spans.iter().map(|s| &text[s.range.clone()]);
         let column: ArrayRef = match self.schema.field(0).data_type() {
             DataType::Utf8 => Arc::new(StringArray::from_iter(
-                lines
-                    .iter()
-                    .map(|l| Some(String::from_utf8_lossy(l.bytes).into_owned())),
+                lines.map(|l| Some(String::from_utf8_lossy(l).into_owned())),
             )),
-            _ => Arc::new(BinaryArray::from_iter(lines.iter().map(|l| Some(l.bytes)))),
+            _ => Arc::new(BinaryArray::from_iter(lines.map(Some))),
         };
         RecordBatch::try_new(self.schema.clone(), vec![column])
     }
@@ -240,29 +375,29 @@ mod tests {
         ]))
     }
 
-    fn lines(texts: &[&'static str]) -> Vec<Line<'static>> {
-        texts
-            .iter()
-            .enumerate()
-            .map(|(i, t)| Line {
-                bytes: t.as_bytes(),
-                location: format!("line {}", i + 1),
-            })
-            .collect()
+    /// Decodes `texts` as separate records, located as `line N`.
+    fn decode(d: &LineDecoder, texts: &[&str]) -> (Option<RecordBatch>, Vec<BadRecord>) {
+        let records: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
+        let mut decoded = d
+            .decode_records(&records, &|i| format!("line {}", i + 1))
+            .unwrap();
+        let bad = decoded.bad_records();
+        (decoded.batch, bad)
     }
 
     #[test]
     fn json_bad_lines_are_isolated_with_reasons() {
         let d = LineDecoder::new(Format::Json, schema(), "s").unwrap();
-        let (batch, bad) = d
-            .decode(&lines(&[
+        let (batch, bad) = decode(
+            &d,
+            &[
                 r#"{"id": 1, "ts": "2024-01-01 00:00:01.500"}"#,
                 r#"{"id": "x", "ts": "2024-01-01 00:00:02"}"#,
                 r#"{"id": 3, "unknown": true}"#,
                 r#"not json"#,
                 r#"{"id": 5, "ts": "2024-01-01T00:00:05Z"}"#,
-            ]))
-            .unwrap();
+            ],
+        );
         let batch = batch.unwrap();
         let ids = batch
             .column(0)
@@ -295,12 +430,7 @@ mod tests {
             ),
         ]));
         let d = LineDecoder::new(Format::Json, schema, "s").unwrap();
-        let (batch, bad) = d
-            .decode(&lines(&[
-                r#"{"ts": "2024-01-01 00:00:00"}"#,
-                r#"{"id": 2}"#,
-            ]))
-            .unwrap();
+        let (batch, bad) = decode(&d, &[r#"{"ts": "2024-01-01 00:00:00"}"#, r#"{"id": 2}"#]);
         assert_eq!(batch.unwrap().num_rows(), 1);
         assert_eq!(bad.len(), 1);
         assert_eq!(bad[0].location, "line 2");
@@ -317,10 +447,41 @@ mod tests {
             "s",
         )
         .unwrap();
-        let (batch, bad) = d
-            .decode(&lines(&["1,2024-01-01 00:00:00", "oops,2024-01-01", "2,"]))
-            .unwrap();
+        let (batch, bad) = decode(&d, &["1,2024-01-01 00:00:00", "oops,2024-01-01", "2,"]);
         assert_eq!(batch.unwrap().num_rows(), 2);
         assert_eq!(bad.len(), 1);
+    }
+
+    /// A chunk of a file: blank lines skipped (CSV too), `\r\n` endings,
+    /// a last line without a newline, and bad lines numbered in the chunk.
+    #[test]
+    fn lines_of_a_chunk_decode_in_place() {
+        let csv = LineDecoder::new(
+            Format::Csv {
+                delimiter: b',',
+                header: false,
+            },
+            schema(),
+            "s",
+        )
+        .unwrap();
+        let text = b"1,2024-01-01 00:00:00\r\n\n  \noops,x\n2,2024-01-01 00:00:01";
+        let mut decoded = csv.decode_lines(text, &|i| format!("at {i}")).unwrap();
+        let ids = decoded.batch.as_ref().unwrap().column(0).clone();
+        let ids = ids.as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(ids.values().to_vec(), vec![1, 2]);
+        let bad = decoded.bad_records();
+        assert_eq!(bad.len(), 1);
+        assert_eq!(
+            (bad[0].location.as_str(), bad[0].raw.as_slice()),
+            ("at 3", &b"oops,x"[..])
+        );
+
+        let json = LineDecoder::new(Format::Json, schema(), "s").unwrap();
+        let text = b"{\"id\": 1}\r\n\n{\"id\": 2} {\"id\": 3}\n{\"id\": 4}";
+        let mut decoded = json.decode_lines(text, &|i| format!("at {i}")).unwrap();
+        assert_eq!(decoded.batch.as_ref().unwrap().num_rows(), 2);
+        let bad = decoded.bad_records();
+        assert_eq!(bad[0].location, "at 2", "two records on one line are bad");
     }
 }

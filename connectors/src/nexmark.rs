@@ -290,6 +290,12 @@ impl NexmarkSource {
         let generator = EventGenerator::new(settings.config.clone())
             .with_offset(subtask)
             .with_step(parallelism);
+        tracing::info!(
+            subtask,
+            base_time = settings.config.base_time,
+            "nexmark generator: base time {}",
+            settings.config.base_time
+        );
         NexmarkSource {
             settings,
             schema,
@@ -344,31 +350,59 @@ impl Source for NexmarkSource {
         Ok(SourcePoll::Batch { split: 0, batch })
     }
 
+    /// The events emitted and the clock they were generated on: without
+    /// `'base-time'` that clock is the wall clock at the job's first start,
+    /// and a restored job must keep it, or the events after a restart would
+    /// carry other timestamps than an uninterrupted run's.
     fn snapshot(&mut self) -> Result<StateSnapshot> {
-        let table = RecordBatch::try_from_iter(vec![(
-            "emitted",
-            Arc::new(Int64Array::from(vec![self.emitted as i64])) as ArrayRef,
-        )])?;
+        let table = RecordBatch::try_from_iter(vec![
+            (
+                "emitted",
+                Arc::new(Int64Array::from(vec![self.emitted as i64])) as ArrayRef,
+            ),
+            (
+                "base_time",
+                Arc::new(Int64Array::from(vec![
+                    self.settings.config.base_time as i64,
+                ])) as ArrayRef,
+            ),
+        ])?;
         Ok(StateSnapshot {
             tables: vec![("position".into(), table)],
         })
     }
 
     fn restore(&mut self, state: StateSnapshot) -> Result<()> {
-        if let Some(table) = state.table("position") {
-            let emitted = table
-                .column(0)
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .and_then(|a| (!a.is_empty()).then(|| a.value(0)))
-                .ok_or_else(|| EngineError::connector("nexmark", "bad checkpoint position"))?;
-            self.emitted = emitted.max(0) as u64;
-            self.emitted_before = self.emitted;
-            self.started = Instant::now();
-            self.generator = EventGenerator::new(self.settings.config.clone())
-                .with_offset(self.subtask + self.emitted * self.parallelism)
-                .with_step(self.parallelism);
+        let Some(table) = state.table("position") else {
+            return Ok(());
+        };
+        let value = |name: &str| {
+            table
+                .column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+                .and_then(|a| (!a.is_empty() && a.is_valid(0)).then(|| a.value(0)))
+        };
+        let emitted = value("emitted")
+            .ok_or_else(|| EngineError::connector("nexmark", "bad checkpoint position"))?;
+        // Checkpoints from before the base time was stored keep the
+        // configured one.
+        if let Some(base_time) = value("base_time") {
+            self.settings.config.base_time = base_time.max(0) as u64;
         }
+        self.emitted = emitted.max(0) as u64;
+        self.emitted_before = self.emitted;
+        self.started = Instant::now();
+        self.generator = EventGenerator::new(self.settings.config.clone())
+            .with_offset(self.subtask + self.emitted * self.parallelism)
+            .with_step(self.parallelism);
+        tracing::info!(
+            subtask = self.subtask,
+            base_time = self.settings.config.base_time,
+            emitted = self.emitted,
+            "nexmark generator restored: base time {}, {} events emitted",
+            self.settings.config.base_time,
+            self.emitted
+        );
         Ok(())
     }
 }
@@ -621,6 +655,49 @@ mod tests {
         }
         assert_eq!(parts, 1000);
         assert_eq!(bids, 920, "46 of every 50 events are bids");
+    }
+
+    /// A source on the wall clock (no `'base-time'`), restored in a later
+    /// process, continues the first one's timestamps.
+    #[tokio::test]
+    async fn a_restored_generator_keeps_its_clock() {
+        let wall_clock = || {
+            let options = Options::new([
+                ("events.num", "3000".to_string()),
+                ("scan.batch-size", "500".to_string()),
+            ]);
+            NexmarkSource::new(settings(&options).unwrap(), default_schema(), 0, 1)
+        };
+        let mut first = wall_clock();
+        let mut before = Vec::new();
+        while before.iter().map(RecordBatch::num_rows).sum::<usize>() < 1000 {
+            if let SourcePoll::Batch { batch, .. } = first.poll().await.unwrap() {
+                before.push(batch);
+            }
+        }
+        let state = first.snapshot().unwrap();
+        let uninterrupted = drain(first).await;
+
+        std::thread::sleep(Duration::from_millis(20));
+        let mut restarted = wall_clock();
+        assert_ne!(
+            restarted.settings.config.base_time,
+            uninterrupted_base(&before),
+            "a later process starts on another clock"
+        );
+        restarted.restore(state).unwrap();
+        assert_eq!(drain(restarted).await, uninterrupted);
+    }
+
+    /// The time of the first event: the base time.
+    fn uninterrupted_base(batches: &[RecordBatch]) -> u64 {
+        let times = batches[0]
+            .column_by_name("dateTime")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<TimestampMillisecondArray>()
+            .unwrap();
+        times.value(0) as u64
     }
 
     #[tokio::test]

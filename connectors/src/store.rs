@@ -18,6 +18,9 @@ pub struct Location {
     pub prefix: Path,
     /// The location as the user wrote it, for messages.
     pub display: String,
+    /// Known to be an existing folder (a local directory). An object-store
+    /// prefix is not known to exist until something is listed under it.
+    pub directory: bool,
 }
 
 impl std::fmt::Debug for Location {
@@ -63,6 +66,7 @@ pub fn resolve(path: &str, options: &Options, create: bool) -> Result<Location, 
                     store: Arc::new(store),
                     prefix,
                     display,
+                    directory: false,
                 });
             }
             other => {
@@ -104,6 +108,7 @@ fn local_location(
             store: Arc::new(store),
             prefix: Path::from(name),
             display,
+            directory: false,
         });
     }
     if !absolute.exists() {
@@ -117,5 +122,6 @@ fn local_location(
         store: Arc::new(store),
         prefix: Path::from(""),
         display,
+        directory: true,
     })
 }

@@ -20,6 +20,7 @@ pub mod row_watermark;
 pub mod runtime;
 pub mod source;
 pub mod state;
+pub mod values;
 pub mod window;
 
 pub use checkpoint::{CheckpointConfig, CheckpointSnapshot, CheckpointStore, Restored};
@@ -35,3 +36,4 @@ pub use source::{
     WatermarkSpec, FINAL_CHECKPOINT,
 };
 pub use state::StateSnapshot;
+pub use values::ValuesSource;

@@ -13,6 +13,7 @@ mod functions;
 mod lower;
 mod names;
 pub mod settings;
+mod show_create;
 mod types;
 
 use std::sync::Arc;
@@ -32,8 +33,8 @@ use weir_connectors::{BadDataPolicy, MetadataColumn, Options, Registry, TableSpe
 use weir_engine::{Graph, SinkFactory};
 use weir_sql::sqlparser::ast;
 use weir_sql::{
-    catalog_name, ColumnKind, CreateStream, CreateView, Insert, ParsedStatement, Query, ShowObject,
-    SqlError, Statement,
+    catalog_name, ColumnKind, CreateStream, CreateView, Insert, ParsedStatement, Query,
+    ShowCreateKind, ShowObject, SqlError, Statement,
 };
 
 pub use catalog::{Catalog, StreamDef, ViewDef, WatermarkDef};
@@ -55,6 +56,8 @@ pub enum Planned {
     Rows(RecordBatch),
     /// EXPLAIN output.
     Explain(String),
+    /// Text for the user to read as it is (`SHOW CREATE TABLE`).
+    Text(String),
     /// A transient query: add a sink for its results and run it.
     Query(QueryPlan),
     /// An `INSERT INTO` job, ready to run.
@@ -195,7 +198,12 @@ impl Planner {
                 value: Some(v),
             } => {
                 self.settings.set(k, v)?;
-                Ok(Planned::Done(format!("set '{k}' = '{v}'")))
+                let shown = if weir_sql::is_secret_key(k) {
+                    weir_sql::MASK
+                } else {
+                    v
+                };
+                Ok(Planned::Done(format!("set '{k}' = '{shown}'")))
             }
             Statement::Set { .. } => Ok(Planned::Rows(self.settings_table())),
             Statement::Reset { key } => {
@@ -205,6 +213,9 @@ impl Planner {
             Statement::Explain(inner) => Ok(Planned::Explain(self.explain(inner, text)?)),
             Statement::Show(ShowObject::Jobs) => Ok(Planned::ShowJobs),
             Statement::Show(what) => Ok(Planned::Rows(self.show(*what))),
+            Statement::ShowCreate { kind, name } => {
+                Ok(Planned::Text(self.show_create(*kind, &catalog_name(name))?))
+            }
             Statement::Describe(name) => Ok(Planned::Rows(self.describe(&catalog_name(name))?)),
             Statement::DescribeJob(id) => Ok(Planned::DescribeJob(id.clone())),
             Statement::StopJob(id) => Ok(Planned::StopJob(id.clone())),
@@ -727,7 +738,14 @@ impl Planner {
         let (keys, values): (Vec<String>, Vec<String>) = self
             .settings
             .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .map(|(k, v)| {
+                let v = if weir_sql::is_secret_key(k) {
+                    weir_sql::MASK
+                } else {
+                    v
+                };
+                (k.to_string(), v.to_string())
+            })
             .unzip();
         string_table(&["key", "value"], vec![keys, values])
     }
@@ -767,13 +785,40 @@ impl Planner {
                     &["name", "query"],
                     vec![
                         views.iter().map(|v| v.name.clone()).collect(),
-                        views.iter().map(|v| v.query.text.clone()).collect(),
+                        views
+                            .iter()
+                            .map(|v| weir_sql::mask_secrets(&v.query.text))
+                            .collect(),
                     ],
                 )
             }
             ShowObject::Functions => string_table(&["function"], vec![self.function_names()]),
             ShowObject::Jobs => string_table(&["id"], vec![vec![]]),
         }
+    }
+
+    /// `SHOW CREATE TABLE|VIEW name`: the statement that declares it.
+    fn show_create(&self, kind: ShowCreateKind, name: &str) -> Result<String> {
+        match (kind, self.catalog.stream(name), self.catalog.view(name)) {
+            (ShowCreateKind::Stream, Some(s), _) => Ok(show_create::create_stream(s)),
+            (ShowCreateKind::View, _, Some(v)) => Ok(show_create::create_view(v)),
+            (ShowCreateKind::Stream, None, Some(_)) => {
+                Err(SqlError::new(format!("'{name}' is a view"))
+                    .with_hint(format!("SHOW CREATE VIEW {name}")))
+            }
+            (ShowCreateKind::View, Some(_), None) => {
+                Err(SqlError::new(format!("'{name}' is a stream"))
+                    .with_hint(format!("SHOW CREATE TABLE {name}")))
+            }
+            _ => Err(self.unknown_name(name)),
+        }
+    }
+
+    fn unknown_name(&self, name: &str) -> SqlError {
+        let hint = catalog::nearest(name, self.catalog.names().iter().map(String::as_str))
+            .map(|n| format!("did you mean '{n}'?"))
+            .unwrap_or_else(|| "SHOW STREAMS lists them".into());
+        SqlError::new(format!("unknown stream or view '{name}'")).with_hint(hint)
     }
 
     /// `DESCRIBE name`: columns, types, and how each is made.
@@ -824,10 +869,7 @@ impl Planner {
                 .collect();
             return Ok(string_table(&["column", "type"], vec![names, types]));
         }
-        let hint = catalog::nearest(name, self.catalog.names().iter().map(String::as_str))
-            .map(|n| format!("did you mean '{n}'?"))
-            .unwrap_or_else(|| "SHOW STREAMS lists them".into());
-        Err(SqlError::new(format!("unknown stream or view '{name}'")).with_hint(hint))
+        Err(self.unknown_name(name))
     }
 }
 

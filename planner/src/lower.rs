@@ -10,10 +10,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::{Column, DFSchema, DFSchemaRef};
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
-use datafusion::logical_expr::{cast, Expr, LogicalPlan, TableScan};
+use datafusion::logical_expr::{cast, Expr, LogicalPlan, TableScan, Values};
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 use datafusion::physical_expr::PhysicalExpr;
 use weir_connectors::{BadDataPolicy, DeadLetterWriter, TableSpec};
@@ -25,7 +26,8 @@ use weir_engine::window::{
     SessionWindowAggregate, SliceWindows, TimeSource, WindowAggregate,
 };
 use weir_engine::{
-    DeadLetterSink, EdgeKind, Graph, NodeId, NodeKind, Operator, OperatorFactory, WatermarkSpec,
+    DeadLetterSink, EdgeKind, Graph, NodeId, NodeKind, Operator, OperatorFactory, ValuesSource,
+    WatermarkSpec,
 };
 use weir_sql::{SqlError, WindowKind, WINDOW_END, WINDOW_START, WINDOW_TIME};
 
@@ -194,12 +196,80 @@ impl<'a> Lowering<'a> {
                 "deduplicate within a window: GROUP BY window_start, window_end, <columns>",
             )),
             LogicalPlan::Window(_) => Err(unsupported("an OVER window", "use a window table function (TUMBLE, HOP, SESSION)")),
-            LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_) => Err(unsupported(
-                "a query without a stream",
-                "query a stream: SELECT ... FROM my_stream",
-            )),
+            LogicalPlan::EmptyRelation(e) => {
+                let rows = usize::from(e.produce_one_row);
+                let options = RecordBatchOptions::new().with_row_count(Some(rows));
+                let batch = RecordBatch::try_new_with_options(Arc::new(e.schema.as_arrow().clone()), vec![], &options)
+                    .map_err(|e| SqlError::new(e.to_string()))?;
+                Ok(self.add_values(batch, e.schema.clone(), "one empty row".into()))
+            }
+            LogicalPlan::Values(v) => {
+                let batch = self.evaluate_values(v)?;
+                let detail = format!("{} rows", batch.num_rows());
+                Ok(self.add_values(batch, v.schema.clone(), detail))
+            }
             other => Err(SqlError::new(format!("cannot run {} as a streaming query", other.display()))),
         }
+    }
+
+    /// A bounded source of rows known now: `VALUES`, or `SELECT` without `FROM`.
+    fn add_values(&mut self, batch: RecordBatch, schema: DFSchemaRef, detail: String) -> Lowered {
+        self.expected.push(Some(batch.num_rows() as u64));
+        let node = self.graph.add_node(
+            "source: values",
+            detail,
+            1,
+            NodeKind::Source(SourceNode {
+                factory: ValuesSource::factory(vec![batch]),
+                computed: None,
+                watermark: None,
+            }),
+        );
+        Lowered {
+            node,
+            schema,
+            parallelism: 1,
+            bounded: true,
+            updating: false,
+        }
+    }
+
+    /// The rows of a `VALUES` list: each expression evaluated once, cast to
+    /// the column's type.
+    fn evaluate_values(&self, values: &Values) -> Result<RecordBatch> {
+        let schema = Arc::new(values.schema.as_arrow().clone());
+        let empty = DFSchema::empty();
+        let one_row = RecordBatch::try_new_with_options(
+            Arc::new(datafusion::arrow::datatypes::Schema::empty()),
+            vec![],
+            &RecordBatchOptions::new().with_row_count(Some(1)),
+        )
+        .map_err(|e| SqlError::new(e.to_string()))?;
+        let mut columns = Vec::with_capacity(schema.fields().len());
+        for (i, field) in schema.fields().iter().enumerate() {
+            let mut cells = Vec::with_capacity(values.values.len());
+            for row in &values.values {
+                let expr = cast(row[i].clone(), field.data_type().clone());
+                let value = self
+                    .physical(&expr, &empty)?
+                    .evaluate(&one_row)
+                    .and_then(|v| v.into_array(1))
+                    .map_err(df_error)?;
+                cells.push(value);
+            }
+            let cells: Vec<&dyn datafusion::arrow::array::Array> =
+                cells.iter().map(|c| c.as_ref()).collect();
+            let column = if cells.is_empty() {
+                datafusion::arrow::array::new_empty_array(field.data_type())
+            } else {
+                datafusion::arrow::compute::concat(&cells)
+                    .map_err(|e| SqlError::new(e.to_string()))?
+            };
+            columns.push(column);
+        }
+        let options = RecordBatchOptions::new().with_row_count(Some(values.values.len()));
+        RecordBatch::try_new_with_options(schema, columns, &options)
+            .map_err(|e| SqlError::new(e.to_string()))
     }
 
     fn lower_scan(&mut self, scan: &TableScan) -> Result<Lowered> {

@@ -122,7 +122,7 @@ pub async fn run(
                     let mut printer = Printer::new(format);
                     let _ = printer.print(&rows, &mut stdout.lock());
                 }
-                Output::Explain(plan) => println!("{plan}"),
+                Output::Explain(plan) | Output::Text(plan) => println!("{plan}"),
                 Output::Tables(tables) => {
                     for (title, rows) in tables {
                         println!("{title}");

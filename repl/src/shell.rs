@@ -221,8 +221,19 @@ impl Highlighter for SqlHelper {
         Cow::Owned(out)
     }
 
-    fn highlight_char(&self, _line: &str, _pos: usize, _kind: CmdKind) -> bool {
-        true
+    /// Redraws only where highlighting can change: when a word has just
+    /// ended (a space, a quote, a parenthesis typed), when text is inserted
+    /// before the end of the line, and on the final refresh. Typing a word
+    /// echoes its characters instead of redrawing the whole line for each.
+    fn highlight_char(&self, line: &str, pos: usize, kind: CmdKind) -> bool {
+        match kind {
+            CmdKind::ForcedRefresh => true,
+            CmdKind::MoveCursor => false,
+            CmdKind::Other => {
+                let typed = line.get(..pos).and_then(|before| before.chars().last());
+                pos < line.len() || !typed.is_some_and(is_word)
+            }
+        }
     }
 }
 
@@ -407,7 +418,7 @@ impl Shell {
                     println!("{title}\n{}", table(&rows));
                 }
             }
-            Output::Explain(plan) => println!("{plan}"),
+            Output::Explain(plan) | Output::Text(plan) => println!("{plan}"),
             Output::Job(job) => println!(
                 "job {} started: {} (SHOW JOBS, DESCRIBE JOB {0}, STOP JOB {0})",
                 job.id(),

@@ -1,7 +1,9 @@
 //! Crashes: a job writing windows to Parquet with exactly-once delivery is
 //! killed with SIGKILL at random moments and restarted from its
 //! checkpoints; the committed output must equal the oracle's, with no row
-//! lost and none doubled.
+//! lost and none doubled. Once with the generator's clock pinned
+//! (`'base-time'`) and once on its default, the wall clock at the first
+//! start, which a restored run must keep.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -16,15 +18,17 @@ fn weir() -> Command {
 
 const EVENTS: u64 = 150_000;
 
-fn events_ddl() -> String {
+/// The generator's DDL; without `base_time` it runs on the wall clock.
+fn events_ddl(base_time: Option<u64>) -> String {
+    let clock = base_time.map_or(String::new(), |t| format!("'base-time' = '{t}', "));
     format!(
         "CREATE STREAM events WITH ('connector' = 'nexmark', 'events.num' = '{EVENTS}', 'scan.rate-limit' = '40000',
-           'base-time' = '1700000000000', 'first-event.rate' = '10000');
+           {clock}'first-event.rate' = '10000');
          CREATE VIEW bid AS SELECT bid.auction, dateTime FROM events WHERE event_type = 2;"
     )
 }
 
-fn job_sql(checkpoints: &Path, out: &Path) -> String {
+fn job_sql(checkpoints: &Path, out: &Path, base_time: Option<u64>) -> String {
     format!(
         "SET 'execution.checkpointing.interval' = '700ms';
          SET 'state.checkpoints.dir' = '{}';
@@ -38,14 +42,14 @@ fn job_sql(checkpoints: &Path, out: &Path) -> String {
          SELECT window_start, auction, count(*) FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(dateTime), INTERVAL '100' MILLISECOND))
          GROUP BY window_start, window_end, auction;",
         checkpoints.display(),
-        events_ddl(),
+        events_ddl(base_time),
         out.display()
     )
 }
 
 fn start(sql: &Path, log: &Path) -> Child {
     weir()
-        .args(["--log", "weir_engine=info", "run"])
+        .args(["--log", "weir_engine=info,weir_connectors=info", "run"])
         .arg(sql)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
@@ -85,8 +89,33 @@ async fn committed_rows(ctx: &SessionContext, dir: &Path, sql: &str) -> Vec<Stri
     text.lines().map(str::to_string).collect()
 }
 
+/// The generator clocks a run's log reports, in order: each subtask's at
+/// its start, then the restored one where it restores a checkpoint.
+fn base_times(log: &str) -> Vec<u64> {
+    log.lines()
+        .filter_map(|l| l.split("base time ").nth(1))
+        .filter_map(|rest| {
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_and_restart_lose_and_double_nothing() {
+    crash_and_compare(Some(1_700_000_000_000)).await;
+}
+
+/// Without `'base-time'`, a restored generator continues on the clock of
+/// the run it restores, not on its own start time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_and_restart_keep_the_generator_clock() {
+    crash_and_compare(None).await;
+}
+
+async fn crash_and_compare(base_time: Option<u64>) {
     let root = tempfile::tempdir().unwrap();
     let (checkpoints, out, raw) = (
         root.path().join("checkpoints"),
@@ -96,7 +125,7 @@ async fn sigkill_and_restart_lose_and_double_nothing() {
     std::fs::create_dir_all(&out).unwrap();
     std::fs::create_dir_all(&raw).unwrap();
     let sql = root.path().join("job.sql");
-    std::fs::write(&sql, job_sql(&checkpoints, &out)).unwrap();
+    std::fs::write(&sql, job_sql(&checkpoints, &out, base_time)).unwrap();
 
     // Kill the job at random moments, restarting it each time.
     let mut rng = rand::rngs::SmallRng::seed_from_u64(42);
@@ -144,13 +173,31 @@ async fn sigkill_and_restart_lose_and_double_nothing() {
         kills >= 2,
         "the job must have been killed mid-way ({kills} kills)"
     );
-    let restored = (0..6)
+    let logs: Vec<String> = (0..6)
         .filter_map(|r| std::fs::read_to_string(root.path().join(format!("run-{r}.log"))).ok())
         .chain(std::fs::read_to_string(root.path().join("final.log")).ok())
-        .filter(|log| log.contains("restoring"))
-        .count();
+        .collect();
+    let restored = logs.iter().filter(|log| log.contains("restoring")).count();
     eprintln!("restored runs: {restored}");
     assert!(restored >= 1, "later runs must restore from a checkpoint");
+    // The clock the committed output was generated on: the one the last
+    // run ended with (its own, or the one it restored).
+    let last = logs.last().unwrap();
+    let clocks = base_times(last);
+    assert!(
+        !clocks.is_empty(),
+        "the run logs its generator clock: {last}"
+    );
+    let clock = *clocks.last().unwrap();
+    if let Some(pinned) = base_time {
+        assert_eq!(clock, pinned);
+    } else if last.contains("restoring") {
+        assert_ne!(
+            clocks.first(),
+            clocks.last(),
+            "a restored run starts on its own clock and goes back to the checkpoint's"
+        );
+    }
 
     // The oracle: the same bids, dumped in one uninterrupted run, counted
     // per 1 s window by a DataFusion batch query.
@@ -161,7 +208,7 @@ async fn sigkill_and_restart_lose_and_double_nothing() {
             "{}
              CREATE TABLE raw (auction BIGINT, dateTime TIMESTAMP(3)) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet');
              INSERT INTO raw SELECT auction, dateTime FROM bid;",
-            events_ddl().replace("'scan.rate-limit' = '40000',", ""),
+            events_ddl(Some(clock)).replace("'scan.rate-limit' = '40000',", ""),
             raw.display()
         ),
     )

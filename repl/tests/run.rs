@@ -158,3 +158,185 @@ fn sigterm_stops_jobs_gracefully_and_flushes() {
     let total: i64 = rows.iter().map(|r| r["n"].as_i64().unwrap()).sum();
     assert!(total > 0);
 }
+
+/// What `weir run --format csv -e SQL` printed, and whether it succeeded.
+fn run_csv(sql: &str) -> (String, String, bool) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["run", "--format", "csv", "-e", sql])
+        .output()
+        .unwrap();
+    (
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+        output.status.success(),
+    )
+}
+
+#[test]
+fn a_query_without_a_stream_answers_one_row() {
+    let (out, err, ok) = run_csv("SELECT 40 + 2 AS answer, UPPER('x') AS up, 'a' || 'b' AS ab");
+    assert!(ok, "{err}");
+    assert_eq!(out, "answer,up,ab\n42,X,ab\n");
+
+    // CURRENT_TIMESTAMP is the time the query runs.
+    let before = chrono::Utc::now().naive_utc();
+    let (out, err, ok) = run_csv("SELECT CURRENT_TIMESTAMP AS now");
+    assert!(ok, "{err}");
+    let after = chrono::Utc::now().naive_utc();
+    let text = out.lines().nth(1).unwrap().trim_end_matches('Z');
+    let now = chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f").unwrap();
+    assert!(
+        before - chrono::Duration::seconds(1) <= now && now <= after,
+        "{out}"
+    );
+
+    // The table form, as the shell prints it.
+    weir()
+        .args(["run", "-e", "SELECT 1 + 1"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("2"));
+}
+
+#[test]
+fn values_is_a_bounded_source_for_queries_and_inserts() {
+    let (out, err, ok) = run_csv(
+        "SELECT column1 AS id, column2 AS name FROM (VALUES (1, 'a'), (2, 'b'), (3, CAST(NULL AS VARCHAR))) WHERE column1 > 1",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, "id,name\n2,b\n3,\n");
+
+    let (out, err, ok) = run_csv("VALUES (1, 'a'), (2, 'b')");
+    assert!(ok, "{err}");
+    assert_eq!(out, "column1,column2\n1,a\n2,b\n");
+
+    // INSERT ... VALUES writes the rows, as in Flink.
+    let dir = tempfile::tempdir().unwrap();
+    let (_, err, ok) = run_csv(&format!(
+        "CREATE TABLE people (id BIGINT, name VARCHAR) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+         INSERT INTO people VALUES (1, 'ann'), (2, 'bob');",
+        dir.path().display()
+    ));
+    assert!(ok, "{err}");
+    let mut lines: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flat_map(|e| {
+            std::fs::read_to_string(e.unwrap().path())
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    lines.sort();
+    assert_eq!(lines, vec!["1,ann", "2,bob"]);
+}
+
+const SECRET_DDL: &str = "CREATE TABLE k (id BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) WITH (
+  'connector' = 'kafka', 'topic' = 'bids', 'properties.bootstrap.servers' = 'localhost:9092',
+  'properties.sasl.jaas.config' = 'PlainLoginModule required username=\"u\" password=\"hunter2\";',
+  'properties.sasl.password' = 'hunter2', 'format' = 'json')";
+
+const S3_SECRET_DDL: &str =
+    "CREATE TABLE f (id BIGINT) WITH ('connector' = 'filesystem', 'path' = 's3://b/f/',
+  's3.access_key_id' = 'AKIAHUNTER2', 's3.secret_access_key' = 'hunter2', 'format' = 'json')";
+
+#[test]
+fn show_create_table_prints_the_declaration_with_secrets_masked() {
+    let (out, err, ok) = run_csv(&format!("{SECRET_DDL}; SHOW CREATE TABLE k;"));
+    assert!(ok, "{err}");
+    assert!(!out.contains("hunter2"), "{out}");
+    assert_eq!(
+        out.trim_end(),
+        "CREATE TABLE `k` (
+  `id` BIGINT,
+  `ts` TIMESTAMP(3),
+  WATERMARK FOR `ts` AS ts - INTERVAL '1' SECOND
+) WITH (
+  'connector' = 'kafka',
+  'topic' = 'bids',
+  'properties.bootstrap.servers' = 'localhost:9092',
+  'properties.sasl.jaas.config' = '******',
+  'properties.sasl.password' = '******',
+  'format' = 'json'
+)"
+    );
+
+    // What SHOW CREATE prints declares the same stream again.
+    let (again, err, ok) = run_csv(&format!("{}; SHOW CREATE TABLE k;", out.trim_end()));
+    assert!(ok, "{err}");
+    assert_eq!(again, out);
+
+    let (s3, err, ok) = run_csv(&format!("{S3_SECRET_DDL}; SHOW CREATE TABLE f;"));
+    assert!(ok, "{err}");
+    assert!(!s3.contains("hunter2") && !s3.contains("AKIA"), "{s3}");
+    assert!(s3.contains("'s3.secret_access_key' = '******'"), "{s3}");
+
+    // A stream declared without columns shows the connector's.
+    let (out, err, ok) = run_csv(
+        "CREATE STREAM e WITH ('connector' = 'nexmark'); CREATE VIEW v AS SELECT bid.price FROM e; SHOW CREATE STREAM e; SHOW CREATE VIEW v;",
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with("CREATE STREAM `e` (\n  `event_type` INT,\n"),
+        "{out}"
+    );
+    assert!(out.contains("WATERMARK FOR `dateTime` AS"), "{out}");
+    assert!(
+        out.contains("CREATE VIEW v AS SELECT bid.price FROM e"),
+        "{out}"
+    );
+
+    let (_, err, ok) =
+        run_csv("CREATE STREAM e WITH ('connector' = 'nexmark'); SHOW CREATE VIEW e;");
+    assert!(!ok);
+    assert!(
+        err.contains("'e' is a stream") && err.contains("SHOW CREATE TABLE e"),
+        "{err}"
+    );
+}
+
+#[test]
+fn errors_and_job_listings_never_echo_secrets() {
+    // A mistake on the line holding the secret: the caret snippet masks it
+    // and still points at the mistake.
+    let (_, err, ok) = run_csv(
+        "CREATE TABLE k (id BIGINT) WITH ('connector' = 'kafka', 'properties.sasl.password' = 'hunter2', 'topic' 'bids', 'format' = 'json')",
+    );
+    assert!(!ok);
+    assert!(!err.contains("hunter2"), "{err}");
+    assert!(
+        err.contains("'properties.sasl.password' = '******'"),
+        "{err}"
+    );
+    let snippet = err.lines().find(|l| l.contains("'******'")).unwrap();
+    let caret = err
+        .lines()
+        .skip_while(|l| !l.contains("'******'"))
+        .nth(1)
+        .unwrap();
+    let at = caret.find('^').unwrap();
+    assert_eq!(&snippet[at..at + 6], "'bids'", "{err}");
+
+    // Options the connector rejects: the statement's echo is masked too.
+    let (_, err, ok) = run_csv(&format!("{SECRET_DDL}; SELECT nope FROM k"));
+    assert!(!ok);
+    assert!(!err.contains("hunter2"), "{err}");
+    let (_, err, ok) = run_csv(&format!(
+        "{}, 'scan.nope' = 'x')",
+        S3_SECRET_DDL.trim_end_matches(')')
+    ));
+    assert!(!ok);
+    assert!(
+        err.contains("scan.nope") && !err.contains("hunter2"),
+        "{err}"
+    );
+
+    // SET of a secret key, and the settings listing.
+    let (out, err, ok) = run_csv("SET 'properties.sasl.password' = 'hunter2'; SET;");
+    assert!(ok, "{err}");
+    assert!(
+        !out.contains("hunter2") && !err.contains("hunter2"),
+        "{out}{err}"
+    );
+}

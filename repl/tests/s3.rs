@@ -196,3 +196,54 @@ fn exactly_once_parquet_with_checkpoints_on_s3() {
     assert_eq!(total, 60_000 * 46 / 50, "every bid counted once");
     assert_eq!(on_s3, reference);
 }
+
+/// On S3 as on local disk, `'path'` can name one object or a prefix; one
+/// that matches nothing fails the job instead of reading nothing.
+#[test]
+fn an_s3_path_names_one_object_or_a_prefix_and_must_match_something() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("seaweed");
+    std::fs::create_dir_all(&data).unwrap();
+    let server = start_seaweed(&data);
+    let s3 = server.s3;
+    let line = |k: i64| format!("{{\"k\": {k}}}\n");
+    for (key, text) in [
+        ("in/a.jsonl", line(1) + &line(2)),
+        ("in/more/b.jsonl", line(3)),
+        ("in-other/c.jsonl", line(4)),
+    ] {
+        let file = root.path().join("upload");
+        std::fs::write(&file, text).unwrap();
+        assert!(curl_ok(&[
+            "-X",
+            "PUT",
+            "--data-binary",
+            &format!("@{}", file.display()),
+            &format!("http://127.0.0.1:{s3}/weir/{key}"),
+        ]));
+    }
+    let read = |path: &str| {
+        weir(s3)
+            .args(["run", "--format", "csv", "-e"])
+            .arg(format!(
+                "CREATE STREAM t (k BIGINT) WITH ('connector' = 'filesystem', 'path' = '{path}', 'format' = 'json');
+                 SELECT k FROM t;"
+            ))
+            .output()
+            .unwrap()
+    };
+    assert_eq!(
+        common::csv_rows(read("s3://weir/in/a.jsonl")),
+        vec!["1", "2"]
+    );
+    assert_eq!(common::csv_rows(read("s3://weir/in/")), vec!["1", "2", "3"]);
+    assert_eq!(common::csv_rows(read("s3://weir/in")), vec!["1", "2", "3"]);
+
+    let nothing = read("s3://weir/nothing/");
+    assert!(!nothing.status.success());
+    let err = String::from_utf8_lossy(&nothing.stderr);
+    assert!(
+        err.contains("s3://weir/nothing/") && err.contains("matches no file"),
+        "{err}"
+    );
+}

@@ -87,3 +87,65 @@ fn a_session_in_the_shell() {
     let history = std::fs::read_to_string(home.path().join("weir/history")).unwrap();
     assert!(history.contains("SHOW JOBS;"), "{history}");
 }
+
+/// Flink's Nexmark DDL, with its placeholders filled, as table `name`.
+fn nexmark_ddl(name: &str) -> String {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/nexmark-flink/ddl_gen.sql"
+    );
+    std::fs::read_to_string(path)
+        .unwrap()
+        .replace("CREATE TABLE datagen", &format!("CREATE TABLE {name}"))
+        .replace("${TPS}", "1000")
+        .replace("${EVENTS_NUM}", "1000")
+        .replace("${PERSON_PROPORTION}", "1")
+        .replace("${AUCTION_PROPORTION}", "3")
+        .replace("${BID_PROPORTION}", "46")
+}
+
+/// Lines typed ahead, without waiting for a prompt, while the shell is busy
+/// running the statements before them and the machine is loaded: what a
+/// terminal without bracketed paste, `tmux send-keys` or a fast typist does.
+/// Every line must arrive, in order.
+#[test]
+fn lines_typed_ahead_into_a_busy_shell_all_arrive() {
+    // Keep every core busy for the whole test.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let burners: Vec<_> = (0..std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                }
+                x
+            })
+        })
+        .collect();
+
+    let home = tempfile::tempdir().unwrap();
+    let mut shell = start(home.path());
+    const ROUNDS: usize = 10;
+    for round in 0..ROUNDS {
+        for line in nexmark_ddl(&format!("datagen{round}")).lines() {
+            shell.send_line(line).unwrap();
+        }
+    }
+    shell.send_line("SHOW TABLES;").unwrap();
+    for round in 0..ROUNDS {
+        shell
+            .exp_string(&format!("created stream datagen{round}"))
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+    }
+    // The last statement came through after all of them.
+    shell.exp_string("datagen9").unwrap();
+    shell.exp_string("weir> ").unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for b in burners {
+        b.join().unwrap();
+    }
+    shell.send_control('d').unwrap();
+    shell.exp_eof().unwrap();
+}

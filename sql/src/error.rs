@@ -58,17 +58,19 @@ impl SqlError {
     }
 
     /// The error with the offending line of `source` and a caret under
-    /// the column, the way compilers show it.
+    /// the column, the way compilers show it. Secret option values in the
+    /// line are masked.
     pub fn render(&self, source: &str) -> String {
         let mut out = format!("error: {}", self.message);
         if let Some(p) = self.position {
             out.push_str(&format!("\n  --> {p}"));
-            if let Some(line) = source.lines().nth((p.line as usize).saturating_sub(1)) {
+            // Secrets are masked in the echo; the caret stays on its character.
+            if let Some((line, column)) = crate::secrets::masked_line(source, p.line, p.column) {
                 let number = p.line.to_string();
                 let pad = " ".repeat(number.len());
                 let caret_at: usize = line
                     .chars()
-                    .take((p.column as usize).saturating_sub(1))
+                    .take((column as usize).saturating_sub(1))
                     .map(|c| if c == '\t' { 4 } else { 1 })
                     .sum();
                 let line = line.replace('\t', "    ");

@@ -24,6 +24,7 @@ mod dialect;
 mod error;
 mod interval;
 mod parser;
+mod secrets;
 mod statement;
 mod types;
 mod vars;
@@ -35,6 +36,7 @@ pub use interval::interval_millis;
 pub use parser::{
     catalog_name, is_complete, parse, parse_statement, system_name, ParsedStatement, SYSTEM_SCHEMA,
 };
+pub use secrets::{is_secret_key, mask_secrets, secret_spans, MASK};
 pub use sqlparser;
 pub use statement::*;
 pub use vars::substitute_vars;

@@ -195,6 +195,29 @@ fn parse_tokens(tokens: Vec<TokenWithSpan>, text: &str) -> Result<Statement> {
         parse_create_stream(&mut p)?
     } else {
         match (w(0), w(1)) {
+            ("SHOW", "CREATE") => {
+                p.next_token();
+                p.next_token();
+                let kind = p.next_token();
+                let object = match &kind.token {
+                    Token::Word(w) if w.value.eq_ignore_ascii_case("VIEW") => ShowCreateKind::View,
+                    Token::Word(w)
+                        if w.value.eq_ignore_ascii_case("TABLE")
+                            || w.value.eq_ignore_ascii_case("STREAM") =>
+                    {
+                        ShowCreateKind::Stream
+                    }
+                    other => {
+                        return Err(SqlError::new(format!("cannot SHOW CREATE {other}"))
+                            .at(kind.span.start)
+                            .with_hint("SHOW CREATE TABLE name, SHOW CREATE STREAM name or SHOW CREATE VIEW name"))
+                    }
+                };
+                Statement::ShowCreate {
+                    kind: object,
+                    name: p.parse_object_name(false)?,
+                }
+            }
             ("SHOW", kind) => {
                 p.next_token();
                 p.next_token();
@@ -207,7 +230,7 @@ fn parse_tokens(tokens: Vec<TokenWithSpan>, text: &str) -> Result<Statement> {
                     _ => return Err(SqlError::new(format!("cannot SHOW {kind}"))
                         .at(p.peek_nth_token(0).span.start)
                         .with_hint(
-                            "SHOW STREAMS, SHOW TABLES, SHOW VIEWS, SHOW JOBS or SHOW FUNCTIONS",
+                            "SHOW STREAMS, SHOW TABLES, SHOW VIEWS, SHOW JOBS, SHOW FUNCTIONS or SHOW CREATE TABLE name",
                         )),
                 };
                 Statement::Show(object)

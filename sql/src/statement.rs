@@ -28,6 +28,11 @@ pub enum Statement {
     },
     Explain(Box<Statement>),
     Show(ShowObject),
+    /// `SHOW CREATE TABLE|STREAM|VIEW name`: the statement that declares it.
+    ShowCreate {
+        kind: ShowCreateKind,
+        name: ObjectName,
+    },
     /// `DESCRIBE name`.
     Describe(ObjectName),
     /// `DESCRIBE JOB id`.
@@ -48,6 +53,13 @@ pub enum ShowObject {
     Views,
     Jobs,
     Functions,
+}
+
+/// What `SHOW CREATE` names: a stream (`TABLE` or `STREAM`) or a view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShowCreateKind {
+    Stream,
+    View,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

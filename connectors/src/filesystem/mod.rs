@@ -1,9 +1,12 @@
 //! `'connector' = 'filesystem'`: files on a local path or object storage.
 //!
-//! As a source it reads every file under `'path'` (bounded), one split per
-//! file, in `'format'` json (lines), csv or parquet. As a sink it writes part
+//! As a source it reads the file `'path'` names, or every file under it
+//! (bounded), one split per file, in `'format'` json (lines), csv or
+//! parquet; the chunks of a file are decoded on several cores
+//! (`'scan.parallel-decode'`, default: every core) in their order. As a sink it writes part
 //! files, rolled by size and time.
 
+mod lines;
 mod sink;
 mod source;
 
@@ -17,13 +20,14 @@ use crate::registry::{Connector, ConnectorError, TableSpec};
 use crate::store::resolve;
 
 pub use sink::{Delivery, FileSink};
-pub use source::FileSource;
+pub use source::{FileSource, FileSourceOptions};
 
 pub struct FilesystemConnector;
 
 const SOURCE_OPTIONS: &[&str] = &[
     "path",
     "scan.batch-size",
+    "scan.parallel-decode",
     "csv.field-delimiter",
     "csv.header",
 ];
@@ -59,11 +63,19 @@ impl Connector for FilesystemConnector {
         self.validate(&spec.options)?;
         let location = resolve(spec.options.require("path")?, &spec.options, false)?;
         let format = Format::from_options(&spec.options)?;
-        let batch_size = spec
-            .options
-            .parse::<usize>("scan.batch-size")?
-            .unwrap_or(8192)
-            .max(1);
+        let read = FileSourceOptions {
+            batch_size: spec
+                .options
+                .parse::<usize>("scan.batch-size")?
+                .unwrap_or(8192)
+                .max(1),
+            // Chunks of one file are decoded on every core.
+            parallel_decode: spec
+                .options
+                .parse::<usize>("scan.parallel-decode")?
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+                .max(1),
+        };
         let spec = spec.clone();
         Ok(Arc::new(move |info| {
             Ok(Box::new(FileSource::new(
@@ -72,7 +84,7 @@ impl Connector for FilesystemConnector {
                 spec.schema.clone(),
                 spec.name.clone(),
                 spec.bad_data.clone(),
-                batch_size,
+                read.clone(),
                 info,
             )?) as Box<dyn weir_engine::Source>)
         }))

@@ -1,5 +1,11 @@
-//! Reading files: one split per file, files interleaved batch by batch so
+//! Reading files: one split per file, files interleaved chunk by chunk so
 //! every split's watermark advances together.
+//!
+//! JSON and CSV files are cut into chunks of whole lines in linear time
+//! ([`LineSplitter`]) and decoded on several cores at once: chunks are
+//! decoded in parallel but emitted strictly in the order they were cut, so
+//! every row, its row watermark, the late rows and the dead letters are
+//! exactly those of a read on one core (`'scan.parallel-decode'` = `1`).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -21,10 +27,12 @@ use object_store::{ObjectMeta, ObjectStoreExt};
 #[allow(deprecated)]
 use parquet::arrow::async_reader::ParquetObjectReader;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use tokio::task::JoinHandle;
 use weir_engine::{EngineError, Result, Source, SourcePoll, SplitId, StateSnapshot, SubtaskInfo};
 
+use super::lines::{LineChunk, LineSplitter};
 use crate::deadletter::BadDataPolicy;
-use crate::format::{Format, Line, LineDecoder};
+use crate::format::{Decoded, Format, LineDecoder};
 use crate::store::Location;
 
 /// Files open at once per subtask; more are read in turn.
@@ -33,8 +41,7 @@ const MAX_OPEN_FILES: usize = 64;
 enum Reader {
     Lines {
         stream: BoxStream<'static, object_store::Result<Bytes>>,
-        buffer: Vec<u8>,
-        line: u64,
+        splitter: LineSplitter,
         done: bool,
     },
     Parquet(BoxStream<'static, parquet::errors::Result<RecordBatch>>),
@@ -50,10 +57,48 @@ struct OpenFile {
     fetched: u64,
     /// Rows in the file, from its footer (Parquet).
     total_rows: Option<u64>,
+    /// Rows read so far (Parquet).
+    rows: u64,
+}
+
+impl OpenFile {
     /// Lines (line formats) or rows (Parquet) read so far.
-    consumed: u64,
-    /// Lines still to skip: read before a checkpoint this source restored.
-    skip: u64,
+    fn position(&self) -> u64 {
+        match &self.reader {
+            Reader::Lines { splitter, .. } => splitter.lines_taken(),
+            Reader::Parquet(_) => self.rows,
+        }
+    }
+
+    /// Rows (Parquet) or bytes (line formats) not read yet.
+    fn remaining(&self) -> Option<u64> {
+        match &self.reader {
+            Reader::Parquet(_) => self.total_rows.map(|t| t.saturating_sub(self.rows)),
+            Reader::Lines { splitter, .. } => {
+                Some(self.size.saturating_sub(self.fetched) + splitter.buffered() as u64)
+            }
+        }
+    }
+}
+
+/// A read on its way out, in the order it was taken from its file.
+struct InFlight {
+    split: SplitId,
+    path: String,
+    /// Lines or rows of the file read once this is emitted.
+    position: u64,
+    /// What is left of the file then, if known.
+    remaining: Option<u64>,
+    work: Work,
+}
+
+enum Work {
+    /// A chunk being decoded on another core.
+    Decoding(JoinHandle<std::result::Result<Decoded, datafusion::arrow::error::ArrowError>>),
+    /// Rows read and decoded already.
+    Done(Decoded),
+    /// The file ended after the reads before this one.
+    Ended,
 }
 
 /// What reading a file needs, apart from the open files themselves.
@@ -64,7 +109,9 @@ struct ReadContext {
     bad_data: BadDataPolicy,
     batch_size: usize,
     subtask: SubtaskInfo,
-    decoder: Option<LineDecoder>,
+    decoder: Option<Arc<LineDecoder>>,
+    /// Chunks decoded at once; 1 decodes in the source's own task.
+    parallel_decode: usize,
 }
 
 pub struct FileSource {
@@ -72,7 +119,8 @@ pub struct FileSource {
     /// Files assigned to this subtask and not yet opened (`None` until listed).
     pending: Option<VecDeque<(SplitId, ObjectMeta)>>,
     open: VecDeque<OpenFile>,
-    /// Per file: lines or rows read, and whether it is done.
+    in_flight: VecDeque<InFlight>,
+    /// Per file: lines or rows emitted, and whether it is done.
     positions: BTreeMap<String, (u64, bool)>,
     /// Per split, for metrics: its file, position and what is left.
     progress: HashMap<SplitId, Progress>,
@@ -87,6 +135,15 @@ struct Progress {
     remaining: Option<u64>,
 }
 
+/// The file source's settings.
+#[derive(Debug, Clone)]
+pub struct FileSourceOptions {
+    /// Lines or rows per batch.
+    pub batch_size: usize,
+    /// Chunks decoded at once (`'scan.parallel-decode'`).
+    pub parallel_decode: usize,
+}
+
 impl FileSource {
     pub fn new(
         location: Location,
@@ -94,12 +151,16 @@ impl FileSource {
         schema: SchemaRef,
         stream: String,
         bad_data: BadDataPolicy,
-        batch_size: usize,
+        options: FileSourceOptions,
         subtask: SubtaskInfo,
     ) -> Result<Self> {
         let decoder = match format {
             Format::Parquet => None,
-            _ => Some(LineDecoder::new(format.clone(), schema.clone(), stream)?),
+            _ => Some(Arc::new(LineDecoder::new(
+                format.clone(),
+                schema.clone(),
+                stream,
+            )?)),
         };
         Ok(FileSource {
             ctx: ReadContext {
@@ -107,12 +168,14 @@ impl FileSource {
                 format,
                 schema,
                 bad_data,
-                batch_size,
+                batch_size: options.batch_size.max(1),
                 subtask,
                 decoder,
+                parallel_decode: options.parallel_decode.max(1),
             },
             pending: None,
             open: VecDeque::new(),
+            in_flight: VecDeque::new(),
             positions: BTreeMap::new(),
             progress: HashMap::new(),
         })
@@ -120,36 +183,10 @@ impl FileSource {
 }
 
 impl ReadContext {
-    /// Lists the files under the location, sorted; file `i` belongs to
-    /// subtask `i % parallelism`. Hidden files (`.x`, `_x`) are skipped.
+    /// The files of the location, sorted; file `i` belongs to subtask
+    /// `i % parallelism`.
     async fn list(&self) -> Result<Vec<(SplitId, ObjectMeta)>> {
-        let prefix = &self.location.prefix;
-        let mut files: Vec<ObjectMeta> = Vec::new();
-        let prefix_opt = (!prefix.as_ref().is_empty()).then_some(prefix);
-        let mut listing = self.location.store.list(prefix_opt);
-        while let Some(meta) = listing.next().await {
-            let meta = meta.map_err(|e| {
-                EngineError::connector("filesystem", format!("{}: {e}", self.location.display))
-            })?;
-            // Hidden files and folders (`.x`, `_x`, such as a sink's
-            // `_staging`) below the prefix are not data.
-            let relative = meta
-                .location
-                .prefix_match(prefix)
-                .map(|parts| parts.collect::<Vec<_>>());
-            let hidden = match relative {
-                Some(parts) => parts
-                    .iter()
-                    .any(|p| p.as_ref().starts_with('.') || p.as_ref().starts_with('_')),
-                None => meta
-                    .location
-                    .filename()
-                    .is_some_and(|n| n.starts_with('.') || n.starts_with('_')),
-            };
-            if !hidden {
-                files.push(meta);
-            }
-        }
+        let mut files = self.matching_files().await?;
         files.sort_by(|a, b| a.location.cmp(&b.location));
         Ok(files
             .into_iter()
@@ -159,6 +196,42 @@ impl ReadContext {
             .collect())
     }
 
+    /// What `'path'` names: the object itself when there is one by that
+    /// name (`object_store` lists a prefix as a folder, so listing a file's
+    /// own path would find nothing), else every visible object below it.
+    /// A path that matches nothing is an error, not an empty stream; an
+    /// existing empty local folder reads as empty.
+    async fn matching_files(&self) -> Result<Vec<ObjectMeta>> {
+        let location = &self.location;
+        let failed = |e: &dyn std::fmt::Display| {
+            EngineError::connector("filesystem", format!("{}: {e}", location.display))
+        };
+        let prefix = &location.prefix;
+        if !prefix.as_ref().is_empty() {
+            match location.store.head(prefix).await {
+                Ok(meta) => return Ok(vec![meta]),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(failed(&e)),
+            }
+        }
+        let mut files: Vec<ObjectMeta> = Vec::new();
+        let prefix_opt = (!prefix.as_ref().is_empty()).then_some(prefix);
+        let mut listing = location.store.list(prefix_opt);
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(|e| failed(&e))?;
+            if !is_hidden(&meta.location, prefix) {
+                files.push(meta);
+            }
+        }
+        if files.is_empty() && !location.directory {
+            return Err(failed(
+                &"matches no file: no object has this name and none is below it (check the bucket and the path)",
+            ));
+        }
+        Ok(files)
+    }
+
+    /// Opens a file, to read it from line or row `skip` on.
     async fn open_file(&self, split: SplitId, meta: ObjectMeta, skip: u64) -> Result<OpenFile> {
         let store = self.location.store.clone();
         let err = |e: &dyn std::fmt::Display| {
@@ -183,10 +256,11 @@ impl ReadContext {
             }
             _ => {
                 let result = store.get(&meta.location).await.map_err(|e| err(&e))?;
+                // A CSV header is line 1: skipped like lines read before.
+                let header = matches!(self.format, Format::Csv { header: true, .. });
                 Reader::Lines {
                     stream: result.into_stream(),
-                    buffer: Vec::new(),
-                    line: 0,
+                    splitter: LineSplitter::new(self.batch_size, skip.max(u64::from(header))),
                     done: false,
                 }
             }
@@ -198,120 +272,94 @@ impl ReadContext {
             size: meta.size,
             fetched: 0,
             total_rows,
-            consumed: if matches!(self.format, Format::Parquet) {
+            rows: if matches!(self.format, Format::Parquet) {
                 skip
             } else {
                 0
-            },
-            skip: if matches!(self.format, Format::Parquet) {
-                0
-            } else {
-                skip
             },
         })
     }
 
-    /// Up to `batch_size` rows from `file`; `None` at its end.
-    async fn read(&self, file: &mut OpenFile) -> Result<Option<RecordBatch>> {
-        match &mut file.reader {
+    /// Takes the next read from `file`: a chunk of lines to decode, a
+    /// Parquet batch, or its end.
+    async fn take(&self, file: &mut OpenFile) -> Result<InFlight> {
+        let failed = |e: &dyn std::fmt::Display| {
+            EngineError::connector("filesystem", format!("{}: {e}", file.path))
+        };
+        let work = match &mut file.reader {
             Reader::Parquet(stream) => match stream.next().await {
-                None => Ok(None),
+                None => Work::Ended,
                 Some(batch) => {
-                    let batch = batch.map_err(|e| {
-                        EngineError::connector("filesystem", format!("{}: {e}", file.path))
-                    })?;
-                    file.consumed += batch.num_rows() as u64;
-                    Ok(Some(conform(&batch, &self.schema, &file.path)?))
+                    let batch = batch.map_err(|e| failed(&e))?;
+                    file.rows += batch.num_rows() as u64;
+                    Work::Done(Decoded {
+                        batch: Some(conform(&batch, &self.schema, &file.path)?),
+                        bad: Vec::new(),
+                    })
                 }
             },
             Reader::Lines {
                 stream,
-                buffer,
-                line,
+                splitter,
                 done,
-            } => {
-                let header = matches!(self.format, Format::Csv { header: true, .. });
-                loop {
-                    let complete = buffer.iter().filter(|b| **b == b'\n').count();
-                    if complete >= self.batch_size
-                        || (*done && !buffer.is_empty())
-                        || (*done && buffer.is_empty())
-                    {
-                        break;
+            } => loop {
+                let chunk = if *done {
+                    splitter.finish()
+                } else {
+                    splitter.next_chunk()
+                };
+                if let Some(chunk) = chunk {
+                    break self.decode(chunk, &file.path)?;
+                }
+                if *done {
+                    break Work::Ended;
+                }
+                match stream.next().await {
+                    Some(bytes) => {
+                        let bytes = bytes.map_err(|e| failed(&e))?;
+                        file.fetched += bytes.len() as u64;
+                        splitter.push(&bytes);
                     }
-                    match stream.next().await {
-                        Some(chunk) => {
-                            let chunk = chunk.map_err(|e| {
-                                EngineError::connector("filesystem", format!("{}: {e}", file.path))
-                            })?;
-                            file.fetched += chunk.len() as u64;
-                            buffer.extend_from_slice(&chunk);
-                        }
-                        None => *done = true,
-                    }
+                    None => *done = true,
                 }
-                if buffer.is_empty() && *done {
-                    return Ok(None);
-                }
-                // Cut the first `batch_size` complete lines (all of them at the end).
-                let mut cut = 0;
-                let mut taken = 0;
-                for (i, b) in buffer.iter().enumerate() {
-                    if *b == b'\n' {
-                        taken += 1;
-                        cut = i + 1;
-                        if taken == self.batch_size {
-                            break;
-                        }
-                    }
-                }
-                if *done && taken < self.batch_size {
-                    cut = buffer.len();
-                }
-                let chunk: Vec<u8> = buffer.drain(..cut).collect();
-                let mut lines = Vec::new();
-                for raw in chunk.split(|b| *b == b'\n') {
-                    let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-                    *line += 1;
-                    if file.skip > 0 && *line <= file.skip {
-                        continue;
-                    }
-                    if raw.iter().all(u8::is_ascii_whitespace) || (header && *line == 1) {
-                        continue;
-                    }
-                    lines.push(Line {
-                        bytes: raw,
-                        location: format!("{}:{}", file.path, line),
-                    });
-                }
-                // split() yields an empty piece after a trailing newline.
-                if chunk.last() == Some(&b'\n') {
-                    *line -= 1;
-                }
-                file.consumed = *line;
-                let decoder = self
-                    .decoder
-                    .as_ref()
-                    .ok_or_else(|| EngineError::connector("filesystem", "no decoder"))?;
-                let (batch, bad) = decoder.decode(&lines)?;
-                self.bad_data.handle(bad).await?;
-                Ok(Some(batch.unwrap_or_else(|| {
-                    RecordBatch::new_empty(self.schema.clone())
-                })))
-            }
-        }
+            },
+        };
+        let ended = matches!(work, Work::Ended);
+        Ok(InFlight {
+            split: file.split,
+            path: file.path.to_string(),
+            position: file.position(),
+            remaining: if ended { Some(0) } else { file.remaining() },
+            work,
+        })
+    }
+
+    /// Decodes a chunk here, or starts decoding it on another core.
+    fn decode(&self, chunk: LineChunk, path: &Path) -> Result<Work> {
+        let decoder = self
+            .decoder
+            .clone()
+            .ok_or_else(|| EngineError::connector("filesystem", "no decoder"))?;
+        let path = path.to_string();
+        let decode = move || {
+            let first = chunk.first_line;
+            decoder.decode_lines(&chunk.bytes, &|i| format!("{path}:{}", first + i as u64))
+        };
+        Ok(if self.parallel_decode > 1 {
+            Work::Decoding(tokio::spawn(async move { decode() }))
+        } else {
+            Work::Done(decode()?)
+        })
     }
 }
 
-impl OpenFile {
-    /// Rows (Parquet) or bytes (line formats) not read yet.
-    fn remaining(&self) -> Option<u64> {
-        match &self.reader {
-            Reader::Parquet(_) => self.total_rows.map(|t| t.saturating_sub(self.consumed)),
-            Reader::Lines { buffer, .. } => {
-                Some(self.size.saturating_sub(self.fetched) + buffer.len() as u64)
-            }
-        }
+/// Hidden files and folders (`.x`, `_x`, such as a sink's `_staging`)
+/// below the prefix are not data.
+fn is_hidden(path: &Path, prefix: &Path) -> bool {
+    let hidden = |part: &str| part.starts_with('.') || part.starts_with('_');
+    match path.prefix_match(prefix) {
+        Some(mut parts) => parts.any(|p| hidden(p.as_ref())),
+        None => path.filename().is_some_and(hidden),
     }
 }
 
@@ -338,6 +386,85 @@ fn conform(batch: &RecordBatch, schema: &SchemaRef, path: &Path) -> Result<Recor
         columns.push(column);
     }
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+impl FileSource {
+    /// Lists the files on the first poll; files a restored checkpoint had
+    /// finished are not read again.
+    async fn list(&mut self) -> Result<Vec<SplitId>> {
+        let mut files = self.ctx.list().await?;
+        files.retain(|(_, meta)| {
+            !self
+                .positions
+                .get(meta.location.as_ref())
+                .is_some_and(|p| p.1)
+        });
+        for (split, meta) in &files {
+            let position = self
+                .positions
+                .get(meta.location.as_ref())
+                .map_or(0, |p| p.0);
+            self.progress.insert(
+                *split,
+                Progress {
+                    path: meta.location.to_string(),
+                    position,
+                    remaining: None,
+                },
+            );
+        }
+        let splits = files.iter().map(|(s, _)| *s).collect();
+        self.pending = Some(files.into());
+        Ok(splits)
+    }
+
+    /// Opens the next file, if there is room.
+    async fn open_next(&mut self) -> Result<()> {
+        if self.open.len() >= MAX_OPEN_FILES {
+            return Ok(());
+        }
+        let Some((split, meta)) = self.pending.as_mut().and_then(VecDeque::pop_front) else {
+            return Ok(());
+        };
+        let skip = self
+            .positions
+            .get(meta.location.as_ref())
+            .map_or(0, |p| p.0);
+        let file = self.ctx.open_file(split, meta, skip).await?;
+        self.open.push_back(file);
+        Ok(())
+    }
+
+    /// Takes reads from the open files in turn until `parallel_decode` are
+    /// on their way out.
+    async fn top_up(&mut self) -> Result<()> {
+        while self.in_flight.len() < self.ctx.parallel_decode {
+            let Some(mut file) = self.open.pop_front() else {
+                return Ok(());
+            };
+            let read = self.ctx.take(&mut file).await?;
+            let ended = matches!(read.work, Work::Ended);
+            self.in_flight.push_back(read);
+            if !ended {
+                self.open.push_back(file);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records that `read` is emitted: its file's position and progress.
+    fn emitted(&mut self, read: &InFlight, ended: bool) {
+        self.positions
+            .insert(read.path.clone(), (read.position, ended));
+        self.progress.insert(
+            read.split,
+            Progress {
+                path: read.path.clone(),
+                position: read.position,
+                remaining: read.remaining,
+            },
+        );
+    }
 }
 
 #[async_trait]
@@ -369,76 +496,41 @@ impl Source for FileSource {
     }
 
     async fn poll(&mut self) -> Result<SourcePoll> {
-        let Some(pending) = &mut self.pending else {
-            let mut files = self.ctx.list().await?;
-            // Files a restored checkpoint had finished are not read again.
-            files.retain(|(_, meta)| {
-                !self
-                    .positions
-                    .get(meta.location.as_ref())
-                    .is_some_and(|p| p.1)
-            });
-            for (split, meta) in &files {
-                let position = self
-                    .positions
-                    .get(meta.location.as_ref())
-                    .map_or(0, |p| p.0);
-                self.progress.insert(
-                    *split,
-                    Progress {
-                        path: meta.location.to_string(),
-                        position,
-                        remaining: None,
-                    },
-                );
-            }
-            let splits = files.iter().map(|(s, _)| *s).collect();
-            self.pending = Some(files.into());
-            return Ok(SourcePoll::SplitsAdded(splits));
-        };
-        // Open one more file per poll until all are open (or the cap).
-        if self.open.len() < MAX_OPEN_FILES {
-            if let Some((split, meta)) = pending.pop_front() {
-                let skip = self
-                    .positions
-                    .get(meta.location.as_ref())
-                    .map_or(0, |p| p.0);
-                let file = self.ctx.open_file(split, meta, skip).await?;
-                self.open.push_back(file);
-            }
+        if self.pending.is_none() {
+            return Ok(SourcePoll::SplitsAdded(self.list().await?));
         }
-        let Some(mut file) = self.open.pop_front() else {
+        // Open one more file per poll until all are open (or the cap).
+        self.open_next().await?;
+        self.top_up().await?;
+        let Some(mut read) = self.in_flight.pop_front() else {
             return Ok(if self.pending.as_ref().is_some_and(|p| !p.is_empty()) {
                 SourcePoll::Pending
             } else {
                 SourcePoll::End
             });
         };
-        let read = self.ctx.read(&mut file).await?;
-        self.positions
-            .insert(file.path.to_string(), (file.consumed, read.is_none()));
-        self.progress.insert(
-            file.split,
-            Progress {
-                path: file.path.to_string(),
-                position: file.consumed,
-                remaining: if read.is_none() {
-                    Some(0)
-                } else {
-                    file.remaining()
-                },
-            },
-        );
-        match read {
-            None => Ok(SourcePoll::SplitEnded(file.split)),
-            Some(batch) => {
-                let split = file.split;
-                self.open.push_back(file);
-                if batch.num_rows() == 0 {
-                    return Ok(SourcePoll::Pending);
-                }
-                Ok(SourcePoll::Batch { split, batch })
+        let decoded = match std::mem::replace(&mut read.work, Work::Ended) {
+            Work::Ended => {
+                self.emitted(&read, true);
+                return Ok(SourcePoll::SplitEnded(read.split));
             }
+            Work::Done(decoded) => decoded,
+            Work::Decoding(task) => task
+                .await
+                .map_err(|e| EngineError::Task(format!("decoding {}: {e}", read.path)))??,
+        };
+        let Decoded { batch, bad } = decoded;
+        self.ctx
+            .bad_data
+            .handle(bad.into_iter().map(|(_, b)| b).collect())
+            .await?;
+        self.emitted(&read, false);
+        match batch {
+            Some(batch) if batch.num_rows() > 0 => Ok(SourcePoll::Batch {
+                split: read.split,
+                batch,
+            }),
+            _ => Ok(SourcePoll::Pending),
         }
     }
 
@@ -500,7 +592,10 @@ mod tests {
             schema,
             "s".into(),
             BadDataPolicy::Drop,
-            3,
+            FileSourceOptions {
+                batch_size: 3,
+                parallel_decode: 1,
+            },
             SubtaskInfo {
                 index: 0,
                 parallelism: 1,

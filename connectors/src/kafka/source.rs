@@ -25,7 +25,7 @@ use weir_engine::{
 use super::offsets::{BoundedMode, StartupMode};
 use super::{set_default, KafkaSettings, METADATA_TIMEOUT};
 use crate::deadletter::BadDataPolicy;
-use crate::format::{Line, LineDecoder};
+use crate::format::LineDecoder;
 use crate::registry::{MetadataColumn, TableSpec};
 
 /// Per partition: the offset a consumer can read up to (the last stable
@@ -317,7 +317,7 @@ impl KafkaSource {
         let location = |r: &Record| format!("{topic}-{partition}@{}", r.offset);
         let mut bad: Vec<BadRecord> = Vec::new();
         let empty: &[u8] = &[];
-        let mut candidates: Vec<usize> = Vec::new();
+        let mut candidates: Vec<usize> = Vec::with_capacity(records.len());
         for (i, r) in records.iter().enumerate() {
             if r.payload.is_none() {
                 bad.push(BadRecord {
@@ -330,46 +330,50 @@ impl KafkaSource {
                 candidates.push(i);
             }
         }
-        let lines: Vec<Line<'_>> = candidates
+        // One decoder call for the whole poll; a record's location is made
+        // only if it is bad.
+        let payloads: Vec<&[u8]> = candidates
             .iter()
-            .map(|i| Line {
-                bytes: records[*i].payload.as_deref().unwrap_or(empty),
-                location: location(&records[*i]),
-            })
+            .map(|i| records[*i].payload.as_deref().unwrap_or(empty))
             .collect();
-        let (values, bad_values) = self.value.decode(&lines)?;
-        let rejected: HashSet<String> = bad_values.iter().map(|b| b.location.clone()).collect();
-        bad.extend(bad_values);
-        let mut good: Vec<usize> = candidates
-            .into_iter()
-            .filter(|i| !rejected.contains(&location(&records[*i])))
-            .collect();
-        let mut values = values;
+        let mut decoded = self
+            .value
+            .decode_records(&payloads, &|i| location(&records[candidates[i]]))?;
+        let mut good: Vec<usize> = if decoded.bad.is_empty() {
+            candidates
+        } else {
+            let rejected: HashSet<usize> = decoded.bad.iter().map(|(i, _)| *i).collect();
+            (0..candidates.len())
+                .filter(|i| !rejected.contains(i))
+                .map(|i| candidates[i])
+                .collect()
+        };
+        bad.extend(decoded.bad_records());
+        let mut values = decoded.batch;
         let mut keys = None;
         if let Some(key_decoder) = &self.key {
-            let key_lines: Vec<Line<'_>> = good
+            let key_bytes: Vec<&[u8]> = good
                 .iter()
-                .map(|i| Line {
-                    bytes: records[*i].key.as_deref().unwrap_or(empty),
-                    location: location(&records[*i]),
-                })
+                .map(|i| records[*i].key.as_deref().unwrap_or(empty))
                 .collect();
-            let (key_batch, bad_keys) = key_decoder.decode(&key_lines)?;
-            if !bad_keys.is_empty() {
-                let rejected: HashSet<String> =
-                    bad_keys.iter().map(|b| b.location.clone()).collect();
-                let keep: BooleanArray = good
-                    .iter()
-                    .map(|i| Some(!rejected.contains(&location(&records[*i]))))
+            let mut key_decoded =
+                key_decoder.decode_records(&key_bytes, &|i| location(&records[good[i]]))?;
+            if !key_decoded.bad.is_empty() {
+                let rejected: HashSet<usize> = key_decoded.bad.iter().map(|(i, _)| *i).collect();
+                let keep: BooleanArray = (0..good.len())
+                    .map(|i| Some(!rejected.contains(&i)))
                     .collect();
                 values = values.map(|v| filter_record_batch(&v, &keep)).transpose()?;
-                good.retain(|i| !rejected.contains(&location(&records[*i])));
-                bad.extend(bad_keys.into_iter().map(|mut b| {
+                good = (0..good.len())
+                    .filter(|i| !rejected.contains(i))
+                    .map(|i| good[i])
+                    .collect();
+                bad.extend(key_decoded.bad_records().into_iter().map(|mut b| {
                     b.reason = format!("key: {}", b.reason);
                     b
                 }));
             }
-            keys = key_batch;
+            keys = key_decoded.batch;
         }
         self.bad_data.handle(bad).await?;
         let Some(values) = values.filter(|v| v.num_rows() > 0) else {

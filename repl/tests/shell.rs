@@ -142,6 +142,16 @@ fn lines_typed_ahead_into_a_busy_shell_all_arrive() {
     // The last statement came through after all of them.
     shell.exp_string("datagen9").unwrap();
     shell.exp_string("weir> ").unwrap();
+
+    // Typing a word echoes its letters; the line is redrawn (and
+    // highlighted) only when the word ends, not once per keystroke.
+    shell.send_line("SELECTION_CHECK;").unwrap();
+    let typed = shell.exp_string("SELECTION_CHECK").unwrap();
+    let echoed = shell.exp_string("weir> ").unwrap();
+    let redraws = typed.matches("weir> SEL").count() + echoed.matches("weir> SEL").count();
+    // One redraw at the ';' (matched above) and one at Enter; a redraw per
+    // keystroke would be a dozen.
+    assert!(redraws <= 2, "the line was redrawn mid-word: {typed:?} {echoed:?}");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for b in burners {
         b.join().unwrap();

@@ -151,7 +151,10 @@ fn lines_typed_ahead_into_a_busy_shell_all_arrive() {
     let redraws = typed.matches("weir> SEL").count() + echoed.matches("weir> SEL").count();
     // One redraw at the ';' (matched above) and one at Enter; a redraw per
     // keystroke would be a dozen.
-    assert!(redraws <= 2, "the line was redrawn mid-word: {typed:?} {echoed:?}");
+    assert!(
+        redraws <= 2,
+        "the line was redrawn mid-word: {typed:?} {echoed:?}"
+    );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for b in burners {
         b.join().unwrap();

@@ -10,7 +10,7 @@ blackhole) and with DuckDB (pip `duckdb`, batch SQL over `read_json` with the
 columns declared), and prints rows/s for both and the ratio. Each figure is
 the best of `--runs` runs of the whole command, start-up included.
 
-Weir runs at parallelism 1 with one decoding core ('scan.parallel-decode' =
+`WEIR_BIN=path` benchmarks another weir binary. Weir runs at parallelism 1 with one decoding core ('scan.parallel-decode' =
 '1'), at parallelism 1 decoding on every core, and at parallelism 2; DuckDB
 with 1 and 2 threads. The DuckDB queries compute the same results as Weir's
 windows (tumble, hop and session per key), as batch SQL.
@@ -26,7 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/weir-target"))
-WEIR = TARGET / "release" / "weir"
+# WEIR_BIN runs another build (an older one, to compare).
+WEIR = Path(os.environ.get("WEIR_BIN", TARGET / "release" / "weir"))
 DATA = Path(os.environ.get("WEIR_BENCH_DATA", Path.home() / ".cache/weir-bench"))
 
 COLUMNS = "auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, dateTime TIMESTAMP(3), extra VARCHAR"
@@ -77,17 +78,17 @@ QUERIES = {
 
 
 def build_weir():
-    if not WEIR.exists():
+    if not WEIR.exists() and "WEIR_BIN" not in os.environ:
         print("building weir (release)...", file=sys.stderr)
         subprocess.run(["cargo", "build", "--release", "--workspace"], cwd=ROOT, check=True)
 
 
 def data_file(rows):
     """The bids file with `rows` rows, generated once."""
-    path = DATA / f"bids-{rows}.jsonl"
+    path = DATA / f"bids-{rows}" / "bids.jsonl"
     if path.exists():
         return path
-    DATA.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     out = DATA / f"bids-{rows}.tmp"
     shutil.rmtree(out, ignore_errors=True)
     events = rows * 50 // 46 + 50
@@ -156,6 +157,9 @@ def main():
     parser.add_argument("--rows", type=int, default=5_000_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", default=",".join(QUERIES))
+    parser.add_argument("--legacy", action="store_true",
+                        help="for builds from before this benchmark (WEIR_BIN): Weir reads the file's folder "
+                             "(they read no single file) and is given no 'scan.parallel-decode'")
     args = parser.parse_args()
     try:
         import duckdb  # noqa: F401
@@ -169,11 +173,12 @@ def main():
               "Weir 1 core ÷ DuckDB 1 thread (time)", "Weir p=2 ÷ DuckDB 2 threads (time)")
     print("| " + " | ".join(header) + " |")
     print("| --- " + "| ---: " * (len(header) - 1) + "|")
+    weir_path = path.parent if args.legacy else path
     for name in args.only.split(","):
         rate = lambda seconds: args.rows / seconds  # noqa: E731
-        one_core = weir_time(path, name, 1, 1, args.runs)
-        p1 = weir_time(path, name, 1, None, args.runs)
-        p2 = weir_time(path, name, 2, None, args.runs)
+        one_core = weir_time(weir_path, name, 1, None if args.legacy else 1, args.runs)
+        p1 = weir_time(weir_path, name, 1, None, args.runs)
+        p2 = weir_time(weir_path, name, 2, None, args.runs)
         d1 = duckdb_time(path, name, 1, args.runs)
         d2 = duckdb_time(path, name, 2, args.runs)
         cells = [f"{rate(t) / 1000:,.0f} K" for t in (one_core, p1, p2, d1, d2)]

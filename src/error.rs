@@ -1,6 +1,7 @@
 //! The embedded API's error: a SQL error (with where it is) or a job's.
 
 use weir_engine::EngineError;
+use weir_planner::PlanError;
 use weir_sql::SqlError;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,11 @@ impl WeirError {
             error,
             source_text: source_text.to_string(),
         }
+    }
+
+    /// A planning error, as the user reads it, against the text it is in.
+    pub(crate) fn plan(error: PlanError, source_text: &str) -> Self {
+        WeirError::sql(error.to_sql(), source_text)
     }
 
     /// The error as a user should see it: for SQL errors, the line with a

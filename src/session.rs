@@ -95,13 +95,14 @@ impl Session {
                 crate::system_tables::CONNECTOR,
                 table.name()
             );
-            let planned = weir_sql::parse(&ddl).map(|statements| {
-                statements
-                    .iter()
-                    .map(|s| planner.plan(s).map(|_| ()))
-                    .collect::<std::result::Result<Vec<_>, _>>()
-            });
-            if let Err(e) | Ok(Err(e)) = planned {
+            let planned = weir_sql::parse(&ddl)
+                .map_err(weir_planner::PlanError::from)
+                .and_then(|statements| {
+                    statements
+                        .iter()
+                        .try_for_each(|s| planner.plan(s).map(|_| ()))
+                });
+            if let Err(e) = planned {
                 // The DDL is ours: failing here is a bug, not a user error.
                 tracing::error!("system stream weir_metrics.{}: {e}", table.name());
             }
@@ -125,7 +126,7 @@ impl Session {
         self.planner
             .settings_mut()
             .set(key, value)
-            .map_err(|e| WeirError::sql(e, ""))?;
+            .map_err(|e| WeirError::plan(e.into(), ""))?;
         self.apply_settings()
     }
 
@@ -145,7 +146,7 @@ impl Session {
         let planned = self
             .planner
             .plan(statement)
-            .map_err(|e| WeirError::sql(e, source))?;
+            .map_err(|e| WeirError::plan(e, source))?;
         match planned {
             Planned::Done(message) => {
                 self.apply_settings()?;
@@ -264,27 +265,9 @@ impl Session {
     fn runtime_config(&self) -> Result<RuntimeConfig> {
         let settings = self.planner.settings();
         let mut runtime = self.runtime.clone();
-        let duration = |key: &str| -> Result<Option<std::time::Duration>> {
-            match settings.get(key) {
-                None => Ok(None),
-                Some(v) => weir_connectors::options::parse_duration(v)
-                    .map(Some)
-                    .ok_or_else(|| {
-                        WeirError::Usage(format!(
-                            "'{key}' must be a duration like '30s', got '{v}'"
-                        ))
-                    }),
-            }
-        };
-        if let Some(d) = duration("watermark.stall-timeout")? {
-            runtime.monitor.stall_timeout = d;
-        }
-        if let Some(d) = duration("metrics.latency.interval")? {
-            runtime.latency_marker_interval = Some(d).filter(|d| !d.is_zero());
-        }
-        if let Some(v) = settings.get("metrics.detailed") {
-            runtime.detailed_metrics = !v.eq_ignore_ascii_case("false");
-        }
+        runtime.monitor.stall_timeout = settings.stall_timeout();
+        runtime.latency_marker_interval = settings.latency_interval();
+        runtime.detailed_metrics = settings.detailed_metrics();
         Ok(runtime)
     }
 
@@ -293,7 +276,7 @@ impl Session {
         let wanted = self
             .planner
             .settings()
-            .get("metrics.address")
+            .metrics_address()
             .map(str::to_string);
         let serving = self
             .metrics_server

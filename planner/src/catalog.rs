@@ -91,6 +91,24 @@ impl Catalog {
     }
 }
 
+/// A table name the catalog does not know, as DataFusion's planner is told
+/// (an external error, so that the caller can find it by type and point
+/// at the name).
+#[derive(Debug, Clone)]
+pub(crate) struct UnknownName {
+    pub name: String,
+    /// What might have been meant, or what is known.
+    pub hint: String,
+}
+
+impl std::fmt::Display for UnknownName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unknown stream or view '{}'{}", self.name, self.hint)
+    }
+}
+
+impl std::error::Error for UnknownName {}
+
 /// The known name closest to `name`, if close enough to be a likely typo.
 pub fn nearest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     candidates

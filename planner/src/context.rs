@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use datafusion::common::{plan_datafusion_err, plan_err, Result, TableReference};
+use datafusion::common::{plan_err, Result, TableReference};
 use datafusion::config::ConfigOptions;
+use datafusion::error::DataFusionError;
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::planner::{ContextProvider, ExprPlanner, TypePlanner};
 use datafusion::logical_expr::{
@@ -15,7 +16,9 @@ use datafusion::sql::planner::{ParserOptions, SqlToRel};
 use weir_sql::sqlparser::ast;
 use weir_sql::{Query, WindowInput, WindowTvf, WINDOW_END, WINDOW_START, WINDOW_TIME};
 
-use crate::catalog::{nearest, Catalog, StreamDef, StreamTable, ViewTable, WindowTable};
+use crate::catalog::{
+    nearest, Catalog, StreamDef, StreamTable, UnknownName, ViewTable, WindowTable,
+};
 use crate::functions::PROCTIME;
 use crate::names::alias_field_accesses;
 
@@ -215,9 +218,10 @@ impl ContextProvider for Context<'_> {
             }
             None => format!("; known: {}", user_names.join(", ")),
         };
-        Err(plan_datafusion_err!(
-            "unknown stream or view '{table}'{hint}"
-        ))
+        Err(DataFusionError::External(Box::new(UnknownName {
+            name: table.to_string(),
+            hint,
+        })))
     }
 
     fn get_expr_planners(&self) -> &[Arc<dyn ExprPlanner>] {

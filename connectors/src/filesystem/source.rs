@@ -255,11 +255,10 @@ impl ReadContext {
                 Reader::Parquet(stream.boxed())
             }
             _ => {
-                let result = store.get(&meta.location).await.map_err(|e| err(&e))?;
                 // A CSV header is line 1: skipped like lines read before.
                 let header = matches!(self.format, Format::Csv { header: true, .. });
                 Reader::Lines {
-                    stream: result.into_stream(),
+                    stream: ranges(store, meta.location.clone(), meta.size),
                     splitter: LineSplitter::new(self.batch_size, skip.max(u64::from(header))),
                     done: false,
                 }
@@ -351,6 +350,32 @@ impl ReadContext {
             Work::Done(decode()?)
         })
     }
+}
+
+/// Bytes read per request.
+const READ_SIZE: u64 = 4 << 20;
+
+/// The bytes of an object, read in ranges of [`READ_SIZE`] with the next
+/// one requested while the last is cut and decoded. (`object_store`'s
+/// whole-object stream reads a local file in 8 KiB pieces, each a blocking
+/// task of its own: that costs more than decoding the bytes.)
+fn ranges(
+    store: Arc<dyn object_store::ObjectStore>,
+    path: Path,
+    size: u64,
+) -> BoxStream<'static, object_store::Result<Bytes>> {
+    let starts = (0..size).step_by(READ_SIZE as usize);
+    futures::stream::iter(starts)
+        .map(move |start| {
+            let (store, path) = (store.clone(), path.clone());
+            async move {
+                store
+                    .get_range(&path, start..(start + READ_SIZE).min(size))
+                    .await
+            }
+        })
+        .buffered(2)
+        .boxed()
 }
 
 /// Hidden files and folders (`.x`, `_x`, such as a sink's `_staging`)

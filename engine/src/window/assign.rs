@@ -15,6 +15,7 @@ use crate::message::Millis;
 use crate::operator::{Operator, OperatorContext};
 use crate::row_watermark::{row_watermarks, with_row_watermark};
 
+#[derive(Debug, Clone)]
 pub struct AssignWindows {
     windows: SliceWindows,
     time_column: usize,

@@ -16,7 +16,7 @@ pub use assign::AssignWindows;
 pub use geometry::{fmt_ms, SliceWindows};
 pub use layout::{OutputColumn, OutputLayout};
 pub use session::SessionWindowAggregate;
-pub use slicing::{partial_schema, AggregateMode, WindowAggregate};
+pub use slicing::{partial_key_columns, partial_schema, AggregateMode, WindowAggregate};
 
 use datafusion::arrow::array::{Array, Int64Array, TimestampMillisecondArray};
 use datafusion::arrow::compute::cast;

@@ -197,16 +197,22 @@ impl SessionWindowAggregate {
                 Some(list) => list,
                 None => self.sessions.entry(key.to_vec()).or_default(),
             };
+            // The merged session grows from the largest one it takes in, so
+            // a row joining a long session costs one push, not a copy of it.
             let mut merged = Session {
                 start,
                 end,
-                rows: vec![(buffer, i as u32)],
+                rows: Vec::new(),
             };
             for j in overlapping.into_iter().rev() {
-                let old = list.swap_remove(j);
+                let mut old = list.swap_remove(j);
                 self.timers.remove(&(old.end, key.to_vec()));
+                if old.rows.len() > merged.rows.len() {
+                    std::mem::swap(&mut old.rows, &mut merged.rows);
+                }
                 merged.rows.extend(old.rows);
             }
+            merged.rows.push((buffer, i as u32));
             list.push(merged);
             self.timers.insert((end, key.to_vec()));
         }

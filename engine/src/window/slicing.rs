@@ -42,9 +42,18 @@ pub enum AggregateMode {
 const SLICE_END: &str = "_weir_slice_end";
 const FIRST_WINDOW_END: &str = "_weir_first_window_end";
 
+/// The columns of the partial state ([`partial_schema`]) that hold the
+/// group keys: what a two-phase aggregate shuffles by.
+pub fn partial_key_columns(spec: &AggregateSpec) -> Vec<usize> {
+    (PARTIAL_KEYS_AT..PARTIAL_KEYS_AT + spec.key_fields.len()).collect()
+}
+
+/// The first key column of the partial state, after the slice end and the
+/// first window end.
+const PARTIAL_KEYS_AT: usize = 2;
+
 /// The schema of pre-aggregated slice state between `Partial` and `Final`:
 /// slice end, first window end, key columns, state columns, row watermark.
-/// Key column `i` is at index `2 + i`.
 pub fn partial_schema(spec: &AggregateSpec) -> Result<SchemaRef> {
     let mut fields = vec![
         Arc::new(Field::new(SLICE_END, DataType::Int64, false)),
@@ -232,8 +241,9 @@ impl WindowAggregate {
                 take_record_batch(batch, &UInt32Array::from(indices))?
             };
             let state = GroupedStateArrays {
-                keys: part.columns()[2..2 + nkeys].to_vec(),
-                states: part.columns()[2 + nkeys..2 + nkeys + nstates].to_vec(),
+                keys: part.columns()[PARTIAL_KEYS_AT..PARTIAL_KEYS_AT + nkeys].to_vec(),
+                states: part.columns()[PARTIAL_KEYS_AT + nkeys..PARTIAL_KEYS_AT + nkeys + nstates]
+                    .to_vec(),
             };
             let widths = self.state_widths.clone();
             self.live_bucket((slice_end, first))?

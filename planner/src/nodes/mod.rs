@@ -1,0 +1,192 @@
+//! Weir's streaming logical plan: DataFusion extension nodes for what a
+//! stream needs and a batch plan does not say.
+//!
+//! After DataFusion's optimizer, [`crate::rewrite`] turns the `LogicalPlan`
+//! into one whose streaming parts are these nodes, one file each: the
+//! scan of a stream with its watermark ([`StreamScan`]), the rows of a
+//! window table function ([`WindowRows`]), window, session and updating
+//! aggregates, and the places where rows are shuffled by key
+//! ([`Exchange`]). Each node knows its keys, window, watermark, changelog
+//! kind and parallelism, shows them in `EXPLAIN`, and lowers itself to
+//! engine operators ([`StreamingNode::lower`]). Stateless nodes
+//! (projection, filter, limit, `VALUES`) stay DataFusion's own.
+
+mod exchange;
+mod session_aggregate;
+mod stream_scan;
+mod updating_aggregate;
+mod window_aggregate;
+mod window_rows;
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::logical_expr::{Extension, LogicalPlan, UserDefinedLogicalNode};
+
+pub(crate) use exchange::Exchange;
+pub(crate) use session_aggregate::SessionAggregate;
+pub(crate) use stream_scan::StreamScan;
+pub(crate) use updating_aggregate::UpdatingAggregate;
+pub(crate) use window_aggregate::{Phase, WindowAggregate};
+pub(crate) use window_rows::{slice_windows, RowsMode, WindowRows};
+
+use crate::error::Result;
+use crate::lower::{Lowered, Lowering};
+
+/// What a stream's rows are: appended, or changes to earlier rows.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd)]
+pub enum Changelog {
+    /// Every row is new (`+I`).
+    AppendOnly,
+    /// A row replaces the earlier row with the same key (`+U` without `-U`).
+    Upsert { keys: Vec<String> },
+}
+
+impl fmt::Display for Changelog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Changelog::AppendOnly => write!(f, "append-only"),
+            Changelog::Upsert { keys } => write!(f, "upsert by [{}]", keys.join(", ")),
+        }
+    }
+}
+
+/// What every streaming node states about its output.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd)]
+pub struct StreamProps {
+    /// Subtasks of the operator that produces the rows.
+    pub parallelism: usize,
+    /// Whether the rows end by themselves.
+    pub bounded: bool,
+    pub changelog: Changelog,
+}
+
+impl StreamProps {
+    pub fn append(parallelism: usize, bounded: bool) -> Self {
+        StreamProps {
+            parallelism,
+            bounded,
+            changelog: Changelog::AppendOnly,
+        }
+    }
+
+    pub fn is_updating(&self) -> bool {
+        !matches!(self.changelog, Changelog::AppendOnly)
+    }
+}
+
+impl fmt::Display for StreamProps {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "parallelism={}, {}, {}",
+            self.parallelism,
+            if self.bounded { "bounded" } else { "unbounded" },
+            self.changelog
+        )
+    }
+}
+
+/// A node of the streaming plan: it lowers itself to engine operators.
+pub(crate) trait StreamingNode: UserDefinedLogicalNode {
+    fn props(&self) -> &StreamProps;
+
+    /// Adds this node's operators after `inputs` (lowered in order).
+    fn lower(&self, inputs: Vec<Lowered>, lowering: &mut Lowering<'_>) -> Result<Lowered>;
+}
+
+/// The streaming node behind an extension, if it is one of Weir's.
+pub(crate) fn streaming(node: &dyn UserDefinedLogicalNode) -> Option<&dyn StreamingNode> {
+    let any = node.as_any();
+    if let Some(n) = any.downcast_ref::<StreamScan>() {
+        return Some(n);
+    }
+    if let Some(n) = any.downcast_ref::<WindowRows>() {
+        return Some(n);
+    }
+    if let Some(n) = any.downcast_ref::<WindowAggregate>() {
+        return Some(n);
+    }
+    if let Some(n) = any.downcast_ref::<SessionAggregate>() {
+        return Some(n);
+    }
+    if let Some(n) = any.downcast_ref::<UpdatingAggregate>() {
+        return Some(n);
+    }
+    if let Some(n) = any.downcast_ref::<Exchange>() {
+        return Some(n);
+    }
+    None
+}
+
+/// A streaming node as a plan.
+pub(crate) fn extension(node: impl UserDefinedLogicalNode + 'static) -> LogicalPlan {
+    LogicalPlan::Extension(Extension {
+        node: Arc::new(node),
+    })
+}
+
+/// Implements DataFusion's `UserDefinedLogicalNodeCore` for a node that
+/// holds its `input`, output `schema` and `props`, and explains itself with
+/// `explain(&self) -> String`. Equality and hashing go by what `EXPLAIN`
+/// shows, which is everything that makes two nodes differ.
+macro_rules! node_core {
+    ($node:ident, $name:literal) => {
+        impl datafusion::logical_expr::UserDefinedLogicalNodeCore for $node {
+            fn name(&self) -> &str {
+                $name
+            }
+
+            fn inputs(&self) -> Vec<&datafusion::logical_expr::LogicalPlan> {
+                self.input.iter().collect()
+            }
+
+            fn schema(&self) -> &datafusion::common::DFSchemaRef {
+                &self.schema
+            }
+
+            fn expressions(&self) -> Vec<datafusion::logical_expr::Expr> {
+                Vec::new()
+            }
+
+            fn fmt_for_explain(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(f, "{}: {}, {}", $name, self.explain(), self.props)
+            }
+
+            fn with_exprs_and_inputs(
+                &self,
+                _exprs: Vec<datafusion::logical_expr::Expr>,
+                inputs: Vec<datafusion::logical_expr::LogicalPlan>,
+            ) -> datafusion::common::Result<Self> {
+                let mut node = self.clone();
+                node.input = inputs.into_iter().next();
+                Ok(node)
+            }
+        }
+
+        impl PartialEq for $node {
+            fn eq(&self, other: &Self) -> bool {
+                self.explain() == other.explain()
+                    && self.props == other.props
+                    && self.input == other.input
+            }
+        }
+
+        impl Eq for $node {}
+
+        impl PartialOrd for $node {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                self.explain().partial_cmp(&other.explain())
+            }
+        }
+
+        impl std::hash::Hash for $node {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                self.explain().hash(state);
+                self.input.hash(state);
+            }
+        }
+    };
+}
+
+pub(crate) use node_core;

@@ -1,0 +1,284 @@
+//! Queries and `INSERT INTO` jobs: SQL → DataFusion's logical plan →
+//! the streaming plan ([`crate::rewrite`]) → the operator graph
+//! ([`crate::lower`]).
+
+use std::sync::Arc;
+
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::optimizer::optimize_projections::OptimizeProjections;
+use datafusion::optimizer::simplify_expressions::SimplifyExpressions;
+use datafusion::optimizer::{Optimizer, OptimizerContext};
+use weir_connectors::{BadDataPolicy, TableSpec};
+use weir_sql::sqlparser::ast;
+use weir_sql::{catalog_name, Insert, Query, SqlError};
+
+use crate::catalog::{self, StreamDef, UnknownName};
+use crate::context::Context;
+use crate::error::{df_error, Result};
+use crate::lower::{Lowered, Lowering};
+use crate::rewrite::{Rewriter, Streaming};
+use crate::{CheckpointPlan, JobPlan, Planner, QueryPlan};
+
+impl Planner {
+    /// DataFusion's analyzer, then the optimizer rules that are safe on
+    /// streams: expression simplification and projection pruning. Rules
+    /// that move filters across aggregates or rewrite DISTINCT aggregates
+    /// into nested ones would change what a window sees.
+    fn optimize(&self, plan: LogicalPlan) -> Result<LogicalPlan> {
+        let config = self.state.config_options();
+        let analyzed = self
+            .state
+            .analyzer()
+            .execute_and_check(plan, config, |_, _| {})?;
+        let optimizer = Optimizer::with_rules(vec![
+            Arc::new(SimplifyExpressions::new()),
+            Arc::new(OptimizeProjections::new()),
+        ]);
+        let context = OptimizerContext::new().with_max_passes(2);
+        Ok(optimizer.optimize(analyzed, &context, |_, _| {})?)
+    }
+
+    /// The streaming plan of an optimized plan.
+    pub(crate) fn streaming(&self, plan: &LogicalPlan) -> Result<Streaming> {
+        Rewriter {
+            state: &self.state,
+            settings: &self.settings,
+        }
+        .rewrite(plan)
+    }
+
+    /// The streaming plan of a query.
+    pub(crate) fn query_plan(&self, query: &Query) -> Result<Streaming> {
+        let context = Context::new(&self.catalog, &self.state, &query.windows);
+        let plan = context
+            .plan_query(&query.query)
+            .map_err(|e| self.locate(e, &query.query))?;
+        self.streaming(&self.optimize(plan)?)
+    }
+
+    /// A DataFusion error pointing into `query`: an unknown stream at its
+    /// name, a missing column with the nearest column of what it reads.
+    fn locate(&self, e: DataFusionError, query: &ast::Query) -> SqlError {
+        let mut error = df_error(&e);
+        if error.hint.is_none() {
+            error.hint = missing_field(&e).and_then(|field| self.column_hint(field, query));
+        }
+        let unknown = match e.find_root() {
+            DataFusionError::External(inner) => inner.downcast_ref::<UnknownName>(),
+            _ => None,
+        };
+        if let (None, Some(unknown)) = (error.position, unknown) {
+            let _ = ast::visit_relations(query, |relation| {
+                if catalog_name(relation) == unknown.name {
+                    if let Some(ident) = relation.0.last().and_then(|p| p.as_ident()) {
+                        error.position = Some(ident.span.start.into());
+                    }
+                    return std::ops::ControlFlow::Break(());
+                }
+                std::ops::ControlFlow::Continue(())
+            });
+        }
+        error
+    }
+
+    /// The column nearest `name` of the relations `query` reads.
+    fn column_hint(&self, name: &str, query: &ast::Query) -> Option<String> {
+        let mut columns: Vec<String> = Vec::new();
+        let _ = ast::visit_relations(query, |relation| {
+            let table = catalog_name(relation);
+            let schema = match (self.catalog.stream(&table), self.catalog.view(&table)) {
+                (Some(s), _) => Some(s.schema.clone()),
+                (_, Some(v)) => Some(v.schema.clone()),
+                _ => None,
+            };
+            if let Some(schema) = schema {
+                columns.extend(schema.fields().iter().map(|f| f.name().clone()));
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+        catalog::nearest(name, columns.iter().map(String::as_str))
+            .map(|c| format!("did you mean `{c}`?"))
+    }
+
+    /// Plans a transient query.
+    pub fn plan_query(&self, query: &Query) -> Result<QueryPlan> {
+        let streaming = self.query_plan(query)?;
+        let mut lowering = Lowering::new(&self.state, &self.settings);
+        let output = lowering.lower(&streaming.plan)?;
+        Ok(QueryPlan {
+            schema: Arc::new(streaming.plan.schema().as_arrow().clone()),
+            bounded: output.bounded,
+            streaming_plan: streaming.plan,
+            lowering_graph: lowering.graph,
+            output,
+            text: query.text.clone(),
+        })
+    }
+
+    /// The streaming plan of `INSERT INTO sink SELECT ...`, and the sink.
+    pub(crate) fn insert_plan(&self, insert: &Insert) -> Result<(Streaming, Arc<StreamDef>)> {
+        let sink = self.sink(insert)?;
+        // Let DataFusion plan the INSERT: it checks the columns and casts
+        // the query's types to the sink's.
+        let context = Context::new(&self.catalog, &self.state, &insert.query.windows);
+        let plan = context
+            .plan_statement(insert_statement(insert))
+            .map_err(|e| self.locate(e, &insert.query.query))?;
+        let LogicalPlan::Dml(dml) = plan else {
+            return Err(SqlError::new("INSERT did not plan to a write").into());
+        };
+        let streaming = self.streaming(&self.optimize(dml.input.as_ref().clone())?)?;
+        if streaming.props.is_updating() && !sink.connector.accepts_updates() {
+            return Err(SqlError::new(format!(
+                "'{}' ({}) only appends rows, but a GROUP BY without a window updates its results",
+                sink.name,
+                sink.connector.name()
+            ))
+            .with_hint(
+                "write the upserts to Kafka keyed by the group keys, or print them; or group by a window to append final results",
+            )
+            .into());
+        }
+        Ok((streaming, sink))
+    }
+
+    /// The stream an INSERT writes to.
+    fn sink(&self, insert: &Insert) -> Result<Arc<StreamDef>> {
+        let sink_name = catalog_name(&insert.sink);
+        let Some(sink) = self.catalog.stream(&sink_name) else {
+            let hint =
+                catalog::nearest(&sink_name, self.catalog.streams().map(|s| s.name.as_str()))
+                    .map(|n| format!("did you mean '{n}'?"))
+                    .unwrap_or_else(|| {
+                        "create it first: CREATE TABLE sink (...) WITH ('connector' = ...)".into()
+                    });
+            let e = SqlError::new(format!("unknown sink '{sink_name}'")).with_hint(hint);
+            return Err(match insert.sink.0.last().and_then(|p| p.as_ident()) {
+                Some(ident) => e.at(ident.span.start),
+                None => e,
+            }
+            .into());
+        };
+        if sink.computed.iter().any(Option::is_some) {
+            return Err(SqlError::new(format!(
+                "cannot INSERT INTO '{sink_name}': it has computed columns"
+            ))
+            .into());
+        }
+        Ok(sink.clone())
+    }
+
+    /// Plans `INSERT INTO sink SELECT ...`.
+    pub fn plan_insert(&self, insert: &Insert, text: &str) -> Result<JobPlan> {
+        let (streaming, sink) = self.insert_plan(insert)?;
+        let mut lowering = Lowering::new(&self.state, &self.settings);
+        let output = lowering.lower(&streaming.plan)?;
+        self.add_sink(&mut lowering, &output, &sink)?;
+        let expected_rows = lowering.expected_rows();
+        let checkpoint = self
+            .settings
+            .checkpoint_interval()
+            .map(|interval| CheckpointPlan {
+                interval,
+                timeout: self.settings.checkpoint_timeout(),
+                dir: self.settings.checkpoint_dir().to_string(),
+                retained: self.settings.checkpoints_retained(),
+                restore_from: self.settings.restore_path().map(str::to_string),
+            });
+        Ok(JobPlan {
+            expected_rows,
+            checkpoint,
+            streaming_plan: streaming.plan,
+            graph: lowering.graph,
+            sink: sink.name.clone(),
+            bounded: output.bounded,
+            name: self
+                .settings
+                .job_name()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("insert-into-{}", sink.name)),
+            text: text.to_string(),
+        })
+    }
+
+    /// The sink operator of `sink` after `output`.
+    fn add_sink(
+        &self,
+        lowering: &mut Lowering<'_>,
+        output: &Lowered,
+        sink: &StreamDef,
+    ) -> Result<()> {
+        let spec = TableSpec {
+            name: sink.name.clone(),
+            schema: sink.physical_schema.clone(),
+            options: sink.options.clone(),
+            partitioned_by: sink
+                .create
+                .partitioned_by
+                .iter()
+                .map(|i| i.value.clone())
+                .collect(),
+            bad_data: BadDataPolicy::Drop,
+            metadata: sink.metadata.clone(),
+            checkpointing: self.settings.checkpoint_interval().is_some(),
+        };
+        let factory = sink.connector.sink(&spec)?;
+        let parallelism = sink.options.parse::<usize>("sink.parallelism")?;
+        lowering.add_sink(
+            output,
+            &format!("sink: {}", sink.name),
+            format!("connector={}", sink.connector.name()),
+            factory,
+            parallelism,
+        );
+        Ok(())
+    }
+}
+
+/// The field a "No field named ..." error names.
+fn missing_field(e: &DataFusionError) -> Option<&str> {
+    match e.find_root() {
+        DataFusionError::SchemaError(error, _) => match error.as_ref() {
+            datafusion::common::SchemaError::FieldNotFound { field, .. } => Some(field.name()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `INSERT INTO sink SELECT ...` as sqlparser's statement, for DataFusion.
+fn insert_statement(insert: &Insert) -> ast::Statement {
+    ast::Statement::Insert(ast::Insert {
+        insert_token: ast::helpers::attached_token::AttachedToken::empty(),
+        optimizer_hints: vec![],
+        or: None,
+        ignore: false,
+        into: true,
+        table: ast::TableObject::TableName(insert.sink.clone()),
+        table_alias: None,
+        columns: insert
+            .columns
+            .iter()
+            .map(|c| ast::ObjectName::from(vec![c.clone()]))
+            .collect(),
+        overwrite: false,
+        source: Some(insert.query.query.clone()),
+        assignments: vec![],
+        partitioned: None,
+        after_columns: vec![],
+        has_table_keyword: false,
+        on: None,
+        returning: None,
+        output: None,
+        replace_into: false,
+        priority: None,
+        insert_alias: None,
+        settings: None,
+        format_clause: None,
+        multi_table_insert_type: None,
+        multi_table_into_clauses: vec![],
+        multi_table_when_clauses: vec![],
+        multi_table_else_clause: None,
+    })
+}

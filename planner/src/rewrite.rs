@@ -1,0 +1,464 @@
+//! From DataFusion's optimized `LogicalPlan` to Weir's streaming plan: scans
+//! of streams and window table functions, and aggregates, become the
+//! [`crate::nodes`] that say how they stream; every node's parallelism,
+//! boundedness and changelog kind is decided here, and what cannot run on
+//! a stream is refused with a reason and a hint. Lowering the result to
+//! operators is then mechanical ([`crate::lower`]).
+
+use std::sync::Arc;
+
+use datafusion::common::{DFSchema, DFSchemaRef};
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::{Aggregate, Limit, LogicalPlan, TableScan};
+use weir_engine::window::{fmt_ms, partial_schema, SliceWindows, TimeSource};
+use weir_sql::{SqlError, WindowKind};
+
+use crate::aggregate::AggregateParts;
+use crate::catalog::{StreamTable, WindowTable};
+use crate::error::Result;
+use crate::nodes::{
+    extension, slice_windows, streaming, Changelog, Exchange, Phase, RowsMode, SessionAggregate,
+    StreamProps, StreamScan, UpdatingAggregate, WindowAggregate, WindowRows,
+};
+use crate::settings::Settings;
+
+/// A rewritten plan and what its output streams like.
+pub(crate) struct Streaming {
+    pub plan: LogicalPlan,
+    pub props: StreamProps,
+}
+
+/// Rewrites plans against one session's settings.
+pub(crate) struct Rewriter<'a> {
+    pub state: &'a SessionState,
+    pub settings: &'a Settings,
+}
+
+fn unsupported(what: &str, hint: &str) -> SqlError {
+    SqlError::new(format!("{what} is not supported on a stream yet")).with_hint(hint)
+}
+
+impl Rewriter<'_> {
+    /// The streaming plan of `plan`.
+    pub fn rewrite(&self, plan: &LogicalPlan) -> Result<Streaming> {
+        self.rewrite_with(plan, None)
+    }
+
+    /// `rowtime`: the window table whose rows feed an aggregate above, and
+    /// so carry each row's time instead of one row per window.
+    fn rewrite_with(&self, plan: &LogicalPlan, rowtime: Option<&str>) -> Result<Streaming> {
+        match plan {
+            LogicalPlan::Projection(_) | LogicalPlan::SubqueryAlias(_) => {
+                self.stateless(plan, rowtime)
+            }
+            LogicalPlan::Filter(_) => {
+                let rewritten = self.stateless(plan, rowtime)?;
+                if rewritten.props.is_updating() {
+                    return Err(unsupported(
+                        "a filter (WHERE or HAVING) on the result of a GROUP BY without a window",
+                        "its rows update earlier ones, and a row that stops matching would have to retract one; filter before the GROUP BY, or group by a window",
+                    ).into());
+                }
+                Ok(rewritten)
+            }
+            LogicalPlan::Limit(limit) => self.limit(limit, rowtime),
+            LogicalPlan::TableScan(scan) => self.scan(scan, rowtime),
+            LogicalPlan::Aggregate(agg) => self.aggregate(agg),
+            LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_) => Ok(Streaming {
+                plan: plan.clone(),
+                props: StreamProps::append(1, true),
+            }),
+            LogicalPlan::Extension(e) if streaming(e.node.as_ref()).is_some() => {
+                let props = streaming(e.node.as_ref()).map(|n| n.props().clone());
+                Ok(Streaming {
+                    plan: plan.clone(),
+                    props: props.unwrap_or_else(|| StreamProps::append(1, true)),
+                })
+            }
+            LogicalPlan::Sort(_) => Err(unsupported(
+                "ORDER BY",
+                "an unbounded stream has no last row to sort by; order the output of a windowed query downstream",
+            ).into()),
+            LogicalPlan::Join(_) => Err(unsupported("JOIN", "joins are not implemented yet").into()),
+            LogicalPlan::Union(_) => Err(unsupported(
+                "UNION",
+                "write each part with its own INSERT INTO the same sink",
+            ).into()),
+            LogicalPlan::Distinct(_) => Err(unsupported(
+                "SELECT DISTINCT",
+                "deduplicate within a window: GROUP BY window_start, window_end, <columns>",
+            ).into()),
+            LogicalPlan::Window(_) => Err(unsupported(
+                "an OVER window",
+                "use a window table function (TUMBLE, HOP, SESSION)",
+            ).into()),
+            other => Err(SqlError::new(format!(
+                "cannot run {} as a streaming query",
+                other.display()
+            )).into()),
+        }
+    }
+
+    /// A node that keeps its input's parallelism and kind.
+    fn stateless(&self, plan: &LogicalPlan, rowtime: Option<&str>) -> Result<Streaming> {
+        let inputs = plan
+            .inputs()
+            .into_iter()
+            .map(|i| self.rewrite_with(i, rowtime))
+            .collect::<Result<Vec<_>>>()?;
+        let props = inputs
+            .first()
+            .map(|i| i.props.clone())
+            .unwrap_or_else(|| StreamProps::append(1, true));
+        let plan = plan.with_new_exprs(
+            plan.expressions(),
+            inputs.into_iter().map(|i| i.plan).collect(),
+        )?;
+        Ok(Streaming { plan, props })
+    }
+
+    /// A limit runs in one subtask; it makes the stream bounded.
+    fn limit(&self, limit: &Limit, rowtime: Option<&str>) -> Result<Streaming> {
+        let input = self.rewrite_with(&limit.input, rowtime)?;
+        let fetch = limit.get_fetch_type()?;
+        let bounded = input.props.bounded
+            || matches!(fetch, datafusion::logical_expr::FetchType::Literal(Some(_)));
+        let plan = LogicalPlan::Limit(Limit {
+            input: Arc::new(input.plan),
+            ..limit.clone()
+        });
+        Ok(Streaming {
+            plan,
+            props: StreamProps {
+                parallelism: 1,
+                bounded,
+                changelog: input.props.changelog,
+            },
+        })
+    }
+
+    fn scan(&self, scan: &TableScan, rowtime: Option<&str>) -> Result<Streaming> {
+        if let Some(table) = scan.source.downcast_ref::<StreamTable>() {
+            let node = StreamScan::new(
+                table.def.clone(),
+                scan.projection.clone(),
+                scan.projected_schema.clone(),
+                self.settings,
+            )?;
+            let props = node.props.clone();
+            return Ok(Streaming {
+                plan: extension(node),
+                props,
+            });
+        }
+        let Some(window) = scan.source.downcast_ref::<WindowTable>() else {
+            return Err(SqlError::new(format!("cannot read {}", scan.table_name)).into());
+        };
+        let placeholder = scan.table_name.table();
+        let input = self.rewrite(&window.input)?;
+        if input.props.is_updating() {
+            return Err(unsupported(
+                "a window over the result of a GROUP BY without a window",
+                "window the stream before aggregating it",
+            )
+            .into());
+        }
+        let mode = if rowtime == Some(placeholder) {
+            RowsMode::Rowtime
+        } else {
+            RowsMode::PerWindow
+        };
+        let node = WindowRows::new(window, placeholder, mode, input.plan, input.props.clone())?;
+        let rows = Streaming {
+            plan: extension(node),
+            props: input.props,
+        };
+        match &scan.projection {
+            None => Ok(rows),
+            Some(indices) => {
+                let exprs = indices
+                    .iter()
+                    .map(|i| {
+                        datafusion::logical_expr::Expr::Column(
+                            rows.plan.schema().qualified_field(*i).into(),
+                        )
+                    })
+                    .collect::<Vec<_>>();
+                let plan = datafusion::logical_expr::LogicalPlanBuilder::from(rows.plan)
+                    .project(exprs)
+                    .and_then(|b| b.build())?;
+                Ok(Streaming {
+                    plan,
+                    props: rows.props,
+                })
+            }
+        }
+    }
+
+    /// A `GROUP BY`: over a window table function, a window or session
+    /// aggregate; without one, an aggregate of the whole (bounded) input or
+    /// an updating aggregate (unbounded, with a state TTL).
+    fn aggregate(&self, agg: &Aggregate) -> Result<Streaming> {
+        let found = find_window_scan(&agg.input);
+        let parts = AggregateParts::new(agg, found.is_some(), self.state)?;
+        let input = self.rewrite_with(&agg.input, found.as_ref().map(|(_, p)| p.as_str()))?;
+        if input.props.is_updating() {
+            return Err(unsupported(
+                "an aggregate over the result of a GROUP BY without a window",
+                "aggregate once, or group by a window",
+            )
+            .into());
+        }
+        let schema = agg.schema.clone();
+        match found {
+            None if !input.props.bounded => self.updating(parts, input, schema),
+            Some((window, _)) if matches!(window.tvf.kind, WindowKind::Session { .. }) => {
+                self.session(parts, window, input, schema)
+            }
+            found => self.window(parts, found.map(|(w, _)| w), input, schema),
+        }
+    }
+
+    fn updating(
+        &self,
+        parts: AggregateParts,
+        input: Streaming,
+        schema: DFSchemaRef,
+    ) -> Result<Streaming> {
+        let Some(ttl) = self.settings.state_ttl() else {
+            return Err(SqlError::new("GROUP BY without a window on an unbounded stream needs a state TTL").with_hint(
+                "its state would grow forever: set one (SET 'table.exec.state.ttl' = '1 h'), or group by a window: FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(ts), INTERVAL '1' MINUTE)) GROUP BY window_start, window_end, ...",
+            ).into());
+        };
+        let keys = parts.key_columns.clone().filter(|c| !c.is_empty());
+        let input = self.exchange(input, keys, &parts.key_names);
+        let props = StreamProps {
+            parallelism: input.props.parallelism,
+            bounded: false,
+            changelog: Changelog::Upsert {
+                keys: parts.key_names.clone(),
+            },
+        };
+        let describe = format!(
+            "keys [{}], aggregates: {}, state TTL {}",
+            parts.key_names.join(", "),
+            parts.aggregates,
+            fmt_ms(ttl.as_millis() as i64)
+        );
+        Ok(self.node(
+            UpdatingAggregate {
+                ttl,
+                spec: parts.spec,
+                layout: parts.layout,
+                describe,
+                schema,
+                props: props.clone(),
+                input: Some(input.plan),
+            },
+            props,
+        ))
+    }
+
+    fn session(
+        &self,
+        parts: AggregateParts,
+        window: &WindowTable,
+        input: Streaming,
+        schema: DFSchemaRef,
+    ) -> Result<Streaming> {
+        let tvf = &window.tvf;
+        let WindowKind::Session { gap } = tvf.kind else {
+            return Err(SqlError::new("not a session window").into());
+        };
+        let partition: Vec<usize> = if tvf.partition_by_group_keys {
+            (0..parts.keys.len()).collect()
+        } else {
+            tvf.partition_by
+                .iter()
+                .map(|p| {
+                    parts
+                        .keys
+                        .iter()
+                        .position(|e| matches!(e, datafusion::logical_expr::Expr::Column(c) if c.name == p.value))
+                        .ok_or_else(|| {
+                            SqlError::new(format!(
+                                "SESSION partition key {p} must also be in GROUP BY"
+                            ))
+                            .at(p.span.start)
+                            .with_hint(format!("GROUP BY window_start, window_end, {p}"))
+                        })
+                })
+                .collect::<std::result::Result<_, SqlError>>()?
+        };
+        let names: Vec<String> = partition
+            .iter()
+            .map(|i| parts.key_names[*i].clone())
+            .collect();
+        let shuffle = parts
+            .key_columns
+            .as_ref()
+            .map(|cols| partition.iter().map(|i| cols[*i]).collect::<Vec<_>>())
+            .filter(|c| !c.is_empty());
+        let bounded = input.props.bounded;
+        let input = self.exchange(input, shuffle, &names);
+        let describe = format!(
+            "SESSION(gap={}) by [{}], {}, aggregates: {}",
+            fmt_ms(gap),
+            names.join(", "),
+            time_note(Some(window)),
+            parts.aggregates
+        );
+        let props = StreamProps::append(input.props.parallelism, bounded);
+        let time = time_source(&parts, Some(window));
+        Ok(self.node(
+            SessionAggregate {
+                gap,
+                spec: parts.spec,
+                partition,
+                time,
+                layout: parts.layout,
+                describe,
+                stream: window.stream.clone(),
+                schema,
+                props: props.clone(),
+                input: Some(input.plan),
+            },
+            props,
+        ))
+    }
+
+    fn window(
+        &self,
+        parts: AggregateParts,
+        window: Option<&WindowTable>,
+        input: Streaming,
+        schema: DFSchemaRef,
+    ) -> Result<Streaming> {
+        // Without a window function, one window spans all time and fires
+        // at the end of the input.
+        let windows = match window {
+            Some(w) => slice_windows(&w.tvf.kind)?,
+            None => SliceWindows::tumble(1 << 60, 0).map_err(|e| SqlError::new(e.to_string()))?,
+        };
+        let shape = if window.is_some() {
+            windows.describe()
+        } else {
+            "GROUP BY".to_string()
+        };
+        let describe = format!(
+            "{shape}, {}, keys [{}], aggregates: {}",
+            time_note(window),
+            parts.key_names.join(", "),
+            parts.aggregates
+        );
+        let time = time_source(&parts, window);
+        let bounded = input.props.bounded;
+        let parallelism = self.settings.parallelism();
+        let stream = window.and_then(|w| w.stream.clone());
+        let node = |phase, input: Streaming, schema, props: StreamProps| WindowAggregate {
+            phase,
+            windows,
+            time,
+            spec: parts.spec.clone(),
+            layout: parts.layout.clone(),
+            describe: describe.clone(),
+            stream: stream.clone(),
+            schema,
+            props,
+            input: Some(input.plan),
+        };
+        // Two phases when parallel on event time: pre-aggregate per input
+        // subtask, shuffle the partial state by key, merge.
+        let single_subtask =
+            input.props.parallelism == 1 && (parts.keys.is_empty() || parallelism == 1);
+        if (window.is_none() || !time.is_processing_time()) && !single_subtask {
+            let local_props = StreamProps::append(input.props.parallelism, bounded);
+            let partial = partial_schema(&parts.spec).map_err(|e| SqlError::new(e.to_string()))?;
+            let partial = weir_engine::row_watermark::without_row_watermark(&partial);
+            let partial = Arc::new(DFSchema::try_from(partial.as_ref().clone())?);
+            let local = self.node(
+                node(Phase::Local, input, partial, local_props.clone()),
+                local_props,
+            );
+            let keys = weir_engine::window::partial_key_columns(&parts.spec);
+            let keys = (!keys.is_empty()).then_some(keys);
+            let exchanged = self.exchange(local, keys, &parts.key_names);
+            let props = StreamProps::append(exchanged.props.parallelism, bounded);
+            return Ok(self.node(node(Phase::Global, exchanged, schema, props.clone()), props));
+        }
+        let keys = parts.key_columns.clone().filter(|c| !c.is_empty());
+        let input = self.exchange(input, keys, &parts.key_names);
+        let props = StreamProps::append(input.props.parallelism, bounded);
+        Ok(self.node(node(Phase::Single, input, schema, props.clone()), props))
+    }
+
+    /// `input` shuffled by `keys` into the session's parallelism, or
+    /// gathered into one subtask without keys.
+    fn exchange(&self, input: Streaming, keys: Option<Vec<usize>>, names: &[String]) -> Streaming {
+        let parallelism = if keys.is_some() {
+            self.settings.parallelism()
+        } else {
+            1
+        };
+        let keys = keys.unwrap_or_default();
+        if keys.is_empty() && input.props.parallelism == 1 {
+            return input;
+        }
+        let props = StreamProps {
+            parallelism,
+            ..input.props.clone()
+        };
+        let schema = input.plan.schema().clone();
+        self.node(
+            Exchange {
+                keys,
+                names: names.to_vec(),
+                schema,
+                props: props.clone(),
+                input: Some(input.plan),
+            },
+            props,
+        )
+    }
+
+    fn node(
+        &self,
+        node: impl datafusion::logical_expr::UserDefinedLogicalNode + 'static,
+        props: StreamProps,
+    ) -> Streaming {
+        Streaming {
+            plan: extension(node),
+            props,
+        }
+    }
+}
+
+/// Where a window aggregate's rows take their time from.
+fn time_source(parts: &AggregateParts, window: Option<&WindowTable>) -> TimeSource {
+    match (parts.window_start, window) {
+        (Some(column), Some(w)) if !w.processing_time => TimeSource::EventTime { column },
+        _ => TimeSource::ProcessingTime,
+    }
+}
+
+fn time_note(window: Option<&WindowTable>) -> &'static str {
+    match window {
+        None => "whole bounded input",
+        Some(w) if w.processing_time => "processing time",
+        Some(_) => "event time",
+    }
+}
+
+/// The window table under an aggregate's input (through stateless nodes).
+fn find_window_scan(plan: &LogicalPlan) -> Option<(&WindowTable, String)> {
+    match plan {
+        LogicalPlan::TableScan(scan) => scan
+            .source
+            .downcast_ref::<WindowTable>()
+            .map(|w| (w, scan.table_name.table().to_string())),
+        LogicalPlan::Projection(p) => find_window_scan(&p.input),
+        LogicalPlan::Filter(f) => find_window_scan(&f.input),
+        LogicalPlan::SubqueryAlias(s) => find_window_scan(&s.input),
+        _ => None,
+    }
+}

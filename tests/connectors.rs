@@ -336,3 +336,52 @@ fn chunk_size_and_decode_parallelism_change_no_row_and_no_dead_letter() {
         );
     }
 }
+
+/// A JSON file source decodes only the columns a query uses (and those its
+/// watermark needs), as Flink's JSON format does: a value of the wrong type
+/// in a column the query does not read does not make the record bad.
+#[test]
+fn a_json_source_decodes_only_the_columns_the_query_uses() {
+    let input = tempfile::tempdir().unwrap();
+    std::fs::write(
+        input.path().join("a.json"),
+        [
+            r#"{"k": 1, "v": 10, "s": "x", "ts": "2024-01-01 00:00:00"}"#,
+            r#"{"k": 2, "v": 20, "s": {"not": "a string"}, "ts": "2024-01-01 00:00:01"}"#,
+            r#"{"k": "three", "v": 30, "s": "z", "ts": "2024-01-01 00:00:02"}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let ddl = format!(
+        "CREATE STREAM t (k BIGINT, v BIGINT, s VARCHAR, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+         WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json', 'bad-data' = 'drop')",
+        input.path().display()
+    );
+    let rt = runtime();
+    let plan = rt.block_on(async {
+        let mut session = weir::Session::new();
+        session.sql(&ddl).await.unwrap();
+        match session
+            .sql("EXPLAIN SELECT k FROM t")
+            .await
+            .unwrap()
+            .remove(0)
+        {
+            weir::Output::Explain(plan) => plan,
+            other => panic!("{other:?}"),
+        }
+    });
+    assert!(plan.contains("reads only [k, ts]"), "{plan}");
+    // Row 2's `s` is not read; row 3's `k` is, and is bad.
+    assert_eq!(
+        rt.block_on(run_weir(&[ddl.clone()], "SELECT k FROM t"))
+            .rows,
+        vec!["1", "2"]
+    );
+    // Reading `s` too, row 2 is bad as well.
+    assert_eq!(
+        rt.block_on(run_weir(&[ddl], "SELECT k, s FROM t")).rows,
+        vec!["1 | x"]
+    );
+}

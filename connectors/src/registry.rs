@@ -102,6 +102,13 @@ pub trait Connector: Send + Sync {
         None
     }
 
+    /// Whether the source can read only some of the declared columns: given
+    /// a `TableSpec` whose schema holds just those (by name), it produces
+    /// just those, and skips decoding the others.
+    fn reads_projection(&self, _options: &Options) -> bool {
+        false
+    }
+
     /// How many parallel source subtasks make sense, if limited.
     fn max_source_parallelism(&self, _spec: &TableSpec) -> Option<usize> {
         None

@@ -59,6 +59,14 @@ impl Connector for FilesystemConnector {
         true
     }
 
+    /// JSON and Parquet find columns by name; CSV by position.
+    fn reads_projection(&self, options: &Options) -> bool {
+        matches!(
+            Format::from_options(options),
+            Ok(Format::Json | Format::Parquet)
+        )
+    }
+
     fn source(&self, spec: &TableSpec) -> Result<SourceFactory, ConnectorError> {
         self.validate(&spec.options)?;
         let location = resolve(spec.options.require("path")?, &spec.options, false)?;

@@ -243,6 +243,11 @@ impl Connector for NexmarkConnector {
             .filter(|n| *n > 0)
     }
 
+    /// Row columns left out are not generated.
+    fn reads_projection(&self, _options: &Options) -> bool {
+        true
+    }
+
     fn is_bounded(&self, options: &Options) -> bool {
         matches!(options.parse::<u64>("events.num"), Ok(Some(n)) if n > 0)
     }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use datafusion::common::{DFSchema, DFSchemaRef};
+use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::PhysicalExpr;
@@ -28,6 +29,9 @@ pub(crate) struct StreamScan {
     pub projection: Option<Vec<usize>>,
     /// The projected columns, qualified by the scan's name.
     pub schema: DFSchemaRef,
+    /// The columns read, when the connector can read only some
+    /// ([`weir_connectors::Connector::reads_projection`]).
+    pub read: Option<Columns>,
     pub props: StreamProps,
     /// Always `None`: a scan has no input.
     pub input: Option<LogicalPlan>,
@@ -42,7 +46,7 @@ impl StreamScan {
         schema: DFSchemaRef,
         settings: &Settings,
     ) -> Result<Self> {
-        let spec = source_spec(&stream)?;
+        let spec = source_spec(&stream, &Columns::all(&stream).physical)?;
         let parallelism = settings
             .parallelism()
             .min(
@@ -53,10 +57,14 @@ impl StreamScan {
             )
             .max(1);
         let bounded = stream.connector.is_bounded(&stream.options);
+        let read = projection
+            .as_ref()
+            .and_then(|p| Columns::pruned(&stream, p));
         Ok(StreamScan {
             stream,
             projection,
             schema,
+            read,
             props: StreamProps::append(parallelism, bounded),
             input: None,
         })
@@ -75,15 +83,94 @@ impl StreamScan {
                 .collect();
             text.push_str(&format!(", columns [{}]", names.join(", ")));
         }
+        if let Some(read) = &self.read {
+            let names: Vec<&str> = read
+                .physical
+                .iter()
+                .map(|i| s.physical_schema.field(*i).name().as_str())
+                .collect();
+            text.push_str(&format!(", reads only [{}]", names.join(", ")));
+        }
         text
     }
 }
 
-/// What the connector is given to read `stream`.
-fn source_spec(stream: &StreamDef) -> Result<TableSpec> {
+/// Which columns a scan reads and produces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Columns {
+    /// Physical columns the connector reads (indices into its schema).
+    pub physical: Vec<usize>,
+    /// Columns of the stream the source node produces (indices into the
+    /// stream's schema, computed ones included), in declaration order.
+    pub produced: Vec<usize>,
+}
+
+impl Columns {
+    /// Every column.
+    fn all(stream: &StreamDef) -> Self {
+        Columns {
+            physical: (0..stream.physical_schema.fields().len()).collect(),
+            produced: (0..stream.schema.fields().len()).collect(),
+        }
+    }
+
+    /// The columns `projection` needs, when the connector can read only
+    /// some: the projected ones, what the watermark uses, and the physical
+    /// columns their computed columns use. `None` when that is all of them
+    /// (or the connector reads whole rows, or fills metadata columns).
+    fn pruned(stream: &StreamDef, projection: &[usize]) -> Option<Self> {
+        if !stream.metadata.is_empty() || !stream.connector.reads_projection(&stream.options) {
+            return None;
+        }
+        let schema = &stream.schema;
+        let mut produced = vec![false; schema.fields().len()];
+        for i in projection {
+            *produced.get_mut(*i)? = true;
+        }
+        for column in stream.watermark.iter().flat_map(|w| w.expr.column_refs()) {
+            produced[schema.index_of(&column.name).ok()?] = true;
+        }
+        let mut physical = vec![false; stream.physical_schema.fields().len()];
+        for (i, computed) in stream.computed.iter().enumerate() {
+            if !produced[i] {
+                continue;
+            }
+            let names: Vec<&str> = match computed {
+                Some(expr) => expr
+                    .column_refs()
+                    .into_iter()
+                    .map(|c| c.name.as_str())
+                    .collect(),
+                None => vec![schema.field(i).name().as_str()],
+            };
+            for name in names {
+                physical[stream.physical_schema.index_of(name).ok()?] = true;
+            }
+        }
+        let columns = Columns {
+            physical: (0..physical.len()).filter(|i| physical[*i]).collect(),
+            produced: (0..produced.len()).filter(|i| produced[*i]).collect(),
+        };
+        (columns != Columns::all(stream)).then_some(columns)
+    }
+}
+
+/// What the connector is given to read `stream`: the physical columns of
+/// `read`.
+fn source_spec(stream: &StreamDef, read: &[usize]) -> Result<TableSpec> {
+    let schema = if read.len() == stream.physical_schema.fields().len() {
+        stream.physical_schema.clone()
+    } else {
+        Arc::new(
+            stream
+                .physical_schema
+                .project(read)
+                .map_err(DataFusionError::from)?,
+        )
+    };
     Ok(TableSpec {
         name: stream.name.clone(),
-        schema: stream.physical_schema.clone(),
+        schema,
         options: stream.options.clone(),
         partitioned_by: Vec::new(),
         bad_data: BadDataPolicy::from_options(&stream.name, &stream.options)?,
@@ -99,31 +186,37 @@ impl StreamingNode for StreamScan {
 
     fn lower(&self, _inputs: Vec<Lowered>, lowering: &mut Lowering<'_>) -> Result<Lowered> {
         let def = &self.stream;
-        let spec = source_spec(def)?;
+        let columns = self.read.clone().unwrap_or_else(|| Columns::all(def));
+        let spec = source_spec(def, &columns.physical)?;
         let factory = def.connector.source(&spec)?;
-        let physical =
-            DFSchema::try_from_qualified_schema(def.name.as_str(), &def.physical_schema)?;
+        let physical = DFSchema::try_from_qualified_schema(def.name.as_str(), &spec.schema)?;
+        let produced = Arc::new(
+            def.schema
+                .project(&columns.produced)
+                .map_err(DataFusionError::from)?,
+        );
         let full = Arc::new(DFSchema::try_from_qualified_schema(
             def.name.as_str(),
-            &def.schema,
+            &produced,
         )?);
-        let computed = if def.computed.iter().any(Option::is_some) {
-            let mut exprs = Vec::with_capacity(def.computed.len());
-            let mut physical_index = 0;
-            for (i, computed) in def.computed.iter().enumerate() {
-                exprs.push(match computed {
-                    Some(expr) => lowering.physical(expr, &physical)?,
+        // Computed columns: evaluated on what the connector read.
+        let computed = if columns.produced.iter().any(|i| def.computed[*i].is_some()) {
+            let exprs = columns
+                .produced
+                .iter()
+                .map(|i| match &def.computed[*i] {
+                    Some(expr) => lowering.physical(expr, &physical),
                     None => {
-                        let name = def.schema.field(i).name();
-                        physical_index += 1;
-                        Arc::new(Column::new(name, physical_index - 1)) as Arc<dyn PhysicalExpr>
+                        let name = def.schema.field(*i).name();
+                        let at = spec.schema.index_of(name).map_err(DataFusionError::from)?;
+                        Ok(Arc::new(Column::new(name, at)) as Arc<dyn PhysicalExpr>)
                     }
-                });
-            }
+                })
+                .collect::<Result<Vec<_>>>()?;
             Some(Arc::new(Projection::new(
                 "computed columns",
                 exprs,
-                def.schema.clone(),
+                produced.clone(),
             )))
         } else {
             None
@@ -178,8 +271,10 @@ impl StreamingNode for StreamScan {
                 let exprs = indices
                     .iter()
                     .map(|i| {
-                        let field = source.schema.field(*i);
-                        Arc::new(Column::new(field.name(), *i)) as Arc<dyn PhysicalExpr>
+                        // Column `i` of the stream, where the source puts it.
+                        let at = columns.produced.iter().position(|p| p == i).unwrap_or(*i);
+                        let field = source.schema.field(at);
+                        Arc::new(Column::new(field.name(), at)) as Arc<dyn PhysicalExpr>
                     })
                     .collect();
                 let projection = Projection::new(

@@ -375,7 +375,7 @@ fn a_json_source_decodes_only_the_columns_the_query_uses() {
     assert!(plan.contains("reads only [k, ts]"), "{plan}");
     // Row 2's `s` is not read; row 3's `k` is, and is bad.
     assert_eq!(
-        rt.block_on(run_weir(&[ddl.clone()], "SELECT k FROM t"))
+        rt.block_on(run_weir(std::slice::from_ref(&ddl), "SELECT k FROM t"))
             .rows,
         vec!["1", "2"]
     );

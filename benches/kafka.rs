@@ -9,6 +9,10 @@
 //! The mock cluster keeps about 5 MB per partition, so the records are
 //! spread over enough partitions to keep them all.
 
+/// The allocator the `weir` binary runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;

@@ -12,6 +12,10 @@
 //! only: no per-batch timing, histograms, hot keys or latency markers);
 //! arguments filter queries by name.
 
+/// The allocator the `weir` binary runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::Instant;
 
 fn nexmark_file(name: &str) -> String {

@@ -20,6 +20,7 @@ pub mod row_watermark;
 pub mod runtime;
 pub mod source;
 pub mod state;
+pub mod testing;
 pub mod values;
 pub mod window;
 

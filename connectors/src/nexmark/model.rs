@@ -9,8 +9,8 @@ use std::f64::consts::PI;
 use std::sync::LazyLock;
 
 use nexmark::config::{NexmarkConfig, RateShape};
-use rand08::rngs::SmallRng;
 use rand08::distributions::Uniform;
+use rand08::rngs::SmallRng;
 use rand08::{Rng, SeedableRng};
 
 /// The kind of an event.

@@ -302,3 +302,53 @@ impl Operator for UpdatingAggregate {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{count_per_key, keyed_rows, Harness};
+    use datafusion::assert_batches_eq;
+
+    /// Each batch emits the new value of every key it touched, once, in
+    /// the order the keys first appear: an upsert stream by key.
+    #[test]
+    fn each_batch_upserts_the_keys_it_touched() {
+        let c = count_per_key(false).unwrap();
+        let op = UpdatingAggregate::new("u", c.spec, c.layout, Duration::from_secs(3600)).unwrap();
+        let mut h = Harness::new(op);
+        h.batch(keyed_rows(&[(Some(1), 0), (Some(2), 1), (Some(1), 2)]).unwrap())
+            .unwrap();
+        h.batch(keyed_rows(&[(Some(2), 3), (None, 4)]).unwrap())
+            .unwrap();
+        assert_batches_eq!(
+            [
+                "+---+---+",
+                "| k | n |",
+                "+---+---+",
+                "| 1 | 2 |",
+                "| 2 | 1 |",
+                "| 2 | 2 |",
+                "|   | 1 |",
+                "+---+---+",
+            ],
+            &h.take_output()
+        );
+        let state = h.barrier().unwrap();
+        let c = count_per_key(false).unwrap();
+        let mut restored =
+            UpdatingAggregate::new("u", c.spec, c.layout, Duration::from_secs(3600)).unwrap();
+        restored.restore(state).unwrap();
+        let mut h = Harness::new(restored);
+        h.batch(keyed_rows(&[(Some(1), 5)]).unwrap()).unwrap();
+        assert_batches_eq!(
+            [
+                "+---+---+",
+                "| k | n |",
+                "+---+---+",
+                "| 1 | 3 |",
+                "+---+---+"
+            ],
+            &h.take_output()
+        );
+    }
+}

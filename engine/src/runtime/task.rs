@@ -41,16 +41,22 @@ impl SubtaskParts {
         self.output.send_batches(emitted.batches).await
     }
 
+    /// Makes a call on the chain and delivers what it emits, again while
+    /// an operator has more to emit (see `OperatorContext::call_again`).
+    async fn until_done(&mut self, call: impl Fn(&mut Chain) -> Result<Emitted>) -> Result<()> {
+        loop {
+            let emitted = call(&mut self.chain)?;
+            let again = emitted.call_again;
+            self.deliver(emitted).await?;
+            if !again {
+                return Ok(());
+            }
+        }
+    }
+
     async fn watermark(&mut self, watermark: Watermark) -> Result<()> {
         if let Watermark::EventTime(t) = watermark {
-            loop {
-                let emitted = self.chain.on_watermark(t)?;
-                let again = emitted.call_again;
-                self.deliver(emitted).await?;
-                if !again {
-                    break;
-                }
-            }
+            self.until_done(|chain| chain.on_watermark(t)).await?;
         }
         self.output.send_watermark(watermark).await
     }
@@ -98,14 +104,7 @@ impl SubtaskParts {
 
     async fn timer(&mut self) -> Result<()> {
         let now = now_millis();
-        loop {
-            let emitted = self.chain.on_timer(now)?;
-            let again = emitted.call_again;
-            self.deliver(emitted).await?;
-            if !again {
-                return Ok(());
-            }
-        }
+        self.until_done(|chain| chain.on_timer(now)).await
     }
 
     /// The end of input: fire what is left, take the final snapshot, and
@@ -119,14 +118,7 @@ impl SubtaskParts {
             self.watermark(Watermark::EventTime(FINAL_WATERMARK))
                 .await?;
         }
-        loop {
-            let emitted = self.chain.on_end()?;
-            let again = emitted.call_again;
-            self.deliver(emitted).await?;
-            if !again {
-                break;
-            }
-        }
+        self.until_done(Chain::on_end).await?;
         if self.output.is_sink() {
             let final_barrier = Barrier {
                 checkpoint_id: FINAL_CHECKPOINT,

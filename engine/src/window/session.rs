@@ -518,151 +518,82 @@ impl Operator for SessionWindowAggregate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::SubtaskMetrics;
-    use crate::row_watermark::attach_constant;
-    use crate::window::{OutputColumn, OutputLayout};
-    use datafusion::arrow::array::TimestampMillisecondArray;
-    use datafusion::arrow::datatypes::{Field, TimeUnit};
-    use datafusion::functions_aggregate::count::count_udaf;
-    use datafusion::physical_expr::aggregate::AggregateExprBuilder;
-    use datafusion::physical_expr::expressions::{col, lit};
-
-    fn input_schema() -> SchemaRef {
-        Arc::new(Schema::new(vec![
-            Field::new("k", DataType::Int64, true),
-            Field::new(
-                "ts",
-                DataType::Timestamp(TimeUnit::Millisecond, None),
-                false,
-            ),
-        ]))
-    }
+    use crate::testing::{count_per_key, keyed_rows, Harness};
+    use datafusion::assert_batches_sorted_eq;
 
     fn operator() -> SessionWindowAggregate {
-        let schema = input_schema();
-        let count = AggregateExprBuilder::new(count_udaf(), vec![lit(1i64)])
-            .schema(schema.clone())
-            .alias("n")
-            .build()
-            .unwrap();
-        let spec = Arc::new(AggregateSpec {
-            keys: vec![col("k", &schema).unwrap()],
-            key_fields: vec![Arc::new(Field::new("k", DataType::Int64, true))],
-            aggregates: vec![Arc::new(count)],
-            filters: vec![None],
-        });
-        let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
-        let out = Arc::new(Schema::new(vec![
-            Field::new("k", DataType::Int64, true),
-            Field::new("window_start", ts.clone(), false),
-            Field::new("window_end", ts, false),
-            Field::new("n", DataType::Int64, false),
-        ]));
-        let layout = Arc::new(
-            OutputLayout::new(
-                vec![
-                    OutputColumn::Key(0),
-                    OutputColumn::WindowStart,
-                    OutputColumn::WindowEnd,
-                    OutputColumn::Aggregate(0),
-                ],
-                out,
-            )
-            .unwrap(),
-        );
+        let c = count_per_key(true).unwrap();
         SessionWindowAggregate::new(
             "s",
             10,
-            spec,
+            c.spec,
             vec![0],
             TimeSource::EventTime { column: 1 },
-            layout,
+            c.layout,
         )
         .unwrap()
     }
 
-    fn batch(rows: &[(i64, i64)]) -> RecordBatch {
-        let b = RecordBatch::try_new(
-            input_schema(),
-            vec![
-                Arc::new(Int64Array::from(
-                    rows.iter().map(|r| r.0).collect::<Vec<_>>(),
-                )),
-                Arc::new(TimestampMillisecondArray::from(
-                    rows.iter().map(|r| r.1).collect::<Vec<_>>(),
-                )),
-            ],
-        )
-        .unwrap();
-        attach_constant(&b, i64::MIN).unwrap()
+    fn rows(rows: &[(i64, i64)]) -> RecordBatch {
+        let rows: Vec<(Option<i64>, i64)> = rows.iter().map(|(k, t)| (Some(*k), *t)).collect();
+        keyed_rows(&rows).unwrap()
     }
 
-    fn run(
-        op: &mut SessionWindowAggregate,
-        f: impl FnOnce(&mut SessionWindowAggregate, &mut OperatorContext<'_>),
-    ) -> Vec<String> {
-        let metrics = Arc::new(SubtaskMetrics::new(0, "s", 0));
-        let (mut output, mut late) = (Vec::new(), Vec::new());
-        let mut ctx = OperatorContext {
-            output: &mut output,
-            late: &mut late,
-            watermark: i64::MIN,
-            metrics: &metrics,
-            call_again: false,
-        };
-        f(op, &mut ctx);
-        let mut rows: Vec<String> = output
-            .iter()
-            .flat_map(|b| {
-                let b = crate::row_watermark::strip(b);
-                datafusion::arrow::util::pretty::pretty_format_batches(&[b])
-                    .unwrap()
-                    .to_string()
-                    .lines()
-                    .skip(3)
-                    .map(str::to_string)
-                    .collect::<Vec<_>>()
-            })
-            .filter(|l| l.starts_with('|'))
-            .collect();
-        rows.sort();
-        rows
+    /// Key 1: 0, 5, 12 merge ([0, 22)); 30, 35 ([30, 45)). Key 2: 3 and 14
+    /// are 11 apart, more than the gap: two sessions. Key 3: 100.
+    const EXPECTED: [&str; 9] = [
+        "+---+-------------------------+-------------------------+---+",
+        "| k | window_start            | window_end              | n |",
+        "+---+-------------------------+-------------------------+---+",
+        "| 1 | 1970-01-01T00:00:00     | 1970-01-01T00:00:00.022 | 3 |",
+        "| 1 | 1970-01-01T00:00:00.030 | 1970-01-01T00:00:00.045 | 2 |",
+        "| 2 | 1970-01-01T00:00:00.003 | 1970-01-01T00:00:00.013 | 1 |",
+        "| 2 | 1970-01-01T00:00:00.014 | 1970-01-01T00:00:00.024 | 1 |",
+        "| 3 | 1970-01-01T00:00:00.100 | 1970-01-01T00:00:00.110 | 1 |",
+        "+---+-------------------------+-------------------------+---+",
+    ];
+
+    #[test]
+    fn rows_of_a_key_merge_into_sessions() {
+        let mut h = Harness::new(operator());
+        h.batch(rows(&[(1, 0), (1, 5), (2, 3), (1, 30)])).unwrap();
+        h.batch(rows(&[(1, 12), (2, 14), (1, 35), (3, 100)]))
+            .unwrap();
+        assert_batches_sorted_eq!(EXPECTED, &h.end().unwrap().take_output());
+    }
+
+    /// Rows exactly `gap` apart share a session, as in Flink.
+    #[test]
+    fn rows_exactly_a_gap_apart_share_a_session() {
+        let mut h = Harness::new(operator());
+        h.batch(rows(&[(1, 0), (1, 10), (1, 20)])).unwrap();
+        let out = h.end().unwrap().take_output();
+        assert_batches_sorted_eq!(
+            [
+                "+---+---------------------+-------------------------+---+",
+                "| k | window_start        | window_end              | n |",
+                "+---+---------------------+-------------------------+---+",
+                "| 1 | 1970-01-01T00:00:00 | 1970-01-01T00:00:00.030 | 3 |",
+                "+---+---------------------+-------------------------+---+",
+            ],
+            &out
+        );
     }
 
     #[test]
     fn a_restored_operator_continues_the_same_sessions() {
-        let first = batch(&[(1, 0), (1, 5), (2, 3), (1, 30)]);
-        let second = batch(&[(1, 12), (2, 14), (1, 35), (3, 100)]);
-        let mut original = operator();
-        run(&mut original, |op, ctx| {
-            op.on_batch(first.clone(), ctx).unwrap()
-        });
-        let state = run(&mut original, |_, _| {});
-        assert!(state.is_empty());
-        let snapshot = {
-            let metrics = Arc::new(SubtaskMetrics::new(0, "s", 0));
-            let (mut o, mut l) = (Vec::new(), Vec::new());
-            let mut ctx = OperatorContext {
-                output: &mut o,
-                late: &mut l,
-                watermark: i64::MIN,
-                metrics: &metrics,
-                call_again: false,
-            };
-            original.snapshot(&mut ctx).unwrap()
-        };
+        let mut original = Harness::new(operator());
+        original
+            .batch(rows(&[(1, 0), (1, 5), (2, 3), (1, 30)]))
+            .unwrap();
+        let state = original.barrier().unwrap();
+        assert!(original.take_output().is_empty());
         let mut restored = operator();
-        restored.restore(snapshot).unwrap();
-        let finish = |op: &mut SessionWindowAggregate| {
-            run(op, |op, ctx| {
-                op.on_batch(second.clone(), ctx).unwrap();
-                op.on_watermark(i64::MAX, ctx).unwrap();
-            })
-        };
-        let expected = finish(&mut original);
-        // Key 1: 0, 5, 12 merge ([0, 22)); 30, 35 ([30, 45)). Key 2: 3 and
-        // 14 are 11 apart, more than the gap: two sessions. Key 3: 100.
-        assert_eq!(expected.len(), 5, "{expected:?}");
-        assert_eq!(finish(&mut restored), expected);
+        restored.restore(state).unwrap();
+        let mut restored = Harness::new(restored);
+        restored
+            .batch(rows(&[(1, 12), (2, 14), (1, 35), (3, 100)]))
+            .unwrap();
+        assert_batches_sorted_eq!(EXPECTED, &restored.end().unwrap().take_output());
     }
 }

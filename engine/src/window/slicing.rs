@@ -518,3 +518,106 @@ impl Operator for WindowAggregate {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{count_per_key, keyed_rows, Harness};
+    use datafusion::assert_batches_sorted_eq;
+
+    fn tumble(mode: AggregateMode) -> WindowAggregate {
+        let c = count_per_key(true).unwrap();
+        WindowAggregate::new(
+            "w",
+            mode,
+            SliceWindows::tumble(10, 0).unwrap(),
+            c.spec,
+            TimeSource::EventTime { column: 1 },
+            c.layout,
+        )
+        .unwrap()
+    }
+
+    const EXPECTED: [&str; 8] = [
+        "+---+-------------------------+-------------------------+---+",
+        "| k | window_start            | window_end              | n |",
+        "+---+-------------------------+-------------------------+---+",
+        "|   | 1970-01-01T00:00:00     | 1970-01-01T00:00:00.010 | 1 |",
+        "| 1 | 1970-01-01T00:00:00     | 1970-01-01T00:00:00.010 | 3 |",
+        "| 1 | 1970-01-01T00:00:00.010 | 1970-01-01T00:00:00.020 | 1 |",
+        "| 2 | 1970-01-01T00:00:00.020 | 1970-01-01T00:00:00.030 | 2 |",
+        "+---+-------------------------+-------------------------+---+",
+    ];
+
+    fn input() -> Vec<RecordBatch> {
+        vec![
+            keyed_rows(&[(Some(1), 3), (Some(1), 12), (None, 1), (Some(1), 0)]).unwrap(),
+            keyed_rows(&[(Some(2), 25), (Some(1), 9), (Some(2), 29)]).unwrap(),
+        ]
+    }
+
+    /// Out-of-order rows within the watermark, a null key, a window that
+    /// fires at `end - 1` and not before.
+    #[test]
+    fn a_tumble_fires_each_window_once_at_its_end() {
+        let mut h = Harness::new(tumble(AggregateMode::Single));
+        for batch in input() {
+            h.batch(batch).unwrap();
+        }
+        h.watermark(8).unwrap();
+        assert!(h.take_output().is_empty(), "[0, 10) fires at 9");
+        h.watermark(9).unwrap();
+        assert_eq!(h.take_output()[0].num_rows(), 2);
+        h.end().unwrap();
+        let mut all = Vec::new();
+        let mut again = Harness::new(tumble(AggregateMode::Single));
+        for batch in input() {
+            again.batch(batch).unwrap();
+        }
+        all.extend(again.end().unwrap().take_output());
+        assert_batches_sorted_eq!(EXPECTED, &all);
+    }
+
+    /// A row behind the watermark is late for its window (counted and
+    /// emitted as late), not added to the one already fired.
+    #[test]
+    fn a_row_for_a_fired_window_is_late() {
+        let mut h = Harness::new(tumble(AggregateMode::Single));
+        h.batch(keyed_rows(&[(Some(1), 3)]).unwrap()).unwrap();
+        h.watermark(15).unwrap();
+        h.batch(keyed_rows(&[(Some(1), 4), (Some(1), 16)]).unwrap())
+            .unwrap();
+        assert_eq!(h.late_rows(), 1);
+        assert_eq!(h.take_late()[0].num_rows(), 1);
+    }
+
+    /// Local pre-aggregation then the global merge equals one phase.
+    #[test]
+    fn two_phases_equal_one() {
+        let mut local = Harness::new(tumble(AggregateMode::Partial));
+        let mut global = Harness::new(tumble(AggregateMode::Final));
+        for batch in input() {
+            local.batch(batch).unwrap();
+        }
+        local.end().unwrap();
+        for partial in local.take_output() {
+            global.batch(partial).unwrap();
+        }
+        assert_batches_sorted_eq!(EXPECTED, &global.end().unwrap().take_output());
+    }
+
+    /// State taken at a barrier and restored into a new operator gives the
+    /// same windows as an uninterrupted run.
+    #[test]
+    fn restored_state_fires_the_same_windows() {
+        let batches = input();
+        let mut first = Harness::new(tumble(AggregateMode::Single));
+        first.batch(batches[0].clone()).unwrap();
+        let state = first.barrier().unwrap();
+        let mut restored = tumble(AggregateMode::Single);
+        restored.restore(state).unwrap();
+        let mut second = Harness::new(restored);
+        second.batch(batches[1].clone()).unwrap();
+        assert_batches_sorted_eq!(EXPECTED, &second.end().unwrap().take_output());
+    }
+}

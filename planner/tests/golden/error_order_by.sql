@@ -1,0 +1,2 @@
+CREATE STREAM events WITH ('connector' = 'nexmark');
+SELECT bid.price FROM events ORDER BY bid.price;

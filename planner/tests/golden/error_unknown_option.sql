@@ -1,0 +1,1 @@
+CREATE STREAM x WITH ('connector' = 'nexmark', 'events.nmu' = '10');

@@ -1,0 +1,1 @@
+SET 'table.exec.sate.ttl' = '1 h';

@@ -1,0 +1,2 @@
+CREATE STREAM events WITH ('connector' = 'nexmark');
+INSERT INTO nowhere SELECT bid.price FROM events;

@@ -1,0 +1,4 @@
+CREATE STREAM events WITH ('connector' = 'nexmark');
+SELECT window_start, window_end, count(*) AS n
+FROM TABLE(HOP(TABLE events, DESCRIPTOR(dateTime), INTERVAL '2' SECOND, INTERVAL '10' SECOND))
+GROUP BY window_start, window_end;

@@ -1,0 +1,2 @@
+CREATE STREAM events WITH ('connector' = 'nexmark');
+SELECT bid.price FROM events WHERE event_type = 2;

@@ -7,6 +7,7 @@
 
 mod chain;
 mod inputs;
+mod launch;
 mod output;
 mod task;
 mod watermarks;
@@ -14,21 +15,15 @@ mod watermarks;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio::sync::mpsc::{self, Receiver, Sender};
+use tokio::sync::mpsc::Sender;
 use tokio::task::JoinSet;
 
-use crate::checkpoint::{fingerprint, CheckpointConfig, CheckpointMetrics, Coordinator, Restored};
+use crate::checkpoint::{CheckpointConfig, CheckpointMetrics, Restored};
 use crate::error::{EngineError, Result};
-use crate::graph::{topological_order, EdgeKind, Graph, NodeId, NodeKind};
-use crate::message::{now_millis, Barrier, CheckpointId, Message};
+use crate::graph::{topological_order, Graph, NodeId};
+use crate::message::{now_millis, Barrier, CheckpointId};
 use crate::metrics::{JobMetrics, MetricsSnapshot, SubtaskMetrics};
-use crate::operator::SubtaskInfo;
 use crate::state::StateSnapshot;
-use chain::{Chain, ChainedOperator};
-use inputs::Inputs;
-use output::{Output, Partitioning, Router};
-use task::{run_channel_subtask, run_source_subtask, SourceSubtask, SubtaskParts};
-use watermarks::WatermarkGenerator;
 
 /// Settings of the runtime.
 #[derive(Debug, Clone)]
@@ -222,271 +217,8 @@ fn task_groups(graph: &Graph) -> Vec<Vec<NodeId>> {
 }
 
 /// Starts every task of `graph` on the current tokio runtime.
-pub fn spawn(graph: Graph, mut config: RuntimeConfig) -> Result<JobHandle> {
-    graph.validate()?;
-    let metrics = Arc::new(JobMetrics::default());
-    let checkpoint_metrics = Arc::new(CheckpointMetrics::default());
-    let fingerprint = fingerprint(&graph);
-    let mut restore = config.restore.take();
-    if let Some(r) = &restore {
-        if r.fingerprint != fingerprint {
-            return Err(EngineError::Graph(format!(
-                "checkpoint {} was taken by a different job (operators or parallelism changed); start without it",
-                r.location
-            )));
-        }
-        tracing::info!(checkpoint = r.checkpoint_id, location = %r.location, "restoring");
-    }
-    // With checkpoints, subtasks report to the coordinator and sinks learn
-    // from it when to commit.
-    let (commits_tx, commits) = tokio::sync::watch::channel(0);
-    let mut coordinator_acks = None;
-    let acks_tx = match &config.checkpoint {
-        Some(_) => {
-            let (tx, rx) = mpsc::channel(1024);
-            coordinator_acks = Some(rx);
-            Some(tx)
-        }
-        None => config.checkpoint_acks.clone(),
-    };
-    let checkpointing = config.checkpoint.is_some();
-    let groups = task_groups(&graph);
-    let tail_of: HashMap<NodeId, usize> = groups
-        .iter()
-        .enumerate()
-        .filter_map(|(g, nodes)| nodes.last().map(|n| (*n, g)))
-        .collect();
-
-    // Channels for every edge between task groups.
-    let mut senders: HashMap<(usize, usize), Vec<Sender<Message>>> = HashMap::new();
-    let mut partitioning: HashMap<usize, Partitioning> = HashMap::new();
-    let mut receivers: HashMap<(usize, usize), Vec<Receiver<Message>>> = HashMap::new();
-    let mut watched: HashMap<(usize, usize), Vec<mpsc::WeakSender<Message>>> = HashMap::new();
-    for (g, nodes) in groups.iter().enumerate() {
-        let head = nodes[0];
-        for edge in graph.inputs(head) {
-            let from_group = *tail_of
-                .get(&edge.from)
-                .ok_or_else(|| EngineError::Graph("edge from the middle of a chain".into()))?;
-            let p_from = graph.nodes[edge.from].parallelism;
-            let p_to = graph.nodes[head].parallelism;
-            for i in 0..p_from {
-                for j in 0..p_to {
-                    if edge.kind == EdgeKind::Forward && i != j {
-                        continue;
-                    }
-                    let (tx, rx) = mpsc::channel(config.channel_capacity.max(1));
-                    watched.entry((g, j)).or_default().push(tx.downgrade());
-                    senders.entry((from_group, i)).or_default().push(tx);
-                    receivers.entry((g, j)).or_default().push(rx);
-                }
-            }
-            partitioning.insert(
-                from_group,
-                match &edge.kind {
-                    EdgeKind::Forward => Partitioning::Forward,
-                    EdgeKind::Shuffle { keys, .. } => Partitioning::Hash(keys.clone()),
-                    EdgeKind::Broadcast => Partitioning::Broadcast,
-                    EdgeKind::Rebalance => Partitioning::RoundRobin,
-                },
-            );
-        }
-    }
-
-    let mut tasks = JoinSet::new();
-    let mut controls = Vec::new();
-    for (g, nodes) in groups.iter().enumerate() {
-        let head = &graph.nodes[nodes[0]];
-        let tail = &graph.nodes[nodes[nodes.len() - 1]];
-        for subtask in 0..head.parallelism {
-            let info = SubtaskInfo {
-                index: subtask,
-                parallelism: head.parallelism,
-            };
-            let mut ops = Vec::new();
-            let mut sink = None;
-            let mut last_metrics: Option<Arc<SubtaskMetrics>> = None;
-            let mut take_state =
-                |node: NodeId| restore.as_mut().and_then(|r| r.take(node, subtask));
-            for id in nodes {
-                let node = &graph.nodes[*id];
-                let mut node_metrics = SubtaskMetrics::new(node.id, node.name.clone(), subtask);
-                if !config.detailed_metrics {
-                    node_metrics = node_metrics.without_details();
-                }
-                let node_metrics = Arc::new(node_metrics);
-                metrics.register(node_metrics.clone());
-                last_metrics = Some(node_metrics.clone());
-                if *id == head.id {
-                    for w in watched.remove(&(g, subtask)).unwrap_or_default() {
-                        node_metrics.watch_input(w);
-                    }
-                }
-                match &node.kind {
-                    NodeKind::Operator {
-                        factory,
-                        late_output,
-                    } => {
-                        let mut operator = factory(info)?;
-                        if let Some(state) = take_state(node.id) {
-                            operator
-                                .restore(state)
-                                .map_err(|e| e.in_operator(&node.name, subtask))?;
-                        }
-                        ops.push(ChainedOperator {
-                            node: node.id,
-                            operator,
-                            metrics: node_metrics,
-                            late_output: late_output.clone(),
-                        })
-                    }
-                    NodeKind::Sink(factory) => {
-                        sink = Some((factory(info)?, node_metrics, node.id, take_state(node.id)))
-                    }
-                    NodeKind::Source(_) => {}
-                }
-            }
-            let output = match sink {
-                Some((sink, metrics, node, state)) => Output::Sink {
-                    sink,
-                    metrics,
-                    node,
-                    restore: state,
-                },
-                None => Output::Channels(Router {
-                    senders: senders.remove(&(g, subtask)).unwrap_or_default(),
-                    partitioning: partitioning
-                        .get(&g)
-                        .cloned()
-                        .unwrap_or(Partitioning::Forward),
-                    next: subtask,
-                    metrics: last_metrics.clone().unwrap_or_else(|| {
-                        Arc::new(SubtaskMetrics::new(tail.id, tail.name.clone(), subtask))
-                    }),
-                    hashes: Vec::new(),
-                }),
-            };
-            if let Output::Channels(router) = &output {
-                if router.senders.is_empty() {
-                    return Err(EngineError::Graph(format!(
-                        "'{}' has nowhere to send",
-                        tail.name
-                    )));
-                }
-            }
-            let parts = SubtaskParts {
-                chain: Chain::new(ops, subtask),
-                output,
-                subtask,
-                acks: acks_tx.clone(),
-                checkpointing,
-                commits: commits.clone(),
-                alignment_ms: 0,
-            };
-            match &head.kind {
-                NodeKind::Source(source) => {
-                    let (tx, rx) = mpsc::channel(16);
-                    controls.push(tx);
-                    let mut src = (source.factory)(info)?;
-                    let source_metrics = metrics_of(&metrics, head.id, subtask);
-                    let mut watermarks =
-                        WatermarkGenerator::new(source.watermark.clone(), src.splits());
-                    if let Some(mut state) = restore.as_mut().and_then(|r| r.take(head.id, subtask))
-                    {
-                        watermarks.restore(&mut state)?;
-                        src.restore(state)?;
-                    }
-                    let src = SourceSubtask {
-                        markers: config.latency_marker_interval,
-                        node: head.id,
-                        source: src,
-                        computed: source.computed.clone(),
-                        watermarks,
-                        metrics: source_metrics,
-                        job_metrics: metrics.clone(),
-                        splits: HashMap::new(),
-                        control: rx,
-                    };
-                    tasks.spawn(run_source_subtask(src, parts));
-                }
-                _ => {
-                    let inputs = Inputs::new(receivers.remove(&(g, subtask)).unwrap_or_default());
-                    tasks.spawn(run_channel_subtask(inputs, parts));
-                }
-            }
-        }
-    }
-
-    if let (Some(checkpoint), Some(acks)) = (config.checkpoint.clone(), coordinator_acks) {
-        let expected = groups.iter().map(|g| graph.nodes[g[0]].parallelism).sum();
-        let coordinator = Coordinator {
-            config: checkpoint,
-            controls: controls.clone(),
-            acks,
-            expected,
-            commits: commits_tx,
-            metrics: checkpoint_metrics.clone(),
-            next_id: restore.as_ref().map_or(1, |r| r.checkpoint_id + 1),
-            fingerprint,
-        };
-        tasks.spawn(async move {
-            coordinator.run().await;
-            Ok(())
-        });
-    } else {
-        drop(commits_tx);
-    }
-
-    let (alive_tx, alive) = tokio::sync::watch::channel(true);
-    tokio::spawn(crate::metrics::monitor(
-        metrics.clone(),
-        config.monitor.clone(),
-        alive,
-    ));
-
-    let (status_tx, status) = tokio::sync::watch::channel(JobStatus::Running);
-    let error = Arc::new(parking_lot::Mutex::new(None));
-    let error_slot = error.clone();
-    let supervisor = tokio::spawn(async move {
-        // Reports Cancelled if this task is aborted before it finishes.
-        struct OnDrop(Option<tokio::sync::watch::Sender<JobStatus>>);
-        impl Drop for OnDrop {
-            fn drop(&mut self) {
-                if let Some(tx) = self.0.take() {
-                    tx.send_if_modified(|s| {
-                        let running = s.is_running();
-                        if running {
-                            *s = JobStatus::Cancelled;
-                        }
-                        running
-                    });
-                }
-            }
-        }
-        let mut guard = OnDrop(Some(status_tx));
-        let result = supervise(tasks).await;
-        let _ = alive_tx.send(false);
-        let status = match result {
-            Ok(()) => JobStatus::Finished,
-            Err(EngineError::Cancelled) => JobStatus::Cancelled,
-            Err(e) => {
-                let message = e.to_string();
-                *error_slot.lock() = Some(e);
-                JobStatus::Failed(message)
-            }
-        };
-        if let Some(tx) = guard.0.take() {
-            let _ = tx.send(status);
-        }
-    });
-    Ok(JobHandle {
-        metrics,
-        checkpoints: checkpoint_metrics,
-        controls,
-        status,
-        error,
-        abort: supervisor.abort_handle(),
-    })
+pub fn spawn(graph: Graph, config: RuntimeConfig) -> Result<JobHandle> {
+    launch::Launch::new(graph, config)?.start()
 }
 
 fn metrics_of(metrics: &JobMetrics, node: NodeId, subtask: usize) -> Arc<SubtaskMetrics> {

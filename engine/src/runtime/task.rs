@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use datafusion::arrow::record_batch::RecordBatch;
 use tokio::sync::mpsc::{Receiver, Sender};
 use tokio::sync::watch;
 
@@ -210,6 +211,38 @@ pub(crate) struct SourceSubtask {
 }
 
 impl SourceSubtask {
+    /// A batch as read, with its computed columns and row watermarks, and
+    /// counted in the split's metrics.
+    fn prepare(&mut self, split: SplitId, batch: RecordBatch) -> Result<RecordBatch> {
+        let batch = match &self.computed {
+            Some(projection) => projection.project(&batch)?,
+            None => batch,
+        };
+        let batch = self.watermarks.assign(split, &batch)?;
+        self.metrics.add_output(batch.num_rows());
+        let split_metrics = self.split_metrics(split);
+        split_metrics.add_rows(
+            batch.num_rows(),
+            batch.get_array_memory_size(),
+            now_millis(),
+        );
+        if let Some(w) = self.watermarks.split_watermark(split) {
+            split_metrics.set_watermark(w);
+        }
+        Ok(batch)
+    }
+
+    /// Sends the source's watermark downstream if it moved.
+    async fn advance_watermark(&mut self, parts: &mut SubtaskParts) -> Result<()> {
+        if let Some(w) = self.watermarks.update(Instant::now()) {
+            if let Watermark::EventTime(t) = w {
+                self.metrics.set_watermark(t);
+            }
+            parts.watermark(w).await?;
+        }
+        Ok(())
+    }
+
     fn split_metrics(&mut self, split: SplitId) -> Arc<SplitMetrics> {
         if let Some(m) = self.splits.get(&split) {
             return m.clone();
@@ -289,39 +322,14 @@ pub(crate) async fn run_source_subtask(
         }
         match src.source.poll().await? {
             SourcePoll::Batch { split, batch } => {
-                let batch = match &src.computed {
-                    Some(projection) => projection.project(&batch)?,
-                    None => batch,
-                };
-                let batch = src.watermarks.assign(split, &batch)?;
-                src.metrics.add_output(batch.num_rows());
-                let split_metrics = src.split_metrics(split);
-                split_metrics.add_rows(
-                    batch.num_rows(),
-                    batch.get_array_memory_size(),
-                    now_millis(),
-                );
-                if let Some(w) = src.watermarks.split_watermark(split) {
-                    split_metrics.set_watermark(w);
-                }
-                let emitted = parts.chain.on_batch(batch)?;
+                let emitted = parts.chain.on_batch(src.prepare(split, batch)?)?;
                 parts.deliver(emitted).await?;
-                if let Some(w) = src.watermarks.update(Instant::now()) {
-                    if let Watermark::EventTime(t) = w {
-                        src.metrics.set_watermark(t);
-                    }
-                    parts.watermark(w).await?;
-                }
+                src.advance_watermark(&mut parts).await?;
             }
             SourcePoll::Pending => {
                 if idle_check.is_some_and(|d| last_idle_check.elapsed() >= d) {
                     last_idle_check = Instant::now();
-                    if let Some(w) = src.watermarks.update(Instant::now()) {
-                        if let Watermark::EventTime(t) = w {
-                            src.metrics.set_watermark(t);
-                        }
-                        parts.watermark(w).await?;
-                    }
+                    src.advance_watermark(&mut parts).await?;
                 }
             }
             SourcePoll::SplitsAdded(splits) => {
@@ -334,9 +342,7 @@ pub(crate) async fn run_source_subtask(
                 // Its final position and lag, even between refreshes.
                 src.refresh_lags();
                 src.watermarks.end_split(split);
-                if let Some(w) = src.watermarks.update(Instant::now()) {
-                    parts.watermark(w).await?;
-                }
+                src.advance_watermark(&mut parts).await?;
             }
             SourcePoll::End => {
                 src.refresh_lags();

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::{DFSchema, DFSchemaRef};
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
@@ -199,43 +200,8 @@ impl StreamingNode for StreamScan {
             def.name.as_str(),
             &produced,
         )?);
-        // Computed columns: evaluated on what the connector read.
-        let computed = if columns.produced.iter().any(|i| def.computed[*i].is_some()) {
-            let exprs = columns
-                .produced
-                .iter()
-                .map(|i| match &def.computed[*i] {
-                    Some(expr) => lowering.physical(expr, &physical),
-                    None => {
-                        let name = def.schema.field(*i).name();
-                        let at = spec.schema.index_of(name).map_err(DataFusionError::from)?;
-                        Ok(Arc::new(Column::new(name, at)) as Arc<dyn PhysicalExpr>)
-                    }
-                })
-                .collect::<Result<Vec<_>>>()?;
-            Some(Arc::new(Projection::new(
-                "computed columns",
-                exprs,
-                produced.clone(),
-            )))
-        } else {
-            None
-        };
-        let watermark = match &def.watermark {
-            Some(w) => Some(WatermarkSpec {
-                expr: lowering.physical(&w.expr, &full)?,
-                display: w.text.clone(),
-                idle_timeout: def
-                    .options
-                    .duration("scan.watermark.idle-timeout")?
-                    .or(lowering.settings.idle_timeout()),
-                idle_advance: def
-                    .options
-                    .bool("scan.watermark.idle-advance")?
-                    .unwrap_or(false),
-            }),
-            None => None,
-        };
+        let computed = computed_columns(def, &columns, &spec, &physical, &produced, lowering)?;
+        let watermark = watermark(def, &full, lowering)?;
         lowering
             .expected
             .push(def.connector.expected_rows(&def.options));
@@ -298,4 +264,59 @@ impl StreamingNode for StreamScan {
             }
         }
     }
+}
+
+/// The computed columns of `columns.produced`, evaluated on what the
+/// connector read; `None` when the stream computes none of them.
+fn computed_columns(
+    def: &StreamDef,
+    columns: &Columns,
+    spec: &TableSpec,
+    physical: &DFSchema,
+    produced: &SchemaRef,
+    lowering: &Lowering<'_>,
+) -> Result<Option<Arc<Projection>>> {
+    if !columns.produced.iter().any(|i| def.computed[*i].is_some()) {
+        return Ok(None);
+    }
+    let exprs = columns
+        .produced
+        .iter()
+        .map(|i| match &def.computed[*i] {
+            Some(expr) => lowering.physical(expr, physical),
+            None => {
+                let name = def.schema.field(*i).name();
+                let at = spec.schema.index_of(name).map_err(DataFusionError::from)?;
+                Ok(Arc::new(Column::new(name, at)) as Arc<dyn PhysicalExpr>)
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(Arc::new(Projection::new(
+        "computed columns",
+        exprs,
+        produced.clone(),
+    ))))
+}
+
+/// The stream's `WATERMARK`, evaluated on the columns the source produces.
+fn watermark(
+    def: &StreamDef,
+    full: &DFSchema,
+    lowering: &Lowering<'_>,
+) -> Result<Option<WatermarkSpec>> {
+    let Some(w) = &def.watermark else {
+        return Ok(None);
+    };
+    Ok(Some(WatermarkSpec {
+        expr: lowering.physical(&w.expr, full)?,
+        display: w.text.clone(),
+        idle_timeout: def
+            .options
+            .duration("scan.watermark.idle-timeout")?
+            .or(lowering.settings.idle_timeout()),
+        idle_advance: def
+            .options
+            .bool("scan.watermark.idle-advance")?
+            .unwrap_or(false),
+    }))
 }

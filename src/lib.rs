@@ -25,6 +25,7 @@
 mod checkpoints;
 mod error;
 mod job;
+mod jobs;
 mod metrics_server;
 mod report;
 mod results;
@@ -33,9 +34,11 @@ pub mod system_tables;
 
 pub use error::{Result, WeirError};
 pub use job::Job;
-pub use metrics_server::{prometheus_text, MetricsServer, SharedJobs};
+pub use jobs::SharedJobs;
+pub use metrics_server::{prometheus_text, MetricsServer};
+pub use report::job_metrics_table;
 pub use results::ResultStream;
-pub use session::{job_metrics_table, Output, Session};
+pub use session::{Output, Session};
 
 pub use datafusion::arrow;
 pub use weir_engine::{JobStatus, MetricsSnapshot};

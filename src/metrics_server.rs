@@ -8,7 +8,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use parking_lot::RwLock;
 use prometheus::proto::{
     Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
 };
@@ -18,9 +17,7 @@ use weir_engine::metrics::HistogramSnapshot;
 
 use crate::error::{Result, WeirError};
 use crate::job::Job;
-
-/// The jobs a session has started, shared with the metrics server.
-pub type SharedJobs = Arc<RwLock<Vec<Job>>>;
+use crate::jobs::SharedJobs;
 
 fn labels(pairs: &[(&str, String)]) -> Vec<LabelPair> {
     pairs

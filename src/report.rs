@@ -1,4 +1,4 @@
-//! `DESCRIBE JOB`: a job's metrics as tables.
+//! Jobs as tables: `SHOW JOBS`, and `DESCRIBE JOB`'s metrics.
 
 use std::sync::Arc;
 
@@ -6,6 +6,7 @@ use datafusion::arrow::array::{ArrayRef, Float64Array, StringArray, UInt64Array}
 use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use weir_engine::message::now_millis;
+use weir_engine::metrics::OperatorTotals;
 
 use crate::job::Job;
 
@@ -37,13 +38,107 @@ fn ms(us: u64) -> String {
     }
 }
 
+/// `SHOW JOBS`: one row per job.
+pub fn jobs_table(jobs: &[Job]) -> RecordBatch {
+    let rows_out: Vec<u64> = jobs
+        .iter()
+        .map(|j| {
+            j.metrics()
+                .subtasks
+                .iter()
+                .filter(|s| s.operator.starts_with("sink:"))
+                .map(|s| s.rows_in)
+                .sum()
+        })
+        .collect();
+    let column = |f: &dyn Fn(&Job) -> String| text(jobs.iter().map(f).collect());
+    table(vec![
+        ("id", column(&|j| j.id().to_string())),
+        ("name", column(&|j| j.name().to_string())),
+        ("status", column(&|j| j.status().to_string())),
+        ("sink", column(&|j| j.sink().to_string())),
+        ("rows written", numbers(rows_out)),
+        (
+            "last checkpoint",
+            column(&|j| checkpoint_summary(&j.checkpoints())),
+        ),
+    ])
+}
+
+/// `#12, 1.5 s ago, 120 ms, 3.2 KB (1 failed)`, or empty without checkpoints.
+fn checkpoint_summary(c: &weir_engine::CheckpointSnapshot) -> String {
+    let Some(id) = c.last_id else {
+        return if c.failed > 0 {
+            format!("{} failed", c.failed)
+        } else {
+            String::new()
+        };
+    };
+    let age = c
+        .last_completed_at
+        .map_or(0.0, |t| (now_millis() - t) as f64 / 1000.0);
+    let mut text = format!(
+        "#{id}, {age:.1} s ago, {} ms, {:.1} KB, alignment {} ms",
+        c.last_duration_ms,
+        c.last_size_bytes as f64 / 1024.0,
+        c.last_alignment_ms
+    );
+    if c.failed > 0 {
+        text.push_str(&format!(" ({} failed)", c.failed));
+    }
+    text
+}
+
+/// Per-operator metrics of a job as a table.
+pub fn job_metrics_table(job: &Job) -> RecordBatch {
+    let now = now_millis();
+    let totals = job.metrics().by_operator();
+    let column = |f: &dyn Fn(&OperatorTotals) -> String| text(totals.iter().map(f).collect());
+    let number = |f: &dyn Fn(&OperatorTotals) -> u64| numbers(totals.iter().map(f).collect());
+    let fill: Vec<f64> = totals.iter().map(|o| o.max_channel_fill).collect();
+    table(vec![
+        (
+            "operator",
+            column(&|o| format!("[{}] {}", o.node, o.operator)),
+        ),
+        ("subtasks", number(&|o| o.subtasks as u64)),
+        ("rows in", number(&|o| o.rows_in)),
+        ("rows out", number(&|o| o.rows_out)),
+        ("late rows", number(&|o| o.late_rows)),
+        (
+            "watermark",
+            column(&|o| o.watermark.map(format_watermark).unwrap_or_default()),
+        ),
+        (
+            "watermark lag",
+            column(&|o| match o.watermark {
+                Some(w) if w != weir_engine::FINAL_WATERMARK => {
+                    format!("{:.1}s", (now - w) as f64 / 1000.0)
+                }
+                _ => String::new(),
+            }),
+        ),
+        ("channel fill", Arc::new(Float64Array::from(fill))),
+        ("state rows", number(&|o| o.state_rows)),
+    ])
+}
+
+fn format_watermark(ms: i64) -> String {
+    if ms == weir_engine::FINAL_WATERMARK {
+        return "end".into();
+    }
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
 /// Operators, partitions, hot keys, alerts and checkpoints of a job.
 pub fn job_report(job: &Job) -> Vec<(String, RecordBatch)> {
     let m = job.metrics();
     let now = now_millis();
     let mut tables = vec![(
         format!("job {} ({}): {}", job.id(), job.name(), job.status()),
-        crate::session::job_metrics_table(job),
+        job_metrics_table(job),
     )];
 
     let busy: Vec<_> = m.subtasks.iter().collect();

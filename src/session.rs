@@ -1,18 +1,20 @@
-//! The session: a catalog, settings, and the jobs started from it.
+//! The session: runs each statement against the catalog and settings,
+//! and starts the jobs and queries it plans. Jobs are kept in
+//! [`jobs`](crate::jobs), rendered as tables in [`report`](crate::report)
+//! and served to Prometheus by [`metrics_server`](crate::metrics_server).
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Float64Array, StringArray, UInt64Array};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use weir_connectors::Registry;
-use weir_engine::{message::now_millis, RuntimeConfig};
+use weir_engine::RuntimeConfig;
 use weir_planner::{Planned, Planner};
 use weir_sql::{ParsedStatement, Statement};
 
 use crate::error::{Result, WeirError};
 use crate::job::Job;
-use crate::metrics_server::{MetricsServer, SharedJobs};
+use crate::jobs::JobRegistry;
+use crate::metrics_server::MetricsServer;
 use crate::results::{result_channel, ResultStream};
 use crate::system_tables::{SystemTable, SystemTablesConnector};
 
@@ -64,8 +66,7 @@ impl std::fmt::Debug for Output {
 /// ```
 pub struct Session {
     planner: Planner,
-    jobs: SharedJobs,
-    next_job: u64,
+    jobs: JobRegistry,
     runtime: RuntimeConfig,
     metrics_server: Option<MetricsServer>,
 }
@@ -85,8 +86,8 @@ impl Session {
     /// A session with these connectors (and `weir_metrics`, which reads
     /// the session's own jobs).
     pub fn with_registry(mut registry: Registry) -> Self {
-        let jobs = SharedJobs::default();
-        registry.register(Arc::new(SystemTablesConnector::new(jobs.clone())));
+        let jobs = JobRegistry::default();
+        registry.register(Arc::new(SystemTablesConnector::new(jobs.shared())));
         let mut planner = Planner::new(registry);
         for table in SystemTable::ALL {
             let ddl = format!(
@@ -110,7 +111,6 @@ impl Session {
         Session {
             planner,
             jobs,
-            next_job: 1,
             runtime: RuntimeConfig::default(),
             metrics_server: None,
         }
@@ -179,26 +179,24 @@ impl Session {
                     runtime.restore = restore;
                 }
                 let handle = weir_engine::spawn(plan.graph, runtime)?;
-                let id = self.next_job.to_string();
-                self.next_job += 1;
                 let job = Job::new(
-                    id,
+                    self.jobs.next_id(),
                     plan.name,
                     weir_sql::mask_secrets(&plan.text),
                     plan.sink,
                     plan.expected_rows,
                     handle,
                 );
-                self.jobs.write().push(job.clone());
+                self.jobs.add(job.clone());
                 Ok(Output::Job(job))
             }
-            Planned::ShowJobs => Ok(Output::Rows(self.jobs_table())),
+            Planned::ShowJobs => Ok(Output::Rows(crate::report::jobs_table(&self.jobs()))),
             Planned::DescribeJob(id) => {
-                let job = self.find_job(&id, source)?;
+                let job = self.jobs.find(&id, source)?;
                 Ok(Output::Tables(crate::report::job_report(&job)))
             }
             Planned::StopJob(id) => {
-                let job = self.find_job(&id, source)?;
+                let job = self.jobs.find(&id, source)?;
                 job.stop(true).await;
                 Ok(Output::Done(format!("stopping job {id}")))
             }
@@ -254,11 +252,11 @@ impl Session {
 
     /// Every job submitted in this session.
     pub fn jobs(&self) -> Vec<Job> {
-        self.jobs.read().clone()
+        self.jobs.list()
     }
 
     pub fn job(&self, id: &str) -> Option<Job> {
-        self.jobs.read().iter().find(|j| j.id() == id).cloned()
+        self.jobs.get(id)
     }
 
     /// The runtime settings from the session settings.
@@ -297,79 +295,8 @@ impl Session {
     /// Serves `/metrics` (Prometheus text) and `/healthz` for this
     /// session's jobs at `address` until the server is dropped.
     pub fn serve_metrics(&self, address: &str) -> Result<MetricsServer> {
-        MetricsServer::start(address, self.jobs.clone())
+        MetricsServer::start(address, self.jobs.shared())
     }
-
-    fn find_job(&self, id: &str, source: &str) -> Result<Job> {
-        self.job(id).ok_or_else(|| {
-            WeirError::sql(
-                weir_sql::SqlError::new(format!("no job '{id}'")).with_hint("SHOW JOBS lists them"),
-                source,
-            )
-        })
-    }
-
-    fn jobs_table(&self) -> RecordBatch {
-        let jobs = self.jobs();
-        let columns = |f: &dyn Fn(&Job) -> String| -> ArrayRef {
-            Arc::new(StringArray::from(jobs.iter().map(f).collect::<Vec<_>>()))
-        };
-        let rows_out: Vec<u64> = jobs
-            .iter()
-            .map(|j| {
-                j.metrics()
-                    .subtasks
-                    .iter()
-                    .filter(|s| s.operator.starts_with("sink:"))
-                    .map(|s| s.rows_in)
-                    .sum()
-            })
-            .collect();
-        let schema = Schema::new(vec![
-            Field::new("id", DataType::Utf8, false),
-            Field::new("name", DataType::Utf8, false),
-            Field::new("status", DataType::Utf8, false),
-            Field::new("sink", DataType::Utf8, false),
-            Field::new("rows written", DataType::UInt64, false),
-            Field::new("last checkpoint", DataType::Utf8, false),
-        ]);
-        RecordBatch::try_new(
-            Arc::new(schema),
-            vec![
-                columns(&|j| j.id().to_string()),
-                columns(&|j| j.name().to_string()),
-                columns(&|j| j.status().to_string()),
-                columns(&|j| j.sink().to_string()),
-                Arc::new(UInt64Array::from(rows_out)),
-                columns(&|j| checkpoint_summary(&j.checkpoints())),
-            ],
-        )
-        .unwrap_or_else(|_| RecordBatch::new_empty(Arc::new(Schema::empty())))
-    }
-}
-
-/// `#12, 1.5 s ago, 120 ms, 3.2 KB (1 failed)`, or empty without checkpoints.
-fn checkpoint_summary(c: &weir_engine::CheckpointSnapshot) -> String {
-    let Some(id) = c.last_id else {
-        return if c.failed > 0 {
-            format!("{} failed", c.failed)
-        } else {
-            String::new()
-        };
-    };
-    let age = c
-        .last_completed_at
-        .map_or(0.0, |t| (now_millis() - t) as f64 / 1000.0);
-    let mut text = format!(
-        "#{id}, {age:.1} s ago, {} ms, {:.1} KB, alignment {} ms",
-        c.last_duration_ms,
-        c.last_size_bytes as f64 / 1024.0,
-        c.last_alignment_ms
-    );
-    if c.failed > 0 {
-        text.push_str(&format!(" ({} failed)", c.failed));
-    }
-    text
 }
 
 /// `LIMIT n` of a top-level query, so its result stream ends after n rows.
@@ -386,61 +313,4 @@ fn limit_of(statement: &Statement) -> Option<usize> {
         _ => return None,
     };
     limit.to_string().parse().ok()
-}
-
-/// Per-operator metrics of a job as a table.
-pub fn job_metrics_table(job: &Job) -> RecordBatch {
-    let now = now_millis();
-    let totals = job.metrics().by_operator();
-    let text = |f: &dyn Fn(&weir_engine::metrics::OperatorTotals) -> String| -> ArrayRef {
-        Arc::new(StringArray::from(totals.iter().map(f).collect::<Vec<_>>()))
-    };
-    let number = |f: &dyn Fn(&weir_engine::metrics::OperatorTotals) -> u64| -> ArrayRef {
-        Arc::new(UInt64Array::from(totals.iter().map(f).collect::<Vec<_>>()))
-    };
-    let schema = Schema::new(vec![
-        Field::new("operator", DataType::Utf8, false),
-        Field::new("subtasks", DataType::UInt64, false),
-        Field::new("rows in", DataType::UInt64, false),
-        Field::new("rows out", DataType::UInt64, false),
-        Field::new("late rows", DataType::UInt64, false),
-        Field::new("watermark", DataType::Utf8, false),
-        Field::new("watermark lag", DataType::Utf8, false),
-        Field::new("channel fill", DataType::Float64, false),
-        Field::new("state rows", DataType::UInt64, false),
-    ]);
-    RecordBatch::try_new(
-        Arc::new(schema),
-        vec![
-            text(&|o| format!("[{}] {}", o.node, o.operator)),
-            number(&|o| o.subtasks as u64),
-            number(&|o| o.rows_in),
-            number(&|o| o.rows_out),
-            number(&|o| o.late_rows),
-            text(&|o| o.watermark.map(format_watermark).unwrap_or_default()),
-            text(&|o| match o.watermark {
-                Some(w) if w != weir_engine::FINAL_WATERMARK => {
-                    format!("{:.1}s", (now - w) as f64 / 1000.0)
-                }
-                _ => String::new(),
-            }),
-            Arc::new(Float64Array::from(
-                totals
-                    .iter()
-                    .map(|o| o.max_channel_fill)
-                    .collect::<Vec<_>>(),
-            )),
-            number(&|o| o.state_rows),
-        ],
-    )
-    .unwrap_or_else(|_| RecordBatch::new_empty(Arc::new(Schema::empty())))
-}
-
-fn format_watermark(ms: i64) -> String {
-    if ms == weir_engine::FINAL_WATERMARK {
-        return "end".into();
-    }
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
-        .unwrap_or_else(|| ms.to_string())
 }

@@ -37,7 +37,7 @@ use weir_engine::source::MAX_POLL_WAIT;
 use weir_engine::{EngineError, Source, SourceFactory, SourcePoll, SplitId};
 
 use crate::job::Job;
-use crate::metrics_server::SharedJobs;
+use crate::jobs::SharedJobs;
 
 /// The connector's name.
 pub const CONNECTOR: &str = "weir_metrics";

@@ -66,10 +66,10 @@ impl Options {
     pub fn duration(&self, key: &str) -> Result<Option<Duration>, ConnectorError> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => parse_duration(v).map(Some).ok_or_else(|| {
+            Some(v) => parse_duration(v).map(Some).map_err(|e| {
                 ConnectorError::option(
                     key,
-                    format!("'{v}' is not a duration (e.g. '10s', '500ms', '1min')"),
+                    format!("'{v}' is not a duration (e.g. '10s', '500ms', '1min'): {e}"),
                 )
             }),
         }
@@ -139,19 +139,31 @@ fn split_number(v: &str) -> Option<(f64, String)> {
     Some((number, v[end..].trim().to_ascii_lowercase()))
 }
 
-pub fn parse_duration(v: &str) -> Option<Duration> {
-    let (n, unit) = split_number(v)?;
-    let ms = match unit.as_str() {
-        "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => n,
-        "s" | "sec" | "secs" | "second" | "seconds" => n * 1e3,
-        "m" | "min" | "mins" | "minute" | "minutes" => n * 60e3,
-        "h" | "hour" | "hours" => n * 3600e3,
-        "d" | "day" | "days" => n * 86400e3,
-        _ => return None,
+/// A duration as Flink writes them (`10 s`, `500ms`, `1 min`, `2h`,
+/// `1.5 s`): parsed by `humantime`, case-insensitively, after Flink's
+/// spellings humantime lacks (`milli`, `millisecond`, `micro`, `nano`) are
+/// mapped to its own. A bare number is milliseconds, Flink's default unit.
+pub fn parse_duration(v: &str) -> Result<Duration, String> {
+    let v = v.trim();
+    if let Ok(ms) = v.parse::<u64>() {
+        return Ok(Duration::from_millis(ms));
+    }
+    let text = v.to_ascii_lowercase();
+    let unit_at = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(unit_at);
+    let unit = match unit.trim_end_matches('s') {
+        "milli" | "millisecond" => "ms",
+        "micro" | "microsecond" => "us",
+        "nano" | "nanosecond" => "ns",
+        _ => unit,
     };
-    Some(Duration::from_micros((ms * 1000.0) as u64))
+    humantime::parse_duration(&format!("{number}{unit}")).map_err(|e| e.to_string())
 }
 
+/// A size as Flink writes them: binary units (`64kb` is 64 × 1024 bytes),
+/// unlike size crates that read `kb` as 1000. Hand-written for that reason.
 pub fn parse_bytes(v: &str) -> Option<u64> {
     let (n, unit) = split_number(v)?;
     let scale: f64 = match unit.as_str() {
@@ -170,10 +182,19 @@ mod tests {
 
     #[test]
     fn durations_and_sizes() {
-        assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
-        assert_eq!(parse_duration("500 ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1min"), Some(Duration::from_secs(60)));
-        assert_eq!(parse_duration("abc"), None);
+        let ms = |v: &str| parse_duration(v).map(|d| d.as_millis());
+        assert_eq!(ms("10s"), Ok(10_000));
+        assert_eq!(ms("500 ms"), Ok(500));
+        assert_eq!(ms("1min"), Ok(60_000));
+        assert_eq!(ms("1 MIN"), Ok(60_000));
+        assert_eq!(ms("2 h"), Ok(7_200_000));
+        assert_eq!(ms("1.5 s"), Ok(1_500));
+        assert_eq!(ms("250"), Ok(250));
+        assert_eq!(ms("3 milliseconds"), Ok(3));
+        assert_eq!(ms("7 milli"), Ok(7));
+        assert_eq!(ms("1 day"), Ok(86_400_000));
+        assert!(parse_duration("abc").is_err());
+        assert!(parse_duration("10 parsecs").is_err());
         assert_eq!(parse_bytes("128MB"), Some(128 * 1024 * 1024));
     }
 

@@ -19,7 +19,7 @@ use datafusion::arrow::ipc::writer::FileWriter;
 use datafusion::object_store::path::Path;
 use datafusion::object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use futures::StreamExt;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use crate::error::{EngineError, Result};
@@ -38,6 +38,35 @@ pub struct CheckpointConfig {
     pub store: CheckpointStore,
     /// Complete checkpoints to keep.
     pub retain: usize,
+}
+
+/// `_manifest.json`: what a complete checkpoint holds. Written last; a
+/// checkpoint without one does not count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub checkpoint: CheckpointId,
+    /// Taken at the end of input: a restored job has nothing left to read.
+    #[serde(default)]
+    pub finished: bool,
+    /// The job's operators and parallelism ([`fingerprint`]).
+    #[serde(default)]
+    pub fingerprint: String,
+    /// Wall-clock time of writing, ms since the epoch.
+    #[serde(default)]
+    pub created: i64,
+    pub states: Vec<ManifestEntry>,
+}
+
+/// One state table of one subtask, or a subtask with no state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestEntry {
+    pub node: NodeId,
+    pub subtask: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    /// The Arrow IPC file of the table, in the checkpoint's folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
 }
 
 /// The checkpoints of one job under an object_store prefix.
@@ -105,6 +134,8 @@ impl CheckpointStore {
     }
 
     /// Writes a checkpoint: state files, then the manifest. Returns bytes written.
+    ///
+    /// The manifest is [`Manifest`] as JSON.
     pub async fn write(
         &self,
         id: CheckpointId,
@@ -129,21 +160,31 @@ impl CheckpointStore {
                     .put(&self.path(&[&dir, &file]), PutPayload::from(buffer))
                     .await
                     .map_err(storage_error)?;
-                entries
-                    .push(json!({ "node": node, "subtask": subtask, "table": name, "file": file }));
+                entries.push(ManifestEntry {
+                    node: *node,
+                    subtask: *subtask,
+                    table: Some(name.clone()),
+                    file: Some(file),
+                });
             }
             if state.tables.is_empty() {
-                entries.push(json!({ "node": node, "subtask": subtask }));
+                entries.push(ManifestEntry {
+                    node: *node,
+                    subtask: *subtask,
+                    table: None,
+                    file: None,
+                });
             }
         }
-        let manifest = json!({
-            "checkpoint": id,
-            "finished": finished,
-            "fingerprint": fingerprint,
-            "created": now_millis(),
-            "states": entries,
-        });
-        let text = manifest.to_string();
+        let manifest = Manifest {
+            checkpoint: id,
+            finished,
+            fingerprint: fingerprint.to_string(),
+            created: now_millis(),
+            states: entries,
+        };
+        let text = serde_json::to_string(&manifest)
+            .map_err(|e| storage_error(format!("{dir}: manifest: {e}")))?;
         bytes += text.len() as u64;
         self.store
             .put(
@@ -186,32 +227,24 @@ impl CheckpointStore {
             .bytes()
             .await
             .map_err(storage_error)?;
-        let manifest: Value = serde_json::from_slice(&manifest)
+        let manifest: Manifest = serde_json::from_slice(&manifest)
             .map_err(|e| storage_error(format!("{dir}: bad manifest: {e}")))?;
         let mut restored = Restored {
             checkpoint_id: id,
-            finished: manifest["finished"].as_bool().unwrap_or(false),
-            fingerprint: manifest["fingerprint"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
+            finished: manifest.finished,
+            fingerprint: manifest.fingerprint,
             states: HashMap::new(),
             location: format!("{}/{dir}", self.display),
         };
-        let entries = manifest["states"].as_array().cloned().unwrap_or_default();
-        for entry in entries {
-            let (Some(node), Some(subtask)) = (entry["node"].as_u64(), entry["subtask"].as_u64())
-            else {
-                return Err(storage_error(format!("{dir}: bad manifest entry {entry}")));
-            };
+        for entry in manifest.states {
             let state = restored
                 .states
-                .entry((node as usize, subtask as usize))
+                .entry((entry.node, entry.subtask))
                 .or_default();
-            let (Some(table), Some(file)) = (entry["table"].as_str(), entry["file"].as_str())
-            else {
+            let (Some(table), Some(file)) = (entry.table, entry.file) else {
                 continue;
             };
+            let file = file.as_str();
             let data = self
                 .store
                 .get(&self.path(&[&dir, file]))
@@ -224,7 +257,7 @@ impl CheckpointStore {
             let schema = reader.schema();
             let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
             let batch = datafusion::arrow::compute::concat_batches(&schema, &batches)?;
-            state.tables.push((table.to_string(), batch));
+            state.tables.push((table, batch));
         }
         Ok(restored)
     }

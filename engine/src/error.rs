@@ -26,6 +26,10 @@ pub enum EngineError {
     /// A record could not be decoded and the stream's policy is `'bad-data' = 'fail'`.
     #[error("bad record in {stream}: {reason}")]
     BadRecord { stream: String, reason: String },
+    /// A checkpointed state table does not have the columns its operator
+    /// declares (a checkpoint from another version, or a corrupt file).
+    #[error("checkpointed state table '{table}': {message}")]
+    State { table: String, message: String },
     /// The graph is not well formed (a planner bug or an unsupported shape).
     #[error("invalid graph: {0}")]
     Graph(String),

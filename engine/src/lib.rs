@@ -36,5 +36,5 @@ pub use source::{
     BadRecord, DeadLetterSink, Sink, SinkFactory, Source, SourceFactory, SourcePoll, SplitId,
     WatermarkSpec, FINAL_CHECKPOINT,
 };
-pub use state::StateSnapshot;
+pub use state::{StateRows, StateSnapshot, StateTable};
 pub use values::ValuesSource;

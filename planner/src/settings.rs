@@ -48,7 +48,11 @@ impl Kind {
                     _ => Err(format!("a whole number from {min} to {max}")),
                 }
             }
-            Kind::Duration => parse_duration(value).is_some(),
+            Kind::Duration => {
+                return parse_duration(value)
+                    .map(|_| ())
+                    .map_err(|e| format!("{} ({e})", self.describe()))
+            }
             Kind::Size => parse_bytes(value).is_some(),
             Kind::Bool => matches!(value.to_ascii_lowercase().as_str(), "true" | "false"),
             Kind::Text => !value.is_empty(),
@@ -217,7 +221,7 @@ impl Settings {
     pub fn duration(&self, key: &str) -> Option<Duration> {
         self.get(key)
             .or_else(|| setting_of(key).and_then(|s| s.default))
-            .and_then(parse_duration)
+            .and_then(|v| parse_duration(v).ok())
     }
 
     /// A duration setting that is off when unset or zero.

@@ -15,12 +15,12 @@
 //!   doubles a row. Files roll at every checkpoint, as Flink's bulk formats do.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, ArrayRef, Int64Array, StringArray, UInt64Array};
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::{Int64Array, StringArray, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::StreamExt;
 use object_store::buffered::BufWriter;
@@ -28,7 +28,9 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::AsyncArrowWriter;
 use tokio::io::AsyncWriteExt;
-use weir_engine::{CheckpointId, EngineError, Result, Sink, StateSnapshot, FINAL_CHECKPOINT};
+use weir_engine::{
+    CheckpointId, EngineError, Result, Sink, StateSnapshot, StateTable, FINAL_CHECKPOINT,
+};
 
 use crate::format::{encode_lines, Format};
 use crate::store::Location;
@@ -78,6 +80,23 @@ fn err(e: impl std::fmt::Display) -> EngineError {
 }
 
 const STAGING: &str = "_staging";
+
+/// Files written for a checkpoint and not yet published: staging path and
+/// the name they get when it completes.
+static PENDING: LazyLock<StateTable> = LazyLock::new(|| {
+    StateTable::new(
+        "pending",
+        [
+            ("checkpoint", DataType::UInt64),
+            ("staging", DataType::Utf8),
+            ("target", DataType::Utf8),
+        ],
+    )
+});
+
+/// The next checkpoint's number, which names its files.
+static EPOCH: LazyLock<StateTable> =
+    LazyLock::new(|| StateTable::new("epoch", [("epoch", DataType::Int64)]));
 
 impl FileSink {
     pub fn new(
@@ -209,20 +228,14 @@ impl FileSink {
                 tos.push(to.to_string());
             }
         }
-        let pending = RecordBatch::try_from_iter(vec![
-            (
-                "checkpoint",
-                Arc::new(UInt64Array::from(checkpoints)) as ArrayRef,
-            ),
-            ("staging", Arc::new(StringArray::from(froms)) as ArrayRef),
-            ("target", Arc::new(StringArray::from(tos)) as ArrayRef),
+        let pending = PENDING.write(vec![
+            Arc::new(UInt64Array::from(checkpoints)),
+            Arc::new(StringArray::from(froms)),
+            Arc::new(StringArray::from(tos)),
         ])?;
-        let epoch = RecordBatch::try_from_iter(vec![(
-            "epoch",
-            Arc::new(Int64Array::from(vec![self.epoch as i64])) as ArrayRef,
-        )])?;
+        let epoch = EPOCH.write(vec![Arc::new(Int64Array::from(vec![self.epoch as i64]))])?;
         Ok(StateSnapshot {
-            tables: vec![("pending".into(), pending), ("epoch".into(), epoch)],
+            tables: vec![pending, epoch],
         })
     }
 }
@@ -311,27 +324,18 @@ impl Sink for FileSink {
         };
         let store = self.location.store.clone();
         let mut kept = std::collections::HashSet::new();
-        if let Some(pending) = state.table("pending") {
-            let (Some(froms), Some(tos)) = (
-                pending.column(1).as_any().downcast_ref::<StringArray>(),
-                pending.column(2).as_any().downcast_ref::<StringArray>(),
-            ) else {
-                return Err(err("bad sink state"));
-            };
+        if let Some(pending) = PENDING.read(&state)? {
+            let froms = pending.column::<StringArray>("staging")?;
+            let tos = pending.column::<StringArray>("target")?;
             for i in 0..pending.num_rows() {
                 let (from, to) = (Path::from(froms.value(i)), Path::from(tos.value(i)));
                 Self::publish(&store, &from, &to).await?;
                 kept.insert(to);
             }
         }
-        if let Some(epoch) = state.table("epoch") {
-            if let Some(e) = epoch
-                .column(0)
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .filter(|a| !a.is_empty())
-            {
-                self.epoch = e.value(0).max(1) as CheckpointId;
+        if let Some(epoch) = EPOCH.read(&state)? {
+            if let Some(e) = epoch.first::<Int64Type>("epoch")? {
+                self.epoch = e.max(1) as CheckpointId;
             }
         }
         // Staging files of this subtask written after the checkpoint: their

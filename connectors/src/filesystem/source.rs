@@ -8,15 +8,13 @@
 //! exactly those of a read on one core (`'scan.parallel-decode'` = `1`).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use datafusion::arrow::array::{
-    new_null_array, Array, ArrayRef, BooleanArray, StringArray, UInt64Array,
-};
+use datafusion::arrow::array::{new_null_array, Array, BooleanArray, StringArray, UInt64Array};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::stream::BoxStream;
 use futures::StreamExt;
@@ -28,7 +26,9 @@ use object_store::{ObjectMeta, ObjectStoreExt};
 use parquet::arrow::async_reader::ParquetObjectReader;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use tokio::task::JoinHandle;
-use weir_engine::{EngineError, Result, Source, SourcePoll, SplitId, StateSnapshot, SubtaskInfo};
+use weir_engine::{
+    EngineError, Result, Source, SourcePoll, SplitId, StateSnapshot, StateTable, SubtaskInfo,
+};
 
 use super::lines::{LineChunk, LineSplitter};
 use crate::deadletter::BadDataPolicy;
@@ -37,6 +37,18 @@ use crate::store::Location;
 
 /// Files open at once per subtask; more are read in turn.
 const MAX_OPEN_FILES: usize = 64;
+
+/// How far each file has been read: bytes consumed, and whether it is done.
+static FILES: LazyLock<StateTable> = LazyLock::new(|| {
+    StateTable::new(
+        "files",
+        [
+            ("path", DataType::Utf8),
+            ("consumed", DataType::UInt64),
+            ("finished", DataType::Boolean),
+        ],
+    )
+});
 
 enum Reader {
     Lines {
@@ -563,33 +575,23 @@ impl Source for FileSource {
         let paths: Vec<&str> = self.positions.keys().map(String::as_str).collect();
         let consumed: Vec<u64> = self.positions.values().map(|p| p.0).collect();
         let done: Vec<bool> = self.positions.values().map(|p| p.1).collect();
-        let table = RecordBatch::try_from_iter(vec![
-            ("path", Arc::new(StringArray::from(paths)) as ArrayRef),
-            (
-                "consumed",
-                Arc::new(UInt64Array::from(consumed)) as ArrayRef,
-            ),
-            ("finished", Arc::new(BooleanArray::from(done)) as ArrayRef),
+        let table = FILES.write(vec![
+            Arc::new(StringArray::from(paths)),
+            Arc::new(UInt64Array::from(consumed)),
+            Arc::new(BooleanArray::from(done)),
         ])?;
         Ok(StateSnapshot {
-            tables: vec![("files".into(), table)],
+            tables: vec![table],
         })
     }
 
     fn restore(&mut self, state: StateSnapshot) -> Result<()> {
-        let Some(table) = state.table("files") else {
+        let Some(table) = FILES.read(&state)? else {
             return Ok(());
         };
-        let (Some(paths), Some(consumed), Some(done)) = (
-            table.column(0).as_any().downcast_ref::<StringArray>(),
-            table.column(1).as_any().downcast_ref::<UInt64Array>(),
-            table.column(2).as_any().downcast_ref::<BooleanArray>(),
-        ) else {
-            return Err(EngineError::connector(
-                "filesystem",
-                "bad checkpointed file positions",
-            ));
-        };
+        let paths = table.column::<StringArray>("path")?;
+        let consumed = table.column::<UInt64Array>("consumed")?;
+        let done = table.column::<BooleanArray>("finished")?;
         for i in 0..table.num_rows() {
             self.positions.insert(
                 paths.value(i).to_string(),
@@ -604,7 +606,7 @@ impl Source for FileSource {
 mod tests {
     use super::*;
     use crate::options::Options;
-    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::array::{ArrayRef, Int64Array};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
     fn source(dir: &std::path::Path, format: Format) -> FileSource {

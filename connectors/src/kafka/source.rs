@@ -1,7 +1,7 @@
 //! The Kafka source: one split per partition.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -9,7 +9,7 @@ use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, Int32Array, Int64Array, StringArray, TimestampMillisecondArray,
 };
 use datafusion::arrow::compute::{cast, filter_record_batch};
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use futures::FutureExt;
 use parking_lot::Mutex;
@@ -19,7 +19,8 @@ use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
 use weir_engine::{
-    BadRecord, EngineError, Result, Source, SourcePoll, SplitId, StateSnapshot, SubtaskInfo,
+    BadRecord, EngineError, Result, Source, SourcePoll, SplitId, StateSnapshot, StateTable,
+    SubtaskInfo,
 };
 
 use super::offsets::{BoundedMode, StartupMode};
@@ -543,6 +544,18 @@ fn plan_partitions(
 }
 
 /// How long a poll waits for more records after the first.
+/// The next offset to read of each assigned partition.
+static OFFSETS: LazyLock<StateTable> = LazyLock::new(|| {
+    StateTable::new(
+        "offsets",
+        [
+            ("topic", DataType::Utf8),
+            ("partition", DataType::Int32),
+            ("offset", DataType::Int64),
+        ],
+    )
+});
+
 const LINGER: Duration = Duration::from_millis(20);
 
 /// How often read positions are committed to the group.
@@ -628,42 +641,30 @@ impl Source for KafkaSource {
         let Some(assigned) = &self.assigned else {
             return Ok(StateSnapshot::default());
         };
-        let table = RecordBatch::try_from_iter(vec![
-            (
-                "topic",
-                Arc::new(StringArray::from_iter_values(
-                    assigned.partitions.iter().map(|p| p.topic.clone()),
-                )) as ArrayRef,
-            ),
-            (
-                "partition",
-                Arc::new(Int32Array::from_iter_values(
-                    assigned.partitions.iter().map(|p| p.partition),
-                )) as ArrayRef,
-            ),
-            (
-                "offset",
-                Arc::new(Int64Array::from_iter_values(
-                    assigned.partitions.iter().map(|p| p.position),
-                )) as ArrayRef,
-            ),
+        let partitions = &assigned.partitions;
+        let table = OFFSETS.write(vec![
+            Arc::new(StringArray::from_iter_values(
+                partitions.iter().map(|p| p.topic.clone()),
+            )),
+            Arc::new(Int32Array::from_iter_values(
+                partitions.iter().map(|p| p.partition),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                partitions.iter().map(|p| p.position),
+            )),
         ])?;
         Ok(StateSnapshot {
-            tables: vec![("offsets".into(), table)],
+            tables: vec![table],
         })
     }
 
     fn restore(&mut self, state: StateSnapshot) -> Result<()> {
-        let Some(table) = state.table("offsets") else {
+        let Some(table) = OFFSETS.read(&state)? else {
             return Ok(());
         };
-        let (Some(topics), Some(partitions), Some(offsets)) = (
-            table.column(0).as_any().downcast_ref::<StringArray>(),
-            table.column(1).as_any().downcast_ref::<Int32Array>(),
-            table.column(2).as_any().downcast_ref::<Int64Array>(),
-        ) else {
-            return Err(kafka_error("checkpointed offsets have the wrong columns"));
-        };
+        let topics = table.column::<StringArray>("topic")?;
+        let partitions = table.column::<Int32Array>("partition")?;
+        let offsets = table.column::<Int64Array>("offset")?;
         let mut restored = HashMap::new();
         for i in 0..table.num_rows() {
             restored.insert(

@@ -26,16 +26,16 @@
 //! records are aborted rather than left holding back read-committed
 //! consumers.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use datafusion::arrow::array::{Array, BinaryArray, Int64Array, UInt64Array};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::datatypes::{DataType, UInt64Type};
 use datafusion::arrow::record_batch::RecordBatch;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use weir_engine::{EngineError, Result, StateSnapshot};
+use weir_engine::{EngineError, Result, StateRows, StateSnapshot, StateTable};
 
 /// How long transactional calls to the broker may take.
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -43,8 +43,23 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 /// The most a subtask's journal may hold: a checkpoint interval's records.
 const JOURNAL_MAX_BYTES: usize = 256 << 20;
 
-const JOURNAL: &str = "kafka_journal";
-const GENERATION: &str = "kafka_generation";
+/// Records of prepared transactions not yet committed, to write again if a
+/// restore finds them aborted.
+static JOURNAL: LazyLock<StateTable> = LazyLock::new(|| {
+    StateTable::new(
+        "kafka_journal",
+        [
+            ("generation", DataType::UInt64),
+            ("key", DataType::Binary),
+            ("value", DataType::Binary),
+            ("timestamp", DataType::Int64),
+        ],
+    )
+});
+
+/// The next transaction generation, which names its transactional id.
+static GENERATION: LazyLock<StateTable> =
+    LazyLock::new(|| StateTable::new("kafka_generation", [("generation", DataType::UInt64)]));
 
 fn txn_error(what: &str, e: impl std::fmt::Display) -> EngineError {
     EngineError::connector("kafka sink", format!("{what}: {e}"))
@@ -236,24 +251,13 @@ impl Transactions {
             });
             self.generation += 1;
         }
-        let next = RecordBatch::try_new(
-            Arc::new(Schema::new(vec![Field::new(
-                "generation",
-                DataType::UInt64,
-                false,
-            )])),
-            vec![Arc::new(UInt64Array::from(vec![self.generation]))],
-        )?;
         let pending: Vec<(u64, &JournalRecord)> = self
             .prepared
             .iter()
             .flat_map(|p| p.journal.iter().map(move |r| (p.generation, r)))
             .collect();
         Ok(StateSnapshot {
-            tables: vec![
-                (GENERATION.to_string(), next),
-                (JOURNAL.to_string(), journal_batch(&pending)?),
-            ],
+            tables: vec![generation_table(self.generation)?, journal_table(&pending)?],
         })
     }
 
@@ -315,16 +319,15 @@ impl Transactions {
     /// Restarting from a checkpoint: settles its prepared transactions and
     /// returns the records of those never committed, to write again.
     pub async fn restore(&mut self, state: &StateSnapshot) -> Result<Vec<JournalRecord>> {
-        let Some(next) = state
-            .table(GENERATION)
-            .and_then(|b| b.column(0).as_any().downcast_ref::<UInt64Array>())
-            .filter(|a| !a.is_empty())
-            .map(|a| a.value(0))
-        else {
+        let next = match GENERATION.read(state)? {
+            Some(table) => table.first::<UInt64Type>("generation")?,
+            None => None,
+        };
+        let Some(next) = next else {
             return Ok(Vec::new());
         };
-        let pending = match state.table(JOURNAL) {
-            Some(batch) => journal_records(batch)?,
+        let pending = match JOURNAL.read(state)? {
+            Some(table) => journal_records(&table)?,
             None => Vec::new(),
         };
         // Fencing a prepared id aborts its transaction if still open; after
@@ -358,52 +361,33 @@ impl Transactions {
     }
 }
 
-fn journal_batch(records: &[(u64, &JournalRecord)]) -> Result<RecordBatch> {
-    let schema = Schema::new(vec![
-        Field::new("generation", DataType::UInt64, false),
-        Field::new("key", DataType::Binary, true),
-        Field::new("value", DataType::Binary, false),
-        Field::new("timestamp", DataType::Int64, true),
-    ]);
-    Ok(RecordBatch::try_new(
-        Arc::new(schema),
-        vec![
-            Arc::new(UInt64Array::from_iter_values(
-                records.iter().map(|(g, _)| *g),
-            )),
-            Arc::new(BinaryArray::from_iter(
-                records.iter().map(|(_, r)| r.key.as_deref()),
-            )),
-            Arc::new(BinaryArray::from_iter_values(
-                records.iter().map(|(_, r)| r.value.as_slice()),
-            )),
-            Arc::new(Int64Array::from_iter(
-                records.iter().map(|(_, r)| r.timestamp),
-            )),
-        ],
-    )?)
+fn generation_table(next: u64) -> Result<(String, RecordBatch)> {
+    GENERATION.write(vec![Arc::new(UInt64Array::from(vec![next]))])
 }
 
-fn journal_records(batch: &RecordBatch) -> Result<Vec<(u64, JournalRecord)>> {
-    let broken = || txn_error("restoring", "the checkpoint's Kafka journal is malformed");
-    let column = |i: usize| batch.columns().get(i).ok_or_else(broken);
-    let generations = column(0)?
-        .as_any()
-        .downcast_ref::<UInt64Array>()
-        .ok_or_else(broken)?;
-    let keys = column(1)?
-        .as_any()
-        .downcast_ref::<BinaryArray>()
-        .ok_or_else(broken)?;
-    let values = column(2)?
-        .as_any()
-        .downcast_ref::<BinaryArray>()
-        .ok_or_else(broken)?;
-    let timestamps = column(3)?
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .ok_or_else(broken)?;
-    Ok((0..batch.num_rows())
+fn journal_table(records: &[(u64, &JournalRecord)]) -> Result<(String, RecordBatch)> {
+    JOURNAL.write(vec![
+        Arc::new(UInt64Array::from_iter_values(
+            records.iter().map(|(g, _)| *g),
+        )),
+        Arc::new(BinaryArray::from_iter(
+            records.iter().map(|(_, r)| r.key.as_deref()),
+        )),
+        Arc::new(BinaryArray::from_iter_values(
+            records.iter().map(|(_, r)| r.value.as_slice()),
+        )),
+        Arc::new(Int64Array::from_iter(
+            records.iter().map(|(_, r)| r.timestamp),
+        )),
+    ])
+}
+
+fn journal_records(table: &StateRows) -> Result<Vec<(u64, JournalRecord)>> {
+    let generations = table.column::<UInt64Array>("generation")?;
+    let keys = table.column::<BinaryArray>("key")?;
+    let values = table.column::<BinaryArray>("value")?;
+    let timestamps = table.column::<Int64Array>("timestamp")?;
+    Ok((0..table.num_rows())
         .map(|i| {
             let record = JournalRecord {
                 key: keys.is_valid(i).then(|| keys.value(i).to_vec()),
@@ -437,19 +421,8 @@ mod tests {
         let tagged: Vec<(u64, &JournalRecord)> = records.iter().map(|(g, r)| (*g, r)).collect();
         StateSnapshot {
             tables: vec![
-                (
-                    GENERATION.to_string(),
-                    RecordBatch::try_new(
-                        Arc::new(Schema::new(vec![Field::new(
-                            "generation",
-                            DataType::UInt64,
-                            false,
-                        )])),
-                        vec![Arc::new(UInt64Array::from(vec![next]))],
-                    )
-                    .unwrap(),
-                ),
-                (JOURNAL.to_string(), journal_batch(&tagged).unwrap()),
+                generation_table(next).unwrap(),
+                journal_table(&tagged).unwrap(),
             ],
         }
     }
@@ -544,9 +517,12 @@ mod tests {
             },
         ];
         let tagged: Vec<(u64, &JournalRecord)> = vec![(3, &records[0]), (4, &records[1])];
-        let batch = journal_batch(&tagged).unwrap();
+        let state = StateSnapshot {
+            tables: vec![journal_table(&tagged).unwrap()],
+        };
+        let table = JOURNAL.read(&state).unwrap().unwrap();
         assert_eq!(
-            journal_records(&batch).unwrap(),
+            journal_records(&table).unwrap(),
             vec![(3, records[0].clone()), (4, records[1].clone())]
         );
     }

@@ -12,15 +12,18 @@
 mod columns;
 mod model;
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, ArrayRef, Int64Array};
-use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
-use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::array::Int64Array;
+use datafusion::arrow::datatypes::{
+    DataType, Field, Fields, Int64Type, Schema, SchemaRef, TimeUnit,
+};
 use nexmark::config::NexmarkConfig;
-use weir_engine::{EngineError, Result, Source, SourceFactory, SourcePoll, SplitId, StateSnapshot};
+use weir_engine::{
+    EngineError, Result, Source, SourceFactory, SourcePoll, SplitId, StateSnapshot, StateTable,
+};
 
 use columns::{ColumnarGenerator, Wanted};
 use model::Model;
@@ -29,6 +32,10 @@ use crate::options::Options;
 use crate::registry::{Connector, ConnectorError, TableSpec};
 
 pub struct NexmarkConnector;
+
+/// How many events were emitted, then the generator's base time.
+static POSITION: LazyLock<StateTable> =
+    LazyLock::new(|| StateTable::new("position", [("emitted", DataType::Int64)]));
 
 const OPTIONS: &[&str] = &[
     "events.num",
@@ -372,39 +379,31 @@ impl Source for NexmarkSource {
     /// and a restored job must keep it, or the events after a restart would
     /// carry other timestamps than an uninterrupted run's.
     fn snapshot(&mut self) -> Result<StateSnapshot> {
-        let table = RecordBatch::try_from_iter(vec![
-            (
-                "emitted",
-                Arc::new(Int64Array::from(vec![self.emitted as i64])) as ArrayRef,
-            ),
-            (
-                "base_time",
-                Arc::new(Int64Array::from(vec![
-                    self.settings.config.base_time as i64,
-                ])) as ArrayRef,
-            ),
-        ])?;
+        let base_time = Arc::new(Int64Array::from(vec![
+            self.settings.config.base_time as i64,
+        ]));
+        let table = POSITION.write_with(
+            vec![Arc::new(Int64Array::from(vec![self.emitted as i64]))],
+            vec![(Field::new("base_time", DataType::Int64, true), base_time)],
+        )?;
         Ok(StateSnapshot {
-            tables: vec![("position".into(), table)],
+            tables: vec![table],
         })
     }
 
     fn restore(&mut self, state: StateSnapshot) -> Result<()> {
-        let Some(table) = state.table("position") else {
+        let Some(table) = POSITION.read(&state)? else {
             return Ok(());
         };
-        let value = |name: &str| {
-            table
-                .column_by_name(name)
-                .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
-                .and_then(|a| (!a.is_empty() && a.is_valid(0)).then(|| a.value(0)))
-        };
-        let emitted = value("emitted")
+        let emitted = table
+            .first::<Int64Type>("emitted")?
             .ok_or_else(|| EngineError::connector("nexmark", "bad checkpoint position"))?;
         // Checkpoints from before the base time was stored keep the
         // configured one.
-        if let Some(base_time) = value("base_time") {
-            self.settings.config.base_time = base_time.max(0) as u64;
+        if table.has_column("base_time") {
+            if let Some(base_time) = table.first::<Int64Type>("base_time")? {
+                self.settings.config.base_time = base_time.max(0) as u64;
+            }
         }
         self.emitted = emitted.max(0) as u64;
         self.emitted_before = self.emitted;
@@ -430,7 +429,8 @@ impl Source for NexmarkSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{Int32Array, StructArray, TimestampMillisecondArray};
+    use datafusion::arrow::array::{Array, Int32Array, StructArray, TimestampMillisecondArray};
+    use datafusion::arrow::record_batch::RecordBatch;
 
     /// The events as the `nexmark` crate builds them, one struct of
     /// strings each, turned into a batch field by field: the reference

@@ -9,12 +9,12 @@
 //! from nothing.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use datafusion::arrow::array::{Array, ArrayRef, Int64Array, UInt32Array};
 use datafusion::arrow::compute::filter;
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{OwnedRow, Row, RowConverter, Rows, SortField};
 use datafusion::common::ScalarValue;
@@ -24,11 +24,15 @@ use crate::aggregate::AggregateSpec;
 use crate::error::{EngineError, Result};
 use crate::message::{now_millis, Millis};
 use crate::operator::{Operator, OperatorContext, StateSize};
-use crate::state::StateSnapshot;
+use crate::state::{StateSnapshot, StateTable};
 use crate::window::OutputLayout;
 
-const GROUPS: &str = "groups";
 const TOUCHED: &str = "_weir_touched";
+
+/// Live groups: when each was last updated, then its key columns and each
+/// aggregate's state columns.
+static GROUPS: LazyLock<StateTable> =
+    LazyLock::new(|| StateTable::new("groups", [(TOUCHED, DataType::Int64)]));
 
 struct Group {
     accumulators: Vec<Box<dyn Accumulator>>,
@@ -203,7 +207,6 @@ impl Operator for UpdatingAggregate {
         Ok(())
     }
 
-    /// Key columns, each aggregate's state columns and the last update time.
     fn snapshot(&mut self, _ctx: &mut OperatorContext<'_>) -> Result<StateSnapshot> {
         let keys: Vec<OwnedRow> = self.groups.keys().cloned().collect();
         let mut fields: Vec<Field> = self
@@ -241,38 +244,27 @@ impl Operator for UpdatingAggregate {
             fields.push(Field::new(field.name(), array.data_type().clone(), true));
             columns.push(array);
         }
-        fields.push(Field::new(TOUCHED, DataType::Int64, false));
-        columns.push(Arc::new(Int64Array::from(touched)));
-        let batch = RecordBatch::try_new_with_options(
-            Arc::new(Schema::new(fields)),
-            columns,
-            &datafusion::arrow::record_batch::RecordBatchOptions::new()
-                .with_row_count(Some(keys.len())),
-        )?;
+        let extra = fields.into_iter().zip(columns).collect();
+        let groups = GROUPS.write_with(vec![Arc::new(Int64Array::from(touched))], extra)?;
         Ok(StateSnapshot {
-            tables: vec![(GROUPS.to_string(), batch)],
+            tables: vec![groups],
         })
     }
 
     fn restore(&mut self, state: StateSnapshot) -> Result<()> {
-        let Some(batch) = state.table(GROUPS) else {
+        let Some(table) = GROUPS.read(&state)? else {
             return Ok(());
         };
         let key_count = self.spec.key_fields.len();
         let widths = self.spec.state_widths()?;
-        let rows = batch.num_rows();
-        let keys = self.key_rows(&batch.columns()[..key_count], rows)?;
-        let touched = batch
-            .column(batch.num_columns() - 1)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .ok_or_else(|| EngineError::Graph("bad checkpointed aggregate state".into()))?
-            .clone();
+        let columns = table.extra();
+        let keys = self.key_rows(&columns[..key_count], table.num_rows())?;
+        let touched = table.column::<Int64Array>(TOUCHED)?;
         for (row, key) in keys.iter().enumerate() {
             let mut accumulators = self.new_accumulators()?;
             let mut offset = key_count;
             for (acc, width) in accumulators.iter_mut().zip(&widths) {
-                let state: Vec<ArrayRef> = batch.columns()[offset..offset + width]
+                let state: Vec<ArrayRef> = columns[offset..offset + width]
                     .iter()
                     .map(|c| c.slice(row, 1))
                     .collect();

@@ -6,16 +6,18 @@
 //! the minimum over splits that are neither ended nor idle.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{Array, Int64Array};
+use datafusion::arrow::array::{Array, BooleanArray, Int64Array, UInt32Array};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::error::Result;
 use crate::message::{Millis, Watermark, NO_WATERMARK};
 use crate::row_watermark::{attach, attach_constant};
 use crate::source::{SplitId, WatermarkSpec};
+use crate::state::{StateSnapshot, StateTable};
 use crate::window::timestamps_millis;
 
 #[derive(Debug, Clone, Copy)]
@@ -25,8 +27,17 @@ struct SplitState {
     ended: bool,
 }
 
-/// The name of a source's watermark table in a checkpoint.
-const WATERMARK_TABLE: &str = "_weir_split_watermarks";
+/// A source's per-split watermarks in a checkpoint.
+static WATERMARK_TABLE: LazyLock<StateTable> = LazyLock::new(|| {
+    StateTable::new(
+        "_weir_split_watermarks",
+        [
+            ("split", DataType::UInt32),
+            ("watermark", DataType::Int64),
+            ("ended", DataType::Boolean),
+        ],
+    )
+});
 
 pub(crate) struct WatermarkGenerator {
     spec: Option<WatermarkSpec>,
@@ -153,43 +164,28 @@ impl WatermarkGenerator {
     }
 
     /// The per-split watermarks, for a checkpoint.
-    pub(crate) fn snapshot(
-        &self,
-    ) -> Result<(String, datafusion::arrow::record_batch::RecordBatch)> {
-        use datafusion::arrow::array::{ArrayRef, UInt32Array};
+    pub(crate) fn snapshot(&self) -> Result<(String, RecordBatch)> {
         let splits: Vec<SplitId> = self.splits.keys().copied().collect();
         let marks: Vec<Millis> = self.splits.values().map(|s| s.watermark).collect();
         let ended: Vec<bool> = self.splits.values().map(|s| s.ended).collect();
-        let batch = datafusion::arrow::record_batch::RecordBatch::try_from_iter(vec![
-            ("split", Arc::new(UInt32Array::from(splits)) as ArrayRef),
-            ("watermark", Arc::new(Int64Array::from(marks)) as ArrayRef),
-            (
-                "ended",
-                Arc::new(datafusion::arrow::array::BooleanArray::from(ended)) as ArrayRef,
-            ),
-        ])?;
-        Ok((WATERMARK_TABLE.to_string(), batch))
+        WATERMARK_TABLE.write(vec![
+            Arc::new(UInt32Array::from(splits)),
+            Arc::new(Int64Array::from(marks)),
+            Arc::new(BooleanArray::from(ended)),
+        ])
     }
 
     /// Takes the watermark table out of a source's restored state.
-    pub(crate) fn restore(&mut self, state: &mut crate::state::StateSnapshot) -> Result<()> {
-        use datafusion::arrow::array::{BooleanArray, UInt32Array};
-        let Some(i) = state.tables.iter().position(|(n, _)| n == WATERMARK_TABLE) else {
+    pub(crate) fn restore(&mut self, state: &mut StateSnapshot) -> Result<()> {
+        let Some(table) = WATERMARK_TABLE.take(state)? else {
             return Ok(());
         };
-        let (_, batch) = state.tables.remove(i);
-        let (Some(splits), Some(marks), Some(ended)) = (
-            batch.column(0).as_any().downcast_ref::<UInt32Array>(),
-            batch.column(1).as_any().downcast_ref::<Int64Array>(),
-            batch.column(2).as_any().downcast_ref::<BooleanArray>(),
-        ) else {
-            return Err(crate::error::EngineError::Graph(
-                "bad watermark state".into(),
-            ));
-        };
+        let splits = table.column::<UInt32Array>("split")?;
+        let marks = table.column::<Int64Array>("watermark")?;
+        let ended = table.column::<BooleanArray>("ended")?;
         let now = Instant::now();
         let mut emitted = NO_WATERMARK;
-        for i in 0..batch.num_rows() {
+        for i in 0..table.num_rows() {
             self.splits.insert(
                 splits.value(i),
                 SplitState {

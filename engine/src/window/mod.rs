@@ -27,6 +27,7 @@ use datafusion::common::DataFusionError;
 use crate::error::Result;
 use crate::message::{Millis, NO_WATERMARK};
 use crate::row_watermark::row_watermarks;
+use crate::state::StateTable;
 
 /// Where a window operator takes each row's time from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +83,11 @@ impl TimeSource {
         }
     }
 }
+
+/// A window operator's watermark in a checkpoint: windows it already fired
+/// stay fired after a restore.
+pub(crate) static WATERMARK_TABLE: std::sync::LazyLock<StateTable> =
+    std::sync::LazyLock::new(|| StateTable::new("watermark", [("watermark", DataType::Int64)]));
 
 /// A timestamp (any unit) or integer column as milliseconds.
 pub fn timestamps_millis(array: &dyn Array) -> Result<Int64Array> {

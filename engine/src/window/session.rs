@@ -10,23 +10,40 @@
 //! window has closed too.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{
     Array, ArrayRef, BinaryArray, BooleanArray, Int64Array, UInt32Array,
 };
 use datafusion::arrow::compute::{interleave, take_record_batch};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::DataFusionError;
 
-use super::{OutputLayout, TimeSource};
+use super::{OutputLayout, TimeSource, WATERMARK_TABLE};
 use crate::aggregate::{AggregateInput, AggregateSpec, GroupedState};
 use crate::error::Result;
 use crate::message::{now_millis, Millis, FINAL_WATERMARK, NO_WATERMARK};
 use crate::operator::{Operator, OperatorContext, StateSize};
-use crate::state::StateSnapshot;
+use crate::state::{StateSnapshot, StateTable};
+
+/// Open sessions: the key's row encoding, start and end.
+static SESSIONS: LazyLock<StateTable> = LazyLock::new(|| {
+    StateTable::new(
+        "sessions",
+        [
+            ("key", DataType::Binary),
+            ("start", DataType::Int64),
+            ("end", DataType::Int64),
+        ],
+    )
+});
+
+/// Buffered rows: the ordinal of their session in `SESSIONS`, then the
+/// input's columns.
+static ROWS: LazyLock<StateTable> =
+    LazyLock::new(|| StateTable::new("rows", [("_session", DataType::UInt32)]));
 
 type BufferId = u64;
 
@@ -369,60 +386,43 @@ impl SessionWindowAggregate {
                 }
             }
         }
-        let sessions = RecordBatch::try_from_iter(vec![
-            ("key", Arc::new(BinaryArray::from(keys)) as ArrayRef),
-            ("start", Arc::new(Int64Array::from(starts)) as ArrayRef),
-            ("end", Arc::new(Int64Array::from(ends)) as ArrayRef),
-        ])?;
         let mut tables = vec![
-            ("sessions".to_string(), sessions),
-            (
-                "watermark".to_string(),
-                RecordBatch::try_from_iter(vec![(
-                    "watermark",
-                    Arc::new(Int64Array::from(vec![self.watermark])) as ArrayRef,
-                )])?,
-            ),
+            SESSIONS.write(vec![
+                Arc::new(BinaryArray::from(keys)),
+                Arc::new(Int64Array::from(starts)),
+                Arc::new(Int64Array::from(ends)),
+            ])?,
+            WATERMARK_TABLE.write(vec![Arc::new(Int64Array::from(vec![self.watermark]))])?,
         ];
         if !refs.is_empty() {
             let buffers: Vec<&Buffer> = ids.iter().filter_map(|id| self.buffers.get(id)).collect();
             let width = buffers.first().map_or(0, |b| b.columns.len());
-            let mut columns: Vec<(String, ArrayRef)> = vec![(
-                "_session".into(),
-                Arc::new(UInt32Array::from(owners)) as ArrayRef,
-            )];
+            let mut columns = Vec::with_capacity(width);
             for c in 0..width {
                 let arrays: Vec<&dyn Array> =
                     buffers.iter().map(|b| b.columns[c].as_ref()).collect();
-                columns.push((format!("c{c}"), interleave(&arrays, &refs)?));
+                let column = interleave(&arrays, &refs)?;
+                let field = Field::new(format!("c{c}"), column.data_type().clone(), true);
+                columns.push((field, column));
             }
-            tables.push(("rows".to_string(), RecordBatch::try_from_iter(columns)?));
+            tables.push(ROWS.write_with(vec![Arc::new(UInt32Array::from(owners))], columns)?);
         }
         Ok(StateSnapshot { tables })
     }
 
     fn restore_tables(&mut self, state: &StateSnapshot) -> Result<()> {
         let bad = || DataFusionError::Internal("bad session window state".into());
-        if let Some(w) = state.table("watermark") {
-            if let Some(v) = w
-                .column(0)
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .filter(|a| !a.is_empty())
-            {
-                self.watermark = v.value(0);
+        if let Some(w) = WATERMARK_TABLE.read(state)? {
+            if let Some(v) = w.first::<Int64Type>("watermark")? {
+                self.watermark = v;
             }
         }
-        let Some(sessions) = state.table("sessions") else {
+        let Some(sessions) = SESSIONS.read(state)? else {
             return Ok(());
         };
-        let (Some(keys), Some(starts), Some(ends)) = (
-            sessions.column(0).as_any().downcast_ref::<BinaryArray>(),
-            sessions.column(1).as_any().downcast_ref::<Int64Array>(),
-            sessions.column(2).as_any().downcast_ref::<Int64Array>(),
-        ) else {
-            return Err(bad().into());
-        };
+        let keys = sessions.column::<BinaryArray>("key")?;
+        let starts = sessions.column::<Int64Array>("start")?;
+        let ends = sessions.column::<Int64Array>("end")?;
         let mut restored: Vec<Session> = (0..sessions.num_rows())
             .map(|i| Session {
                 start: starts.value(i),
@@ -430,12 +430,8 @@ impl SessionWindowAggregate {
                 rows: Vec::new(),
             })
             .collect();
-        if let Some(rows) = state.table("rows") {
-            let owners = rows
-                .column(0)
-                .as_any()
-                .downcast_ref::<UInt32Array>()
-                .ok_or_else(bad)?;
+        if let Some(rows) = ROWS.read(state)? {
+            let owners = rows.column::<UInt32Array>("_session")?;
             let buffer = self.next_buffer;
             self.next_buffer += 1;
             for (row, owner) in owners.values().iter().enumerate() {
@@ -449,7 +445,7 @@ impl SessionWindowAggregate {
             self.buffers.insert(
                 buffer,
                 Buffer {
-                    columns: rows.columns()[1..].to_vec(),
+                    columns: rows.extra().to_vec(),
                     live: rows.num_rows(),
                 },
             );

@@ -15,21 +15,21 @@
 //! checkpoint needs and a hot key is pre-aggregated on every subtask.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{Array, ArrayRef, Int64Array, UInt32Array};
 use datafusion::arrow::compute::{concat_batches, take_record_batch};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::DataFusionError;
 
-use super::{OutputLayout, SliceWindows, TimeSource};
+use super::{OutputLayout, SliceWindows, TimeSource, WATERMARK_TABLE};
 use crate::aggregate::{AggregateSpec, GroupedState, GroupedStateArrays};
 use crate::error::Result;
 use crate::message::{now_millis, Millis, FINAL_WATERMARK, NO_WATERMARK};
 use crate::operator::{Operator, OperatorContext, StateSize};
 use crate::row_watermark::with_row_watermark;
-use crate::state::StateSnapshot;
+use crate::state::{StateSnapshot, StateTable};
 
 /// Which half of a two-phase aggregation an operator is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +63,18 @@ pub fn partial_schema(spec: &AggregateSpec) -> Result<SchemaRef> {
     fields.extend(spec.state_fields()?);
     Ok(with_row_watermark(&Schema::new(fields)))
 }
+
+/// The checkpointed buckets: partial state in [`partial_schema`]'s layout,
+/// the one this operator also exchanges.
+static BUCKETS: LazyLock<StateTable> = LazyLock::new(|| {
+    StateTable::new(
+        "buckets",
+        [
+            (SLICE_END, DataType::Int64),
+            (FIRST_WINDOW_END, DataType::Int64),
+        ],
+    )
+});
 
 type BucketKey = (Millis, Millis);
 
@@ -455,31 +467,21 @@ impl Operator for WindowAggregate {
             }
         }
         let table = concat_batches(&self.partial_schema, &batches)?;
-        let watermark = RecordBatch::try_new(
-            Arc::new(Schema::new(vec![Field::new(
-                "watermark",
-                DataType::Int64,
-                false,
-            )])),
-            vec![Arc::new(Int64Array::from(vec![self.watermark]))],
-        )?;
+        let watermark =
+            WATERMARK_TABLE.write(vec![Arc::new(Int64Array::from(vec![self.watermark]))])?;
         Ok(StateSnapshot {
-            tables: vec![("buckets".into(), table), ("watermark".into(), watermark)],
+            tables: vec![(BUCKETS.name().to_string(), table), watermark],
         })
     }
 
     fn restore(&mut self, state: StateSnapshot) -> Result<()> {
-        if let Some(wm) = state.table("watermark") {
-            self.watermark = int64_column(wm, 0)?
-                .values()
-                .first()
-                .copied()
-                .unwrap_or(NO_WATERMARK);
+        if let Some(wm) = WATERMARK_TABLE.read(&state)? {
+            self.watermark = wm.first::<Int64Type>("watermark")?.unwrap_or(NO_WATERMARK);
         }
-        if let Some(buckets) = state.table("buckets") {
+        if let Some(buckets) = BUCKETS.read(&state)? {
             // Restored buckets were open at the snapshot, so none is late.
             let watermark = std::mem::replace(&mut self.watermark, NO_WATERMARK);
-            let result = self.merge_partials(buckets);
+            let result = self.merge_partials(buckets.batch());
             self.watermark = watermark;
             result?;
         }

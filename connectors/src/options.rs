@@ -130,15 +130,6 @@ impl Options {
     }
 }
 
-fn split_number(v: &str) -> Option<(f64, String)> {
-    let v = v.trim();
-    let end = v
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(v.len());
-    let number: f64 = v[..end].parse().ok()?;
-    Some((number, v[end..].trim().to_ascii_lowercase()))
-}
-
 /// A duration as Flink writes them (`10 s`, `500ms`, `1 min`, `2h`,
 /// `1.5 s`): parsed by `humantime`, case-insensitively, after Flink's
 /// spellings humantime lacks (`milli`, `millisecond`, `micro`, `nano`) are
@@ -162,18 +153,15 @@ pub fn parse_duration(v: &str) -> Result<Duration, String> {
     humantime::parse_duration(&format!("{number}{unit}")).map_err(|e| e.to_string())
 }
 
-/// A size as Flink writes them: binary units (`64kb` is 64 × 1024 bytes),
-/// unlike size crates that read `kb` as 1000. Hand-written for that reason.
+/// A size as Flink writes them (`128mb`, `64 kb`, `1 GiB`, plain bytes):
+/// binary units, so `64kb` is 64 × 1024 bytes as in Flink's `MemorySize`.
 pub fn parse_bytes(v: &str) -> Option<u64> {
-    let (n, unit) = split_number(v)?;
-    let scale: f64 = match unit.as_str() {
-        "" | "b" | "bytes" => 1.0,
-        "kb" | "k" | "kib" => 1024.0,
-        "mb" | "m" | "mib" => 1024.0 * 1024.0,
-        "gb" | "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
-        _ => return None,
-    };
-    Some((n * scale) as u64)
+    let v = v.trim();
+    let v = v
+        .strip_suffix("bytes")
+        .or_else(|| v.strip_suffix("BYTES"))
+        .unwrap_or(v);
+    parse_size::Config::new().with_binary().parse_size(v).ok()
 }
 
 #[cfg(test)]
@@ -196,6 +184,12 @@ mod tests {
         assert!(parse_duration("abc").is_err());
         assert!(parse_duration("10 parsecs").is_err());
         assert_eq!(parse_bytes("128MB"), Some(128 * 1024 * 1024));
+        assert_eq!(parse_bytes("64 kb"), Some(64 * 1024));
+        assert_eq!(parse_bytes("1 GiB"), Some(1 << 30));
+        assert_eq!(parse_bytes("1g"), Some(1 << 30));
+        assert_eq!(parse_bytes("512"), Some(512));
+        assert_eq!(parse_bytes("100 bytes"), Some(100));
+        assert_eq!(parse_bytes("lots"), None);
     }
 
     #[test]

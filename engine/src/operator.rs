@@ -116,6 +116,19 @@ pub trait Operator: Send {
     /// Handles a batch of rows.
     fn on_batch(&mut self, batch: RecordBatch, ctx: &mut OperatorContext<'_>) -> Result<()>;
 
+    /// Handles a batch from input `side`, the position of its edge among
+    /// the node's inputs. Operators with two inputs (joins) override this;
+    /// the rest see every batch through [`Operator::on_batch`].
+    fn on_side_batch(
+        &mut self,
+        side: usize,
+        batch: RecordBatch,
+        ctx: &mut OperatorContext<'_>,
+    ) -> Result<()> {
+        let _ = side;
+        self.on_batch(batch, ctx)
+    }
+
     /// The merged input watermark advanced to `watermark`.
     fn on_watermark(&mut self, _watermark: Millis, _ctx: &mut OperatorContext<'_>) -> Result<()> {
         Ok(())

@@ -81,6 +81,11 @@ impl Harness {
     /// A batch of rows. Without a row-watermark column, every row gets the
     /// current watermark as its own.
     pub fn batch(&mut self, batch: RecordBatch) -> Result<&mut Self> {
+        self.batch_on(0, batch)
+    }
+
+    /// A batch of rows on input `side`, for operators with two inputs.
+    pub fn batch_on(&mut self, side: usize, batch: RecordBatch) -> Result<&mut Self> {
         let has_row_watermark = batch
             .schema_ref()
             .fields()
@@ -93,7 +98,7 @@ impl Harness {
         };
         let mut batch = Some(batch);
         self.call(|op, ctx| match batch.take() {
-            Some(b) => op.on_batch(b, ctx),
+            Some(b) => op.on_side_batch(side, b, ctx),
             None => Ok(()),
         })?;
         Ok(self)

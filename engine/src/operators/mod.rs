@@ -1,12 +1,14 @@
-//! Operators outside windows: expressions evaluated on batches, LIMIT, and
-//! the updating (unwindowed) aggregate.
+//! Operators outside windows: expressions evaluated on batches, LIMIT, the
+//! updating (unwindowed) aggregate and the regular join.
 
 mod filter;
+mod join;
 mod limit;
 mod projection;
 mod updating_aggregate;
 
 pub use filter::Filter;
+pub use join::{JoinSpec, StreamingJoin};
 pub use limit::Limit;
 pub use projection::Projection;
 pub use updating_aggregate::UpdatingAggregate;

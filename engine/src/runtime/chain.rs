@@ -58,6 +58,7 @@ impl Chain {
     /// batches, `action` runs (a watermark, a timer, a snapshot, the end).
     fn apply(
         &mut self,
+        side: usize,
         input: Vec<RecordBatch>,
         mut action: impl FnMut(usize, &mut dyn Operator, &mut OperatorContext<'_>) -> Result<()>,
         refresh_state: bool,
@@ -65,6 +66,8 @@ impl Chain {
         let mut carry = input;
         let mut emitted = Emitted::default();
         for (index, op) in self.ops.iter_mut().enumerate() {
+            // Only the head has several inputs; chained operators have one.
+            let side = if index == 0 { side } else { 0 };
             let mut output = Vec::new();
             let mut late = Vec::new();
             let name = op.operator.name().to_string();
@@ -81,7 +84,7 @@ impl Chain {
                     op.metrics.add_bytes(batch.get_array_memory_size(), 0);
                     let started = op.metrics.detailed.then(Instant::now);
                     op.operator
-                        .on_batch(batch, &mut ctx)
+                        .on_side_batch(side, batch, &mut ctx)
                         .map_err(|e| e.in_operator(&name, self.subtask))?;
                     if let Some(started) = started {
                         let took = started.elapsed();
@@ -111,12 +114,14 @@ impl Chain {
         Ok(emitted)
     }
 
-    pub(crate) fn on_batch(&mut self, batch: RecordBatch) -> Result<Emitted> {
-        self.apply(vec![batch], |_, _, _| Ok(()), false)
+    /// A batch from input `side` of the chain's head.
+    pub(crate) fn on_batch(&mut self, side: usize, batch: RecordBatch) -> Result<Emitted> {
+        self.apply(side, vec![batch], |_, _, _| Ok(()), false)
     }
 
     pub(crate) fn on_watermark(&mut self, watermark: Millis) -> Result<Emitted> {
         let emitted = self.apply(
+            0,
             Vec::new(),
             |_, op, ctx| op.on_watermark(watermark, ctx),
             true,
@@ -129,11 +134,11 @@ impl Chain {
     }
 
     pub(crate) fn on_timer(&mut self, now: Millis) -> Result<Emitted> {
-        self.apply(Vec::new(), |_, op, ctx| op.on_timer(now, ctx), true)
+        self.apply(0, Vec::new(), |_, op, ctx| op.on_timer(now, ctx), true)
     }
 
     pub(crate) fn on_end(&mut self) -> Result<Emitted> {
-        self.apply(Vec::new(), |_, op, ctx| op.on_end(ctx), true)
+        self.apply(0, Vec::new(), |_, op, ctx| op.on_end(ctx), true)
     }
 
     /// Snapshots every operator, in chain order.
@@ -141,6 +146,7 @@ impl Chain {
         let nodes: Vec<NodeId> = self.ops.iter().map(|o| o.node).collect();
         let mut states = Vec::with_capacity(nodes.len());
         let emitted = self.apply(
+            0,
             Vec::new(),
             |index, op, ctx| {
                 states.push((nodes[index], op.snapshot(ctx)?));

@@ -18,7 +18,8 @@ use crate::message::{Barrier, Message, Millis, Watermark, NO_WATERMARK};
 /// What the merged inputs deliver to the subtask.
 #[derive(Debug)]
 pub(crate) enum InputEvent {
-    Batch(RecordBatch),
+    /// Rows from input `side` of the node (its edge's position).
+    Batch(usize, RecordBatch),
     /// The merged watermark changed.
     Watermark(Watermark),
     /// A barrier arrived on every input.
@@ -38,6 +39,8 @@ struct InputState {
 
 pub(crate) struct Inputs {
     receivers: Vec<Receiver<Message>>,
+    /// The input side each receiver belongs to.
+    sides: Vec<usize>,
     states: Vec<InputState>,
     next: usize,
     merged: Option<Watermark>,
@@ -51,7 +54,15 @@ pub(crate) struct Inputs {
 }
 
 impl Inputs {
+    /// Inputs that are all one side.
+    #[cfg(test)]
     pub(crate) fn new(receivers: Vec<Receiver<Message>>) -> Self {
+        let sides = vec![0; receivers.len()];
+        Self::with_sides(receivers, sides)
+    }
+
+    /// Receiver `i` brings the rows of input `sides[i]`.
+    pub(crate) fn with_sides(receivers: Vec<Receiver<Message>>, sides: Vec<usize>) -> Self {
         let states = vec![
             InputState {
                 watermark: NO_WATERMARK,
@@ -63,6 +74,7 @@ impl Inputs {
         ];
         Inputs {
             receivers,
+            sides,
             states,
             next: 0,
             merged: None,
@@ -132,7 +144,10 @@ impl Inputs {
 
     fn handle(&mut self, index: usize, message: Message) -> Option<InputEvent> {
         match message {
-            Message::Batch(batch) => Some(InputEvent::Batch(batch)),
+            Message::Batch(batch) => Some(InputEvent::Batch(
+                self.sides.get(index).copied().unwrap_or(0),
+                batch,
+            )),
             Message::Marker(marker) => Some(InputEvent::Marker(marker)),
             Message::Watermark(Watermark::EventTime(t)) => {
                 let state = &mut self.states[index];
@@ -288,7 +303,7 @@ mod tests {
         let mut order = vec![];
         for _ in 0..3 {
             match inputs.next().await.unwrap() {
-                InputEvent::Batch(b) => {
+                InputEvent::Batch(_, b) => {
                     let v = b
                         .column(0)
                         .as_any()

@@ -32,6 +32,8 @@ use crate::operator::SubtaskInfo;
 struct Wiring {
     senders: HashMap<(usize, usize), Vec<Sender<Message>>>,
     receivers: HashMap<(usize, usize), Vec<Receiver<Message>>>,
+    /// The input side (edge position at the head) of each receiver.
+    sides: HashMap<(usize, usize), Vec<usize>>,
     /// The receiving end of each channel, watched for its fill.
     watched: HashMap<(usize, usize), Vec<mpsc::WeakSender<Message>>>,
     /// How each group's output is spread over its channels.
@@ -48,7 +50,7 @@ impl Wiring {
         let mut wiring = Wiring::default();
         for (g, nodes) in groups.iter().enumerate() {
             let head = nodes[0];
-            for edge in graph.inputs(head) {
+            for (side, edge) in graph.inputs(head).enumerate() {
                 let from_group = *tail_of
                     .get(&edge.from)
                     .ok_or_else(|| EngineError::Graph("edge from the middle of a chain".into()))?;
@@ -67,6 +69,7 @@ impl Wiring {
                             .push(tx.downgrade());
                         wiring.senders.entry((from_group, i)).or_default().push(tx);
                         wiring.receivers.entry((g, j)).or_default().push(rx);
+                        wiring.sides.entry((g, j)).or_default().push(side);
                     }
                 }
                 wiring.partitioning.insert(
@@ -231,8 +234,11 @@ impl Launch {
                     .receivers
                     .remove(&(g, subtask))
                     .unwrap_or_default();
-                self.tasks
-                    .spawn(run_channel_subtask(Inputs::new(receivers), parts));
+                let sides = self.wiring.sides.remove(&(g, subtask)).unwrap_or_default();
+                self.tasks.spawn(run_channel_subtask(
+                    Inputs::with_sides(receivers, sides),
+                    parts,
+                ));
             }
         }
         Ok(())

@@ -171,8 +171,8 @@ pub(crate) async fn run_channel_subtask(mut inputs: Inputs, mut parts: SubtaskPa
         };
         match event {
             None => return Ok(()),
-            Some(InputEvent::Batch(batch)) => {
-                let emitted = parts.chain.on_batch(batch)?;
+            Some(InputEvent::Batch(side, batch)) => {
+                let emitted = parts.chain.on_batch(side, batch)?;
                 parts.deliver(emitted).await?;
             }
             Some(InputEvent::Watermark(w)) => parts.watermark(w).await?,
@@ -322,7 +322,7 @@ pub(crate) async fn run_source_subtask(
         }
         match src.source.poll().await? {
             SourcePoll::Batch { split, batch } => {
-                let emitted = parts.chain.on_batch(src.prepare(split, batch)?)?;
+                let emitted = parts.chain.on_batch(0, src.prepare(split, batch)?)?;
                 parts.deliver(emitted).await?;
                 src.advance_watermark(&mut parts).await?;
             }

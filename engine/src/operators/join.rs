@@ -1,0 +1,468 @@
+//! A regular inner join of two append-only streams on equality keys, as
+//! Flink's `StreamingJoinOperator` runs it for inputs without updates.
+//!
+//! Each side keeps its rows by join key. A row arriving on one side is
+//! stored, then matched against the rows the other side has stored: every
+//! pair that also passes the residual condition is emitted at once. Inner
+//! joins of append-only inputs only ever insert, so the output is
+//! append-only too. A row with a NULL key never matches (SQL equality) and
+//! is not kept. With a state TTL a stored row is dropped when it has been
+//! kept that long (processing time, as Flink's state TTL); without one,
+//! both inputs must be bounded.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, UInt32Array};
+use datafusion::arrow::compute::{filter_record_batch, take};
+use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::common::DataFusionError;
+use datafusion::physical_expr::PhysicalExpr;
+
+use crate::error::{EngineError, Result};
+use crate::message::{now_millis, Millis};
+use crate::operator::{Operator, OperatorContext, StateSize};
+use crate::row_watermark::{attach_constant, strip};
+use crate::state::{StateSnapshot, StateTable};
+
+const TOUCHED: &str = "_weir_stored_at";
+
+/// The rows one side keeps: when each was stored, then the side's columns.
+static LEFT_ROWS: LazyLock<StateTable> =
+    LazyLock::new(|| StateTable::new("left", [(TOUCHED, DataType::Int64)]));
+static RIGHT_ROWS: LazyLock<StateTable> =
+    LazyLock::new(|| StateTable::new("right", [(TOUCHED, DataType::Int64)]));
+
+/// What a join needs to know of its inputs and output.
+#[derive(Debug, Clone)]
+pub struct JoinSpec {
+    /// Join keys of each side, evaluated on that side's rows.
+    pub keys: [Vec<Arc<dyn PhysicalExpr>>; 2],
+    /// Each side's columns, without the row watermark.
+    pub schemas: [SchemaRef; 2],
+    /// The joined row: the left columns, then the right ones.
+    pub output: SchemaRef,
+    /// A condition on the joined row besides key equality.
+    pub residual: Option<Arc<dyn PhysicalExpr>>,
+    /// How long a stored row is kept; `None` keeps rows until the end.
+    pub ttl: Option<Duration>,
+}
+
+/// The rows one side has stored, by join key.
+struct Side {
+    /// Whole rows in Arrow's row format, to store exactly what is kept.
+    rows: RowConverter,
+    /// Join keys in Arrow's row format, comparable across both sides.
+    keys: RowConverter,
+    by_key: HashMap<OwnedRow, Vec<Stored>>,
+    stored: usize,
+    bytes: usize,
+}
+
+struct Stored {
+    row: OwnedRow,
+    at: Millis,
+}
+
+impl Side {
+    fn new(schema: &SchemaRef, key_types: &[DataType]) -> Result<Side> {
+        let fields = schema
+            .fields()
+            .iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect();
+        let keys = key_types.iter().cloned().map(SortField::new).collect();
+        Ok(Side {
+            rows: RowConverter::new(fields)?,
+            keys: RowConverter::new(keys)?,
+            by_key: HashMap::new(),
+            stored: 0,
+            bytes: 0,
+        })
+    }
+
+    fn store(&mut self, key: OwnedRow, row: OwnedRow, at: Millis) {
+        self.stored += 1;
+        self.bytes += row.as_ref().len() + key.as_ref().len();
+        self.by_key.entry(key).or_default().push(Stored { row, at });
+    }
+
+    fn expire(&mut self, before: Millis) {
+        let (mut stored, mut bytes) = (0, 0);
+        self.by_key.retain(|key, rows| {
+            rows.retain(|r| r.at >= before);
+            stored += rows.len();
+            bytes += rows
+                .iter()
+                .map(|r| r.row.as_ref().len() + key.as_ref().len())
+                .sum::<usize>();
+            !rows.is_empty()
+        });
+        self.stored = stored;
+        self.bytes = bytes;
+    }
+
+    /// Every stored row as columns, and when each was stored.
+    fn columns(&self) -> Result<(Vec<ArrayRef>, Vec<Millis>)> {
+        let stored: Vec<&Stored> = self.by_key.values().flatten().collect();
+        let columns = self.rows.convert_rows(stored.iter().map(|s| s.row.row()))?;
+        Ok((columns, stored.iter().map(|s| s.at).collect()))
+    }
+}
+
+pub struct StreamingJoin {
+    name: String,
+    spec: Arc<JoinSpec>,
+    sides: [Side; 2],
+}
+
+impl StreamingJoin {
+    pub fn new(name: impl Into<String>, spec: Arc<JoinSpec>) -> Result<Self> {
+        let key_types = spec.keys[0]
+            .iter()
+            .map(|k| Ok(k.data_type(&spec.schemas[0])?))
+            .collect::<Result<Vec<_>>>()?;
+        let right_types = spec.keys[1]
+            .iter()
+            .map(|k| Ok(k.data_type(&spec.schemas[1])?))
+            .collect::<Result<Vec<_>>>()?;
+        if key_types != right_types {
+            return Err(EngineError::Graph(format!(
+                "join keys differ in type: {key_types:?} and {right_types:?}"
+            )));
+        }
+        Ok(StreamingJoin {
+            name: name.into(),
+            sides: [
+                Side::new(&spec.schemas[0], &key_types)?,
+                Side::new(&spec.schemas[1], &key_types)?,
+            ],
+            spec,
+        })
+    }
+
+    /// Stores the rows of `batch` (from `side`) and emits their matches.
+    fn join(
+        &mut self,
+        side: usize,
+        batch: &RecordBatch,
+        ctx: &mut OperatorContext<'_>,
+    ) -> Result<()> {
+        let rows = batch.num_rows();
+        let keys = self.spec.keys[side]
+            .iter()
+            .map(|k| Ok(k.evaluate(batch)?.into_array(rows)?))
+            .collect::<Result<Vec<_>>>()?;
+        ctx.observe_keys(&keys);
+        let valid = all_valid(&keys, rows);
+        let data = strip(batch);
+        let key_rows = self.sides[side].keys.convert_columns(&keys)?;
+        let whole = self.sides[side].rows.convert_columns(data.columns())?;
+        let now = now_millis();
+        let [left, right] = &mut self.sides;
+        let (own_side, other_side) = if side == 0 {
+            (left, &*right)
+        } else {
+            (right, &*left)
+        };
+        let mut mine = Vec::new();
+        let mut theirs = Vec::new();
+        for i in (0..rows).filter(|i| valid[*i]) {
+            let key = key_rows.row(i).owned();
+            if let Some(matches) = other_side.by_key.get(&key) {
+                for m in matches {
+                    mine.push(i as u32);
+                    theirs.push(m.row.row());
+                }
+            }
+            own_side.store(key, whole.row(i).owned(), now);
+        }
+        if mine.is_empty() {
+            return Ok(());
+        }
+        let matched = other_side.rows.convert_rows(theirs)?;
+        let mine = UInt32Array::from(mine);
+        let own: Vec<ArrayRef> = data
+            .columns()
+            .iter()
+            .map(|c| Ok(take(c.as_ref(), &mine, None)?))
+            .collect::<Result<_>>()?;
+        let columns = if side == 0 {
+            [own, matched].concat()
+        } else {
+            [matched, own].concat()
+        };
+        let options = RecordBatchOptions::new().with_row_count(Some(mine.len()));
+        let joined =
+            RecordBatch::try_new_with_options(self.spec.output.clone(), columns, &options)?;
+        let joined = match &self.spec.residual {
+            Some(condition) => {
+                let mask = condition.evaluate(&joined)?.into_array(joined.num_rows())?;
+                let mask = mask
+                    .as_any()
+                    .downcast_ref::<BooleanArray>()
+                    .ok_or_else(|| {
+                        DataFusionError::Internal("join condition is not boolean".into())
+                    })?;
+                filter_record_batch(&joined, mask)?
+            }
+            None => joined,
+        };
+        if joined.num_rows() > 0 {
+            ctx.emit(attach_constant(&joined, ctx.watermark())?);
+        }
+        Ok(())
+    }
+
+    fn table(side: usize) -> &'static StateTable {
+        if side == 0 {
+            &LEFT_ROWS
+        } else {
+            &RIGHT_ROWS
+        }
+    }
+}
+
+/// Rows whose keys are all non-null: only they can match.
+fn all_valid(keys: &[ArrayRef], rows: usize) -> Vec<bool> {
+    (0..rows)
+        .map(|i| keys.iter().all(|k| k.is_valid(i)))
+        .collect()
+}
+
+impl Operator for StreamingJoin {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn on_batch(&mut self, batch: RecordBatch, ctx: &mut OperatorContext<'_>) -> Result<()> {
+        self.on_side_batch(0, batch, ctx)
+    }
+
+    fn on_side_batch(
+        &mut self,
+        side: usize,
+        batch: RecordBatch,
+        ctx: &mut OperatorContext<'_>,
+    ) -> Result<()> {
+        if side > 1 {
+            return Err(EngineError::Graph(format!(
+                "a join has two inputs, not {}",
+                side + 1
+            )));
+        }
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.join(side, &batch, ctx)
+    }
+
+    fn timer_interval(&self) -> Option<Duration> {
+        self.spec
+            .ttl
+            .map(|ttl| (ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(10)))
+    }
+
+    fn on_timer(&mut self, now: Millis, _ctx: &mut OperatorContext<'_>) -> Result<()> {
+        if let Some(ttl) = self.spec.ttl {
+            let ttl = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+            for side in &mut self.sides {
+                side.expire(now.saturating_sub(ttl));
+            }
+        }
+        Ok(())
+    }
+
+    fn snapshot(&mut self, _ctx: &mut OperatorContext<'_>) -> Result<StateSnapshot> {
+        let mut tables = Vec::with_capacity(2);
+        for (i, side) in self.sides.iter().enumerate() {
+            let (columns, at) = side.columns()?;
+            let extra = self.spec.schemas[i]
+                .fields()
+                .iter()
+                .map(|f| Field::new(f.name(), f.data_type().clone(), true))
+                .zip(columns)
+                .collect();
+            tables.push(Self::table(i).write_with(vec![Arc::new(Int64Array::from(at))], extra)?);
+        }
+        Ok(StateSnapshot { tables })
+    }
+
+    fn restore(&mut self, state: StateSnapshot) -> Result<()> {
+        for side in 0..2 {
+            let Some(table) = Self::table(side).read(&state)? else {
+                continue;
+            };
+            let at = table.column::<Int64Array>(TOUCHED)?.clone();
+            let batch = RecordBatch::try_new_with_options(
+                self.spec.schemas[side].clone(),
+                table.extra().to_vec(),
+                &RecordBatchOptions::new().with_row_count(Some(table.num_rows())),
+            )?;
+            let rows = batch.num_rows();
+            let keys = self.spec.keys[side]
+                .iter()
+                .map(|k| Ok(k.evaluate(&batch)?.into_array(rows)?))
+                .collect::<Result<Vec<_>>>()?;
+            let key_rows = self.sides[side].keys.convert_columns(&keys)?;
+            let whole = self.sides[side].rows.convert_columns(batch.columns())?;
+            for i in 0..rows {
+                self.sides[side].store(key_rows.row(i).owned(), whole.row(i).owned(), at.value(i));
+            }
+        }
+        Ok(())
+    }
+
+    fn state_size(&self) -> StateSize {
+        StateSize {
+            rows: self.sides.iter().map(|s| s.stored as u64).sum(),
+            bytes: self.sides.iter().map(|s| s.bytes as u64).sum(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::Harness;
+    use datafusion::arrow::array::StringArray;
+    use datafusion::arrow::datatypes::Schema;
+    use datafusion::physical_expr::expressions::{col, BinaryExpr, Column};
+
+    fn spec(residual: bool, ttl: Option<Duration>) -> Arc<JoinSpec> {
+        let left = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("a", DataType::Utf8, true),
+        ]));
+        let right = Arc::new(Schema::new(vec![
+            Field::new("k2", DataType::Int64, true),
+            Field::new("b", DataType::Int64, true),
+        ]));
+        let output = Arc::new(Schema::new(
+            [left.fields().to_vec(), right.fields().to_vec()].concat(),
+        ));
+        // b > k: the right value exceeds the key.
+        let residual = residual.then(|| {
+            Arc::new(BinaryExpr::new(
+                Arc::new(Column::new("b", 3)),
+                datafusion::logical_expr::Operator::Gt,
+                Arc::new(Column::new("k", 0)),
+            )) as Arc<dyn PhysicalExpr>
+        });
+        Arc::new(JoinSpec {
+            keys: [
+                vec![col("k", &left).unwrap()],
+                vec![col("k2", &right).unwrap()],
+            ],
+            schemas: [left, right],
+            output,
+            residual,
+            ttl,
+        })
+    }
+
+    fn left(rows: &[(Option<i64>, &str)]) -> RecordBatch {
+        RecordBatch::try_from_iter([
+            (
+                "k",
+                Arc::new(rows.iter().map(|r| r.0).collect::<Int64Array>()) as ArrayRef,
+            ),
+            (
+                "a",
+                Arc::new(rows.iter().map(|r| Some(r.1)).collect::<StringArray>()) as ArrayRef,
+            ),
+        ])
+        .unwrap()
+    }
+
+    fn right(rows: &[(Option<i64>, i64)]) -> RecordBatch {
+        RecordBatch::try_from_iter([
+            (
+                "k2",
+                Arc::new(rows.iter().map(|r| r.0).collect::<Int64Array>()) as ArrayRef,
+            ),
+            (
+                "b",
+                Arc::new(rows.iter().map(|r| Some(r.1)).collect::<Int64Array>()) as ArrayRef,
+            ),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn each_row_meets_the_rows_the_other_side_stored_before_it() {
+        let mut h = Harness::new(StreamingJoin::new("join", spec(false, None)).unwrap());
+        h.batch_on(0, left(&[(Some(1), "x"), (None, "n"), (Some(2), "y")]))
+            .unwrap();
+        assert!(h.take_output().is_empty());
+        h.batch_on(
+            1,
+            right(&[(Some(1), 10), (Some(1), 11), (None, 0), (Some(3), 30)]),
+        )
+        .unwrap();
+        datafusion::assert_batches_eq!(
+            [
+                "+---+---+----+----+",
+                "| k | a | k2 | b  |",
+                "+---+---+----+----+",
+                "| 1 | x | 1  | 10 |",
+                "| 1 | x | 1  | 11 |",
+                "+---+---+----+----+",
+            ],
+            &h.take_output()
+        );
+        // A later left row meets both stored right rows of its key, and the
+        // NULL key stored nowhere.
+        h.batch_on(0, left(&[(Some(1), "z"), (Some(3), "w"), (None, "m")]))
+            .unwrap();
+        datafusion::assert_batches_sorted_eq!(
+            [
+                "+---+---+----+----+",
+                "| k | a | k2 | b  |",
+                "+---+---+----+----+",
+                "| 1 | z | 1  | 10 |",
+                "| 1 | z | 1  | 11 |",
+                "| 3 | w | 3  | 30 |",
+                "+---+---+----+----+",
+            ],
+            &h.take_output()
+        );
+        assert_eq!(h.operator().state_size().rows, 7);
+    }
+
+    #[test]
+    fn the_residual_condition_filters_pairs_and_state_survives_a_restore() {
+        let join = StreamingJoin::new("join", spec(true, None)).unwrap();
+        let mut h = Harness::new(join);
+        h.batch_on(1, right(&[(Some(5), 4), (Some(5), 6)])).unwrap();
+        let state = h.barrier().unwrap();
+        let mut restored = StreamingJoin::new("join", spec(true, None)).unwrap();
+        restored.restore(state).unwrap();
+        let mut h = Harness::new(restored);
+        h.batch_on(0, left(&[(Some(5), "p")])).unwrap();
+        datafusion::assert_batches_eq!(
+            [
+                "+---+---+----+---+",
+                "| k | a | k2 | b |",
+                "+---+---+----+---+",
+                "| 5 | p | 5  | 6 |",
+                "+---+---+----+---+",
+            ],
+            &h.take_output()
+        );
+    }
+
+    #[test]
+    fn rows_kept_longer_than_the_ttl_no_longer_match() {
+        let ttl = Duration::from_secs(60);
+        let mut h = Harness::new(StreamingJoin::new("join", spec(false, Some(ttl))).unwrap());
+        h.batch_on(0, left(&[(Some(1), "old")])).unwrap();
+        h.timer(now_millis() + 61_000).unwrap();
+        assert_eq!(h.operator().state_size().rows, 0);
+        h.batch_on(1, right(&[(Some(1), 1)])).unwrap();
+        assert!(h.take_output().is_empty());
+    }
+}

@@ -104,6 +104,23 @@ async fn oracle_context(events: &Path) -> SessionContext {
     )
     .await
     .unwrap();
+    ctx.sql(
+        "CREATE VIEW auction AS SELECT auction.id AS id, auction.itemName AS itemName,
+                auction.description AS description, auction.initialBid AS initialBid,
+                auction.reserve AS reserve, `dateTime`, auction.expires AS expires,
+                auction.seller AS seller, auction.category AS category, auction.extra AS extra
+         FROM datagen WHERE event_type = 1",
+    )
+    .await
+    .unwrap();
+    ctx.sql(
+        "CREATE VIEW person AS SELECT person.id AS id, person.name AS name,
+                person.emailAddress AS emailAddress, person.creditCard AS creditCard,
+                person.city AS city, person.state AS state, `dateTime`, person.extra AS extra
+         FROM datagen WHERE event_type = 0",
+    )
+    .await
+    .unwrap();
     ctx
 }
 
@@ -122,6 +139,7 @@ async fn nexmark_queries_match_a_batch_oracle() {
         path("q11"),
         path("tumble"),
     );
+    let (q3, q20) = (path("q3"), path("q20"));
 
     // The raw events, as Weir generates them.
     run_jobs(&format!(
@@ -139,9 +157,9 @@ async fn nexmark_queries_match_a_batch_oracle() {
     ))
     .await;
 
-    // Flink's q1, q2 and q11 and a tumbling count, into Parquet.
+    // Flink's q1, q2, q3, q11 and q20 and a tumbling count, into Parquet.
     run_jobs(&format!(
-        "{};\n{};\n{};\n{};
+        "{};\n{};\n{};\n{};\n{};\n{};
          CREATE TABLE tumble_counts (auction BIGINT, n BIGINT, window_start TIMESTAMP(3))
            WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet');
          INSERT INTO tumble_counts
@@ -152,6 +170,8 @@ async fn nexmark_queries_match_a_batch_oracle() {
         with_parquet_sink("q1.sql", &q1),
         with_parquet_sink("q2.sql", &q2),
         with_parquet_sink("q11.sql", &q11),
+        with_parquet_sink("q3.sql", &q3),
+        with_parquet_sink("q20.sql", &q20),
         tumble.display()
     ))
     .await;
@@ -166,6 +186,21 @@ async fn nexmark_queries_match_a_batch_oracle() {
             "SELECT auction, bidder, CAST(0.908 * CAST(price AS DECIMAL(20, 0)) AS DECIMAL(23, 3)) AS price, `dateTime`, extra FROM bid",
         ),
         (&q2, "SELECT auction, price FROM bid WHERE auction % 123 = 0"),
+        // Regular inner joins: every auction of category 10 with its
+        // seller in three states; every bid with its auction of category 10.
+        (
+            &q3,
+            "SELECT P.name, P.city, P.state, A.id
+             FROM auction AS A INNER JOIN person AS P ON A.seller = P.id
+             WHERE A.category = 10 AND (P.state = 'OR' OR P.state = 'ID' OR P.state = 'CA')",
+        ),
+        (
+            &q20,
+            "SELECT auction, bidder, price, channel, url, B.`dateTime`, B.extra,
+                itemName, description, initialBid, reserve, A.`dateTime`, expires, seller, category, A.extra
+             FROM bid AS B INNER JOIN auction AS A ON B.auction = A.id
+             WHERE A.category = 10",
+        ),
         // Sessions: a new session starts where the previous bid of the same
         // bidder is more than 10 s earlier (rows exactly 10 s apart share one).
         (

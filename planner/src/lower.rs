@@ -110,15 +110,31 @@ impl<'a> Lowering<'a> {
         schema: DFSchemaRef,
         props: &StreamProps,
     ) -> Lowered {
+        self.add_node_after(vec![input], name, detail, kind, schema, props)
+    }
+
+    /// Adds a node after each of `inputs`, in order: the input sides the
+    /// operator sees (`Operator::on_side_batch`).
+    pub fn add_node_after(
+        &mut self,
+        inputs: Vec<Lowered>,
+        name: &str,
+        detail: String,
+        kind: NodeKind,
+        schema: DFSchemaRef,
+        props: &StreamProps,
+    ) -> Lowered {
         let node = self.graph.add_node(name, detail, props.parallelism, kind);
-        let edge = input
-            .edge
-            .unwrap_or(if input.parallelism == props.parallelism {
-                EdgeKind::Forward
-            } else {
-                EdgeKind::Rebalance
-            });
-        self.graph.connect(input.node, node, edge);
+        for input in inputs {
+            let edge = input
+                .edge
+                .unwrap_or(if input.parallelism == props.parallelism {
+                    EdgeKind::Forward
+                } else {
+                    EdgeKind::Rebalance
+                });
+            self.graph.connect(input.node, node, edge);
+        }
         Lowered::new(node, schema, props)
     }
 

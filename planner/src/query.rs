@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::optimizer::extract_equijoin_predicate::ExtractEquijoinPredicate;
 use datafusion::optimizer::optimize_projections::OptimizeProjections;
+use datafusion::optimizer::push_down_filter::PushDownFilter;
 use datafusion::optimizer::simplify_expressions::SimplifyExpressions;
 use datafusion::optimizer::{Optimizer, OptimizerContext};
 use weir_connectors::{BadDataPolicy, TableSpec};
@@ -31,8 +33,12 @@ impl Planner {
             .state
             .analyzer()
             .execute_and_check(plan, config, |_, _| {})?;
+        // Equalities of a join's condition become its keys, and filters move
+        // below joins so each side keeps only the rows that can match.
         let optimizer = Optimizer::with_rules(vec![
             Arc::new(SimplifyExpressions::new()),
+            Arc::new(ExtractEquijoinPredicate::new()),
+            Arc::new(PushDownFilter::new()),
             Arc::new(OptimizeProjections::new()),
         ]);
         let context = OptimizerContext::new().with_max_passes(2);

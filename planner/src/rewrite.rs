@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use datafusion::common::{DFSchema, DFSchemaRef};
 use datafusion::execution::SessionState;
-use datafusion::logical_expr::{Aggregate, Limit, LogicalPlan, TableScan};
+use datafusion::logical_expr::{
+    Aggregate, Expr, Join as JoinPlan, JoinType, Limit, LogicalPlan, TableScan,
+};
 use weir_engine::window::{fmt_ms, partial_schema, SliceWindows, TimeSource};
 use weir_sql::{SqlError, WindowKind};
 
@@ -17,8 +19,8 @@ use crate::aggregate::AggregateParts;
 use crate::catalog::{StreamTable, WindowTable};
 use crate::error::Result;
 use crate::nodes::{
-    extension, slice_windows, streaming, Changelog, Exchange, Phase, RowsMode, SessionAggregate,
-    StreamProps, StreamScan, UpdatingAggregate, WindowAggregate, WindowRows,
+    extension, slice_windows, streaming, Changelog, Exchange, Join, Phase, RowsMode,
+    SessionAggregate, StreamProps, StreamScan, UpdatingAggregate, WindowAggregate, WindowRows,
 };
 use crate::settings::Settings;
 
@@ -64,6 +66,7 @@ impl Rewriter<'_> {
             LogicalPlan::Limit(limit) => self.limit(limit, rowtime),
             LogicalPlan::TableScan(scan) => self.scan(scan, rowtime),
             LogicalPlan::Aggregate(agg) => self.aggregate(agg),
+            LogicalPlan::Join(join) => self.join(join),
             LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_) => Ok(Streaming {
                 plan: plan.clone(),
                 props: StreamProps::append(1, true),
@@ -79,7 +82,6 @@ impl Rewriter<'_> {
                 "ORDER BY",
                 "an unbounded stream has no last row to sort by; order the output of a windowed query downstream",
             ).into()),
-            LogicalPlan::Join(_) => Err(unsupported("JOIN", "joins are not implemented yet").into()),
             LogicalPlan::Union(_) => Err(unsupported(
                 "UNION",
                 "write each part with its own INSERT INTO the same sink",
@@ -219,6 +221,85 @@ impl Rewriter<'_> {
         }
     }
 
+    /// A regular join: an inner join of append-only streams on equal key
+    /// columns, each side shuffled by its keys.
+    fn join(&self, join: &JoinPlan) -> Result<Streaming> {
+        if join.join_type != JoinType::Inner {
+            return Err(unsupported(
+                &format!("a {} join", join.join_type),
+                "its unmatched rows would be retracted when a match arrives, which needs changelog streams (not built yet); use an INNER JOIN",
+            )
+            .into());
+        }
+        if join.on.is_empty() {
+            return Err(unsupported(
+                "a join without an equality condition",
+                "every row would be kept to meet every later row; join on equal keys: ON a.id = b.id",
+            )
+            .into());
+        }
+        let left = self.rewrite(&join.left)?;
+        let right = self.rewrite(&join.right)?;
+        if left.props.is_updating() || right.props.is_updating() {
+            return Err(unsupported(
+                "a join of the result of a GROUP BY without a window",
+                "join the streams before aggregating, or aggregate by a window",
+            )
+            .into());
+        }
+        let bounded = left.props.bounded && right.props.bounded;
+        let ttl = self.settings.state_ttl();
+        if !bounded && ttl.is_none() {
+            return Err(SqlError::new("a join of unbounded streams needs a state TTL").with_hint(
+                "each side's rows are kept to meet the other side's later rows, so its state would grow forever: set one (SET 'table.exec.state.ttl' = '1 h')",
+            ).into());
+        }
+        let mut keys: [Vec<datafusion::common::Column>; 2] = [Vec::new(), Vec::new()];
+        let mut indices: [Vec<usize>; 2] = [Vec::new(), Vec::new()];
+        for (l, r) in &join.on {
+            let (Expr::Column(lc), Expr::Column(rc)) = (l, r) else {
+                return Err(unsupported(
+                    &format!("a join key that is an expression ({l} = {r})"),
+                    "compute the key in a view first and join on its column",
+                )
+                .into());
+            };
+            let li = join.left.schema().index_of_column(lc)?;
+            let ri = join.right.schema().index_of_column(rc)?;
+            let (lt, rt) = (
+                join.left.schema().field(li).data_type(),
+                join.right.schema().field(ri).data_type(),
+            );
+            if lt != rt {
+                return Err(unsupported(
+                    &format!("a join of keys of different types ({lc}: {lt}, {rc}: {rt})"),
+                    "CAST one side to the other's type in a view and join on that column",
+                )
+                .into());
+            }
+            keys[0].push(lc.clone());
+            keys[1].push(rc.clone());
+            indices[0].push(li);
+            indices[1].push(ri);
+        }
+        let names = |side: usize| keys[side].iter().map(|c| c.flat_name()).collect::<Vec<_>>();
+        let [left_keys, right_keys] = indices;
+        let left = self.exchange(left, Some(left_keys), &names(0));
+        let right = self.exchange(right, Some(right_keys), &names(1));
+        let props = StreamProps::append(self.settings.parallelism(), bounded);
+        Ok(self.node(
+            Join {
+                keys,
+                residual: join.filter.clone(),
+                ttl: if bounded { None } else { ttl },
+                schema: join.schema.clone(),
+                props: props.clone(),
+                inputs: vec![left.plan, right.plan],
+            },
+            props,
+        ))
+    }
+
     fn updating(
         &self,
         parts: AggregateParts,
@@ -253,7 +334,7 @@ impl Rewriter<'_> {
                 describe,
                 schema,
                 props: props.clone(),
-                input: Some(input.plan),
+                inputs: vec![input.plan],
             },
             props,
         ))
@@ -321,7 +402,7 @@ impl Rewriter<'_> {
                 stream: window.stream.clone(),
                 schema,
                 props: props.clone(),
-                input: Some(input.plan),
+                inputs: vec![input.plan],
             },
             props,
         ))
@@ -365,7 +446,7 @@ impl Rewriter<'_> {
             stream: stream.clone(),
             schema,
             props,
-            input: Some(input.plan),
+            inputs: vec![input.plan],
         };
         // Two phases when parallel on event time: pre-aggregate per input
         // subtask, shuffle the partial state by key, merge.
@@ -415,7 +496,7 @@ impl Rewriter<'_> {
                 names: names.to_vec(),
                 schema,
                 props: props.clone(),
-                input: Some(input.plan),
+                inputs: vec![input.plan],
             },
             props,
         )

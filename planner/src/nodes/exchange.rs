@@ -20,7 +20,7 @@ pub(crate) struct Exchange {
     pub schema: DFSchemaRef,
     /// `parallelism` is that of the operator the rows go to.
     pub props: StreamProps,
-    pub input: Option<LogicalPlan>,
+    pub inputs: Vec<LogicalPlan>,
 }
 
 node_core!(Exchange, "Exchange");

@@ -5,13 +5,14 @@
 //! into one whose streaming parts are these nodes, one file each: the
 //! scan of a stream with its watermark ([`StreamScan`]), the rows of a
 //! window table function ([`WindowRows`]), window, session and updating
-//! aggregates, and the places where rows are shuffled by key
+//! aggregates, joins ([`Join`]), and the places where rows are shuffled by key
 //! ([`Exchange`]). Each node knows its keys, window, watermark, changelog
 //! kind and parallelism, shows them in `EXPLAIN`, and lowers itself to
 //! engine operators ([`StreamingNode::lower`]). Stateless nodes
 //! (projection, filter, limit, `VALUES`) stay DataFusion's own.
 
 mod exchange;
+mod join;
 mod session_aggregate;
 mod stream_scan;
 mod updating_aggregate;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use datafusion::logical_expr::{Extension, LogicalPlan, UserDefinedLogicalNode};
 
 pub(crate) use exchange::Exchange;
+pub(crate) use join::Join;
 pub(crate) use session_aggregate::SessionAggregate;
 pub(crate) use stream_scan::StreamScan;
 pub(crate) use updating_aggregate::UpdatingAggregate;
@@ -116,6 +118,9 @@ pub(crate) fn streaming(node: &dyn UserDefinedLogicalNode) -> Option<&dyn Stream
     if let Some(n) = any.downcast_ref::<Exchange>() {
         return Some(n);
     }
+    if let Some(n) = any.downcast_ref::<Join>() {
+        return Some(n);
+    }
     None
 }
 
@@ -138,7 +143,7 @@ macro_rules! node_core {
             }
 
             fn inputs(&self) -> Vec<&datafusion::logical_expr::LogicalPlan> {
-                self.input.iter().collect()
+                self.inputs.iter().collect()
             }
 
             fn schema(&self) -> &datafusion::common::DFSchemaRef {
@@ -159,7 +164,7 @@ macro_rules! node_core {
                 inputs: Vec<datafusion::logical_expr::LogicalPlan>,
             ) -> datafusion::common::Result<Self> {
                 let mut node = self.clone();
-                node.input = inputs.into_iter().next();
+                node.inputs = inputs;
                 Ok(node)
             }
         }
@@ -168,7 +173,7 @@ macro_rules! node_core {
             fn eq(&self, other: &Self) -> bool {
                 self.explain() == other.explain()
                     && self.props == other.props
-                    && self.input == other.input
+                    && self.inputs == other.inputs
             }
         }
 
@@ -183,7 +188,7 @@ macro_rules! node_core {
         impl std::hash::Hash for $node {
             fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
                 self.explain().hash(state);
-                self.input.hash(state);
+                self.inputs.hash(state);
             }
         }
     };

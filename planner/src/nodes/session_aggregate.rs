@@ -27,7 +27,7 @@ pub(crate) struct SessionAggregate {
     pub stream: Option<Arc<StreamDef>>,
     pub schema: DFSchemaRef,
     pub props: StreamProps,
-    pub input: Option<LogicalPlan>,
+    pub inputs: Vec<LogicalPlan>,
 }
 
 node_core!(SessionAggregate, "SessionAggregate");

@@ -35,7 +35,7 @@ pub(crate) struct StreamScan {
     pub read: Option<Columns>,
     pub props: StreamProps,
     /// Always `None`: a scan has no input.
-    pub input: Option<LogicalPlan>,
+    pub inputs: Vec<LogicalPlan>,
 }
 
 node_core!(StreamScan, "StreamScan");
@@ -67,7 +67,7 @@ impl StreamScan {
             schema,
             read,
             props: StreamProps::append(parallelism, bounded),
-            input: None,
+            inputs: Vec::new(),
         })
     }
 

@@ -23,7 +23,7 @@ pub(crate) struct UpdatingAggregate {
     pub describe: String,
     pub schema: DFSchemaRef,
     pub props: StreamProps,
-    pub input: Option<LogicalPlan>,
+    pub inputs: Vec<LogicalPlan>,
 }
 
 node_core!(UpdatingAggregate, "UpdatingAggregate");

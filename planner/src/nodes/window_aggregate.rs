@@ -61,7 +61,7 @@ pub(crate) struct WindowAggregate {
     pub stream: Option<Arc<StreamDef>>,
     pub schema: DFSchemaRef,
     pub props: StreamProps,
-    pub input: Option<LogicalPlan>,
+    pub inputs: Vec<LogicalPlan>,
 }
 
 node_core!(WindowAggregate, "WindowAggregate");

@@ -37,7 +37,7 @@ pub(crate) struct WindowRows {
     pub window_schema: SchemaRef,
     pub schema: DFSchemaRef,
     pub props: StreamProps,
-    pub input: Option<LogicalPlan>,
+    pub inputs: Vec<LogicalPlan>,
 }
 
 node_core!(WindowRows, "WindowRows");
@@ -158,7 +158,7 @@ impl WindowRows {
             window_schema: window.schema.clone(),
             schema,
             props,
-            input: Some(input),
+            inputs: vec![input],
         })
     }
 }

@@ -1,0 +1,101 @@
+//! `Join`: a regular inner join of two append-only streams on equal keys
+//! (Flink's streaming join without updates). Both inputs are shuffled by
+//! their join keys, so rows that can match meet in one subtask; each side's
+//! rows are kept, for the state TTL when an input is unbounded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::common::{Column, DFSchemaRef};
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use weir_engine::operators::{JoinSpec, StreamingJoin};
+use weir_engine::{NodeKind, Operator, OperatorFactory};
+use weir_sql::SqlError;
+
+use super::{node_core, StreamProps, StreamingNode};
+use crate::error::Result;
+use crate::lower::{Lowered, Lowering};
+
+#[derive(Debug, Clone)]
+pub(crate) struct Join {
+    /// The key columns of each side, pairwise equal.
+    pub keys: [Vec<Column>; 2],
+    /// A condition on the joined row besides key equality.
+    pub residual: Option<Expr>,
+    pub ttl: Option<Duration>,
+    pub schema: DFSchemaRef,
+    pub props: StreamProps,
+    /// The left input, then the right one.
+    pub inputs: Vec<LogicalPlan>,
+}
+
+node_core!(Join, "Join");
+
+impl Join {
+    fn explain(&self) -> String {
+        let pairs: Vec<String> = self.keys[0]
+            .iter()
+            .zip(&self.keys[1])
+            .map(|(l, r)| format!("{} = {}", l.flat_name(), r.flat_name()))
+            .collect();
+        let mut text = format!("inner on [{}]", pairs.join(", "));
+        if let Some(residual) = &self.residual {
+            text.push_str(&format!(", where {residual}"));
+        }
+        match self.ttl {
+            Some(ttl) => text.push_str(&format!(
+                ", state TTL {}",
+                weir_engine::window::fmt_ms(ttl.as_millis() as i64)
+            )),
+            None => text.push_str(", state kept to the end"),
+        }
+        text
+    }
+}
+
+impl StreamingNode for Join {
+    fn props(&self) -> &StreamProps {
+        &self.props
+    }
+
+    fn lower(&self, inputs: Vec<Lowered>, lowering: &mut Lowering<'_>) -> Result<Lowered> {
+        let [left, right]: [Lowered; 2] = inputs
+            .try_into()
+            .map_err(|_| SqlError::new("a join expected two inputs"))?;
+        let keys = |side: usize, input: &Lowered| {
+            self.keys[side]
+                .iter()
+                .map(|c| lowering.physical(&Expr::Column(c.clone()), &input.schema))
+                .collect::<Result<Vec<_>>>()
+        };
+        let residual = self
+            .residual
+            .as_ref()
+            .map(|r| lowering.physical(r, &self.schema))
+            .transpose()?;
+        let spec = Arc::new(JoinSpec {
+            keys: [keys(0, &left)?, keys(1, &right)?],
+            schemas: [
+                Arc::new(left.schema.as_arrow().clone()),
+                Arc::new(right.schema.as_arrow().clone()),
+            ],
+            output: Arc::new(self.schema.as_arrow().clone()),
+            residual,
+            ttl: self.ttl,
+        });
+        let factory: OperatorFactory = Arc::new(move |_| {
+            Ok(Box::new(StreamingJoin::new("join", spec.clone())?) as Box<dyn Operator>)
+        });
+        Ok(lowering.add_node_after(
+            vec![left, right],
+            "join",
+            self.explain(),
+            NodeKind::Operator {
+                factory,
+                late_output: None,
+            },
+            self.schema.clone(),
+            &self.props,
+        ))
+    }
+}

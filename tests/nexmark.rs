@@ -139,7 +139,7 @@ async fn nexmark_queries_match_a_batch_oracle() {
         path("q11"),
         path("tumble"),
     );
-    let (q3, q20) = (path("q3"), path("q20"));
+    let (q3, q7, q8, q20) = (path("q3"), path("q7"), path("q8"), path("q20"));
 
     // The raw events, as Weir generates them.
     run_jobs(&format!(
@@ -157,9 +157,10 @@ async fn nexmark_queries_match_a_batch_oracle() {
     ))
     .await;
 
-    // Flink's q1, q2, q3, q11 and q20 and a tumbling count, into Parquet.
+    // Flink's q1, q2, q3, q7, q8, q11 and q20 and a tumbling count, into
+    // Parquet.
     run_jobs(&format!(
-        "{};\n{};\n{};\n{};\n{};\n{};
+        "{};\n{};\n{};\n{};\n{};\n{};\n{};\n{};
          CREATE TABLE tumble_counts (auction BIGINT, n BIGINT, window_start TIMESTAMP(3))
            WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet');
          INSERT INTO tumble_counts
@@ -171,6 +172,8 @@ async fn nexmark_queries_match_a_batch_oracle() {
         with_parquet_sink("q2.sql", &q2),
         with_parquet_sink("q11.sql", &q11),
         with_parquet_sink("q3.sql", &q3),
+        with_parquet_sink("q7.sql", &q7),
+        with_parquet_sink("q8.sql", &q8),
         with_parquet_sink("q20.sql", &q20),
         tumble.display()
     ))
@@ -193,6 +196,30 @@ async fn nexmark_queries_match_a_batch_oracle() {
             "SELECT P.name, P.city, P.state, A.id
              FROM auction AS A INNER JOIN person AS P ON A.seller = P.id
              WHERE A.category = 10 AND (P.state = 'OR' OR P.state = 'ID' OR P.state = 'CA')",
+        ),
+        // The bids at the highest price of their 10 s window: a regular join
+        // of the bids with a window aggregate, and a time condition.
+        (
+            &q7,
+            "SELECT B.auction, B.price, B.bidder, B.`dateTime`, B.extra
+             FROM bid B JOIN (
+               SELECT max(price) AS maxprice,
+                 date_bin(INTERVAL '10' SECOND, `dateTime`, TIMESTAMP '1970-01-01 00:00:00') + INTERVAL '10' SECOND AS window_end
+               FROM bid GROUP BY date_bin(INTERVAL '10' SECOND, `dateTime`, TIMESTAMP '1970-01-01 00:00:00')
+             ) B1 ON B.price = B1.maxprice
+             WHERE B.`dateTime` BETWEEN B1.window_end - INTERVAL '10' SECOND AND B1.window_end",
+        ),
+        // People who opened an auction in the 10 s window they joined in:
+        // a join of two window aggregates on the window and the person.
+        (
+            &q8,
+            "SELECT P.id, P.name, P.starttime FROM (
+               SELECT id, name, date_bin(INTERVAL '10' SECOND, `dateTime`, TIMESTAMP '1970-01-01 00:00:00') AS starttime
+               FROM person GROUP BY id, name, date_bin(INTERVAL '10' SECOND, `dateTime`, TIMESTAMP '1970-01-01 00:00:00')
+             ) P JOIN (
+               SELECT seller, date_bin(INTERVAL '10' SECOND, `dateTime`, TIMESTAMP '1970-01-01 00:00:00') AS starttime
+               FROM auction GROUP BY seller, date_bin(INTERVAL '10' SECOND, `dateTime`, TIMESTAMP '1970-01-01 00:00:00')
+             ) A ON P.id = A.seller AND P.starttime = A.starttime",
         ),
         (
             &q20,

@@ -139,7 +139,13 @@ async fn nexmark_queries_match_a_batch_oracle() {
         path("q11"),
         path("tumble"),
     );
-    let (q3, q7, q8, q20) = (path("q3"), path("q7"), path("q8"), path("q20"));
+    let (q3, q5, q7, q8, q20) = (
+        path("q3"),
+        path("q5"),
+        path("q7"),
+        path("q8"),
+        path("q20"),
+    );
 
     // The raw events, as Weir generates them.
     run_jobs(&format!(
@@ -157,10 +163,10 @@ async fn nexmark_queries_match_a_batch_oracle() {
     ))
     .await;
 
-    // Flink's q1, q2, q3, q7, q8, q11 and q20 and a tumbling count, into
-    // Parquet.
+    // Flink's q1, q2, q3, q5, q7, q8, q11 and q20 and a tumbling count,
+    // into Parquet.
     run_jobs(&format!(
-        "{};\n{};\n{};\n{};\n{};\n{};\n{};\n{};
+        "{};\n{};\n{};\n{};\n{};\n{};\n{};\n{};\n{};
          CREATE TABLE tumble_counts (auction BIGINT, n BIGINT, window_start TIMESTAMP(3))
            WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet');
          INSERT INTO tumble_counts
@@ -172,6 +178,7 @@ async fn nexmark_queries_match_a_batch_oracle() {
         with_parquet_sink("q2.sql", &q2),
         with_parquet_sink("q11.sql", &q11),
         with_parquet_sink("q3.sql", &q3),
+        with_parquet_sink("q5.sql", &q5),
         with_parquet_sink("q7.sql", &q7),
         with_parquet_sink("q8.sql", &q8),
         with_parquet_sink("q20.sql", &q20),
@@ -196,6 +203,20 @@ async fn nexmark_queries_match_a_batch_oracle() {
             "SELECT P.name, P.city, P.state, A.id
              FROM auction AS A INNER JOIN person AS P ON A.seller = P.id
              WHERE A.category = 10 AND (P.state = 'OR' OR P.state = 'ID' OR P.state = 'CA')",
+        ),
+        // The auctions with the most bids in each 10 s window sliding by
+        // 2 s: each bid is in the five windows starting at its 2 s slice
+        // and the four before.
+        (
+            &q5,
+            "WITH windowed AS (
+               SELECT auction, date_bin(INTERVAL '2' SECOND, `dateTime`, TIMESTAMP '1970-01-01 00:00:00') - back.d AS starttime
+               FROM bid CROSS JOIN (VALUES (INTERVAL '0' SECOND), (INTERVAL '2' SECOND), (INTERVAL '4' SECOND),
+                                           (INTERVAL '6' SECOND), (INTERVAL '8' SECOND)) AS back(d)),
+             counts AS (SELECT auction, count(*) AS num, starttime FROM windowed GROUP BY auction, starttime),
+             top AS (SELECT max(num) AS maxn, starttime FROM counts GROUP BY starttime)
+             SELECT counts.auction, counts.num FROM counts JOIN top
+               ON counts.starttime = top.starttime AND counts.num >= top.maxn",
         ),
         // The bids at the highest price of their 10 s window: a regular join
         // of the bids with a window aggregate, and a time condition.

@@ -139,13 +139,7 @@ async fn nexmark_queries_match_a_batch_oracle() {
         path("q11"),
         path("tumble"),
     );
-    let (q3, q5, q7, q8, q20) = (
-        path("q3"),
-        path("q5"),
-        path("q7"),
-        path("q8"),
-        path("q20"),
-    );
+    let (q3, q5, q7, q8, q20) = (path("q3"), path("q5"), path("q7"), path("q8"), path("q20"));
 
     // The raw events, as Weir generates them.
     run_jobs(&format!(

@@ -327,10 +327,7 @@ impl WindowAggregate {
         };
         // Keys give the row count when there are no aggregates (GROUP BY
         // only); with neither, the window's one global group had rows.
-        let rows = key_arrays
-            .first()
-            .or(values.first())
-            .map_or(1, |v| v.len());
+        let rows = key_arrays.first().or(values.first()).map_or(1, |v| v.len());
         ctx.observe_window_emit(end);
         let batch = self.layout.assemble(
             vec![start; rows],

@@ -103,37 +103,17 @@ fn base_times(log: &str) -> Vec<u64> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_and_restart_lose_and_double_nothing() {
-    crash_and_compare(Some(1_700_000_000_000)).await;
-}
-
-/// Without `'base-time'`, a restored generator continues on the clock of
-/// the run it restores, not on its own start time.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_and_restart_keep_the_generator_clock() {
-    crash_and_compare(None).await;
-}
-
-async fn crash_and_compare(base_time: Option<u64>) {
-    let root = tempfile::tempdir().unwrap();
-    let (checkpoints, out, raw) = (
-        root.path().join("checkpoints"),
-        root.path().join("out"),
-        root.path().join("raw"),
-    );
-    std::fs::create_dir_all(&out).unwrap();
-    std::fs::create_dir_all(&raw).unwrap();
-    let sql = root.path().join("job.sql");
-    std::fs::write(&sql, job_sql(&checkpoints, &out, base_time)).unwrap();
-
+/// Runs the job in `sql`, killing it with SIGKILL at random moments and
+/// restarting it, until a run finishes; asserts it was killed mid-way at
+/// least twice and restored from a checkpoint. Returns the runs' logs.
+fn kill_until_done(root: &Path, sql: &Path) -> Vec<String> {
     // Kill the job at random moments, restarting it each time.
     let mut rng = rand::rngs::SmallRng::seed_from_u64(42);
     let mut kills = 0;
     let mut finished = false;
     for round in 0..6 {
-        let log = root.path().join(format!("run-{round}.log"));
-        let mut child = start(&sql, &log);
+        let log = root.join(format!("run-{round}.log"));
+        let mut child = start(sql, &log);
         let wait = Duration::from_millis(rng.random_range(400..1500));
         let started = Instant::now();
         while started.elapsed() < wait {
@@ -160,8 +140,8 @@ async fn crash_and_compare(base_time: Option<u64>) {
         }
     }
     if !finished {
-        let log = root.path().join("final.log");
-        let status = start(&sql, &log).wait().unwrap();
+        let log = root.join("final.log");
+        let status = start(sql, &log).wait().unwrap();
         assert!(
             status.success(),
             "final run failed: {}",
@@ -174,12 +154,40 @@ async fn crash_and_compare(base_time: Option<u64>) {
         "the job must have been killed mid-way ({kills} kills)"
     );
     let logs: Vec<String> = (0..6)
-        .filter_map(|r| std::fs::read_to_string(root.path().join(format!("run-{r}.log"))).ok())
-        .chain(std::fs::read_to_string(root.path().join("final.log")).ok())
+        .filter_map(|r| std::fs::read_to_string(root.join(format!("run-{r}.log"))).ok())
+        .chain(std::fs::read_to_string(root.join("final.log")).ok())
         .collect();
     let restored = logs.iter().filter(|log| log.contains("restoring")).count();
     eprintln!("restored runs: {restored}");
     assert!(restored >= 1, "later runs must restore from a checkpoint");
+    logs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_and_restart_lose_and_double_nothing() {
+    crash_and_compare(Some(1_700_000_000_000)).await;
+}
+
+/// Without `'base-time'`, a restored generator continues on the clock of
+/// the run it restores, not on its own start time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_and_restart_keep_the_generator_clock() {
+    crash_and_compare(None).await;
+}
+
+async fn crash_and_compare(base_time: Option<u64>) {
+    let root = tempfile::tempdir().unwrap();
+    let (checkpoints, out, raw) = (
+        root.path().join("checkpoints"),
+        root.path().join("out"),
+        root.path().join("raw"),
+    );
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::create_dir_all(&raw).unwrap();
+    let sql = root.path().join("job.sql");
+    std::fs::write(&sql, job_sql(&checkpoints, &out, base_time)).unwrap();
+
+    let logs = kill_until_done(root.path(), &sql);
     // The clock the committed output was generated on: the one the last
     // run ended with (its own, or the one it restored).
     let last = logs.last().unwrap();
@@ -241,6 +249,95 @@ async fn crash_and_compare(base_time: Option<u64>) {
     )
     .await;
     assert!(expected.len() > 100);
+    assert_eq!(actual.len(), expected.len(), "row count");
+    assert_eq!(actual, expected);
+}
+
+/// A regular join (every bid with its auction) writing exactly-once files:
+/// both sides' stored rows are in the checkpoints, so a restored run
+/// neither loses a match nor makes one twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_a_join_job_and_restart_lose_and_double_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let (checkpoints, out, raw) = (
+        root.path().join("checkpoints"),
+        root.path().join("out"),
+        root.path().join("raw"),
+    );
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::create_dir_all(&raw).unwrap();
+    let clock = 1_700_000_000_000;
+    let views = "CREATE VIEW bids AS SELECT bid.auction, bid.price FROM events WHERE event_type = 2;
+                 CREATE VIEW auctions AS SELECT auction.id, auction.category FROM events WHERE event_type = 1;";
+    let sql = root.path().join("job.sql");
+    std::fs::write(
+        &sql,
+        format!(
+            "SET 'execution.checkpointing.interval' = '700ms';
+             SET 'state.checkpoints.dir' = '{}';
+             SET 'pipeline.name' = 'join-crash-test';
+             SET 'parallelism.default' = '2';
+             {}
+             {views}
+             CREATE TABLE joined (auction BIGINT, price BIGINT, category BIGINT)
+               WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet', 'sink.delivery' = 'exactly-once',
+                       'sink.rolling-policy.file-size' = '1kb');
+             INSERT INTO joined SELECT B.auction, B.price, A.category FROM bids B JOIN auctions A ON B.auction = A.id;",
+            checkpoints.display(),
+            events_ddl(Some(clock)),
+            out.display()
+        ),
+    )
+    .unwrap();
+    kill_until_done(root.path(), &sql);
+
+    // The oracle: the same events dumped in one uninterrupted run, joined
+    // by a DataFusion batch query.
+    let dump = root.path().join("dump.sql");
+    std::fs::write(
+        &dump,
+        format!(
+            "{}
+             {views}
+             CREATE TABLE raw_bids (auction BIGINT, price BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}/bids', 'format' = 'parquet');
+             CREATE TABLE raw_auctions (id BIGINT, category BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}/auctions', 'format' = 'parquet');
+             INSERT INTO raw_bids SELECT * FROM bids;
+             INSERT INTO raw_auctions SELECT * FROM auctions;",
+            events_ddl(Some(clock)).replace("'scan.rate-limit' = '40000',", ""),
+            raw.display(),
+            raw.display()
+        ),
+    )
+    .unwrap();
+    assert!(weir().arg("run").arg(&dump).status().unwrap().success());
+    let ctx = SessionContext::new();
+    for table in ["bids", "auctions"] {
+        let path = raw.join(table);
+        ctx.register_parquet(table, path.to_str().unwrap(), ParquetReadOptions::default())
+            .await
+            .unwrap();
+    }
+    let expected = ctx
+        .sql(
+            "SELECT B.auction, B.price, A.category FROM bids B JOIN auctions A ON B.auction = A.id
+             ORDER BY 1, 2, 3",
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let expected = datafusion::arrow::util::pretty::pretty_format_batches(&expected)
+        .unwrap()
+        .to_string();
+    let expected: Vec<String> = expected.lines().map(str::to_string).collect();
+    let actual = committed_rows(
+        &ctx,
+        &out,
+        "SELECT auction, price, category FROM committed ORDER BY 1, 2, 3",
+    )
+    .await;
+    assert!(expected.len() > 1000, "{} rows", expected.len());
     assert_eq!(actual.len(), expected.len(), "row count");
     assert_eq!(actual, expected);
 }

@@ -249,7 +249,24 @@ impl Rewriter<'_> {
         }
         let bounded = left.props.bounded && right.props.bounded;
         let ttl = self.settings.state_ttl();
-        if !bounded && ttl.is_none() {
+        let window_ends = (
+            window_end_column(&left.plan),
+            window_end_column(&right.plan),
+        );
+        let on_window = |l: usize, r: usize| {
+            join.on.iter().any(|pair| match pair {
+                (Expr::Column(lc), Expr::Column(rc)) => {
+                    join.left.schema().index_of_column(lc).ok() == Some(l)
+                        && join.right.schema().index_of_column(rc).ok() == Some(r)
+                }
+                _ => false,
+            })
+        };
+        let window_end = match window_ends {
+            (Some(l), Some(r)) if on_window(l, r) => Some([l, r]),
+            _ => None,
+        };
+        if !bounded && ttl.is_none() && window_end.is_none() {
             return Err(SqlError::new("a join of unbounded streams needs a state TTL").with_hint(
                 "each side's rows are kept to meet the other side's later rows, so its state would grow forever: set one (SET 'table.exec.state.ttl' = '1 h')",
             ).into());
@@ -291,7 +308,12 @@ impl Rewriter<'_> {
             Join {
                 keys,
                 residual: join.filter.clone(),
-                ttl: if bounded { None } else { ttl },
+                ttl: if bounded || window_end.is_some() {
+                    None
+                } else {
+                    ttl
+                },
+                window_end,
                 schema: join.schema.clone(),
                 props: props.clone(),
                 inputs: vec![left.plan, right.plan],
@@ -511,6 +533,51 @@ impl Rewriter<'_> {
             plan: extension(node),
             props,
         }
+    }
+}
+
+/// The column of `plan`'s output that holds each row's `window_end`, when
+/// its rows are windowed: a window aggregate's result, or a window table
+/// function's rows, through projections that keep the column.
+fn window_end_column(plan: &LogicalPlan) -> Option<usize> {
+    use datafusion::logical_expr::Projection;
+    use weir_engine::window::OutputColumn;
+    match plan {
+        LogicalPlan::Extension(e) => {
+            let any = e.node.as_any();
+            if let Some(agg) = any.downcast_ref::<WindowAggregate>() {
+                return (agg.phase != Phase::Local)
+                    .then(|| {
+                        agg.layout
+                            .columns
+                            .iter()
+                            .position(|c| *c == OutputColumn::WindowEnd)
+                    })
+                    .flatten();
+            }
+            if let Some(rows) = any.downcast_ref::<WindowRows>() {
+                return (rows.mode == RowsMode::PerWindow)
+                    .then(|| rows.window_schema.fields().len().checked_sub(2))
+                    .flatten();
+            }
+            if let Some(exchange) = any.downcast_ref::<Exchange>() {
+                return exchange.inputs.first().and_then(window_end_column);
+            }
+            None
+        }
+        LogicalPlan::Projection(Projection { expr, input, .. }) => {
+            let end = window_end_column(input)?;
+            expr.iter().position(|e| {
+                let e = match e {
+                    Expr::Alias(alias) => alias.expr.as_ref(),
+                    e => e,
+                };
+                matches!(e, Expr::Column(c) if input.schema().index_of_column(c).ok() == Some(end))
+            })
+        }
+        LogicalPlan::Filter(f) => window_end_column(&f.input),
+        LogicalPlan::SubqueryAlias(s) => window_end_column(&s.input),
+        _ => None,
     }
 }
 

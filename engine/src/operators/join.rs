@@ -1,5 +1,6 @@
 //! A regular inner join of two append-only streams on equality keys, as
-//! Flink's `StreamingJoinOperator` runs it for inputs without updates.
+//! Flink's `StreamingJoinOperator` runs it for inputs without updates, and
+//! the inner window join (both sides windowed alike, joined on the window).
 //!
 //! Each side keeps its rows by join key. A row arriving on one side is
 //! stored, then matched against the rows the other side has stored: every
@@ -9,6 +10,12 @@
 //! is not kept. With a state TTL a stored row is dropped when it has been
 //! kept that long (processing time, as Flink's state TTL); without one,
 //! both inputs must be bounded.
+//!
+//! In a window join each row belongs to one window, and the window's end
+//! is among the keys: once the watermark passes a window's end, no row of
+//! it can arrive on either side, so its rows are dropped then, and a row
+//! that arrives after its window's end is late (counted, as Flink's
+//! `WindowJoinOperator` drops it).
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -29,12 +36,19 @@ use crate::row_watermark::{attach_constant, strip};
 use crate::state::{StateSnapshot, StateTable};
 
 const TOUCHED: &str = "_weir_stored_at";
+const WINDOW_END: &str = "_weir_window_end";
 
-/// The rows one side keeps: when each was stored, then the side's columns.
-static LEFT_ROWS: LazyLock<StateTable> =
-    LazyLock::new(|| StateTable::new("left", [(TOUCHED, DataType::Int64)]));
-static RIGHT_ROWS: LazyLock<StateTable> =
-    LazyLock::new(|| StateTable::new("right", [(TOUCHED, DataType::Int64)]));
+/// The rows one side keeps: when each was stored and the end of its window
+/// (the largest time for a regular join), then the side's columns.
+static LEFT_ROWS: LazyLock<StateTable> = LazyLock::new(|| side_table("left"));
+static RIGHT_ROWS: LazyLock<StateTable> = LazyLock::new(|| side_table("right"));
+
+fn side_table(name: &'static str) -> StateTable {
+    StateTable::new(
+        name,
+        [(TOUCHED, DataType::Int64), (WINDOW_END, DataType::Int64)],
+    )
+}
 
 /// What a join needs to know of its inputs and output.
 #[derive(Debug, Clone)]
@@ -49,6 +63,8 @@ pub struct JoinSpec {
     pub residual: Option<Arc<dyn PhysicalExpr>>,
     /// How long a stored row is kept; `None` keeps rows until the end.
     pub ttl: Option<Duration>,
+    /// For a window join, the `window_end` column of each side.
+    pub window_end: Option<[usize; 2]>,
 }
 
 /// The rows one side has stored, by join key.
@@ -65,6 +81,7 @@ struct Side {
 struct Stored {
     row: OwnedRow,
     at: Millis,
+    window_end: Millis,
 }
 
 impl Side {
@@ -84,16 +101,17 @@ impl Side {
         })
     }
 
-    fn store(&mut self, key: OwnedRow, row: OwnedRow, at: Millis) {
+    fn store(&mut self, key: OwnedRow, stored: Stored) {
         self.stored += 1;
-        self.bytes += row.as_ref().len() + key.as_ref().len();
-        self.by_key.entry(key).or_default().push(Stored { row, at });
+        self.bytes += stored.row.as_ref().len() + key.as_ref().len();
+        self.by_key.entry(key).or_default().push(stored);
     }
 
-    fn expire(&mut self, before: Millis) {
+    /// Drops the rows `gone` says are.
+    fn drop_rows(&mut self, gone: impl Fn(&Stored) -> bool) {
         let (mut stored, mut bytes) = (0, 0);
         self.by_key.retain(|key, rows| {
-            rows.retain(|r| r.at >= before);
+            rows.retain(|r| !gone(r));
             stored += rows.len();
             bytes += rows
                 .iter()
@@ -105,11 +123,16 @@ impl Side {
         self.bytes = bytes;
     }
 
-    /// Every stored row as columns, and when each was stored.
-    fn columns(&self) -> Result<(Vec<ArrayRef>, Vec<Millis>)> {
+    /// Every stored row as columns; when each was stored, and its window's
+    /// end.
+    fn columns(&self) -> Result<(Vec<ArrayRef>, Vec<Millis>, Vec<Millis>)> {
         let stored: Vec<&Stored> = self.by_key.values().flatten().collect();
         let columns = self.rows.convert_rows(stored.iter().map(|s| s.row.row()))?;
-        Ok((columns, stored.iter().map(|s| s.at).collect()))
+        Ok((
+            columns,
+            stored.iter().map(|s| s.at).collect(),
+            stored.iter().map(|s| s.window_end).collect(),
+        ))
     }
 }
 
@@ -157,7 +180,18 @@ impl StreamingJoin {
             .map(|k| Ok(k.evaluate(batch)?.into_array(rows)?))
             .collect::<Result<Vec<_>>>()?;
         ctx.observe_keys(&keys);
-        let valid = all_valid(&keys, rows);
+        let mut valid = all_valid(&keys, rows);
+        let ends = self.window_ends(side, batch)?;
+        if let Some(ends) = &ends {
+            let mut late = 0;
+            for (i, end) in ends.iter().enumerate() {
+                if *end <= ctx.watermark() && valid[i] {
+                    valid[i] = false;
+                    late += 1;
+                }
+            }
+            ctx.count_late(late);
+        }
         let data = strip(batch);
         let key_rows = self.sides[side].keys.convert_columns(&keys)?;
         let whole = self.sides[side].rows.convert_columns(data.columns())?;
@@ -178,7 +212,16 @@ impl StreamingJoin {
                     theirs.push(m.row.row());
                 }
             }
-            own_side.store(key, whole.row(i).owned(), now);
+            let window_end = ends.as_ref().map_or(Millis::MAX, |e| e[i]);
+            let row = whole.row(i).owned();
+            own_side.store(
+                key,
+                Stored {
+                    row,
+                    at: now,
+                    window_end,
+                },
+            );
         }
         if mine.is_empty() {
             return Ok(());
@@ -215,6 +258,15 @@ impl StreamingJoin {
             ctx.emit(attach_constant(&joined, ctx.watermark())?);
         }
         Ok(())
+    }
+
+    /// The window end of each row, in a window join.
+    fn window_ends(&self, side: usize, batch: &RecordBatch) -> Result<Option<Vec<Millis>>> {
+        let Some(columns) = self.spec.window_end else {
+            return Ok(None);
+        };
+        let ends = crate::window::timestamps_millis(batch.column(columns[side]).as_ref())?;
+        Ok(Some(ends.values().to_vec()))
     }
 
     fn table(side: usize) -> &'static StateTable {
@@ -269,8 +321,19 @@ impl Operator for StreamingJoin {
     fn on_timer(&mut self, now: Millis, _ctx: &mut OperatorContext<'_>) -> Result<()> {
         if let Some(ttl) = self.spec.ttl {
             let ttl = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+            let before = now.saturating_sub(ttl);
             for side in &mut self.sides {
-                side.expire(now.saturating_sub(ttl));
+                side.drop_rows(|r| r.at < before);
+            }
+        }
+        Ok(())
+    }
+
+    /// A window closed: its rows can meet no more rows.
+    fn on_watermark(&mut self, watermark: Millis, _ctx: &mut OperatorContext<'_>) -> Result<()> {
+        if self.spec.window_end.is_some() {
+            for side in &mut self.sides {
+                side.drop_rows(|r| r.window_end <= watermark);
             }
         }
         Ok(())
@@ -279,14 +342,18 @@ impl Operator for StreamingJoin {
     fn snapshot(&mut self, _ctx: &mut OperatorContext<'_>) -> Result<StateSnapshot> {
         let mut tables = Vec::with_capacity(2);
         for (i, side) in self.sides.iter().enumerate() {
-            let (columns, at) = side.columns()?;
+            let (columns, at, ends) = side.columns()?;
             let extra = self.spec.schemas[i]
                 .fields()
                 .iter()
                 .map(|f| Field::new(f.name(), f.data_type().clone(), true))
                 .zip(columns)
                 .collect();
-            tables.push(Self::table(i).write_with(vec![Arc::new(Int64Array::from(at))], extra)?);
+            let fixed: Vec<ArrayRef> = vec![
+                Arc::new(Int64Array::from(at)),
+                Arc::new(Int64Array::from(ends)),
+            ];
+            tables.push(Self::table(i).write_with(fixed, extra)?);
         }
         Ok(StateSnapshot { tables })
     }
@@ -297,6 +364,7 @@ impl Operator for StreamingJoin {
                 continue;
             };
             let at = table.column::<Int64Array>(TOUCHED)?.clone();
+            let ends = table.column::<Int64Array>(WINDOW_END)?.clone();
             let batch = RecordBatch::try_new_with_options(
                 self.spec.schemas[side].clone(),
                 table.extra().to_vec(),
@@ -310,7 +378,12 @@ impl Operator for StreamingJoin {
             let key_rows = self.sides[side].keys.convert_columns(&keys)?;
             let whole = self.sides[side].rows.convert_columns(batch.columns())?;
             for i in 0..rows {
-                self.sides[side].store(key_rows.row(i).owned(), whole.row(i).owned(), at.value(i));
+                let stored = Stored {
+                    row: whole.row(i).owned(),
+                    at: at.value(i),
+                    window_end: ends.value(i),
+                };
+                self.sides[side].store(key_rows.row(i).owned(), stored);
             }
         }
         Ok(())
@@ -361,6 +434,7 @@ mod tests {
             output,
             residual,
             ttl,
+            window_end: None,
         })
     }
 
@@ -453,6 +527,35 @@ mod tests {
             ],
             &h.take_output()
         );
+    }
+
+    #[test]
+    fn a_window_join_drops_closed_windows_and_counts_late_rows() {
+        // The key is the window end.
+        let spec = Arc::new(JoinSpec {
+            window_end: Some([0, 0]),
+            ..spec(false, None).as_ref().clone()
+        });
+        let mut h = Harness::new(StreamingJoin::new("join", spec).unwrap());
+        h.batch_on(0, left(&[(Some(100), "a"), (Some(200), "b")]))
+            .unwrap();
+        h.watermark(100).unwrap();
+        assert_eq!(h.operator().state_size().rows, 1);
+        h.batch_on(1, right(&[(Some(100), 1), (Some(200), 2)]))
+            .unwrap();
+        datafusion::assert_batches_eq!(
+            [
+                "+-----+---+-----+---+",
+                "| k   | a | k2  | b |",
+                "+-----+---+-----+---+",
+                "| 200 | b | 200 | 2 |",
+                "+-----+---+-----+---+",
+            ],
+            &h.take_output()
+        );
+        assert_eq!(h.late_rows(), 1);
+        h.watermark(200).unwrap();
+        assert_eq!(h.operator().state_size().rows, 0);
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! `Join`: a regular inner join of two append-only streams on equal keys
-//! (Flink's streaming join without updates). Both inputs are shuffled by
-//! their join keys, so rows that can match meet in one subtask; each side's
-//! rows are kept, for the state TTL when an input is unbounded.
+//! `Join`: an inner join of two append-only streams on equal keys. Both
+//! inputs are shuffled by their join keys, so rows that can match meet in
+//! one subtask. A regular join (Flink's streaming join without updates)
+//! keeps each side's rows for the state TTL when an input is unbounded; a
+//! window join (both sides windowed, joined on `window_end` among the
+//! keys) keeps them until the watermark closes their window.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +25,8 @@ pub(crate) struct Join {
     /// A condition on the joined row besides key equality.
     pub residual: Option<Expr>,
     pub ttl: Option<Duration>,
+    /// In a window join, each side's `window_end` column.
+    pub window_end: Option<[usize; 2]>,
     pub schema: DFSchemaRef,
     pub props: StreamProps,
     /// The left input, then the right one.
@@ -38,16 +42,22 @@ impl Join {
             .zip(&self.keys[1])
             .map(|(l, r)| format!("{} = {}", l.flat_name(), r.flat_name()))
             .collect();
-        let mut text = format!("inner on [{}]", pairs.join(", "));
+        let kind = if self.window_end.is_some() {
+            "inner window join"
+        } else {
+            "inner"
+        };
+        let mut text = format!("{kind} on [{}]", pairs.join(", "));
         if let Some(residual) = &self.residual {
             text.push_str(&format!(", where {residual}"));
         }
-        match self.ttl {
-            Some(ttl) => text.push_str(&format!(
+        match (self.window_end, self.ttl) {
+            (Some(_), _) => text.push_str(", state kept until the window closes"),
+            (None, Some(ttl)) => text.push_str(&format!(
                 ", state TTL {}",
                 weir_engine::window::fmt_ms(ttl.as_millis() as i64)
             )),
-            None => text.push_str(", state kept to the end"),
+            (None, None) => text.push_str(", state kept to the end"),
         }
         text
     }
@@ -82,6 +92,7 @@ impl StreamingNode for Join {
             output: Arc::new(self.schema.as_arrow().clone()),
             residual,
             ttl: self.ttl,
+            window_end: self.window_end,
         });
         let factory: OperatorFactory = Arc::new(move |_| {
             Ok(Box::new(StreamingJoin::new("join", spec.clone())?) as Box<dyn Operator>)

@@ -87,6 +87,65 @@ fn joins_equal_a_batch_join_with_a_hot_key_and_nulls() {
     check(7, shape, &[(1, 1), (13, 4), (8192, 2)]);
 }
 
+/// A window join of two window table functions' rows: the rows of one
+/// 50 ms window with equal keys meet, and none of another window. The
+/// rows are in order in each file, so none is late at the join.
+#[test]
+fn a_window_join_pairs_rows_of_the_same_window() {
+    let shape = Shape {
+        rows: 400,
+        keys: 6,
+        hot: 0.3,
+        nulls: 0.1,
+        step: 4,
+        jitter: 0,
+    };
+    let left = generate(11, 2, shape);
+    let right = generate(12, 2, shape);
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_splits(dirs.0.path(), &left);
+    write_splits(dirs.1.path(), &right);
+    let (left, right): (Vec<Event>, Vec<Event>) = (
+        left.into_iter().flatten().collect(),
+        right.into_iter().flatten().collect(),
+    );
+    let tvf = |t: &str| {
+        format!(
+            "(SELECT * FROM TABLE(TUMBLE(TABLE {t}, DESCRIPTOR(ts), INTERVAL '50' MILLISECOND)))"
+        )
+    };
+    let query = format!(
+        "SELECT l.k, l.v, r.v AS rv, l.window_start FROM {} l JOIN {} r
+         ON l.k = r.k AND l.window_start = r.window_start AND l.window_end = r.window_end",
+        tvf("l"),
+        tvf("r")
+    );
+    let bin = |t: &str| {
+        format!("date_bin(INTERVAL '50' MILLISECOND, {t}.ts, TIMESTAMP '1970-01-01 00:00:00')")
+    };
+    let oracle_sql = format!(
+        "SELECT l.k, l.v, r.v AS rv, {} AS window_start FROM l JOIN r ON l.k = r.k AND {} = {}",
+        bin("l"),
+        bin("l"),
+        bin("r")
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let expected = oracle(&left, &right, &oracle_sql).await;
+        assert!(!expected.is_empty());
+        for parallelism in [1, 3] {
+            let setup = [
+                format!("SET 'parallelism.default' = '{parallelism}'"),
+                ddl("l", dirs.0.path(), 16),
+                ddl("r", dirs.1.path(), 16),
+            ];
+            let run = run_weir(&setup, &query).await;
+            assert_eq!(run.rows, expected, "parallelism {parallelism}");
+            assert_eq!(run.late_rows, 0);
+        }
+    });
+}
+
 #[test]
 fn an_empty_side_joins_to_nothing() {
     let shape = Shape {

@@ -87,11 +87,13 @@ fn joins_equal_a_batch_join_with_a_hot_key_and_nulls() {
     check(7, shape, &[(1, 1), (13, 4), (8192, 2)]);
 }
 
-/// A window join of two window table functions' rows: the rows of one
-/// 50 ms window with equal keys meet, and none of another window. The
-/// rows are in order in each file, so none is late at the join.
+/// Window joins of two window table functions' rows, of every kind: the
+/// rows of one 50 ms window with equal keys meet, and none of another
+/// window; outer rows without a match come padded with NULLs, semi and anti
+/// joins give one side's rows. The rows are in order in each file, so none
+/// is late at the join.
 #[test]
-fn a_window_join_pairs_rows_of_the_same_window() {
+fn window_joins_of_every_kind_equal_a_batch_join() {
     let shape = Shape {
         rows: 400,
         keys: 6,
@@ -114,34 +116,44 @@ fn a_window_join_pairs_rows_of_the_same_window() {
             "(SELECT * FROM TABLE(TUMBLE(TABLE {t}, DESCRIPTOR(ts), INTERVAL '50' MILLISECOND)))"
         )
     };
-    let query = format!(
-        "SELECT l.k, l.v, r.v AS rv, l.window_start FROM {} l JOIN {} r
-         ON l.k = r.k AND l.window_start = r.window_start AND l.window_end = r.window_end",
-        tvf("l"),
-        tvf("r")
-    );
-    let bin = |t: &str| {
-        format!("date_bin(INTERVAL '50' MILLISECOND, {t}.ts, TIMESTAMP '1970-01-01 00:00:00')")
+    let binned = |t: &str| {
+        format!("(SELECT *, date_bin(INTERVAL '50' MILLISECOND, ts, TIMESTAMP '1970-01-01 00:00:00') AS window_start FROM {t})")
     };
-    let oracle_sql = format!(
-        "SELECT l.k, l.v, r.v AS rv, {} AS window_start FROM l JOIN r ON l.k = r.k AND {} = {}",
-        bin("l"),
-        bin("l"),
-        bin("r")
-    );
+    let on = "l.k = r.k AND l.window_start = r.window_start";
+    let pairs = "l.k, l.v, r.k AS rk, r.v AS rv, l.window_start, r.window_start AS rws";
+    let cases = [
+        (format!("SELECT {pairs} FROM {{l}} l JOIN {{r}} r ON {on} AND l.window_end = r.window_end"), format!("SELECT {pairs} FROM {{l}} l JOIN {{r}} r ON {on}")),
+        (format!("SELECT {pairs} FROM {{l}} l LEFT JOIN {{r}} r ON {on} AND l.window_end = r.window_end"), format!("SELECT {pairs} FROM {{l}} l LEFT JOIN {{r}} r ON {on}")),
+        (format!("SELECT {pairs} FROM {{l}} l RIGHT JOIN {{r}} r ON {on} AND l.window_end = r.window_end"), format!("SELECT {pairs} FROM {{l}} l RIGHT JOIN {{r}} r ON {on}")),
+        (format!("SELECT {pairs} FROM {{l}} l FULL JOIN {{r}} r ON {on} AND l.window_end = r.window_end AND l.v < r.v"), format!("SELECT {pairs} FROM {{l}} l FULL JOIN {{r}} r ON {on} AND l.v < r.v")),
+        (
+            "SELECT l.k, l.v, l.window_start FROM {l} l WHERE EXISTS (SELECT 1 FROM {r} r WHERE l.k = r.k AND l.window_start = r.window_start AND l.window_end = r.window_end)".to_string(),
+            "SELECT l.k, l.v, l.window_start FROM {l} l WHERE EXISTS (SELECT 1 FROM {r} r WHERE l.k = r.k AND l.window_start = r.window_start)".to_string(),
+        ),
+        (
+            "SELECT l.k, l.v, l.window_start FROM {l} l WHERE NOT EXISTS (SELECT 1 FROM {r} r WHERE l.k = r.k AND l.window_start = r.window_start AND l.window_end = r.window_end)".to_string(),
+            "SELECT l.k, l.v, l.window_start FROM {l} l WHERE NOT EXISTS (SELECT 1 FROM {r} r WHERE l.k = r.k AND l.window_start = r.window_start)".to_string(),
+        ),
+    ];
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let expected = oracle(&left, &right, &oracle_sql).await;
-        assert!(!expected.is_empty());
-        for parallelism in [1, 3] {
-            let setup = [
-                format!("SET 'parallelism.default' = '{parallelism}'"),
-                ddl("l", dirs.0.path(), 16),
-                ddl("r", dirs.1.path(), 16),
-            ];
-            let run = run_weir(&setup, &query).await;
-            assert_eq!(run.rows, expected, "parallelism {parallelism}");
-            assert_eq!(run.late_rows, 0);
+        for (weir_sql, oracle_sql) in &cases {
+            let query = weir_sql.replace("{l}", &tvf("l")).replace("{r}", &tvf("r"));
+            let oracle_sql = oracle_sql
+                .replace("{l}", &binned("l"))
+                .replace("{r}", &binned("r"));
+            let expected = oracle(&left, &right, &oracle_sql).await;
+            assert!(!expected.is_empty(), "{oracle_sql}");
+            for parallelism in [1, 3] {
+                let setup = [
+                    format!("SET 'parallelism.default' = '{parallelism}'"),
+                    ddl("l", dirs.0.path(), 16),
+                    ddl("r", dirs.1.path(), 16),
+                ];
+                let run = run_weir(&setup, &query).await;
+                assert_eq!(run.rows, expected, "{query} at parallelism {parallelism}");
+                assert_eq!(run.late_rows, 0);
+            }
         }
     });
 }

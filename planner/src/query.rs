@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::optimizer::decorrelate_predicate_subquery::DecorrelatePredicateSubquery;
 use datafusion::optimizer::extract_equijoin_predicate::ExtractEquijoinPredicate;
 use datafusion::optimizer::optimize_projections::OptimizeProjections;
 use datafusion::optimizer::push_down_filter::PushDownFilter;
@@ -33,10 +34,12 @@ impl Planner {
             .state
             .analyzer()
             .execute_and_check(plan, config, |_, _| {})?;
-        // Equalities of a join's condition become its keys, and filters move
-        // below joins so each side keeps only the rows that can match.
+        // `IN`/`EXISTS` subqueries become semi and anti joins, equalities
+        // of a join's condition its keys, and filters move below joins so
+        // each side keeps only the rows that can match.
         let optimizer = Optimizer::with_rules(vec![
             Arc::new(SimplifyExpressions::new()),
+            Arc::new(DecorrelatePredicateSubquery::new()),
             Arc::new(ExtractEquijoinPredicate::new()),
             Arc::new(PushDownFilter::new()),
             Arc::new(OptimizeProjections::new()),

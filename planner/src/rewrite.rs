@@ -19,7 +19,7 @@ use crate::aggregate::AggregateParts;
 use crate::catalog::{StreamTable, WindowTable};
 use crate::error::Result;
 use crate::nodes::{
-    extension, slice_windows, streaming, Changelog, Exchange, Join, Phase, RowsMode,
+    extension, slice_windows, streaming, Changelog, Exchange, Join, JoinKind, Phase, RowsMode,
     SessionAggregate, StreamProps, StreamScan, UpdatingAggregate, WindowAggregate, WindowRows,
 };
 use crate::settings::Settings;
@@ -224,13 +224,6 @@ impl Rewriter<'_> {
     /// A regular join: an inner join of append-only streams on equal key
     /// columns, each side shuffled by its keys.
     fn join(&self, join: &JoinPlan) -> Result<Streaming> {
-        if join.join_type != JoinType::Inner {
-            return Err(unsupported(
-                &format!("a {} join", join.join_type),
-                "its unmatched rows would be retracted when a match arrives, which needs changelog streams (not built yet); use an INNER JOIN",
-            )
-            .into());
-        }
         if join.on.is_empty() {
             return Err(unsupported(
                 "a join without an equality condition",
@@ -266,6 +259,26 @@ impl Rewriter<'_> {
             (Some(l), Some(r)) if on_window(l, r) => Some([l, r]),
             _ => None,
         };
+        let kind = match join.join_type {
+            JoinType::Inner => JoinKind::Inner,
+            JoinType::Left => JoinKind::Left,
+            JoinType::Right => JoinKind::Right,
+            JoinType::Full => JoinKind::Full,
+            JoinType::LeftSemi => JoinKind::LeftSemi,
+            JoinType::LeftAnti => JoinKind::LeftAnti,
+            JoinType::RightSemi => JoinKind::RightSemi,
+            JoinType::RightAnti => JoinKind::RightAnti,
+            other => {
+                return Err(unsupported(&format!("a {other} join"), "use an INNER JOIN").into())
+            }
+        };
+        if kind != JoinKind::Inner && window_end.is_none() {
+            return Err(unsupported(
+                &format!("a {} join of streams outside a window", join.join_type),
+                "whether a row has a match is only final when its window closes: join two windowed streams on window_start and window_end (a window join), or use an INNER JOIN; outer regular joins need changelog streams (not built yet)",
+            )
+            .into());
+        }
         if !bounded && ttl.is_none() && window_end.is_none() {
             return Err(SqlError::new("a join of unbounded streams needs a state TTL").with_hint(
                 "each side's rows are kept to meet the other side's later rows, so its state would grow forever: set one (SET 'table.exec.state.ttl' = '1 h')",
@@ -314,6 +327,7 @@ impl Rewriter<'_> {
                     ttl
                 },
                 window_end,
+                kind,
                 schema: join.schema.clone(),
                 props: props.clone(),
                 inputs: vec![left.plan, right.plan],

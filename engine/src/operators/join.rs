@@ -17,11 +17,14 @@
 //! that arrives after its window's end is late (counted, as Flink's
 //! `WindowJoinOperator` drops it).
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, UInt32Array};
+use datafusion::arrow::array::{
+    new_null_array, Array, ArrayRef, BooleanArray, Int64Array, UInt32Array,
+};
 use datafusion::arrow::compute::{filter_record_batch, take};
 use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
@@ -37,6 +40,7 @@ use crate::state::{StateSnapshot, StateTable};
 
 const TOUCHED: &str = "_weir_stored_at";
 const WINDOW_END: &str = "_weir_window_end";
+const MATCHED: &str = "_weir_matched";
 
 /// The rows one side keeps: when each was stored and the end of its window
 /// (the largest time for a regular join), then the side's columns.
@@ -46,8 +50,75 @@ static RIGHT_ROWS: LazyLock<StateTable> = LazyLock::new(|| side_table("right"));
 fn side_table(name: &'static str) -> StateTable {
     StateTable::new(
         name,
-        [(TOUCHED, DataType::Int64), (WINDOW_END, DataType::Int64)],
+        [
+            (TOUCHED, DataType::Int64),
+            (WINDOW_END, DataType::Int64),
+            (MATCHED, DataType::Boolean),
+        ],
     )
+}
+
+/// Which rows a join emits. Outer, semi and anti joins are window joins:
+/// whether a row found a match is known when its window closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinKind {
+    Inner,
+    Left,
+    Right,
+    Full,
+    /// The left rows with a match (`IN`, `EXISTS`), each once.
+    LeftSemi,
+    /// The left rows without a match (`NOT IN`, `NOT EXISTS`).
+    LeftAnti,
+    RightSemi,
+    RightAnti,
+}
+
+impl std::fmt::Display for JoinKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            JoinKind::Inner => "inner",
+            JoinKind::Left => "left",
+            JoinKind::Right => "right",
+            JoinKind::Full => "full",
+            JoinKind::LeftSemi => "left semi",
+            JoinKind::LeftAnti => "left anti",
+            JoinKind::RightSemi => "right semi",
+            JoinKind::RightAnti => "right anti",
+        })
+    }
+}
+
+/// What a closing window emits of one side's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    /// The rows that never matched, with NULLs for the other side.
+    Pad,
+    /// The rows that matched, alone.
+    Matched,
+    /// The rows that never matched, alone.
+    Unmatched,
+}
+
+impl JoinKind {
+    /// Whether matching pairs are emitted as they are found.
+    pub fn emits_pairs(self) -> bool {
+        matches!(
+            self,
+            JoinKind::Inner | JoinKind::Left | JoinKind::Right | JoinKind::Full
+        )
+    }
+
+    fn at_close(self, side: usize) -> Option<Closing> {
+        match (self, side) {
+            (JoinKind::Left | JoinKind::Full, 0) | (JoinKind::Right | JoinKind::Full, 1) => {
+                Some(Closing::Pad)
+            }
+            (JoinKind::LeftSemi, 0) | (JoinKind::RightSemi, 1) => Some(Closing::Matched),
+            (JoinKind::LeftAnti, 0) | (JoinKind::RightAnti, 1) => Some(Closing::Unmatched),
+            _ => None,
+        }
+    }
 }
 
 /// What a join needs to know of its inputs and output.
@@ -57,10 +128,13 @@ pub struct JoinSpec {
     pub keys: [Vec<Arc<dyn PhysicalExpr>>; 2],
     /// Each side's columns, without the row watermark.
     pub schemas: [SchemaRef; 2],
-    /// The joined row: the left columns, then the right ones.
+    /// A pair of rows: the left columns, then the right ones.
+    pub pairs: SchemaRef,
+    /// What the join emits: `pairs`, or one side's columns (semi, anti).
     pub output: SchemaRef,
-    /// A condition on the joined row besides key equality.
+    /// A condition on the pair besides key equality.
     pub residual: Option<Arc<dyn PhysicalExpr>>,
+    pub kind: JoinKind,
     /// How long a stored row is kept; `None` keeps rows until the end.
     pub ttl: Option<Duration>,
     /// For a window join, the `window_end` column of each side.
@@ -74,6 +148,9 @@ struct Side {
     /// Join keys in Arrow's row format, comparable across both sides.
     keys: RowConverter,
     by_key: HashMap<OwnedRow, Vec<Stored>>,
+    /// Rows with a NULL key: they match nothing, but an outer or anti
+    /// window join still emits them when their window closes.
+    unkeyed: Vec<Stored>,
     stored: usize,
     bytes: usize,
 }
@@ -82,6 +159,8 @@ struct Stored {
     row: OwnedRow,
     at: Millis,
     window_end: Millis,
+    /// Whether it met a row of the other side (outer, semi, anti joins).
+    matched: Cell<bool>,
 }
 
 impl Side {
@@ -96,9 +175,21 @@ impl Side {
             rows: RowConverter::new(fields)?,
             keys: RowConverter::new(keys)?,
             by_key: HashMap::new(),
+            unkeyed: Vec::new(),
             stored: 0,
             bytes: 0,
         })
+    }
+
+    /// Every stored row, keyed or not.
+    fn all(&self) -> impl Iterator<Item = &Stored> {
+        self.by_key.values().flatten().chain(&self.unkeyed)
+    }
+
+    fn store_unkeyed(&mut self, stored: Stored) {
+        self.stored += 1;
+        self.bytes += stored.row.as_ref().len();
+        self.unkeyed.push(stored);
     }
 
     fn store(&mut self, key: OwnedRow, stored: Stored) {
@@ -119,19 +210,28 @@ impl Side {
                 .sum::<usize>();
             !rows.is_empty()
         });
+        self.unkeyed.retain(|r| !gone(r));
+        stored += self.unkeyed.len();
+        bytes += self
+            .unkeyed
+            .iter()
+            .map(|r| r.row.as_ref().len())
+            .sum::<usize>();
         self.stored = stored;
         self.bytes = bytes;
     }
 
     /// Every stored row as columns; when each was stored, and its window's
     /// end.
-    fn columns(&self) -> Result<(Vec<ArrayRef>, Vec<Millis>, Vec<Millis>)> {
-        let stored: Vec<&Stored> = self.by_key.values().flatten().collect();
+    #[allow(clippy::type_complexity)]
+    fn columns(&self) -> Result<(Vec<ArrayRef>, Vec<Millis>, Vec<Millis>, Vec<bool>)> {
+        let stored: Vec<&Stored> = self.all().collect();
         let columns = self.rows.convert_rows(stored.iter().map(|s| s.row.row()))?;
         Ok((
             columns,
             stored.iter().map(|s| s.at).collect(),
             stored.iter().map(|s| s.window_end).collect(),
+            stored.iter().map(|s| s.matched.get()).collect(),
         ))
     }
 }
@@ -180,18 +280,20 @@ impl StreamingJoin {
             .map(|k| Ok(k.evaluate(batch)?.into_array(rows)?))
             .collect::<Result<Vec<_>>>()?;
         ctx.observe_keys(&keys);
-        let mut valid = all_valid(&keys, rows);
+        let valid = all_valid(&keys, rows);
         let ends = self.window_ends(side, batch)?;
-        if let Some(ends) = &ends {
-            let mut late = 0;
-            for (i, end) in ends.iter().enumerate() {
-                if *end <= ctx.watermark() && valid[i] {
-                    valid[i] = false;
-                    late += 1;
-                }
-            }
-            ctx.count_late(late);
-        }
+        let on_time: Vec<bool> = match &ends {
+            Some(ends) => ends.iter().map(|end| *end > ctx.watermark()).collect(),
+            None => vec![true; rows],
+        };
+        ctx.count_late(on_time.iter().filter(|t| !**t).count() as u64);
+        // Rows with a NULL key match nothing; an outer or anti side keeps
+        // them for its window's end.
+        let keep_unkeyed = matches!(
+            self.spec.kind.at_close(side),
+            Some(Closing::Pad | Closing::Unmatched)
+        );
+        let valid: Vec<bool> = valid.iter().zip(&on_time).map(|(v, t)| *v && *t).collect();
         let data = strip(batch);
         let key_rows = self.sides[side].keys.convert_columns(&keys)?;
         let whole = self.sides[side].rows.convert_columns(data.columns())?;
@@ -202,60 +304,117 @@ impl StreamingJoin {
         } else {
             (right, &*left)
         };
+        let keys: Vec<Option<OwnedRow>> = (0..rows)
+            .map(|i| valid[i].then(|| key_rows.row(i).owned()))
+            .collect();
         let mut mine = Vec::new();
-        let mut theirs = Vec::new();
-        for i in (0..rows).filter(|i| valid[*i]) {
-            let key = key_rows.row(i).owned();
-            if let Some(matches) = other_side.by_key.get(&key) {
+        let mut theirs: Vec<&Stored> = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            if let Some(matches) = key.as_ref().and_then(|k| other_side.by_key.get(k)) {
                 for m in matches {
                     mine.push(i as u32);
-                    theirs.push(m.row.row());
+                    theirs.push(m);
                 }
             }
-            let window_end = ends.as_ref().map_or(Millis::MAX, |e| e[i]);
-            let row = whole.row(i).owned();
-            own_side.store(
-                key,
-                Stored {
-                    row,
-                    at: now,
-                    window_end,
-                },
-            );
         }
-        if mine.is_empty() {
-            return Ok(());
-        }
-        let matched = other_side.rows.convert_rows(theirs)?;
-        let mine = UInt32Array::from(mine);
-        let own: Vec<ArrayRef> = data
-            .columns()
-            .iter()
-            .map(|c| Ok(take(c.as_ref(), &mine, None)?))
-            .collect::<Result<_>>()?;
-        let columns = if side == 0 {
-            [own, matched].concat()
-        } else {
-            [matched, own].concat()
-        };
-        let options = RecordBatchOptions::new().with_row_count(Some(mine.len()));
-        let joined =
-            RecordBatch::try_new_with_options(self.spec.output.clone(), columns, &options)?;
-        let joined = match &self.spec.residual {
-            Some(condition) => {
-                let mask = condition.evaluate(&joined)?.into_array(joined.num_rows())?;
-                let mask = mask
-                    .as_any()
-                    .downcast_ref::<BooleanArray>()
-                    .ok_or_else(|| {
-                        DataFusionError::Internal("join condition is not boolean".into())
-                    })?;
-                filter_record_batch(&joined, mask)?
+        let mut matched = vec![false; rows];
+        if !mine.is_empty() {
+            let others = other_side
+                .rows
+                .convert_rows(theirs.iter().map(|m| m.row.row()))?;
+            let mine_array = UInt32Array::from(mine.clone());
+            let own: Vec<ArrayRef> = data
+                .columns()
+                .iter()
+                .map(|c| Ok(take(c.as_ref(), &mine_array, None)?))
+                .collect::<Result<_>>()?;
+            let columns = if side == 0 {
+                [own, others].concat()
+            } else {
+                [others, own].concat()
+            };
+            let options = RecordBatchOptions::new().with_row_count(Some(mine.len()));
+            let pairs =
+                RecordBatch::try_new_with_options(self.spec.pairs.clone(), columns, &options)?;
+            let mask = match &self.spec.residual {
+                Some(condition) => {
+                    let mask = condition.evaluate(&pairs)?.into_array(pairs.num_rows())?;
+                    mask.as_any()
+                        .downcast_ref::<BooleanArray>()
+                        .cloned()
+                        .ok_or_else(|| {
+                            DataFusionError::Internal("join condition is not boolean".into())
+                        })?
+                }
+                None => BooleanArray::from(vec![true; pairs.num_rows()]),
+            };
+            for (p, ok) in mask.iter().enumerate() {
+                if ok == Some(true) {
+                    theirs[p].matched.set(true);
+                    matched[mine[p] as usize] = true;
+                }
             }
-            None => joined,
-        };
-        if joined.num_rows() > 0 {
-            ctx.emit(attach_constant(&joined, ctx.watermark())?);
+            if self.spec.kind.emits_pairs() {
+                let joined = filter_record_batch(&pairs, &mask)?;
+                if joined.num_rows() > 0 {
+                    ctx.emit(attach_constant(&joined, ctx.watermark())?);
+                }
+            }
+        }
+        for (i, key) in keys.into_iter().enumerate() {
+            if key.is_none() && !(keep_unkeyed && on_time[i]) {
+                continue;
+            }
+            let stored = Stored {
+                row: whole.row(i).owned(),
+                at: now,
+                window_end: ends.as_ref().map_or(Millis::MAX, |e| e[i]),
+                matched: Cell::new(matched[i]),
+            };
+            match key {
+                Some(key) => own_side.store(key, stored),
+                None => own_side.store_unkeyed(stored),
+            }
+        }
+        Ok(())
+    }
+
+    /// Emits what the windows closing at `watermark` owe: unmatched rows of
+    /// an outer side padded with NULLs, or a semi or anti join's rows.
+    fn close_windows(&self, watermark: Millis, ctx: &mut OperatorContext<'_>) -> Result<()> {
+        for side in 0..2 {
+            let Some(closing) = self.spec.kind.at_close(side) else {
+                continue;
+            };
+            let wanted = |m: &Stored| {
+                m.window_end <= watermark && (m.matched.get() == (closing == Closing::Matched))
+            };
+            let rows: Vec<&Stored> = self.sides[side].all().filter(|m| wanted(m)).collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let own = self.sides[side]
+                .rows
+                .convert_rows(rows.iter().map(|m| m.row.row()))?;
+            let columns = match closing {
+                Closing::Pad => {
+                    let nulls: Vec<ArrayRef> = self.spec.schemas[1 - side]
+                        .fields()
+                        .iter()
+                        .map(|f| new_null_array(f.data_type(), rows.len()))
+                        .collect();
+                    if side == 0 {
+                        [own, nulls].concat()
+                    } else {
+                        [nulls, own].concat()
+                    }
+                }
+                Closing::Matched | Closing::Unmatched => own,
+            };
+            let options = RecordBatchOptions::new().with_row_count(Some(rows.len()));
+            let batch =
+                RecordBatch::try_new_with_options(self.spec.output.clone(), columns, &options)?;
+            ctx.emit(attach_constant(&batch, ctx.watermark())?);
         }
         Ok(())
     }
@@ -330,8 +489,9 @@ impl Operator for StreamingJoin {
     }
 
     /// A window closed: its rows can meet no more rows.
-    fn on_watermark(&mut self, watermark: Millis, _ctx: &mut OperatorContext<'_>) -> Result<()> {
+    fn on_watermark(&mut self, watermark: Millis, ctx: &mut OperatorContext<'_>) -> Result<()> {
         if self.spec.window_end.is_some() {
+            self.close_windows(watermark, ctx)?;
             for side in &mut self.sides {
                 side.drop_rows(|r| r.window_end <= watermark);
             }
@@ -342,7 +502,7 @@ impl Operator for StreamingJoin {
     fn snapshot(&mut self, _ctx: &mut OperatorContext<'_>) -> Result<StateSnapshot> {
         let mut tables = Vec::with_capacity(2);
         for (i, side) in self.sides.iter().enumerate() {
-            let (columns, at, ends) = side.columns()?;
+            let (columns, at, ends, matched) = side.columns()?;
             let extra = self.spec.schemas[i]
                 .fields()
                 .iter()
@@ -352,6 +512,7 @@ impl Operator for StreamingJoin {
             let fixed: Vec<ArrayRef> = vec![
                 Arc::new(Int64Array::from(at)),
                 Arc::new(Int64Array::from(ends)),
+                Arc::new(BooleanArray::from(matched)),
             ];
             tables.push(Self::table(i).write_with(fixed, extra)?);
         }
@@ -365,6 +526,7 @@ impl Operator for StreamingJoin {
             };
             let at = table.column::<Int64Array>(TOUCHED)?.clone();
             let ends = table.column::<Int64Array>(WINDOW_END)?.clone();
+            let matched = table.column::<BooleanArray>(MATCHED)?.clone();
             let batch = RecordBatch::try_new_with_options(
                 self.spec.schemas[side].clone(),
                 table.extra().to_vec(),
@@ -377,13 +539,18 @@ impl Operator for StreamingJoin {
                 .collect::<Result<Vec<_>>>()?;
             let key_rows = self.sides[side].keys.convert_columns(&keys)?;
             let whole = self.sides[side].rows.convert_columns(batch.columns())?;
-            for i in 0..rows {
+            for (i, valid) in all_valid(&keys, rows).into_iter().enumerate() {
                 let stored = Stored {
                     row: whole.row(i).owned(),
                     at: at.value(i),
                     window_end: ends.value(i),
+                    matched: Cell::new(matched.value(i)),
                 };
-                self.sides[side].store(key_rows.row(i).owned(), stored);
+                if valid {
+                    self.sides[side].store(key_rows.row(i).owned(), stored);
+                } else {
+                    self.sides[side].store_unkeyed(stored);
+                }
             }
         }
         Ok(())
@@ -431,7 +598,9 @@ mod tests {
                 vec![col("k2", &right).unwrap()],
             ],
             schemas: [left, right],
+            pairs: output.clone(),
             output,
+            kind: JoinKind::Inner,
             residual,
             ttl,
             window_end: None,

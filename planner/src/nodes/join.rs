@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use datafusion::common::{Column, DFSchemaRef};
 use datafusion::logical_expr::{Expr, LogicalPlan};
+pub(crate) use weir_engine::operators::JoinKind;
 use weir_engine::operators::{JoinSpec, StreamingJoin};
 use weir_engine::{NodeKind, Operator, OperatorFactory};
 use weir_sql::SqlError;
@@ -27,6 +28,8 @@ pub(crate) struct Join {
     pub ttl: Option<Duration>,
     /// In a window join, each side's `window_end` column.
     pub window_end: Option<[usize; 2]>,
+    /// Inner for every join; outer, semi and anti for window joins.
+    pub kind: JoinKind,
     pub schema: DFSchemaRef,
     pub props: StreamProps,
     /// The left input, then the right one.
@@ -43,9 +46,9 @@ impl Join {
             .map(|(l, r)| format!("{} = {}", l.flat_name(), r.flat_name()))
             .collect();
         let kind = if self.window_end.is_some() {
-            "inner window join"
+            format!("{} window join", self.kind)
         } else {
-            "inner"
+            self.kind.to_string()
         };
         let mut text = format!("{kind} on [{}]", pairs.join(", "));
         if let Some(residual) = &self.residual {
@@ -78,10 +81,11 @@ impl StreamingNode for Join {
                 .map(|c| lowering.physical(&Expr::Column(c.clone()), &input.schema))
                 .collect::<Result<Vec<_>>>()
         };
+        let pairs = left.schema.join(&right.schema)?;
         let residual = self
             .residual
             .as_ref()
-            .map(|r| lowering.physical(r, &self.schema))
+            .map(|r| lowering.physical(r, &pairs))
             .transpose()?;
         let spec = Arc::new(JoinSpec {
             keys: [keys(0, &left)?, keys(1, &right)?],
@@ -89,7 +93,9 @@ impl StreamingNode for Join {
                 Arc::new(left.schema.as_arrow().clone()),
                 Arc::new(right.schema.as_arrow().clone()),
             ],
+            pairs: Arc::new(pairs.as_arrow().clone()),
             output: Arc::new(self.schema.as_arrow().clone()),
+            kind: self.kind,
             residual,
             ttl: self.ttl,
             window_end: self.window_end,

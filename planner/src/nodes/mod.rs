@@ -25,7 +25,7 @@ use std::sync::Arc;
 use datafusion::logical_expr::{Extension, LogicalPlan, UserDefinedLogicalNode};
 
 pub(crate) use exchange::Exchange;
-pub(crate) use join::Join;
+pub(crate) use join::{Join, JoinKind};
 pub(crate) use session_aggregate::SessionAggregate;
 pub(crate) use stream_scan::StreamScan;
 pub(crate) use updating_aggregate::UpdatingAggregate;

@@ -158,6 +158,53 @@ fn window_joins_of_every_kind_equal_a_batch_join() {
     });
 }
 
+/// Interval joins: rows whose times are within a bound of each other meet;
+/// a LEFT interval join pads the left rows that found none once the
+/// watermark passes their bound. The rows are in order in each file (no row
+/// is later than the watermark), so state ends exactly when it can.
+#[test]
+fn interval_joins_equal_a_batch_join() {
+    let shape = Shape {
+        rows: 300,
+        keys: 5,
+        hot: 0.3,
+        nulls: 0.1,
+        step: 3,
+        jitter: 0,
+    };
+    let left = generate(21, 2, shape);
+    let right = generate(22, 2, shape);
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_splits(dirs.0.path(), &left);
+    write_splits(dirs.1.path(), &right);
+    let (left, right): (Vec<Event>, Vec<Event>) = (
+        left.into_iter().flatten().collect(),
+        right.into_iter().flatten().collect(),
+    );
+    let select = "SELECT l.k, l.v, r.v AS rv, l.ts, r.ts AS rts FROM l";
+    let queries = [
+        format!("{select} JOIN r ON l.k = r.k AND l.ts BETWEEN r.ts - INTERVAL '20' MILLISECOND AND r.ts + INTERVAL '10' MILLISECOND"),
+        format!("{select} JOIN r ON l.k = r.k AND l.ts > r.ts AND l.ts <= r.ts + INTERVAL '15' MILLISECOND AND l.v <> r.v"),
+        format!("{select} LEFT JOIN r ON l.k = r.k AND r.ts >= l.ts - INTERVAL '5' MILLISECOND AND r.ts < l.ts + INTERVAL '5' MILLISECOND"),
+    ];
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        for query in &queries {
+            let expected = oracle(&left, &right, query).await;
+            assert!(!expected.is_empty(), "{query}");
+            for parallelism in [1, 3] {
+                let setup = [
+                    format!("SET 'parallelism.default' = '{parallelism}'"),
+                    ddl("l", dirs.0.path(), 16),
+                    ddl("r", dirs.1.path(), 16),
+                ];
+                let run = run_weir(&setup, query).await;
+                assert_eq!(run.rows, expected, "{query} at parallelism {parallelism}");
+            }
+        }
+    });
+}
+
 #[test]
 fn an_empty_side_joins_to_nothing() {
     let shape = Shape {

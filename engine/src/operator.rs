@@ -129,6 +129,14 @@ pub trait Operator: Send {
         self.on_batch(batch, ctx)
     }
 
+    /// How far behind its input watermark this operator's output time may
+    /// be: rows it emits later can carry times down to the input watermark
+    /// minus this (an interval join's bound). The runtime holds back the
+    /// watermark it forwards, and the one operators after it see, by this.
+    fn watermark_delay(&self) -> Millis {
+        0
+    }
+
     /// The merged input watermark advanced to `watermark`.
     fn on_watermark(&mut self, _watermark: Millis, _ctx: &mut OperatorContext<'_>) -> Result<()> {
         Ok(())

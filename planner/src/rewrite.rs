@@ -18,6 +18,8 @@ use weir_sql::{SqlError, WindowKind};
 use crate::aggregate::AggregateParts;
 use crate::catalog::{StreamTable, WindowTable};
 use crate::error::Result;
+use weir_engine::operators::IntervalBounds;
+
 use crate::nodes::{
     extension, slice_windows, streaming, Changelog, Exchange, Join, JoinKind, Phase, RowsMode,
     SessionAggregate, StreamProps, StreamScan, UpdatingAggregate, WindowAggregate, WindowRows,
@@ -272,14 +274,21 @@ impl Rewriter<'_> {
                 return Err(unsupported(&format!("a {other} join"), "use an INNER JOIN").into())
             }
         };
-        if kind != JoinKind::Inner && window_end.is_none() {
+        let interval = match window_end {
+            None => match (rowtime_column(&left.plan), rowtime_column(&right.plan)) {
+                (Some(l), Some(r)) => interval_bounds(join, [l, r]),
+                _ => None,
+            },
+            Some(_) => None,
+        };
+        if kind != JoinKind::Inner && window_end.is_none() && interval.is_none() {
             return Err(unsupported(
                 &format!("a {} join of streams outside a window", join.join_type),
                 "whether a row has a match is only final when its window closes: join two windowed streams on window_start and window_end (a window join), or use an INNER JOIN; outer regular joins need changelog streams (not built yet)",
             )
             .into());
         }
-        if !bounded && ttl.is_none() && window_end.is_none() {
+        if !bounded && ttl.is_none() && window_end.is_none() && interval.is_none() {
             return Err(SqlError::new("a join of unbounded streams needs a state TTL").with_hint(
                 "each side's rows are kept to meet the other side's later rows, so its state would grow forever: set one (SET 'table.exec.state.ttl' = '1 h')",
             ).into());
@@ -321,12 +330,13 @@ impl Rewriter<'_> {
             Join {
                 keys,
                 residual: join.filter.clone(),
-                ttl: if bounded || window_end.is_some() {
+                ttl: if bounded || window_end.is_some() || interval.is_some() {
                     None
                 } else {
                     ttl
                 },
                 window_end,
+                interval,
                 kind,
                 schema: join.schema.clone(),
                 props: props.clone(),
@@ -554,43 +564,161 @@ impl Rewriter<'_> {
 /// its rows are windowed: a window aggregate's result, or a window table
 /// function's rows, through projections that keep the column.
 fn window_end_column(plan: &LogicalPlan) -> Option<usize> {
-    use datafusion::logical_expr::Projection;
     use weir_engine::window::OutputColumn;
+    trace_column(plan, &|node| {
+        let any = node.as_any();
+        if let Some(agg) = any.downcast_ref::<WindowAggregate>() {
+            return (agg.phase != Phase::Local)
+                .then(|| {
+                    agg.layout
+                        .columns
+                        .iter()
+                        .position(|c| *c == OutputColumn::WindowEnd)
+                })
+                .flatten();
+        }
+        if let Some(rows) = any.downcast_ref::<WindowRows>() {
+            return (rows.mode == RowsMode::PerWindow)
+                .then(|| rows.window_schema.fields().len().checked_sub(2))
+                .flatten();
+        }
+        None
+    })
+}
+
+/// The column of `plan`'s output that is its stream's time attribute (the
+/// `WATERMARK FOR` column), through projections that keep it.
+fn rowtime_column(plan: &LogicalPlan) -> Option<usize> {
+    trace_column(plan, &|node| {
+        let scan = node.as_any().downcast_ref::<StreamScan>()?;
+        let column = &scan.stream.watermark.as_ref()?.column;
+        scan.schema.fields().iter().position(|f| f.name() == column)
+    })
+}
+
+/// A column of `plan`'s output that `found` picks at a streaming node,
+/// followed up through exchanges, filters, aliases and projections that
+/// pass it on unchanged.
+fn trace_column(
+    plan: &LogicalPlan,
+    found: &dyn Fn(&dyn datafusion::logical_expr::UserDefinedLogicalNode) -> Option<usize>,
+) -> Option<usize> {
+    use datafusion::logical_expr::Projection;
     match plan {
         LogicalPlan::Extension(e) => {
-            let any = e.node.as_any();
-            if let Some(agg) = any.downcast_ref::<WindowAggregate>() {
-                return (agg.phase != Phase::Local)
-                    .then(|| {
-                        agg.layout
-                            .columns
-                            .iter()
-                            .position(|c| *c == OutputColumn::WindowEnd)
-                    })
-                    .flatten();
+            if let Some(exchange) = e.node.as_any().downcast_ref::<Exchange>() {
+                return exchange.inputs.first().and_then(|i| trace_column(i, found));
             }
-            if let Some(rows) = any.downcast_ref::<WindowRows>() {
-                return (rows.mode == RowsMode::PerWindow)
-                    .then(|| rows.window_schema.fields().len().checked_sub(2))
-                    .flatten();
-            }
-            if let Some(exchange) = any.downcast_ref::<Exchange>() {
-                return exchange.inputs.first().and_then(window_end_column);
-            }
-            None
+            found(e.node.as_ref())
         }
         LogicalPlan::Projection(Projection { expr, input, .. }) => {
-            let end = window_end_column(input)?;
+            let column = trace_column(input, found)?;
             expr.iter().position(|e| {
                 let e = match e {
                     Expr::Alias(alias) => alias.expr.as_ref(),
                     e => e,
                 };
-                matches!(e, Expr::Column(c) if input.schema().index_of_column(c).ok() == Some(end))
+                matches!(e, Expr::Column(c) if input.schema().index_of_column(c).ok() == Some(column))
             })
         }
-        LogicalPlan::Filter(f) => window_end_column(&f.input),
-        LogicalPlan::SubqueryAlias(s) => window_end_column(&s.input),
+        LogicalPlan::Filter(f) => trace_column(&f.input, found),
+        LogicalPlan::SubqueryAlias(s) => trace_column(&s.input, found),
+        _ => None,
+    }
+}
+
+/// The bounds an interval join's condition puts on `left time - right
+/// time` (ms), when it bounds it from both sides: `l.t BETWEEN r.t -
+/// INTERVAL .. AND r.t + INTERVAL ..`, or comparisons with `<`, `<=`, `>`,
+/// `>=`. The condition stays the join's residual, so matching is exact;
+/// the bounds decide when state ends.
+fn interval_bounds(join: &JoinPlan, time: [usize; 2]) -> Option<IntervalBounds> {
+    use datafusion::logical_expr::{utils::split_conjunction, BinaryExpr, Operator};
+    let filter = join.filter.as_ref()?;
+    // A side's time plus a constant: (side, ms).
+    let term = |e: &Expr| -> Option<(usize, i64)> {
+        let strip = |e: &Expr| match e {
+            Expr::Cast(c) => c.expr.as_ref().clone(),
+            Expr::TryCast(c) => c.expr.as_ref().clone(),
+            e => e.clone(),
+        };
+        let side_of = |e: &Expr| match strip(e) {
+            Expr::Column(c) => {
+                if join.left.schema().index_of_column(&c).ok() == Some(time[0])
+                    && join.right.schema().index_of_column(&c).is_err()
+                {
+                    Some(0)
+                } else if join.right.schema().index_of_column(&c).ok() == Some(time[1]) {
+                    Some(1)
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        match strip(e) {
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                let side = side_of(&left)?;
+                let ms = interval_ms(&right)?;
+                match op {
+                    Operator::Plus => Some((side, ms)),
+                    Operator::Minus => Some((side, -ms)),
+                    _ => None,
+                }
+            }
+            other => side_of(&other).map(|s| (s, 0)),
+        }
+    };
+    let (mut lower, mut upper) = (None::<i64>, None::<i64>);
+    let mut bound = |x: &Expr, op: Operator, y: &Expr| -> Option<()> {
+        let ((sx, ox), (sy, oy)) = (term(x)?, term(y)?);
+        if sx == sy {
+            return None;
+        }
+        // left - right against a constant, the comparison flipped when x is
+        // the right side.
+        let (c, op) = if sx == 0 {
+            (oy - ox, op)
+        } else {
+            (ox - oy, op.swap()?)
+        };
+        match op {
+            Operator::Lt => upper = Some(upper.map_or(c - 1, |u| u.min(c - 1))),
+            Operator::LtEq => upper = Some(upper.map_or(c, |u| u.min(c))),
+            Operator::Gt => lower = Some(lower.map_or(c + 1, |l| l.max(c + 1))),
+            Operator::GtEq => lower = Some(lower.map_or(c, |l| l.max(c))),
+            _ => return None,
+        }
+        Some(())
+    };
+    for conjunct in split_conjunction(filter) {
+        match conjunct {
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                let _ = bound(left, *op, right);
+            }
+            Expr::Between(b) if !b.negated => {
+                let _ = bound(&b.expr, Operator::GtEq, &b.low);
+                let _ = bound(&b.expr, Operator::LtEq, &b.high);
+            }
+            _ => {}
+        }
+    }
+    match (lower, upper) {
+        (Some(lower), Some(upper)) if lower <= upper => Some(IntervalBounds { time, lower, upper }),
+        _ => None,
+    }
+}
+
+/// An `INTERVAL` literal of days, hours, minutes, seconds or ms, in ms.
+fn interval_ms(e: &Expr) -> Option<i64> {
+    use datafusion::common::ScalarValue;
+    match e {
+        Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _) if v.months == 0 => {
+            Some(v.days as i64 * 86_400_000 + v.nanoseconds / 1_000_000)
+        }
+        Expr::Literal(ScalarValue::IntervalDayTime(Some(v)), _) => {
+            Some(v.days as i64 * 86_400_000 + v.milliseconds as i64)
+        }
         _ => None,
     }
 }

@@ -139,6 +139,28 @@ pub struct JoinSpec {
     pub ttl: Option<Duration>,
     /// For a window join, the `window_end` column of each side.
     pub window_end: Option<[usize; 2]>,
+    /// For an interval join, each side's time and the bounds between them.
+    pub interval: Option<IntervalBounds>,
+}
+
+/// An interval join's time condition: `left time - right time` lies in
+/// `[lower, upper]` (ms), with each side's time attribute column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IntervalBounds {
+    pub time: [usize; 2],
+    pub lower: Millis,
+    pub upper: Millis,
+}
+
+impl IntervalBounds {
+    /// The watermark past which a row of `side` at `time` can meet no row
+    /// the other side sends later (those are not before the watermark).
+    fn expiry(&self, side: usize, time: Millis) -> Millis {
+        match side {
+            0 => time.saturating_sub(self.lower).saturating_add(1),
+            _ => time.saturating_add(self.upper).saturating_add(1),
+        }
+    }
 }
 
 /// The rows one side has stored, by join key.
@@ -282,9 +304,12 @@ impl StreamingJoin {
         ctx.observe_keys(&keys);
         let valid = all_valid(&keys, rows);
         let ends = self.window_ends(side, batch)?;
-        let on_time: Vec<bool> = match &ends {
-            Some(ends) => ends.iter().map(|end| *end > ctx.watermark()).collect(),
-            None => vec![true; rows],
+        // A window join drops rows of closed windows (Flink's
+        // WindowJoinOperator); an interval join still matches a late row
+        // against what it keeps (Flink's TimeIntervalJoin).
+        let on_time: Vec<bool> = match (&ends, self.spec.window_end) {
+            (Some(ends), Some(_)) => ends.iter().map(|end| *end > ctx.watermark()).collect(),
+            _ => vec![true; rows],
         };
         ctx.count_late(on_time.iter().filter(|t| !**t).count() as u64);
         // Rows with a NULL key match nothing; an outer or anti side keeps
@@ -419,13 +444,23 @@ impl StreamingJoin {
         Ok(())
     }
 
-    /// The window end of each row, in a window join.
+    /// When each row's state ends: its window's end in a window join, the
+    /// watermark past its bound in an interval join.
     fn window_ends(&self, side: usize, batch: &RecordBatch) -> Result<Option<Vec<Millis>>> {
-        let Some(columns) = self.spec.window_end else {
+        let millis = |column: usize| {
+            crate::window::timestamps_millis(batch.column(column).as_ref())
+                .map(|a| a.values().to_vec())
+        };
+        if let Some(columns) = self.spec.window_end {
+            return Ok(Some(millis(columns[side])?));
+        }
+        let Some(bounds) = self.spec.interval else {
             return Ok(None);
         };
-        let ends = crate::window::timestamps_millis(batch.column(columns[side]).as_ref())?;
-        Ok(Some(ends.values().to_vec()))
+        let times = millis(bounds.time[side])?;
+        Ok(Some(
+            times.into_iter().map(|t| bounds.expiry(side, t)).collect(),
+        ))
     }
 
     fn table(side: usize) -> &'static StateTable {
@@ -488,9 +523,18 @@ impl Operator for StreamingJoin {
         Ok(())
     }
 
-    /// A window closed: its rows can meet no more rows.
+    /// Output rows of an interval join carry both sides' times, the older
+    /// as far behind the watermark as the bound reaches.
+    fn watermark_delay(&self) -> Millis {
+        self.spec
+            .interval
+            .map_or(0, |b| b.lower.abs().max(b.upper.abs()))
+    }
+
+    /// A window closed, or rows passed their interval: they can meet no
+    /// more rows.
     fn on_watermark(&mut self, watermark: Millis, ctx: &mut OperatorContext<'_>) -> Result<()> {
-        if self.spec.window_end.is_some() {
+        if self.spec.window_end.is_some() || self.spec.interval.is_some() {
             self.close_windows(watermark, ctx)?;
             for side in &mut self.sides {
                 side.drop_rows(|r| r.window_end <= watermark);
@@ -604,6 +648,7 @@ mod tests {
             residual,
             ttl,
             window_end: None,
+            interval: None,
         })
     }
 

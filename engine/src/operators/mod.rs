@@ -8,7 +8,7 @@ mod projection;
 mod updating_aggregate;
 
 pub use filter::Filter;
-pub use join::{JoinKind, JoinSpec, StreamingJoin};
+pub use join::{IntervalBounds, JoinKind, JoinSpec, StreamingJoin};
 pub use limit::Limit;
 pub use projection::Projection;
 pub use updating_aggregate::UpdatingAggregate;

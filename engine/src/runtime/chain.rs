@@ -7,7 +7,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::error::Result;
 use crate::graph::NodeId;
-use crate::message::{Millis, NO_WATERMARK};
+use crate::message::{Millis, FINAL_WATERMARK, NO_WATERMARK};
 use crate::metrics::SubtaskMetrics;
 use crate::operator::{Operator, OperatorContext};
 use crate::row_watermark::strip;
@@ -46,6 +46,24 @@ impl Chain {
         }
     }
 
+    /// The watermark operator `index` sees when the chain's input is at
+    /// `watermark`: held back by the delays of the operators before it.
+    fn watermark_at(&self, index: usize, watermark: Millis) -> Millis {
+        if watermark == NO_WATERMARK || watermark == FINAL_WATERMARK {
+            return watermark;
+        }
+        let delay: Millis = self.ops[..index.min(self.ops.len())]
+            .iter()
+            .map(|o| o.operator.watermark_delay())
+            .sum();
+        watermark.saturating_sub(delay)
+    }
+
+    /// The watermark the chain forwards when its input is at `watermark`.
+    pub(crate) fn output_watermark(&self, watermark: Millis) -> Millis {
+        self.watermark_at(self.ops.len(), watermark)
+    }
+
     /// The shortest timer interval any chained operator asks for.
     pub(crate) fn timer_interval(&self) -> Option<Duration> {
         self.ops
@@ -65,6 +83,9 @@ impl Chain {
     ) -> Result<Emitted> {
         let mut carry = input;
         let mut emitted = Emitted::default();
+        let seen: Vec<Millis> = (0..self.ops.len())
+            .map(|i| self.watermark_at(i, self.watermark))
+            .collect();
         for (index, op) in self.ops.iter_mut().enumerate() {
             // Only the head has several inputs; chained operators have one.
             let side = if index == 0 { side } else { 0 };
@@ -75,7 +96,7 @@ impl Chain {
                 let mut ctx = OperatorContext {
                     output: &mut output,
                     late: &mut late,
-                    watermark: self.watermark,
+                    watermark: seen[index],
                     metrics: &op.metrics,
                     call_again: false,
                 };
@@ -120,15 +141,18 @@ impl Chain {
     }
 
     pub(crate) fn on_watermark(&mut self, watermark: Millis) -> Result<Emitted> {
+        let at: Vec<Millis> = (0..self.ops.len())
+            .map(|i| self.watermark_at(i, watermark))
+            .collect();
         let emitted = self.apply(
             0,
             Vec::new(),
-            |_, op, ctx| op.on_watermark(watermark, ctx),
+            |index, op, ctx| op.on_watermark(at[index], ctx),
             true,
         )?;
         self.watermark = watermark;
-        for op in &self.ops {
-            op.metrics.set_watermark(watermark);
+        for (op, at) in self.ops.iter().zip(&at) {
+            op.metrics.set_watermark(*at);
         }
         Ok(emitted)
     }

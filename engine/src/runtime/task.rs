@@ -56,9 +56,13 @@ impl SubtaskParts {
     }
 
     async fn watermark(&mut self, watermark: Watermark) -> Result<()> {
-        if let Watermark::EventTime(t) = watermark {
-            self.until_done(|chain| chain.on_watermark(t)).await?;
-        }
+        let watermark = match watermark {
+            Watermark::EventTime(t) => {
+                self.until_done(|chain| chain.on_watermark(t)).await?;
+                Watermark::EventTime(self.chain.output_watermark(t))
+            }
+            other => other,
+        };
         self.output.send_watermark(watermark).await
     }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use datafusion::common::{Column, DFSchemaRef};
 use datafusion::logical_expr::{Expr, LogicalPlan};
 pub(crate) use weir_engine::operators::JoinKind;
-use weir_engine::operators::{JoinSpec, StreamingJoin};
+use weir_engine::operators::{IntervalBounds, JoinSpec, StreamingJoin};
 use weir_engine::{NodeKind, Operator, OperatorFactory};
 use weir_sql::SqlError;
 
@@ -28,6 +28,8 @@ pub(crate) struct Join {
     pub ttl: Option<Duration>,
     /// In a window join, each side's `window_end` column.
     pub window_end: Option<[usize; 2]>,
+    /// In an interval join, each side's time and the bounds between them.
+    pub interval: Option<IntervalBounds>,
     /// Inner for every join; outer, semi and anti for window joins.
     pub kind: JoinKind,
     pub schema: DFSchemaRef,
@@ -47,6 +49,8 @@ impl Join {
             .collect();
         let kind = if self.window_end.is_some() {
             format!("{} window join", self.kind)
+        } else if self.interval.is_some() {
+            format!("{} interval join", self.kind)
         } else {
             self.kind.to_string()
         };
@@ -54,8 +58,19 @@ impl Join {
         if let Some(residual) = &self.residual {
             text.push_str(&format!(", where {residual}"));
         }
+        if let Some(b) = self.interval {
+            text.push_str(&format!(
+                ", left time - right time in [{}, {}], watermark held back {}",
+                weir_engine::window::fmt_ms(b.lower),
+                weir_engine::window::fmt_ms(b.upper),
+                weir_engine::window::fmt_ms(b.lower.abs().max(b.upper.abs()))
+            ));
+        }
         match (self.window_end, self.ttl) {
             (Some(_), _) => text.push_str(", state kept until the window closes"),
+            (None, _) if self.interval.is_some() => {
+                text.push_str(", state kept until the watermark passes the bound")
+            }
             (None, Some(ttl)) => text.push_str(&format!(
                 ", state TTL {}",
                 weir_engine::window::fmt_ms(ttl.as_millis() as i64)
@@ -99,6 +114,7 @@ impl StreamingNode for Join {
             residual,
             ttl: self.ttl,
             window_end: self.window_end,
+            interval: self.interval,
         });
         let factory: OperatorFactory = Arc::new(move |_| {
             Ok(Box::new(StreamingJoin::new("join", spec.clone())?) as Box<dyn Operator>)

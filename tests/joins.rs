@@ -205,6 +205,56 @@ fn interval_joins_equal_a_batch_join() {
     });
 }
 
+/// A window over an interval join's result: the join holds back the
+/// watermark by its bound, so the rows it emits late in event time are not
+/// late for the window, and every pair is counted in its window.
+#[test]
+fn a_window_after_an_interval_join_counts_every_pair() {
+    let shape = Shape {
+        rows: 300,
+        keys: 4,
+        hot: 0.2,
+        nulls: 0.0,
+        step: 3,
+        jitter: 0,
+    };
+    let left = generate(31, 1, shape);
+    let right = generate(32, 1, shape);
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_splits(dirs.0.path(), &left);
+    write_splits(dirs.1.path(), &right);
+    let (left, right): (Vec<Event>, Vec<Event>) = (
+        left.into_iter().flatten().collect(),
+        right.into_iter().flatten().collect(),
+    );
+    let pairs = "SELECT l.k, l.ts FROM l JOIN r ON l.k = r.k AND l.ts BETWEEN r.ts - INTERVAL '40' MILLISECOND AND r.ts";
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let expected = oracle(
+            &left,
+            &right,
+            &format!(
+                "SELECT date_bin(INTERVAL '20' MILLISECOND, ts, TIMESTAMP '1970-01-01 00:00:00') AS window_start, count(*) AS n
+                 FROM ({pairs}) GROUP BY 1"
+            ),
+        )
+        .await;
+        assert!(expected.len() > 5);
+        let setup = [
+            ddl("l", dirs.0.path(), 16),
+            ddl("r", dirs.1.path(), 16),
+            format!("CREATE VIEW j AS {pairs}"),
+        ];
+        let run = run_weir(
+            &setup,
+            "SELECT window_start, count(*) AS n FROM TABLE(TUMBLE(TABLE j, DESCRIPTOR(ts), INTERVAL '20' MILLISECOND)) GROUP BY window_start, window_end",
+        )
+        .await;
+        assert_eq!(run.late_rows, 0);
+        assert_eq!(run.rows, expected);
+    });
+}
+
 #[test]
 fn an_empty_side_joins_to_nothing() {
     let shape = Shape {

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use datafusion::error::DataFusionError;
+use datafusion::execution::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::optimizer::decorrelate_predicate_subquery::DecorrelatePredicateSubquery;
 use datafusion::optimizer::extract_equijoin_predicate::ExtractEquijoinPredicate;
@@ -23,29 +24,33 @@ use crate::lower::{Lowered, Lowering};
 use crate::rewrite::{Rewriter, Streaming};
 use crate::{CheckpointPlan, JobPlan, Planner, QueryPlan};
 
+/// DataFusion's analyzer, then the optimizer rules that are safe on
+/// streams. Rules that rewrite DISTINCT aggregates into nested ones, or
+/// reorder joins, would change what a window or a join sees; a filter moved
+/// below an aggregate only tests group keys (or window columns) row by row,
+/// which keeps the same groups.
+pub(crate) fn optimize(state: &SessionState, plan: LogicalPlan) -> Result<LogicalPlan> {
+    let config = state.config_options();
+    let analyzed = state
+        .analyzer()
+        .execute_and_check(plan, config, |_, _| {})?;
+    // `IN`/`EXISTS` subqueries become semi and anti joins, equalities
+    // of a join's condition its keys, and filters move below joins so
+    // each side keeps only the rows that can match.
+    let optimizer = Optimizer::with_rules(vec![
+        Arc::new(SimplifyExpressions::new()),
+        Arc::new(DecorrelatePredicateSubquery::new()),
+        Arc::new(ExtractEquijoinPredicate::new()),
+        Arc::new(PushDownFilter::new()),
+        Arc::new(OptimizeProjections::new()),
+    ]);
+    let context = OptimizerContext::new().with_max_passes(2);
+    Ok(optimizer.optimize(analyzed, &context, |_, _| {})?)
+}
+
 impl Planner {
-    /// DataFusion's analyzer, then the optimizer rules that are safe on
-    /// streams: expression simplification and projection pruning. Rules
-    /// that move filters across aggregates or rewrite DISTINCT aggregates
-    /// into nested ones would change what a window sees.
     fn optimize(&self, plan: LogicalPlan) -> Result<LogicalPlan> {
-        let config = self.state.config_options();
-        let analyzed = self
-            .state
-            .analyzer()
-            .execute_and_check(plan, config, |_, _| {})?;
-        // `IN`/`EXISTS` subqueries become semi and anti joins, equalities
-        // of a join's condition its keys, and filters move below joins so
-        // each side keeps only the rows that can match.
-        let optimizer = Optimizer::with_rules(vec![
-            Arc::new(SimplifyExpressions::new()),
-            Arc::new(DecorrelatePredicateSubquery::new()),
-            Arc::new(ExtractEquijoinPredicate::new()),
-            Arc::new(PushDownFilter::new()),
-            Arc::new(OptimizeProjections::new()),
-        ]);
-        let context = OptimizerContext::new().with_max_passes(2);
-        Ok(optimizer.optimize(analyzed, &context, |_, _| {})?)
+        optimize(&self.state, plan)
     }
 
     /// The streaming plan of an optimized plan.

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{DFSchema, DFSchemaRef};
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::{
@@ -159,7 +160,17 @@ impl Rewriter<'_> {
             return Err(SqlError::new(format!("cannot read {}", scan.table_name)).into());
         };
         let placeholder = scan.table_name.table();
-        let input = self.rewrite(&window.input)?;
+        // The table a window function reads is planned on its own; a join
+        // in it needs the optimizer to find its keys.
+        let has_join = window
+            .input
+            .exists(|p| Ok(matches!(p, LogicalPlan::Join(_))))
+            .unwrap_or(false);
+        let input = if has_join {
+            self.rewrite(&crate::query::optimize(self.state, window.input.clone())?)?
+        } else {
+            self.rewrite(&window.input)?
+        };
         if input.props.is_updating() {
             return Err(unsupported(
                 "a window over the result of a GROUP BY without a window",

@@ -297,6 +297,7 @@ impl StreamingJoin {
         ctx: &mut OperatorContext<'_>,
     ) -> Result<()> {
         let rows = batch.num_rows();
+        let row_watermark = self.row_watermark(ctx);
         let keys = self.spec.keys[side]
             .iter()
             .map(|k| Ok(k.evaluate(batch)?.into_array(rows)?))
@@ -382,7 +383,7 @@ impl StreamingJoin {
             if self.spec.kind.emits_pairs() {
                 let joined = filter_record_batch(&pairs, &mask)?;
                 if joined.num_rows() > 0 {
-                    ctx.emit(attach_constant(&joined, ctx.watermark())?);
+                    ctx.emit(attach_constant(&joined, row_watermark)?);
                 }
             }
         }
@@ -439,9 +440,20 @@ impl StreamingJoin {
             let options = RecordBatchOptions::new().with_row_count(Some(rows.len()));
             let batch =
                 RecordBatch::try_new_with_options(self.spec.output.clone(), columns, &options)?;
-            ctx.emit(attach_constant(&batch, ctx.watermark())?);
+            ctx.emit(attach_constant(&batch, self.row_watermark(ctx))?);
         }
         Ok(())
+    }
+
+    /// The row watermark of emitted rows: the input's, held back as the
+    /// watermark after the join is ([`Operator::watermark_delay`]).
+    fn row_watermark(&self, ctx: &OperatorContext<'_>) -> Millis {
+        let watermark = ctx.watermark();
+        if watermark == crate::message::NO_WATERMARK || watermark == crate::message::FINAL_WATERMARK
+        {
+            return watermark;
+        }
+        watermark.saturating_sub(self.watermark_delay())
     }
 
     /// When each row's state ends: its window's end in a window join, the

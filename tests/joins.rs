@@ -39,17 +39,29 @@ async fn oracle(left: &[Event], right: &[Event], sql: &str) -> Vec<String> {
     canonical_rows(&ctx.sql(sql).await.unwrap().collect().await.unwrap())
 }
 
-/// Every query at each (batch size, parallelism) equals the oracle.
-fn check(seed: u64, shape: Shape, runs: &[(usize, usize)]) {
-    let left = generate(seed, 2, shape);
-    let right = generate(seed + 1, 3, shape);
+/// Two streams' files, from seeds `seeds` in `splits` files each, and
+/// their rows.
+fn two_streams(
+    seeds: [u64; 2],
+    splits: [usize; 2],
+    shape: Shape,
+) -> (
+    (tempfile::TempDir, tempfile::TempDir),
+    Vec<Event>,
+    Vec<Event>,
+) {
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let left = generate(seeds[0], splits[0], shape);
+    let right = generate(seeds[1], splits[1], shape);
     write_splits(dirs.0.path(), &left);
     write_splits(dirs.1.path(), &right);
-    let (left, right): (Vec<Event>, Vec<Event>) = (
-        left.into_iter().flatten().collect(),
-        right.into_iter().flatten().collect(),
-    );
+    let flat = |s: Vec<Vec<Event>>| s.into_iter().flatten().collect();
+    (dirs, flat(left), flat(right))
+}
+
+/// Every query at each (batch size, parallelism) equals the oracle.
+fn check(seed: u64, shape: Shape, runs: &[(usize, usize)]) {
+    let (dirs, left, right) = two_streams([seed, seed + 1], [2, 3], shape);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()
@@ -102,15 +114,7 @@ fn window_joins_of_every_kind_equal_a_batch_join() {
         step: 4,
         jitter: 0,
     };
-    let left = generate(11, 2, shape);
-    let right = generate(12, 2, shape);
-    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    write_splits(dirs.0.path(), &left);
-    write_splits(dirs.1.path(), &right);
-    let (left, right): (Vec<Event>, Vec<Event>) = (
-        left.into_iter().flatten().collect(),
-        right.into_iter().flatten().collect(),
-    );
+    let (dirs, left, right) = two_streams([11, 12], [2, 2], shape);
     let tvf = |t: &str| {
         format!(
             "(SELECT * FROM TABLE(TUMBLE(TABLE {t}, DESCRIPTOR(ts), INTERVAL '50' MILLISECOND)))"
@@ -172,15 +176,7 @@ fn interval_joins_equal_a_batch_join() {
         step: 3,
         jitter: 0,
     };
-    let left = generate(21, 2, shape);
-    let right = generate(22, 2, shape);
-    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    write_splits(dirs.0.path(), &left);
-    write_splits(dirs.1.path(), &right);
-    let (left, right): (Vec<Event>, Vec<Event>) = (
-        left.into_iter().flatten().collect(),
-        right.into_iter().flatten().collect(),
-    );
+    let (dirs, left, right) = two_streams([21, 22], [2, 2], shape);
     let select = "SELECT l.k, l.v, r.v AS rv, l.ts, r.ts AS rts FROM l";
     let queries = [
         format!("{select} JOIN r ON l.k = r.k AND l.ts BETWEEN r.ts - INTERVAL '20' MILLISECOND AND r.ts + INTERVAL '10' MILLISECOND"),
@@ -218,15 +214,7 @@ fn a_window_after_an_interval_join_counts_every_pair() {
         step: 3,
         jitter: 0,
     };
-    let left = generate(31, 1, shape);
-    let right = generate(32, 1, shape);
-    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    write_splits(dirs.0.path(), &left);
-    write_splits(dirs.1.path(), &right);
-    let (left, right): (Vec<Event>, Vec<Event>) = (
-        left.into_iter().flatten().collect(),
-        right.into_iter().flatten().collect(),
-    );
+    let (dirs, left, right) = two_streams([31, 32], [1, 1], shape);
     let pairs = "SELECT l.k, l.ts FROM l JOIN r ON l.k = r.k AND l.ts BETWEEN r.ts - INTERVAL '40' MILLISECOND AND r.ts";
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {

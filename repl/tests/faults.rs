@@ -228,27 +228,33 @@ async fn crash_and_compare(base_time: Option<u64>) {
     ctx.register_parquet("raw", raw.to_str().unwrap(), ParquetReadOptions::default())
         .await
         .unwrap();
-    let expected = ctx
-        .sql(
-            "SELECT date_bin(INTERVAL '100' MILLISECOND, dateTime, TIMESTAMP '1970-01-01 00:00:00') AS window_start, auction, count(*) AS n
-             FROM raw GROUP BY 1, 2 ORDER BY 1, 2",
-        )
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    assert_committed_equal(
+        &ctx,
+        &out,
+        "SELECT date_bin(INTERVAL '100' MILLISECOND, dateTime, TIMESTAMP '1970-01-01 00:00:00') AS window_start, auction, count(*) AS n
+         FROM raw GROUP BY 1, 2 ORDER BY 1, 2",
+        "SELECT window_start, auction, n FROM committed ORDER BY 1, 2",
+        100,
+    )
+    .await;
+}
+
+/// The committed rows of `out` (as `committed_sql` orders them) equal the
+/// oracle's (`oracle_sql`), and there are more than `at_least`.
+async fn assert_committed_equal(
+    ctx: &SessionContext,
+    out: &Path,
+    oracle_sql: &str,
+    committed_sql: &str,
+    at_least: usize,
+) {
+    let expected = ctx.sql(oracle_sql).await.unwrap().collect().await.unwrap();
     let expected = datafusion::arrow::util::pretty::pretty_format_batches(&expected)
         .unwrap()
         .to_string();
     let expected: Vec<String> = expected.lines().map(str::to_string).collect();
-    let actual = committed_rows(
-        &ctx,
-        &out,
-        "SELECT window_start, auction, n FROM committed ORDER BY 1, 2",
-    )
-    .await;
-    assert!(expected.len() > 100);
+    let actual = committed_rows(ctx, out, committed_sql).await;
+    assert!(expected.len() > at_least, "{} rows", expected.len());
     assert_eq!(actual.len(), expected.len(), "row count");
     assert_eq!(actual, expected);
 }
@@ -317,27 +323,13 @@ async fn sigkill_a_join_job_and_restart_lose_and_double_nothing() {
             .await
             .unwrap();
     }
-    let expected = ctx
-        .sql(
-            "SELECT B.auction, B.price, A.category FROM bids B JOIN auctions A ON B.auction = A.id
-             ORDER BY 1, 2, 3",
-        )
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    let expected = datafusion::arrow::util::pretty::pretty_format_batches(&expected)
-        .unwrap()
-        .to_string();
-    let expected: Vec<String> = expected.lines().map(str::to_string).collect();
-    let actual = committed_rows(
+    assert_committed_equal(
         &ctx,
         &out,
+        "SELECT B.auction, B.price, A.category FROM bids B JOIN auctions A ON B.auction = A.id
+         ORDER BY 1, 2, 3",
         "SELECT auction, price, category FROM committed ORDER BY 1, 2, 3",
+        1000,
     )
     .await;
-    assert!(expected.len() > 1000, "{} rows", expected.len());
-    assert_eq!(actual.len(), expected.len(), "row count");
-    assert_eq!(actual, expected);
 }

@@ -243,6 +243,44 @@ fn a_window_after_an_interval_join_counts_every_pair() {
     });
 }
 
+/// A join of a join: three streams, each pair on its own key.
+#[test]
+fn a_join_after_a_join_equals_a_batch_join() {
+    let shape = Shape {
+        rows: 200,
+        keys: 6,
+        hot: 0.3,
+        nulls: 0.1,
+        step: 3,
+        jitter: 50,
+    };
+    let (dirs, left, right) = two_streams([41, 42], [2, 1], shape);
+    let third = tempfile::tempdir().unwrap();
+    let extra = generate(43, 1, shape);
+    write_splits(third.path(), &extra);
+    let extra: Vec<Event> = extra.into_iter().flatten().collect();
+    let query = "SELECT l.k, l.v, r.v AS rv, x.v AS xv FROM l JOIN r ON l.k = r.k JOIN x ON r.k = x.k AND x.v > l.v + r.v";
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let ctx = datafusion::prelude::SessionContext::new();
+        for (name, events) in [("l", &left), ("r", &right), ("x", &extra)] {
+            let batch = events_batch(events);
+            let table = MemTable::try_new(batch.schema(), vec![vec![batch]]).unwrap();
+            ctx.register_table(name, Arc::new(table)).unwrap();
+        }
+        let expected = canonical_rows(&ctx.sql(query).await.unwrap().collect().await.unwrap());
+        assert!(!expected.is_empty());
+        let setup = [
+            "SET 'parallelism.default' = '2'".to_string(),
+            ddl("l", dirs.0.path(), 9),
+            ddl("r", dirs.1.path(), 9),
+            ddl("x", third.path(), 9),
+        ];
+        let run = run_weir(&setup, query).await;
+        assert_eq!(run.rows, expected);
+    });
+}
+
 #[test]
 fn an_empty_side_joins_to_nothing() {
     let shape = Shape {

@@ -341,7 +341,8 @@ impl Rewriter<'_> {
             Join {
                 keys,
                 residual: join.filter.clone(),
-                ttl: if bounded || window_end.is_some() || interval.is_some() {
+                // As Flink's, a state TTL applies to bounded inputs too.
+                ttl: if window_end.is_some() || interval.is_some() {
                     None
                 } else {
                     ttl

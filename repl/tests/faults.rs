@@ -175,7 +175,13 @@ async fn sigkill_and_restart_keep_the_generator_clock() {
     crash_and_compare(None).await;
 }
 
-async fn crash_and_compare(base_time: Option<u64>) {
+/// A temporary root with the job's checkpoint, output and oracle folders.
+fn job_dirs() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
     let root = tempfile::tempdir().unwrap();
     let (checkpoints, out, raw) = (
         root.path().join("checkpoints"),
@@ -184,6 +190,11 @@ async fn crash_and_compare(base_time: Option<u64>) {
     );
     std::fs::create_dir_all(&out).unwrap();
     std::fs::create_dir_all(&raw).unwrap();
+    (root, checkpoints, out, raw)
+}
+
+async fn crash_and_compare(base_time: Option<u64>) {
+    let (root, checkpoints, out, raw) = job_dirs();
     let sql = root.path().join("job.sql");
     std::fs::write(&sql, job_sql(&checkpoints, &out, base_time)).unwrap();
 
@@ -264,14 +275,7 @@ async fn assert_committed_equal(
 /// neither loses a match nor makes one twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_a_join_job_and_restart_lose_and_double_nothing() {
-    let root = tempfile::tempdir().unwrap();
-    let (checkpoints, out, raw) = (
-        root.path().join("checkpoints"),
-        root.path().join("out"),
-        root.path().join("raw"),
-    );
-    std::fs::create_dir_all(&out).unwrap();
-    std::fs::create_dir_all(&raw).unwrap();
+    let (root, checkpoints, out, raw) = job_dirs();
     let clock = 1_700_000_000_000;
     let views = "CREATE VIEW bids AS SELECT bid.auction, bid.price FROM events WHERE event_type = 2;
                  CREATE VIEW auctions AS SELECT auction.id, auction.category FROM events WHERE event_type = 1;";

@@ -63,6 +63,16 @@ pub const FINAL_WATERMARK: Millis = i64::MAX;
 /// The watermark before any was seen.
 pub const NO_WATERMARK: Millis = i64::MIN;
 
+/// `watermark` held back by `delay` ms; "none yet" and "final" stay as
+/// they are.
+pub fn hold_back(watermark: Millis, delay: Millis) -> Millis {
+    if watermark == NO_WATERMARK || watermark == FINAL_WATERMARK {
+        watermark
+    } else {
+        watermark.saturating_sub(delay)
+    }
+}
+
 /// Wall-clock time now, in ms since the epoch.
 pub fn now_millis() -> Millis {
     std::time::SystemTime::now()

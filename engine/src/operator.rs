@@ -133,6 +133,7 @@ pub trait Operator: Send {
     /// be: rows it emits later can carry times down to the input watermark
     /// minus this (an interval join's bound). The runtime holds back the
     /// watermark it forwards, and the one operators after it see, by this.
+    /// Read once, when the operator is chained: it must not change.
     fn watermark_delay(&self) -> Millis {
         0
     }

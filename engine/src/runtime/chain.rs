@@ -7,7 +7,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::error::Result;
 use crate::graph::NodeId;
-use crate::message::{Millis, FINAL_WATERMARK, NO_WATERMARK};
+use crate::message::{hold_back, Millis, NO_WATERMARK};
 use crate::metrics::SubtaskMetrics;
 use crate::operator::{Operator, OperatorContext};
 use crate::row_watermark::strip;
@@ -33,35 +33,33 @@ pub(crate) struct Emitted {
 
 pub(crate) struct Chain {
     ops: Vec<ChainedOperator>,
+    /// Per operator, the sum of the watermark delays of those before it;
+    /// one more entry for the chain's output.
+    delays: Vec<Millis>,
     subtask: usize,
     watermark: Millis,
 }
 
 impl Chain {
     pub(crate) fn new(ops: Vec<ChainedOperator>, subtask: usize) -> Self {
+        let delays = std::iter::once(0)
+            .chain(ops.iter().scan(0, |sum: &mut Millis, o| {
+                *sum = sum.saturating_add(o.operator.watermark_delay());
+                Some(*sum)
+            }))
+            .collect();
         Chain {
             ops,
+            delays,
             subtask,
             watermark: NO_WATERMARK,
         }
     }
 
-    /// The watermark operator `index` sees when the chain's input is at
-    /// `watermark`: held back by the delays of the operators before it.
-    fn watermark_at(&self, index: usize, watermark: Millis) -> Millis {
-        if watermark == NO_WATERMARK || watermark == FINAL_WATERMARK {
-            return watermark;
-        }
-        let delay: Millis = self.ops[..index.min(self.ops.len())]
-            .iter()
-            .map(|o| o.operator.watermark_delay())
-            .sum();
-        watermark.saturating_sub(delay)
-    }
-
-    /// The watermark the chain forwards when its input is at `watermark`.
+    /// The watermark the chain forwards when its input is at `watermark`:
+    /// held back by the delays of all its operators.
     pub(crate) fn output_watermark(&self, watermark: Millis) -> Millis {
-        self.watermark_at(self.ops.len(), watermark)
+        hold_back(watermark, self.delays[self.ops.len()])
     }
 
     /// The shortest timer interval any chained operator asks for.
@@ -83,9 +81,6 @@ impl Chain {
     ) -> Result<Emitted> {
         let mut carry = input;
         let mut emitted = Emitted::default();
-        let seen: Vec<Millis> = (0..self.ops.len())
-            .map(|i| self.watermark_at(i, self.watermark))
-            .collect();
         for (index, op) in self.ops.iter_mut().enumerate() {
             // Only the head has several inputs; chained operators have one.
             let side = if index == 0 { side } else { 0 };
@@ -96,7 +91,7 @@ impl Chain {
                 let mut ctx = OperatorContext {
                     output: &mut output,
                     late: &mut late,
-                    watermark: seen[index],
+                    watermark: hold_back(self.watermark, self.delays[index]),
                     metrics: &op.metrics,
                     call_again: false,
                 };
@@ -141,8 +136,10 @@ impl Chain {
     }
 
     pub(crate) fn on_watermark(&mut self, watermark: Millis) -> Result<Emitted> {
-        let at: Vec<Millis> = (0..self.ops.len())
-            .map(|i| self.watermark_at(i, watermark))
+        let at: Vec<Millis> = self
+            .delays
+            .iter()
+            .map(|d| hold_back(watermark, *d))
             .collect();
         let emitted = self.apply(
             0,

@@ -74,17 +74,7 @@ impl AggregateSpec {
         let mut filters = Vec::with_capacity(self.filters.len());
         for filter in &self.filters {
             filters.push(match filter {
-                Some(f) => {
-                    let array = f.evaluate(batch)?.into_array(rows)?;
-                    let mask = array
-                        .as_any()
-                        .downcast_ref::<BooleanArray>()
-                        .ok_or_else(|| {
-                            DataFusionError::Internal("aggregate filter is not boolean".into())
-                        })?
-                        .clone();
-                    Some(mask)
-                }
+                Some(f) => Some(crate::operators::predicate_mask(f, batch)?),
                 None => None,
             });
         }

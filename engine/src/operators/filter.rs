@@ -27,24 +27,31 @@ impl Filter {
     }
 }
 
+/// `predicate` evaluated on every row of `batch`.
+pub(crate) fn predicate_mask(
+    predicate: &Arc<dyn PhysicalExpr>,
+    batch: &RecordBatch,
+) -> Result<BooleanArray> {
+    let mask = predicate.evaluate(batch)?.into_array(batch.num_rows())?;
+    let mask = mask
+        .as_any()
+        .downcast_ref::<BooleanArray>()
+        .cloned()
+        .ok_or_else(|| DataFusionError::Internal("predicate is not boolean".into()))?;
+    Ok(mask)
+}
+
 impl Operator for Filter {
     fn name(&self) -> &str {
         &self.name
     }
 
     fn on_batch(&mut self, batch: RecordBatch, ctx: &mut OperatorContext<'_>) -> Result<()> {
-        let mask = self
-            .predicate
-            .evaluate(&batch)?
-            .into_array(batch.num_rows())?;
-        let mask = mask
-            .as_any()
-            .downcast_ref::<BooleanArray>()
-            .ok_or_else(|| DataFusionError::Internal("filter predicate is not boolean".into()))?;
+        let mask = predicate_mask(&self.predicate, &batch)?;
         if mask.true_count() == batch.num_rows() {
             ctx.emit(batch);
         } else {
-            ctx.emit(filter_record_batch(&batch, mask)?);
+            ctx.emit(filter_record_batch(&batch, &mask)?);
         }
         Ok(())
     }

@@ -29,12 +29,12 @@ use datafusion::arrow::compute::{filter_record_batch, take};
 use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
-use datafusion::common::DataFusionError;
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::error::{EngineError, Result};
-use crate::message::{now_millis, Millis};
+use crate::message::{hold_back, now_millis, Millis};
 use crate::operator::{Operator, OperatorContext, StateSize};
+use crate::operators::predicate_mask;
 use crate::row_watermark::{attach_constant, strip};
 use crate::state::{StateSnapshot, StateTable};
 
@@ -175,6 +175,9 @@ struct Side {
     unkeyed: Vec<Stored>,
     stored: usize,
     bytes: usize,
+    /// The smallest `window_end` kept: a watermark before it closes
+    /// nothing, so it needs no pass over the rows.
+    earliest_end: Millis,
 }
 
 struct Stored {
@@ -200,6 +203,7 @@ impl Side {
             unkeyed: Vec::new(),
             stored: 0,
             bytes: 0,
+            earliest_end: Millis::MAX,
         })
     }
 
@@ -209,12 +213,14 @@ impl Side {
     }
 
     fn store_unkeyed(&mut self, stored: Stored) {
+        self.earliest_end = self.earliest_end.min(stored.window_end);
         self.stored += 1;
         self.bytes += stored.row.as_ref().len();
         self.unkeyed.push(stored);
     }
 
     fn store(&mut self, key: OwnedRow, stored: Stored) {
+        self.earliest_end = self.earliest_end.min(stored.window_end);
         self.stored += 1;
         self.bytes += stored.row.as_ref().len() + key.as_ref().len();
         self.by_key.entry(key).or_default().push(stored);
@@ -222,25 +228,24 @@ impl Side {
 
     /// Drops the rows `gone` says are.
     fn drop_rows(&mut self, gone: impl Fn(&Stored) -> bool) {
-        let (mut stored, mut bytes) = (0, 0);
+        let (mut stored, mut bytes, mut earliest) = (0, 0, Millis::MAX);
+        let mut keep = |r: &Stored, key_len: usize| {
+            let kept = !gone(r);
+            if kept {
+                stored += 1;
+                bytes += r.row.as_ref().len() + key_len;
+                earliest = earliest.min(r.window_end);
+            }
+            kept
+        };
         self.by_key.retain(|key, rows| {
-            rows.retain(|r| !gone(r));
-            stored += rows.len();
-            bytes += rows
-                .iter()
-                .map(|r| r.row.as_ref().len() + key.as_ref().len())
-                .sum::<usize>();
+            rows.retain(|r| keep(r, key.as_ref().len()));
             !rows.is_empty()
         });
-        self.unkeyed.retain(|r| !gone(r));
-        stored += self.unkeyed.len();
-        bytes += self
-            .unkeyed
-            .iter()
-            .map(|r| r.row.as_ref().len())
-            .sum::<usize>();
+        self.unkeyed.retain(|r| keep(r, 0));
         self.stored = stored;
         self.bytes = bytes;
+        self.earliest_end = earliest;
     }
 
     /// Every stored row as columns; when each was stored, and its window's
@@ -266,14 +271,13 @@ pub struct StreamingJoin {
 
 impl StreamingJoin {
     pub fn new(name: impl Into<String>, spec: Arc<JoinSpec>) -> Result<Self> {
-        let key_types = spec.keys[0]
-            .iter()
-            .map(|k| Ok(k.data_type(&spec.schemas[0])?))
-            .collect::<Result<Vec<_>>>()?;
-        let right_types = spec.keys[1]
-            .iter()
-            .map(|k| Ok(k.data_type(&spec.schemas[1])?))
-            .collect::<Result<Vec<_>>>()?;
+        let types = |side: usize| {
+            spec.keys[side]
+                .iter()
+                .map(|k| Ok(k.data_type(&spec.schemas[side])?))
+                .collect::<Result<Vec<_>>>()
+        };
+        let (key_types, right_types) = (types(0)?, types(1)?);
         if key_types != right_types {
             return Err(EngineError::Graph(format!(
                 "join keys differ in type: {key_types:?} and {right_types:?}"
@@ -298,10 +302,7 @@ impl StreamingJoin {
     ) -> Result<()> {
         let rows = batch.num_rows();
         let row_watermark = self.row_watermark(ctx);
-        let keys = self.spec.keys[side]
-            .iter()
-            .map(|k| Ok(k.evaluate(batch)?.into_array(rows)?))
-            .collect::<Result<Vec<_>>>()?;
+        let keys = self.side_keys(side, batch)?;
         ctx.observe_keys(&keys);
         let valid = all_valid(&keys, rows);
         let ends = self.window_ends(side, batch)?;
@@ -363,15 +364,7 @@ impl StreamingJoin {
             let pairs =
                 RecordBatch::try_new_with_options(self.spec.pairs.clone(), columns, &options)?;
             let mask = match &self.spec.residual {
-                Some(condition) => {
-                    let mask = condition.evaluate(&pairs)?.into_array(pairs.num_rows())?;
-                    mask.as_any()
-                        .downcast_ref::<BooleanArray>()
-                        .cloned()
-                        .ok_or_else(|| {
-                            DataFusionError::Internal("join condition is not boolean".into())
-                        })?
-                }
+                Some(condition) => predicate_mask(condition, &pairs)?,
                 None => BooleanArray::from(vec![true; pairs.num_rows()]),
             };
             for (p, ok) in mask.iter().enumerate() {
@@ -412,6 +405,9 @@ impl StreamingJoin {
             let Some(closing) = self.spec.kind.at_close(side) else {
                 continue;
             };
+            if self.sides[side].earliest_end > watermark {
+                continue;
+            }
             let wanted = |m: &Stored| {
                 m.window_end <= watermark && (m.matched.get() == (closing == Closing::Matched))
             };
@@ -448,12 +444,16 @@ impl StreamingJoin {
     /// The row watermark of emitted rows: the input's, held back as the
     /// watermark after the join is ([`Operator::watermark_delay`]).
     fn row_watermark(&self, ctx: &OperatorContext<'_>) -> Millis {
-        let watermark = ctx.watermark();
-        if watermark == crate::message::NO_WATERMARK || watermark == crate::message::FINAL_WATERMARK
-        {
-            return watermark;
-        }
-        watermark.saturating_sub(self.watermark_delay())
+        hold_back(ctx.watermark(), self.watermark_delay())
+    }
+
+    /// The join keys of `side` for each row of `batch`.
+    fn side_keys(&self, side: usize, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+        let rows = batch.num_rows();
+        self.spec.keys[side]
+            .iter()
+            .map(|k| Ok(k.evaluate(batch)?.into_array(rows)?))
+            .collect()
     }
 
     /// When each row's state ends: its window's end in a window join, the
@@ -549,7 +549,9 @@ impl Operator for StreamingJoin {
         if self.spec.window_end.is_some() || self.spec.interval.is_some() {
             self.close_windows(watermark, ctx)?;
             for side in &mut self.sides {
-                side.drop_rows(|r| r.window_end <= watermark);
+                if side.earliest_end <= watermark {
+                    side.drop_rows(|r| r.window_end <= watermark);
+                }
             }
         }
         Ok(())
@@ -589,10 +591,7 @@ impl Operator for StreamingJoin {
                 &RecordBatchOptions::new().with_row_count(Some(table.num_rows())),
             )?;
             let rows = batch.num_rows();
-            let keys = self.spec.keys[side]
-                .iter()
-                .map(|k| Ok(k.evaluate(&batch)?.into_array(rows)?))
-                .collect::<Result<Vec<_>>>()?;
+            let keys = self.side_keys(side, &batch)?;
             let key_rows = self.sides[side].keys.convert_columns(&keys)?;
             let whole = self.sides[side].rows.convert_columns(batch.columns())?;
             for (i, valid) in all_valid(&keys, rows).into_iter().enumerate() {

@@ -7,6 +7,7 @@ mod limit;
 mod projection;
 mod updating_aggregate;
 
+pub(crate) use filter::predicate_mask;
 pub use filter::Filter;
 pub use join::{IntervalBounds, JoinKind, JoinSpec, StreamingJoin};
 pub use limit::Limit;

@@ -9,7 +9,6 @@
 //! [`Operator`], and never see a channel.
 
 pub mod aggregate;
-pub mod changelog;
 pub mod checkpoint;
 pub mod error;
 pub mod graph;

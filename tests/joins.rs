@@ -59,6 +59,22 @@ fn two_streams(
     (dirs, flat(left), flat(right))
 }
 
+/// `query` over streams `l` and `r` from `dirs`, at `batch_size` and
+/// `parallelism`.
+async fn run_join(
+    dirs: &(tempfile::TempDir, tempfile::TempDir),
+    batch_size: usize,
+    parallelism: usize,
+    query: &str,
+) -> Run {
+    let setup = [
+        format!("SET 'parallelism.default' = '{parallelism}'"),
+        ddl("l", dirs.0.path(), batch_size),
+        ddl("r", dirs.1.path(), batch_size),
+    ];
+    run_weir(&setup, query).await
+}
+
 /// Every query at each (batch size, parallelism) equals the oracle.
 fn check(seed: u64, shape: Shape, runs: &[(usize, usize)]) {
     let (dirs, left, right) = two_streams([seed, seed + 1], [2, 3], shape);
@@ -71,12 +87,7 @@ fn check(seed: u64, shape: Shape, runs: &[(usize, usize)]) {
         for query in QUERIES {
             let expected = oracle(&left, &right, query).await;
             for (batch_size, parallelism) in runs {
-                let setup = [
-                    format!("SET 'parallelism.default' = '{parallelism}'"),
-                    ddl("l", dirs.0.path(), *batch_size),
-                    ddl("r", dirs.1.path(), *batch_size),
-                ];
-                let run = run_weir(&setup, query).await;
+                let run = run_join(&dirs, *batch_size, *parallelism, query).await;
                 assert_eq!(
                     run.rows, expected,
                     "{query} at batch size {batch_size}, parallelism {parallelism}"
@@ -149,12 +160,7 @@ fn window_joins_of_every_kind_equal_a_batch_join() {
             let expected = oracle(&left, &right, &oracle_sql).await;
             assert!(!expected.is_empty(), "{oracle_sql}");
             for parallelism in [1, 3] {
-                let setup = [
-                    format!("SET 'parallelism.default' = '{parallelism}'"),
-                    ddl("l", dirs.0.path(), 16),
-                    ddl("r", dirs.1.path(), 16),
-                ];
-                let run = run_weir(&setup, &query).await;
+                let run = run_join(&dirs, 16, parallelism, &query).await;
                 assert_eq!(run.rows, expected, "{query} at parallelism {parallelism}");
                 assert_eq!(run.late_rows, 0);
             }
@@ -189,12 +195,7 @@ fn interval_joins_equal_a_batch_join() {
             let expected = oracle(&left, &right, query).await;
             assert!(!expected.is_empty(), "{query}");
             for parallelism in [1, 3] {
-                let setup = [
-                    format!("SET 'parallelism.default' = '{parallelism}'"),
-                    ddl("l", dirs.0.path(), 16),
-                    ddl("r", dirs.1.path(), 16),
-                ];
-                let run = run_weir(&setup, query).await;
+                let run = run_join(&dirs, 16, parallelism, query).await;
                 assert_eq!(run.rows, expected, "{query} at parallelism {parallelism}");
             }
         }

@@ -97,30 +97,24 @@ async fn oracle_context(events: &Path) -> SessionContext {
     )
     .await
     .unwrap();
-    ctx.sql(
+    // Flink's views, with the names DataFusion does not give a field.
+    let views = [
         "CREATE VIEW bid AS SELECT bid.auction AS auction, bid.bidder AS bidder, bid.price AS price,
                 bid.channel AS channel, bid.url AS url, `dateTime`, bid.extra AS extra
          FROM datagen WHERE event_type = 2",
-    )
-    .await
-    .unwrap();
-    ctx.sql(
         "CREATE VIEW auction AS SELECT auction.id AS id, auction.itemName AS itemName,
                 auction.description AS description, auction.initialBid AS initialBid,
                 auction.reserve AS reserve, `dateTime`, auction.expires AS expires,
                 auction.seller AS seller, auction.category AS category, auction.extra AS extra
          FROM datagen WHERE event_type = 1",
-    )
-    .await
-    .unwrap();
-    ctx.sql(
         "CREATE VIEW person AS SELECT person.id AS id, person.name AS name,
                 person.emailAddress AS emailAddress, person.creditCard AS creditCard,
                 person.city AS city, person.state AS state, `dateTime`, person.extra AS extra
          FROM datagen WHERE event_type = 0",
-    )
-    .await
-    .unwrap();
+    ];
+    for view in views {
+        ctx.sql(view).await.unwrap();
+    }
     ctx
 }
 

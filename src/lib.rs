@@ -30,6 +30,7 @@ mod metrics_server;
 mod report;
 mod results;
 mod session;
+mod table;
 pub mod system_tables;
 
 pub use error::{Result, WeirError};
@@ -39,8 +40,11 @@ pub use metrics_server::{prometheus_text, MetricsServer};
 pub use report::job_metrics_table;
 pub use results::ResultStream;
 pub use session::{Output, Session};
+pub use table::ChangelogTable;
 
 pub use datafusion::arrow;
+/// Row kinds of updating results (`+I`, `-U`, `+U`, `-D`).
+pub use weir_engine::changelog;
 pub use weir_engine::{JobStatus, MetricsSnapshot};
 pub use weir_planner::Planner;
 pub use weir_sql::{SqlError, Statement};

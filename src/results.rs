@@ -5,20 +5,30 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::Stream;
 use tokio::sync::mpsc;
 use weir_engine::{JobHandle, MetricsSnapshot, Result as EngineResult, Sink, SinkFactory};
 
+use weir_engine::changelog::with_op_column;
+
 use crate::error::{Result, WeirError};
+use crate::table::ChangelogTable;
 
 /// Rows a query has produced, in the order its sink received them.
 ///
 /// Ends when the query's sources end (a bounded query), or when it is
 /// dropped or [`ResultStream::cancel`]led. Dropping it stops the job.
+///
+/// The rows of an updating query (a `GROUP BY` without a window, an outer
+/// join, ...) are its changes, as Flink's SQL client shows them in
+/// changelog mode: each batch starts with an `op` column (`+I`, `-U`,
+/// `+U`, `-D`). [`ResultStream::collect_table`] applies them and returns
+/// the final table.
 pub struct ResultStream {
     schema: SchemaRef,
+    updating: bool,
     receiver: mpsc::Receiver<RecordBatch>,
     job: Arc<JobHandle>,
     limit: Option<usize>,
@@ -58,9 +68,11 @@ impl ResultStream {
         job: Arc<JobHandle>,
         limit: Option<usize>,
         bounded: bool,
+        updating: bool,
     ) -> Self {
         ResultStream {
             schema,
+            updating,
             receiver,
             job,
             limit,
@@ -70,8 +82,24 @@ impl ResultStream {
         }
     }
 
+    /// The columns of each batch: an updating query's start with `op`.
     pub fn schema(&self) -> SchemaRef {
+        if !self.updating {
+            return self.schema.clone();
+        }
+        let mut fields = vec![Arc::new(Field::new("op", DataType::Utf8, false))];
+        fields.extend(self.schema.fields().iter().cloned());
+        Arc::new(Schema::new(fields))
+    }
+
+    /// The result columns, without `op`.
+    pub fn data_schema(&self) -> SchemaRef {
         self.schema.clone()
+    }
+
+    /// Whether the rows are changes to earlier rows (with an `op` column).
+    pub fn is_updating(&self) -> bool {
+        self.updating
     }
 
     /// Whether the query ends by itself (its sources are bounded, or it
@@ -92,8 +120,9 @@ impl ResultStream {
         self.job.abort();
     }
 
-    /// The next batch; `None` at the end. An error if the query failed.
-    pub async fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+    /// The next batch of changes, as they arrived: an updating query's
+    /// with their row-kind column (see [`weir_engine::changelog`]).
+    pub async fn next_changes(&mut self) -> Result<Option<RecordBatch>> {
         if self.done {
             return Ok(None);
         }
@@ -105,6 +134,33 @@ impl ResultStream {
                 Ok(None)
             }
         }
+    }
+
+    /// The next batch; `None` at the end. An error if the query failed.
+    pub async fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        match self.next_changes().await? {
+            Some(batch) => self.shown(batch).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// A batch as the caller sees it: an updating query's with `op` first.
+    fn shown(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        if self.updating {
+            Ok(with_op_column(&batch).map_err(WeirError::from)?)
+        } else {
+            Ok(batch)
+        }
+    }
+
+    /// Every remaining change applied: the final table of an updating
+    /// query (for an append-only one, its rows).
+    pub async fn collect_table(mut self) -> Result<RecordBatch> {
+        let mut table = ChangelogTable::new(self.schema.clone())?;
+        while let Some(batch) = self.next_changes().await? {
+            table.apply(&batch)?;
+        }
+        table.to_batch()
     }
 
     fn count(&mut self, batch: RecordBatch) -> RecordBatch {
@@ -143,7 +199,7 @@ impl Stream for ResultStream {
         match self.receiver.poll_recv(cx) {
             Poll::Ready(Some(batch)) => {
                 let batch = self.count(batch);
-                Poll::Ready(Some(Ok(batch)))
+                Poll::Ready(Some(self.shown(batch)))
             }
             Poll::Ready(None) => {
                 self.done = true;

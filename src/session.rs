@@ -159,7 +159,7 @@ impl Session {
                 let (sink, receiver) = result_channel(16);
                 let limit = limit_of(&statement.statement);
                 let schema = plan.schema.clone();
-                let bounded = plan.bounded;
+                let (bounded, updating) = (plan.bounded, plan.updating);
                 let graph = plan.with_sink(sink);
                 let handle = weir_engine::spawn(graph, self.runtime_config()?)?;
                 Ok(Output::Query(ResultStream::new(
@@ -168,6 +168,7 @@ impl Session {
                     Arc::new(handle),
                     limit,
                     bounded,
+                    updating,
                 )))
             }
             Planned::Job(plan) => {

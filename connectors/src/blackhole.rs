@@ -6,13 +6,14 @@ use async_trait::async_trait;
 use datafusion::arrow::record_batch::RecordBatch;
 use weir_engine::{Result, Sink, SinkFactory};
 
-use crate::registry::{Connector, ConnectorError, TableSpec};
+use crate::options::Options;
+use crate::registry::{Connector, ConnectorError, SinkChanges, TableSpec};
 
 pub struct BlackholeConnector;
 
 impl Connector for BlackholeConnector {
-    fn accepts_updates(&self) -> bool {
-        true
+    fn sink_changes(&self, _options: &Options) -> SinkChanges {
+        SinkChanges::All
     }
 
     fn name(&self) -> &'static str {

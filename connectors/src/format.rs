@@ -79,6 +79,19 @@ pub struct Decoded {
 }
 
 impl Decoded {
+    /// Good rows, with no bad records.
+    pub fn rows(batch: RecordBatch) -> Self {
+        Decoded {
+            batch: Some(batch),
+            bad: Vec::new(),
+        }
+    }
+
+    /// How many good rows it holds.
+    pub fn num_rows(&self) -> u64 {
+        self.batch.as_ref().map_or(0, |b| b.num_rows() as u64)
+    }
+
     /// The bad records, without their indices.
     pub fn bad_records(&mut self) -> Vec<BadRecord> {
         std::mem::take(&mut self.bad)

@@ -25,4 +25,6 @@ pub mod store;
 
 pub use deadletter::{BadDataPolicy, DeadLetterWriter};
 pub use options::Options;
-pub use registry::{Connector, ConnectorError, MetadataColumn, Registry, TableSpec};
+pub use registry::{
+    Connector, ConnectorError, MetadataColumn, Registry, SinkChanges, SourceChanges, TableSpec,
+};

@@ -1,5 +1,6 @@
 //! `'connector' = 'print'`: rows to stdout, one per line, as Flink prints
-//! them: `+I[v1, v2, ...]`, prefixed by `'print-identifier'` and the
+//! them: `+I[v1, v2, ...]` (`-U`, `+U`, `-D` for the changes of an
+//! updating result), prefixed by `'print-identifier'` and the
 //! subtask when parallel.
 
 use std::io::Write;
@@ -8,16 +9,18 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use weir_engine::changelog::{kinds_of, without_kinds};
 use weir_engine::{EngineError, Result, Sink, SinkFactory};
 
-use crate::registry::{Connector, ConnectorError, TableSpec};
+use crate::options::Options;
+use crate::registry::{Connector, ConnectorError, SinkChanges, TableSpec};
 
 pub struct PrintConnector;
 
 impl Connector for PrintConnector {
     /// Each update is printed as a row.
-    fn accepts_updates(&self) -> bool {
-        true
+    fn sink_changes(&self, _options: &Options) -> SinkChanges {
+        SinkChanges::All
     }
 
     fn name(&self) -> &'static str {
@@ -53,21 +56,24 @@ struct Print {
     stderr: bool,
 }
 
-/// Formats each row of `batch` as `+I[v1, v2, ...]`.
+/// Formats each row of `batch` as Flink prints it: its kind (`+I`, `-U`,
+/// `+U`, `-D`; `+I` for an append-only batch), then its values.
 pub fn format_rows(batch: &RecordBatch) -> Result<Vec<String>> {
+    let kinds = kinds_of(batch)?;
+    let data = without_kinds(batch);
     let options = FormatOptions::default().with_null("NULL");
-    let formatters = batch
+    let formatters = data
         .columns()
         .iter()
         .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok((0..batch.num_rows())
+    Ok((0..data.num_rows())
         .map(|row| {
             let values: Vec<String> = formatters
                 .iter()
                 .map(|f| f.value(row).to_string())
                 .collect();
-            format!("+I[{}]", values.join(", "))
+            format!("{}[{}]", kinds[row].short(), values.join(", "))
         })
         .collect())
 }

@@ -48,6 +48,8 @@ pub struct TableSpec {
     pub metadata: Vec<MetadataColumn>,
     /// The job takes checkpoints (sinks can commit with them).
     pub checkpointing: bool,
+    /// `PRIMARY KEY (...) NOT ENFORCED`: the columns that identify a row.
+    pub primary_key: Vec<String>,
 }
 
 /// A `METADATA` column: its index in the table's schema and its key.
@@ -62,6 +64,31 @@ impl TableSpec {
     pub fn is_metadata(&self, index: usize) -> bool {
         self.metadata.iter().any(|m| m.index == index)
     }
+}
+
+/// Which changes a sink takes: what it does with the rows of an updating
+/// result (Flink's sink `ChangelogMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkChanges {
+    /// Only new rows: files and Kafka in a plain format.
+    AppendOnly,
+    /// Rows keyed by the table's `PRIMARY KEY`: `+I` and `+U` write a
+    /// key's row, `-U` and `-D` delete it (`upsert-kafka`).
+    Upsert,
+    /// Every change, retractions included (`print`, `debezium-json`).
+    All,
+}
+
+/// Which changes a source produces (Flink's source `ChangelogMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceChanges {
+    /// Every row is new.
+    AppendOnly,
+    /// Rows keyed by the `PRIMARY KEY`: a row replaces its key's row, a
+    /// delete removes it; no `-U` (`upsert-kafka`).
+    Upsert,
+    /// Every change, retractions included (`debezium-json`).
+    All,
 }
 
 /// A kind of source and/or sink.
@@ -109,15 +136,19 @@ pub trait Connector: Send + Sync {
         false
     }
 
+    /// Which changes the source produces.
+    fn source_changes(&self, _options: &Options) -> SourceChanges {
+        SourceChanges::AppendOnly
+    }
+
     /// How many parallel source subtasks make sense, if limited.
     fn max_source_parallelism(&self, _spec: &TableSpec) -> Option<usize> {
         None
     }
 
-    /// Whether the sink can take an upsert stream (rows that replace earlier
-    /// rows of their key), as a GROUP BY without a window produces.
-    fn accepts_updates(&self) -> bool {
-        false
+    /// Which changes the sink takes (Flink's sink changelog mode).
+    fn sink_changes(&self, _options: &Options) -> SinkChanges {
+        SinkChanges::AppendOnly
     }
 
     /// Builds the sink subtasks, or says why it cannot write.

@@ -9,6 +9,7 @@
 //! [`Operator`], and never see a channel.
 
 pub mod aggregate;
+pub mod changelog;
 pub mod checkpoint;
 pub mod error;
 pub mod graph;

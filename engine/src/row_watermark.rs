@@ -36,9 +36,15 @@ pub fn without_row_watermark(schema: &Schema) -> SchemaRef {
 
 /// The row watermarks of a batch (its last column).
 pub fn row_watermarks(batch: &RecordBatch) -> Result<&Int64Array> {
+    let named = batch
+        .schema_ref()
+        .fields()
+        .last()
+        .is_some_and(|f| f.name() == ROW_WATERMARK);
     batch
         .columns()
         .last()
+        .filter(|_| named)
         .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
         .ok_or_else(|| EngineError::Graph("batch has no row-watermark column".into()))
 }

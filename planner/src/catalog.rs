@@ -28,6 +28,17 @@ pub struct StreamDef {
     pub metadata: Vec<weir_connectors::MetadataColumn>,
 }
 
+impl StreamDef {
+    /// The columns of `PRIMARY KEY (...) NOT ENFORCED`, if declared.
+    pub fn primary_key(&self) -> Vec<String> {
+        self.create
+            .primary_key
+            .iter()
+            .map(|i| i.value.clone())
+            .collect()
+    }
+}
+
 impl std::fmt::Debug for StreamDef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StreamDef")

@@ -83,6 +83,9 @@ pub struct QueryPlan {
     pub schema: SchemaRef,
     /// Whether the query ends by itself.
     pub bounded: bool,
+    /// Whether its rows are changes to earlier rows (`+I`, `-U`, `+U`,
+    /// `-D`) rather than only new rows.
+    pub updating: bool,
     pub text: String,
 }
 

@@ -13,7 +13,7 @@ use datafusion::optimizer::optimize_projections::OptimizeProjections;
 use datafusion::optimizer::push_down_filter::PushDownFilter;
 use datafusion::optimizer::simplify_expressions::SimplifyExpressions;
 use datafusion::optimizer::{Optimizer, OptimizerContext};
-use weir_connectors::{BadDataPolicy, TableSpec};
+use weir_connectors::{BadDataPolicy, SinkChanges, TableSpec};
 use weir_sql::sqlparser::ast;
 use weir_sql::{catalog_name, Insert, Query, SqlError};
 
@@ -21,6 +21,7 @@ use crate::catalog::{self, StreamDef, UnknownName};
 use crate::context::Context;
 use crate::error::{df_error, Result};
 use crate::lower::{Lowered, Lowering};
+use crate::nodes::{Changelog, Needs};
 use crate::rewrite::{Rewriter, Streaming};
 use crate::{CheckpointPlan, JobPlan, Planner, QueryPlan};
 
@@ -53,13 +54,14 @@ impl Planner {
         optimize(&self.state, plan)
     }
 
-    /// The streaming plan of an optimized plan.
-    pub(crate) fn streaming(&self, plan: &LogicalPlan) -> Result<Streaming> {
+    /// The streaming plan of an optimized plan, for a consumer that needs
+    /// this of its updates.
+    pub(crate) fn streaming(&self, plan: &LogicalPlan, needs: Needs) -> Result<Streaming> {
         Rewriter {
             state: &self.state,
             settings: &self.settings,
         }
-        .rewrite(plan)
+        .rewrite(plan, needs)
     }
 
     /// The streaming plan of a query.
@@ -68,7 +70,7 @@ impl Planner {
         let plan = context
             .plan_query(&query.query)
             .map_err(|e| self.locate(e, &query.query))?;
-        self.streaming(&self.optimize(plan)?)
+        self.streaming(&self.optimize(plan)?, Needs::Retractions)
     }
 
     /// A DataFusion error pointing into `query`: an unknown stream at its
@@ -123,6 +125,7 @@ impl Planner {
         Ok(QueryPlan {
             schema: Arc::new(streaming.plan.schema().as_arrow().clone()),
             bounded: output.bounded,
+            updating: output.updating,
             streaming_plan: streaming.plan,
             lowering_graph: lowering.graph,
             output,
@@ -142,17 +145,47 @@ impl Planner {
         let LogicalPlan::Dml(dml) = plan else {
             return Err(SqlError::new("INSERT did not plan to a write").into());
         };
-        let streaming = self.streaming(&self.optimize(dml.input.as_ref().clone())?)?;
-        if streaming.props.is_updating() && !sink.connector.accepts_updates() {
-            return Err(SqlError::new(format!(
-                "'{}' ({}) only appends rows, but a GROUP BY without a window updates its results",
-                sink.name,
-                sink.connector.name()
-            ))
-            .with_hint(
-                "write the upserts to Kafka keyed by the group keys, or print them; or group by a window to append final results",
-            )
-            .into());
+        let plan = self.optimize(dml.input.as_ref().clone())?;
+        let changes = sink.connector.sink_changes(&sink.options);
+        let needs = match changes {
+            SinkChanges::Upsert => Needs::Upserts,
+            SinkChanges::AppendOnly | SinkChanges::All => Needs::Retractions,
+        };
+        let mut streaming = self.streaming(&plan, needs)?;
+        let changelog = streaming.props.changelog.clone();
+        match changes {
+            SinkChanges::AppendOnly if streaming.props.is_updating() => {
+                return Err(SqlError::new(format!(
+                    "'{}' ({}) only appends rows, but this query's result is updated ({changelog})",
+                    sink.name,
+                    sink.connector.name()
+                ))
+                .with_hint(
+                    "write the changes to a sink that takes them: 'upsert-kafka' with a PRIMARY KEY, 'print', or the 'debezium-json' format; or aggregate by a window to append final rows",
+                )
+                .into());
+            }
+            SinkChanges::Upsert => {
+                let key = sink.primary_key();
+                let keys = changelog.keys().to_vec();
+                if matches!(changelog, Changelog::Upsert { .. }) && !same_columns(&keys, &key) {
+                    // Upserts by another key would leave rows behind:
+                    // retractions delete the sink's old row by its key.
+                    streaming = self.streaming(&plan, Needs::Retractions)?;
+                }
+                let keys = streaming.props.changelog.keys();
+                if !keys.iter().all(|k| key.contains(k)) {
+                    return Err(SqlError::new(format!(
+                        "the rows of this query are identified by [{}], which the PRIMARY KEY of '{}' ({}) does not contain",
+                        keys.join(", "),
+                        sink.name,
+                        key.join(", ")
+                    ))
+                    .with_hint("declare the sink's PRIMARY KEY as the query's GROUP BY keys")
+                    .into());
+                }
+            }
+            _ => {}
         }
         Ok((streaming, sink))
     }
@@ -236,6 +269,7 @@ impl Planner {
             bad_data: BadDataPolicy::Drop,
             metadata: sink.metadata.clone(),
             checkpointing: self.settings.checkpoint_interval().is_some(),
+            primary_key: sink.primary_key(),
         };
         let factory = sink.connector.sink(&spec)?;
         let parallelism = sink.options.parse::<usize>("sink.parallelism")?;
@@ -295,4 +329,9 @@ fn insert_statement(insert: &Insert) -> ast::Statement {
         multi_table_when_clauses: vec![],
         multi_table_else_clause: None,
     })
+}
+
+/// Whether two lists name the same columns, in any order.
+fn same_columns(a: &[String], b: &[String]) -> bool {
+    a.len() == b.len() && a.iter().all(|c| b.contains(c))
 }

@@ -19,11 +19,13 @@ use weir_sql::{SqlError, WindowKind};
 use crate::aggregate::AggregateParts;
 use crate::catalog::{StreamTable, WindowTable};
 use crate::error::Result;
-use weir_engine::operators::IntervalBounds;
+use weir_engine::operators::{AggregateOptions, IntervalBounds};
+use weir_engine::window::OutputColumn;
 
 use crate::nodes::{
-    extension, slice_windows, streaming, Changelog, Exchange, Join, JoinKind, Phase, RowsMode,
-    SessionAggregate, StreamProps, StreamScan, UpdatingAggregate, WindowAggregate, WindowRows,
+    extension, slice_windows, streaming, Changelog, Exchange, Join, JoinKind, Needs, Phase,
+    RowsMode, SessionAggregate, StreamProps, StreamScan, UpdatingAggregate, WindowAggregate,
+    WindowRows,
 };
 use crate::settings::Settings;
 
@@ -44,31 +46,29 @@ fn unsupported(what: &str, hint: &str) -> SqlError {
 }
 
 impl Rewriter<'_> {
-    /// The streaming plan of `plan`.
-    pub fn rewrite(&self, plan: &LogicalPlan) -> Result<Streaming> {
-        self.rewrite_with(plan, None)
+    /// The streaming plan of `plan`, for a consumer that `needs` this of
+    /// its updates.
+    pub fn rewrite(&self, plan: &LogicalPlan, needs: Needs) -> Result<Streaming> {
+        self.rewrite_with(plan, None, needs)
     }
 
     /// `rowtime`: the window table whose rows feed an aggregate above, and
     /// so carry each row's time instead of one row per window.
-    fn rewrite_with(&self, plan: &LogicalPlan, rowtime: Option<&str>) -> Result<Streaming> {
+    fn rewrite_with(
+        &self,
+        plan: &LogicalPlan,
+        rowtime: Option<&str>,
+        needs: Needs,
+    ) -> Result<Streaming> {
         match plan {
-            LogicalPlan::Projection(_) | LogicalPlan::SubqueryAlias(_) => {
-                self.stateless(plan, rowtime)
-            }
-            LogicalPlan::Filter(_) => {
-                let rewritten = self.stateless(plan, rowtime)?;
-                if rewritten.props.is_updating() {
-                    return Err(unsupported(
-                        "a filter (WHERE or HAVING) on the result of a GROUP BY without a window",
-                        "its rows update earlier ones, and a row that stops matching would have to retract one; filter before the GROUP BY, or group by a window",
-                    ).into());
-                }
-                Ok(rewritten)
-            }
+            LogicalPlan::Projection(p) => self.projection(p, plan, rowtime, needs),
+            LogicalPlan::SubqueryAlias(_) => self.stateless(plan, rowtime, needs),
+            // A row that stops matching must be taken back: a filter needs
+            // its input's retractions (Flink's FLINK-9528).
+            LogicalPlan::Filter(_) => self.stateless(plan, rowtime, Needs::Retractions),
             LogicalPlan::Limit(limit) => self.limit(limit, rowtime),
             LogicalPlan::TableScan(scan) => self.scan(scan, rowtime),
-            LogicalPlan::Aggregate(agg) => self.aggregate(agg),
+            LogicalPlan::Aggregate(agg) => self.aggregate(agg, needs),
             LogicalPlan::Join(join) => self.join(join),
             LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_) => Ok(Streaming {
                 plan: plan.clone(),
@@ -104,12 +104,40 @@ impl Rewriter<'_> {
         }
     }
 
+    /// A projection: its input's kind, keys renamed as it names them. An
+    /// upsert input whose key it drops cannot be upserted by that key any
+    /// more, so it asks for retractions instead.
+    fn projection(
+        &self,
+        projection: &datafusion::logical_expr::Projection,
+        plan: &LogicalPlan,
+        rowtime: Option<&str>,
+        needs: Needs,
+    ) -> Result<Streaming> {
+        let mut rewritten = self.stateless(plan, rowtime, needs)?;
+        let keys = projected_keys(rewritten.props.changelog.keys(), &projection.expr);
+        if matches!(rewritten.props.changelog, Changelog::Upsert { .. }) && keys.is_none() {
+            rewritten = self.stateless(plan, rowtime, Needs::Retractions)?;
+        }
+        let keys = projected_keys(rewritten.props.changelog.keys(), &projection.expr);
+        rewritten.props.changelog = rewritten
+            .props
+            .changelog
+            .with_keys(keys.unwrap_or_default());
+        Ok(rewritten)
+    }
+
     /// A node that keeps its input's parallelism and kind.
-    fn stateless(&self, plan: &LogicalPlan, rowtime: Option<&str>) -> Result<Streaming> {
+    fn stateless(
+        &self,
+        plan: &LogicalPlan,
+        rowtime: Option<&str>,
+        needs: Needs,
+    ) -> Result<Streaming> {
         let inputs = plan
             .inputs()
             .into_iter()
-            .map(|i| self.rewrite_with(i, rowtime))
+            .map(|i| self.rewrite_with(i, rowtime, needs))
             .collect::<Result<Vec<_>>>()?;
         let props = inputs
             .first()
@@ -124,7 +152,7 @@ impl Rewriter<'_> {
 
     /// A limit runs in one subtask; it makes the stream bounded.
     fn limit(&self, limit: &Limit, rowtime: Option<&str>) -> Result<Streaming> {
-        let input = self.rewrite_with(&limit.input, rowtime)?;
+        let input = self.rewrite_with(&limit.input, rowtime, Needs::Retractions)?;
         let fetch = limit.get_fetch_type()?;
         let bounded = input.props.bounded
             || matches!(fetch, datafusion::logical_expr::FetchType::Literal(Some(_)));
@@ -167,9 +195,10 @@ impl Rewriter<'_> {
             .exists(|p| Ok(matches!(p, LogicalPlan::Join(_))))
             .unwrap_or(false);
         let input = if has_join {
-            self.rewrite(&crate::query::optimize(self.state, window.input.clone())?)?
+            let optimized = crate::query::optimize(self.state, window.input.clone())?;
+            self.rewrite(&optimized, Needs::Retractions)?
         } else {
-            self.rewrite(&window.input)?
+            self.rewrite(&window.input, Needs::Retractions)?
         };
         if input.props.is_updating() {
             return Err(unsupported(
@@ -211,22 +240,30 @@ impl Rewriter<'_> {
     }
 
     /// A `GROUP BY`: over a window table function, a window or session
-    /// aggregate; without one, an aggregate of the whole (bounded) input or
-    /// an updating aggregate (unbounded, with a state TTL).
-    fn aggregate(&self, agg: &Aggregate) -> Result<Streaming> {
+    /// aggregate; without one, an updating aggregate (on unbounded input,
+    /// on a changelog, or in streaming mode), or an aggregate of the whole
+    /// bounded input that emits its final rows at the end.
+    fn aggregate(&self, agg: &Aggregate, needs: Needs) -> Result<Streaming> {
         let found = find_window_scan(&agg.input);
         let parts = AggregateParts::new(agg, found.is_some(), self.state)?;
-        let input = self.rewrite_with(&agg.input, found.as_ref().map(|(_, p)| p.as_str()))?;
-        if input.props.is_updating() {
+        let input = self.rewrite_with(
+            &agg.input,
+            found.as_ref().map(|(_, p)| p.as_str()),
+            Needs::Retractions,
+        )?;
+        if input.props.is_updating() && found.is_some() {
             return Err(unsupported(
-                "an aggregate over the result of a GROUP BY without a window",
-                "aggregate once, or group by a window",
+                "a window aggregate over rows that are updated or retracted",
+                "window the stream before it is aggregated or joined",
             )
             .into());
         }
         let schema = agg.schema.clone();
+        let updating = !input.props.bounded
+            || input.props.is_updating()
+            || self.settings.streaming_mode();
         match found {
-            None if !input.props.bounded => self.updating(parts, input, schema),
+            None if updating => self.updating(parts, input, schema, needs),
             Some((window, _)) if matches!(window.tvf.kind, WindowKind::Session { .. }) => {
                 self.session(parts, window, input, schema)
             }
@@ -244,15 +281,9 @@ impl Rewriter<'_> {
             )
             .into());
         }
-        let left = self.rewrite(&join.left)?;
-        let right = self.rewrite(&join.right)?;
-        if left.props.is_updating() || right.props.is_updating() {
-            return Err(unsupported(
-                "a join of the result of a GROUP BY without a window",
-                "join the streams before aggregating, or aggregate by a window",
-            )
-            .into());
-        }
+        let left = self.rewrite(&join.left, Needs::Retractions)?;
+        let right = self.rewrite(&join.right, Needs::Retractions)?;
+        let updating_input = left.props.is_updating() || right.props.is_updating();
         let bounded = left.props.bounded && right.props.bounded;
         let ttl = self.settings.state_ttl();
         let window_ends = (
@@ -292,10 +323,27 @@ impl Rewriter<'_> {
             },
             Some(_) => None,
         };
-        if kind != JoinKind::Inner && window_end.is_none() && interval.is_none() {
+        let regular = window_end.is_none() && interval.is_none();
+        if updating_input && !regular {
             return Err(unsupported(
-                &format!("a {} join of streams outside a window", join.join_type),
-                "whether a row has a match is only final when its window closes: join two windowed streams on window_start and window_end (a window join), or use an INNER JOIN; outer regular joins need changelog streams (not built yet)",
+                "a window or interval join of rows that are updated or retracted",
+                "join the streams before they are aggregated, or join them with a regular join (equal keys only)",
+            )
+            .into());
+        }
+        // Outer, semi and anti joins of bounded append-only inputs decide
+        // at the end of input, as a batch join would: their result only
+        // appends. Elsewhere an outer join's result is a changelog.
+        let decide_at_end = regular
+            && kind != JoinKind::Inner
+            && bounded
+            && !updating_input
+            && !self.settings.streaming_mode();
+        let changelog = regular && !decide_at_end && (updating_input || kind != JoinKind::Inner);
+        if changelog && !kind.emits_pairs() {
+            return Err(unsupported(
+                &format!("a {} join of unbounded streams or changelogs", join.join_type),
+                "whether a row has a match is only final when its window closes: join two windowed streams on window_start and window_end (a window join), or write it as an outer join and filter the NULLs",
             )
             .into());
         }
@@ -336,9 +384,18 @@ impl Rewriter<'_> {
         let [left_keys, right_keys] = indices;
         let left = self.exchange(left, Some(left_keys), &names(0));
         let right = self.exchange(right, Some(right_keys), &names(1));
-        let props = StreamProps::append(self.settings.parallelism(), bounded);
+        let props = StreamProps {
+            parallelism: self.settings.parallelism(),
+            bounded,
+            changelog: if changelog {
+                Changelog::Retract { keys: Vec::new() }
+            } else {
+                Changelog::AppendOnly
+            },
+        };
         Ok(self.node(
             Join {
+                decide_at_end,
                 keys,
                 residual: join.filter.clone(),
                 // As Flink's, a state TTL applies to bounded inputs too.
@@ -363,30 +420,54 @@ impl Rewriter<'_> {
         parts: AggregateParts,
         input: Streaming,
         schema: DFSchemaRef,
+        needs: Needs,
     ) -> Result<Streaming> {
-        let Some(ttl) = self.settings.state_ttl() else {
+        let ttl = self.settings.state_ttl();
+        if ttl.is_none() && !input.props.bounded {
             return Err(SqlError::new("GROUP BY without a window on an unbounded stream needs a state TTL").with_hint(
                 "its state would grow forever: set one (SET 'table.exec.state.ttl' = '1 h'), or group by a window: FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(ts), INTERVAL '1' MINUTE)) GROUP BY window_start, window_end, ...",
             ).into());
+        }
+        let options = AggregateOptions {
+            ttl,
+            retracting_input: input.props.is_updating(),
+            emit_before: needs == Needs::Retractions,
         };
+        let bounded = input.props.bounded;
         let keys = parts.key_columns.clone().filter(|c| !c.is_empty());
         let input = self.exchange(input, keys, &parts.key_names);
+        // The group keys, as the aggregate's output names them.
+        let key_names: Vec<String> = parts
+            .layout
+            .columns
+            .iter()
+            .zip(schema.fields())
+            .filter(|(c, _)| matches!(c, OutputColumn::Key(_)))
+            .map(|(_, f)| f.name().clone())
+            .collect();
+        let changelog = match needs {
+            Needs::Upserts => Changelog::Upsert { keys: key_names },
+            Needs::Retractions => Changelog::Retract { keys: key_names },
+        };
         let props = StreamProps {
             parallelism: input.props.parallelism,
-            bounded: false,
-            changelog: Changelog::Upsert {
-                keys: parts.key_names.clone(),
-            },
+            bounded,
+            changelog,
         };
-        let describe = format!(
-            "keys [{}], aggregates: {}, state TTL {}",
+        let mut describe = format!(
+            "keys [{}], aggregates: {}",
             parts.key_names.join(", "),
             parts.aggregates,
-            fmt_ms(ttl.as_millis() as i64)
         );
+        if let Some(ttl) = ttl {
+            describe.push_str(&format!(", state TTL {}", fmt_ms(ttl.as_millis() as i64)));
+        }
+        if options.retracting_input {
+            describe.push_str(", retracts");
+        }
         Ok(self.node(
             UpdatingAggregate {
-                ttl,
+                options,
                 spec: parts.spec,
                 layout: parts.layout,
                 describe,
@@ -763,4 +844,29 @@ fn find_window_scan(plan: &LogicalPlan) -> Option<(&WindowTable, String)> {
         LogicalPlan::SubqueryAlias(s) => find_window_scan(&s.input),
         _ => None,
     }
+}
+
+/// `keys` (names of an input's columns) as a projection names them, or
+/// `None` when it drops one. A key passes through a column reference,
+/// aliased or cast.
+fn projected_keys(keys: &[String], exprs: &[Expr]) -> Option<Vec<String>> {
+    keys.iter()
+        .map(|key| {
+            exprs.iter().find_map(|e| {
+                let (name, inner) = match e {
+                    Expr::Alias(a) => (Some(a.name.clone()), a.expr.as_ref()),
+                    e => (None, e),
+                };
+                let inner = match inner {
+                    Expr::Cast(c) => c.expr.as_ref(),
+                    Expr::TryCast(c) => c.expr.as_ref(),
+                    e => e,
+                };
+                match inner {
+                    Expr::Column(c) if &c.name == key => Some(name.unwrap_or_else(|| c.name.clone())),
+                    _ => None,
+                }
+            })
+        })
+        .collect()
 }

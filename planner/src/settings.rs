@@ -118,6 +118,8 @@ pub const SETTINGS: &[Setting] = &[
     setting("metrics.address", Kind::Text, None, "serve Prometheus metrics on this address (e.g. '127.0.0.1:9249')"),
     setting("metrics.latency.interval", Kind::Duration, Some("1s"), "how often sources send latency markers; '0' turns them off"),
     setting("metrics.detailed", Kind::Bool, Some("true"), "per-batch timing, histograms, hot keys and latency markers; 'false' keeps counters only"),
+    setting("execution.runtime-mode", Kind::Choice(&["automatic", "streaming", "batch"]), Some("automatic"), "'streaming': a GROUP BY without a window emits its changes as rows arrive, on bounded input too; 'automatic'/'batch': on bounded input it emits its final rows once, at the end"),
+    setting("sql-client.execution.result-mode", Kind::Choice(&["table", "changelog", "tableau"]), Some("table"), "how the shell and weir run show an updating result: 'table' (the result, changed in place), 'changelog' (each change with an op column)"),
 ];
 
 /// The setting of `key`, if Weir knows it.
@@ -249,6 +251,20 @@ impl Settings {
     /// `table.exec.state.ttl`, when set and not zero.
     pub fn state_ttl(&self) -> Option<Duration> {
         self.duration_on("table.exec.state.ttl")
+    }
+
+    /// Whether a bounded input streams its changes as an unbounded one
+    /// does (`execution.runtime-mode` = `streaming`).
+    pub fn streaming_mode(&self) -> bool {
+        self.get("execution.runtime-mode")
+            .is_some_and(|m| m.eq_ignore_ascii_case("streaming"))
+    }
+
+    /// Whether updating results are shown as their changes
+    /// (`sql-client.execution.result-mode` = `changelog`).
+    pub fn changelog_results(&self) -> bool {
+        self.get("sql-client.execution.result-mode")
+            .is_some_and(|m| m.eq_ignore_ascii_case("changelog"))
     }
 
     pub fn job_name(&self) -> Option<&str> {

@@ -1,5 +1,6 @@
 //! `weir`: run SQL files, or (without arguments) an interactive shell.
 
+mod changing;
 mod live;
 mod progress;
 mod render;
@@ -64,6 +65,11 @@ enum Command {
         /// instead of the newest one of the job.
         #[arg(long = "from-checkpoint")]
         from_checkpoint: Option<String>,
+        /// Print an updating result as its changes, each with an `op`
+        /// column (+I, -U, +U, -D), rather than as its table (the same as
+        /// `SET 'sql-client.execution.result-mode' = 'changelog'`).
+        #[arg(long)]
+        changelog: bool,
     },
     /// Print the operator graph of each query or INSERT in a SQL file.
     Explain {
@@ -124,6 +130,7 @@ fn main() -> ExitCode {
                 vars,
                 format,
                 from_checkpoint,
+                changelog,
             } => {
                 let sources = run::sources(&files, execute.as_deref())?;
                 let vars = vars.into_iter().collect::<HashMap<_, _>>();
@@ -133,6 +140,7 @@ fn main() -> ExitCode {
                     format,
                     from_checkpoint.as_deref(),
                     cli.metrics_addr.as_deref(),
+                    changelog,
                 )
                 .await
             }

@@ -2,12 +2,13 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use weir::crates::sql::ParsedStatement;
-use weir::{Job, Output, Session, WeirError};
+use weir::{Job, Output, ResultStream, Session, WeirError};
 
+use crate::changing::{terminal_height, ChangingTable};
 use crate::render::{table, Printer};
 use crate::OutputFormat;
 
@@ -99,9 +100,13 @@ pub async fn run(
     format: OutputFormat,
     from_checkpoint: Option<&str>,
     metrics_addr: Option<&str>,
+    changelog: bool,
 ) -> Result<(), Failure> {
     let parsed = parse_all(sources, vars)?;
     let mut session = Session::new();
+    if changelog {
+        session.set("sql-client.execution.result-mode", "changelog")?;
+    }
     if let Some(address) = metrics_addr {
         session.set("metrics.address", address)?;
     }
@@ -130,6 +135,13 @@ pub async fn run(
                         let _ = printer.print(&rows, &mut stdout.lock());
                     }
                 }
+                Output::Query(results)
+                    if results.is_updating() && !session.planner().settings().changelog_results() =>
+                {
+                    if show_updating(results, format).await? {
+                        return Ok(());
+                    }
+                }
                 Output::Query(results) if results.is_bounded() && format == OutputFormat::Table => {
                     // A bounded result reads best as one table.
                     let schema = results.schema();
@@ -138,25 +150,9 @@ pub async fn run(
                         .map_err(|e| Failure::Usage(e.to_string()))?;
                     let _ = writeln!(stdout.lock(), "{}", table(&all));
                 }
-                Output::Query(mut results) => {
-                    let mut printer = Printer::new(format);
-                    loop {
-                        tokio::select! {
-                            batch = results.next_batch() => match batch? {
-                                Some(batch) => {
-                                    if printer.print(&batch, &mut stdout.lock()).is_err() {
-                                        // stdout closed (`| head`): stop quietly.
-                                        results.cancel();
-                                        return Ok(());
-                                    }
-                                }
-                                None => break,
-                            },
-                            _ = shutdown_signal() => {
-                                results.cancel();
-                                break;
-                            }
-                        }
+                Output::Query(results) => {
+                    if stream_rows(results, format).await? {
+                        return Ok(());
                     }
                 }
                 Output::Job(job) => {
@@ -167,6 +163,63 @@ pub async fn run(
         }
     }
     wait_for_jobs(&jobs).await
+}
+
+/// Prints each batch of a result as it arrives (an updating result's with
+/// its `op` column), until it ends or Ctrl-C / SIGTERM. `true` when
+/// stdout was closed (`| head`): the run stops quietly.
+async fn stream_rows(mut results: ResultStream, format: OutputFormat) -> Result<bool, Failure> {
+    let mut printer = Printer::new(format);
+    let stdout = std::io::stdout();
+    loop {
+        tokio::select! {
+            batch = results.next_batch() => match batch? {
+                Some(batch) => {
+                    if printer.print(&batch, &mut stdout.lock()).is_err() {
+                        results.cancel();
+                        return Ok(true);
+                    }
+                }
+                None => return Ok(false),
+            },
+            _ = shutdown_signal() => {
+                results.cancel();
+                return Ok(false);
+            }
+        }
+    }
+}
+
+/// An updating result, as its table: for a bounded query the final table
+/// (its changes applied), in the chosen format; on a terminal, the table
+/// redrawn in place as it changes; elsewhere (a pipe, CSV, JSON) each
+/// change with its `op` column, since a pipe cannot be redrawn.
+async fn show_updating(mut results: ResultStream, format: OutputFormat) -> Result<bool, Failure> {
+    let stdout = std::io::stdout();
+    if results.is_bounded() {
+        let table = results.collect_table().await?;
+        let _ = Printer::new(format).print(&table, &mut stdout.lock());
+        return Ok(false);
+    }
+    if format != OutputFormat::Table || !stdout.is_terminal() {
+        return stream_rows(results, format).await;
+    }
+    let mut changing = ChangingTable::new(results.data_schema(), terminal_height())?;
+    loop {
+        tokio::select! {
+            batch = results.next_changes() => match batch? {
+                Some(batch) => changing.apply(&batch, &mut stdout.lock())?,
+                None => break,
+            },
+            _ = tokio::time::sleep(crate::changing::REDRAW) => changing.draw(&mut stdout.lock())?,
+            _ = shutdown_signal() => {
+                results.cancel();
+                break;
+            }
+        }
+    }
+    changing.draw(&mut stdout.lock())?;
+    Ok(false)
 }
 
 async fn wait_for_jobs(jobs: &[Job]) -> Result<(), Failure> {

@@ -20,6 +20,7 @@ use rustyline::validate::Validator;
 use rustyline::{Config, Context, Editor, Helper};
 use weir::{Output, ResultStream, Session, WeirError};
 
+use crate::changing::{terminal_height, ChangingTable};
 use crate::live::LiveTable;
 use crate::render::table;
 
@@ -424,7 +425,44 @@ impl Shell {
                 job.id(),
                 job.name()
             ),
+            Output::Query(results)
+                if results.is_updating()
+                    && !self.session.planner().settings().changelog_results() =>
+            {
+                self.changing_results(results)
+            }
             Output::Query(results) => self.stream_results(results),
+        }
+    }
+
+    /// An updating result as its table, redrawn in place as it changes,
+    /// until the query ends or Ctrl-C.
+    fn changing_results(&mut self, mut results: ResultStream) {
+        let mut changing = match ChangingTable::new(results.data_schema(), terminal_height()) {
+            Ok(c) => c,
+            Err(e) => return eprintln!("{}", e.render()),
+        };
+        let outcome: Result<bool, WeirError> = self.runtime.block_on(async {
+            let mut stdout = std::io::stdout();
+            loop {
+                tokio::select! {
+                    batch = results.next_changes() => match batch? {
+                        Some(batch) => changing.apply(&batch, &mut stdout)?,
+                        None => return Ok(false),
+                    },
+                    _ = tokio::time::sleep(crate::changing::REDRAW) => changing.draw(&mut stdout)?,
+                    _ = tokio::signal::ctrl_c() => {
+                        results.cancel();
+                        return Ok(true);
+                    }
+                }
+            }
+        });
+        let _ = changing.draw(&mut std::io::stdout());
+        match outcome {
+            Ok(true) => println!("query cancelled ({} rows)", changing.rows()),
+            Ok(false) => println!("{} rows", changing.rows()),
+            Err(e) => eprintln!("{}", e.render()),
         }
     }
 

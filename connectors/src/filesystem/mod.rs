@@ -2,11 +2,13 @@
 //!
 //! As a source it reads the file `'path'` names, or every file under it
 //! (bounded), one split per file, in `'format'` json (lines), csv or
-//! parquet; the chunks of a file are decoded on several cores
-//! (`'scan.parallel-decode'`, default: every core) in their order. As a sink it writes part
+//! parquet; the chunks of a file (line chunks, Parquet row groups) are
+//! decoded on several cores (`'scan.parallel-decode'`, default: every
+//! core) and emitted in their order. As a sink it writes part
 //! files, rolled by size and time.
 
 mod lines;
+mod parquet;
 mod sink;
 mod source;
 

@@ -6,31 +6,27 @@
 //! decoded in parallel but emitted strictly in the order they were cut, so
 //! every row, its row watermark, the late rows and the dead letters are
 //! exactly those of a read on one core (`'scan.parallel-decode'` = `1`).
+//! Parquet files are read the same way, a row group at a time
+//! ([`ParquetGroups`]).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use datafusion::arrow::array::{new_null_array, Array, BooleanArray, StringArray, UInt64Array};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::array::{BooleanArray, StringArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::arrow::record_batch::RecordBatch;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt};
-// Deprecated in parquet 59 in favour of hand-written readers; it is still
-// the library's own object_store reader, so we keep using it.
-#[allow(deprecated)]
-use parquet::arrow::async_reader::ParquetObjectReader;
-use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use tokio::task::JoinHandle;
 use weir_engine::{
     EngineError, Result, Source, SourcePoll, SplitId, StateSnapshot, StateTable, SubtaskInfo,
 };
 
 use super::lines::{LineChunk, LineSplitter};
+use super::parquet::ParquetGroups;
 use crate::deadletter::BadDataPolicy;
 use crate::format::{Decoded, Format, LineDecoder};
 use crate::store::Location;
@@ -56,7 +52,7 @@ enum Reader {
         splitter: LineSplitter,
         done: bool,
     },
-    Parquet(BoxStream<'static, parquet::errors::Result<RecordBatch>>),
+    Parquet(ParquetGroups),
 }
 
 struct OpenFile {
@@ -67,9 +63,7 @@ struct OpenFile {
     size: u64,
     /// Bytes taken from the object store (line formats).
     fetched: u64,
-    /// Rows in the file, from its footer (Parquet).
-    total_rows: Option<u64>,
-    /// Rows read so far (Parquet).
+    /// Rows taken so far (Parquet).
     rows: u64,
 }
 
@@ -85,7 +79,7 @@ impl OpenFile {
     /// Rows (Parquet) or bytes (line formats) not read yet.
     fn remaining(&self) -> Option<u64> {
         match &self.reader {
-            Reader::Parquet(_) => self.total_rows.map(|t| t.saturating_sub(self.rows)),
+            Reader::Parquet(groups) => Some(groups.total_rows.saturating_sub(self.rows)),
             Reader::Lines { splitter, .. } => {
                 Some(self.size.saturating_sub(self.fetched) + splitter.buffered() as u64)
             }
@@ -105,10 +99,10 @@ struct InFlight {
 }
 
 enum Work {
-    /// A chunk being decoded on another core.
-    Decoding(JoinHandle<std::result::Result<Decoded, datafusion::arrow::error::ArrowError>>),
-    /// Rows read and decoded already.
-    Done(Decoded),
+    /// A chunk of lines or a row group being decoded on another core.
+    Decoding(JoinHandle<Result<VecDeque<Decoded>>>),
+    /// Rows read and decoded already, in batches to emit in order.
+    Done(VecDeque<Decoded>),
     /// The file ended after the reads before this one.
     Ended,
 }
@@ -246,26 +240,18 @@ impl ReadContext {
     /// Opens a file, to read it from line or row `skip` on.
     async fn open_file(&self, split: SplitId, meta: ObjectMeta, skip: u64) -> Result<OpenFile> {
         let store = self.location.store.clone();
-        let err = |e: &dyn std::fmt::Display| {
-            EngineError::connector("filesystem", format!("{}: {e}", meta.location))
-        };
-        let mut total_rows = None;
         let reader = match self.format {
-            Format::Parquet => {
-                #[allow(deprecated)]
-                let reader = ParquetObjectReader::new(store, meta.location.clone())
-                    .with_file_size(meta.size);
-                let builder = ParquetRecordBatchStreamBuilder::new(reader)
-                    .await
-                    .map_err(|e| err(&e))?;
-                total_rows = u64::try_from(builder.metadata().file_metadata().num_rows()).ok();
-                let stream = builder
-                    .with_batch_size(self.batch_size)
-                    .with_offset(skip as usize)
-                    .build()
-                    .map_err(|e| err(&e))?;
-                Reader::Parquet(stream.boxed())
-            }
+            Format::Parquet => Reader::Parquet(
+                ParquetGroups::open(
+                    store,
+                    meta.location.clone(),
+                    meta.size,
+                    self.schema.clone(),
+                    self.batch_size,
+                    skip,
+                )
+                .await?,
+            ),
             _ => {
                 // A CSV header is line 1: skipped like lines read before.
                 let header = matches!(self.format, Format::Csv { header: true, .. });
@@ -282,7 +268,6 @@ impl ReadContext {
             reader,
             size: meta.size,
             fetched: 0,
-            total_rows,
             rows: if matches!(self.format, Format::Parquet) {
                 skip
             } else {
@@ -298,15 +283,19 @@ impl ReadContext {
             EngineError::connector("filesystem", format!("{}: {e}", file.path))
         };
         let work = match &mut file.reader {
-            Reader::Parquet(stream) => match stream.next().await {
+            Reader::Parquet(groups) => match groups.next_group() {
                 None => Work::Ended,
-                Some(batch) => {
-                    let batch = batch.map_err(|e| failed(&e))?;
-                    file.rows += batch.num_rows() as u64;
-                    Work::Done(Decoded {
-                        batch: Some(conform(&batch, &self.schema, &file.path)?),
-                        bad: Vec::new(),
-                    })
+                Some((read, rows)) => {
+                    file.rows += rows;
+                    let read = async move {
+                        let batches = read.await?;
+                        Ok::<_, EngineError>(batches.into_iter().map(Decoded::rows).collect())
+                    };
+                    if self.parallel_decode > 1 {
+                        Work::Decoding(tokio::spawn(read))
+                    } else {
+                        Work::Done(read.await?)
+                    }
                 }
             },
             Reader::Lines {
@@ -352,9 +341,11 @@ impl ReadContext {
             .clone()
             .ok_or_else(|| EngineError::connector("filesystem", "no decoder"))?;
         let path = path.to_string();
-        let decode = move || {
+        let decode = move || -> Result<VecDeque<Decoded>> {
             let first = chunk.first_line;
-            decoder.decode_lines(&chunk.bytes, &|i| format!("{path}:{}", first + i as u64))
+            let decoded =
+                decoder.decode_lines(&chunk.bytes, &|i| format!("{path}:{}", first + i as u64))?;
+            Ok(VecDeque::from([decoded]))
         };
         Ok(if self.parallel_decode > 1 {
             Work::Decoding(tokio::spawn(async move { decode() }))
@@ -398,31 +389,6 @@ fn is_hidden(path: &Path, prefix: &Path) -> bool {
         Some(mut parts) => parts.any(|p| hidden(p.as_ref())),
         None => path.filename().is_some_and(hidden),
     }
-}
-
-/// A batch read from a typed file, made to match the declared schema:
-/// columns by name, cast to the declared type; missing columns are null.
-fn conform(batch: &RecordBatch, schema: &SchemaRef, path: &Path) -> Result<RecordBatch> {
-    let mut columns = Vec::with_capacity(schema.fields().len());
-    for field in schema.fields() {
-        let column = match batch.column_by_name(field.name()) {
-            Some(c) if c.data_type() == field.data_type() => c.clone(),
-            Some(c) => cast(c, field.data_type()).map_err(|e| {
-                EngineError::connector(
-                    "filesystem",
-                    format!(
-                        "{path}: column '{}' is {} and cannot be read as {}: {e}",
-                        field.name(),
-                        c.data_type(),
-                        field.data_type()
-                    ),
-                )
-            })?,
-            None => new_null_array(field.data_type(), batch.num_rows()),
-        };
-        columns.push(column);
-    }
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 impl FileSource {
@@ -546,16 +512,31 @@ impl Source for FileSource {
                 SourcePoll::End
             });
         };
-        let decoded = match std::mem::replace(&mut read.work, Work::Ended) {
+        let mut pieces = match std::mem::replace(&mut read.work, Work::Ended) {
             Work::Ended => {
                 self.emitted(&read, true);
                 return Ok(SourcePoll::SplitEnded(read.split));
             }
-            Work::Done(decoded) => decoded,
+            Work::Done(pieces) => pieces,
             Work::Decoding(task) => task
                 .await
                 .map_err(|e| EngineError::Task(format!("decoding {}: {e}", read.path)))??,
         };
+        let decoded = pieces.pop_front().unwrap_or_default();
+        if !pieces.is_empty() {
+            // A row group's later batches go out next, each moving the
+            // file's position on by its rows.
+            let later: u64 = pieces.iter().map(Decoded::num_rows).sum();
+            self.in_flight.push_front(InFlight {
+                split: read.split,
+                path: read.path.clone(),
+                position: read.position,
+                remaining: read.remaining,
+                work: Work::Done(pieces),
+            });
+            read.position -= later;
+            read.remaining = read.remaining.map(|r| r + later);
+        }
         let Decoded { batch, bad } = decoded;
         self.ctx
             .bad_data
@@ -608,6 +589,7 @@ mod tests {
     use crate::options::Options;
     use datafusion::arrow::array::{ArrayRef, Int64Array};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::record_batch::RecordBatch;
 
     fn source(dir: &std::path::Path, format: Format) -> FileSource {
         let location =

@@ -205,12 +205,6 @@ pub(crate) fn set_default(config: &mut ClientConfig, key: &str, value: &str) {
 pub(crate) const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Connector for KafkaConnector {
-    /// With the group keys as `'key.fields'`, a compacted topic keeps each key's
-    /// latest row (Flink's upsert-kafka).
-    fn accepts_updates(&self) -> bool {
-        true
-    }
-
     fn name(&self) -> &'static str {
         "kafka"
     }

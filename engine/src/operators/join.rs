@@ -40,7 +40,7 @@ use crate::state::{StateSnapshot, StateTable};
 
 const TOUCHED: &str = "_weir_stored_at";
 const WINDOW_END: &str = "_weir_window_end";
-const MATCHED: &str = "_weir_matched";
+const MATCHES: &str = "_weir_matches";
 
 /// The rows one side keeps: when each was stored and the end of its window
 /// (the largest time for a regular join), then the side's columns.
@@ -53,7 +53,7 @@ fn side_table(name: &'static str) -> StateTable {
         [
             (TOUCHED, DataType::Int64),
             (WINDOW_END, DataType::Int64),
-            (MATCHED, DataType::Boolean),
+            (MATCHES, DataType::Int64),
         ],
     )
 }
@@ -101,6 +101,12 @@ enum Closing {
 }
 
 impl JoinKind {
+    /// Whether `side`'s rows are kept when they match nothing, padded
+    /// with NULLs for the other side.
+    pub fn is_outer(self, side: usize) -> bool {
+        self.at_close(side) == Some(Closing::Pad)
+    }
+
     /// Whether matching pairs are emitted as they are found.
     pub fn emits_pairs(self) -> bool {
         matches!(
@@ -141,6 +147,14 @@ pub struct JoinSpec {
     pub window_end: Option<[usize; 2]>,
     /// For an interval join, each side's time and the bounds between them.
     pub interval: Option<IntervalBounds>,
+    /// A regular join whose output is a changelog: an outer join (its
+    /// padded rows are retracted when a match arrives), or one of inputs
+    /// that retract rows ([`super::join_changelog`]).
+    pub changelog: bool,
+    /// A regular outer, semi or anti join of bounded inputs: rows are kept
+    /// to the end of input, then padded or picked as a window join's are
+    /// when their window closes.
+    pub decide_at_end: bool,
 }
 
 /// An interval join's time condition: `left time - right time` lies in
@@ -164,15 +178,15 @@ impl IntervalBounds {
 }
 
 /// The rows one side has stored, by join key.
-struct Side {
+pub(super) struct Side {
     /// Whole rows in Arrow's row format, to store exactly what is kept.
-    rows: RowConverter,
+    pub(super) rows: RowConverter,
     /// Join keys in Arrow's row format, comparable across both sides.
-    keys: RowConverter,
-    by_key: HashMap<OwnedRow, Vec<Stored>>,
+    pub(super) keys: RowConverter,
+    pub(super) by_key: HashMap<OwnedRow, Vec<Stored>>,
     /// Rows with a NULL key: they match nothing, but an outer or anti
     /// window join still emits them when their window closes.
-    unkeyed: Vec<Stored>,
+    pub(super) unkeyed: Vec<Stored>,
     stored: usize,
     bytes: usize,
     /// The smallest `window_end` kept: a watermark before it closes
@@ -180,12 +194,29 @@ struct Side {
     earliest_end: Millis,
 }
 
-struct Stored {
-    row: OwnedRow,
+pub(super) struct Stored {
+    pub(super) row: OwnedRow,
     at: Millis,
     window_end: Millis,
-    /// Whether it met a row of the other side (outer, semi, anti joins).
-    matched: Cell<bool>,
+    /// How many rows of the other side it meets (outer, semi and anti
+    /// joins: whether it met one; a changelog join: when it meets none).
+    pub(super) matches: Cell<u32>,
+}
+
+impl Stored {
+    /// A row of a regular join, stored at `at`, meeting `matches` rows.
+    pub(super) fn regular(row: OwnedRow, at: Millis, matches: u32) -> Stored {
+        Stored {
+            row,
+            at,
+            window_end: Millis::MAX,
+            matches: Cell::new(matches),
+        }
+    }
+
+    fn matched(&self) -> bool {
+        self.matches.get() > 0
+    }
 }
 
 impl Side {
@@ -212,14 +243,14 @@ impl Side {
         self.by_key.values().flatten().chain(&self.unkeyed)
     }
 
-    fn store_unkeyed(&mut self, stored: Stored) {
+    pub(super) fn store_unkeyed(&mut self, stored: Stored) {
         self.earliest_end = self.earliest_end.min(stored.window_end);
         self.stored += 1;
         self.bytes += stored.row.as_ref().len();
         self.unkeyed.push(stored);
     }
 
-    fn store(&mut self, key: OwnedRow, stored: Stored) {
+    pub(super) fn store(&mut self, key: OwnedRow, stored: Stored) {
         self.earliest_end = self.earliest_end.min(stored.window_end);
         self.stored += 1;
         self.bytes += stored.row.as_ref().len() + key.as_ref().len();
@@ -248,25 +279,46 @@ impl Side {
         self.earliest_end = earliest;
     }
 
-    /// Every stored row as columns; when each was stored, and its window's
-    /// end.
+    /// Takes out one stored row equal to `row` (a retraction), if there
+    /// is one, with the rows it matched.
+    pub(super) fn remove(&mut self, key: Option<&OwnedRow>, row: &OwnedRow) -> Option<Stored> {
+        let rows = match key {
+            Some(key) => self.by_key.get_mut(key)?,
+            None => &mut self.unkeyed,
+        };
+        let at = rows.iter().position(|s| &s.row == row)?;
+        let stored = rows.remove(at);
+        if rows.is_empty() {
+            if let Some(key) = key {
+                self.by_key.remove(key);
+            }
+        }
+        self.stored -= 1;
+        self.bytes = self
+            .bytes
+            .saturating_sub(stored.row.as_ref().len() + key.map_or(0, |k| k.as_ref().len()));
+        Some(stored)
+    }
+
+    /// Every stored row as columns; when each was stored, its window's
+    /// end and how many rows it matched.
     #[allow(clippy::type_complexity)]
-    fn columns(&self) -> Result<(Vec<ArrayRef>, Vec<Millis>, Vec<Millis>, Vec<bool>)> {
+    fn columns(&self) -> Result<(Vec<ArrayRef>, Vec<Millis>, Vec<Millis>, Vec<i64>)> {
         let stored: Vec<&Stored> = self.all().collect();
         let columns = self.rows.convert_rows(stored.iter().map(|s| s.row.row()))?;
         Ok((
             columns,
             stored.iter().map(|s| s.at).collect(),
             stored.iter().map(|s| s.window_end).collect(),
-            stored.iter().map(|s| s.matched.get()).collect(),
+            stored.iter().map(|s| i64::from(s.matches.get())).collect(),
         ))
     }
 }
 
 pub struct StreamingJoin {
     name: String,
-    spec: Arc<JoinSpec>,
-    sides: [Side; 2],
+    pub(super) spec: Arc<JoinSpec>,
+    pub(super) sides: [Side; 2],
 }
 
 impl StreamingJoin {
@@ -369,7 +421,7 @@ impl StreamingJoin {
             };
             for (p, ok) in mask.iter().enumerate() {
                 if ok == Some(true) {
-                    theirs[p].matched.set(true);
+                    theirs[p].matches.set(theirs[p].matches.get().saturating_add(1));
                     matched[mine[p] as usize] = true;
                 }
             }
@@ -388,7 +440,7 @@ impl StreamingJoin {
                 row: whole.row(i).owned(),
                 at: now,
                 window_end: ends.as_ref().map_or(Millis::MAX, |e| e[i]),
-                matched: Cell::new(matched[i]),
+                matches: Cell::new(u32::from(matched[i])),
             };
             match key {
                 Some(key) => own_side.store(key, stored),
@@ -409,7 +461,7 @@ impl StreamingJoin {
                 continue;
             }
             let wanted = |m: &Stored| {
-                m.window_end <= watermark && (m.matched.get() == (closing == Closing::Matched))
+                m.window_end <= watermark && (m.matched() == (closing == Closing::Matched))
             };
             let rows: Vec<&Stored> = self.sides[side].all().filter(|m| wanted(m)).collect();
             if rows.is_empty() {
@@ -448,7 +500,7 @@ impl StreamingJoin {
     }
 
     /// The join keys of `side` for each row of `batch`.
-    fn side_keys(&self, side: usize, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+    pub(super) fn side_keys(&self, side: usize, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
         let rows = batch.num_rows();
         self.spec.keys[side]
             .iter()
@@ -485,7 +537,7 @@ impl StreamingJoin {
 }
 
 /// Rows whose keys are all non-null: only they can match.
-fn all_valid(keys: &[ArrayRef], rows: usize) -> Vec<bool> {
+pub(super) fn all_valid(keys: &[ArrayRef], rows: usize) -> Vec<bool> {
     (0..rows)
         .map(|i| keys.iter().all(|k| k.is_valid(i)))
         .collect()
@@ -514,6 +566,9 @@ impl Operator for StreamingJoin {
         }
         if batch.num_rows() == 0 {
             return Ok(());
+        }
+        if self.spec.changelog {
+            return self.join_changes(side, &batch, ctx);
         }
         self.join(side, &batch, ctx)
     }
@@ -546,7 +601,10 @@ impl Operator for StreamingJoin {
     /// A window closed, or rows passed their interval: they can meet no
     /// more rows.
     fn on_watermark(&mut self, watermark: Millis, ctx: &mut OperatorContext<'_>) -> Result<()> {
-        if self.spec.window_end.is_some() || self.spec.interval.is_some() {
+        let closes = self.spec.window_end.is_some()
+            || self.spec.interval.is_some()
+            || (self.spec.decide_at_end && watermark == crate::message::FINAL_WATERMARK);
+        if closes {
             self.close_windows(watermark, ctx)?;
             for side in &mut self.sides {
                 if side.earliest_end <= watermark {
@@ -570,7 +628,7 @@ impl Operator for StreamingJoin {
             let fixed: Vec<ArrayRef> = vec![
                 Arc::new(Int64Array::from(at)),
                 Arc::new(Int64Array::from(ends)),
-                Arc::new(BooleanArray::from(matched)),
+                Arc::new(Int64Array::from(matched)),
             ];
             tables.push(Self::table(i).write_with(fixed, extra)?);
         }
@@ -584,7 +642,7 @@ impl Operator for StreamingJoin {
             };
             let at = table.column::<Int64Array>(TOUCHED)?.clone();
             let ends = table.column::<Int64Array>(WINDOW_END)?.clone();
-            let matched = table.column::<BooleanArray>(MATCHED)?.clone();
+            let matches = table.column::<Int64Array>(MATCHES)?.clone();
             let batch = RecordBatch::try_new_with_options(
                 self.spec.schemas[side].clone(),
                 table.extra().to_vec(),
@@ -599,7 +657,7 @@ impl Operator for StreamingJoin {
                     row: whole.row(i).owned(),
                     at: at.value(i),
                     window_end: ends.value(i),
-                    matched: Cell::new(matched.value(i)),
+                    matches: Cell::new(u32::try_from(matches.value(i)).unwrap_or(0)),
                 };
                 if valid {
                     self.sides[side].store(key_rows.row(i).owned(), stored);
@@ -660,6 +718,8 @@ mod tests {
             ttl,
             window_end: None,
             interval: None,
+            changelog: false,
+            decide_at_end: false,
         })
     }
 

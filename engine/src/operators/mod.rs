@@ -3,8 +3,10 @@
 
 mod filter;
 mod join;
+mod join_changelog;
 mod limit;
 mod projection;
+mod retractable;
 mod updating_aggregate;
 
 pub(crate) use filter::predicate_mask;
@@ -12,4 +14,5 @@ pub use filter::Filter;
 pub use join::{IntervalBounds, JoinKind, JoinSpec, StreamingJoin};
 pub use limit::Limit;
 pub use projection::Projection;
-pub use updating_aggregate::UpdatingAggregate;
+pub use retractable::{retractable_accumulator, Held, ValueCounts};
+pub use updating_aggregate::{AggregateOptions, UpdatingAggregate};

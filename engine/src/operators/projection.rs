@@ -8,19 +8,21 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use crate::error::Result;
 use crate::operator::{Operator, OperatorContext};
-use crate::row_watermark::{row_watermarks, with_row_watermark};
+use crate::changelog::{attach_kinds, row_kinds};
+use crate::row_watermark::{attach, row_watermarks};
 
-/// Computes `exprs` over each batch; the row watermark passes through.
+/// Computes `exprs` over each batch; the row kind and the row watermark
+/// pass through.
 #[derive(Debug, Clone)]
 pub struct Projection {
     name: String,
     exprs: Vec<Arc<dyn PhysicalExpr>>,
-    /// The output schema, row watermark included.
+    /// The output schema, without hidden columns.
     schema: SchemaRef,
 }
 
 impl Projection {
-    /// `schema` is the output schema without the row watermark.
+    /// `schema` is the output schema without hidden columns.
     pub fn new(
         name: impl Into<String>,
         exprs: Vec<Arc<dyn PhysicalExpr>>,
@@ -29,34 +31,27 @@ impl Projection {
         Projection {
             name: name.into(),
             exprs,
-            schema: with_row_watermark(&schema),
+            schema,
         }
     }
 
-    /// Evaluates the projection. `batch` may or may not carry the row
-    /// watermark; the result carries it when the input did.
+    /// Evaluates the projection. The result carries the row kinds and the
+    /// row watermark when `batch` does.
     pub fn project(&self, batch: &RecordBatch) -> Result<RecordBatch> {
         let rows = batch.num_rows();
-        let mut columns = Vec::with_capacity(self.exprs.len() + 1);
+        let mut columns = Vec::with_capacity(self.exprs.len() + 2);
         for expr in &self.exprs {
             columns.push(expr.evaluate(batch)?.into_array(rows)?);
         }
         let options = RecordBatchOptions::new().with_row_count(Some(rows));
+        let data = RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?;
+        let data = match row_kinds(batch) {
+            Some(kinds) => attach_kinds(&data, Arc::new(kinds.clone()))?,
+            None => data,
+        };
         match row_watermarks(batch) {
-            Ok(wm) => {
-                columns.push(Arc::new(wm.clone()));
-                Ok(RecordBatch::try_new_with_options(
-                    self.schema.clone(),
-                    columns,
-                    &options,
-                )?)
-            }
-            Err(_) => {
-                let schema = crate::row_watermark::without_row_watermark(&self.schema);
-                Ok(RecordBatch::try_new_with_options(
-                    schema, columns, &options,
-                )?)
-            }
+            Ok(wm) => attach(&data, Arc::new(wm.clone())),
+            Err(_) => Ok(data),
         }
     }
 }

@@ -1,9 +1,11 @@
-//! `Join`: an inner join of two append-only streams on equal keys. Both
-//! inputs are shuffled by their join keys, so rows that can match meet in
-//! one subtask. A regular join (Flink's streaming join without updates)
-//! keeps each side's rows for the state TTL when an input is unbounded; a
-//! window join (both sides windowed, joined on `window_end` among the
-//! keys) keeps them until the watermark closes their window.
+//! `Join`: a join of two streams on equal keys. Both inputs are shuffled
+//! by their join keys, so rows that can match meet in one subtask. A
+//! regular join (Flink's streaming join) keeps each side's rows for the
+//! state TTL when an input is unbounded, and its result is a changelog
+//! when it is an outer join or an input is one; a window join (both sides
+//! windowed, joined on `window_end` among the keys) keeps them until the
+//! watermark closes their window; an interval join until the watermark
+//! passes its time bound.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,8 +32,12 @@ pub(crate) struct Join {
     pub window_end: Option<[usize; 2]>,
     /// In an interval join, each side's time and the bounds between them.
     pub interval: Option<IntervalBounds>,
-    /// Inner for every join; outer, semi and anti for window joins.
+    /// Inner for every join; outer, semi and anti for window joins and
+    /// joins of bounded inputs; outer for changelog joins.
     pub kind: JoinKind,
+    /// A regular outer, semi or anti join of bounded inputs: it pads or
+    /// picks rows at the end of input, so its result only appends.
+    pub decide_at_end: bool,
     pub schema: DFSchemaRef,
     pub props: StreamProps,
     /// The left input, then the right one.
@@ -51,6 +57,8 @@ impl Join {
             format!("{} window join", self.kind)
         } else if self.interval.is_some() {
             format!("{} interval join", self.kind)
+        } else if self.decide_at_end {
+            format!("{} join, decided at the end of input", self.kind)
         } else {
             self.kind.to_string()
         };
@@ -115,6 +123,8 @@ impl StreamingNode for Join {
             ttl: self.ttl,
             window_end: self.window_end,
             interval: self.interval,
+            changelog: self.props.is_updating(),
+            decide_at_end: self.decide_at_end,
         });
         let factory: OperatorFactory = Arc::new(move |_| {
             Ok(Box::new(StreamingJoin::new("join", spec.clone())?) as Box<dyn Operator>)

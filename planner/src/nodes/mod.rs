@@ -35,13 +35,38 @@ pub(crate) use window_rows::{slice_windows, RowsMode, WindowRows};
 use crate::error::Result;
 use crate::lower::{Lowered, Lowering};
 
-/// What a stream's rows are: appended, or changes to earlier rows.
+/// What a stream's rows are: appended, or changes to earlier rows
+/// (Flink's `ChangelogMode`). Keys are names of the node's output columns
+/// that identify a row of the result, when known.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd)]
 pub enum Changelog {
     /// Every row is new (`+I`).
     AppendOnly,
-    /// A row replaces the earlier row with the same key (`+U` without `-U`).
+    /// `+I`, `+U`, `-D`: a row replaces the earlier row with the same key;
+    /// no `-U` before it.
     Upsert { keys: Vec<String> },
+    /// `+I`, `-U`, `+U`, `-D`: a changed row is retracted (`-U`) before
+    /// its new version (`+U`).
+    Retract { keys: Vec<String> },
+}
+
+impl Changelog {
+    /// The columns that identify a row, if known.
+    pub fn keys(&self) -> &[String] {
+        match self {
+            Changelog::AppendOnly => &[],
+            Changelog::Upsert { keys } | Changelog::Retract { keys } => keys,
+        }
+    }
+
+    /// The same kind of changes under other key names.
+    pub fn with_keys(&self, keys: Vec<String>) -> Changelog {
+        match self {
+            Changelog::AppendOnly => Changelog::AppendOnly,
+            Changelog::Upsert { .. } => Changelog::Upsert { keys },
+            Changelog::Retract { .. } => Changelog::Retract { keys },
+        }
+    }
 }
 
 impl fmt::Display for Changelog {
@@ -49,8 +74,21 @@ impl fmt::Display for Changelog {
         match self {
             Changelog::AppendOnly => write!(f, "append-only"),
             Changelog::Upsert { keys } => write!(f, "upsert by [{}]", keys.join(", ")),
+            Changelog::Retract { keys } if keys.is_empty() => write!(f, "retract"),
+            Changelog::Retract { keys } => write!(f, "retract by [{}]", keys.join(", ")),
         }
     }
+}
+
+/// What a consumer needs of an updating input (Flink's update kind trait).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    /// Upserts by key suffice: `+U` without `-U` before it (an upsert sink
+    /// keyed as the stream).
+    Upserts,
+    /// Every changed row retracted before its new version (aggregates,
+    /// filters, joins, print, a query's results).
+    Retractions,
 }
 
 /// What every streaming node states about its output.

@@ -177,6 +177,7 @@ fn source_spec(stream: &StreamDef, read: &[usize]) -> Result<TableSpec> {
         bad_data: BadDataPolicy::from_options(&stream.name, &stream.options)?,
         metadata: stream.metadata.clone(),
         checkpointing: false,
+        primary_key: stream.primary_key(),
     })
 }
 

@@ -1,13 +1,14 @@
 //! `UpdatingAggregate`: Flink's non-windowed `GROUP BY` on an unbounded
-//! stream. Its result is an upsert stream keyed by the group keys; a key
-//! idle for the state TTL is dropped.
+//! stream or a changelog. Its result is a changelog keyed by the group
+//! keys (retractions included when a consumer needs them); a key idle for
+//! the state TTL is dropped.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use datafusion::common::DFSchemaRef;
 use datafusion::logical_expr::LogicalPlan;
 use weir_engine::aggregate::AggregateSpec;
+use weir_engine::operators::AggregateOptions;
 use weir_engine::window::OutputLayout;
 use weir_engine::{NodeKind, Operator, OperatorFactory};
 
@@ -17,7 +18,7 @@ use crate::lower::{Lowered, Lowering};
 
 #[derive(Debug, Clone)]
 pub(crate) struct UpdatingAggregate {
-    pub ttl: Duration,
+    pub options: AggregateOptions,
     pub spec: Arc<AggregateSpec>,
     pub layout: Arc<OutputLayout>,
     pub describe: String,
@@ -41,13 +42,13 @@ impl StreamingNode for UpdatingAggregate {
 
     fn lower(&self, inputs: Vec<Lowered>, lowering: &mut Lowering<'_>) -> Result<Lowered> {
         let input = Lowered::single(inputs)?;
-        let (spec, layout, ttl) = (self.spec.clone(), self.layout.clone(), self.ttl);
+        let (spec, layout, options) = (self.spec.clone(), self.layout.clone(), self.options);
         let factory: OperatorFactory = Arc::new(move |_| {
             Ok(Box::new(weir_engine::operators::UpdatingAggregate::new(
                 "updating aggregate",
                 spec.clone(),
                 layout.clone(),
-                ttl,
+                options,
             )?) as Box<dyn Operator>)
         });
         Ok(lowering.add_node(

@@ -19,6 +19,7 @@ use datafusion::arrow::json;
 use datafusion::arrow::record_batch::RecordBatch;
 use weir_engine::BadRecord;
 
+use crate::debezium::{self, Envelope};
 use crate::options::Options;
 use crate::registry::ConnectorError;
 
@@ -29,6 +30,8 @@ pub enum Format {
     Csv { delimiter: u8, header: bool },
     Parquet,
     Raw,
+    /// Debezium's change events in JSON ([`crate::debezium`]): a changelog.
+    DebeziumJson(Envelope),
 }
 
 impl Format {
@@ -53,16 +56,28 @@ impl Format {
             }
             "parquet" => Ok(Format::Parquet),
             "raw" => Ok(Format::Raw),
+            "debezium-json" => Ok(Format::DebeziumJson(
+                match options.bool("debezium-json.schema-include")? {
+                    Some(true) => Envelope::WithSchema,
+                    _ => Envelope::Plain,
+                },
+            )),
             other => Err(ConnectorError::option(
                 "format",
-                format!("'{other}' is not json, csv, parquet or raw"),
+                format!("'{other}' is not json, csv, parquet, raw or debezium-json"),
             )),
         }
     }
 
+    /// Whether its records are changes (`+I`, `-U`, `+U`, `-D`) rather
+    /// than rows.
+    pub fn is_changelog(&self) -> bool {
+        matches!(self, Format::DebeziumJson(_))
+    }
+
     pub fn extension(&self) -> &'static str {
         match self {
-            Format::Json => "json",
+            Format::Json | Format::DebeziumJson(_) => "json",
             Format::Csv { .. } => "csv",
             Format::Parquet => "parquet",
             Format::Raw => "txt",
@@ -118,6 +133,8 @@ struct Span {
 pub struct LineDecoder {
     format: Format,
     schema: SchemaRef,
+    /// What arrow's decoder reads: `schema`, or a change event's envelope.
+    records: SchemaRef,
     stream: String,
 }
 
@@ -139,9 +156,14 @@ impl LineDecoder {
                 "'raw' needs exactly one VARCHAR or BYTES column",
             ));
         }
+        let records = match &format {
+            Format::DebeziumJson(envelope) => debezium::envelope_schema(&schema, *envelope),
+            _ => schema.clone(),
+        };
         Ok(LineDecoder {
             format,
             schema,
+            records,
             stream: stream.into(),
         })
     }
@@ -236,10 +258,12 @@ impl LineDecoder {
         };
         if let Ok(batch) = fast {
             if batch.num_rows() == spans.len() {
-                return Ok(Decoded {
-                    batch: Some(batch),
-                    bad: Vec::new(),
-                });
+                if let Ok(batch) = self.rows(batch) {
+                    return Ok(Decoded {
+                        batch: Some(batch),
+                        bad: Vec::new(),
+                    });
+                }
             }
         }
         // Something is bad: find it record by record.
@@ -248,10 +272,13 @@ impl LineDecoder {
         for span in spans {
             let bytes = &text[span.range.clone()];
             let reason = match self.decode_bytes(bytes, 1) {
-                Ok(batch) if batch.num_rows() == 1 => {
-                    good.push(batch);
-                    continue;
-                }
+                Ok(batch) if batch.num_rows() == 1 => match self.rows(batch) {
+                    Ok(batch) => {
+                        good.push(batch);
+                        continue;
+                    }
+                    Err(reason) => reason,
+                },
                 Ok(_) => "the line holds no record or more than one".to_string(),
                 Err(e) => e.to_string(),
             };
@@ -265,12 +292,19 @@ impl LineDecoder {
                 },
             ));
         }
-        let batch = if good.is_empty() {
-            None
-        } else {
-            Some(concat_batches(&self.schema, &good)?)
+        let batch = match good.first() {
+            None => None,
+            Some(first) => Some(concat_batches(&first.schema(), &good)?),
         };
         Ok(Decoded { batch, bad })
+    }
+
+    /// Decoded records as rows: themselves, or a change event's changes.
+    fn rows(&self, records: RecordBatch) -> Result<RecordBatch, String> {
+        match self.format {
+            Format::DebeziumJson(_) => debezium::changes(&records, &self.schema),
+            _ => Ok(records),
+        }
     }
 
     /// `bytes`, holding `rows` records, decoded by arrow's decoder.
@@ -279,8 +313,8 @@ impl LineDecoder {
         let stuck = || ArrowError::ParseError("the decoder made no progress".into());
         let mut batches = Vec::new();
         match &self.format {
-            Format::Json => {
-                let mut decoder = json::ReaderBuilder::new(self.schema.clone())
+            Format::Json | Format::DebeziumJson(_) => {
+                let mut decoder = json::ReaderBuilder::new(self.records.clone())
                     .with_batch_size(rows)
                     .with_strict_mode(false)
                     .build_decoder()?;
@@ -322,7 +356,7 @@ impl LineDecoder {
         }
         match batches.len() {
             1 => Ok(batches.remove(0)),
-            _ => concat_batches(&self.schema, &batches),
+            _ => concat_batches(&self.records, &batches),
         }
     }
 
@@ -369,6 +403,7 @@ pub fn encode_lines(
             }
             Ok(())
         }
+        Format::DebeziumJson(envelope) => debezium::encode(batch, *envelope, out),
         Format::Parquet => Err(ArrowError::InvalidArgumentError(
             "parquet is not a line format".into(),
         )),

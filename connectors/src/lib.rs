@@ -11,9 +11,14 @@
 //! | `print` | | rows to stdout |
 //! | `blackhole` | | discards rows (benchmarks) |
 //! | `kafka` | topics, per-partition watermarks | a topic |
+//! | `upsert-kafka` | a compacted topic as a changelog keyed by the primary key | upserts and tombstones by key |
+//!
+//! Formats: `json`, `csv`, `parquet` (files), `raw`, and `debezium-json`
+//! (change events: a changelog, read and written).
 
 pub mod blackhole;
 pub mod deadletter;
+pub mod debezium;
 pub mod filesystem;
 pub mod format;
 pub mod kafka;

@@ -164,6 +164,12 @@ pub trait Connector: Send + Sync {
         Ok(())
     }
 
+    /// Checks the declared `PRIMARY KEY` at `CREATE` time (an upsert
+    /// connector needs one).
+    fn check_primary_key(&self, _columns: &[String]) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+
     /// Checks options at `CREATE` time.
     fn validate(&self, _options: &Options) -> Result<(), ConnectorError> {
         Ok(())
@@ -187,6 +193,7 @@ impl Default for Registry {
         registry.register(Arc::new(crate::print::PrintConnector));
         registry.register(Arc::new(crate::blackhole::BlackholeConnector));
         registry.register(Arc::new(crate::kafka::KafkaConnector));
+        registry.register(Arc::new(crate::kafka::UpsertKafkaConnector));
         registry
     }
 }

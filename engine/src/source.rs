@@ -106,6 +106,17 @@ pub trait Sink: Send {
     async fn finish(&mut self) -> Result<()> {
         Ok(())
     }
+
+    /// How often the runtime should call [`Sink::flush`], if the sink
+    /// buffers writes (`'sink.buffer-flush.interval'`).
+    fn flush_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Writes out what the sink buffered, every [`Sink::flush_interval`].
+    async fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The checkpoint id a job's end of input is prepared and committed under.

@@ -57,6 +57,18 @@ impl Planner {
         let columns = self
             .columns(c, &name, connector.as_ref(), &options)
             .map_err(at)?;
+        let primary_key: Vec<String> = c.primary_key.iter().map(|i| i.value.clone()).collect();
+        for key in &primary_key {
+            if columns.physical.field_with_name(key).is_err() {
+                return Err(at(SqlError::new(format!(
+                    "PRIMARY KEY column '{key}' is not a column of '{name}'"
+                ))
+                .into()));
+            }
+        }
+        connector
+            .check_primary_key(&primary_key)
+            .map_err(|e| at(e.into()))?;
         let watermark = self.watermark(c, &name, &columns, connector.as_ref(), &options)?;
         let def = StreamDef {
             name: name.clone(),

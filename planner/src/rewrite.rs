@@ -14,6 +14,7 @@ use datafusion::logical_expr::{
     Aggregate, Expr, Join as JoinPlan, JoinType, Limit, LogicalPlan, TableScan,
 };
 use weir_engine::window::{fmt_ms, partial_schema, SliceWindows, TimeSource};
+use weir_connectors::SourceChanges;
 use weir_sql::{SqlError, WindowKind};
 
 use crate::aggregate::AggregateParts;
@@ -23,7 +24,7 @@ use weir_engine::operators::{AggregateOptions, IntervalBounds};
 use weir_engine::window::OutputColumn;
 
 use crate::nodes::{
-    extension, slice_windows, streaming, Changelog, Exchange, Join, JoinKind, Needs, Phase,
+    extension, slice_windows, streaming, Changelog, ChangelogNormalize, Exchange, Join, JoinKind, Needs, Phase,
     RowsMode, SessionAggregate, StreamProps, StreamScan, UpdatingAggregate, WindowAggregate,
     WindowRows,
 };
@@ -67,7 +68,7 @@ impl Rewriter<'_> {
             // its input's retractions (Flink's FLINK-9528).
             LogicalPlan::Filter(_) => self.stateless(plan, rowtime, Needs::Retractions),
             LogicalPlan::Limit(limit) => self.limit(limit, rowtime),
-            LogicalPlan::TableScan(scan) => self.scan(scan, rowtime),
+            LogicalPlan::TableScan(scan) => self.scan(scan, rowtime, needs),
             LogicalPlan::Aggregate(agg) => self.aggregate(agg, needs),
             LogicalPlan::Join(join) => self.join(join),
             LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_) => Ok(Streaming {
@@ -170,19 +171,9 @@ impl Rewriter<'_> {
         })
     }
 
-    fn scan(&self, scan: &TableScan, rowtime: Option<&str>) -> Result<Streaming> {
+    fn scan(&self, scan: &TableScan, rowtime: Option<&str>, needs: Needs) -> Result<Streaming> {
         if let Some(table) = scan.source.downcast_ref::<StreamTable>() {
-            let node = StreamScan::new(
-                table.def.clone(),
-                scan.projection.clone(),
-                scan.projected_schema.clone(),
-                self.settings,
-            )?;
-            let props = node.props.clone();
-            return Ok(Streaming {
-                plan: extension(node),
-                props,
-            });
+            return self.stream_scan(scan, table, needs);
         }
         let Some(window) = scan.source.downcast_ref::<WindowTable>() else {
             return Err(SqlError::new(format!("cannot read {}", scan.table_name)).into());
@@ -237,6 +228,85 @@ impl Rewriter<'_> {
                 })
             }
         }
+    }
+
+    /// The scan of a declared stream. An upsert source (`upsert-kafka`)
+    /// read by a consumer that needs retractions, or by a query that does
+    /// not keep its key, is normalized: its whole rows are shuffled by the
+    /// key, and the last row of each key kept ([`ChangelogNormalize`]).
+    fn stream_scan(&self, scan: &TableScan, table: &StreamTable, needs: Needs) -> Result<Streaming> {
+        let def = &table.def;
+        if self.settings.batch_mode() && !def.connector.is_bounded(&def.options) {
+            return Err(SqlError::new(format!(
+                "'{}' is unbounded, and 'execution.runtime-mode' is 'batch'",
+                def.name
+            ))
+            .with_hint("SET 'execution.runtime-mode' = 'automatic' (or 'streaming') to run on unbounded streams")
+            .into());
+        }
+        let key = def.primary_key();
+        let projected: Vec<String> = scan
+            .projected_schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let keeps_key = key.iter().all(|k| projected.contains(k));
+        let changes = def.connector.source_changes(&def.options);
+        let scan_of = |projection: Option<Vec<usize>>, schema| -> Result<StreamScan> {
+            let mut node = StreamScan::new(def.clone(), projection, schema, self.settings)?;
+            node.props.changelog = match changes {
+                SourceChanges::AppendOnly => Changelog::AppendOnly,
+                SourceChanges::Upsert => Changelog::Upsert { keys: key.clone() },
+                SourceChanges::All if keeps_key => Changelog::Retract { keys: key.clone() },
+                SourceChanges::All => Changelog::Retract { keys: Vec::new() },
+            };
+            Ok(node)
+        };
+        if changes != SourceChanges::Upsert || (needs == Needs::Upserts && keeps_key) {
+            let node = scan_of(scan.projection.clone(), scan.projected_schema.clone())?;
+            let props = node.props.clone();
+            return Ok(self.node(node, props));
+        }
+        let full = Arc::new(DFSchema::try_from_qualified_schema(
+            scan.table_name.clone(),
+            &def.schema,
+        )?);
+        let whole = scan_of(None, full.clone())?;
+        let props = whole.props.clone();
+        let key_columns = key
+            .iter()
+            .map(|k| def.schema.index_of(k).map_err(|e| SqlError::new(e.to_string())))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let input = self.exchange(self.node(whole, props), Some(key_columns.clone()), &key);
+        let props = StreamProps {
+            changelog: Changelog::Retract { keys: key.clone() },
+            ..input.props.clone()
+        };
+        let normalized = self.node(
+            ChangelogNormalize {
+                key_columns,
+                key_names: key,
+                ttl: self.settings.state_ttl(),
+                schema: full,
+                props: props.clone(),
+                inputs: vec![input.plan],
+            },
+            props,
+        );
+        let Some(indices) = &scan.projection else {
+            return Ok(normalized);
+        };
+        let exprs: Vec<Expr> = indices
+            .iter()
+            .map(|i| Expr::Column(normalized.plan.schema().qualified_field(*i).into()))
+            .collect();
+        let plan = datafusion::logical_expr::LogicalPlanBuilder::from(normalized.plan)
+            .project(exprs)
+            .and_then(|b| b.build())?;
+        let mut props = normalized.props;
+        props.changelog = props.changelog.with_keys(if keeps_key { props.changelog.keys().to_vec() } else { Vec::new() });
+        Ok(Streaming { plan, props })
     }
 
     /// A `GROUP BY`: over a window table function, a window or session

@@ -118,7 +118,7 @@ pub const SETTINGS: &[Setting] = &[
     setting("metrics.address", Kind::Text, None, "serve Prometheus metrics on this address (e.g. '127.0.0.1:9249')"),
     setting("metrics.latency.interval", Kind::Duration, Some("1s"), "how often sources send latency markers; '0' turns them off"),
     setting("metrics.detailed", Kind::Bool, Some("true"), "per-batch timing, histograms, hot keys and latency markers; 'false' keeps counters only"),
-    setting("execution.runtime-mode", Kind::Choice(&["automatic", "streaming", "batch"]), Some("automatic"), "'streaming': a GROUP BY without a window emits its changes as rows arrive, on bounded input too; 'automatic'/'batch': on bounded input it emits its final rows once, at the end"),
+    setting("execution.runtime-mode", Kind::Choice(&["automatic", "streaming", "batch"]), Some("automatic"), "'streaming': a GROUP BY without a window emits its changes as rows arrive, on bounded input too; 'automatic': on bounded input it emits its final rows once, at the end; 'batch': as 'automatic', and every source must be bounded"),
     setting("sql-client.execution.result-mode", Kind::Choice(&["table", "changelog", "tableau"]), Some("table"), "how the shell and weir run show an updating result: 'table' (the result, changed in place), 'changelog' (each change with an op column)"),
 ];
 
@@ -258,6 +258,13 @@ impl Settings {
     pub fn streaming_mode(&self) -> bool {
         self.get("execution.runtime-mode")
             .is_some_and(|m| m.eq_ignore_ascii_case("streaming"))
+    }
+
+    /// Whether every source must be bounded (`execution.runtime-mode` =
+    /// `batch`).
+    pub fn batch_mode(&self) -> bool {
+        self.get("execution.runtime-mode")
+            .is_some_and(|m| m.eq_ignore_ascii_case("batch"))
     }
 
     /// Whether updating results are shown as their changes

@@ -2,7 +2,7 @@
 //!
 //! As a source it reads the file `'path'` names, or every file under it
 //! (bounded), one split per file, in `'format'` json (lines), csv or
-//! parquet; the chunks of a file (line chunks, Parquet row groups) are
+//! parquet, or debezium-json (change events); the chunks of a file (line chunks, Parquet row groups) are
 //! decoded on several cores (`'scan.parallel-decode'`, default: every
 //! core) and emitted in their order. As a sink it writes part
 //! files, rolled by size and time.
@@ -18,7 +18,7 @@ use weir_engine::{SinkFactory, SourceFactory};
 
 use crate::format::Format;
 use crate::options::Options;
-use crate::registry::{Connector, ConnectorError, TableSpec};
+use crate::registry::{Connector, ConnectorError, SinkChanges, SourceChanges, TableSpec};
 use crate::store::resolve;
 
 pub use sink::{Delivery, FileSink};
@@ -28,6 +28,7 @@ pub struct FilesystemConnector;
 
 const SOURCE_OPTIONS: &[&str] = &[
     "path",
+    "debezium-json.schema-include",
     "scan.batch-size",
     "scan.parallel-decode",
     "csv.field-delimiter",
@@ -65,8 +66,24 @@ impl Connector for FilesystemConnector {
     fn reads_projection(&self, options: &Options) -> bool {
         matches!(
             Format::from_options(options),
-            Ok(Format::Json | Format::Parquet)
+            Ok(Format::Json | Format::Parquet | Format::DebeziumJson(_))
         )
+    }
+
+    /// `debezium-json` files hold changes.
+    fn source_changes(&self, options: &Options) -> SourceChanges {
+        match Format::from_options(options) {
+            Ok(f) if f.is_changelog() => SourceChanges::All,
+            _ => SourceChanges::AppendOnly,
+        }
+    }
+
+    /// `debezium-json` files take every change.
+    fn sink_changes(&self, options: &Options) -> SinkChanges {
+        match Format::from_options(options) {
+            Ok(f) if f.is_changelog() => SinkChanges::All,
+            _ => SinkChanges::AppendOnly,
+        }
     }
 
     fn source(&self, spec: &TableSpec) -> Result<SourceFactory, ConnectorError> {

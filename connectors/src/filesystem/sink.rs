@@ -240,15 +240,17 @@ impl FileSink {
     }
 }
 
-/// `batch` with the sink's column names (the query's may differ).
+/// `batch` with the sink's column names (the query's may differ), and its
+/// row kinds when it is a changelog (for a changelog format).
 fn with_schema(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     if batch.schema_ref() == schema {
         return Ok(batch);
     }
-    Ok(RecordBatch::try_new(
-        schema.clone(),
-        batch.columns().to_vec(),
-    )?)
+    let schema = match weir_engine::changelog::row_kind_index(batch.schema_ref()) {
+        Some(_) => weir_engine::changelog::with_row_kind(schema),
+        None => schema.clone(),
+    };
+    Ok(RecordBatch::try_new(schema, batch.columns().to_vec())?)
 }
 
 #[async_trait]

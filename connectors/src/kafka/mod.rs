@@ -11,6 +11,7 @@ mod offsets;
 mod sink;
 mod source;
 mod transactions;
+mod upsert;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,11 +21,12 @@ use weir_engine::{SinkFactory, SourceFactory};
 
 use crate::format::Format;
 use crate::options::Options;
-use crate::registry::{Connector, ConnectorError, TableSpec};
+use crate::registry::{Connector, ConnectorError, SinkChanges, SourceChanges, TableSpec};
 
 pub use offsets::{BoundedMode, StartupMode};
 pub use sink::KafkaSink;
 pub use source::KafkaSource;
+pub use upsert::UpsertKafkaConnector;
 
 pub struct KafkaConnector;
 
@@ -67,6 +69,13 @@ pub(crate) struct KafkaSettings {
     pub startup: StartupMode,
     pub bounded: BoundedMode,
     pub batch_size: usize,
+    /// An upsert stream keyed by `key_fields` (`upsert-kafka`): a record
+    /// without a value deletes its key, and a sink writes one for a `-U`
+    /// or `-D`.
+    pub upsert: bool,
+    /// An upsert sink keeps the last row of each key and writes them out
+    /// when this many are buffered or the interval passes.
+    pub buffer_flush: Option<(usize, Duration)>,
 }
 
 fn format_named(options: &Options, key: &str, name: &str) -> Result<Format, ConnectorError> {
@@ -181,6 +190,8 @@ impl KafkaSettings {
             startup,
             bounded,
             batch_size,
+            upsert: false,
+            buffer_flush: None,
         })
     }
 
@@ -221,8 +232,37 @@ impl Connector for KafkaConnector {
         KafkaSettings::parse(options).is_ok_and(|s| !matches!(s.bounded, BoundedMode::Unbounded))
     }
 
+    /// A changelog format (`debezium-json`) makes the topic a changelog.
+    fn source_changes(&self, options: &Options) -> SourceChanges {
+        match KafkaSettings::parse(options) {
+            Ok(s) if s.value_format.is_changelog() => SourceChanges::All,
+            _ => SourceChanges::AppendOnly,
+        }
+    }
+
+    fn sink_changes(&self, options: &Options) -> SinkChanges {
+        match KafkaSettings::parse(options) {
+            Ok(s) if s.value_format.is_changelog() => SinkChanges::All,
+            _ => SinkChanges::AppendOnly,
+        }
+    }
+
     fn source(&self, spec: &TableSpec) -> Result<SourceFactory, ConnectorError> {
         let settings = Arc::new(KafkaSettings::parse(&spec.options)?);
+        source_factory(settings, spec)
+    }
+
+    fn sink(&self, spec: &TableSpec) -> Result<SinkFactory, ConnectorError> {
+        let settings = Arc::new(KafkaSettings::parse(&spec.options)?);
+        sink_factory(settings, spec)
+    }
+}
+
+/// The source subtasks of a Kafka topic read as `settings` say.
+fn source_factory(
+    settings: Arc<KafkaSettings>,
+    spec: &TableSpec,
+) -> Result<SourceFactory, ConnectorError> {
         for field in &settings.key_fields {
             if spec.schema.field_with_name(field).is_err() {
                 return Err(ConnectorError::option(
@@ -231,15 +271,26 @@ impl Connector for KafkaConnector {
                 ));
             }
         }
+        if settings.value_format.is_changelog()
+            && (!settings.key_fields.is_empty() || !spec.metadata.is_empty())
+        {
+            return Err(ConnectorError::option(
+                "format",
+                "a change event holds its rows whole: key fields and METADATA columns are not read from a changelog format",
+            ));
+        }
         let spec = spec.clone();
         Ok(Arc::new(move |info| {
             Ok(Box::new(KafkaSource::new(settings.clone(), &spec, info)?)
                 as Box<dyn weir_engine::Source>)
         }))
-    }
+}
 
-    fn sink(&self, spec: &TableSpec) -> Result<SinkFactory, ConnectorError> {
-        let settings = Arc::new(KafkaSettings::parse(&spec.options)?);
+/// The sink subtasks writing to a Kafka topic as `settings` say.
+fn sink_factory(
+    settings: Arc<KafkaSettings>,
+    spec: &TableSpec,
+) -> Result<SinkFactory, ConnectorError> {
         if settings.topics.len() != 1 {
             return Err(ConnectorError::option(
                 "topic",
@@ -280,5 +331,4 @@ impl Connector for KafkaConnector {
                 transactional_id_prefix.as_deref(),
             )?) as Box<dyn weir_engine::Sink>)
         }))
-    }
 }

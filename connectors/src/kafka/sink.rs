@@ -1,8 +1,11 @@
 //! The Kafka sink: rows as records, keyed by `'key.fields'`; at-least-once
 //! (deliveries awaited at every barrier) or exactly-once (a transaction per
-//! checkpoint, see [`super::transactions`]).
+//! checkpoint, see [`super::transactions`]). An upsert sink writes a
+//! tombstone for each `-U` and `-D`, and may keep the last record of each
+//! key to write them out together ([`Buffer`]); a changelog format
+//! (`debezium-json`) encodes each row with its kind.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +15,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use weir_engine::changelog::{attach_kinds, kinds_of, row_kinds};
 use weir_engine::operator::SubtaskInfo;
 use weir_engine::{CheckpointId, EngineError, Result, Sink, StateSnapshot};
 
@@ -36,13 +40,43 @@ pub struct KafkaSink {
     /// A `timestamp` metadata column sets the record timestamp.
     timestamp_column: Option<usize>,
     in_flight: VecDeque<DeliveryFuture>,
+    buffer: Option<Buffer>,
+}
+
+/// An upsert sink's last record of each key, not yet written
+/// (`'sink.buffer-flush.max-rows'` / `.interval`).
+struct Buffer {
+    max_rows: usize,
+    interval: Duration,
+    records: Vec<JournalRecord>,
+    by_key: HashMap<Vec<u8>, usize>,
+}
+
+impl Buffer {
+    /// Keeps `record` in place of its key's earlier one.
+    fn keep(&mut self, record: JournalRecord) {
+        let key = record.key.clone().unwrap_or_default();
+        match self.by_key.get(&key) {
+            Some(&at) => self.records[at] = record,
+            None => {
+                self.by_key.insert(key, self.records.len());
+                self.records.push(record);
+            }
+        }
+    }
+
+    fn take(&mut self) -> Vec<JournalRecord> {
+        self.by_key.clear();
+        std::mem::take(&mut self.records)
+    }
 }
 
 fn kafka_error(e: impl std::fmt::Display) -> EngineError {
     EngineError::connector("kafka sink", e)
 }
 
-/// Each row of `batch` encoded on its own.
+/// Each row of `batch` encoded on its own (a changelog format's with the
+/// row kinds of the batch, if it has them).
 fn encode_rows(format: &Format, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
     let mut buffer = Vec::new();
     encode_lines(format, batch, &mut buffer, false)?;
@@ -96,7 +130,14 @@ impl KafkaSink {
             .iter()
             .find(|m| m.key == "timestamp")
             .map(|m| m.index);
+        let buffer = settings.buffer_flush.map(|(max_rows, interval)| Buffer {
+            max_rows,
+            interval,
+            records: Vec::new(),
+            by_key: HashMap::new(),
+        });
         Ok(KafkaSink {
+            buffer,
             topic,
             settings,
             producer,
@@ -129,7 +170,7 @@ impl KafkaSink {
         Ok(())
     }
 
-    async fn flush(&mut self) -> Result<()> {
+    async fn flush_deliveries(&mut self) -> Result<()> {
         self.drain(0).await?;
         let Some(producer) = self.producer.clone() else {
             return Ok(());
@@ -157,8 +198,10 @@ impl KafkaSink {
     /// Sends one record (journaled when exactly-once) and bounds what is
     /// in flight.
     async fn send(&mut self, producer: &FutureProducer, record: JournalRecord) -> Result<()> {
-        let mut future: FutureRecord<'_, Vec<u8>, Vec<u8>> =
-            FutureRecord::to(&self.topic).payload(&record.value);
+        let mut future: FutureRecord<'_, Vec<u8>, Vec<u8>> = FutureRecord::to(&self.topic);
+        if let Some(value) = &record.value {
+            future = future.payload(value);
+        }
         if let Some(key) = &record.key {
             future = future.key(key);
         }
@@ -181,17 +224,29 @@ impl KafkaSink {
     }
 }
 
-#[async_trait]
-impl Sink for KafkaSink {
-    async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+impl KafkaSink {
+    /// The records of `batch`: an upsert sink's `-U` and `-D` rows are
+    /// tombstones of their keys.
+    fn records(&self, batch: &RecordBatch) -> Result<Vec<JournalRecord>> {
         let rows = batch.num_rows();
-        let values = encode_rows(
-            &self.settings.value_format,
-            &batch.project(&self.value_columns)?,
-        )?;
+        let mut value_batch = batch.project(&self.value_columns)?;
+        if self.settings.value_format.is_changelog() {
+            if let Some(kinds) = row_kinds(batch) {
+                value_batch = attach_kinds(&value_batch, Arc::new(kinds.clone()))?;
+            }
+        }
+        let values = encode_rows(&self.settings.value_format, &value_batch)?;
         let keys = match &self.settings.key_format {
             Some(format) => Some(encode_rows(format, &batch.project(&self.key_columns)?)?),
             None => None,
+        };
+        let deletes: Vec<bool> = if self.settings.upsert {
+            kinds_of(batch)?
+                .iter()
+                .map(|k| !k.is_accumulate())
+                .collect()
+        } else {
+            vec![false; rows]
         };
         let timestamps = match self.timestamp_column {
             Some(i) => {
@@ -206,26 +261,72 @@ impl Sink for KafkaSink {
             }
             None => None,
         };
-        let producer = self.producer().await?;
         let mut keys = keys.map(Vec::into_iter);
-        for (row, value) in values.into_iter().enumerate().take(rows) {
-            let record = JournalRecord {
+        Ok(values
+            .into_iter()
+            .enumerate()
+            .take(rows)
+            .map(|(row, value)| JournalRecord {
                 key: keys.as_mut().and_then(Iterator::next),
-                value,
+                value: (!deletes[row]).then_some(value),
                 timestamp: timestamps
                     .as_ref()
                     .filter(|t| t.is_valid(row))
                     .map(|t| t.value(row)),
-            };
+            })
+            .collect())
+    }
+
+    /// Writes out what the upsert buffer holds.
+    async fn flush_buffer(&mut self) -> Result<()> {
+        let Some(buffer) = &mut self.buffer else {
+            return Ok(());
+        };
+        let records = buffer.take();
+        if records.is_empty() {
+            return Ok(());
+        }
+        let producer = self.producer().await?;
+        for record in records {
+            self.send(&producer, record).await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Sink for KafkaSink {
+    async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        let records = self.records(&batch)?;
+        if let Some(buffer) = &mut self.buffer {
+            for record in records {
+                buffer.keep(record);
+            }
+            if buffer.records.len() >= buffer.max_rows {
+                self.flush_buffer().await?;
+            }
+            return Ok(());
+        }
+        let producer = self.producer().await?;
+        for record in records {
             self.send(&producer, record).await?;
         }
         Ok(())
     }
 
+    fn flush_interval(&self) -> Option<Duration> {
+        self.buffer.as_ref().map(|b| b.interval)
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        self.flush_buffer().await
+    }
+
     /// Everything before the barrier is acknowledged; exactly-once keeps
     /// its transaction open for the checkpoint.
     async fn prepare_commit(&mut self, checkpoint: CheckpointId) -> Result<StateSnapshot> {
-        self.flush().await?;
+        self.flush_buffer().await?;
+        self.flush_deliveries().await?;
         match &mut self.exactly_once {
             None => Ok(StateSnapshot::default()),
             Some(transactions) => transactions.prepare(checkpoint, self.producer.take()).await,

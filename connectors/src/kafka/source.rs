@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Int32Array, Int64Array, StringArray, TimestampMillisecondArray,
+    new_null_array, Array, ArrayRef, Int32Array, Int64Array, StringArray,
+    TimestampMillisecondArray, UInt32Array,
 };
-use datafusion::arrow::compute::{cast, filter_record_batch};
+use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use futures::FutureExt;
@@ -18,6 +19,7 @@ use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
+use weir_engine::changelog::{attach_kinds, kind_array, RowKind};
 use weir_engine::{
     BadRecord, EngineError, Result, Source, SourcePoll, SplitId, StateSnapshot, StateTable,
     SubtaskInfo,
@@ -308,7 +310,9 @@ impl KafkaSource {
     }
 
     /// Decodes one partition's records into a batch; bad records go to the
-    /// dead-letter output.
+    /// dead-letter output. A tombstone (a record without a value) is a
+    /// delete of its key for an upsert stream, and bad otherwise; a
+    /// changelog format's records are changes.
     async fn decode(
         &self,
         topic: &str,
@@ -318,17 +322,19 @@ impl KafkaSource {
         let location = |r: &Record| format!("{topic}-{partition}@{}", r.offset);
         let mut bad: Vec<BadRecord> = Vec::new();
         let empty: &[u8] = &[];
+        let upsert = self.settings.upsert;
         let mut candidates: Vec<usize> = Vec::with_capacity(records.len());
+        let mut tombstones: Vec<usize> = Vec::new();
         for (i, r) in records.iter().enumerate() {
-            if r.payload.is_none() {
-                bad.push(BadRecord {
+            match (&r.payload, upsert) {
+                (Some(_), _) => candidates.push(i),
+                (None, true) => tombstones.push(i),
+                (None, false) => bad.push(BadRecord {
                     stream: self.stream.clone(),
                     reason: "the record has no value (a tombstone)".into(),
                     location: location(r),
                     raw: Vec::new(),
-                });
-            } else {
-                candidates.push(i);
+                }),
             }
         }
         // One decoder call for the whole poll; a record's location is made
@@ -340,34 +346,55 @@ impl KafkaSource {
         let mut decoded = self
             .value
             .decode_records(&payloads, &|i| location(&records[candidates[i]]))?;
-        let mut good: Vec<usize> = if decoded.bad.is_empty() {
-            candidates
-        } else {
-            let rejected: HashSet<usize> = decoded.bad.iter().map(|(i, _)| *i).collect();
-            (0..candidates.len())
-                .filter(|i| !rejected.contains(i))
-                .map(|i| candidates[i])
-                .collect()
-        };
+        if self.settings.value_format.is_changelog() {
+            // Change events hold their rows whole: no key or metadata
+            // columns to add, and one record may be two rows.
+            bad.extend(decoded.bad_records());
+            self.bad_data.handle(bad).await?;
+            return Ok(decoded.batch.filter(|b| b.num_rows() > 0));
+        }
+        let rejected: HashSet<usize> = decoded.bad.iter().map(|(i, _)| *i).collect();
         bad.extend(decoded.bad_records());
-        let mut values = decoded.batch;
+        // The good records in their order, each with its row of `values`
+        // (`None`: a tombstone).
+        let mut value_rows = (0u32..).zip(candidates.iter().copied());
+        let mut good: Vec<(usize, Option<u32>)> = Vec::with_capacity(records.len());
+        let mut tombstones = tombstones.into_iter().peekable();
+        let mut next_value = value_rows.next();
+        loop {
+            let take_tombstone = match (next_value, tombstones.peek()) {
+                (None, None) => break,
+                (None, Some(_)) => true,
+                (Some(_), None) => false,
+                (Some((_, v)), Some(t)) => *t < v,
+            };
+            if take_tombstone {
+                if let Some(t) = tombstones.next() {
+                    good.push((t, None));
+                }
+            } else if let Some((row, record)) = next_value {
+                if !rejected.contains(&(row as usize)) {
+                    good.push((record, Some(row)));
+                }
+                next_value = value_rows.next();
+            }
+        }
+        let values = decoded.batch;
         let mut keys = None;
         if let Some(key_decoder) = &self.key {
             let key_bytes: Vec<&[u8]> = good
                 .iter()
-                .map(|i| records[*i].key.as_deref().unwrap_or(empty))
+                .map(|(i, _)| records[*i].key.as_deref().unwrap_or(empty))
                 .collect();
             let mut key_decoded =
-                key_decoder.decode_records(&key_bytes, &|i| location(&records[good[i]]))?;
+                key_decoder.decode_records(&key_bytes, &|i| location(&records[good[i].0]))?;
             if !key_decoded.bad.is_empty() {
                 let rejected: HashSet<usize> = key_decoded.bad.iter().map(|(i, _)| *i).collect();
-                let keep: BooleanArray = (0..good.len())
-                    .map(|i| Some(!rejected.contains(&i)))
-                    .collect();
-                values = values.map(|v| filter_record_batch(&v, &keep)).transpose()?;
-                good = (0..good.len())
-                    .filter(|i| !rejected.contains(i))
-                    .map(|i| good[i])
+                good = good
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| !rejected.contains(i))
+                    .map(|(_, g)| g)
                     .collect();
                 bad.extend(key_decoded.bad_records().into_iter().map(|mut b| {
                     b.reason = format!("key: {}", b.reason);
@@ -377,22 +404,23 @@ impl KafkaSource {
             keys = key_decoded.batch;
         }
         self.bad_data.handle(bad).await?;
-        let Some(values) = values.filter(|v| v.num_rows() > 0) else {
+        if good.is_empty() {
             return Ok(None);
-        };
+        }
         let rows = good.len();
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        let value_indices = UInt32Array::from(good.iter().map(|(_, v)| *v).collect::<Vec<_>>());
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len() + 1);
         for (i, field) in self.schema.fields().iter().enumerate() {
             let column: ArrayRef = if let Some(m) = self.metadata.iter().find(|m| m.index == i) {
                 let array: ArrayRef = match m.key.as_str() {
                     "topic" => Arc::new(StringArray::from(vec![topic; rows])),
                     "partition" => Arc::new(Int32Array::from(vec![partition; rows])),
                     "offset" => Arc::new(Int64Array::from_iter_values(
-                        good.iter().map(|g| records[*g].offset),
+                        good.iter().map(|(g, _)| records[*g].offset),
                     )),
                     _ => Arc::new(TimestampMillisecondArray::from(
                         good.iter()
-                            .map(|g| records[*g].timestamp)
+                            .map(|(g, _)| records[*g].timestamp)
                             .collect::<Vec<_>>(),
                     )),
                 };
@@ -408,19 +436,29 @@ impl KafkaSource {
                     .cloned()
                     .ok_or_else(|| kafka_error(format!("key column {} missing", field.name())))?
             } else {
-                values
-                    .column_by_name(field.name())
+                let column = values
+                    .as_ref()
+                    .and_then(|v| v.column_by_name(field.name()))
                     .cloned()
-                    .ok_or_else(|| kafka_error(format!("value column {} missing", field.name())))?
+                    .unwrap_or_else(|| new_null_array(field.data_type(), 0));
+                // A tombstone's value columns are NULL.
+                take(column.as_ref(), &value_indices, None)?
             };
             columns.push(column);
         }
         let options = RecordBatchOptions::new().with_row_count(Some(rows));
-        Ok(Some(RecordBatch::try_new_with_options(
-            self.schema.clone(),
-            columns,
-            &options,
-        )?))
+        let batch = RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?;
+        if !upsert {
+            return Ok(Some(batch));
+        }
+        let kinds: Vec<RowKind> = good
+            .iter()
+            .map(|(_, v)| match v {
+                Some(_) => RowKind::Insert,
+                None => RowKind::Delete,
+            })
+            .collect();
+        Ok(Some(attach_kinds(&batch, kind_array(&kinds))?))
     }
 }
 

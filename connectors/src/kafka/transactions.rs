@@ -69,7 +69,8 @@ fn txn_error(what: &str, e: impl std::fmt::Display) -> EngineError {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct JournalRecord {
     pub key: Option<Vec<u8>>,
-    pub value: Vec<u8>,
+    /// `None`: a tombstone (an upsert sink's delete).
+    pub value: Option<Vec<u8>>,
     pub timestamp: Option<i64>,
 }
 
@@ -84,7 +85,7 @@ struct Prepared {
 impl JournalRecord {
     /// The bytes of its key and value.
     fn bytes(&self) -> usize {
-        self.value.len() + self.key.as_ref().map_or(0, Vec::len)
+        self.value.as_ref().map_or(0, Vec::len) + self.key.as_ref().map_or(0, Vec::len)
     }
 }
 
@@ -373,8 +374,8 @@ fn journal_table(records: &[(u64, &JournalRecord)]) -> Result<(String, RecordBat
         Arc::new(BinaryArray::from_iter(
             records.iter().map(|(_, r)| r.key.as_deref()),
         )),
-        Arc::new(BinaryArray::from_iter_values(
-            records.iter().map(|(_, r)| r.value.as_slice()),
+        Arc::new(BinaryArray::from_iter(
+            records.iter().map(|(_, r)| r.value.as_deref()),
         )),
         Arc::new(Int64Array::from_iter(
             records.iter().map(|(_, r)| r.timestamp),
@@ -391,7 +392,7 @@ fn journal_records(table: &StateRows) -> Result<Vec<(u64, JournalRecord)>> {
         .map(|i| {
             let record = JournalRecord {
                 key: keys.is_valid(i).then(|| keys.value(i).to_vec()),
-                value: values.value(i).to_vec(),
+                value: values.is_valid(i).then(|| values.value(i).to_vec()),
                 timestamp: timestamps.is_valid(i).then(|| timestamps.value(i)),
             };
             (generations.value(i), record)
@@ -408,7 +409,7 @@ mod tests {
     fn record(value: &str) -> JournalRecord {
         JournalRecord {
             key: None,
-            value: value.as_bytes().to_vec(),
+            value: Some(value.as_bytes().to_vec()),
             timestamp: None,
         }
     }
@@ -452,7 +453,7 @@ mod tests {
     fn values(records: &[JournalRecord]) -> Vec<String> {
         records
             .iter()
-            .map(|r| String::from_utf8(r.value.clone()).unwrap())
+            .map(|r| String::from_utf8(r.value.clone().unwrap()).unwrap())
             .collect()
     }
 
@@ -462,7 +463,7 @@ mod tests {
         t.record(record("small")).unwrap();
         let big = JournalRecord {
             key: None,
-            value: vec![0; JOURNAL_MAX_BYTES],
+            value: Some(vec![0; JOURNAL_MAX_BYTES]),
             timestamp: None,
         };
         let error = t.record(big).unwrap_err().to_string();
@@ -507,12 +508,12 @@ mod tests {
         let records = [
             JournalRecord {
                 key: Some(b"k".to_vec()),
-                value: b"{\"a\":1}".to_vec(),
+                value: Some(b"{\"a\":1}".to_vec()),
                 timestamp: Some(1_700_000_000_000),
             },
             JournalRecord {
-                key: None,
-                value: Vec::new(),
+                key: Some(b"k".to_vec()),
+                value: None,
                 timestamp: None,
             },
         ];

@@ -203,6 +203,22 @@ impl Output {
         }
     }
 
+    /// How often a buffering sink wants to be flushed.
+    pub(crate) fn flush_interval(&self) -> Option<std::time::Duration> {
+        match self {
+            Output::Sink { sink, .. } => sink.flush_interval(),
+            Output::Channels(_) => None,
+        }
+    }
+
+    /// Flushes a buffering sink.
+    pub(crate) async fn flush(&mut self) -> Result<()> {
+        match self {
+            Output::Sink { sink, .. } => sink.flush().await,
+            Output::Channels(_) => Ok(()),
+        }
+    }
+
     pub(crate) fn is_sink(&self) -> bool {
         matches!(self, Output::Sink { .. })
     }

@@ -157,6 +157,7 @@ impl SubtaskParts {
 pub(crate) async fn run_channel_subtask(mut inputs: Inputs, mut parts: SubtaskParts) -> Result<()> {
     parts.output.restore().await?;
     let mut ticker = parts.chain.timer_interval().map(tokio::time::interval);
+    let mut flusher = parts.output.flush_interval().map(tokio::time::interval);
     let watch_commits = parts.output.is_sink() && parts.checkpointing;
     let mut commits = parts.commits.clone();
     loop {
@@ -164,6 +165,10 @@ pub(crate) async fn run_channel_subtask(mut inputs: Inputs, mut parts: SubtaskPa
             event = inputs.next() => event,
             _ = tick(&mut ticker) => {
                 parts.timer().await?;
+                continue;
+            }
+            _ = tick(&mut flusher) => {
+                parts.output.flush().await?;
                 continue;
             }
             changed = commits.changed(), if watch_commits => {
@@ -295,10 +300,16 @@ pub(crate) async fn run_source_subtask(
     let mut last_idle_check = Instant::now();
     let mut last_lag = Instant::now();
     let mut last_marker = Instant::now();
+    let flush = parts.output.flush_interval();
+    let mut last_flush = Instant::now();
     for split in src.source.splits() {
         src.split_metrics(split);
     }
     loop {
+        if flush.is_some_and(|f| last_flush.elapsed() >= f) {
+            last_flush = Instant::now();
+            parts.output.flush().await?;
+        }
         if src.markers.is_some_and(|m| last_marker.elapsed() >= m) {
             last_marker = Instant::now();
             let marker = crate::message::LatencyMarker {

@@ -11,6 +11,7 @@
 //! engine operators ([`StreamingNode::lower`]). Stateless nodes
 //! (projection, filter, limit, `VALUES`) stay DataFusion's own.
 
+mod changelog_normalize;
 mod exchange;
 mod join;
 mod session_aggregate;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 
 use datafusion::logical_expr::{Extension, LogicalPlan, UserDefinedLogicalNode};
 
+pub(crate) use changelog_normalize::ChangelogNormalize;
 pub(crate) use exchange::Exchange;
 pub(crate) use join::{Join, JoinKind};
 pub(crate) use session_aggregate::SessionAggregate;
@@ -157,6 +159,9 @@ pub(crate) fn streaming(node: &dyn UserDefinedLogicalNode) -> Option<&dyn Stream
         return Some(n);
     }
     if let Some(n) = any.downcast_ref::<Join>() {
+        return Some(n);
+    }
+    if let Some(n) = any.downcast_ref::<ChangelogNormalize>() {
         return Some(n);
     }
     None

@@ -30,8 +30,8 @@ mod metrics_server;
 mod report;
 mod results;
 mod session;
-mod table;
 pub mod system_tables;
+mod table;
 
 pub use error::{Result, WeirError};
 pub use job::Job;

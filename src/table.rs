@@ -137,7 +137,10 @@ impl ChangelogTable {
         for (i, slot) in std::mem::take(&mut self.slots).into_iter().enumerate() {
             match slot {
                 Some(row) => {
-                    self.places.entry(row.clone()).or_default().push(slots.len());
+                    self.places
+                        .entry(row.clone())
+                        .or_default()
+                        .push(slots.len());
                     slots.push(Some(row));
                 }
                 None if Some(i) == freed => {

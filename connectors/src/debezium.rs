@@ -12,9 +12,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, StringArray, StructArray, UInt32Array,
-};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray, StructArray, UInt32Array};
 use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
@@ -116,15 +114,19 @@ pub fn changes(records: &RecordBatch, data: &SchemaRef) -> Result<RecordBatch, S
     };
     let mut columns = Vec::with_capacity(data.fields().len());
     for field in data.fields() {
-        let (b, a) = (field_of(&before, field.name())?, field_of(&after, field.name())?);
+        let (b, a) = (
+            field_of(&before, field.name())?,
+            field_of(&after, field.name())?,
+        );
         let both = datafusion::arrow::compute::concat(&[b.as_ref(), a.as_ref()])
             .map_err(|e| e.to_string())?;
         let n = records.num_rows() as u32;
-        let indices = UInt32Array::from_iter_values(
-            images
-                .iter()
-                .map(|(is_after, i)| if *is_after { n + i } else { *i }),
-        );
+        let indices =
+            UInt32Array::from_iter_values(
+                images
+                    .iter()
+                    .map(|(is_after, i)| if *is_after { n + i } else { *i }),
+            );
         columns.push(take(both.as_ref(), &indices, None).map_err(|e| e.to_string())?);
     }
     let rows = RecordBatch::try_new(data.clone(), columns).map_err(|e| e.to_string())?;
@@ -133,7 +135,11 @@ pub fn changes(records: &RecordBatch, data: &SchemaRef) -> Result<RecordBatch, S
 
 /// `batch`'s changes (its row-kind column; all inserts without one) as
 /// Debezium JSON lines.
-pub fn encode(batch: &RecordBatch, envelope: Envelope, out: &mut Vec<u8>) -> Result<(), ArrowError> {
+pub fn encode(
+    batch: &RecordBatch,
+    envelope: Envelope,
+    out: &mut Vec<u8>,
+) -> Result<(), ArrowError> {
     let kinds = kinds_of(batch).map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
     let data = without_kinds(batch);
     let schema = envelope_schema(data.schema_ref(), Envelope::Plain);
@@ -154,9 +160,13 @@ pub fn encode(batch: &RecordBatch, envelope: Envelope, out: &mut Vec<u8>) -> Res
             Some(nulls),
         )?))
     };
-    let op: ArrayRef = Arc::new(StringArray::from_iter_values(
-        kinds.iter().map(|k| if k.is_accumulate() { "c" } else { "d" }),
-    ));
+    let op: ArrayRef = Arc::new(StringArray::from_iter_values(kinds.iter().map(|k| {
+        if k.is_accumulate() {
+            "c"
+        } else {
+            "d"
+        }
+    })));
     let change = RecordBatch::try_new(schema, vec![image(false)?, image(true)?, op])?;
     let change = match envelope {
         Envelope::Plain => change,
@@ -230,7 +240,11 @@ mod tests {
             r#"{"payload":{"before":{"id":1,"name":"a"},"after":null,"op":"d"}}"#
         );
         let back = changes(&decode(&text, Envelope::WithSchema), &data()).unwrap();
-        let ids = back.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        let ids = back
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
         assert_eq!(ids.values().to_vec(), vec![1, 1, 1, 1, 2]);
         assert_eq!(
             kinds_of(&back).unwrap(),
@@ -247,7 +261,10 @@ mod tests {
     #[test]
     fn a_change_without_the_image_it_needs_is_bad() {
         let error = changes(
-            &decode(r#"{"before": null, "after": null, "op": "u"}"#, Envelope::Plain),
+            &decode(
+                r#"{"before": null, "after": null, "op": "u"}"#,
+                Envelope::Plain,
+            ),
             &data(),
         )
         .unwrap_err();

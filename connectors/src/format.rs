@@ -27,7 +27,10 @@ use crate::registry::ConnectorError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Format {
     Json,
-    Csv { delimiter: u8, header: bool },
+    Csv {
+        delimiter: u8,
+        header: bool,
+    },
     Parquet,
     Raw,
     /// Debezium's change events in JSON ([`crate::debezium`]): a changelog.

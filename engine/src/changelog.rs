@@ -109,7 +109,11 @@ pub fn row_kinds(batch: &RecordBatch) -> Option<&Int8Array> {
 /// The kind of each row of `batch`: its row kinds, or all inserts.
 pub fn kinds_of(batch: &RecordBatch) -> Result<Vec<RowKind>> {
     match row_kinds(batch) {
-        Some(kinds) => kinds.values().iter().map(|k| RowKind::from_i8(*k)).collect(),
+        Some(kinds) => kinds
+            .values()
+            .iter()
+            .map(|k| RowKind::from_i8(*k))
+            .collect(),
         None => Ok(vec![RowKind::Insert; batch.num_rows()]),
     }
 }
@@ -190,11 +194,9 @@ mod tests {
 
     #[test]
     fn kinds_travel_before_the_row_watermark_and_come_off_again() {
-        let data = RecordBatch::try_from_iter([(
-            "x",
-            Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef,
-        )])
-        .unwrap();
+        let data =
+            RecordBatch::try_from_iter([("x", Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef)])
+                .unwrap();
         let changes = attach_kinds(
             &data,
             kind_array(&[RowKind::UpdateBefore, RowKind::UpdateAfter]),

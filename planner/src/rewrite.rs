@@ -13,8 +13,8 @@ use datafusion::execution::SessionState;
 use datafusion::logical_expr::{
     Aggregate, Expr, Join as JoinPlan, JoinType, Limit, LogicalPlan, TableScan,
 };
-use weir_engine::window::{fmt_ms, partial_schema, SliceWindows, TimeSource};
 use weir_connectors::SourceChanges;
+use weir_engine::window::{fmt_ms, partial_schema, SliceWindows, TimeSource};
 use weir_sql::{SqlError, WindowKind};
 
 use crate::aggregate::AggregateParts;
@@ -24,9 +24,9 @@ use weir_engine::operators::{AggregateOptions, IntervalBounds};
 use weir_engine::window::OutputColumn;
 
 use crate::nodes::{
-    extension, slice_windows, streaming, Changelog, ChangelogNormalize, Exchange, Join, JoinKind, Needs, Phase,
-    RowsMode, SessionAggregate, StreamProps, StreamScan, UpdatingAggregate, WindowAggregate,
-    WindowRows,
+    extension, slice_windows, streaming, Changelog, ChangelogNormalize, Exchange, Join, JoinKind,
+    Needs, Phase, RowsMode, SessionAggregate, StreamProps, StreamScan, UpdatingAggregate,
+    WindowAggregate, WindowRows,
 };
 use crate::settings::Settings;
 
@@ -234,7 +234,12 @@ impl Rewriter<'_> {
     /// read by a consumer that needs retractions, or by a query that does
     /// not keep its key, is normalized: its whole rows are shuffled by the
     /// key, and the last row of each key kept ([`ChangelogNormalize`]).
-    fn stream_scan(&self, scan: &TableScan, table: &StreamTable, needs: Needs) -> Result<Streaming> {
+    fn stream_scan(
+        &self,
+        scan: &TableScan,
+        table: &StreamTable,
+        needs: Needs,
+    ) -> Result<Streaming> {
         let def = &table.def;
         if self.settings.batch_mode() && !def.connector.is_bounded(&def.options) {
             return Err(SqlError::new(format!(
@@ -276,7 +281,11 @@ impl Rewriter<'_> {
         let props = whole.props.clone();
         let key_columns = key
             .iter()
-            .map(|k| def.schema.index_of(k).map_err(|e| SqlError::new(e.to_string())))
+            .map(|k| {
+                def.schema
+                    .index_of(k)
+                    .map_err(|e| SqlError::new(e.to_string()))
+            })
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let input = self.exchange(self.node(whole, props), Some(key_columns.clone()), &key);
         let props = StreamProps {
@@ -305,7 +314,11 @@ impl Rewriter<'_> {
             .project(exprs)
             .and_then(|b| b.build())?;
         let mut props = normalized.props;
-        props.changelog = props.changelog.with_keys(if keeps_key { props.changelog.keys().to_vec() } else { Vec::new() });
+        props.changelog = props.changelog.with_keys(if keeps_key {
+            props.changelog.keys().to_vec()
+        } else {
+            Vec::new()
+        });
         Ok(Streaming { plan, props })
     }
 
@@ -329,9 +342,8 @@ impl Rewriter<'_> {
             .into());
         }
         let schema = agg.schema.clone();
-        let updating = !input.props.bounded
-            || input.props.is_updating()
-            || self.settings.streaming_mode();
+        let updating =
+            !input.props.bounded || input.props.is_updating() || self.settings.streaming_mode();
         match found {
             None if updating => self.updating(parts, input, schema, needs),
             Some((window, _)) if matches!(window.tvf.kind, WindowKind::Session { .. }) => {
@@ -933,7 +945,9 @@ fn projected_keys(keys: &[String], exprs: &[Expr]) -> Option<Vec<String>> {
                     e => e,
                 };
                 match inner {
-                    Expr::Column(c) if &c.name == key => Some(name.unwrap_or_else(|| c.name.clone())),
+                    Expr::Column(c) if &c.name == key => {
+                        Some(name.unwrap_or_else(|| c.name.clone()))
+                    }
                     _ => None,
                 }
             })

@@ -136,7 +136,8 @@ pub async fn run(
                     }
                 }
                 Output::Query(results)
-                    if results.is_updating() && !session.planner().settings().changelog_results() =>
+                    if results.is_updating()
+                        && !session.planner().settings().changelog_results() =>
                 {
                     if show_updating(results, format).await? {
                         return Ok(());

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod kafka;
 pub mod slow;
 
 use std::collections::BTreeMap;

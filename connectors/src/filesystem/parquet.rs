@@ -19,9 +19,9 @@ use object_store::path::Path;
 use object_store::ObjectStore;
 // Deprecated in parquet 59 in favour of hand-written readers; it is still
 // the library's own object_store reader, so we keep using it.
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 #[allow(deprecated)]
 use parquet::arrow::async_reader::ParquetObjectReader;
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use weir_engine::{EngineError, Result};
 
@@ -51,7 +51,8 @@ pub(super) struct ParquetGroups {
 
 /// A row group read: its rows, conformed to the declared schema, in
 /// batches of at most the batch size.
-pub(super) type GroupRead = std::pin::Pin<Box<dyn Future<Output = Result<Vec<RecordBatch>>> + Send>>;
+pub(super) type GroupRead =
+    std::pin::Pin<Box<dyn Future<Output = Result<Vec<RecordBatch>>> + Send>>;
 
 impl ParquetGroups {
     /// Reads the footer of `path` and plans to read it from row `skip` on.
@@ -130,10 +131,7 @@ impl ParquetGroups {
                     .try_collect()
                     .await
                     .map_err(|e| failed(&e))?;
-            batches
-                .iter()
-                .map(|b| conform(b, &schema, &path))
-                .collect()
+            batches.iter().map(|b| conform(b, &schema, &path)).collect()
         };
         Some((Box::pin(read), group.rows))
     }

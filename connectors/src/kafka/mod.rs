@@ -263,27 +263,27 @@ fn source_factory(
     settings: Arc<KafkaSettings>,
     spec: &TableSpec,
 ) -> Result<SourceFactory, ConnectorError> {
-        for field in &settings.key_fields {
-            if spec.schema.field_with_name(field).is_err() {
-                return Err(ConnectorError::option(
-                    "key.fields",
-                    format!("'{field}' is not a column"),
-                ));
-            }
-        }
-        if settings.value_format.is_changelog()
-            && (!settings.key_fields.is_empty() || !spec.metadata.is_empty())
-        {
+    for field in &settings.key_fields {
+        if spec.schema.field_with_name(field).is_err() {
             return Err(ConnectorError::option(
+                "key.fields",
+                format!("'{field}' is not a column"),
+            ));
+        }
+    }
+    if settings.value_format.is_changelog()
+        && (!settings.key_fields.is_empty() || !spec.metadata.is_empty())
+    {
+        return Err(ConnectorError::option(
                 "format",
                 "a change event holds its rows whole: key fields and METADATA columns are not read from a changelog format",
             ));
-        }
-        let spec = spec.clone();
-        Ok(Arc::new(move |info| {
-            Ok(Box::new(KafkaSource::new(settings.clone(), &spec, info)?)
-                as Box<dyn weir_engine::Source>)
-        }))
+    }
+    let spec = spec.clone();
+    Ok(Arc::new(move |info| {
+        Ok(Box::new(KafkaSource::new(settings.clone(), &spec, info)?)
+            as Box<dyn weir_engine::Source>)
+    }))
 }
 
 /// The sink subtasks writing to a Kafka topic as `settings` say.
@@ -291,18 +291,19 @@ fn sink_factory(
     settings: Arc<KafkaSettings>,
     spec: &TableSpec,
 ) -> Result<SinkFactory, ConnectorError> {
-        if settings.topics.len() != 1 {
-            return Err(ConnectorError::option(
-                "topic",
-                "a Kafka sink writes to exactly one topic",
-            ));
-        }
-        let delivery = spec
-            .options
-            .get("sink.delivery")
-            .or(spec.options.get("sink.delivery-guarantee"))
-            .map(|d| d.to_ascii_lowercase().replace('_', "-"));
-        let transactional_id_prefix = match delivery.as_deref() {
+    if settings.topics.len() != 1 {
+        return Err(ConnectorError::option(
+            "topic",
+            "a Kafka sink writes to exactly one topic",
+        ));
+    }
+    let delivery = spec
+        .options
+        .get("sink.delivery")
+        .or(spec.options.get("sink.delivery-guarantee"))
+        .map(|d| d.to_ascii_lowercase().replace('_', "-"));
+    let transactional_id_prefix =
+        match delivery.as_deref() {
             None | Some("at-least-once") | Some("best-effort") | Some("none") => None,
             Some("exactly-once") if !spec.checkpointing => return Err(ConnectorError::option(
                 "sink.delivery",
@@ -322,13 +323,13 @@ fn sink_factory(
                 ))
             }
         };
-        let spec = spec.clone();
-        Ok(Arc::new(move |info| {
-            Ok(Box::new(KafkaSink::new(
-                settings.clone(),
-                &spec,
-                info,
-                transactional_id_prefix.as_deref(),
-            )?) as Box<dyn weir_engine::Sink>)
-        }))
+    let spec = spec.clone();
+    Ok(Arc::new(move |info| {
+        Ok(Box::new(KafkaSink::new(
+            settings.clone(),
+            &spec,
+            info,
+            transactional_id_prefix.as_deref(),
+        )?) as Box<dyn weir_engine::Sink>)
+    }))
 }

@@ -106,8 +106,7 @@ impl Connector for UpsertKafkaConnector {
     }
 
     fn is_bounded(&self, options: &Options) -> bool {
-        settings(options, &[])
-            .is_ok_and(|s| !matches!(s.bounded, super::BoundedMode::Unbounded))
+        settings(options, &[]).is_ok_and(|s| !matches!(s.bounded, super::BoundedMode::Unbounded))
     }
 
     fn source_changes(&self, _options: &Options) -> SourceChanges {

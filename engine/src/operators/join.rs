@@ -421,7 +421,9 @@ impl StreamingJoin {
             };
             for (p, ok) in mask.iter().enumerate() {
                 if ok == Some(true) {
-                    theirs[p].matches.set(theirs[p].matches.get().saturating_add(1));
+                    theirs[p]
+                        .matches
+                        .set(theirs[p].matches.get().saturating_add(1));
                     matched[mine[p] as usize] = true;
                 }
             }

@@ -175,7 +175,8 @@ impl StreamingJoin {
                 (theirs, own)
             }
         };
-        let mut emit = |kind: RowKind, (left, right): (OwnedRow, OwnedRow)| out.push(kind, left, right);
+        let mut emit =
+            |kind: RowKind, (left, right): (OwnedRow, OwnedRow)| out.push(kind, left, right);
         let now = now_millis();
         let mut p = 0;
         for (i, key) in range.zip(keys) {
@@ -249,6 +250,10 @@ impl StreamingJoin {
             .iter()
             .map(|f| new_null_array(f.data_type(), 1))
             .collect();
-        Ok(self.sides[side].rows.convert_columns(&nulls)?.row(0).owned())
+        Ok(self.sides[side]
+            .rows
+            .convert_columns(&nulls)?
+            .row(0)
+            .owned())
     }
 }

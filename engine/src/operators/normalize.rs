@@ -136,7 +136,10 @@ impl Operator for ChangelogNormalize {
         let options = RecordBatchOptions::new().with_row_count(Some(out_rows.len()));
         let rows = RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?;
         let changes = attach_kinds(&rows, kind_array(&out_kinds))?;
-        ctx.emit(attach(&changes, Arc::new(Int64Array::from(out_watermarks)))?);
+        ctx.emit(attach(
+            &changes,
+            Arc::new(Int64Array::from(out_watermarks)),
+        )?);
         Ok(())
     }
 
@@ -164,9 +167,8 @@ impl Operator for ChangelogNormalize {
     fn snapshot(&mut self, _ctx: &mut OperatorContext<'_>) -> Result<StateSnapshot> {
         let kept: Vec<&Last> = self.last.values().collect();
         let columns = self.rows.convert_rows(kept.iter().map(|l| l.row.row()))?;
-        let touched: ArrayRef = Arc::new(Int64Array::from_iter_values(
-            kept.iter().map(|l| l.touched),
-        ));
+        let touched: ArrayRef =
+            Arc::new(Int64Array::from_iter_values(kept.iter().map(|l| l.touched)));
         let extra = self
             .schema
             .fields()
@@ -185,8 +187,11 @@ impl Operator for ChangelogNormalize {
         };
         let touched = table.column::<Int64Array>(TOUCHED)?.clone();
         let options = RecordBatchOptions::new().with_row_count(Some(table.num_rows()));
-        let data =
-            RecordBatch::try_new_with_options(self.schema.clone(), table.extra().to_vec(), &options)?;
+        let data = RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            table.extra().to_vec(),
+            &options,
+        )?;
         let keys = self.keys.convert_columns(&self.key_arrays(&data))?;
         let rows = self.rows.convert_columns(data.columns())?;
         for i in 0..data.num_rows() {
@@ -236,7 +241,12 @@ mod tests {
         let mut h = Harness::new(op);
         use RowKind::*;
         h.batch(upserts(
-            &[(1, Some("a")), (1, Some("b")), (1, Some("b")), (2, Some("x"))],
+            &[
+                (1, Some("a")),
+                (1, Some("b")),
+                (1, Some("b")),
+                (2, Some("x")),
+            ],
             &[Insert, Insert, Insert, Insert],
         ))
         .unwrap();
@@ -245,8 +255,11 @@ mod tests {
         restored.restore(state).unwrap();
         let mut h2 = Harness::new(restored);
         // A tombstone holds only the key; a delete of an unknown key is dropped.
-        h2.batch(upserts(&[(1, None), (3, None), (2, Some("y"))], &[Delete, Delete, Insert]))
-            .unwrap();
+        h2.batch(upserts(
+            &[(1, None), (3, None), (2, Some("y"))],
+            &[Delete, Delete, Insert],
+        ))
+        .unwrap();
         let shown: Vec<RecordBatch> = h
             .take_output()
             .into_iter()

@@ -6,9 +6,9 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::physical_expr::PhysicalExpr;
 
+use crate::changelog::{attach_kinds, row_kinds};
 use crate::error::Result;
 use crate::operator::{Operator, OperatorContext};
-use crate::changelog::{attach_kinds, row_kinds};
 use crate::row_watermark::{attach, row_watermarks};
 
 /// Computes `exprs` over each batch; the row kind and the row watermark

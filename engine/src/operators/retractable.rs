@@ -100,7 +100,9 @@ impl ValueCounts {
     }
 
     fn add(&mut self, values: &ArrayRef, sign: i64, times: &[i64]) -> Result<()> {
-        let rows = self.converter.convert_columns(std::slice::from_ref(values))?;
+        let rows = self
+            .converter
+            .convert_columns(std::slice::from_ref(values))?;
         for (i, row) in rows.iter().enumerate() {
             if values.is_null(i) {
                 continue;
@@ -175,9 +177,8 @@ impl Accumulator for ValueCounts {
         let values = self
             .converter
             .convert_rows(self.counts.keys().map(|k| k.row()))?;
-        let counts: ArrayRef = Arc::new(Int64Array::from_iter_values(
-            self.counts.values().copied(),
-        ));
+        let counts: ArrayRef =
+            Arc::new(Int64Array::from_iter_values(self.counts.values().copied()));
         let list = |array: ArrayRef| -> datafusion::common::Result<ScalarValue> {
             let field = Arc::new(Field::new_list_field(array.data_type().clone(), true));
             let offsets = OffsetBuffer::from_lengths([array.len()]);
@@ -225,9 +226,11 @@ mod tests {
         assert_eq!(min.evaluate().unwrap(), ScalarValue::from("a"));
         min.retract_batch(&[strings(&[Some("a")])]).unwrap();
         assert_eq!(min.evaluate().unwrap(), ScalarValue::from("b"));
-        max.retract_batch(&[strings(&[Some("c"), Some("b")])]).unwrap();
+        max.retract_batch(&[strings(&[Some("c"), Some("b")])])
+            .unwrap();
         assert_eq!(max.evaluate().unwrap(), ScalarValue::from("a"));
-        max.retract_batch(&[strings(&[Some("a"), Some("a")])]).unwrap();
+        max.retract_batch(&[strings(&[Some("a"), Some("a")])])
+            .unwrap();
         assert_eq!(max.evaluate().unwrap(), ScalarValue::Utf8(None));
     }
 

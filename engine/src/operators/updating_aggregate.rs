@@ -276,13 +276,9 @@ impl UpdatingAggregate {
             .map(|c| Ok(ScalarValue::iter_to_array(c)?))
             .collect::<Result<Vec<_>>>()?;
         let none = vec![0; changes.kinds.len()];
-        let batch = self.layout.assemble(
-            none.clone(),
-            none,
-            &key_columns,
-            &values,
-            ctx.watermark(),
-        )?;
+        let batch =
+            self.layout
+                .assemble(none.clone(), none, &key_columns, &values, ctx.watermark())?;
         ctx.emit(with_kinds(&batch, kind_array(&changes.kinds))?);
         Ok(())
     }
@@ -290,10 +286,7 @@ impl UpdatingAggregate {
 
 /// Each accumulator's current value.
 fn evaluate(accumulators: &mut [Box<dyn Accumulator>]) -> Result<Vec<ScalarValue>> {
-    accumulators
-        .iter_mut()
-        .map(|a| Ok(a.evaluate()?))
-        .collect()
+    accumulators.iter_mut().map(|a| Ok(a.evaluate()?)).collect()
 }
 
 impl Operator for UpdatingAggregate {

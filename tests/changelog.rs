@@ -212,10 +212,11 @@ fn outer_and_changelog_joins_equal_a_batch_join() {
                     ddl("l", ldir.path(), batch_size),
                     ddl("r", rdir.path(), batch_size),
                 ];
+                // Whether a padded row is retracted depends on which side's
+                // rows come first: the engine's unit tests pin the order.
                 let run = run_changes(&setup, query).await;
                 let at = format!("{query} at batch size {batch_size}, parallelism {parallelism}");
                 assert_eq!(run.table, expected, "{at}");
-                assert!(run.retractions > 0, "{at}");
             }
         }
         // Automatic mode: outer joins of bounded inputs only append.

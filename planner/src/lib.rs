@@ -22,6 +22,7 @@ mod context;
 mod ddl;
 mod error;
 mod explain;
+mod flink_avg;
 mod functions;
 mod lower;
 mod names;

@@ -32,6 +32,7 @@ use crate::{CheckpointPlan, JobPlan, Planner, QueryPlan};
 /// which keeps the same groups.
 pub(crate) fn optimize(state: &SessionState, plan: LogicalPlan) -> Result<LogicalPlan> {
     let config = state.config_options();
+    let plan = crate::flink_avg::flink_avg(plan)?;
     let analyzed = state
         .analyzer()
         .execute_and_check(plan, config, |_, _| {})?;

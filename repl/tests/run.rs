@@ -345,3 +345,66 @@ fn errors_and_job_listings_never_echo_secrets() {
         "{out}{err}"
     );
 }
+
+/// An updating result through `weir run`: a print sink shows Flink's row
+/// kinds; a bounded query prints its final table in any format; with
+/// `--changelog` each change is printed with its `op`.
+#[test]
+fn updating_results_print_as_flink_prints_them() {
+    let values = "CREATE VIEW t AS SELECT * FROM (VALUES (1, 10), (2, 20), (1, 30)) AS v(k, x);";
+    let sink = "CREATE TABLE out (k INT, n BIGINT, s BIGINT) WITH ('connector' = 'print');";
+    weir()
+        .args(["run", "-e"])
+        .arg(format!(
+            "SET 'execution.runtime-mode' = 'streaming'; SET 'parallelism.default' = '1'; {values} {sink}
+             INSERT INTO out SELECT k, count(*), sum(x) FROM t GROUP BY k;"
+        ))
+        .assert()
+        .success()
+        .stdout("+I[1, 2, 40]\n+I[2, 1, 20]\n");
+    // Changes across batches: a nested aggregate retracts.
+    let nested =
+        "SELECT n, count(*) AS keys FROM (SELECT k, count(*) AS n FROM t GROUP BY k) GROUP BY n";
+    weir()
+        .args(["run", "--format", "csv", "-e"])
+        .arg(format!(
+            "SET 'execution.runtime-mode' = 'streaming'; {values} {nested};"
+        ))
+        .assert()
+        .success()
+        .stdout(predicate::function(|s: &str| {
+            let mut lines: Vec<&str> = s.lines().collect();
+            lines.sort();
+            lines == ["1,1", "2,1", "n,keys"]
+        }));
+    weir()
+        .args(["run", "--changelog", "--format", "csv", "-e"])
+        .arg(format!(
+            "SET 'execution.runtime-mode' = 'streaming'; SET 'parallelism.default' = '1'; {values} SELECT k, count(*) AS n FROM t GROUP BY k;"
+        ))
+        .assert()
+        .success()
+        .stdout("op,k,n\n+I,1,2\n+I,2,1\n");
+}
+
+/// Rows of a print sink that retract: a filter after an aggregate.
+#[test]
+fn a_print_sink_shows_retractions() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rows.json");
+    // One row per line and a batch size of 1: each row is its own batch,
+    // so each one changes the count of its key.
+    std::fs::write(&file, "{\"k\": 1}\n{\"k\": 1}\n{\"k\": 2}\n{\"k\": 1}\n").unwrap();
+    weir()
+        .args(["run", "-e"])
+        .arg(format!(
+            "SET 'execution.runtime-mode' = 'streaming'; SET 'parallelism.default' = '1';
+             CREATE STREAM t (k INT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json', 'scan.batch-size' = '1');
+             CREATE TABLE out (k INT, n BIGINT) WITH ('connector' = 'print');
+             INSERT INTO out SELECT k, count(*) FROM t GROUP BY k HAVING count(*) < 3;",
+            file.display()
+        ))
+        .assert()
+        .success()
+        .stdout("+I[1, 1]\n-U[1, 1]\n+U[1, 2]\n+I[2, 1]\n-U[1, 2]\n");
+}

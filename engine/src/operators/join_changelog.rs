@@ -257,3 +257,119 @@ impl StreamingJoin {
             .owned())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::physical_expr::expressions::col;
+
+    use super::*;
+    use crate::changelog::with_op_column;
+    use crate::operators::{JoinKind, JoinSpec};
+    use crate::testing::Harness;
+
+    fn full_join() -> Arc<JoinSpec> {
+        let left = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("a", DataType::Utf8, true),
+        ]));
+        let right = Arc::new(Schema::new(vec![
+            Field::new("k2", DataType::Int64, true),
+            Field::new("b", DataType::Int64, true),
+        ]));
+        let output = Arc::new(Schema::new(
+            [left.fields().to_vec(), right.fields().to_vec()]
+                .concat()
+                .into_iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
+        Arc::new(JoinSpec {
+            keys: [
+                vec![col("k", &left).unwrap()],
+                vec![col("k2", &right).unwrap()],
+            ],
+            schemas: [left.clone(), right.clone()],
+            pairs: Arc::new(Schema::new(
+                [left.fields().to_vec(), right.fields().to_vec()].concat(),
+            )),
+            output,
+            residual: None,
+            kind: JoinKind::Full,
+            ttl: None,
+            window_end: None,
+            interval: None,
+            changelog: true,
+            decide_at_end: false,
+        })
+    }
+
+    fn rows(keys: &[i64], values: ArrayRef, names: [&str; 2], kinds: &[RowKind]) -> RecordBatch {
+        let data = RecordBatch::try_from_iter([
+            (
+                names[0],
+                Arc::new(Int64Array::from(keys.to_vec())) as ArrayRef,
+            ),
+            (names[1], values),
+        ])
+        .unwrap();
+        attach_kinds(&data, kind_array(kinds)).unwrap()
+    }
+
+    /// Flink's sequence: a row without a match is padded at once; its
+    /// first match retracts the padded row; when that match is retracted,
+    /// the padded row comes back. An outer join emits +I and -D only.
+    #[test]
+    fn padded_rows_are_retracted_when_a_match_comes_and_back_when_it_goes() {
+        use RowKind::*;
+        let mut h = Harness::new(StreamingJoin::new("join", full_join()).unwrap());
+        let left = |kinds: &[RowKind]| {
+            rows(
+                &[1],
+                Arc::new(StringArray::from(vec!["x"])),
+                ["k", "a"],
+                kinds,
+            )
+        };
+        let right = |b: i64, kinds: &[RowKind]| {
+            rows(
+                &[1],
+                Arc::new(Int64Array::from(vec![b])),
+                ["k2", "b"],
+                kinds,
+            )
+        };
+        h.batch_on(0, left(&[Insert])).unwrap();
+        h.batch_on(1, right(10, &[Insert])).unwrap();
+        h.batch_on(1, right(11, &[Insert])).unwrap();
+        h.batch_on(1, right(10, &[UpdateBefore])).unwrap();
+        h.batch_on(1, right(11, &[Delete])).unwrap();
+        h.batch_on(0, left(&[Delete])).unwrap();
+        let shown: Vec<RecordBatch> = h
+            .take_output()
+            .iter()
+            .map(|b| with_op_column(b).unwrap())
+            .collect();
+        datafusion::assert_batches_eq!(
+            [
+                "+----+---+---+----+----+",
+                "| op | k | a | k2 | b  |",
+                "+----+---+---+----+----+",
+                "| +I | 1 | x |    |    |",
+                "| -D | 1 | x |    |    |",
+                "| +I | 1 | x | 1  | 10 |",
+                "| +I | 1 | x | 1  | 11 |",
+                "| -D | 1 | x | 1  | 10 |",
+                "| -D | 1 | x | 1  | 11 |",
+                "| +I | 1 | x |    |    |",
+                "| -D | 1 | x |    |    |",
+                "+----+---+---+----+----+",
+            ],
+            &shown
+        );
+        assert_eq!(h.operator().state_size().rows, 0);
+    }
+}

@@ -24,6 +24,7 @@ mod error;
 mod explain;
 mod flink_avg;
 mod functions;
+mod hints;
 mod lower;
 mod names;
 mod nodes;

@@ -20,6 +20,7 @@ use weir_sql::{catalog_name, Insert, Query, SqlError};
 use crate::catalog::{self, StreamDef, UnknownName};
 use crate::context::Context;
 use crate::error::{df_error, Result};
+use crate::hints::StateTtlHints;
 use crate::lower::{Lowered, Lowering};
 use crate::nodes::{Changelog, Needs};
 use crate::rewrite::{Rewriter, Streaming};
@@ -55,14 +56,23 @@ impl Planner {
         optimize(&self.state, plan)
     }
 
-    /// The streaming plan of an optimized plan, for a consumer that needs
-    /// this of its updates.
-    pub(crate) fn streaming(&self, plan: &LogicalPlan, needs: Needs) -> Result<Streaming> {
-        Rewriter {
+    /// The streaming plan of an optimized plan of `query`, for a consumer
+    /// that needs this of its updates.
+    pub(crate) fn streaming(
+        &self,
+        plan: &LogicalPlan,
+        query: &ast::Query,
+        needs: Needs,
+    ) -> Result<Streaming> {
+        let hints = StateTtlHints::of(query)?;
+        let streaming = Rewriter {
             state: &self.state,
             settings: &self.settings,
+            hints: &hints,
         }
-        .rewrite(plan, needs)
+        .rewrite(plan, needs)?;
+        hints.check_used()?;
+        Ok(streaming)
     }
 
     /// The streaming plan of a query.
@@ -71,7 +81,7 @@ impl Planner {
         let plan = context
             .plan_query(&query.query)
             .map_err(|e| self.locate(e, &query.query))?;
-        self.streaming(&self.optimize(plan)?, Needs::Retractions)
+        self.streaming(&self.optimize(plan)?, &query.query, Needs::Retractions)
     }
 
     /// A DataFusion error pointing into `query`: an unknown stream at its
@@ -152,7 +162,7 @@ impl Planner {
             SinkChanges::Upsert => Needs::Upserts,
             SinkChanges::AppendOnly | SinkChanges::All => Needs::Retractions,
         };
-        let mut streaming = self.streaming(&plan, needs)?;
+        let mut streaming = self.streaming(&plan, &insert.query.query, needs)?;
         let changelog = streaming.props.changelog.clone();
         match changes {
             SinkChanges::AppendOnly if streaming.props.is_updating() => {
@@ -172,7 +182,7 @@ impl Planner {
                 if matches!(changelog, Changelog::Upsert { .. }) && !same_columns(&keys, &key) {
                     // Upserts by another key would leave rows behind:
                     // retractions delete the sink's old row by its key.
-                    streaming = self.streaming(&plan, Needs::Retractions)?;
+                    streaming = self.streaming(&plan, &insert.query.query, Needs::Retractions)?;
                 }
                 let keys = streaming.props.changelog.keys();
                 if !keys.iter().all(|k| key.contains(k)) {

@@ -23,6 +23,7 @@ use crate::error::Result;
 use weir_engine::operators::{AggregateOptions, IntervalBounds};
 use weir_engine::window::OutputColumn;
 
+use crate::hints::StateTtlHints;
 use crate::nodes::{
     extension, slice_windows, streaming, Changelog, ChangelogNormalize, Exchange, Join, JoinKind,
     Needs, Phase, RowsMode, SessionAggregate, StreamProps, StreamScan, UpdatingAggregate,
@@ -36,10 +37,11 @@ pub(crate) struct Streaming {
     pub props: StreamProps,
 }
 
-/// Rewrites plans against one session's settings.
+/// Rewrites plans against one session's settings and one query's hints.
 pub(crate) struct Rewriter<'a> {
     pub state: &'a SessionState,
     pub settings: &'a Settings,
+    pub hints: &'a StateTtlHints,
 }
 
 fn unsupported(what: &str, hint: &str) -> SqlError {
@@ -345,7 +347,7 @@ impl Rewriter<'_> {
         let updating =
             !input.props.bounded || input.props.is_updating() || self.settings.streaming_mode();
         match found {
-            None if updating => self.updating(parts, input, schema, needs),
+            None if updating => self.updating(parts, input, schema, needs, input_name(&agg.input)),
             Some((window, _)) if matches!(window.tvf.kind, WindowKind::Session { .. }) => {
                 self.session(parts, window, input, schema)
             }
@@ -367,7 +369,13 @@ impl Rewriter<'_> {
         let right = self.rewrite(&join.right, Needs::Retractions)?;
         let updating_input = left.props.is_updating() || right.props.is_updating();
         let bounded = left.props.bounded && right.props.bounded;
-        let ttl = self.settings.state_ttl();
+        // A side's own STATE_TTL hint, or the session's TTL.
+        let side_ttl = |side: &LogicalPlan| {
+            self.hints
+                .ttl(input_name(side).as_deref())
+                .or(self.settings.state_ttl())
+        };
+        let ttl = [side_ttl(&join.left), side_ttl(&join.right)];
         let window_ends = (
             window_end_column(&left.plan),
             window_end_column(&right.plan),
@@ -429,9 +437,9 @@ impl Rewriter<'_> {
             )
             .into());
         }
-        if !bounded && ttl.is_none() && window_end.is_none() && interval.is_none() {
+        if !bounded && ttl.contains(&None) && window_end.is_none() && interval.is_none() {
             return Err(SqlError::new("a join of unbounded streams needs a state TTL").with_hint(
-                "each side's rows are kept to meet the other side's later rows, so its state would grow forever: set one (SET 'table.exec.state.ttl' = '1 h')",
+                "each side's rows are kept to meet the other side's later rows, so its state would grow forever: set one (SET 'table.exec.state.ttl' = '1 h', or per input: SELECT /*+ STATE_TTL('orders' = '1d', 'customers' = '20d') */ ...)",
             ).into());
         }
         let mut keys: [Vec<datafusion::common::Column>; 2] = [Vec::new(), Vec::new()];
@@ -482,7 +490,7 @@ impl Rewriter<'_> {
                 residual: join.filter.clone(),
                 // As Flink's, a state TTL applies to bounded inputs too.
                 ttl: if window_end.is_some() || interval.is_some() {
-                    None
+                    [None, None]
                 } else {
                     ttl
                 },
@@ -503,8 +511,12 @@ impl Rewriter<'_> {
         input: Streaming,
         schema: DFSchemaRef,
         needs: Needs,
+        input_name: Option<String>,
     ) -> Result<Streaming> {
-        let ttl = self.settings.state_ttl();
+        let ttl = self
+            .hints
+            .ttl(input_name.as_deref())
+            .or(self.settings.state_ttl());
         if ttl.is_none() && !input.props.bounded {
             return Err(SqlError::new("GROUP BY without a window on an unbounded stream needs a state TTL").with_hint(
                 "its state would grow forever: set one (SET 'table.exec.state.ttl' = '1 h'), or group by a window: FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(ts), INTERVAL '1' MINUTE)) GROUP BY window_start, window_end, ...",
@@ -953,4 +965,16 @@ fn projected_keys(keys: &[String], exprs: &[Expr]) -> Option<Vec<String>> {
             })
         })
         .collect()
+}
+
+/// The name (or alias) of the input `plan` reads, for a `STATE_TTL` hint:
+/// the table or view it scans, through projections and filters.
+fn input_name(plan: &LogicalPlan) -> Option<String> {
+    match plan {
+        LogicalPlan::SubqueryAlias(a) => Some(a.alias.table().to_string()),
+        LogicalPlan::TableScan(scan) => Some(scan.table_name.table().to_string()),
+        LogicalPlan::Projection(p) => input_name(&p.input),
+        LogicalPlan::Filter(f) => input_name(&f.input),
+        _ => None,
+    }
 }

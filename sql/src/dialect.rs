@@ -1,5 +1,6 @@
 //! The tokenizer/parser dialect: sqlparser's generic dialect with Flink's
-//! identifier quoting (backticks) and aggregate `FILTER`.
+//! identifier quoting (backticks), aggregate `FILTER` and query hints
+//! (`SELECT /*+ STATE_TTL('t' = '1d') */ ...`).
 
 use sqlparser::dialect::{Dialect, GenericDialect};
 
@@ -30,6 +31,10 @@ impl Dialect for FlinkDialect {
     }
 
     fn supports_named_fn_args_with_rarrow_operator(&self) -> bool {
+        true
+    }
+
+    fn supports_comment_optimizer_hint(&self) -> bool {
         true
     }
 }

@@ -17,7 +17,7 @@ use sqlparser::ast::{
 };
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::Parser;
-use sqlparser::tokenizer::{Location, Span, Token, TokenWithSpan, Word};
+use sqlparser::tokenizer::{Location, Span, Token, TokenWithSpan, Whitespace, Word};
 
 use crate::dialect::FlinkDialect;
 use crate::error::{Position, Result, SqlError};
@@ -124,7 +124,13 @@ pub(crate) fn extract_window_tvfs(
     tokens: Vec<TokenWithSpan>,
     windows: &mut Vec<WindowTvf>,
 ) -> Result<Vec<TokenWithSpan>> {
-    let significant = |t: &TokenWithSpan| !matches!(t.token, Token::Whitespace(_));
+    // Whitespace goes, but for query hints (`/*+ STATE_TTL(...) */`),
+    // which the parser reads.
+    let significant = |t: &TokenWithSpan| match &t.token {
+        Token::Whitespace(Whitespace::MultiLineComment(c)) => c.starts_with('+'),
+        Token::Whitespace(_) => false,
+        _ => true,
+    };
     let tokens: Vec<TokenWithSpan> = tokens.into_iter().filter(significant).collect();
     let mut out = Vec::with_capacity(tokens.len());
     let mut i = 0;

@@ -141,8 +141,9 @@ pub struct JoinSpec {
     /// A condition on the pair besides key equality.
     pub residual: Option<Arc<dyn PhysicalExpr>>,
     pub kind: JoinKind,
-    /// How long a stored row is kept; `None` keeps rows until the end.
-    pub ttl: Option<Duration>,
+    /// How long each side keeps a stored row; `None` keeps rows until the
+    /// end (Flink's `STATE_TTL` hint sets a side's own).
+    pub ttl: [Option<Duration>; 2],
     /// For a window join, the `window_end` column of each side.
     pub window_end: Option<[usize; 2]>,
     /// For an interval join, each side's time and the bounds between them.
@@ -578,14 +579,17 @@ impl Operator for StreamingJoin {
     fn timer_interval(&self) -> Option<Duration> {
         self.spec
             .ttl
-            .map(|ttl| (ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(10)))
+            .iter()
+            .flatten()
+            .min()
+            .map(|ttl| (*ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(10)))
     }
 
     fn on_timer(&mut self, now: Millis, _ctx: &mut OperatorContext<'_>) -> Result<()> {
-        if let Some(ttl) = self.spec.ttl {
-            let ttl = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
-            let before = now.saturating_sub(ttl);
-            for side in &mut self.sides {
+        for (side, ttl) in self.sides.iter_mut().zip(self.spec.ttl) {
+            if let Some(ttl) = ttl {
+                let ttl = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+                let before = now.saturating_sub(ttl);
                 side.drop_rows(|r| r.at < before);
             }
         }
@@ -717,7 +721,7 @@ mod tests {
             output,
             kind: JoinKind::Inner,
             residual,
-            ttl,
+            ttl: [ttl, ttl],
             window_end: None,
             interval: None,
             changelog: false,
@@ -843,6 +847,25 @@ mod tests {
         assert_eq!(h.late_rows(), 1);
         h.watermark(200).unwrap();
         assert_eq!(h.operator().state_size().rows, 0);
+    }
+
+    /// A side's own TTL (Flink's STATE_TTL hint) ends only its rows.
+    #[test]
+    fn each_side_keeps_its_rows_for_its_own_ttl() {
+        let spec = Arc::new(JoinSpec {
+            ttl: [Some(Duration::from_secs(60)), None],
+            ..spec(false, None).as_ref().clone()
+        });
+        let mut h = Harness::new(StreamingJoin::new("join", spec).unwrap());
+        h.batch_on(0, left(&[(Some(1), "old")])).unwrap();
+        h.batch_on(1, right(&[(Some(2), 2)])).unwrap();
+        h.timer(now_millis() + 61_000).unwrap();
+        assert_eq!(h.operator().state_size().rows, 1);
+        h.batch_on(0, left(&[(Some(2), "new")])).unwrap();
+        assert_eq!(
+            h.take_output().iter().map(|b| b.num_rows()).sum::<usize>(),
+            1
+        );
     }
 
     #[test]

@@ -299,7 +299,7 @@ mod tests {
             output,
             residual: None,
             kind: JoinKind::Full,
-            ttl: None,
+            ttl: [None, None],
             window_end: None,
             interval: None,
             changelog: true,

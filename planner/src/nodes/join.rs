@@ -27,7 +27,8 @@ pub(crate) struct Join {
     pub keys: [Vec<Column>; 2],
     /// A condition on the joined row besides key equality.
     pub residual: Option<Expr>,
-    pub ttl: Option<Duration>,
+    /// Each side's state TTL (a regular join's).
+    pub ttl: [Option<Duration>; 2],
     /// In a window join, each side's `window_end` column.
     pub window_end: Option<[usize; 2]>,
     /// In an interval join, each side's time and the bounds between them.
@@ -74,16 +75,23 @@ impl Join {
                 weir_engine::window::fmt_ms(b.lower.abs().max(b.upper.abs()))
             ));
         }
+        let ttl = |t: Option<Duration>| {
+            t.map_or("none".to_string(), |t| {
+                weir_engine::window::fmt_ms(t.as_millis() as i64)
+            })
+        };
         match (self.window_end, self.ttl) {
             (Some(_), _) => text.push_str(", state kept until the window closes"),
             (None, _) if self.interval.is_some() => {
                 text.push_str(", state kept until the watermark passes the bound")
             }
-            (None, Some(ttl)) => text.push_str(&format!(
-                ", state TTL {}",
-                weir_engine::window::fmt_ms(ttl.as_millis() as i64)
+            (None, [None, None]) => text.push_str(", state kept to the end"),
+            (None, [l, r]) if l == r => text.push_str(&format!(", state TTL {}", ttl(l))),
+            (None, [l, r]) => text.push_str(&format!(
+                ", state TTL {} (left), {} (right)",
+                ttl(l),
+                ttl(r)
             )),
-            (None, None) => text.push_str(", state kept to the end"),
         }
         text
     }

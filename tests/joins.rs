@@ -315,3 +315,109 @@ proptest! {
         check(seed, shape, &[(5, 3)]);
     }
 }
+
+/// The late rows of a window join over out-of-order input go to their
+/// stream's late-data output, counted; the join equals a batch join of
+/// every row but those (which rows are late depends on how the two
+/// streams interleave, so the late-data output is the record of it).
+#[test]
+fn late_rows_of_a_window_join_go_to_the_late_data_output() {
+    let shape = Shape {
+        rows: 300,
+        keys: 5,
+        hot: 0.3,
+        nulls: 0.0,
+        step: 3,
+        jitter: 150,
+    };
+    let (dirs, left, right) = two_streams([51, 52], [1, 1], shape);
+    let late_dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let stream = |name: &str, dir: &std::path::Path, late: &std::path::Path| {
+        stream_ddl(
+            dir,
+            0,
+            16,
+            &format!(", 'late-data.path' = '{}'", late.display()),
+        )
+        .replacen("CREATE STREAM t ", &format!("CREATE STREAM {name} "), 1)
+    };
+    let tvf = |t: &str| {
+        format!(
+            "(SELECT * FROM TABLE(TUMBLE(TABLE {t}, DESCRIPTOR(ts), INTERVAL '30' MILLISECOND)))"
+        )
+    };
+    let query = format!(
+        "SELECT l.k, l.v, r.v AS rv, l.window_start FROM {} l JOIN {} r
+         ON l.k = r.k AND l.window_start = r.window_start AND l.window_end = r.window_end",
+        tvf("l"),
+        tvf("r")
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let setup = [
+            "SET 'parallelism.default' = '1'".to_string(),
+            stream("l", dirs.0.path(), late_dirs.0.path()),
+            stream("r", dirs.1.path(), late_dirs.1.path()),
+        ];
+        let run = run_weir(&setup, &query).await;
+        // The late rows each side wrote: (k, v, window_start) of the rows
+        // dropped (the query reads no more of them).
+        let late_of = |dir: &std::path::Path| -> Vec<(i64, i64, String)> {
+            let mut rows = Vec::new();
+            for file in std::fs::read_dir(dir).unwrap() {
+                let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
+                for line in text.lines() {
+                    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                    assert!(v["reason"].as_str().unwrap().starts_with("late"), "{v}");
+                    let row = &v["row"];
+                    rows.push((
+                        row["k"].as_i64().unwrap(),
+                        row["v"].as_i64().unwrap_or(i64::MIN),
+                        row["window_start"].as_str().unwrap().to_string(),
+                    ));
+                }
+            }
+            rows
+        };
+        let (late_left, late_right) = (late_of(late_dirs.0.path()), late_of(late_dirs.1.path()));
+        assert_eq!(run.late_rows as usize, late_left.len() + late_right.len());
+        assert!(run.late_rows > 0, "the jitter makes some rows late");
+        // Every event but one late row of each (k, v, window start).
+        let keep = |events: &[Event], late: &[(i64, i64, String)]| -> Vec<Event> {
+            let mut late = late.to_vec();
+            events
+                .iter()
+                .filter(|e| {
+                    let start = chrono::DateTime::from_timestamp_millis(e.ts - e.ts.rem_euclid(30))
+                        .unwrap()
+                        .naive_utc()
+                        .format("%Y-%m-%dT%H:%M:%S%.3f")
+                        .to_string();
+                    let row = (e.key.unwrap(), e.value.unwrap_or(i64::MIN), start);
+                    match late.iter().position(|l| *l == row) {
+                        Some(i) => {
+                            late.remove(i);
+                            false
+                        }
+                        None => true,
+                    }
+                })
+                .copied()
+                .collect()
+        };
+        let binned = |t: &str| {
+            format!("(SELECT *, date_bin(INTERVAL '30' MILLISECOND, ts, TIMESTAMP '1970-01-01 00:00:00') AS window_start FROM {t})")
+        };
+        let expected = oracle(
+            &keep(&left, &late_left),
+            &keep(&right, &late_right),
+            &format!(
+                "SELECT l.k, l.v, r.v AS rv, l.window_start FROM {} l JOIN {} r ON l.k = r.k AND l.window_start = r.window_start",
+                binned("l"),
+                binned("r")
+            ),
+        )
+        .await;
+        assert_eq!(run.rows, expected);
+    });
+}

@@ -31,6 +31,7 @@ use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 
+use crate::changelog::without_kinds;
 use crate::error::{EngineError, Result};
 use crate::message::{hold_back, now_millis, Millis};
 use crate::operator::{Operator, OperatorContext, StateSize};
@@ -359,14 +360,23 @@ impl StreamingJoin {
         ctx.observe_keys(&keys);
         let valid = all_valid(&keys, rows);
         let ends = self.window_ends(side, batch)?;
-        // A window join drops rows of closed windows (Flink's
-        // WindowJoinOperator); an interval join still matches a late row
-        // against what it keeps (Flink's TimeIntervalJoin).
-        let on_time: Vec<bool> = match (&ends, self.spec.window_end) {
-            (Some(ends), Some(_)) => ends.iter().map(|end| *end > ctx.watermark()).collect(),
-            _ => vec![true; rows],
+        // A row is late when its window closed, or its interval passed,
+        // before it came. A window join drops it (Flink's
+        // WindowJoinOperator); an interval join still matches it against
+        // the rows it keeps (Flink's TimeIntervalJoin). Both count it and
+        // send it to the late-data output.
+        let late: Vec<bool> = match &ends {
+            Some(ends) => ends.iter().map(|end| *end <= ctx.watermark()).collect(),
+            None => vec![false; rows],
         };
-        ctx.count_late(on_time.iter().filter(|t| !**t).count() as u64);
+        if late.contains(&true) {
+            let rows_late = filter_record_batch(batch, &BooleanArray::from(late.clone()))?;
+            ctx.emit_late(SideLateOutputs::tag(side, &without_kinds(&rows_late))?);
+        }
+        let on_time: Vec<bool> = match self.spec.window_end {
+            Some(_) => late.iter().map(|l| !l).collect(),
+            None => vec![true; rows],
+        };
         // Rows with a NULL key match nothing; an outer or anti side keeps
         // them for its window's end.
         let keep_unkeyed = matches!(
@@ -535,6 +545,46 @@ impl StreamingJoin {
             &LEFT_ROWS
         } else {
             &RIGHT_ROWS
+        }
+    }
+}
+
+/// The late-data output of a join: each side's late rows go to its own
+/// stream's output. The join tags a late batch with its side in the
+/// schema's metadata ([`SideLateOutputs::tag`]).
+pub struct SideLateOutputs {
+    pub outputs: [Option<Arc<dyn crate::source::DeadLetterSink>>; 2],
+}
+
+/// The schema metadata key holding a late batch's join side.
+const SIDE: &str = "weir.join.side";
+
+impl SideLateOutputs {
+    /// `batch` marked as rows of `side`.
+    fn tag(side: usize, batch: &RecordBatch) -> Result<RecordBatch> {
+        let metadata = [(SIDE.to_string(), side.to_string())].into();
+        let schema = Arc::new(batch.schema().as_ref().clone().with_metadata(metadata));
+        Ok(batch.clone().with_schema(schema)?)
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::source::DeadLetterSink for SideLateOutputs {
+    async fn write_rows(&self, reason: &str, rows: &RecordBatch) -> Result<()> {
+        let side = match rows.schema_ref().metadata().get(SIDE).map(String::as_str) {
+            Some("1") => 1,
+            _ => 0,
+        };
+        match &self.outputs[side] {
+            Some(output) => output.write_rows(reason, rows).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn write_records(&self, records: Vec<crate::source::BadRecord>) -> Result<()> {
+        match self.outputs.iter().flatten().next() {
+            Some(output) => output.write_records(records).await,
+            None => Ok(()),
         }
     }
 }
@@ -821,7 +871,7 @@ mod tests {
     }
 
     #[test]
-    fn a_window_join_drops_closed_windows_and_counts_late_rows() {
+    fn a_window_join_drops_closed_windows_and_sends_late_rows_out() {
         // The key is the window end.
         let spec = Arc::new(JoinSpec {
             window_end: Some([0, 0]),
@@ -845,6 +895,16 @@ mod tests {
             &h.take_output()
         );
         assert_eq!(h.late_rows(), 1);
+        datafusion::assert_batches_eq!(
+            [
+                "+-----+---+",
+                "| k2  | b |",
+                "+-----+---+",
+                "| 100 | 1 |",
+                "+-----+---+",
+            ],
+            &h.take_late()
+        );
         h.watermark(200).unwrap();
         assert_eq!(h.operator().state_size().rows, 0);
     }

@@ -12,7 +12,7 @@ mod updating_aggregate;
 
 pub(crate) use filter::predicate_mask;
 pub use filter::Filter;
-pub use join::{IntervalBounds, JoinKind, JoinSpec, StreamingJoin};
+pub use join::{IntervalBounds, JoinKind, JoinSpec, SideLateOutputs, StreamingJoin};
 pub use limit::Limit;
 pub use normalize::ChangelogNormalize;
 pub use projection::Projection;

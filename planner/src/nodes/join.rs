@@ -13,7 +13,7 @@ use std::time::Duration;
 use datafusion::common::{Column, DFSchemaRef};
 use datafusion::logical_expr::{Expr, LogicalPlan};
 pub(crate) use weir_engine::operators::JoinKind;
-use weir_engine::operators::{IntervalBounds, JoinSpec, StreamingJoin};
+use weir_engine::operators::{IntervalBounds, JoinSpec, SideLateOutputs, StreamingJoin};
 use weir_engine::{NodeKind, Operator, OperatorFactory};
 use weir_sql::SqlError;
 
@@ -134,6 +134,25 @@ impl StreamingNode for Join {
             changelog: self.props.is_updating(),
             decide_at_end: self.decide_at_end,
         });
+        // Late rows of a window or interval join go to their stream's
+        // late-data output.
+        let outputs = [0, 1].map(|side| {
+            self.inputs
+                .get(side)
+                .and_then(super::stream_of)
+                .map(|stream| crate::lower::late_output(&stream))
+                .transpose()
+                .map(Option::flatten)
+        });
+        let [left_late, right_late] = outputs;
+        let outputs = [left_late?, right_late?];
+        let late_output: Option<Arc<dyn weir_engine::DeadLetterSink>> = match (
+            &outputs,
+            self.window_end.is_some() || self.interval.is_some(),
+        ) {
+            ([None, None], _) | (_, false) => None,
+            _ => Some(Arc::new(SideLateOutputs { outputs })),
+        };
         let factory: OperatorFactory = Arc::new(move |_| {
             Ok(Box::new(StreamingJoin::new("join", spec.clone())?) as Box<dyn Operator>)
         });
@@ -143,7 +162,7 @@ impl StreamingNode for Join {
             self.explain(),
             NodeKind::Operator {
                 factory,
-                late_output: None,
+                late_output,
             },
             self.schema.clone(),
             &self.props,

@@ -167,6 +167,20 @@ pub(crate) fn streaming(node: &dyn UserDefinedLogicalNode) -> Option<&dyn Stream
     None
 }
 
+/// The declared stream whose rows `plan` carries, through single-input
+/// nodes (for a join side's late-data output).
+pub(crate) fn stream_of(plan: &LogicalPlan) -> Option<Arc<crate::catalog::StreamDef>> {
+    if let LogicalPlan::Extension(e) = plan {
+        if let Some(scan) = e.node.as_any().downcast_ref::<StreamScan>() {
+            return Some(scan.stream.clone());
+        }
+    }
+    match plan.inputs().as_slice() {
+        [input] => stream_of(input),
+        _ => None,
+    }
+}
+
 /// A streaming node as a plan.
 pub(crate) fn extension(node: impl UserDefinedLogicalNode + 'static) -> LogicalPlan {
     LogicalPlan::Extension(Extension {

@@ -192,6 +192,22 @@ pub fn prometheus_text(jobs: &[Job]) -> Result<String> {
                 &l,
                 s.state_bytes as f64,
             );
+            for (side, state) in ["left", "right"].iter().zip(s.state_sides.iter().flatten()) {
+                let mut l = l.to_vec();
+                l.push(("side", side.to_string()));
+                f.gauge(
+                    "weir_join_state_rows",
+                    "Rows a join keeps, per input side",
+                    &l,
+                    state.rows as f64,
+                );
+                f.gauge(
+                    "weir_join_state_bytes",
+                    "Bytes a join keeps, per input side",
+                    &l,
+                    state.bytes as f64,
+                );
+            }
             if let Some(w) = s.watermark.filter(|w| *w != weir_engine::FINAL_WATERMARK) {
                 f.gauge(
                     "weir_operator_watermark_ms",

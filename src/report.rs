@@ -120,6 +120,14 @@ pub fn job_metrics_table(job: &Job) -> RecordBatch {
         ),
         ("channel fill", Arc::new(Float64Array::from(fill))),
         ("state rows", number(&|o| o.state_rows)),
+        (
+            "join state (left / right)",
+            column(&|o| {
+                o.state_sides.map_or(String::new(), |[l, r]| {
+                    format!("{} / {} rows", l.rows, r.rows)
+                })
+            }),
+        ),
     ])
 }
 

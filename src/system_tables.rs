@@ -105,6 +105,10 @@ impl SystemTable {
                 ("late_rows", Int64),
                 ("state_rows", Int64),
                 ("state_bytes", Int64),
+                ("state_rows_left", Int64),
+                ("state_rows_right", Int64),
+                ("state_bytes_left", Int64),
+                ("state_bytes_right", Int64),
                 ("channel_fill", Float64),
                 ("busy_ratio", Float64),
                 ("backpressured_ratio", Float64),
@@ -180,6 +184,10 @@ impl SystemTable {
                         int(s.late_rows),
                         int(s.state_rows),
                         int(s.state_bytes),
+                        side(s.state_sides, 0, |s| s.rows),
+                        side(s.state_sides, 1, |s| s.rows),
+                        side(s.state_sides, 0, |s| s.bytes),
+                        side(s.state_sides, 1, |s| s.bytes),
                         float(s.channel_fill),
                         share(s.busy_ms),
                         share(s.backpressured_ms),
@@ -312,6 +320,15 @@ fn timestamp(ms: Option<Millis>) -> ScalarValue {
 
 fn millis(us: Option<u64>) -> ScalarValue {
     ScalarValue::Float64(us.map(|us| us as f64 / 1000.0))
+}
+
+/// A join side's state figure; NULL for operators with one input.
+fn side(
+    sides: Option<[weir_engine::SideState; 2]>,
+    i: usize,
+    figure: impl Fn(&weir_engine::SideState) -> u64,
+) -> ScalarValue {
+    ScalarValue::Int64(sides.map(|s| figure(&s[i]) as i64))
 }
 
 fn ratio(part: u64, whole: u64) -> ScalarValue {

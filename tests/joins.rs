@@ -421,3 +421,64 @@ fn late_rows_of_a_window_join_go_to_the_late_data_output() {
         assert_eq!(run.rows, expected);
     });
 }
+
+/// A join's state is in the metrics per input side: the Prometheus text,
+/// `weir_metrics.operators` and `DESCRIBE JOB` show each side's rows.
+#[test]
+fn join_state_is_measured_per_side() {
+    let shape = Shape {
+        rows: 100,
+        keys: 6,
+        hot: 0.3,
+        nulls: 0.1,
+        step: 3,
+        jitter: 0,
+    };
+    let (dirs, left, right) = two_streams([61, 62], [1, 2], shape);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut session = weir::Session::new();
+        session.set("parallelism.default", "2").unwrap();
+        for sql in [ddl("l", dirs.0.path(), 8), ddl("r", dirs.1.path(), 8)] {
+            session.sql(&sql).await.unwrap();
+        }
+        session
+            .sql("CREATE TABLE out (k BIGINT, v BIGINT) WITH ('connector' = 'blackhole')")
+            .await
+            .unwrap();
+        let job = session
+            .submit("INSERT INTO out SELECT l.k, r.v FROM l JOIN r ON l.k = r.k")
+            .await
+            .unwrap();
+        job.wait().await.unwrap();
+        // A regular join of bounded inputs keeps every row with a key.
+        let keyed = |events: &[Event]| events.iter().filter(|e| e.key.is_some()).count() as u64;
+        let metrics = job.metrics();
+        let join = metrics
+            .by_operator()
+            .into_iter()
+            .find(|o| o.operator == "join")
+            .unwrap();
+        let sides = join.state_sides.unwrap();
+        assert_eq!(
+            (sides[0].rows, sides[1].rows),
+            (keyed(&left), keyed(&right))
+        );
+        assert_eq!(join.state_rows, keyed(&left) + keyed(&right));
+        let text = weir::prometheus_text(std::slice::from_ref(&job)).unwrap();
+        let left_rows: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("weir_join_state_rows{") && l.contains("side=\"left\""))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum();
+        assert_eq!(left_rows as u64, keyed(&left));
+        let report = weir::job_metrics_table(&job);
+        let shown = datafusion::arrow::util::pretty::pretty_format_batches(&[report])
+            .unwrap()
+            .to_string();
+        assert!(
+            shown.contains(&format!("{} / {} rows", keyed(&left), keyed(&right))),
+            "{shown}"
+        );
+    });
+}

@@ -30,7 +30,7 @@ pub use error::{EngineError, Result};
 pub use graph::{EdgeKind, Graph, Node, NodeId, NodeKind};
 pub use message::{Barrier, CheckpointId, Message, Millis, Watermark, FINAL_WATERMARK};
 pub use metrics::{JobMetrics, MetricsSnapshot};
-pub use operator::{Operator, OperatorContext, OperatorFactory, StateSize, SubtaskInfo};
+pub use operator::{Operator, OperatorContext, OperatorFactory, SideState, StateSize, SubtaskInfo};
 pub use row_watermark::ROW_WATERMARK;
 pub use runtime::{spawn, JobHandle, JobStatus, RuntimeConfig};
 pub use source::{

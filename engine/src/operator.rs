@@ -101,6 +101,15 @@ impl<'a> OperatorContext<'a> {
 pub struct StateSize {
     pub rows: u64,
     pub bytes: u64,
+    /// An operator with two inputs (a join): each side's part.
+    pub sides: Option<[SideState; 2]>,
+}
+
+/// The state one input side of a join keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SideState {
+    pub rows: u64,
+    pub bytes: u64,
 }
 
 /// A streaming operator: one subtask's logic.

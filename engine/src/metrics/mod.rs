@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc::WeakSender;
 
 use crate::message::{Message, Millis, NO_WATERMARK};
-use crate::operator::StateSize;
+use crate::operator::{SideState, StateSize};
 
 /// Live counters of one subtask (a chain of operators run by one task).
 #[derive(Debug)]
@@ -38,6 +38,8 @@ pub struct SubtaskMetrics {
     watermark: AtomicI64,
     state_rows: AtomicU64,
     state_bytes: AtomicU64,
+    /// A join's state per input side.
+    state_sides: Mutex<Option<[SideState; 2]>>,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     busy_ns: AtomicU64,
@@ -70,6 +72,7 @@ impl SubtaskMetrics {
             watermark: AtomicI64::new(NO_WATERMARK),
             state_rows: AtomicU64::new(0),
             state_bytes: AtomicU64::new(0),
+            state_sides: Mutex::new(None),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             busy_ns: AtomicU64::new(0),
@@ -133,6 +136,9 @@ impl SubtaskMetrics {
     pub fn set_state_size(&self, size: StateSize) {
         self.state_rows.store(size.rows, Relaxed);
         self.state_bytes.store(size.bytes, Relaxed);
+        if size.sides.is_some() {
+            *self.state_sides.lock() = size.sides;
+        }
     }
 
     pub(crate) fn watch_input(&self, sender: WeakSender<Message>) {
@@ -174,6 +180,7 @@ impl SubtaskMetrics {
             watermark: (watermark != NO_WATERMARK).then_some(watermark),
             state_rows: self.state_rows.load(Relaxed),
             state_bytes: self.state_bytes.load(Relaxed),
+            state_sides: *self.state_sides.lock(),
             channel_fill: self.channel_fill(),
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
@@ -209,6 +216,8 @@ pub struct SubtaskSnapshot {
     pub watermark: Option<Millis>,
     pub state_rows: u64,
     pub state_bytes: u64,
+    /// A join's state per input side (left, right).
+    pub state_sides: Option<[SideState; 2]>,
     /// Fraction of the input channels' capacity in use (backpressure).
     pub channel_fill: f64,
     /// Approximate in-memory size of the batches in and out.
@@ -455,6 +464,8 @@ pub struct OperatorTotals {
     pub late_rows: u64,
     pub state_rows: u64,
     pub state_bytes: u64,
+    /// A join's state per input side, summed over subtasks.
+    pub state_sides: Option<[SideState; 2]>,
     pub watermark: Option<Millis>,
     pub max_channel_fill: f64,
 }
@@ -467,6 +478,13 @@ impl OperatorTotals {
         self.late_rows += s.late_rows;
         self.state_rows += s.state_rows;
         self.state_bytes += s.state_bytes;
+        if let Some(sides) = s.state_sides {
+            let total = self.state_sides.get_or_insert_with(Default::default);
+            for (t, s) in total.iter_mut().zip(sides) {
+                t.rows += s.rows;
+                t.bytes += s.bytes;
+            }
+        }
         self.watermark = match (self.watermark, s.watermark) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -34,7 +34,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use crate::changelog::without_kinds;
 use crate::error::{EngineError, Result};
 use crate::message::{hold_back, now_millis, Millis};
-use crate::operator::{Operator, OperatorContext, StateSize};
+use crate::operator::{Operator, OperatorContext, SideState, StateSize};
 use crate::operators::predicate_mask;
 use crate::row_watermark::{attach_constant, strip};
 use crate::state::{StateSnapshot, StateTable};
@@ -726,9 +726,14 @@ impl Operator for StreamingJoin {
     }
 
     fn state_size(&self) -> StateSize {
+        let side = |s: &Side| SideState {
+            rows: s.stored as u64,
+            bytes: s.bytes as u64,
+        };
         StateSize {
             rows: self.sides.iter().map(|s| s.stored as u64).sum(),
             bytes: self.sides.iter().map(|s| s.bytes as u64).sum(),
+            sides: Some([side(&self.sides[0]), side(&self.sides[1])]),
         }
     }
 }

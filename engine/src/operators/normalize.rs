@@ -204,6 +204,7 @@ impl Operator for ChangelogNormalize {
         StateSize {
             rows: self.last.len() as u64,
             bytes: self.bytes as u64,
+            sides: None,
         }
     }
 }

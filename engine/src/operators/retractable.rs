@@ -217,7 +217,7 @@ mod tests {
         let mut max = ValueCounts::new(Held::Max, DataType::Utf8).unwrap();
         let held = strings(&[Some("b"), Some("a"), None, Some("c"), Some("a")]);
         for acc in [&mut min, &mut max] {
-            acc.update_batch(&[held.clone()]).unwrap();
+            acc.update_batch(std::slice::from_ref(&held)).unwrap();
         }
         assert_eq!(min.evaluate().unwrap(), ScalarValue::from("a"));
         assert_eq!(max.evaluate().unwrap(), ScalarValue::from("c"));
@@ -249,7 +249,7 @@ mod tests {
         let mut restored = ValueCounts::new(Held::DistinctCount, DataType::Int64).unwrap();
         restored.merge_batch(&state).unwrap();
         let five: ArrayRef = Arc::new(Int64Array::from(vec![5]));
-        restored.retract_batch(&[five.clone()]).unwrap();
+        restored.retract_batch(std::slice::from_ref(&five)).unwrap();
         assert_eq!(restored.evaluate().unwrap(), ScalarValue::Int64(Some(2)));
         restored.retract_batch(&[five]).unwrap();
         assert_eq!(restored.evaluate().unwrap(), ScalarValue::Int64(Some(1)));

@@ -427,6 +427,7 @@ impl Operator for UpdatingAggregate {
         StateSize {
             rows: self.groups.len() as u64,
             bytes: bytes as u64,
+            sides: None,
         }
     }
 }

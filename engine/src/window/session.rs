@@ -507,6 +507,7 @@ impl Operator for SessionWindowAggregate {
         StateSize {
             rows: self.buffered_rows as u64,
             bytes: bytes as u64,
+            sides: None,
         }
     }
 }

@@ -519,6 +519,7 @@ impl Operator for WindowAggregate {
         StateSize {
             rows: self.groups() as u64,
             bytes: bytes as u64,
+            sides: None,
         }
     }
 }

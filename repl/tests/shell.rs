@@ -162,3 +162,32 @@ fn lines_typed_ahead_into_a_busy_shell_all_arrive() {
     shell.send_control('d').unwrap();
     shell.exp_eof().unwrap();
 }
+
+/// An updating query in the shell: its table, redrawn in place (the
+/// cursor goes back over the last drawing, which is cleared) as its rows
+/// change; Ctrl-C leaves the last table and says how many rows it has.
+#[test]
+fn an_updating_result_is_a_table_that_changes_in_place() {
+    let home = tempfile::tempdir().unwrap();
+    let mut shell = start(home.path());
+    shell
+        .send_line("CREATE STREAM events WITH ('connector' = 'nexmark', 'first-event.rate' = '2000', 'scan.rate-limit' = '2000');")
+        .unwrap();
+    shell.exp_string("created stream events").unwrap();
+    shell.send_line("SET 'table.exec.state.ttl' = '1 h';").unwrap();
+    shell.exp_string("weir> ").unwrap();
+    shell
+        .send_line("SELECT event_type, count(*) AS n FROM events GROUP BY event_type;")
+        .unwrap();
+    shell.exp_string("event_type").unwrap();
+    // Two redraws: back to the table's first line, clear, draw again.
+    for _ in 0..2 {
+        shell.exp_regex("\x1b\\[\\d+F\x1b\\[J").unwrap();
+        shell.exp_string("event_type").unwrap();
+    }
+    shell.send_control('c').unwrap();
+    shell.exp_string("query cancelled (3 rows)").unwrap();
+    shell.exp_string("weir> ").unwrap();
+    shell.send_control('d').unwrap();
+    shell.exp_eof().unwrap();
+}

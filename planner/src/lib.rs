@@ -29,6 +29,7 @@ mod lower;
 mod names;
 mod nodes;
 mod query;
+mod rank;
 mod rewrite;
 pub mod settings;
 mod show;

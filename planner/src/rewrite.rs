@@ -29,6 +29,7 @@ use crate::nodes::{
     Needs, Phase, RowsMode, SessionAggregate, StreamProps, StreamScan, UpdatingAggregate,
     WindowAggregate, WindowRows,
 };
+use crate::rank::RankFilter;
 use crate::settings::Settings;
 
 /// A rewritten plan and what its output streams like.
@@ -64,11 +65,19 @@ impl Rewriter<'_> {
         needs: Needs,
     ) -> Result<Streaming> {
         match plan {
-            LogicalPlan::Projection(p) => self.projection(p, plan, rowtime, needs),
+            LogicalPlan::Projection(p) => match p.input.as_ref() {
+                LogicalPlan::Filter(f) if RankFilter::of(f).is_some() => {
+                    self.projection_over_top_n(p, f, needs)
+                }
+                _ => self.projection(p, plan, rowtime, needs),
+            },
             LogicalPlan::SubqueryAlias(_) => self.stateless(plan, rowtime, needs),
-            // A row that stops matching must be taken back: a filter needs
-            // its input's retractions (Flink's FLINK-9528).
-            LogicalPlan::Filter(_) => self.stateless(plan, rowtime, Needs::Retractions),
+            LogicalPlan::Filter(f) => match RankFilter::of(f) {
+                Some(found) => self.top_n(found, true, needs),
+                // A row that stops matching must be taken back: a filter
+                // needs its input's retractions (Flink's FLINK-9528).
+                None => self.stateless(plan, rowtime, Needs::Retractions),
+            },
             LogicalPlan::Limit(limit) => self.limit(limit, rowtime),
             LogicalPlan::TableScan(scan) => self.scan(scan, rowtime, needs),
             LogicalPlan::Aggregate(agg) => self.aggregate(agg, needs),
@@ -97,7 +106,7 @@ impl Rewriter<'_> {
                 "deduplicate within a window: GROUP BY window_start, window_end, <columns>",
             ).into()),
             LogicalPlan::Window(_) => Err(unsupported(
-                "an OVER window",
+                "an OVER window (other than a Top-N: ROW_NUMBER() OVER (...) filtered by rn <= N)",
                 "use a window table function (TUMBLE, HOP, SESSION)",
             ).into()),
             other => Err(SqlError::new(format!(
@@ -128,6 +137,35 @@ impl Rewriter<'_> {
             .changelog
             .with_keys(keys.unwrap_or_default());
         Ok(rewritten)
+    }
+
+    /// A projection over a rank filter: the rank is computed only when the
+    /// projection (or the filter) reads it, as Flink's Top-N without the
+    /// row number.
+    fn projection_over_top_n(
+        &self,
+        projection: &datafusion::logical_expr::Projection,
+        filter: &datafusion::logical_expr::Filter,
+        needs: Needs,
+    ) -> Result<Streaming> {
+        let mut needs = needs;
+        loop {
+            let found = RankFilter::of(filter).ok_or_else(|| SqlError::new("not a rank filter"))?;
+            let emit_rank = found.rank_used(Some(&projection.expr));
+            let inner = self.top_n(found, emit_rank, needs)?;
+            let keys = projected_keys(inner.props.changelog.keys(), &projection.expr);
+            if keys.is_none() && matches!(inner.props.changelog, Changelog::Upsert { .. }) {
+                needs = Needs::Retractions;
+                continue;
+            }
+            let mut props = inner.props;
+            props.changelog = props.changelog.with_keys(keys.unwrap_or_default());
+            let plan = LogicalPlan::Projection(datafusion::logical_expr::Projection::try_new(
+                projection.expr.clone(),
+                Arc::new(inner.plan),
+            )?);
+            return Ok(Streaming { plan, props });
+        }
     }
 
     /// A node that keeps its input's parallelism and kind.
@@ -708,7 +746,12 @@ impl Rewriter<'_> {
 
     /// `input` shuffled by `keys` into the session's parallelism, or
     /// gathered into one subtask without keys.
-    fn exchange(&self, input: Streaming, keys: Option<Vec<usize>>, names: &[String]) -> Streaming {
+    pub(crate) fn exchange(
+        &self,
+        input: Streaming,
+        keys: Option<Vec<usize>>,
+        names: &[String],
+    ) -> Streaming {
         let parallelism = if keys.is_some() {
             self.settings.parallelism()
         } else {
@@ -750,7 +793,7 @@ impl Rewriter<'_> {
 /// The column of `plan`'s output that holds each row's `window_end`, when
 /// its rows are windowed: a window aggregate's result, or a window table
 /// function's rows, through projections that keep the column.
-fn window_end_column(plan: &LogicalPlan) -> Option<usize> {
+pub(crate) fn window_end_column(plan: &LogicalPlan) -> Option<usize> {
     use weir_engine::window::OutputColumn;
     trace_column(plan, &|node| {
         let any = node.as_any();
@@ -775,7 +818,7 @@ fn window_end_column(plan: &LogicalPlan) -> Option<usize> {
 
 /// The column of `plan`'s output that is its stream's time attribute (the
 /// `WATERMARK FOR` column), through projections that keep it.
-fn rowtime_column(plan: &LogicalPlan) -> Option<usize> {
+pub(crate) fn rowtime_column(plan: &LogicalPlan) -> Option<usize> {
     trace_column(plan, &|node| {
         let scan = node.as_any().downcast_ref::<StreamScan>()?;
         let column = &scan.stream.watermark.as_ref()?.column;
@@ -943,7 +986,7 @@ fn find_window_scan(plan: &LogicalPlan) -> Option<(&WindowTable, String)> {
 /// `keys` (names of an input's columns) as a projection names them, or
 /// `None` when it drops one. A key passes through a column reference,
 /// aliased or cast.
-fn projected_keys(keys: &[String], exprs: &[Expr]) -> Option<Vec<String>> {
+pub(crate) fn projected_keys(keys: &[String], exprs: &[Expr]) -> Option<Vec<String>> {
     keys.iter()
         .map(|key| {
             exprs.iter().find_map(|e| {
@@ -969,7 +1012,7 @@ fn projected_keys(keys: &[String], exprs: &[Expr]) -> Option<Vec<String>> {
 
 /// The name (or alias) of the input `plan` reads, for a `STATE_TTL` hint:
 /// the table or view it scans, through projections and filters.
-fn input_name(plan: &LogicalPlan) -> Option<String> {
+pub(crate) fn input_name(plan: &LogicalPlan) -> Option<String> {
     match plan {
         LogicalPlan::SubqueryAlias(a) => Some(a.alias.table().to_string()),
         LogicalPlan::TableScan(scan) => Some(scan.table_name.table().to_string()),

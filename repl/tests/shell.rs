@@ -174,7 +174,9 @@ fn an_updating_result_is_a_table_that_changes_in_place() {
         .send_line("CREATE STREAM events WITH ('connector' = 'nexmark', 'first-event.rate' = '2000', 'scan.rate-limit' = '2000');")
         .unwrap();
     shell.exp_string("created stream events").unwrap();
-    shell.send_line("SET 'table.exec.state.ttl' = '1 h';").unwrap();
+    shell
+        .send_line("SET 'table.exec.state.ttl' = '1 h';")
+        .unwrap();
     shell.exp_string("weir> ").unwrap();
     shell
         .send_line("SELECT event_type, count(*) AS n FROM events GROUP BY event_type;")

@@ -7,6 +7,7 @@ mod join_changelog;
 mod limit;
 mod normalize;
 mod projection;
+mod rank;
 mod retractable;
 mod updating_aggregate;
 
@@ -16,5 +17,6 @@ pub use join::{IntervalBounds, JoinKind, JoinSpec, SideLateOutputs, StreamingJoi
 pub use limit::Limit;
 pub use normalize::ChangelogNormalize;
 pub use projection::Projection;
+pub use rank::{RankFunction, RankMode, RankSpec, TopN};
 pub use retractable::{retractable_accumulator, Held, ValueCounts};
 pub use updating_aggregate::{AggregateOptions, UpdatingAggregate};

@@ -42,6 +42,8 @@ pub use results::ResultStream;
 pub use session::{Output, Session};
 pub use table::ChangelogTable;
 
+/// DataFusion, for user-defined functions (`Session::register_udf`).
+pub use datafusion;
 pub use datafusion::arrow;
 /// Row kinds of updating results (`+I`, `-U`, `+U`, `-D`).
 pub use weir_engine::changelog;

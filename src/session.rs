@@ -121,6 +121,35 @@ impl Session {
         &self.planner
     }
 
+    /// Registers a scalar function for this session's SQL: a DataFusion
+    /// `ScalarUDF`, Weir's way to a user-defined function (Flink's
+    /// `CREATE FUNCTION ... AS 'java.Class'` loads JVM code, which Weir
+    /// does not run).
+    ///
+    /// ```
+    /// use weir::datafusion::logical_expr::{create_udf, ColumnarValue, Volatility};
+    /// use weir::arrow::datatypes::DataType;
+    /// let mut session = weir::Session::new();
+    /// let twice = create_udf("twice", vec![DataType::Int64], DataType::Int64, Volatility::Immutable,
+    ///     std::sync::Arc::new(|args: &[ColumnarValue]| {
+    ///         let rows = match &args[0] { ColumnarValue::Array(a) => a.len(), _ => 1 };
+    ///         let a = args[0].to_array(rows)?;
+    ///         let a = a.as_any().downcast_ref::<weir::arrow::array::Int64Array>().unwrap();
+    ///         let out: weir::arrow::array::Int64Array = a.iter().map(|v| v.map(|v| v * 2)).collect();
+    ///         Ok(ColumnarValue::Array(std::sync::Arc::new(out)))
+    ///     }));
+    /// session.register_udf(twice);
+    /// ```
+    pub fn register_udf(&mut self, function: datafusion::logical_expr::ScalarUDF) {
+        self.planner.register_udf(function);
+    }
+
+    /// Registers an aggregate function (a DataFusion `AggregateUDF`); it
+    /// works in windows, updating aggregates and OVER.
+    pub fn register_udaf(&mut self, function: datafusion::logical_expr::AggregateUDF) {
+        self.planner.register_udaf(function);
+    }
+
     /// Sets a session setting, like `SET 'key' = 'value'`.
     pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
         self.planner

@@ -46,7 +46,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionConfig;
 use weir_connectors::Registry;
 use weir_engine::{Graph, SinkFactory};
-use weir_sql::{catalog_name, ParsedStatement, Statement};
+use weir_sql::{catalog_name, ParsedStatement, SqlError, Statement};
 
 pub use catalog::{Catalog, StreamDef, ViewDef, WatermarkDef};
 pub use error::{df_error, PlanError, Result};
@@ -235,7 +235,57 @@ impl Planner {
             Statement::Drop {
                 name, if_exists, ..
             } => self.drop(name, *if_exists),
+            Statement::CreateFunction {
+                name,
+                class,
+                language,
+                if_not_exists,
+            } => self.create_function(
+                &catalog_name(name),
+                class,
+                language.as_deref(),
+                *if_not_exists,
+            ),
         }
+    }
+
+    /// `CREATE FUNCTION name AS 'class'`: Weir runs no Java, so the class
+    /// must be one it has a Rust implementation of (the Nexmark UDFs);
+    /// any other function is registered through the embedded API
+    /// ([`Planner::register_udf`]).
+    fn create_function(
+        &mut self,
+        name: &str,
+        class: &str,
+        language: Option<&str>,
+        if_not_exists: bool,
+    ) -> Result<Planned> {
+        if if_not_exists && self.state.scalar_functions().contains_key(name) {
+            return Ok(Planned::Done(format!("function {name} exists")));
+        }
+        let Some(function) = functions::function_of_class(name, class) else {
+            let language = language.unwrap_or("JAVA");
+            return Err(SqlError::new(format!(
+                "cannot load {language} class '{class}': Weir runs no JVM code"
+            ))
+            .with_hint(format!(
+                "register a Rust function with the embedded API instead: session.register_udf(ScalarUDF) or register_udaf(AggregateUDF) (DataFusion's); classes Weir ships: {}",
+                functions::KNOWN_CLASSES.join(", ")
+            ))
+            .into());
+        };
+        self.register_udf(function);
+        Ok(Planned::Done(format!("created function {name}")))
+    }
+
+    /// Registers a scalar function (DataFusion's `ScalarUDF`) for SQL.
+    pub fn register_udf(&mut self, function: datafusion::logical_expr::ScalarUDF) {
+        let _ = self.state.register_udf(Arc::new(function));
+    }
+
+    /// Registers an aggregate function (DataFusion's `AggregateUDF`).
+    pub fn register_udaf(&mut self, function: datafusion::logical_expr::AggregateUDF) {
+        let _ = self.state.register_udaf(Arc::new(function));
     }
 }
 

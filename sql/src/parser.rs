@@ -187,12 +187,44 @@ fn parse_tokens(tokens: Vec<TokenWithSpan>, text: &str) -> Result<Statement> {
         matches!(w(i), "TABLE" | "STREAM")
     };
 
+    // CREATE [TEMPORARY [SYSTEM]] FUNCTION [IF NOT EXISTS] name AS 'class'
+    // [LANGUAGE JAVA]: Flink's, not sqlparser's.
+    let function_at = (w(0) == "CREATE").then(|| {
+        let mut i = 1;
+        if w(i) == "TEMPORARY" {
+            i += 1;
+            if w(i) == "SYSTEM" {
+                i += 1;
+            }
+        }
+        (w(i) == "FUNCTION").then_some(i + 1)
+    });
+
     let mut windows: Vec<WindowTvf> = Vec::new();
     let tokens = extract_window_tvfs(tokens, &mut windows)?;
     let mut p = Parser::new(&dialect).with_tokens_with_locations(tokens);
 
     let statement = if is_create_stream {
         parse_create_stream(&mut p)?
+    } else if let Some(Some(skip)) = function_at {
+        for _ in 0..skip {
+            p.next_token();
+        }
+        let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+        let name = p.parse_object_name(false)?;
+        p.expect_keyword(Keyword::AS)?;
+        let class = p.parse_literal_string()?;
+        let language = if p.parse_keyword(Keyword::LANGUAGE) {
+            Some(p.parse_identifier()?.value)
+        } else {
+            None
+        };
+        Statement::CreateFunction {
+            name,
+            class,
+            language,
+            if_not_exists,
+        }
     } else {
         match (w(0), w(1)) {
             ("SHOW", "CREATE") => {

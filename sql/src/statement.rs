@@ -17,6 +17,14 @@ pub enum Statement {
     Insert(Insert),
     /// A transient query: results go to the caller.
     Query(Query),
+    /// `CREATE [TEMPORARY] FUNCTION name AS 'class' [LANGUAGE JAVA]`:
+    /// Flink's user-defined function by its class.
+    CreateFunction {
+        name: ObjectName,
+        class: String,
+        language: Option<String>,
+        if_not_exists: bool,
+    },
     /// `SET 'key' = 'value'`; `SET` alone lists the settings.
     Set {
         key: Option<String>,

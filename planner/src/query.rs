@@ -11,6 +11,7 @@ use datafusion::optimizer::decorrelate_predicate_subquery::DecorrelatePredicateS
 use datafusion::optimizer::extract_equijoin_predicate::ExtractEquijoinPredicate;
 use datafusion::optimizer::optimize_projections::OptimizeProjections;
 use datafusion::optimizer::push_down_filter::PushDownFilter;
+use datafusion::optimizer::replace_distinct_aggregate::ReplaceDistinctWithAggregate;
 use datafusion::optimizer::simplify_expressions::SimplifyExpressions;
 use datafusion::optimizer::{Optimizer, OptimizerContext};
 use weir_connectors::{BadDataPolicy, SinkChanges, TableSpec};
@@ -42,6 +43,8 @@ pub(crate) fn optimize(state: &SessionState, plan: LogicalPlan) -> Result<Logica
     // each side keeps only the rows that can match.
     let optimizer = Optimizer::with_rules(vec![
         Arc::new(SimplifyExpressions::new()),
+        // SELECT DISTINCT and UNION are a GROUP BY of every column.
+        Arc::new(ReplaceDistinctWithAggregate::new()),
         Arc::new(DecorrelatePredicateSubquery::new()),
         Arc::new(ExtractEquijoinPredicate::new()),
         Arc::new(PushDownFilter::new()),

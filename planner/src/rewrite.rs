@@ -26,7 +26,7 @@ use weir_engine::window::OutputColumn;
 use crate::hints::StateTtlHints;
 use crate::nodes::{
     extension, slice_windows, streaming, Changelog, ChangelogNormalize, Exchange, Join, JoinKind,
-    Needs, Phase, RowsMode, SessionAggregate, StreamProps, StreamScan, UpdatingAggregate,
+    Needs, Phase, RowsMode, SessionAggregate, StreamProps, StreamScan, Union, UpdatingAggregate,
     WindowAggregate, WindowRows,
 };
 use crate::rank::RankFilter;
@@ -97,10 +97,7 @@ impl Rewriter<'_> {
                 "ORDER BY",
                 "an unbounded stream has no last row to sort by; order the output of a windowed query downstream",
             ).into()),
-            LogicalPlan::Union(_) => Err(unsupported(
-                "UNION",
-                "write each part with its own INSERT INTO the same sink",
-            ).into()),
+            LogicalPlan::Union(union) => self.union(union, needs),
             LogicalPlan::Distinct(_) => Err(unsupported(
                 "SELECT DISTINCT",
                 "deduplicate within a window: GROUP BY window_start, window_end, <columns>",
@@ -166,6 +163,37 @@ impl Rewriter<'_> {
             )?);
             return Ok(Streaming { plan, props });
         }
+    }
+
+    /// `UNION ALL`: every input's rows; a changelog when one input is.
+    fn union(&self, union: &datafusion::logical_expr::Union, needs: Needs) -> Result<Streaming> {
+        let inputs = union
+            .inputs
+            .iter()
+            .map(|i| self.rewrite(i, needs))
+            .collect::<Result<Vec<_>>>()?;
+        let updating = inputs.iter().any(|i| i.props.is_updating());
+        let props = StreamProps {
+            parallelism: inputs
+                .iter()
+                .map(|i| i.props.parallelism)
+                .max()
+                .unwrap_or(1),
+            bounded: inputs.iter().all(|i| i.props.bounded),
+            changelog: if updating {
+                Changelog::Retract { keys: Vec::new() }
+            } else {
+                Changelog::AppendOnly
+            },
+        };
+        Ok(self.node(
+            Union {
+                schema: union.schema.clone(),
+                props: props.clone(),
+                inputs: inputs.into_iter().map(|i| i.plan).collect(),
+            },
+            props,
+        ))
     }
 
     /// A node that keeps its input's parallelism and kind.

@@ -9,6 +9,7 @@ mod normalize;
 mod projection;
 mod rank;
 mod retractable;
+mod union;
 mod updating_aggregate;
 
 pub(crate) use filter::predicate_mask;
@@ -17,6 +18,7 @@ pub use join::{IntervalBounds, JoinKind, JoinSpec, SideLateOutputs, StreamingJoi
 pub use limit::Limit;
 pub use normalize::ChangelogNormalize;
 pub use projection::Projection;
+pub use union::Union;
 pub use rank::{RankFunction, RankMode, RankSpec, TopN};
 pub use retractable::{retractable_accumulator, Held, ValueCounts};
 pub use updating_aggregate::{AggregateOptions, UpdatingAggregate};

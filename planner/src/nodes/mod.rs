@@ -17,6 +17,7 @@ mod join;
 mod session_aggregate;
 mod stream_scan;
 mod top_n;
+mod union;
 mod updating_aggregate;
 mod window_aggregate;
 mod window_rows;
@@ -32,6 +33,7 @@ pub(crate) use join::{Join, JoinKind};
 pub(crate) use session_aggregate::SessionAggregate;
 pub(crate) use stream_scan::StreamScan;
 pub(crate) use top_n::TopN;
+pub(crate) use union::Union;
 pub(crate) use updating_aggregate::UpdatingAggregate;
 pub(crate) use window_aggregate::{Phase, WindowAggregate};
 pub(crate) use window_rows::{slice_windows, RowsMode, WindowRows};
@@ -167,6 +169,9 @@ pub(crate) fn streaming(node: &dyn UserDefinedLogicalNode) -> Option<&dyn Stream
         return Some(n);
     }
     if let Some(n) = any.downcast_ref::<TopN>() {
+        return Some(n);
+    }
+    if let Some(n) = any.downcast_ref::<Union>() {
         return Some(n);
     }
     None

@@ -11,7 +11,11 @@ use common::*;
 use datafusion::datasource::MemTable;
 
 /// Two in-order streams, the second 500 ms of event time behind the first.
-fn streams() -> ((tempfile::TempDir, tempfile::TempDir), Vec<Event>, Vec<Event>) {
+fn streams() -> (
+    (tempfile::TempDir, tempfile::TempDir),
+    Vec<Event>,
+    Vec<Event>,
+) {
     let shape = Shape {
         rows: 300,
         keys: 6,
@@ -24,7 +28,10 @@ fn streams() -> ((tempfile::TempDir, tempfile::TempDir), Vec<Event>, Vec<Event>)
     let behind: Vec<Event> = generate(72, 1, shape)
         .remove(0)
         .into_iter()
-        .map(|e| Event { ts: e.ts - 500, ..e })
+        .map(|e| Event {
+            ts: e.ts - 500,
+            ..e
+        })
         .collect();
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     write_splits(dirs.0.path(), &[ahead.clone()]);
@@ -91,7 +98,13 @@ fn union_and_distinct_equal_a_batch_query() {
             session.set("execution.runtime-mode", mode).unwrap();
             session.sql(&ddl("a", dirs.0.path())).await.unwrap();
             session.sql(&ddl("b", dirs.1.path())).await.unwrap();
-            let table = session.query(query).await.unwrap().collect_table().await.unwrap();
+            let table = session
+                .query(query)
+                .await
+                .unwrap()
+                .collect_table()
+                .await
+                .unwrap();
             assert_eq!(canonical_rows(&[table]), expected, "{query} in {mode} mode");
         }
     });

@@ -18,7 +18,7 @@ pub use join::{IntervalBounds, JoinKind, JoinSpec, SideLateOutputs, StreamingJoi
 pub use limit::Limit;
 pub use normalize::ChangelogNormalize;
 pub use projection::Projection;
-pub use union::Union;
 pub use rank::{RankFunction, RankMode, RankSpec, TopN};
 pub use retractable::{retractable_accumulator, Held, ValueCounts};
+pub use union::Union;
 pub use updating_aggregate::{AggregateOptions, UpdatingAggregate};

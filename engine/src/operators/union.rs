@@ -31,8 +31,11 @@ impl Operator for Union {
     fn on_batch(&mut self, batch: RecordBatch, ctx: &mut OperatorContext<'_>) -> Result<()> {
         let data = without_kinds(&strip(&batch));
         let options = RecordBatchOptions::new().with_row_count(Some(data.num_rows()));
-        let mut out =
-            RecordBatch::try_new_with_options(self.schema.clone(), data.columns().to_vec(), &options)?;
+        let mut out = RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            data.columns().to_vec(),
+            &options,
+        )?;
         if let Some(kinds) = row_kinds(&batch) {
             out = attach_kinds(&out, std::sync::Arc::new(kinds.clone()))?;
         }

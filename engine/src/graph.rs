@@ -121,7 +121,8 @@ impl Graph {
 
     /// Checks the shape the runtime supports: sources have no inputs, sinks
     /// no outputs, forward edges join equal parallelism, every node but a
-    /// sink has exactly one output edge.
+    /// sink has an output edge (several when its rows feed several
+    /// consumers).
     pub fn validate(&self) -> Result<()> {
         for node in &self.nodes {
             let ins = self.inputs(node.id).count();
@@ -142,12 +143,8 @@ impl Graph {
                 NodeKind::Operator { .. } | NodeKind::Sink(_) if ins == 0 => {
                     return Err(EngineError::Graph(format!("'{}' has no input", node.name)))
                 }
-                NodeKind::Source(_) | NodeKind::Operator { .. } if outs.len() != 1 => {
-                    return Err(EngineError::Graph(format!(
-                        "'{}' must have exactly one output, has {}",
-                        node.name,
-                        outs.len()
-                    )))
+                NodeKind::Source(_) | NodeKind::Operator { .. } if outs.is_empty() => {
+                    return Err(EngineError::Graph(format!("'{}' has no output", node.name)))
                 }
                 _ => {}
             }
@@ -169,7 +166,9 @@ impl Graph {
     /// Whether `node` runs in the same task as its single upstream node.
     pub fn is_chained(&self, node: NodeId) -> bool {
         let ins: Vec<_> = self.inputs(node).collect();
-        ins.len() == 1 && ins[0].kind == EdgeKind::Forward
+        // A node whose rows also go elsewhere ends its task: each consumer
+        // gets them through a channel.
+        ins.len() == 1 && ins[0].kind == EdgeKind::Forward && self.outputs(ins[0].from).count() == 1
     }
 }
 

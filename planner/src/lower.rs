@@ -5,6 +5,7 @@
 //! expressions (projection, filter), a one-subtask limit, or a bounded
 //! source of rows known now (`VALUES`, `SELECT` without `FROM`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{new_empty_array, Array};
@@ -25,7 +26,7 @@ use weir_sql::SqlError;
 
 use crate::catalog::StreamDef;
 use crate::error::Result;
-use crate::nodes::{streaming, StreamProps};
+use crate::nodes::{streaming, Columns, StreamProps, StreamScan};
 use crate::settings::Settings;
 
 /// A lowered plan: the graph node producing its rows, and how they stream.
@@ -70,6 +71,11 @@ pub(crate) struct Lowering<'a> {
     pub settings: &'a Settings,
     /// Per source node: the rows it will read, if known.
     pub expected: Vec<Option<u64>>,
+    /// Per stream the job scans: the columns all its scans read
+    /// together (`None`: every column), from [`Lowering::plan_reads`].
+    reads: HashMap<String, Option<Columns>>,
+    /// Per stream: its source node, once lowered, and what it reads.
+    sources: HashMap<String, (Lowered, Columns)>,
 }
 
 /// An operator that every subtask runs a copy of.
@@ -84,7 +90,60 @@ impl<'a> Lowering<'a> {
             state,
             settings,
             expected: Vec::new(),
+            reads: HashMap::new(),
+            sources: HashMap::new(),
         }
+    }
+
+    /// Lowers the plans of one job: a stream several of them (or several
+    /// branches of one) scan is read by one source, whose rows go to
+    /// every scan, as Flink reuses a source.
+    pub fn lower_job(&mut self, plans: &[&LogicalPlan]) -> Result<Vec<Lowered>> {
+        for plan in plans {
+            self.plan_reads(plan);
+        }
+        plans.iter().map(|plan| self.lower(plan)).collect()
+    }
+
+    /// Lowers the plan of a job that has one.
+    pub fn lower_one(&mut self, plan: &LogicalPlan) -> Result<Lowered> {
+        let mut lowered = self.lower_job(&[plan])?;
+        lowered
+            .pop()
+            .ok_or_else(|| SqlError::new("a job without a plan").into())
+    }
+
+    /// Notes the columns every scan in `plan` reads.
+    fn plan_reads(&mut self, plan: &LogicalPlan) {
+        if let LogicalPlan::Extension(e) = plan {
+            if let Some(scan) = e.node.as_any().downcast_ref::<StreamScan>() {
+                let read = scan.read.clone();
+                let name = scan.stream.name.clone();
+                let merged = match self.reads.get(&name) {
+                    Some(planned) => Columns::union(planned.as_ref(), read.as_ref()),
+                    None => read,
+                };
+                self.reads.insert(name, merged);
+            }
+        }
+        for input in plan.inputs() {
+            self.plan_reads(input);
+        }
+    }
+
+    /// The columns the scans of `stream` read together, when planned.
+    pub fn planned_read(&self, stream: &str) -> Option<Option<Columns>> {
+        self.reads.get(stream).cloned()
+    }
+
+    /// The source of `stream`, if a scan already added it.
+    pub fn shared_source(&self, stream: &str) -> Option<(Lowered, Columns)> {
+        self.sources.get(stream).cloned()
+    }
+
+    /// Notes the source of `stream` for the job's other scans of it.
+    pub fn share_source(&mut self, stream: &str, source: Lowered, columns: Columns) {
+        self.sources.insert(stream.to_string(), (source, columns));
     }
 
     /// Rows the sources of the graph will read, when every one knows.

@@ -135,7 +135,7 @@ impl Planner {
     pub fn plan_query(&self, query: &Query) -> Result<QueryPlan> {
         let streaming = self.query_plan(query)?;
         let mut lowering = Lowering::new(&self.state, &self.settings);
-        let output = lowering.lower(&streaming.plan)?;
+        let output = lowering.lower_one(&streaming.plan)?;
         Ok(QueryPlan {
             schema: Arc::new(streaming.plan.schema().as_arrow().clone()),
             bounded: output.bounded,
@@ -234,7 +234,7 @@ impl Planner {
     pub fn plan_insert(&self, insert: &Insert, text: &str) -> Result<JobPlan> {
         let (streaming, sink) = self.insert_plan(insert)?;
         let mut lowering = Lowering::new(&self.state, &self.settings);
-        let output = lowering.lower(&streaming.plan)?;
+        let output = lowering.lower_one(&streaming.plan)?;
         self.add_sink(&mut lowering, &output, &sink)?;
         let expected_rows = lowering.expected_rows();
         let checkpoint = self

@@ -4,7 +4,7 @@
 //! task per subtask, the checkpoint coordinator and the monitor, and a
 //! supervisor that reports how the job ended.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use tokio::sync::mpsc::{self, Receiver, Sender};
@@ -30,14 +30,16 @@ use crate::operator::SubtaskInfo;
 /// The channels between task groups, by (group, subtask).
 #[derive(Default)]
 struct Wiring {
-    senders: HashMap<(usize, usize), Vec<Sender<Message>>>,
+    /// A group's senders per outgoing edge (by edge position): a node
+    /// whose rows feed several consumers has a router for each.
+    senders: HashMap<(usize, usize), BTreeMap<usize, Vec<Sender<Message>>>>,
     receivers: HashMap<(usize, usize), Vec<Receiver<Message>>>,
     /// The input side (edge position at the head) of each receiver.
     sides: HashMap<(usize, usize), Vec<usize>>,
     /// The receiving end of each channel, watched for its fill.
     watched: HashMap<(usize, usize), Vec<mpsc::WeakSender<Message>>>,
-    /// How each group's output is spread over its channels.
-    partitioning: HashMap<usize, Partitioning>,
+    /// How each group's output is spread over each edge's channels.
+    partitioning: HashMap<(usize, usize), Partitioning>,
 }
 
 impl Wiring {
@@ -51,6 +53,11 @@ impl Wiring {
         for (g, nodes) in groups.iter().enumerate() {
             let head = nodes[0];
             for (side, edge) in graph.inputs(head).enumerate() {
+                let edge_id = graph
+                    .edges
+                    .iter()
+                    .position(|e| std::ptr::eq(e, edge))
+                    .ok_or_else(|| EngineError::Graph("an edge went missing".into()))?;
                 let from_group = *tail_of
                     .get(&edge.from)
                     .ok_or_else(|| EngineError::Graph("edge from the middle of a chain".into()))?;
@@ -67,13 +74,19 @@ impl Wiring {
                             .entry((g, j))
                             .or_default()
                             .push(tx.downgrade());
-                        wiring.senders.entry((from_group, i)).or_default().push(tx);
+                        wiring
+                            .senders
+                            .entry((from_group, i))
+                            .or_default()
+                            .entry(edge_id)
+                            .or_default()
+                            .push(tx);
                         wiring.receivers.entry((g, j)).or_default().push(rx);
                         wiring.sides.entry((g, j)).or_default().push(side);
                     }
                 }
                 wiring.partitioning.insert(
-                    from_group,
+                    (from_group, edge_id),
                     match &edge.kind {
                         EdgeKind::Forward => Partitioning::Forward,
                         EdgeKind::Shuffle { keys, .. } => Partitioning::Hash(keys.clone()),
@@ -330,31 +343,35 @@ impl Launch {
             return Ok(sink);
         }
         let tail = &self.graph.nodes[nodes[nodes.len() - 1]];
-        let senders = self
+        let edges = self
             .wiring
             .senders
             .remove(&(g, subtask))
             .unwrap_or_default();
-        if senders.is_empty() {
+        if edges.is_empty() {
             return Err(EngineError::Graph(format!(
                 "'{}' has nowhere to send",
                 tail.name
             )));
         }
-        Ok(Output::Channels(Router {
-            senders,
-            partitioning: self
-                .wiring
-                .partitioning
-                .get(&g)
-                .cloned()
-                .unwrap_or(Partitioning::Forward),
-            next: subtask,
-            metrics: last_metrics.unwrap_or_else(|| {
-                Arc::new(SubtaskMetrics::new(tail.id, tail.name.clone(), subtask))
-            }),
-            hashes: Vec::new(),
-        }))
+        let metrics = last_metrics
+            .unwrap_or_else(|| Arc::new(SubtaskMetrics::new(tail.id, tail.name.clone(), subtask)));
+        let routers = edges
+            .into_iter()
+            .map(|(edge, senders)| Router {
+                senders,
+                partitioning: self
+                    .wiring
+                    .partitioning
+                    .get(&(g, edge))
+                    .cloned()
+                    .unwrap_or(Partitioning::Forward),
+                next: subtask,
+                metrics: metrics.clone(),
+                hashes: Vec::new(),
+            })
+            .collect();
+        Ok(Output::Channels(routers))
     }
 
     /// The checkpoint coordinator, when the job takes checkpoints.

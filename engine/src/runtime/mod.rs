@@ -200,8 +200,7 @@ fn task_groups(graph: &Graph) -> Vec<Vec<NodeId>> {
         let upstream = graph
             .is_chained(id)
             .then(|| graph.inputs(id).next().map(|e| e.from))
-            .flatten()
-            .filter(|from| graph.outputs(*from).count() == 1);
+            .flatten();
         match upstream.and_then(|from| group_of.get(&from).copied()) {
             Some(g) => {
                 groups[g].push(id);

@@ -37,7 +37,9 @@ pub(crate) struct Router {
 }
 
 pub(crate) enum Output {
-    Channels(Router),
+    /// A router per outgoing edge: each consumer of the rows gets them,
+    /// spread over its subtasks as its edge says.
+    Channels(Vec<Router>),
     Sink {
         sink: Box<dyn Sink>,
         metrics: Arc<SubtaskMetrics>,
@@ -126,7 +128,14 @@ impl Output {
     pub(crate) async fn send_batches(&mut self, batches: Vec<RecordBatch>) -> Result<()> {
         for batch in batches {
             match self {
-                Output::Channels(router) => router.send_batch(batch).await?,
+                Output::Channels(routers) => match routers.as_mut_slice() {
+                    [router] => router.send_batch(batch).await?,
+                    routers => {
+                        for router in routers {
+                            router.send_batch(batch.clone()).await?;
+                        }
+                    }
+                },
                 Output::Sink { sink, metrics, .. } => {
                     metrics.add_input(batch.num_rows());
                     sink.write(strip(&batch)).await?;
@@ -138,7 +147,12 @@ impl Output {
 
     pub(crate) async fn send_watermark(&mut self, watermark: Watermark) -> Result<()> {
         match self {
-            Output::Channels(router) => router.broadcast(Message::Watermark(watermark)).await,
+            Output::Channels(routers) => {
+                for router in routers {
+                    router.broadcast(Message::Watermark(watermark)).await?;
+                }
+                Ok(())
+            }
             Output::Sink { metrics, .. } => {
                 if let Watermark::EventTime(t) = watermark {
                     metrics.set_watermark(t);
@@ -155,8 +169,10 @@ impl Output {
         barrier: Barrier,
     ) -> Result<Option<(crate::graph::NodeId, crate::state::StateSnapshot)>> {
         match self {
-            Output::Channels(router) => {
-                router.broadcast(Message::Barrier(barrier)).await?;
+            Output::Channels(routers) => {
+                for router in routers {
+                    router.broadcast(Message::Barrier(barrier)).await?;
+                }
                 Ok(None)
             }
             Output::Sink { sink, node, .. } => Ok(Some((
@@ -191,10 +207,14 @@ impl Output {
         marker: crate::message::LatencyMarker,
     ) -> Result<()> {
         match self {
-            Output::Channels(router) => {
-                let i = router.next % router.senders.len();
-                router.next = router.next.wrapping_add(1);
-                send(&router.senders[i], Message::Marker(marker), &router.metrics).await
+            Output::Channels(routers) => {
+                // Every path to a sink gets the marker, on one channel.
+                for router in routers {
+                    let i = router.next % router.senders.len();
+                    router.next = router.next.wrapping_add(1);
+                    send(&router.senders[i], Message::Marker(marker), &router.metrics).await?;
+                }
+                Ok(())
             }
             Output::Sink { metrics, .. } => {
                 metrics.observe_end_to_end(marker.source, marker.created.elapsed());
@@ -225,7 +245,12 @@ impl Output {
 
     pub(crate) async fn end(&mut self) -> Result<()> {
         match self {
-            Output::Channels(router) => router.broadcast(Message::End).await,
+            Output::Channels(routers) => {
+                for router in routers {
+                    router.broadcast(Message::End).await?;
+                }
+                Ok(())
+            }
             Output::Sink { sink, .. } => sink.finish().await,
         }
     }

@@ -31,7 +31,7 @@ pub(crate) use changelog_normalize::ChangelogNormalize;
 pub(crate) use exchange::Exchange;
 pub(crate) use join::{Join, JoinKind};
 pub(crate) use session_aggregate::SessionAggregate;
-pub(crate) use stream_scan::StreamScan;
+pub(crate) use stream_scan::{Columns, StreamScan};
 pub(crate) use top_n::TopN;
 pub(crate) use union::Union;
 pub(crate) use updating_aggregate::UpdatingAggregate;

@@ -107,6 +107,21 @@ pub(crate) struct Columns {
 }
 
 impl Columns {
+    /// What two scans of one stream read together (`None`: every column).
+    pub fn union(a: Option<&Columns>, b: Option<&Columns>) -> Option<Columns> {
+        let (a, b) = (a?, b?);
+        let merge = |x: &[usize], y: &[usize]| {
+            let mut all: Vec<usize> = x.iter().chain(y).copied().collect();
+            all.sort_unstable();
+            all.dedup();
+            all
+        };
+        Some(Columns {
+            physical: merge(&a.physical, &b.physical),
+            produced: merge(&a.produced, &b.produced),
+        })
+    }
+
     /// Every column.
     fn all(stream: &StreamDef) -> Self {
         Columns {
@@ -188,7 +203,28 @@ impl StreamingNode for StreamScan {
 
     fn lower(&self, _inputs: Vec<Lowered>, lowering: &mut Lowering<'_>) -> Result<Lowered> {
         let def = &self.stream;
-        let columns = self.read.clone().unwrap_or_else(|| Columns::all(def));
+        // A stream several scans of the job read is read once, with the
+        // columns all of them need, and its rows go to each.
+        let (source, columns) = match lowering.shared_source(&def.name) {
+            Some(shared) => shared,
+            None => {
+                let columns = lowering
+                    .planned_read(&def.name)
+                    .unwrap_or_else(|| self.read.clone())
+                    .unwrap_or_else(|| Columns::all(def));
+                let source = self.add_source(&columns, lowering)?;
+                lowering.share_source(&def.name, source.clone(), columns.clone());
+                (source, columns)
+            }
+        };
+        self.project(source, &columns, lowering)
+    }
+}
+
+impl StreamScan {
+    /// The source node reading `columns` of the stream.
+    fn add_source(&self, columns: &Columns, lowering: &mut Lowering<'_>) -> Result<Lowered> {
+        let def = &self.stream;
         let spec = source_spec(def, &columns.physical)?;
         let factory = def.connector.source(&spec)?;
         let physical = DFSchema::try_from_qualified_schema(def.name.as_str(), &spec.schema)?;
@@ -228,8 +264,26 @@ impl StreamingNode for StreamScan {
                 watermark,
             }),
         );
-        let source = Lowered::new(node, full, &self.props);
-        match &self.projection {
+        Ok(Lowered::new(node, full, &self.props))
+    }
+
+    /// This scan's columns of `source`, which produces `columns`.
+    fn project(
+        &self,
+        source: Lowered,
+        columns: &Columns,
+        lowering: &mut Lowering<'_>,
+    ) -> Result<Lowered> {
+        let every: Vec<usize>;
+        let projection = match &self.projection {
+            None if columns.produced.len() == self.stream.schema.fields().len() => None,
+            None => {
+                every = (0..self.stream.schema.fields().len()).collect();
+                Some(&every)
+            }
+            Some(indices) => Some(indices),
+        };
+        match projection {
             None => Ok(Lowered {
                 schema: self.schema.clone(),
                 ..source

@@ -213,7 +213,7 @@ impl Session {
                     self.jobs.next_id(),
                     plan.name,
                     weir_sql::mask_secrets(&plan.text),
-                    plan.sink,
+                    plan.sinks.join(", "),
                     plan.expected_rows,
                     handle,
                 );
@@ -248,18 +248,20 @@ impl Session {
         }
     }
 
-    /// Submits one `INSERT INTO ... SELECT ...` job.
+    /// Submits one `INSERT INTO ... SELECT ...` job, or one job of
+    /// several (`EXECUTE STATEMENT SET BEGIN INSERT ...; INSERT ...; END;`).
     pub async fn submit(&mut self, insert: &str) -> Result<Job> {
+        let usage = "submit() takes one INSERT INTO or EXECUTE STATEMENT SET";
         match self
             .single(
                 insert,
-                |s| matches!(s, Statement::Insert(_)),
-                "submit() takes one INSERT INTO",
+                |s| matches!(s, Statement::Insert(_) | Statement::StatementSet(_)),
+                usage,
             )
             .await?
         {
             Output::Job(job) => Ok(job),
-            _ => Err(WeirError::Usage("submit() takes one INSERT INTO".into())),
+            _ => Err(WeirError::Usage(usage.into())),
         }
     }
 

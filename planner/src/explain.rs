@@ -20,25 +20,36 @@ impl Planner {
                 let streaming = plan.streaming_plan.clone();
                 let sink: SinkFactory =
                     Arc::new(|_| Err(weir_engine::EngineError::Graph("explain only".into())));
-                (plan.with_sink(sink), streaming, bounded)
+                (plan.with_sink(sink), vec![streaming], bounded)
             }
             Statement::Insert(i) => {
                 let plan = self.plan_insert(i, text)?;
-                (plan.graph, plan.streaming_plan, plan.bounded)
+                (plan.graph, plan.streaming_plans, plan.bounded)
             }
-            _ => return Err(SqlError::new("EXPLAIN works on SELECT and INSERT INTO").into()),
+            Statement::StatementSet(inserts) => {
+                let plan = self.plan_job(inserts, text)?;
+                (plan.graph, plan.streaming_plans, plan.bounded)
+            }
+            _ => {
+                return Err(SqlError::new(
+                    "EXPLAIN works on SELECT, INSERT INTO and EXECUTE STATEMENT SET",
+                )
+                .into())
+            }
         };
         Ok(render(&graph, &plan, bounded))
     }
 }
 
 /// The graph, then the streaming plan.
-pub(crate) fn render(graph: &Graph, plan: &LogicalPlan, bounded: bool) -> String {
+pub(crate) fn render(graph: &Graph, plans: &[LogicalPlan], bounded: bool) -> String {
+    let plans: Vec<String> = plans.iter().map(streaming_plan_text).collect();
     format!(
-        "{} job, {} operators:\n{graph}\nstreaming plan:\n{}",
+        "{} job, {} operators:\n{graph}\nstreaming plan{}:\n{}",
         if bounded { "bounded" } else { "unbounded" },
         graph.nodes.len(),
-        streaming_plan_text(plan)
+        if plans.len() == 1 { "" } else { "s" },
+        plans.join("\n\n")
     )
 }
 

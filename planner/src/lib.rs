@@ -110,9 +110,11 @@ impl QueryPlan {
 /// A planned `INSERT INTO` job.
 pub struct JobPlan {
     pub graph: Graph,
-    /// The streaming plan the graph was lowered from.
-    pub streaming_plan: LogicalPlan,
-    pub sink: String,
+    /// The streaming plan of each `INSERT INTO`, which the graph was
+    /// lowered from.
+    pub streaming_plans: Vec<LogicalPlan>,
+    /// The streams written, one per `INSERT INTO`.
+    pub sinks: Vec<String>,
     pub bounded: bool,
     pub name: String,
     pub text: String,
@@ -206,6 +208,7 @@ impl Planner {
             Statement::CreateView(v) => self.create_view(v),
             Statement::Query(q) => Ok(Planned::Query(self.plan_query(q)?)),
             Statement::Insert(i) => Ok(Planned::Job(self.plan_insert(i, text)?)),
+            Statement::StatementSet(inserts) => Ok(Planned::Job(self.plan_job(inserts, text)?)),
             Statement::Set {
                 key: Some(k),
                 value: Some(v),

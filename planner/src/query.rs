@@ -232,10 +232,22 @@ impl Planner {
 
     /// Plans `INSERT INTO sink SELECT ...`.
     pub fn plan_insert(&self, insert: &Insert, text: &str) -> Result<JobPlan> {
-        let (streaming, sink) = self.insert_plan(insert)?;
+        self.plan_job(std::slice::from_ref(insert), text)
+    }
+
+    /// Plans the `INSERT INTO`s of one job (a statement set): one graph
+    /// with a sink each, where a stream several of them read is read once.
+    pub fn plan_job(&self, inserts: &[Insert], text: &str) -> Result<JobPlan> {
+        let planned = inserts
+            .iter()
+            .map(|insert| self.insert_plan(insert))
+            .collect::<Result<Vec<_>>>()?;
         let mut lowering = Lowering::new(&self.state, &self.settings);
-        let output = lowering.lower_one(&streaming.plan)?;
-        self.add_sink(&mut lowering, &output, &sink)?;
+        let plans: Vec<&LogicalPlan> = planned.iter().map(|(s, _)| &s.plan).collect();
+        let outputs = lowering.lower_job(&plans)?;
+        for (output, (_, sink)) in outputs.iter().zip(&planned) {
+            self.add_sink(&mut lowering, output, sink)?;
+        }
         let expected_rows = lowering.expected_rows();
         let checkpoint = self
             .settings
@@ -247,18 +259,19 @@ impl Planner {
                 retained: self.settings.checkpoints_retained(),
                 restore_from: self.settings.restore_path().map(str::to_string),
             });
+        let sinks: Vec<String> = planned.iter().map(|(_, s)| s.name.clone()).collect();
         Ok(JobPlan {
             expected_rows,
             checkpoint,
-            streaming_plan: streaming.plan,
             graph: lowering.graph,
-            sink: sink.name.clone(),
-            bounded: output.bounded,
+            bounded: outputs.iter().all(|o| o.bounded),
             name: self
                 .settings
                 .job_name()
                 .map(str::to_string)
-                .unwrap_or_else(|| format!("insert-into-{}", sink.name)),
+                .unwrap_or_else(|| format!("insert-into-{}", sinks.join("-"))),
+            streaming_plans: planned.into_iter().map(|(s, _)| s.plan).collect(),
+            sinks,
             text: text.to_string(),
         })
     }

@@ -33,7 +33,10 @@ fn outcome(text: &str) -> Result<String, String> {
             .map_err(|e| e.to_sql().render(text))?;
     }
     let mut last = last.clone();
-    if matches!(last.statement, Statement::Query(_) | Statement::Insert(_)) {
+    if matches!(
+        last.statement,
+        Statement::Query(_) | Statement::Insert(_) | Statement::StatementSet(_)
+    ) {
         last.statement = Statement::Explain(Box::new(last.statement));
     }
     match planner.plan(&last).map_err(|e| e.to_sql().render(text))? {

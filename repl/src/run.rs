@@ -281,7 +281,7 @@ pub async fn explain(
         for statement in statements {
             use weir::Statement;
             let wrapped = match &statement.statement {
-                Statement::Query(_) | Statement::Insert(_) => {
+                Statement::Query(_) | Statement::Insert(_) | Statement::StatementSet(_) => {
                     let mut s = statement.clone();
                     s.statement = Statement::Explain(Box::new(statement.statement.clone()));
                     s

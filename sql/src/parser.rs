@@ -60,15 +60,73 @@ pub fn parse_statement(sql: &str) -> Result<Statement> {
 /// outside quotes and comments): what a REPL waits for.
 pub fn is_complete(text: &str) -> bool {
     let dialect = FlinkDialect::default();
-    match Tokenizer::new(&dialect, text).tokenize() {
-        Ok(tokens) => tokens
-            .iter()
-            .rev()
-            .find(|t| !matches!(t, Token::Whitespace(_)))
-            .is_some_and(|t| *t == Token::SemiColon),
+    match Tokenizer::new(&dialect, text).tokenize_with_location() {
+        Ok(tokens) => {
+            let ends_with_semicolon = tokens
+                .iter()
+                .rev()
+                .find(|t| !matches!(t.token, Token::Whitespace(_)))
+                .is_some_and(|t| t.token == Token::SemiColon);
+            // A statement set is complete at its `END;`.
+            let open_set = split_statements(tokens)
+                .last()
+                .is_some_and(|last| opens_statement_set(last) && !ends_with_end(last));
+            ends_with_semicolon && !open_set
+        }
         // An unterminated string or comment: keep reading.
         Err(_) => false,
     }
+}
+
+/// The words that open a statement set: Flink's `EXECUTE STATEMENT SET
+/// BEGIN ... END;`, or its SQL client's `BEGIN STATEMENT SET; ... END;`.
+fn statement_set_header(tokens: &[TokenWithSpan]) -> Option<usize> {
+    let words = upper_words(tokens, 4);
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        ["EXECUTE", "STATEMENT", "SET", "BEGIN"] => Some(4),
+        ["BEGIN", "STATEMENT", "SET", ..] => Some(3),
+        _ => None,
+    }
+}
+
+/// Whether `tokens` open a statement set, explained or not.
+fn opens_statement_set(tokens: &[TokenWithSpan]) -> bool {
+    let words = upper_words(tokens, 3);
+    let skip = match words
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["EXPLAIN", "PLAN", "FOR"] => 3,
+        ["EXPLAIN", ..] => 1,
+        _ => 0,
+    };
+    let mut seen = 0;
+    let rest: Vec<TokenWithSpan> = tokens
+        .iter()
+        .skip_while(|t| {
+            if seen == skip {
+                return false;
+            }
+            if !matches!(t.token, Token::Whitespace(_)) {
+                seen += 1;
+            }
+            true
+        })
+        .cloned()
+        .collect();
+    statement_set_header(&rest).is_some()
+}
+
+/// Whether the last word of `tokens` is `END` (a statement set's close).
+fn ends_with_end(tokens: &[TokenWithSpan]) -> bool {
+    tokens
+        .iter()
+        .rev()
+        .find(|t| !matches!(t.token, Token::Whitespace(_)))
+        .is_some_and(|t| matches!(&t.token, Token::Word(w) if w.value.eq_ignore_ascii_case("END")))
 }
 
 fn split_statements(tokens: Vec<TokenWithSpan>) -> Vec<Vec<TokenWithSpan>> {
@@ -79,6 +137,8 @@ fn split_statements(tokens: Vec<TokenWithSpan>) -> Vec<Vec<TokenWithSpan>> {
         match t.token {
             Token::LParen => depth += 1,
             Token::RParen => depth -= 1,
+            // A statement set's statements end with `;` inside it.
+            Token::SemiColon if opens_statement_set(&current) && !ends_with_end(&current) => {}
             Token::SemiColon if depth <= 0 => {
                 if current
                     .iter()
@@ -149,6 +209,10 @@ fn parse_tokens(tokens: Vec<TokenWithSpan>, text: &str) -> Result<Statement> {
     let words = upper_words(&tokens, 6);
     let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
     let dialect = FlinkDialect::default();
+
+    if let Some(header) = statement_set_header(&tokens) {
+        return parse_statement_set(tokens, header, text);
+    }
 
     if w(0) == "EXPLAIN" {
         let mut rest: Vec<TokenWithSpan> = tokens
@@ -347,6 +411,59 @@ fn parse_tokens(tokens: Vec<TokenWithSpan>, text: &str) -> Result<Statement> {
         );
     }
     Ok(statement)
+}
+
+/// The `INSERT INTO`s of a statement set (after its `header` words,
+/// up to its `END`).
+fn parse_statement_set(tokens: Vec<TokenWithSpan>, header: usize, text: &str) -> Result<Statement> {
+    let mut words = 0;
+    let mut body: Vec<TokenWithSpan> = tokens
+        .into_iter()
+        .skip_while(|t| {
+            if words == header {
+                return false;
+            }
+            if !matches!(t.token, Token::Whitespace(_)) {
+                words += 1;
+            }
+            true
+        })
+        .collect();
+    if !ends_with_end(&body) {
+        return Err(SqlError::new("a statement set ends with END;")
+            .with_hint("EXECUTE STATEMENT SET BEGIN INSERT INTO ...; INSERT INTO ...; END;"));
+    }
+    while body
+        .last()
+        .is_some_and(|t| matches!(t.token, Token::Whitespace(_)))
+    {
+        body.pop();
+    }
+    let end = body.pop();
+    let mut inserts = Vec::new();
+    for chunk in split_statements(body) {
+        let start = chunk[0].span.start;
+        let statement = parse_tokens(chunk, text)?;
+        match statement {
+            Statement::Insert(insert) => inserts.push(insert),
+            _ => {
+                return Err(
+                    SqlError::new("a statement set holds only INSERT INTO statements")
+                        .at(start)
+                        .with_hint("run other statements before EXECUTE STATEMENT SET"),
+                )
+            }
+        }
+    }
+    if inserts.is_empty() {
+        let e = SqlError::new("an empty statement set")
+            .with_hint("EXECUTE STATEMENT SET BEGIN INSERT INTO ...; INSERT INTO ...; END;");
+        return Err(match end {
+            Some(end) => e.at(end.span.start),
+            None => e,
+        });
+    }
+    Ok(Statement::StatementSet(inserts))
 }
 
 fn parse_name_or_string(p: &mut Parser<'_>) -> Result<String> {

@@ -15,6 +15,9 @@ pub enum Statement {
     CreateView(CreateView),
     /// `INSERT INTO sink SELECT ...`: a continuous job.
     Insert(Insert),
+    /// `EXECUTE STATEMENT SET BEGIN INSERT ...; INSERT ...; END;`: one
+    /// job writing to several sinks, reading each stream once.
+    StatementSet(Vec<Insert>),
     /// A transient query: results go to the caller.
     Query(Query),
     /// `CREATE [TEMPORARY] FUNCTION name AS 'class' [LANGUAGE JAVA]`:

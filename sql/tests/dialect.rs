@@ -143,3 +143,27 @@ fn statements_split_and_keep_text() {
     assert!(is_complete("SELECT 1;"));
     assert!(!is_complete("SELECT ';'"));
 }
+
+#[test]
+fn a_statement_set_is_one_statement_of_its_inserts() {
+    for sql in [
+        "SET 'a' = 'b';\nEXECUTE STATEMENT SET\nBEGIN\n  INSERT INTO x SELECT * FROM s;\n  INSERT INTO y SELECT (a) FROM s WHERE b = ';';\nEND;\nSELECT 1;",
+        "SET 'a' = 'b';\nBEGIN STATEMENT SET;\n  INSERT INTO x SELECT * FROM s;\n  INSERT INTO y SELECT (a) FROM s WHERE b = ';';\nEND;\nSELECT 1;",
+    ] {
+        let statements = parse(sql).unwrap_or_else(|e| panic!("{}", e.render(sql)));
+        assert_eq!(statements.len(), 3, "{sql}");
+        let Statement::StatementSet(inserts) = &statements[1].statement else {
+            panic!("{:?}", statements[1].statement)
+        };
+        let sinks: Vec<String> = inserts.iter().map(|i| i.sink.to_string()).collect();
+        assert_eq!(sinks, ["x", "y"]);
+        assert!(matches!(statements[2].statement, Statement::Query(_)));
+    }
+    assert!(!is_complete(
+        "EXECUTE STATEMENT SET BEGIN\n INSERT INTO x SELECT 1;"
+    ));
+    assert!(is_complete(
+        "EXECUTE STATEMENT SET BEGIN\n INSERT INTO x SELECT 1;\nEND;"
+    ));
+    assert!(!is_complete("BEGIN STATEMENT SET;"));
+}

@@ -34,8 +34,8 @@ fn streams() -> (
         })
         .collect();
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    write_splits(dirs.0.path(), &[ahead.clone()]);
-    write_splits(dirs.1.path(), &[behind.clone()]);
+    write_splits(dirs.0.path(), std::slice::from_ref(&ahead));
+    write_splits(dirs.1.path(), std::slice::from_ref(&behind));
     (dirs, ahead, behind)
 }
 

@@ -6,7 +6,9 @@
 //! `COUNT(x)` (keeping its `DISTINCT` and `FILTER`), and a projection
 //! above divides them under the `AVG`'s own output name, so the plan
 //! above reads the same column. `SUM` and `COUNT` keep DataFusion's fast
-//! grouped accumulators and retract like any other aggregate.
+//! grouped accumulators and retract like any other aggregate. An
+//! `AVG(x) OVER (...)` becomes `SUM(x)` and `COUNT(x)` over that window
+//! the same way.
 
 use std::sync::Arc;
 
@@ -17,7 +19,8 @@ use datafusion::functions_aggregate::count::count_udaf;
 use datafusion::functions_aggregate::sum::sum_udaf;
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{
-    cast, Aggregate, BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator, Projection,
+    cast, Aggregate, BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator, Projection, Window,
+    WindowFunctionDefinition,
 };
 
 use crate::error::Result;
@@ -27,6 +30,7 @@ pub(crate) fn flink_avg(plan: LogicalPlan) -> Result<LogicalPlan> {
     Ok(plan
         .transform_up(|node| match node {
             LogicalPlan::Aggregate(agg) => rewrite(agg),
+            LogicalPlan::Window(window) => rewrite_window(window),
             other => Ok(Transformed::no(other)),
         })?
         .data)
@@ -83,23 +87,36 @@ fn rewrite(agg: Aggregate) -> datafusion::common::Result<Transformed<LogicalPlan
         aggr_expr.push(with(count_udaf(), column.clone()).alias(format!("__weir_avg_count_{i}")));
         parts.push((i, aggr_expr.len() - 1, data_type.clone()));
     }
-    let names: Vec<_> = agg
-        .schema
-        .iter()
-        .map(|(q, f)| (q.cloned(), f.name().clone()))
-        .collect();
     let rewritten = Aggregate::try_new(agg.input.clone(), agg.group_expr.clone(), aggr_expr)?;
-    let inner = Arc::new(LogicalPlan::Aggregate(rewritten));
+    divided(
+        &agg.schema,
+        LogicalPlan::Aggregate(rewritten),
+        groups,
+        &parts,
+    )
+}
+
+/// A projection over `inner` giving `schema`'s columns: each AVG (by
+/// `parts`: its position among the aggregates after the first `leading`
+/// columns, its count's, its column's type) as its sum divided by its
+/// count, the rest as they are.
+fn divided(
+    schema: &DFSchema,
+    inner: LogicalPlan,
+    leading: usize,
+    parts: &[(usize, usize, DataType)],
+) -> datafusion::common::Result<Transformed<LogicalPlan>> {
+    let inner = Arc::new(inner);
     let column = |i: usize| Expr::Column(Column::from(inner.schema().qualified_field(i)));
-    let mut exprs = Vec::with_capacity(names.len());
-    for (i, (qualifier, name)) in names.iter().enumerate() {
-        let expr = match i.checked_sub(groups) {
+    let mut exprs = Vec::with_capacity(schema.fields().len());
+    for (i, (qualifier, field)) in schema.iter().enumerate() {
+        let expr = match i.checked_sub(leading) {
             Some(a) => match parts.iter().find(|(at, _, _)| *at == a) {
                 Some((_, count, data_type)) => cast(
                     Expr::BinaryExpr(BinaryExpr::new(
                         Box::new(column(i)),
                         Operator::Divide,
-                        Box::new(column(groups + count)),
+                        Box::new(column(leading + count)),
                     )),
                     data_type.clone(),
                 ),
@@ -107,9 +124,58 @@ fn rewrite(agg: Aggregate) -> datafusion::common::Result<Transformed<LogicalPlan
             },
             None => column(i),
         };
-        exprs.push(expr.alias_qualified(qualifier.clone(), name));
+        exprs.push(expr.alias_qualified(qualifier.cloned(), field.name()));
     }
     Ok(Transformed::yes(LogicalPlan::Projection(
         Projection::try_new(exprs, inner)?,
     )))
+}
+
+/// The same for `AVG(x) OVER (...)`: `SUM(x)` and `COUNT(x)` over the
+/// same window.
+fn rewrite_window(window: Window) -> datafusion::common::Result<Transformed<LogicalPlan>> {
+    let schema = window.input.schema().clone();
+    let mut window_expr = window.window_expr.clone();
+    let mut parts = Vec::new();
+    for (i, expr) in window.window_expr.iter().enumerate() {
+        let inner = match expr {
+            Expr::Alias(a) => a.expr.as_ref(),
+            e => e,
+        };
+        let Expr::WindowFunction(f) = inner else {
+            continue;
+        };
+        let WindowFunctionDefinition::AggregateUDF(udaf) = &f.fun else {
+            continue;
+        };
+        let [argument] = f.params.args.as_slice() else {
+            continue;
+        };
+        let data_type = argument.get_type(&schema)?;
+        if !udaf.name().eq_ignore_ascii_case("avg") || !data_type.is_integer() {
+            continue;
+        }
+        let with = |func, arg: Expr| {
+            let mut function = f.as_ref().clone();
+            function.fun = WindowFunctionDefinition::AggregateUDF(func);
+            function.params.args = vec![arg];
+            Expr::WindowFunction(Box::new(function))
+        };
+        window_expr[i] = with(sum_udaf(), cast(argument.clone(), DataType::Int64))
+            .alias(format!("__weir_avg_sum_{i}"));
+        window_expr
+            .push(with(count_udaf(), argument.clone()).alias(format!("__weir_avg_count_{i}")));
+        parts.push((i, window_expr.len() - 1, data_type));
+    }
+    if parts.is_empty() {
+        return Ok(Transformed::no(LogicalPlan::Window(window)));
+    }
+    let leading = schema.fields().len();
+    let rewritten = Window::try_new(window_expr, window.input.clone())?;
+    divided(
+        &window.schema,
+        LogicalPlan::Window(rewritten),
+        leading,
+        &parts,
+    )
 }

@@ -28,6 +28,7 @@ mod hints;
 mod lower;
 mod names;
 mod nodes;
+mod over;
 mod query;
 mod rank;
 mod rewrite;

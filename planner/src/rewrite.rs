@@ -102,10 +102,7 @@ impl Rewriter<'_> {
                 "SELECT DISTINCT",
                 "deduplicate within a window: GROUP BY window_start, window_end, <columns>",
             ).into()),
-            LogicalPlan::Window(_) => Err(unsupported(
-                "an OVER window (other than a Top-N: ROW_NUMBER() OVER (...) filtered by rn <= N)",
-                "use a window table function (TUMBLE, HOP, SESSION)",
-            ).into()),
+            LogicalPlan::Window(window) => self.over(window, needs),
             other => Err(SqlError::new(format!(
                 "cannot run {} as a streaming query",
                 other.display()
@@ -857,7 +854,7 @@ pub(crate) fn rowtime_column(plan: &LogicalPlan) -> Option<usize> {
 /// A column of `plan`'s output that `found` picks at a streaming node,
 /// followed up through exchanges, filters, aliases and projections that
 /// pass it on unchanged.
-fn trace_column(
+pub(crate) fn trace_column(
     plan: &LogicalPlan,
     found: &dyn Fn(&dyn datafusion::logical_expr::UserDefinedLogicalNode) -> Option<usize>,
 ) -> Option<usize> {
@@ -866,6 +863,14 @@ fn trace_column(
         LogicalPlan::Extension(e) => {
             if let Some(exchange) = e.node.as_any().downcast_ref::<Exchange>() {
                 return exchange.inputs.first().and_then(|i| trace_column(i, found));
+            }
+            // An OVER aggregate passes its input's columns on, first.
+            if let Some(over) = e
+                .node
+                .as_any()
+                .downcast_ref::<crate::nodes::OverAggregate>()
+            {
+                return over.inputs.first().and_then(|i| trace_column(i, found));
             }
             found(e.node.as_ref())
         }

@@ -23,6 +23,7 @@
 mod dialect;
 mod error;
 mod interval;
+mod over_alias;
 mod parser;
 mod secrets;
 mod statement;

@@ -502,6 +502,7 @@ fn from_sqlparser(
 ) -> Result<Statement> {
     let make_query = |mut query: Box<ast::Query>, windows: &mut Vec<WindowTvf>| -> Result<Query> {
         rewrite_group_windows(&mut query, windows)?;
+        crate::over_alias::lift_over_filters(&mut query);
         Ok(Query {
             query,
             windows: std::mem::take(windows),

@@ -167,3 +167,26 @@ fn a_statement_set_is_one_statement_of_its_inserts() {
     ));
     assert!(!is_complete("BEGIN STATEMENT SET;"));
 }
+
+#[test]
+fn a_where_on_an_over_column_of_its_own_select_filters_its_rows() {
+    let Statement::Query(query) = one(
+        "SELECT *, ROW_NUMBER() OVER (PARTITION BY k ORDER BY v DESC) AS rn FROM t WHERE rn <= 1 AND v > 3",
+    ) else {
+        panic!()
+    };
+    assert_eq!(
+        query.query.to_string(),
+        "SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY k ORDER BY v DESC) AS rn FROM t WHERE v > 3) WHERE rn <= 1"
+    );
+    // A WHERE on the FROM's columns only is left as it is.
+    let Statement::Query(query) =
+        one("SELECT k, SUM(v) OVER (ORDER BY ts) AS s FROM t WHERE v > 3")
+    else {
+        panic!()
+    };
+    assert_eq!(
+        query.query.to_string(),
+        "SELECT k, SUM(v) OVER (ORDER BY ts) AS s FROM t WHERE v > 3"
+    );
+}

@@ -27,12 +27,15 @@ use crate::message::{CheckpointId, Message};
 use crate::metrics::{JobMetrics, SubtaskMetrics};
 use crate::operator::SubtaskInfo;
 
+/// A task's senders on each of its outgoing edges (by edge position).
+type EdgeSenders = BTreeMap<usize, Vec<Sender<Message>>>;
+
 /// The channels between task groups, by (group, subtask).
 #[derive(Default)]
 struct Wiring {
     /// A group's senders per outgoing edge (by edge position): a node
     /// whose rows feed several consumers has a router for each.
-    senders: HashMap<(usize, usize), BTreeMap<usize, Vec<Sender<Message>>>>,
+    senders: HashMap<(usize, usize), EdgeSenders>,
     receivers: HashMap<(usize, usize), Vec<Receiver<Message>>>,
     /// The input side (edge position at the head) of each receiver.
     sides: HashMap<(usize, usize), Vec<usize>>,

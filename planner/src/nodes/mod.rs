@@ -14,6 +14,7 @@
 mod changelog_normalize;
 mod exchange;
 mod join;
+mod over;
 mod session_aggregate;
 mod stream_scan;
 mod top_n;
@@ -30,6 +31,7 @@ use datafusion::logical_expr::{Extension, LogicalPlan, UserDefinedLogicalNode};
 pub(crate) use changelog_normalize::ChangelogNormalize;
 pub(crate) use exchange::Exchange;
 pub(crate) use join::{Join, JoinKind};
+pub(crate) use over::{as_aggregate_call, OverAggregate};
 pub(crate) use session_aggregate::SessionAggregate;
 pub(crate) use stream_scan::{Columns, StreamScan};
 pub(crate) use top_n::TopN;
@@ -172,6 +174,9 @@ pub(crate) fn streaming(node: &dyn UserDefinedLogicalNode) -> Option<&dyn Stream
         return Some(n);
     }
     if let Some(n) = any.downcast_ref::<Union>() {
+        return Some(n);
+    }
+    if let Some(n) = any.downcast_ref::<OverAggregate>() {
         return Some(n);
     }
     None

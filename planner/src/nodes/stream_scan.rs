@@ -237,7 +237,7 @@ impl StreamScan {
             def.name.as_str(),
             &produced,
         )?);
-        let computed = computed_columns(def, &columns, &spec, &physical, &produced, lowering)?;
+        let computed = computed_columns(def, columns, &spec, &physical, &produced, lowering)?;
         let watermark = watermark(def, &full, lowering)?;
         lowering
             .expected

@@ -375,3 +375,133 @@ fn expired(ttl: Option<Duration>, touched: Millis, now: Millis) -> bool {
         now.saturating_sub(touched) >= i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Int64Array, TimestampMillisecondArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use datafusion::functions_aggregate::count::count_udaf;
+    use datafusion::physical_expr::aggregate::AggregateExprBuilder;
+    use datafusion::physical_expr::expressions::{col, lit};
+
+    use super::*;
+    use crate::changelog::with_op_column;
+    use crate::testing::Harness;
+
+    /// `count(*)` per `k` over `(k, ts)` with this frame and mode.
+    fn counting(rows: bool, preceding: Preceding, mode: OverMode) -> OverAggregate {
+        let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
+        let input = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("ts", ts, false),
+        ]));
+        let count = AggregateExprBuilder::new(count_udaf(), vec![lit(1i64)])
+            .schema(input.clone())
+            .alias("n")
+            .build()
+            .unwrap();
+        let mut fields = input.fields().to_vec();
+        fields.push(Arc::new(Field::new("n", DataType::Int64, true)));
+        let spec = OverSpec {
+            partition: vec![col("k", &input).unwrap()],
+            order: vec![(col("ts", &input).unwrap(), SortOptions::default())],
+            rows,
+            preceding,
+            aggregates: vec![Arc::new(count)],
+            output: Arc::new(Schema::new(fields)),
+            input,
+            mode,
+            ttl: None,
+        };
+        OverAggregate::new("over", Arc::new(spec)).unwrap()
+    }
+
+    fn rows(rows: &[(i64, i64)]) -> RecordBatch {
+        RecordBatch::try_from_iter([
+            (
+                "k",
+                Arc::new(Int64Array::from(
+                    rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+                )) as ArrayRef,
+            ),
+            (
+                "ts",
+                Arc::new(TimestampMillisecondArray::from(
+                    rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+                )) as ArrayRef,
+            ),
+        ])
+        .unwrap()
+    }
+
+    /// The output's rows as text, in order.
+    fn text(batches: &[RecordBatch]) -> Vec<String> {
+        let batches: Vec<RecordBatch> = batches
+            .iter()
+            .map(|b| with_op_column(b).unwrap_or_else(|_| b.clone()))
+            .collect();
+        datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string()
+            .lines()
+            .skip(3)
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Runs the input whole, and again with a checkpoint and a restore
+    /// into a fresh operator half way: the outputs are the same.
+    fn same_after_restore(make: impl Fn() -> OverAggregate, watermarks: bool) {
+        let first = rows(&[(1, 10), (2, 12), (1, 11), (1, 30), (2, 31)]);
+        let second = rows(&[(1, 40), (2, 41), (1, 42), (2, 60)]);
+        let run = |restore: bool| {
+            let mut h = Harness::new(make());
+            h.batch(first.clone()).unwrap();
+            if watermarks {
+                h.watermark(20).unwrap();
+            }
+            let mut out = h.take_output();
+            if restore {
+                let state = h.barrier().unwrap();
+                h = Harness::new(make());
+                h.operator().restore(state).unwrap();
+            }
+            h.batch(second.clone()).unwrap();
+            if watermarks {
+                h.watermark(100).unwrap();
+            }
+            out.extend(h.take_output());
+            text(&out)
+        };
+        let whole = run(false);
+        assert!(whole.len() > 8, "{whole:?}");
+        assert_eq!(run(true), whole);
+    }
+
+    #[test]
+    fn state_survives_a_restore_in_every_mode() {
+        let event_time = OverMode::EventTime { time: 1 };
+        same_after_restore(
+            || counting(true, Preceding::Rows(1), event_time.clone()),
+            true,
+        );
+        same_after_restore(
+            || counting(false, Preceding::Range(15), event_time.clone()),
+            true,
+        );
+        same_after_restore(
+            || counting(true, Preceding::Unbounded, event_time.clone()),
+            true,
+        );
+        same_after_restore(
+            || {
+                counting(
+                    true,
+                    Preceding::Rows(1),
+                    OverMode::Updating { emit_before: true },
+                )
+            },
+            false,
+        );
+    }
+}

@@ -177,6 +177,15 @@ async fn nexmark_queries_match_a_batch_oracle() {
     let (q9, q18, q19) = (path("q9"), path("q18"), path("q19"));
     let (q14, q15, q16, q17) = (path("q14"), path("q15"), path("q16"), path("q17"));
     let (q21, q22, q23) = (path("q21"), path("q22"), path("q23"));
+    let (q13, flink_home) = (path("q13"), path("flink"));
+    // Nexmark's side input for q13: a value per key, keys 0..9999 but the
+    // multiples of 7.
+    std::fs::create_dir_all(flink_home.join("data")).unwrap();
+    let side: String = (0..10_000)
+        .filter(|k| k % 7 != 0)
+        .map(|k| format!("{k},v{}\n", k * 13 % 1000))
+        .collect();
+    std::fs::write(flink_home.join("data/side_input.txt"), side).unwrap();
 
     // The raw events, as Weir generates them.
     run_jobs(&format!(
@@ -224,6 +233,13 @@ async fn nexmark_queries_match_a_batch_oracle() {
         with_parquet_sink("q8.sql", &q8),
         with_parquet_sink("q20.sql", &q20),
         tumble.display()
+    ))
+    .await;
+    run_jobs(&format!(
+        "{};\n{}",
+        ddl(),
+        with_parquet_sink("q13.sql", &q13)
+            .replace("${FLINK_HOME}", &flink_home.display().to_string())
     ))
     .await;
 
@@ -372,6 +388,46 @@ async fn nexmark_queries_match_a_batch_oracle() {
         assert!(!expected.is_empty(), "{oracle_sql}");
         assert_eq!(weir_rows, expected, "{}", dir.display());
     }
+
+    // q13: every bid with the side input's value of its auction (a lookup
+    // join on processing time; the file does not change, so every bid
+    // sees the same table).
+    let side_schema = datafusion::arrow::datatypes::Schema::new(vec![
+        datafusion::arrow::datatypes::Field::new(
+            "key",
+            datafusion::arrow::datatypes::DataType::Int64,
+            true,
+        ),
+        datafusion::arrow::datatypes::Field::new(
+            "value",
+            datafusion::arrow::datatypes::DataType::Utf8,
+            true,
+        ),
+    ]);
+    ctx.register_csv(
+        "side_input",
+        flink_home.join("data/side_input.txt").to_str().unwrap(),
+        datafusion::prelude::CsvReadOptions::new()
+            .has_header(false)
+            .file_extension(".txt")
+            .schema(&side_schema),
+    )
+    .await
+    .unwrap();
+    let expected = canonical_rows(
+        &ctx.sql("SELECT B.auction, B.bidder, B.price, B.`dateTime`, S.value FROM bid B JOIN side_input S ON B.auction % 10000 = S.key")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap(),
+    );
+    assert!(!expected.is_empty());
+    assert_eq!(
+        canonical_rows(&read_parquet(&ctx, &q13).await),
+        expected,
+        "q13"
+    );
 
     // Queries of Flink's functions, and a three-way join: the oracle runs
     // each file's SELECT with DataFusion's own equivalents of the Flink

@@ -147,6 +147,8 @@ fn no_pushdown(filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> 
 #[derive(Debug)]
 pub(crate) struct StreamTable {
     pub def: Arc<StreamDef>,
+    /// Joined `FOR SYSTEM_TIME AS OF` this column of the other side.
+    pub as_of: Option<String>,
 }
 
 impl TableSource for StreamTable {

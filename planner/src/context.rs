@@ -149,7 +149,7 @@ impl<'a> Context<'a> {
 }
 
 /// Whether `column` of `plan` is a processing-time attribute (`PROCTIME()`).
-fn is_proctime(plan: &LogicalPlan, column: &str) -> bool {
+pub(crate) fn is_proctime(plan: &LogicalPlan, column: &str) -> bool {
     match plan {
         LogicalPlan::Projection(p) => {
             let Some(index) = p.schema.fields().iter().position(|f| f.name() == column) else {
@@ -200,7 +200,16 @@ impl ContextProvider for Context<'_> {
         if let Some(stream) = self.catalog.stream(table) {
             return Ok(Arc::new(StreamTable {
                 def: stream.clone(),
+                as_of: None,
             }));
+        }
+        if let Some((name, as_of)) = weir_sql::parse_lookup_name(table) {
+            if let Some(stream) = self.catalog.stream(name) {
+                return Ok(Arc::new(StreamTable {
+                    def: stream.clone(),
+                    as_of: Some(as_of.to_string()),
+                }));
+            }
         }
         if let Some(view) = self.catalog.view(table) {
             return self.view_table(&view.query);

@@ -29,6 +29,18 @@ struct Columns {
     proctime: Vec<String>,
 }
 
+/// The key Flink's legacy connector options (before Flink 1.11, as
+/// Nexmark q13 writes them) are now known by.
+fn current_key(key: &str) -> &str {
+    match key.to_ascii_lowercase().as_str() {
+        "connector.type" => "connector",
+        "connector.path" => "path",
+        "format.type" => "format",
+        "format.field-delimiter" => "csv.field-delimiter",
+        _ => key,
+    }
+}
+
 impl Planner {
     /// Whether `name` may be (re)defined; `false` when it exists and the
     /// statement says `IF NOT EXISTS`.
@@ -52,7 +64,7 @@ impl Planner {
             return Ok(Planned::Done(format!("'{name}' already exists")));
         }
         let at = |e: PlanError| e.or_at(c.position);
-        let options = Options::new(c.options.iter().map(|(k, v)| (k.as_str(), v.clone())));
+        let options = Options::new(c.options.iter().map(|(k, v)| (current_key(k), v.clone())));
         let connector = self.connector_of(&name, &options).map_err(at)?;
         let columns = self
             .columns(c, &name, connector.as_ref(), &options)

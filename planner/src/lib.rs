@@ -25,6 +25,7 @@ mod explain;
 mod flink_avg;
 mod functions;
 mod hints;
+mod lookup;
 mod lower;
 mod names;
 mod nodes;

@@ -34,6 +34,7 @@ use crate::{CheckpointPlan, JobPlan, Planner, QueryPlan};
 /// which keeps the same groups.
 pub(crate) fn optimize(state: &SessionState, plan: LogicalPlan) -> Result<LogicalPlan> {
     let config = state.config_options();
+    crate::lookup::check_temporal_joins(&plan)?;
     let plan = crate::flink_avg::flink_avg(plan)?;
     let analyzed = state
         .analyzer()

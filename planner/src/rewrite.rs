@@ -421,6 +421,9 @@ impl Rewriter<'_> {
     /// A regular join: an inner join of append-only streams on equal key
     /// columns, each side shuffled by its keys.
     fn join(&self, join: &JoinPlan) -> Result<Streaming> {
+        if let Some(lookup) = self.lookup_join(join)? {
+            return Ok(lookup);
+        }
         if join.on.is_empty() {
             return Err(unsupported(
                 "a join without an equality condition",

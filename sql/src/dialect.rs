@@ -22,6 +22,12 @@ impl Dialect for FlinkDialect {
         self.generic.is_identifier_part(ch)
     }
 
+    /// `JOIN dim FOR SYSTEM_TIME AS OF probe.proc_time`: Flink's temporal
+    /// (lookup) join.
+    fn supports_table_versioning(&self) -> bool {
+        true
+    }
+
     fn supports_filter_during_aggregation(&self) -> bool {
         true
     }

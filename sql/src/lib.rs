@@ -23,6 +23,7 @@
 mod dialect;
 mod error;
 mod interval;
+mod lookup;
 mod over_alias;
 mod parser;
 mod secrets;
@@ -34,6 +35,7 @@ mod window;
 pub use dialect::FlinkDialect;
 pub use error::{Position, Result, SqlError};
 pub use interval::interval_millis;
+pub use lookup::{lookup_name, parse_lookup_name};
 pub use parser::{
     catalog_name, is_complete, parse, parse_statement, system_name, ParsedStatement, SYSTEM_SCHEMA,
 };

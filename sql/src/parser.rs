@@ -503,6 +503,7 @@ fn from_sqlparser(
     let make_query = |mut query: Box<ast::Query>, windows: &mut Vec<WindowTvf>| -> Result<Query> {
         rewrite_group_windows(&mut query, windows)?;
         crate::over_alias::lift_over_filters(&mut query);
+        crate::lookup::mark_temporal_joins(&mut query)?;
         Ok(Query {
             query,
             windows: std::mem::take(windows),

@@ -31,6 +31,9 @@ const SOURCE_OPTIONS: &[&str] = &[
     "debezium-json.schema-include",
     "scan.batch-size",
     "scan.parallel-decode",
+    // Read again after this long when the table is joined FOR SYSTEM_TIME
+    // AS OF (Flink's key).
+    "lookup.join.cache.ttl",
     "csv.field-delimiter",
     "csv.header",
 ];

@@ -14,9 +14,10 @@
 mod changelog_normalize;
 mod exchange;
 mod join;
+mod lookup_join;
 mod over;
 mod session_aggregate;
-mod stream_scan;
+pub(crate) mod stream_scan;
 mod top_n;
 mod union;
 mod updating_aggregate;
@@ -31,6 +32,7 @@ use datafusion::logical_expr::{Extension, LogicalPlan, UserDefinedLogicalNode};
 pub(crate) use changelog_normalize::ChangelogNormalize;
 pub(crate) use exchange::Exchange;
 pub(crate) use join::{Join, JoinKind};
+pub(crate) use lookup_join::LookupJoin;
 pub(crate) use over::{as_aggregate_call, OverAggregate};
 pub(crate) use session_aggregate::SessionAggregate;
 pub(crate) use stream_scan::{Columns, StreamScan};
@@ -177,6 +179,9 @@ pub(crate) fn streaming(node: &dyn UserDefinedLogicalNode) -> Option<&dyn Stream
         return Some(n);
     }
     if let Some(n) = any.downcast_ref::<OverAggregate>() {
+        return Some(n);
+    }
+    if let Some(n) = any.downcast_ref::<LookupJoin>() {
         return Some(n);
     }
     None

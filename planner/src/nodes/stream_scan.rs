@@ -173,7 +173,7 @@ impl Columns {
 
 /// What the connector is given to read `stream`: the physical columns of
 /// `read`.
-fn source_spec(stream: &StreamDef, read: &[usize]) -> Result<TableSpec> {
+pub(crate) fn source_spec(stream: &StreamDef, read: &[usize]) -> Result<TableSpec> {
     let schema = if read.len() == stream.physical_schema.fields().len() {
         stream.physical_schema.clone()
     } else {

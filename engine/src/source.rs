@@ -102,6 +102,10 @@ pub trait Sink: Send {
         Ok(())
     }
 
+    /// The event time reached `watermark` (for sinks that act on it, as
+    /// a partitioned file sink committing partitions).
+    fn on_watermark(&mut self, _watermark: crate::message::Millis) {}
+
     /// The stream ended (or the job stops), after the final commit.
     async fn finish(&mut self) -> Result<()> {
         Ok(())

@@ -9,17 +9,19 @@
 
 mod lines;
 mod parquet;
+mod partitions;
 mod sink;
 mod source;
 
 use std::sync::Arc;
 
-use weir_engine::{SinkFactory, SourceFactory};
+use weir_engine::{EngineError, SinkFactory, SourceFactory};
 
 use crate::format::Format;
 use crate::options::Options;
 use crate::registry::{Connector, ConnectorError, SinkChanges, SourceChanges, TableSpec};
 use crate::store::resolve;
+use partitions::{PartitionCommit, Partitioning};
 
 pub use sink::{Delivery, FileSink};
 pub use source::{FileSource, FileSourceOptions};
@@ -44,6 +46,12 @@ const SINK_OPTIONS: &[&str] = &[
     "sink.rolling-policy.rollover-interval",
     "sink.delivery",
     "sink.parallelism",
+    "sink.partition-commit.trigger",
+    "sink.partition-commit.delay",
+    "sink.partition-commit.policy.kind",
+    "partition.time-extractor.timestamp-pattern",
+    // Flink's; part files are checked at every write here.
+    "sink.rolling-policy.check-interval",
     "csv.field-delimiter",
     "csv.header",
 ];
@@ -122,11 +130,14 @@ impl Connector for FilesystemConnector {
 
     fn sink(&self, spec: &TableSpec) -> Result<SinkFactory, ConnectorError> {
         self.validate(&spec.options)?;
-        if !spec.partitioned_by.is_empty() {
-            return Err(ConnectorError::new(
-                "PARTITIONED BY on a filesystem sink is not supported yet; write unpartitioned or partition downstream",
-            ));
-        }
+        let partitioning = if spec.partitioned_by.is_empty() {
+            None
+        } else {
+            let partitioning = Partitioning::new(&spec.schema, &spec.partitioned_by)?;
+            // Checked now, so that a bad option fails the statement.
+            PartitionCommit::from_options(&spec.options, &partitioning)?;
+            Some(partitioning)
+        };
         let location = resolve(spec.options.require("path")?, &spec.options, true)?;
         let format = Format::from_options(&spec.options)?;
         let roll_size = spec
@@ -152,6 +163,7 @@ impl Connector for FilesystemConnector {
             }
         };
         let run = crate::deadletter::unique_run_id();
+        let options = spec.options.clone();
         Ok(Arc::new(move |info| {
             let delivery = if exactly_once {
                 Delivery::ExactlyOnce {
@@ -162,14 +174,23 @@ impl Connector for FilesystemConnector {
                     prefix: format!("{run}-{}", info.index),
                 }
             };
-            Ok(Box::new(FileSink::new(
+            let sink = FileSink::new(
                 location.clone(),
                 format.clone(),
                 schema.clone(),
                 delivery,
                 roll_size,
                 roll_interval,
-            )) as Box<dyn weir_engine::Sink>)
+            );
+            let sink = match &partitioning {
+                Some(p) => {
+                    let commit = PartitionCommit::from_options(&options, p)
+                        .map_err(|e| EngineError::connector("filesystem sink", e))?;
+                    sink.partitioned(p.clone(), commit)
+                }
+                None => sink,
+            };
+            Ok(Box::new(sink) as Box<dyn weir_engine::Sink>)
         }))
     }
 }

@@ -32,6 +32,7 @@ use weir_engine::{
     CheckpointId, EngineError, Result, Sink, StateSnapshot, StateTable, FINAL_CHECKPOINT,
 };
 
+use super::partitions::{PartitionCommit, Partitioning};
 use crate::format::{encode_lines, Format};
 use crate::store::Location;
 
@@ -68,7 +69,11 @@ pub struct FileSink {
     /// The checkpoint the rows now written belong to (exactly-once).
     epoch: CheckpointId,
     sequence: u64,
-    current: Option<PartFile>,
+    /// The open part file of each partition directory (none: `[]`).
+    current: BTreeMap<Vec<String>, PartFile>,
+    partitioning: Option<Partitioning>,
+    commit: Option<PartitionCommit>,
+    watermark: i64,
     /// Closed files of the current epoch: (written at, visible at).
     closed: Vec<(Path, Path)>,
     /// Prepared files by checkpoint, waiting for it to complete.
@@ -116,32 +121,83 @@ impl FileSink {
             roll_interval,
             epoch: 1,
             sequence: 0,
-            current: None,
+            current: BTreeMap::new(),
+            partitioning: None,
+            commit: None,
+            watermark: i64::MIN,
             closed: Vec::new(),
             pending: BTreeMap::new(),
         }
     }
 
+    /// Writes each row under its partition's directory, and commits
+    /// partitions as `commit` says.
+    pub fn partitioned(
+        mut self,
+        partitioning: Partitioning,
+        commit: Option<PartitionCommit>,
+    ) -> Self {
+        self.schema = partitioning.data_schema.clone();
+        self.partitioning = Some(partitioning);
+        self.commit = commit;
+        self
+    }
+
+    /// Writes `_SUCCESS` into every partition that is complete (all of
+    /// them at the end of input).
+    async fn commit_partitions(&mut self, end: bool) -> Result<()> {
+        let Some(commit) = self.commit.as_mut() else {
+            return Ok(());
+        };
+        for dir in commit.due(self.watermark, end) {
+            let path = self.in_dir(&dir, "_SUCCESS");
+            self.location
+                .store
+                .put(&path, object_store::PutPayload::new())
+                .await
+                .map_err(|e| err(format!("cannot write {path}: {e}")))?;
+            tracing::info!(partition = %dir.join("/"), "partition committed");
+        }
+        Ok(())
+    }
+
+    /// `parts` under the sink's path, each one level (a `/` in one is
+    /// encoded, not a level).
     fn path(&self, parts: &[&str]) -> Path {
-        let prefix = self.location.prefix.to_string();
-        let joined = parts.join("/");
-        Path::from(if prefix.is_empty() {
-            joined
-        } else {
-            format!("{prefix}/{joined}")
-        })
+        let prefix: Vec<object_store::path::PathPart<'static>> = self
+            .location
+            .prefix
+            .parts()
+            .map(|p| p.as_ref().to_string().into())
+            .collect();
+        prefix
+            .into_iter()
+            .chain(
+                parts
+                    .iter()
+                    .map(|p| object_store::path::PathPart::from(p.to_string())),
+            )
+            .collect()
+    }
+
+    /// `file` in partition directory `dir`.
+    fn in_dir(&self, dir: &[String], file: &str) -> Path {
+        let mut parts: Vec<&str> = dir.iter().map(String::as_str).collect();
+        parts.push(file);
+        self.path(&parts)
     }
 
     fn staging_prefix(subtask: usize) -> String {
         format!("part-{subtask:03}-")
     }
 
-    fn open(&mut self) -> Result<PartFile> {
+    /// A new part file in partition directory `dir`.
+    fn open(&mut self, dir: &[String]) -> Result<PartFile> {
         let ext = self.format.extension();
         let (path, target) = match &self.delivery {
             Delivery::AtLeastOnce { prefix } => {
                 let name = format!("part-{prefix}-{:05}.{ext}", self.sequence);
-                let p = self.path(&[&name]);
+                let p = self.in_dir(dir, &name);
                 (p.clone(), p)
             }
             Delivery::ExactlyOnce { subtask } => {
@@ -151,7 +207,9 @@ impl FileSink {
                     self.epoch,
                     self.sequence
                 );
-                (self.path(&[STAGING, &name]), self.path(&[&name]))
+                // Staged flat (the sequence makes names unique), published
+                // into its partition.
+                (self.path(&[STAGING, &name]), self.in_dir(dir, &name))
             }
         };
         self.sequence += 1;
@@ -177,9 +235,16 @@ impl FileSink {
         })
     }
 
-    /// Completes the current part file (it is durable afterwards).
+    /// Completes every open part file (they are durable afterwards).
     async fn close(&mut self) -> Result<()> {
-        if let Some(file) = self.current.take() {
+        for dir in self.current.keys().cloned().collect::<Vec<_>>() {
+            self.close_one(&dir).await?;
+        }
+        Ok(())
+    }
+
+    async fn close_one(&mut self, dir: &[String]) -> Result<()> {
+        if let Some(file) = self.current.remove(dir) {
             match file.writer {
                 Writer::Parquet(w) => {
                     w.close().await.map_err(err)?;
@@ -188,6 +253,36 @@ impl FileSink {
             }
             tracing::debug!(path = %file.path, rows = file.rows, "closed part file");
             self.closed.push((file.path, file.target));
+        }
+        Ok(())
+    }
+
+    /// Appends `batch` to the part file of partition `dir`.
+    async fn write_to(&mut self, dir: &[String], batch: &RecordBatch) -> Result<()> {
+        let roll = self.current.get(dir).is_some_and(|f| {
+            Self::size(f) >= self.roll_size
+                || self.roll_interval.is_some_and(|i| f.opened.elapsed() >= i)
+        });
+        if roll {
+            self.close_one(dir).await?;
+        }
+        if !self.current.contains_key(dir) {
+            let file = self.open(dir)?;
+            self.current.insert(dir.to_vec(), file);
+        }
+        let Some(file) = self.current.get_mut(dir) else {
+            return Err(err("no open part file"));
+        };
+        file.rows += batch.num_rows() as u64;
+        match &mut file.writer {
+            Writer::Parquet(w) => w.write(batch).await.map_err(err)?,
+            Writer::Lines { out, bytes } => {
+                let mut buffer = Vec::new();
+                let header = matches!(self.format, Format::Csv { header: true, .. }) && *bytes == 0;
+                encode_lines(&self.format, batch, &mut buffer, header)?;
+                *bytes += buffer.len() as u64;
+                out.write_all(&buffer).await.map_err(err)?;
+            }
         }
         Ok(())
     }
@@ -259,38 +354,31 @@ impl Sink for FileSink {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let batch = with_schema(batch, &self.schema)?;
-        let roll = self.current.as_ref().is_some_and(|f| {
-            Self::size(f) >= self.roll_size
-                || self.roll_interval.is_some_and(|i| f.opened.elapsed() >= i)
-        });
-        if roll {
-            self.close().await?;
-        }
-        if self.current.is_none() {
-            self.current = Some(self.open()?);
-        }
-        let Some(file) = self.current.as_mut() else {
-            return Err(err("no open part file"));
+        let Some(partitioning) = self.partitioning.clone() else {
+            let batch = with_schema(batch, &self.schema)?;
+            return self.write_to(&[], &batch).await;
         };
-        file.rows += batch.num_rows() as u64;
-        match &mut file.writer {
-            Writer::Parquet(w) => w.write(&batch).await.map_err(err)?,
-            Writer::Lines { out, bytes } => {
-                let mut buffer = Vec::new();
-                let header = matches!(self.format, Format::Csv { header: true, .. }) && *bytes == 0;
-                encode_lines(&self.format, &batch, &mut buffer, header)?;
-                *bytes += buffer.len() as u64;
-                out.write_all(&buffer).await.map_err(err)?;
+        let full = partitioning.full_schema.clone();
+        let batch = with_schema(batch, &full)?;
+        for (dir, values, rows) in partitioning.split(&batch).map_err(err)? {
+            self.write_to(&dir, &rows).await?;
+            if let Some(commit) = self.commit.as_mut() {
+                commit.written(&dir, &values);
             }
         }
         Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark: i64) {
+        self.watermark = self.watermark.max(watermark);
     }
 
     async fn prepare_commit(&mut self, checkpoint: CheckpointId) -> Result<StateSnapshot> {
         self.close().await?;
         let closed = std::mem::take(&mut self.closed);
         if !self.is_exactly_once() {
+            // At-least-once files are visible once closed.
+            self.commit_partitions(false).await?;
             return Ok(StateSnapshot::default());
         }
         if !closed.is_empty() {
@@ -317,7 +405,11 @@ impl Sink for FileSink {
                 }
             }
         }
-        Ok(())
+        self.commit_partitions(false).await
+    }
+
+    async fn finish(&mut self) -> Result<()> {
+        self.commit_partitions(true).await
     }
 
     async fn restore(&mut self, state: StateSnapshot) -> Result<()> {
@@ -360,7 +452,7 @@ impl Sink for FileSink {
 
 impl Drop for FileSink {
     fn drop(&mut self) {
-        if self.current.is_some() {
+        if !self.current.is_empty() {
             tracing::debug!("filesystem sink dropped with an open part file; it is not visible");
         }
     }

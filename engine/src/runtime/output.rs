@@ -153,9 +153,10 @@ impl Output {
                 }
                 Ok(())
             }
-            Output::Sink { metrics, .. } => {
+            Output::Sink { metrics, sink, .. } => {
                 if let Watermark::EventTime(t) = watermark {
                     metrics.set_watermark(t);
+                    sink.on_watermark(t);
                 }
                 Ok(())
             }

@@ -4,6 +4,7 @@
 mod common;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use common::canonical_rows;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -177,7 +178,7 @@ async fn nexmark_queries_match_a_batch_oracle() {
     let (q9, q18, q19) = (path("q9"), path("q18"), path("q19"));
     let (q14, q15, q16, q17) = (path("q14"), path("q15"), path("q16"), path("q17"));
     let (q21, q22, q23) = (path("q21"), path("q22"), path("q23"));
-    let (q13, flink_home) = (path("q13"), path("flink"));
+    let (q13, flink_home, q10) = (path("q13"), path("flink"), path("q10"));
     // Nexmark's side input for q13: a value per key, keys 0..9999 but the
     // multiples of 7.
     std::fs::create_dir_all(flink_home.join("data")).unwrap();
@@ -236,10 +237,14 @@ async fn nexmark_queries_match_a_batch_oracle() {
     ))
     .await;
     run_jobs(&format!(
-        "{};\n{}",
+        "{};\n{};\n{}",
         ddl(),
         with_parquet_sink("q13.sql", &q13)
-            .replace("${FLINK_HOME}", &flink_home.display().to_string())
+            .replace("${FLINK_HOME}", &flink_home.display().to_string()),
+        nexmark_file("q10.sql").replace(
+            "file://${NEXMARK_DIR}/data/output/${SUBMIT_TIME}/bid/",
+            &q10.display().to_string()
+        )
     ))
     .await;
 
@@ -428,6 +433,73 @@ async fn nexmark_queries_match_a_batch_oracle() {
         expected,
         "q13"
     );
+
+    // q10: every bid in the CSV files of its day and minute, those in the
+    // directory names (Flink's PARTITIONED BY), each partition committed.
+    {
+        use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+        use datafusion::datasource::file_format::csv::CsvFormat;
+        use datafusion::datasource::listing::{
+            ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+        };
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("auction", DataType::Int64, true),
+            Field::new("bidder", DataType::Int64, true),
+            Field::new("price", DataType::Int64, true),
+            Field::new(
+                "dateTime",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                true,
+            ),
+            Field::new("extra", DataType::Utf8, true),
+        ]));
+        let options = ListingOptions::new(Arc::new(CsvFormat::default().with_has_header(false)))
+            .with_file_extension(".csv")
+            .with_table_partition_cols(vec![
+                ("dt".to_string(), DataType::Utf8),
+                ("hm".to_string(), DataType::Utf8),
+            ]);
+        let url = ListingTableUrl::parse(format!("{}/", q10.display())).unwrap();
+        let config = ListingTableConfig::new(url)
+            .with_listing_options(options)
+            .with_schema(schema);
+        ctx.register_table("q10_weir", Arc::new(ListingTable::try_new(config).unwrap()))
+            .unwrap();
+        let weir_rows = canonical_rows(
+            &ctx.sql("SELECT * FROM q10_weir")
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap(),
+        );
+        let expected = canonical_rows(
+            &ctx.sql(&flink_to_datafusion(
+                "SELECT auction, bidder, price, `dateTime`, extra, DATE_FORMAT(`dateTime`, 'yyyy-MM-dd'), DATE_FORMAT(`dateTime`, 'HH:mm') FROM bid",
+            ))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap(),
+        );
+        assert!(!expected.is_empty());
+        assert_eq!(weir_rows, expected, "q10");
+        let days: Vec<_> = std::fs::read_dir(&q10)
+            .unwrap()
+            .map(|d| d.unwrap().path())
+            .collect();
+        for day in days {
+            for minute in std::fs::read_dir(&day).unwrap() {
+                let minute = minute.unwrap().path();
+                assert!(
+                    minute.join("_SUCCESS").exists(),
+                    "{} not committed",
+                    minute.display()
+                );
+            }
+        }
+    }
 
     // Queries of Flink's functions, and a three-way join: the oracle runs
     // each file's SELECT with DataFusion's own equivalents of the Flink

@@ -81,10 +81,7 @@ impl Partitioning {
     /// The rows of `batch` per partition: its directory (relative, one
     /// `name=value` per level), its values, and its rows without the
     /// partition columns.
-    pub fn split(
-        &self,
-        batch: &RecordBatch,
-    ) -> Result<Vec<PartitionRows>, ConnectorError> {
+    pub fn split(&self, batch: &RecordBatch) -> Result<Vec<PartitionRows>, ConnectorError> {
         let options = FormatOptions::default();
         let formatters = self
             .keys

@@ -118,7 +118,7 @@ fn lookup_joins_equal_a_batch_join() {
 }
 
 #[test]
-fn a_temporal_join_as_of_event_time_is_refused_with_a_hint() {
+fn a_temporal_join_of_a_table_that_is_not_versioned_is_refused_with_a_hint() {
     let input = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
@@ -142,7 +142,18 @@ fn a_temporal_join_as_of_event_time_is_refused_with_a_hint() {
             Err(e) => e.render(),
         };
         assert!(
-            error.contains("not a processing-time attribute") && error.contains("PROCTIME()"),
+            error.contains("must be a versioned table") && error.contains("PRIMARY KEY"),
+            "{error}"
+        );
+        let error = match session
+            .query("SELECT * FROM t JOIN side FOR SYSTEM_TIME AS OF t.v AS s ON t.k = s.key")
+            .await
+        {
+            Ok(_) => panic!("planned"),
+            Err(e) => e.render(),
+        };
+        assert!(
+            error.contains("neither a processing-time attribute") && error.contains("PROCTIME()"),
             "{error}"
         );
     });

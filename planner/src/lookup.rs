@@ -4,8 +4,14 @@
 //! (files on a local path or an object store). Each probe row is joined
 //! with `dim` as it is when the row comes; `dim` is read whole by each
 //! subtask and read again after `'lookup.join.cache.ttl'` (Flink's
-//! filesystem key; one hour by default). Joined `AS OF` an event-time
-//! attribute (a versioned table) is refused: not built yet.
+//! filesystem key; one hour by default).
+//!
+//! Joined `AS OF` the probe's event-time attribute, it is Flink's
+//! event-time temporal join against a *versioned table*: a stream with a
+//! `PRIMARY KEY` and a `WATERMARK` (an `upsert-kafka` stream of rates, or
+//! an append-only one), each probe row joined, once the watermark passes
+//! it, with the version of its key current at its time
+//! ([`weir_engine::operators::TemporalJoin`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +28,7 @@ use weir_sql::SqlError;
 use crate::catalog::{StreamDef, StreamTable};
 use crate::context::is_proctime;
 use crate::error::Result;
-use crate::nodes::{extension, LookupJoin, StreamProps};
+use crate::nodes::{extension, LookupJoin, StreamProps, TemporalJoin};
 use crate::rewrite::{Rewriter, Streaming};
 
 /// Flink's default `'lookup.join.cache.ttl'`.
@@ -41,6 +47,44 @@ fn versioned(plan: &LogicalPlan) -> Option<(Arc<StreamDef>, String)> {
         }
         _ => None,
     }
+}
+
+/// Whether `column` of `plan` is its stream's event time (the `WATERMARK
+/// FOR` column), through projections that pass it on.
+fn is_rowtime(plan: &LogicalPlan, column: &str) -> bool {
+    match plan {
+        LogicalPlan::Projection(p) => {
+            let Some(index) = p.schema.fields().iter().position(|f| f.name() == column) else {
+                return false;
+            };
+            match p.expr[index].clone().unalias() {
+                datafusion::logical_expr::Expr::Column(c) => is_rowtime(&p.input, &c.name),
+                _ => false,
+            }
+        }
+        LogicalPlan::Filter(f) => is_rowtime(&f.input, column),
+        LogicalPlan::SubqueryAlias(s) => is_rowtime(&s.input, column),
+        LogicalPlan::TableScan(scan) => {
+            scan.source.downcast_ref::<StreamTable>().is_some_and(|t| {
+                t.as_of.is_none() && t.def.watermark.as_ref().is_some_and(|w| w.column == column)
+            })
+        }
+        _ => false,
+    }
+}
+
+/// Whether `plan` joins a table as of event time (its optimizer must then
+/// keep the time columns the join reads but the query may not name).
+pub(crate) fn has_event_time_join(plan: &LogicalPlan) -> bool {
+    plan.exists(|node| {
+        Ok(match node {
+            LogicalPlan::Join(join) => {
+                versioned(&join.right).is_some_and(|(_, as_of)| is_rowtime(&join.left, &as_of))
+            }
+            _ => false,
+        })
+    })
+    .unwrap_or(false)
 }
 
 /// Checks every temporal join of `plan` (before the optimizer prunes the
@@ -75,12 +119,28 @@ fn check(
     as_of: &str,
     probe: &LogicalPlan,
 ) -> std::result::Result<(), SqlError> {
+    if table_on_left || !matches!(join.join_type, JoinType::Inner | JoinType::Left) {
+        return Err(SqlError::new(format!(
+            "a temporal join is INNER or LEFT, with the table on the right; not {}",
+            join.join_type
+        )));
+    }
+    if is_rowtime(probe, as_of) {
+        if table.watermark.is_none() || table.primary_key().is_empty() {
+            return Err(SqlError::new(format!(
+                "'{}' is joined as of event time, so it must be a versioned table: a PRIMARY KEY and a WATERMARK",
+                table.name
+            ))
+            .with_hint("CREATE TABLE rates (currency STRING, rate DECIMAL(10, 4), ts TIMESTAMP(3), WATERMARK FOR ts AS ts, PRIMARY KEY (currency) NOT ENFORCED) WITH (...)"));
+        }
+        return Ok(());
+    }
     if !is_proctime(probe, as_of) {
         return Err(SqlError::new(format!(
-            "'{}' is joined FOR SYSTEM_TIME AS OF `{as_of}`, which is not a processing-time attribute: event-time temporal joins (versioned tables) are not supported yet",
+            "'{}' is joined FOR SYSTEM_TIME AS OF `{as_of}`, which is neither a processing-time attribute nor the other side's event time (its WATERMARK column)",
             table.name
         ))
-        .with_hint("join as of a PROCTIME() column: FROM (SELECT *, PROCTIME() AS p FROM s) o JOIN t FOR SYSTEM_TIME AS OF o.p AS d ON ..."));
+        .with_hint("join as of a PROCTIME() column (a lookup join: FROM (SELECT *, PROCTIME() AS p FROM s) o JOIN t FOR SYSTEM_TIME AS OF o.p AS d ON ...), or as of the stream's event time"));
     }
     if !table.connector.is_bounded(&table.options) {
         return Err(SqlError::new(format!(
@@ -94,12 +154,6 @@ fn check(
         return Err(SqlError::new(format!(
             "'{}' has computed columns, which a lookup join does not compute",
             table.name
-        )));
-    }
-    if table_on_left || !matches!(join.join_type, JoinType::Inner | JoinType::Left) {
-        return Err(SqlError::new(format!(
-            "a lookup join is INNER or LEFT, with the table on the right; not {}",
-            join.join_type
         )));
     }
     Ok(())
@@ -117,9 +171,20 @@ impl Rewriter<'_> {
             .into());
         }
         let (table_side, probe_side) = (&join.right, &join.left);
-        let Some((table, _)) = versioned(table_side) else {
+        let Some((table, as_of)) = versioned(table_side) else {
             return Ok(None);
         };
+        if let Some(probe_time) = probe_side
+            .schema()
+            .fields()
+            .iter()
+            .position(|f| *f.name() == as_of)
+        {
+            let probe = self.rewrite(probe_side, crate::nodes::Needs::Retractions)?;
+            if crate::rewrite::rowtime_column(&probe.plan) == Some(probe_time) {
+                return self.temporal_join(join, probe, &table).map(Some);
+            }
+        }
         if join.on.is_empty() {
             return Err(
                 SqlError::new("a lookup join needs an equality on the table's columns")
@@ -168,6 +233,102 @@ impl Rewriter<'_> {
             plan: extension(node),
             props,
         }))
+    }
+}
+
+impl Rewriter<'_> {
+    /// The event-time temporal join of `join`, whose probe side is `probe`.
+    fn temporal_join(
+        &self,
+        join: &JoinPlan,
+        probe: Streaming,
+        table: &StreamDef,
+    ) -> Result<Streaming> {
+        if probe.props.is_updating() {
+            return Err(SqlError::new(
+                "a temporal join of rows that are updated or retracted is not supported",
+            )
+            .into());
+        }
+        let versions = self.rewrite(&join.right, crate::nodes::Needs::Retractions)?;
+        let Some(version_time) = crate::rewrite::rowtime_column(&versions.plan) else {
+            return Err(SqlError::new(format!(
+                "'{}' is joined as of event time, but its time attribute does not reach the join",
+                table.name
+            ))
+            .into());
+        };
+        let Some(probe_time) = crate::rewrite::rowtime_column(&probe.plan) else {
+            return Err(
+                SqlError::new("the probe side's event time does not reach the join").into(),
+            );
+        };
+        let left = join.join_type == JoinType::Left;
+        if left && join.filter.is_some() {
+            return Err(SqlError::new(
+                "a LEFT temporal join's ON clause can only hold equalities here",
+            )
+            .into());
+        }
+        let columns = |plan: &LogicalPlan,
+                       exprs: Vec<&datafusion::logical_expr::Expr>|
+         -> Option<Vec<usize>> {
+            exprs
+                .into_iter()
+                .map(|e| match e {
+                    datafusion::logical_expr::Expr::Column(c) => {
+                        plan.schema().index_of_column(c).ok()
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        let (Some(probe_keys), Some(version_keys)) = (
+            columns(&join.left, join.on.iter().map(|(l, _)| l).collect()),
+            columns(&join.right, join.on.iter().map(|(_, r)| r).collect()),
+        ) else {
+            return Err(
+                SqlError::new("a temporal join's keys must be columns of each side")
+                    .with_hint("compute the key in a subquery first")
+                    .into(),
+            );
+        };
+        let names = |exprs: Vec<&datafusion::logical_expr::Expr>| -> Vec<String> {
+            exprs.iter().map(|e| e.schema_name().to_string()).collect()
+        };
+        let bounded = probe.props.bounded;
+        let probe = self.exchange(
+            probe,
+            Some(probe_keys),
+            &names(join.on.iter().map(|(l, _)| l).collect()),
+        );
+        let versions = self.exchange(
+            versions,
+            Some(version_keys),
+            &names(join.on.iter().map(|(_, r)| r).collect()),
+        );
+        let props = StreamProps {
+            parallelism: probe.props.parallelism,
+            bounded,
+            changelog: crate::nodes::Changelog::AppendOnly,
+        };
+        let node = TemporalJoin {
+            on: join.on.clone(),
+            times: [probe_time, version_time],
+            left,
+            residual: join
+                .filter
+                .as_ref()
+                .map(|f| split_conjunction(f).into_iter().cloned().collect()),
+            table: table.name.clone(),
+            schema: join.schema.clone(),
+            props: props.clone(),
+            inputs: vec![probe.plan, versions.plan],
+        };
+        Ok(Streaming {
+            plan: extension(node),
+            props,
+        })
     }
 }
 

@@ -42,15 +42,20 @@ pub(crate) fn optimize(state: &SessionState, plan: LogicalPlan) -> Result<Logica
     // `IN`/`EXISTS` subqueries become semi and anti joins, equalities
     // of a join's condition its keys, and filters move below joins so
     // each side keeps only the rows that can match.
-    let optimizer = Optimizer::with_rules(vec![
+    let mut rules: Vec<Arc<dyn datafusion::optimizer::OptimizerRule + Send + Sync>> = vec![
         Arc::new(SimplifyExpressions::new()),
         // SELECT DISTINCT and UNION are a GROUP BY of every column.
         Arc::new(ReplaceDistinctWithAggregate::new()),
         Arc::new(DecorrelatePredicateSubquery::new()),
         Arc::new(ExtractEquijoinPredicate::new()),
         Arc::new(PushDownFilter::new()),
-        Arc::new(OptimizeProjections::new()),
-    ]);
+    ];
+    // An event-time temporal join reads both sides' time columns, which
+    // the query need not name: they must not be pruned.
+    if !crate::lookup::has_event_time_join(&analyzed) {
+        rules.push(Arc::new(OptimizeProjections::new()));
+    }
+    let optimizer = Optimizer::with_rules(rules);
     let context = OptimizerContext::new().with_max_passes(2);
     Ok(optimizer.optimize(analyzed, &context, |_, _| {})?)
 }

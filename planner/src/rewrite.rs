@@ -867,13 +867,20 @@ pub(crate) fn trace_column(
             if let Some(exchange) = e.node.as_any().downcast_ref::<Exchange>() {
                 return exchange.inputs.first().and_then(|i| trace_column(i, found));
             }
-            // An OVER aggregate passes its input's columns on, first.
+            // An OVER aggregate passes its input's columns on, first; the
+            // last row per key of an upsert stream keeps its columns.
             if let Some(over) = e
                 .node
                 .as_any()
                 .downcast_ref::<crate::nodes::OverAggregate>()
             {
                 return over.inputs.first().and_then(|i| trace_column(i, found));
+            }
+            if let Some(normalize) = e.node.as_any().downcast_ref::<ChangelogNormalize>() {
+                return normalize
+                    .inputs
+                    .first()
+                    .and_then(|i| trace_column(i, found));
             }
             found(e.node.as_ref())
         }

@@ -11,6 +11,7 @@ mod over;
 mod projection;
 mod rank;
 mod retractable;
+mod temporal_join;
 mod union;
 mod updating_aggregate;
 
@@ -24,5 +25,6 @@ pub use over::{OverAggregate, OverMode, OverSpec, Preceding};
 pub use projection::Projection;
 pub use rank::{RankFunction, RankMode, RankSpec, TopN};
 pub use retractable::{retractable_accumulator, Held, ValueCounts};
+pub use temporal_join::{TemporalJoin, TemporalSpec};
 pub use union::Union;
 pub use updating_aggregate::{AggregateOptions, UpdatingAggregate};

@@ -18,6 +18,7 @@ mod lookup_join;
 mod over;
 mod session_aggregate;
 pub(crate) mod stream_scan;
+mod temporal_join;
 mod top_n;
 mod union;
 mod updating_aggregate;
@@ -36,6 +37,7 @@ pub(crate) use lookup_join::LookupJoin;
 pub(crate) use over::{as_aggregate_call, OverAggregate};
 pub(crate) use session_aggregate::SessionAggregate;
 pub(crate) use stream_scan::{Columns, StreamScan};
+pub(crate) use temporal_join::TemporalJoin;
 pub(crate) use top_n::TopN;
 pub(crate) use union::Union;
 pub(crate) use updating_aggregate::UpdatingAggregate;
@@ -182,6 +184,9 @@ pub(crate) fn streaming(node: &dyn UserDefinedLogicalNode) -> Option<&dyn Stream
         return Some(n);
     }
     if let Some(n) = any.downcast_ref::<LookupJoin>() {
+        return Some(n);
+    }
+    if let Some(n) = any.downcast_ref::<TemporalJoin>() {
         return Some(n);
     }
     None

@@ -527,7 +527,15 @@ async fn system_tables_show_a_running_jobs_partitions_and_operators() {
         .collect()
         .await
         .unwrap();
-    assert_eq!(canonical_rows(&windows), vec!["2 | 20"; 3]);
+    // Each sample holds both partitions; a busy machine can delay a tick
+    // past a window's end, so a window holds whole samples, not one.
+    let windows = canonical_rows(&windows);
+    assert_eq!(windows.len(), 3);
+    for window in windows {
+        let (n, most) = window.split_once(" | ").unwrap();
+        let n: u64 = n.parse().unwrap();
+        assert!(n >= 2 && n % 2 == 0 && most == "20", "{window}");
+    }
     job.cancel();
 }
 

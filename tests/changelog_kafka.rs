@@ -204,3 +204,66 @@ async fn debezium_json_topics_carry_a_changelog() {
     .await;
     assert_eq!(canonical_rows(&[totals]), expected);
 }
+
+/// An `upsert-kafka` topic of rates is a versioned table: orders joined
+/// `FOR SYSTEM_TIME AS OF` their time each see the rate of their key that
+/// was current then, as a batch query over the same rows finds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn orders_join_the_rates_of_an_upsert_topic_as_of_their_time() {
+    let (_cluster, bootstrap) = mock_cluster(&[("orders", 1), ("rates", 1)]);
+    let events: Vec<Event> = generate(
+        41,
+        1,
+        Shape {
+            rows: 200,
+            keys: 6,
+            hot: 0.3,
+            nulls: 0.1,
+            step: 5,
+            jitter: 0,
+        },
+    )
+    .remove(0);
+    let orders: Vec<_> = events.iter().map(|e| (0, None, event_json(e))).collect();
+    produce(&producer(&bootstrap), "orders", &orders).await;
+    let versions = versions(5, 8, events[0].ts + 100);
+    let rates: Vec<_> = versions
+        .iter()
+        .map(|(k, rate, t)| {
+            let ts = chrono::DateTime::from_timestamp_millis(*t)
+                .unwrap()
+                .format("%Y-%m-%d %H:%M:%S%.3f");
+            (
+                0,
+                Some(format!("{{\"key\": {k}}}")),
+                format!("{{\"key\": {k}, \"rate\": {rate}, \"rts\": \"{ts}\"}}"),
+            )
+        })
+        .collect();
+    produce(&producer(&bootstrap), "rates", &rates).await;
+    let expected = temporal_oracle(&events, &versions, "JOIN").await;
+    assert!(expected.len() > 50, "{}", expected.len());
+    let mut session = weir::Session::new();
+    session.set("parallelism.default", "2").unwrap();
+    session
+        .sql(&events_ddl(&bootstrap, "orders"))
+        .await
+        .unwrap();
+    session
+        .sql(&format!(
+            "CREATE TABLE rates (key BIGINT, rate BIGINT, rts TIMESTAMP(3), WATERMARK FOR rts AS rts,
+               PRIMARY KEY (key) NOT ENFORCED)
+             WITH ('connector' = 'upsert-kafka', 'topic' = 'rates', 'properties.bootstrap.servers' = '{bootstrap}',
+                   'key.format' = 'json', 'value.format' = 'json', 'scan.bounded.mode' = 'latest-offset')"
+        ))
+        .await
+        .unwrap();
+    let rows = session
+        .query("SELECT t.k, t.v, t.ts, r.rate FROM t JOIN rates FOR SYSTEM_TIME AS OF t.ts AS r ON t.k = r.key")
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.render()))
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(canonical_rows(&rows), expected);
+}

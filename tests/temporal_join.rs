@@ -6,22 +6,7 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::*;
-use datafusion::arrow::array::{Int64Array, RecordBatch, TimestampMillisecondArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use datafusion::datasource::MemTable;
-use datafusion::prelude::SessionContext;
-
-/// Versions of each key's rate: (key, rate, time), in time order.
-fn versions(keys: i64, per_key: i64, base: i64) -> Vec<(i64, i64, i64)> {
-    let mut all: Vec<(i64, i64, i64)> = (0..keys)
-        .flat_map(|k| (0..per_key).map(move |j| (k, 100 * k + j, base + j * 97 + k * 13)))
-        .collect();
-    all.sort_by_key(|v| v.2);
-    all
-}
 
 fn write_versions(dir: &std::path::Path, versions: &[(i64, i64, i64)]) {
     let text: String = versions
@@ -34,53 +19,6 @@ fn write_versions(dir: &std::path::Path, versions: &[(i64, i64, i64)]) {
         })
         .collect();
     std::fs::write(dir.join("rates.json"), text).unwrap();
-}
-
-async fn oracle(events: &[Event], versions: &[(i64, i64, i64)], join: &str) -> Vec<String> {
-    let ctx = SessionContext::new();
-    let batch = events_batch(events);
-    let mut fields = batch.schema().fields().to_vec();
-    fields.push(Arc::new(Field::new("i", DataType::Int64, false)));
-    let mut columns = batch.columns().to_vec();
-    columns.push(Arc::new(Int64Array::from(
-        (0..events.len() as i64).collect::<Vec<_>>(),
-    )));
-    let orders = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
-    let rates = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![
-            Field::new("key", DataType::Int64, false),
-            Field::new("rate", DataType::Int64, false),
-            Field::new(
-                "rts",
-                DataType::Timestamp(TimeUnit::Millisecond, None),
-                false,
-            ),
-        ])),
-        vec![
-            Arc::new(Int64Array::from(
-                versions.iter().map(|v| v.0).collect::<Vec<_>>(),
-            )),
-            Arc::new(Int64Array::from(
-                versions.iter().map(|v| v.1).collect::<Vec<_>>(),
-            )),
-            Arc::new(TimestampMillisecondArray::from(
-                versions.iter().map(|v| v.2).collect::<Vec<_>>(),
-            )),
-        ],
-    )
-    .unwrap();
-    for (name, batch) in [("o", orders), ("r", rates)] {
-        let table = MemTable::try_new(batch.schema(), vec![vec![batch]]).unwrap();
-        ctx.register_table(name, Arc::new(table)).unwrap();
-    }
-    let sql = format!(
-        "SELECT k, v, ts, rate FROM (
-           SELECT o.i, o.k, o.v, o.ts, r.rate,
-             ROW_NUMBER() OVER (PARTITION BY o.i ORDER BY r.rts DESC) AS rn
-           FROM o {join} r ON o.k = r.key AND r.rts <= o.ts)
-         WHERE rn = 1"
-    );
-    canonical_rows(&ctx.sql(&sql).await.unwrap().collect().await.unwrap())
 }
 
 #[test]
@@ -109,7 +47,7 @@ fn orders_join_the_rate_current_at_their_time() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         for (join, oracle_join) in [("JOIN", "JOIN"), ("LEFT JOIN", "LEFT JOIN")] {
-            let expected = oracle(&events, &versions, oracle_join).await;
+            let expected = temporal_oracle(&events, &versions, oracle_join).await;
             assert!(expected.len() > 100, "{}", expected.len());
             for parallelism in [1, 3] {
                 let setup = [

@@ -229,16 +229,7 @@ async fn orders_join_the_rates_of_an_upsert_topic_as_of_their_time() {
     let versions = versions(5, 8, events[0].ts + 100);
     let rates: Vec<_> = versions
         .iter()
-        .map(|(k, rate, t)| {
-            let ts = chrono::DateTime::from_timestamp_millis(*t)
-                .unwrap()
-                .format("%Y-%m-%d %H:%M:%S%.3f");
-            (
-                0,
-                Some(format!("{{\"key\": {k}}}")),
-                format!("{{\"key\": {k}, \"rate\": {rate}, \"rts\": \"{ts}\"}}"),
-            )
-        })
+        .map(|v| (0, Some(format!("{{\"key\": {}}}", v.0)), version_json(*v)))
         .collect();
     produce(&producer(&bootstrap), "rates", &rates).await;
     let expected = temporal_oracle(&events, &versions, "JOIN").await;

@@ -10,8 +10,12 @@ use std::sync::Arc;
 use common::*;
 use datafusion::datasource::MemTable;
 
-/// Two in-order streams, the second 500 ms of event time behind the first.
-fn streams() -> (
+/// Two in-order streams of `seed`, the second `lag` ms of event time
+/// behind the first.
+fn streams(
+    seed: u64,
+    lag: i64,
+) -> (
     (tempfile::TempDir, tempfile::TempDir),
     Vec<Event>,
     Vec<Event>,
@@ -24,12 +28,12 @@ fn streams() -> (
         step: 4,
         jitter: 0,
     };
-    let ahead = generate(71, 1, shape).remove(0);
-    let behind: Vec<Event> = generate(72, 1, shape)
+    let ahead = generate(seed, 1, shape).remove(0);
+    let behind: Vec<Event> = generate(seed + 1, 1, shape)
         .remove(0)
         .into_iter()
         .map(|e| Event {
-            ts: e.ts - 500,
+            ts: e.ts - lag,
             ..e
         })
         .collect();
@@ -53,9 +57,9 @@ async fn oracle(tables: &[(&str, &[Event])], sql: &str) -> Vec<String> {
     canonical_rows(&ctx.sql(sql).await.unwrap().collect().await.unwrap())
 }
 
-#[test]
-fn a_window_after_a_union_waits_for_the_slower_input() {
-    let (dirs, ahead, behind) = streams();
+/// A tumbling count after UNION ALL of `streams(seed, lag)`.
+fn window_after_union(seed: u64, lag: i64, parallelisms: &[usize]) {
+    let (dirs, ahead, behind) = streams(seed, lag);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let expected = oracle(
@@ -64,7 +68,7 @@ fn a_window_after_a_union_waits_for_the_slower_input() {
              FROM (SELECT k, ts FROM a UNION ALL SELECT k, ts FROM b) GROUP BY 1, 2",
         )
         .await;
-        for parallelism in [1, 3] {
+        for &parallelism in parallelisms {
             let setup = [
                 format!("SET 'parallelism.default' = '{parallelism}'"),
                 ddl("a", dirs.0.path()),
@@ -83,8 +87,25 @@ fn a_window_after_a_union_waits_for_the_slower_input() {
 }
 
 #[test]
+fn a_window_after_a_union_waits_for_the_slower_input() {
+    window_after_union(71, 500, &[1, 3]);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(6))]
+    #[test]
+    fn unions_of_streams_with_different_watermarks_lose_no_row(
+        seed in 0u64..1000,
+        lag in -800i64..800,
+        parallelism in 1usize..4,
+    ) {
+        window_after_union(seed, lag, &[parallelism]);
+    }
+}
+
+#[test]
 fn union_and_distinct_equal_a_batch_query() {
-    let (dirs, ahead, behind) = streams();
+    let (dirs, ahead, behind) = streams(71, 500);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         for (mode, query) in [

@@ -409,6 +409,14 @@ pub fn versions(keys: i64, per_key: i64, base: i64) -> Vec<(i64, i64, i64)> {
     all
 }
 
+/// A version `(key, rate, time)` as a JSON record `{key, rate, rts}`.
+pub fn version_json((key, rate, time): (i64, i64, i64)) -> String {
+    format!(
+        r#"{{"key": {key}, "rate": {rate}, "rts": "{}"}}"#,
+        timestamp_text(time)
+    )
+}
+
 /// The batch answer of a temporal join of `events` (as `o`) with
 /// `versions` (as `r`): each order with the latest version of its key at
 /// or before its time.

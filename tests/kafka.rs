@@ -534,7 +534,7 @@ async fn system_tables_show_a_running_jobs_partitions_and_operators() {
     for window in windows {
         let (n, most) = window.split_once(" | ").unwrap();
         let n: u64 = n.parse().unwrap();
-        assert!(n >= 2 && n % 2 == 0 && most == "20", "{window}");
+        assert!(n >= 2 && n.is_multiple_of(2) && most == "20", "{window}");
     }
     job.cancel();
 }

@@ -159,6 +159,38 @@ impl<'a> Lowering<'a> {
             .map_err(Into::into)
     }
 
+    /// Each of `exprs` as a physical expression over `schema`.
+    pub fn physical_all(
+        &self,
+        exprs: &[Expr],
+        schema: &DFSchema,
+    ) -> Result<Vec<Arc<dyn PhysicalExpr>>> {
+        exprs.iter().map(|e| self.physical(e, schema)).collect()
+    }
+
+    /// An `ORDER BY` as physical sort keys over `schema`.
+    pub fn sort_keys(
+        &self,
+        order: &[datafusion::logical_expr::SortExpr],
+        schema: &DFSchema,
+    ) -> Result<
+        Vec<(
+            Arc<dyn PhysicalExpr>,
+            datafusion::arrow::compute::SortOptions,
+        )>,
+    > {
+        order
+            .iter()
+            .map(|s| {
+                let options = datafusion::arrow::compute::SortOptions {
+                    descending: !s.asc,
+                    nulls_first: s.nulls_first,
+                };
+                Ok((self.physical(&s.expr, schema)?, options))
+            })
+            .collect()
+    }
+
     /// Adds a node of `props.parallelism` subtasks after `input`.
     pub fn add_node(
         &mut self,
@@ -420,6 +452,23 @@ impl<'a> Lowering<'a> {
 }
 
 /// An expression as EXPLAIN shows it, without Weir's internal qualifiers.
+/// Join key pairs as EXPLAIN shows them: `[a = b, ...]`, and the
+/// conditions besides them.
+pub(crate) fn join_condition_text<'a>(
+    pairs: impl Iterator<Item = (&'a Expr, &'a Expr)>,
+    residual: Option<&[Expr]>,
+) -> String {
+    let pairs: Vec<String> = pairs
+        .map(|(a, b)| format!("{} = {}", display_expr(a), display_expr(b)))
+        .collect();
+    let mut text = format!("[{}]", pairs.join(", "));
+    if let Some(residual) = residual {
+        let shown: Vec<String> = residual.iter().map(display_expr).collect();
+        text.push_str(&format!(", filter {}", shown.join(" AND ")));
+    }
+    text
+}
+
 pub(crate) fn display_expr(e: &Expr) -> String {
     without_placeholders(&e.human_display().to_string())
 }

@@ -4,6 +4,7 @@
 mod filter;
 mod join;
 mod join_changelog;
+mod keyed_rows;
 mod limit;
 mod lookup_join;
 mod normalize;

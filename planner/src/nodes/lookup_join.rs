@@ -16,7 +16,7 @@ use super::{node_core, StreamProps, StreamingNode};
 use crate::catalog::StreamDef;
 use crate::error::Result;
 use crate::lookup::PlanLookupTable;
-use crate::lower::{display_expr, Lowered, Lowering};
+use crate::lower::{join_condition_text, Lowered, Lowering};
 
 #[derive(Debug, Clone)]
 pub(crate) struct LookupJoin {
@@ -39,24 +39,16 @@ node_core!(LookupJoin, "LookupJoin");
 
 impl LookupJoin {
     fn explain(&self) -> String {
-        let pairs: Vec<String> = self
-            .probe_keys
-            .iter()
-            .zip(&self.table_keys)
-            .map(|(p, t)| format!("{} = {}", display_expr(p), display_expr(t)))
-            .collect();
-        let mut text = format!(
-            "{} lookup of '{}' on [{}], read again after {}",
+        format!(
+            "{} lookup of '{}' on {}, read again after {}",
             if self.left { "left" } else { "inner" },
             self.table.name,
-            pairs.join(", "),
+            join_condition_text(
+                self.probe_keys.iter().zip(&self.table_keys),
+                self.residual.as_deref()
+            ),
             fmt_ms(self.ttl.as_millis() as i64)
-        );
-        if let Some(residual) = &self.residual {
-            let shown: Vec<String> = residual.iter().map(display_expr).collect();
-            text.push_str(&format!(", filter {}", shown.join(" AND ")));
-        }
-        text
+        )
     }
 }
 
@@ -68,16 +60,8 @@ impl StreamingNode for LookupJoin {
     fn lower(&self, inputs: Vec<Lowered>, lowering: &mut Lowering<'_>) -> Result<Lowered> {
         let input = Lowered::single(inputs)?;
         let table_schema = self.table_plan.schema();
-        let probe_keys = self
-            .probe_keys
-            .iter()
-            .map(|e| lowering.physical(e, &input.schema))
-            .collect::<Result<Vec<_>>>()?;
-        let table_keys = self
-            .table_keys
-            .iter()
-            .map(|e| lowering.physical(e, table_schema))
-            .collect::<Result<Vec<_>>>()?;
+        let probe_keys = lowering.physical_all(&self.probe_keys, &input.schema)?;
+        let table_keys = lowering.physical_all(&self.table_keys, table_schema)?;
         let residual = self
             .residual
             .clone()

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::compute::SortOptions;
 use datafusion::common::DFSchemaRef;
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
@@ -87,22 +86,8 @@ impl StreamingNode for OverAggregate {
 
     fn lower(&self, inputs: Vec<Lowered>, lowering: &mut Lowering<'_>) -> Result<Lowered> {
         let input = Lowered::single(inputs)?;
-        let partition = self
-            .partition
-            .iter()
-            .map(|e| lowering.physical(e, &input.schema))
-            .collect::<Result<Vec<_>>>()?;
-        let order = self
-            .order
-            .iter()
-            .map(|s| {
-                let options = SortOptions {
-                    descending: !s.asc,
-                    nulls_first: s.nulls_first,
-                };
-                Ok((lowering.physical(&s.expr, &input.schema)?, options))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let partition = lowering.physical_all(&self.partition, &input.schema)?;
+        let order = lowering.sort_keys(&self.order, &input.schema)?;
         let physical_input = input.schema.as_arrow().clone();
         let planning = PhysicalPlanningContext::default();
         let aggregates = self

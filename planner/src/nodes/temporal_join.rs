@@ -12,7 +12,7 @@ use weir_engine::{NodeKind, Operator, OperatorFactory};
 
 use super::{node_core, StreamProps, StreamingNode};
 use crate::error::Result;
-use crate::lower::{display_expr, Lowered, Lowering};
+use crate::lower::{join_condition_text, Lowered, Lowering};
 
 #[derive(Debug, Clone)]
 pub(crate) struct TemporalJoin {
@@ -32,22 +32,15 @@ node_core!(TemporalJoin, "TemporalJoin");
 
 impl TemporalJoin {
     fn explain(&self) -> String {
-        let pairs: Vec<String> = self
-            .on
-            .iter()
-            .map(|(p, t)| format!("{} = {}", display_expr(p), display_expr(t)))
-            .collect();
-        let mut text = format!(
-            "{} join of '{}' as of event time on [{}], at the watermark",
+        format!(
+            "{} join of '{}' as of event time on {}, at the watermark",
             if self.left { "left" } else { "inner" },
             self.table,
-            pairs.join(", ")
-        );
-        if let Some(residual) = &self.residual {
-            let shown: Vec<String> = residual.iter().map(display_expr).collect();
-            text.push_str(&format!(", filter {}", shown.join(" AND ")));
-        }
-        text
+            join_condition_text(
+                self.on.iter().map(|(a, b)| (a, b)),
+                self.residual.as_deref()
+            )
+        )
     }
 }
 

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::compute::SortOptions;
 use datafusion::common::DFSchemaRef;
 use datafusion::logical_expr::{Expr, LogicalPlan, SortExpr};
 use weir_engine::operators::{RankFunction, RankMode, RankSpec, TopN as TopNOperator};
@@ -96,22 +95,8 @@ impl StreamingNode for TopN {
 
     fn lower(&self, inputs: Vec<Lowered>, lowering: &mut Lowering<'_>) -> Result<Lowered> {
         let input = Lowered::single(inputs)?;
-        let partition = self
-            .partition
-            .iter()
-            .map(|e| lowering.physical(e, &input.schema))
-            .collect::<Result<Vec<_>>>()?;
-        let order = self
-            .order
-            .iter()
-            .map(|s| {
-                let options = SortOptions {
-                    descending: !s.asc,
-                    nulls_first: s.nulls_first,
-                };
-                Ok((lowering.physical(&s.expr, &input.schema)?, options))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let partition = lowering.physical_all(&self.partition, &input.schema)?;
+        let order = lowering.sort_keys(&self.order, &input.schema)?;
         let spec = Arc::new(RankSpec {
             partition,
             order,

@@ -315,7 +315,7 @@ impl InOrder {
 }
 
 /// The input's columns of `data`, as a state table's extra columns.
-fn input_fields(
+pub(super) fn input_fields(
     codec: &Codec,
     data: &RecordBatch,
 ) -> Vec<(Field, datafusion::arrow::array::ArrayRef)> {

@@ -26,11 +26,11 @@ mod updating;
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::arrow::array::{ArrayRef, BooleanArray};
+use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
-use datafusion::arrow::row::{OwnedRow, RowConverter, Rows, SortField};
+use datafusion::arrow::row::OwnedRow;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
@@ -40,6 +40,7 @@ use crate::changelog::{attach_kinds, kind_array, RowKind};
 use crate::error::Result;
 use crate::message::Millis;
 use crate::operator::{Operator, OperatorContext, StateSize};
+use crate::operators::keyed_rows::{Encoded, KeyedRows};
 use crate::operators::retractable_accumulator;
 use crate::row_watermark::attach_constant;
 use crate::state::StateSnapshot;
@@ -94,80 +95,28 @@ pub struct OverSpec {
     pub ttl: Option<Duration>,
 }
 
-/// Rows in Arrow's row format: partition keys, sort keys, whole rows.
+/// Rows in Arrow's row format, for this spec.
 pub(crate) struct Codec {
     spec: Arc<OverSpec>,
-    partitions: RowConverter,
-    sorts: RowConverter,
-    rows: RowConverter,
-}
-
-pub(crate) struct Encoded {
-    pub partitions: Rows,
-    pub sorts: Rows,
-    pub rows: Rows,
+    keyed: KeyedRows,
 }
 
 impl Codec {
     fn new(spec: Arc<OverSpec>) -> Result<Self> {
-        let input = &spec.input;
-        let mut partitions = spec
-            .partition
-            .iter()
-            .map(|e| Ok(SortField::new(e.data_type(input)?)))
-            .collect::<Result<Vec<_>>>()?;
-        if partitions.is_empty() {
-            partitions.push(SortField::new(
-                datafusion::arrow::datatypes::DataType::Boolean,
-            ));
-        }
-        let mut sorts = spec
-            .order
-            .iter()
-            .map(|(e, options)| Ok(SortField::new_with_options(e.data_type(input)?, *options)))
-            .collect::<Result<Vec<_>>>()?;
-        if sorts.is_empty() {
-            sorts.push(SortField::new(
-                datafusion::arrow::datatypes::DataType::Boolean,
-            ));
-        }
-        let rows = input
-            .fields()
-            .iter()
-            .map(|f| SortField::new(f.data_type().clone()))
-            .collect();
         Ok(Codec {
-            partitions: RowConverter::new(partitions)?,
-            sorts: RowConverter::new(sorts)?,
-            rows: RowConverter::new(rows)?,
+            keyed: KeyedRows::new(&spec.partition, &spec.order, &spec.input)?,
             spec,
         })
     }
 
     fn encode(&self, data: &RecordBatch) -> Result<Encoded> {
-        let n = data.num_rows();
-        let evaluate = |exprs: &mut dyn Iterator<Item = &Arc<dyn PhysicalExpr>>| {
-            let mut arrays = exprs
-                .map(|e| Ok(e.evaluate(data)?.into_array(n)?))
-                .collect::<Result<Vec<ArrayRef>>>()?;
-            if arrays.is_empty() {
-                arrays.push(Arc::new(BooleanArray::from(vec![true; n])));
-            }
-            Ok::<_, crate::error::EngineError>(arrays)
-        };
-        let partitions = evaluate(&mut self.spec.partition.iter())?;
-        let sorts = evaluate(&mut self.spec.order.iter().map(|(e, _)| e))?;
-        Ok(Encoded {
-            partitions: self.partitions.convert_columns(&partitions)?,
-            sorts: self.sorts.convert_columns(&sorts)?,
-            rows: self.rows.convert_columns(data.columns())?,
-        })
+        self.keyed.encode(data)
     }
 
     /// Whole rows back as a batch of the input's columns.
     fn decode<'a>(&self, rows: impl IntoIterator<Item = &'a OwnedRow>) -> Result<RecordBatch> {
         let rows: Vec<&OwnedRow> = rows.into_iter().collect();
-        let columns = self.rows.convert_rows(rows.iter().map(|r| r.row()))?;
+        let columns = self.keyed.decode(rows.iter().copied())?;
         let options = RecordBatchOptions::new().with_row_count(Some(rows.len()));
         Ok(RecordBatch::try_new_with_options(
             self.spec.input.clone(),

@@ -15,12 +15,12 @@ use std::ops::Bound;
 use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{Int64Array, UInt64Array};
-use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::OwnedRow;
 use datafusion::common::ScalarValue;
 
-use super::in_order::batch_of;
+use super::in_order::{batch_of, input_fields};
 use super::{expired, Aggregates, Codec, Emitted, Over, OverMode, Preceding};
 use crate::changelog::{kinds_of, without_kinds, RowKind};
 use crate::error::Result;
@@ -252,15 +252,7 @@ impl Over for UpdatingOver {
             }
         }
         let data = self.codec.decode(rows)?;
-        let extra = self
-            .codec
-            .spec
-            .input
-            .fields()
-            .iter()
-            .map(|f| Field::new(f.name(), f.data_type().clone(), true))
-            .zip(data.columns().iter().cloned())
-            .collect();
+        let extra = input_fields(&self.codec, &data);
         let table = OVER_UPDATING_ROWS.write_with(
             vec![
                 Arc::new(UInt64Array::from(sequences)),

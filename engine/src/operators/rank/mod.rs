@@ -29,13 +29,14 @@ use datafusion::arrow::array::{ArrayRef, UInt64Array};
 use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
-use datafusion::arrow::row::{OwnedRow, RowConverter, Rows, SortField};
+use datafusion::arrow::row::OwnedRow;
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::changelog::{attach_kinds, kind_array, RowKind};
 use crate::error::Result;
 use crate::message::Millis;
 use crate::operator::{Operator, OperatorContext, StateSize};
+use crate::operators::keyed_rows::{Encoded, KeyedRows};
 use crate::row_watermark::attach_constant;
 use crate::state::StateSnapshot;
 
@@ -105,88 +106,25 @@ pub struct RankSpec {
 /// Turns a batch's rows into partition keys, sort keys and whole rows.
 pub(crate) struct Codec {
     spec: Arc<RankSpec>,
-    partitions: RowConverter,
-    sorts: RowConverter,
-    rows: RowConverter,
-}
-
-/// One input batch in row format.
-pub(crate) struct Encoded {
-    pub partitions: Rows,
-    pub sorts: Rows,
-    pub rows: Rows,
+    keyed: KeyedRows,
 }
 
 impl Codec {
     fn new(spec: Arc<RankSpec>) -> Result<Self> {
-        let input = &spec.input;
-        let partitions = spec
-            .partition
-            .iter()
-            .map(|e| Ok(SortField::new(e.data_type(input)?)))
-            .collect::<Result<Vec<_>>>()?;
-        let sorts = spec
-            .order
-            .iter()
-            .map(|(e, options)| Ok(SortField::new_with_options(e.data_type(input)?, *options)))
-            .collect::<Result<Vec<_>>>()?;
-        let rows = input
-            .fields()
-            .iter()
-            .map(|f| SortField::new(f.data_type().clone()))
-            .collect();
         Ok(Codec {
-            partitions: RowConverter::new(partition_fields(partitions))?,
-            sorts: RowConverter::new(sorts)?,
-            rows: RowConverter::new(rows)?,
+            keyed: KeyedRows::new(&spec.partition, &spec.order, &spec.input)?,
             spec,
         })
     }
 
     /// `data` (the input's columns) in row format.
     fn encode(&self, data: &RecordBatch) -> Result<Encoded> {
-        let n = data.num_rows();
-        let evaluate = |e: &Arc<dyn PhysicalExpr>| -> Result<ArrayRef> {
-            Ok(e.evaluate(data)?.into_array(n)?)
-        };
-        let mut partitions: Vec<ArrayRef> = self
-            .spec
-            .partition
-            .iter()
-            .map(evaluate)
-            .collect::<Result<_>>()?;
-        if partitions.is_empty() {
-            partitions.push(Arc::new(datafusion::arrow::array::BooleanArray::from(
-                vec![true; n],
-            )));
-        }
-        let sorts: Vec<ArrayRef> = self
-            .spec
-            .order
-            .iter()
-            .map(|(e, _)| evaluate(e))
-            .collect::<Result<_>>()?;
-        Ok(Encoded {
-            partitions: self.partitions.convert_columns(&partitions)?,
-            sorts: self.sorts.convert_columns(&sorts)?,
-            rows: self.rows.convert_columns(data.columns())?,
-        })
+        self.keyed.encode(data)
     }
 
     /// Whole rows back as the input's columns.
     fn decode(&self, rows: &[&OwnedRow]) -> Result<Vec<ArrayRef>> {
-        Ok(self.rows.convert_rows(rows.iter().map(|r| r.row()))?)
-    }
-}
-
-/// A query without `PARTITION BY` ranks in one partition: a constant key.
-fn partition_fields(fields: Vec<SortField>) -> Vec<SortField> {
-    if fields.is_empty() {
-        vec![SortField::new(
-            datafusion::arrow::datatypes::DataType::Boolean,
-        )]
-    } else {
-        fields
+        self.keyed.decode(rows.iter().copied())
     }
 }
 

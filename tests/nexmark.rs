@@ -115,6 +115,11 @@ fn flink_to_datafusion(sql: &str) -> String {
     sql
 }
 
+/// The sorted rows DataFusion computes for `sql`.
+async fn rows_of(ctx: &SessionContext, sql: &str) -> Vec<String> {
+    canonical_rows(&ctx.sql(sql).await.unwrap().collect().await.unwrap())
+}
+
 async fn read_parquet(ctx: &SessionContext, dir: &Path) -> Vec<RecordBatch> {
     ctx.read_parquet(dir.to_str().unwrap(), ParquetReadOptions::default())
         .await
@@ -351,7 +356,7 @@ async fn nexmark_queries_match_a_batch_oracle() {
     ];
     for (dir, sql) in &cases {
         let weir_rows = canonical_rows(&read_parquet(&ctx, dir).await);
-        let expected = canonical_rows(&ctx.sql(sql).await.unwrap().collect().await.unwrap());
+        let expected = rows_of(&ctx, sql).await;
         assert!(!expected.is_empty(), "{sql}");
         assert_eq!(weir_rows.len(), expected.len(), "{}", dir.display());
         assert_eq!(weir_rows, expected, "{}", dir.display());
@@ -394,8 +399,8 @@ async fn nexmark_queries_match_a_batch_oracle() {
         ctx.register_parquet("r", dir.to_str().unwrap(), ParquetReadOptions::default())
             .await
             .unwrap();
-        let weir_rows = canonical_rows(&ctx.sql(weir_sql).await.unwrap().collect().await.unwrap());
-        let expected = canonical_rows(&ctx.sql(oracle_sql).await.unwrap().collect().await.unwrap());
+        let weir_rows = rows_of(&ctx, weir_sql).await;
+        let expected = rows_of(&ctx, oracle_sql).await;
         assert!(!expected.is_empty(), "{oracle_sql}");
         assert_eq!(weir_rows, expected, "{}", dir.display());
     }
@@ -425,14 +430,7 @@ async fn nexmark_queries_match_a_batch_oracle() {
     )
     .await
     .unwrap();
-    let expected = canonical_rows(
-        &ctx.sql("SELECT B.auction, B.bidder, B.price, B.`dateTime`, S.value FROM bid B JOIN side_input S ON B.auction % 10000 = S.key")
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap(),
-    );
+    let expected = rows_of(&ctx, "SELECT B.auction, B.bidder, B.price, B.`dateTime`, S.value FROM bid B JOIN side_input S ON B.auction % 10000 = S.key").await;
     assert!(!expected.is_empty());
     assert_eq!(
         canonical_rows(&read_parquet(&ctx, &q13).await),
@@ -449,12 +447,16 @@ async fn nexmark_queries_match_a_batch_oracle() {
         .unwrap();
     let totals = |sql: &'static str| {
         let ctx = ctx.clone();
-        async move { canonical_rows(&ctx.sql(sql).await.unwrap().collect().await.unwrap()) }
+        async move { rows_of(&ctx, sql).await }
     };
     let expected = totals("SELECT bidder, COUNT(*) FROM bid GROUP BY bidder").await;
     assert!(!expected.is_empty());
     assert_eq!(
-        totals("SELECT bidder, CAST(SUM(bid_count) AS BIGINT) FROM r GROUP BY bidder").await,
+        rows_of(
+            &ctx,
+            "SELECT bidder, CAST(SUM(bid_count) AS BIGINT) FROM r GROUP BY bidder"
+        )
+        .await,
         expected,
         "q12"
     );
@@ -490,24 +492,10 @@ async fn nexmark_queries_match_a_batch_oracle() {
             .with_schema(schema);
         ctx.register_table("q10_weir", Arc::new(ListingTable::try_new(config).unwrap()))
             .unwrap();
-        let weir_rows = canonical_rows(
-            &ctx.sql("SELECT * FROM q10_weir")
-                .await
-                .unwrap()
-                .collect()
-                .await
-                .unwrap(),
-        );
-        let expected = canonical_rows(
-            &ctx.sql(&flink_to_datafusion(
+        let weir_rows = rows_of(&ctx, "SELECT * FROM q10_weir").await;
+        let expected = rows_of(&ctx, &flink_to_datafusion(
                 "SELECT auction, bidder, price, `dateTime`, extra, DATE_FORMAT(`dateTime`, 'yyyy-MM-dd'), DATE_FORMAT(`dateTime`, 'HH:mm') FROM bid",
-            ))
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap(),
-        );
+            )).await;
         assert!(!expected.is_empty());
         assert_eq!(weir_rows, expected, "q10");
         let days: Vec<_> = std::fs::read_dir(&q10)
@@ -545,8 +533,7 @@ async fn nexmark_queries_match_a_batch_oracle() {
         let select = &select[select.find("SELECT").unwrap()..];
         let oracle_sql = flink_to_datafusion(select.trim().trim_end_matches(';'));
         let weir_rows = canonical_rows(&read_parquet(&ctx, dir).await);
-        let expected =
-            canonical_rows(&ctx.sql(&oracle_sql).await.unwrap().collect().await.unwrap());
+        let expected = rows_of(&ctx, &oracle_sql).await;
         assert!(!expected.is_empty(), "{oracle_sql}");
         assert_eq!(weir_rows, expected, "{query}");
     }
@@ -566,7 +553,7 @@ async fn nexmark_queries_match_a_batch_oracle() {
         .collect_table()
         .await
         .unwrap();
-    let expected = canonical_rows(&ctx.sql(cases[4].1).await.unwrap().collect().await.unwrap());
+    let expected = rows_of(&ctx, cases[4].1).await;
     assert_eq!(canonical_rows(&[streamed]), expected, "q4 streamed");
 
     // q6, which Flink refuses: the average of each seller's last 11
@@ -599,26 +586,14 @@ async fn nexmark_queries_match_a_batch_oracle() {
         datafusion::datasource::MemTable::try_new(streamed.schema(), vec![vec![streamed]]).unwrap();
     ctx.register_table("q6_weir", std::sync::Arc::new(table))
         .unwrap();
-    let weir_rows = canonical_rows(
-        &ctx.sql("SELECT * FROM q6_weir WHERE seller IN (SELECT seller FROM clean)")
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap(),
-    );
-    let expected = canonical_rows(
-        &ctx.sql(
-            "SELECT seller, CAST(SUM(price) OVER w / COUNT(price) OVER w AS BIGINT) FROM winners
+    let weir_rows = rows_of(
+        &ctx,
+        "SELECT * FROM q6_weir WHERE seller IN (SELECT seller FROM clean)",
+    )
+    .await;
+    let expected = rows_of(&ctx, "SELECT seller, CAST(SUM(price) OVER w / COUNT(price) OVER w AS BIGINT) FROM winners
              WHERE seller IN (SELECT seller FROM clean)
-             WINDOW w AS (PARTITION BY seller ORDER BY dt ROWS BETWEEN 10 PRECEDING AND CURRENT ROW)",
-        )
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap(),
-    );
+             WINDOW w AS (PARTITION BY seller ORDER BY dt ROWS BETWEEN 10 PRECEDING AND CURRENT ROW)",).await;
     assert!(expected.len() > 100, "{}", expected.len());
     assert_eq!(weir_rows, expected, "q6 streamed");
 }

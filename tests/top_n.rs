@@ -290,3 +290,73 @@ fn keep_first_on_event_time_appends_at_the_watermark() {
         assert_eq!(canonical_rows(&rows), expected);
     });
 }
+
+/// Deduplication on processing time (Flink's `ProcTimeDeduplicate*`):
+/// one file read by one subtask arrives in file order, so keep-first is
+/// each key's first row in the file, appended once, and keep-last its last
+/// row, updated as rows come.
+#[test]
+fn deduplication_on_processing_time_keeps_the_first_or_last_arrival() {
+    let shape = Shape {
+        rows: 300,
+        keys: 7,
+        hot: 0.4,
+        nulls: 0.1,
+        step: 5,
+        jitter: 30,
+    };
+    let split = generate(61, 1, shape).remove(0);
+    let dir = tempfile::tempdir().unwrap();
+    write_splits(dir.path(), std::slice::from_ref(&split));
+    let ddl = format!(
+        "CREATE STREAM t (k BIGINT, v BIGINT, ts TIMESTAMP(3), pt AS PROCTIME())
+         WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json', 'scan.batch-size' = '16')",
+        dir.path().display()
+    );
+    runtime().block_on(async {
+        let ctx = datafusion::prelude::SessionContext::new();
+        let batch = events_batch(&split);
+        let i = datafusion::arrow::array::Int64Array::from((0..split.len() as i64).collect::<Vec<_>>());
+        let mut columns = batch.columns().to_vec();
+        columns.push(std::sync::Arc::new(i));
+        let mut fields = batch.schema().fields().to_vec();
+        fields.push(std::sync::Arc::new(datafusion::arrow::datatypes::Field::new(
+            "i",
+            datafusion::arrow::datatypes::DataType::Int64,
+            false,
+        )));
+        let batch = datafusion::arrow::record_batch::RecordBatch::try_new(
+            std::sync::Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
+            columns,
+        )
+        .unwrap();
+        let table =
+            datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]]).unwrap();
+        ctx.register_table("t", std::sync::Arc::new(table)).unwrap();
+        for (direction, oracle_direction, append_only) in
+            [("ASC", "ASC", true), ("DESC", "DESC", false)]
+        {
+            let query = |order: &str, by: &str| {
+                format!(
+                    "SELECT k, v FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY k ORDER BY {by} {order}) AS rn FROM t) WHERE rn = 1"
+                )
+            };
+            let expected = canonical_rows(
+                &ctx.sql(&query(oracle_direction, "i"))
+                    .await
+                    .unwrap()
+                    .collect()
+                    .await
+                    .unwrap(),
+            );
+            let mut session = weir::Session::new();
+            session.set("execution.runtime-mode", "streaming").unwrap();
+            session.set("parallelism.default", "2").unwrap();
+            session.sql(&ddl).await.unwrap();
+            let results = session.query(&query(direction, "pt")).await.unwrap();
+            assert_eq!(results.is_updating(), !append_only, "{direction}");
+            let table = results.collect_table().await.unwrap();
+            assert_eq!(canonical_rows(&[table]), expected, "{direction}");
+        }
+    });
+}

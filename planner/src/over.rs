@@ -24,7 +24,7 @@ fn over_error(message: impl Into<String>) -> SqlError {
 }
 
 /// The column of `plan`'s output declared `PROCTIME()`, if any.
-fn proctime_column(plan: &datafusion::logical_expr::LogicalPlan, index: usize) -> bool {
+pub(crate) fn proctime_column(plan: &datafusion::logical_expr::LogicalPlan, index: usize) -> bool {
     trace_column(plan, &|node| {
         let scan = node.as_any().downcast_ref::<StreamScan>()?;
         scan.schema

@@ -179,6 +179,15 @@ impl Rewriter<'_> {
             _ => None,
         };
         let dedup = found.limit == 1 && found.function == RankFunction::RowNumber;
+        // Ordered by a PROCTIME() column: deduplication by arrival, keeping
+        // the first row (ASC) or the last (DESC), as Flink's
+        // `ProcTimeDeduplicate*Function`s.
+        let by_arrival = match params.order_by.as_slice() {
+            [sort] if dedup && !input.props.is_updating() => index(&sort.expr)
+                .filter(|i| crate::over::proctime_column(&input.plan, *i))
+                .map(|_| sort.asc),
+            _ => None,
+        };
         let ttl = self
             .hints
             .ttl(crate::rewrite::input_name(&window.input).as_deref())
@@ -206,7 +215,8 @@ impl Rewriter<'_> {
                 RankMode::Updating {
                     retracting_input: input.props.is_updating(),
                     emit_before: needs == Needs::Retractions,
-                    deduplicate: dedup && by_time.is_some(),
+                    deduplicate: dedup && (by_time.is_some() || by_arrival.is_some()),
+                    append_only: by_arrival == Some(true) && !emit_rank,
                     ttl,
                 }
             }
@@ -235,6 +245,10 @@ impl Rewriter<'_> {
         );
         let changelog = match &mode {
             RankMode::Window { .. } | RankMode::KeepFirst { .. } => Changelog::AppendOnly,
+            // The first row by arrival is never replaced: only inserts.
+            RankMode::Updating {
+                append_only: true, ..
+            } => Changelog::AppendOnly,
             RankMode::Updating { .. } => {
                 let mut keys: Vec<String> = params
                     .partition_by
@@ -271,7 +285,8 @@ impl Rewriter<'_> {
             limit: found.limit,
             function: found.function,
             emit_rank,
-            later_wins: dedup && by_time.is_some_and(|(_, ascending)| !ascending),
+            later_wins: dedup
+                && (by_time.is_some_and(|(_, ascending)| !ascending) || by_arrival == Some(false)),
             mode,
             stream: stream_of(&input.plan),
             schema: node_schema,

@@ -70,6 +70,9 @@ pub enum RankMode {
         /// inserted; the later of two rows with equal times wins for
         /// keep-last.
         deduplicate: bool,
+        /// Rows are only ever inserted (keep-first by arrival): the output
+        /// is append-only and carries no row kinds.
+        append_only: bool,
         ttl: Option<Duration>,
     },
     /// The top N of each window, at its close; `window_end` is this input
@@ -204,7 +207,9 @@ impl TopN {
     pub fn new(name: impl Into<String>, spec: Arc<RankSpec>) -> Result<Self> {
         let codec = Arc::new(Codec::new(spec.clone())?);
         let (changelog, ranking): (bool, Box<dyn Ranking>) = match &spec.mode {
-            RankMode::Updating { .. } => (true, Box::new(UpdatingTopN::new(codec.clone())?)),
+            RankMode::Updating { append_only, .. } => {
+                (!append_only, Box::new(UpdatingTopN::new(codec.clone())?))
+            }
             RankMode::Window { .. } => (false, Box::new(WindowTopN::new(codec.clone())?)),
             RankMode::KeepFirst { .. } => (false, Box::new(KeepFirst::new(codec.clone())?)),
         };

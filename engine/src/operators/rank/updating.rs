@@ -79,6 +79,7 @@ impl UpdatingTopN {
             emit_before,
             deduplicate,
             ttl,
+            ..
         } = spec.mode.clone()
         else {
             return Err(EngineError::Graph("not an updating top N".into()));
@@ -399,6 +400,7 @@ mod tests {
                 retracting_input: false,
                 emit_before: true,
                 deduplicate: false,
+                append_only: false,
                 ttl: None,
             },
         };

@@ -174,16 +174,15 @@ impl Rewriter<'_> {
         let Some((table, as_of)) = versioned(table_side) else {
             return Ok(None);
         };
-        if let Some(probe_time) = probe_side
+        // The probe side is rewritten once, for either kind of join.
+        let probe = self.rewrite(probe_side, crate::nodes::Needs::Retractions)?;
+        let probe_time = probe_side
             .schema()
             .fields()
             .iter()
-            .position(|f| *f.name() == as_of)
-        {
-            let probe = self.rewrite(probe_side, crate::nodes::Needs::Retractions)?;
-            if crate::rewrite::rowtime_column(&probe.plan) == Some(probe_time) {
-                return self.temporal_join(join, probe, &table).map(Some);
-            }
+            .position(|f| *f.name() == as_of);
+        if probe_time.is_some() && crate::rewrite::rowtime_column(&probe.plan) == probe_time {
+            return self.temporal_join(join, probe, &table).map(Some);
         }
         if join.on.is_empty() {
             return Err(
@@ -201,7 +200,6 @@ impl Rewriter<'_> {
             .with_hint("filter the table's rows in a view, or move the condition to WHERE")
             .into());
         }
-        let probe = self.rewrite(probe_side, crate::nodes::Needs::Retractions)?;
         if probe.props.is_updating() {
             return Err(SqlError::new(
                 "a lookup join of rows that are updated or retracted is not supported",

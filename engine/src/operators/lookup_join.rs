@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{concat_batches, filter_record_batch, take};
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 
@@ -81,20 +81,23 @@ struct Loaded {
 pub struct LookupJoin {
     name: String,
     spec: Arc<LookupSpec>,
+    /// The table's key types, which the probe's keys are cast to.
+    key_types: Vec<DataType>,
     keys: RowConverter,
     loaded: Option<Loaded>,
 }
 
 impl LookupJoin {
     pub fn new(name: impl Into<String>, spec: Arc<LookupSpec>) -> Result<Self> {
-        let fields = spec
+        let key_types = spec
             .table_keys
             .iter()
-            .map(|e| Ok(SortField::new(e.data_type(&spec.table_schema)?)))
-            .collect::<Result<Vec<_>>>()?;
+            .map(|e| Ok(e.data_type(&spec.table_schema)?))
+            .collect::<Result<Vec<DataType>>>()?;
         Ok(LookupJoin {
             name: name.into(),
-            keys: RowConverter::new(fields)?,
+            keys: RowConverter::new(key_types.iter().cloned().map(SortField::new).collect())?,
+            key_types,
             spec,
             loaded: None,
         })
@@ -115,12 +118,12 @@ impl LookupJoin {
         // The probe's key types may differ from the table's: cast them.
         let columns = columns
             .iter()
-            .zip(self.keys_types())
+            .zip(&self.key_types)
             .map(|(c, t)| {
-                if c.data_type() == &t {
+                if c.data_type() == t {
                     Ok(c.clone())
                 } else {
-                    Ok(datafusion::arrow::compute::cast(c, &t)?)
+                    Ok(datafusion::arrow::compute::cast(c, t)?)
                 }
             })
             .collect::<Result<Vec<ArrayRef>>>()?;
@@ -131,17 +134,6 @@ impl LookupJoin {
                 (!null).then(|| rows.row(i).as_ref().to_vec())
             })
             .collect())
-    }
-
-    fn keys_types(&self) -> Vec<datafusion::arrow::datatypes::DataType> {
-        self.spec
-            .table_keys
-            .iter()
-            .map(|e| {
-                e.data_type(&self.spec.table_schema)
-                    .unwrap_or(datafusion::arrow::datatypes::DataType::Null)
-            })
-            .collect()
     }
 
     /// The table, read again if it is missing or older than the TTL.
@@ -186,7 +178,8 @@ impl Operator for LookupJoin {
             return Ok(());
         }
         let data = strip(&batch);
-        let probe_keys = self.key_rows(&data, &self.spec.probe_keys.clone())?;
+        let spec = self.spec.clone();
+        let probe_keys = self.key_rows(&data, &spec.probe_keys)?;
         let left = self.spec.left;
         let table = self.table()?;
         let (mut probe, mut found) = (Vec::new(), Vec::new());

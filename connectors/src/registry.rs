@@ -136,6 +136,13 @@ pub trait Connector: Send + Sync {
         false
     }
 
+    /// Whether the source, reading a projection, also reads only some
+    /// fields of a `ROW` column: given that column declared with just
+    /// those fields (by name), it produces just those.
+    fn reads_row_fields(&self, _options: &Options) -> bool {
+        false
+    }
+
     /// Which changes the source produces.
     fn source_changes(&self, _options: &Options) -> SourceChanges {
         SourceChanges::AppendOnly

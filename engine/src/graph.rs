@@ -43,7 +43,9 @@ impl fmt::Display for EdgeKind {
 #[derive(Clone)]
 pub struct SourceNode {
     pub factory: SourceFactory,
-    pub computed: Option<Arc<Projection>>,
+    /// Projections applied in order to what the connector reads; the last
+    /// produces the stream's columns (empty: the connector's rows are).
+    pub computed: Vec<Arc<Projection>>,
     pub watermark: Option<WatermarkSpec>,
 }
 

@@ -22,6 +22,7 @@ mod context;
 mod ddl;
 mod error;
 mod explain;
+mod fixed_interval;
 mod flink_avg;
 mod functions;
 mod hints;

@@ -154,9 +154,8 @@ impl<'a> Lowering<'a> {
     }
 
     pub fn physical(&self, expr: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
-        self.state
-            .create_physical_expr(expr.clone(), schema)
-            .map_err(Into::into)
+        let physical = self.state.create_physical_expr(expr.clone(), schema)?;
+        crate::fixed_interval::as_durations(physical, schema.as_arrow())
     }
 
     /// Each of `exprs` as a physical expression over `schema`.
@@ -386,7 +385,7 @@ impl<'a> Lowering<'a> {
             1,
             NodeKind::Source(SourceNode {
                 factory: ValuesSource::factory(vec![batch]),
-                computed: None,
+                computed: Vec::new(),
                 watermark: None,
             }),
         );

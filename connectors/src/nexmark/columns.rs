@@ -1,14 +1,13 @@
-//! Nexmark events written straight into Arrow builders: per event one
+//! Nexmark events written straight into Arrow buffers: per event one
 //! seeded RNG, its values appended to the columns of its kind, no
 //! per-event structs or strings.
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, Int32Builder, Int64Builder, StringBuilder, StructArray,
-    TimestampMillisecondBuilder,
+    Array, ArrayRef, Int32Array, Int64Array, StringArray, StructArray, TimestampMillisecondArray,
 };
-use datafusion::arrow::buffer::NullBuffer;
+use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Fields, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -23,9 +22,10 @@ use super::model::{extra, letters, price, Kind, Model, CHANNELS};
 /// Which of the generated columns the declared schema uses.
 #[derive(Debug, Clone, Copy)]
 pub struct Wanted {
-    /// Whether each row column is read at all: events of a kind nobody
-    /// reads are not generated, only counted (each event has its own RNG,
-    /// so this changes no other event).
+    /// Whether the values of each kind are read: events of a kind nobody
+    /// reads are not generated, only timed (each event has its own RNG, so
+    /// this changes no other event). A row column declared with only its
+    /// `dateTime` needs no generated values: that is the event's time.
     pub person: bool,
     pub auction: bool,
     pub bid: bool,
@@ -38,15 +38,16 @@ pub struct Wanted {
 
 impl Wanted {
     pub fn of(schema: &SchemaRef) -> Self {
-        let has_extra = |column: &str| match schema.field_with_name(column).map(|f| f.data_type()) {
-            Ok(DataType::Struct(fields)) => fields.iter().any(|f| f.name() == "extra"),
-            _ => false,
+        let fields = |column: &str| match schema.field_with_name(column).map(|f| f.data_type()) {
+            Ok(DataType::Struct(fields)) => fields.clone(),
+            _ => Fields::empty(),
         };
-        let has = |column: &str| schema.field_with_name(column).is_ok();
+        let generated = |column: &str| fields(column).iter().any(|f| f.name() != "dateTime");
+        let has_extra = |column: &str| fields(column).iter().any(|f| f.name() == "extra");
         Wanted {
-            person: has("person"),
-            auction: has("auction"),
-            bid: has("bid"),
+            person: generated("person"),
+            auction: generated("auction"),
+            bid: generated("bid"),
             person_extra: has_extra("person"),
             auction_extra: has_extra("auction"),
             bid_extra: has_extra("bid"),
@@ -60,8 +61,6 @@ pub struct ColumnarGenerator {
     offset: u64,
     step: u64,
     wanted: Wanted,
-    /// Reused for each generated string.
-    scratch: String,
     /// The hot channels' URLs.
     hot_urls: Arc<Vec<String>>,
 }
@@ -74,7 +73,6 @@ impl ColumnarGenerator {
             offset,
             step: step.max(1),
             wanted,
-            scratch: String::new(),
             hot_urls,
         }
     }
@@ -83,7 +81,7 @@ impl ColumnarGenerator {
     /// any subset of its columns and fields, in any order and castable
     /// types).
     pub fn next_batch(&mut self, n: usize, schema: &SchemaRef) -> Result<RecordBatch> {
-        let mut columns = Columns::new(n);
+        let mut columns = Columns::new(n, self.wanted);
         for _ in 0..n {
             let number = self.model.event_number(self.offset);
             self.offset += self.step;
@@ -98,79 +96,68 @@ impl ColumnarGenerator {
         let id = cfg.first_event_id + number;
         let time = model.timestamp(number);
         let kind = model.kind(number);
-        out.event_type.append_value(match kind {
-            Kind::Person => 0,
-            Kind::Auction => 1,
-            Kind::Bid => 2,
-        });
-        out.date_time.append_value(time as i64);
         out.kinds.push(kind);
+        out.date_time.push(time as i64);
         let wanted = match kind {
             Kind::Person => self.wanted.person,
             Kind::Auction => self.wanted.auction,
             Kind::Bid => self.wanted.bid,
         };
+        // Every other generated kind holds a placeholder in this row.
+        if kind != Kind::Person && self.wanted.person {
+            out.person.pad();
+        }
+        if kind != Kind::Auction && self.wanted.auction {
+            out.auction.pad();
+        }
+        if kind != Kind::Bid && self.wanted.bid {
+            out.bid.pad();
+        }
         if !wanted {
-            out.person.append_null();
-            out.auction.append_null();
-            out.bid.append_null();
             return;
         }
         let rng = &mut SmallRng::seed_from_u64(id as u64);
-        let s = &mut self.scratch;
         match kind {
             Kind::Person => {
                 let p = &mut out.person;
-                p.id.append_value((model.last_person(id) + cfg.first_person_id) as i64);
-                s.clear();
-                s.push_str(pick(&cfg.first_names, rng));
-                s.push(' ');
-                s.push_str(pick(&cfg.last_names, rng));
-                p.name.append_value(s.as_str());
-                let mut size = s.len();
-                s.clear();
-                letters(rng, 7, s);
-                s.push('@');
-                letters(rng, 5, s);
-                s.push_str(".com");
-                p.email.append_value(s.as_str());
-                size += s.len();
-                s.clear();
+                p.id.push((model.last_person(id) + cfg.first_person_id) as i64);
+                p.name.push(pick(&cfg.first_names, rng));
+                p.name.value.push(b' ');
+                p.name.push(pick(&cfg.last_names, rng));
+                let mut size = p.name.end();
+                letters(rng, 7, &mut p.email.value);
+                p.email.value.push(b'@');
+                letters(rng, 5, &mut p.email.value);
+                p.email.push(".com");
+                size += p.email.end();
                 for i in 0..4 {
                     if i > 0 {
-                        s.push(' ');
+                        p.credit_card.value.push(b' ');
                     }
+                    // Drawn as an `i32`: rand's rejection zone depends on the type.
                     let group: i32 = rng.gen_range(0..10000);
-                    push_padded(s, group);
+                    push_padded(&mut p.credit_card.value, group);
                 }
-                p.credit_card.append_value(s.as_str());
-                size += s.len();
+                size += p.credit_card.end();
                 let city = pick(&cfg.us_cities, rng);
                 let state = pick(&cfg.us_states, rng);
-                p.city.append_value(city);
-                p.state.append_value(state);
-                p.date_time.append_value(time as i64);
+                p.city.push(city);
+                p.city.end();
+                p.state.push(state);
+                p.state.end();
                 size += 8 + city.len() + state.len();
-                append_extra(
-                    &mut p.extra,
-                    self.wanted.person_extra,
-                    rng,
-                    s,
-                    size,
-                    cfg.avg_person_byte_size,
-                );
-                out.auction.append_null();
-                out.bid.append_null();
+                if self.wanted.person_extra {
+                    extra(rng, size, cfg.avg_person_byte_size, &mut p.extra.value);
+                }
+                p.extra.end();
             }
             Kind::Auction => {
                 let a = &mut out.auction;
-                a.id.append_value((model.last_auction(id) + cfg.first_auction_id) as i64);
-                s.clear();
-                letters(rng, 20, s);
-                a.item_name.append_value(s.as_str());
-                s.clear();
-                letters(rng, 100, s);
-                a.description.append_value(s.as_str());
+                a.id.push((model.last_auction(id) + cfg.first_auction_id) as i64);
+                letters(rng, 20, &mut a.item_name.value);
+                a.item_name.end();
+                letters(rng, 100, &mut a.description.value);
+                a.description.end();
                 let initial_bid = price(rng);
                 let reserve = initial_bid + price(rng);
                 let expires = time + model.auction_length(number, rng, time);
@@ -181,23 +168,16 @@ impl ColumnarGenerator {
                     model.next_person(id, rng)
                 };
                 let category = cfg.first_category_id + rng.gen_range(0..cfg.num_categories);
-                a.initial_bid.append_value(initial_bid as i64);
-                a.reserve.append_value(reserve as i64);
-                a.date_time.append_value(time as i64);
-                a.expires.append_value(expires as i64);
-                a.seller.append_value((seller + cfg.first_person_id) as i64);
-                a.category.append_value(category as i64);
+                a.initial_bid.push(initial_bid as i64);
+                a.reserve.push(reserve as i64);
+                a.expires.push(expires as i64);
+                a.seller.push((seller + cfg.first_person_id) as i64);
+                a.category.push(category as i64);
                 let size = 8 + 20 + 100 + 8 + 8 + 8 + 8 + 8;
-                append_extra(
-                    &mut a.extra,
-                    self.wanted.auction_extra,
-                    rng,
-                    s,
-                    size,
-                    cfg.avg_auction_byte_size,
-                );
-                out.person.append_null();
-                out.bid.append_null();
+                if self.wanted.auction_extra {
+                    extra(rng, size, cfg.avg_auction_byte_size, &mut a.extra.value);
+                }
+                a.extra.end();
             }
             Kind::Bid => {
                 let b = &mut out.bid;
@@ -227,23 +207,17 @@ impl ColumnarGenerator {
                         .map_or(("", ""), |(c, u)| (c.as_str(), u.as_str()));
                     (c, u)
                 };
-                b.auction
-                    .append_value((auction + cfg.first_auction_id) as i64);
-                b.bidder.append_value((bidder + cfg.first_person_id) as i64);
-                b.price.append_value(price as i64);
-                b.channel.append_value(channel);
-                b.url.append_value(url);
-                b.date_time.append_value(time as i64);
-                append_extra(
-                    &mut b.extra,
-                    self.wanted.bid_extra,
-                    rng,
-                    s,
-                    32,
-                    cfg.avg_bid_byte_size,
-                );
-                out.person.append_null();
-                out.auction.append_null();
+                b.auction.push((auction + cfg.first_auction_id) as i64);
+                b.bidder.push((bidder + cfg.first_person_id) as i64);
+                b.price.push(price as i64);
+                b.channel.push(channel);
+                b.channel.end();
+                b.url.push(url);
+                b.url.end();
+                if self.wanted.bid_extra {
+                    extra(rng, 32, cfg.avg_bid_byte_size, &mut b.extra.value);
+                }
+                b.extra.end();
             }
         }
     }
@@ -257,234 +231,320 @@ fn pick<'a>(values: &'a [String], rng: &mut SmallRng) -> &'a str {
 }
 
 /// `{:04}` of a value in 0..10000.
-fn push_padded(s: &mut String, value: i32) {
-    let digits = value.to_string();
-    for _ in digits.len()..4 {
-        s.push('0');
+fn push_padded(out: &mut Vec<u8>, value: i32) {
+    for divisor in [1000, 100, 10, 1] {
+        out.push(b'0' + ((value / divisor) % 10) as u8);
     }
-    s.push_str(&digits);
 }
 
-fn append_extra(
-    builder: &mut StringBuilder,
-    wanted: bool,
-    rng: &mut SmallRng,
-    scratch: &mut String,
-    current: usize,
-    average: usize,
-) {
-    if !wanted {
-        builder.append_null();
-        return;
-    }
-    scratch.clear();
-    extra(rng, current, average, scratch);
-    builder.append_value(scratch.as_str());
+/// A string column written in place: an event appends its bytes to
+/// `value` and then ends the row, so nothing is copied twice.
+struct Text {
+    offsets: Vec<i32>,
+    value: Vec<u8>,
 }
 
+impl Text {
+    fn with_capacity(rows: usize, bytes: usize) -> Self {
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0);
+        Text {
+            offsets,
+            value: Vec::with_capacity(rows * bytes),
+        }
+    }
+
+    fn push(&mut self, text: &str) {
+        self.value.extend_from_slice(text.as_bytes());
+    }
+
+    /// Ends the current row; returns its length in bytes.
+    fn end(&mut self) -> usize {
+        let start = self.offsets.last().copied().unwrap_or(0) as usize;
+        // A batch's text is far below 2 GiB; were it not, the offsets stop
+        // growing and `finish` reports the column as invalid.
+        self.offsets
+            .push(i32::try_from(self.value.len()).unwrap_or(i32::MAX));
+        self.value.len().saturating_sub(start)
+    }
+
+    fn finish(self, nulls: &NullBuffer) -> Result<ArrayRef> {
+        let offsets = OffsetBuffer::new(ScalarBuffer::from(self.offsets));
+        Ok(Arc::new(StringArray::try_new(
+            offsets,
+            self.value.into(),
+            Some(nulls.clone()),
+        )?))
+    }
+}
+
+fn ints(values: Vec<i64>, nulls: &NullBuffer) -> ArrayRef {
+    Arc::new(Int64Array::new(values.into(), Some(nulls.clone())))
+}
+
+fn times(values: Vec<i64>, nulls: &NullBuffer) -> ArrayRef {
+    Arc::new(TimestampMillisecondArray::new(
+        values.into(),
+        Some(nulls.clone()),
+    ))
+}
+
+/// The generated fields of people (their `dateTime` is the event's).
 struct PersonColumns {
-    id: Int64Builder,
-    name: StringBuilder,
-    email: StringBuilder,
-    credit_card: StringBuilder,
-    city: StringBuilder,
-    state: StringBuilder,
-    date_time: TimestampMillisecondBuilder,
-    extra: StringBuilder,
+    id: Vec<i64>,
+    name: Text,
+    email: Text,
+    credit_card: Text,
+    city: Text,
+    state: Text,
+    extra: Text,
 }
 
+/// The generated fields of auctions (their `dateTime` is the event's).
 struct AuctionColumns {
-    id: Int64Builder,
-    item_name: StringBuilder,
-    description: StringBuilder,
-    initial_bid: Int64Builder,
-    reserve: Int64Builder,
-    date_time: TimestampMillisecondBuilder,
-    expires: TimestampMillisecondBuilder,
-    seller: Int64Builder,
-    category: Int64Builder,
-    extra: StringBuilder,
+    id: Vec<i64>,
+    item_name: Text,
+    description: Text,
+    initial_bid: Vec<i64>,
+    reserve: Vec<i64>,
+    expires: Vec<i64>,
+    seller: Vec<i64>,
+    category: Vec<i64>,
+    extra: Text,
 }
 
+/// The generated fields of bids (their `dateTime` is the event's).
 struct BidColumns {
-    auction: Int64Builder,
-    bidder: Int64Builder,
-    price: Int64Builder,
-    channel: StringBuilder,
-    url: StringBuilder,
-    date_time: TimestampMillisecondBuilder,
-    extra: StringBuilder,
+    auction: Vec<i64>,
+    bidder: Vec<i64>,
+    price: Vec<i64>,
+    channel: Text,
+    url: Text,
+    extra: Text,
 }
 
-// Events of another kind leave a row column null, with null fields.
+// An event of another kind leaves a placeholder in each field, hidden by
+// the row column's nulls.
 impl PersonColumns {
-    fn append_null(&mut self) {
-        self.id.append_null();
+    fn new(n: usize) -> Self {
+        PersonColumns {
+            id: Vec::with_capacity(n),
+            name: Text::with_capacity(n, 0),
+            email: Text::with_capacity(n, 0),
+            credit_card: Text::with_capacity(n, 0),
+            city: Text::with_capacity(n, 0),
+            state: Text::with_capacity(n, 0),
+            extra: Text::with_capacity(n / 8 + 1, 150),
+        }
+    }
+
+    fn pad(&mut self) {
+        self.id.push(0);
         for text in [
             &mut self.name,
             &mut self.email,
             &mut self.credit_card,
             &mut self.city,
             &mut self.state,
+            &mut self.extra,
         ] {
-            text.append_null();
+            text.end();
         }
-        self.date_time.append_null();
-        self.extra.append_null();
+    }
+
+    /// The fields in [`default_schema`]'s order.
+    fn finish(self, date_time: ArrayRef, nulls: &NullBuffer) -> Result<Vec<ArrayRef>> {
+        Ok(vec![
+            ints(self.id, nulls),
+            self.name.finish(nulls)?,
+            self.email.finish(nulls)?,
+            self.credit_card.finish(nulls)?,
+            self.city.finish(nulls)?,
+            self.state.finish(nulls)?,
+            date_time,
+            self.extra.finish(nulls)?,
+        ])
     }
 }
 
 impl AuctionColumns {
-    fn append_null(&mut self) {
+    fn new(n: usize) -> Self {
+        let few = n / 8 + 1;
+        AuctionColumns {
+            id: Vec::with_capacity(n),
+            item_name: Text::with_capacity(few, 20),
+            description: Text::with_capacity(few, 100),
+            initial_bid: Vec::with_capacity(n),
+            reserve: Vec::with_capacity(n),
+            expires: Vec::with_capacity(n),
+            seller: Vec::with_capacity(n),
+            category: Vec::with_capacity(n),
+            extra: Text::with_capacity(few, 330),
+        }
+    }
+
+    fn pad(&mut self) {
         for int in [
             &mut self.id,
             &mut self.initial_bid,
             &mut self.reserve,
+            &mut self.expires,
             &mut self.seller,
             &mut self.category,
         ] {
-            int.append_null();
+            int.push(0);
         }
         for text in [&mut self.item_name, &mut self.description, &mut self.extra] {
-            text.append_null();
+            text.end();
         }
-        self.date_time.append_null();
-        self.expires.append_null();
+    }
+
+    fn finish(self, date_time: ArrayRef, nulls: &NullBuffer) -> Result<Vec<ArrayRef>> {
+        Ok(vec![
+            ints(self.id, nulls),
+            self.item_name.finish(nulls)?,
+            self.description.finish(nulls)?,
+            ints(self.initial_bid, nulls),
+            ints(self.reserve, nulls),
+            date_time,
+            times(self.expires, nulls),
+            ints(self.seller, nulls),
+            ints(self.category, nulls),
+            self.extra.finish(nulls)?,
+        ])
     }
 }
 
 impl BidColumns {
-    fn append_null(&mut self) {
+    fn new(n: usize) -> Self {
+        BidColumns {
+            auction: Vec::with_capacity(n),
+            bidder: Vec::with_capacity(n),
+            price: Vec::with_capacity(n),
+            channel: Text::with_capacity(n, 12),
+            url: Text::with_capacity(n, 60),
+            extra: Text::with_capacity(n, 70),
+        }
+    }
+
+    fn pad(&mut self) {
         for int in [&mut self.auction, &mut self.bidder, &mut self.price] {
-            int.append_null();
+            int.push(0);
         }
         for text in [&mut self.channel, &mut self.url, &mut self.extra] {
-            text.append_null();
+            text.end();
         }
-        self.date_time.append_null();
     }
-}
 
-fn strings(n: usize, bytes: usize) -> StringBuilder {
-    StringBuilder::with_capacity(n, n * bytes)
-}
-
-fn ints(n: usize) -> Int64Builder {
-    Int64Builder::with_capacity(n)
-}
-
-fn times(n: usize) -> TimestampMillisecondBuilder {
-    TimestampMillisecondBuilder::with_capacity(n)
+    fn finish(self, date_time: ArrayRef, nulls: &NullBuffer) -> Result<Vec<ArrayRef>> {
+        Ok(vec![
+            ints(self.auction, nulls),
+            ints(self.bidder, nulls),
+            ints(self.price, nulls),
+            self.channel.finish(nulls)?,
+            self.url.finish(nulls)?,
+            date_time,
+            self.extra.finish(nulls)?,
+        ])
+    }
 }
 
 /// The generated columns of one batch.
 struct Columns {
-    event_type: Int32Builder,
-    date_time: TimestampMillisecondBuilder,
+    date_time: Vec<i64>,
     kinds: Vec<Kind>,
+    /// Each kind's fields, when that kind is generated.
     person: PersonColumns,
     auction: AuctionColumns,
     bid: BidColumns,
+    wanted: Wanted,
 }
 
 impl Columns {
-    fn new(n: usize) -> Self {
-        // Bids are most events; people and auctions a few.
-        let few = n / 8 + 1;
+    fn new(n: usize, wanted: Wanted) -> Self {
+        // Only the generated kinds reserve room.
+        let rows = |generated: bool| if generated { n } else { 0 };
         Columns {
-            event_type: Int32Builder::with_capacity(n),
-            date_time: times(n),
+            date_time: Vec::with_capacity(n),
             kinds: Vec::with_capacity(n),
-            person: PersonColumns {
-                id: ints(n),
-                name: strings(n, 0),
-                email: strings(n, 0),
-                credit_card: strings(n, 0),
-                city: strings(n, 0),
-                state: strings(n, 0),
-                date_time: times(n),
-                extra: strings(few, 150),
-            },
-            auction: AuctionColumns {
-                id: ints(n),
-                item_name: strings(few, 20),
-                description: strings(few, 100),
-                initial_bid: ints(n),
-                reserve: ints(n),
-                date_time: times(n),
-                expires: times(n),
-                seller: ints(n),
-                category: ints(n),
-                extra: strings(few, 330),
-            },
-            bid: BidColumns {
-                auction: ints(n),
-                bidder: ints(n),
-                price: ints(n),
-                channel: strings(n, 12),
-                url: strings(n, 60),
-                date_time: times(n),
-                extra: strings(n, 70),
-            },
+            person: PersonColumns::new(rows(wanted.person)),
+            auction: AuctionColumns::new(rows(wanted.auction)),
+            bid: BidColumns::new(rows(wanted.bid)),
+            wanted,
         }
     }
 
     /// The columns as a batch of the declared `schema`.
-    fn finish(mut self, schema: &SchemaRef) -> Result<RecordBatch> {
+    fn finish(self, schema: &SchemaRef) -> Result<RecordBatch> {
+        let Columns {
+            date_time,
+            kinds,
+            person,
+            auction,
+            bid,
+            wanted,
+        } = self;
+        let event_type: ArrayRef = Arc::new(Int32Array::from_iter_values(kinds.iter().map(
+            |kind| match kind {
+                Kind::Person => 0,
+                Kind::Auction => 1,
+                Kind::Bid => 2,
+            },
+        )));
+        let date_time = ScalarBuffer::from(date_time);
+        let event_time: ArrayRef =
+            Arc::new(TimestampMillisecondArray::new(date_time.clone(), None));
+        let kind_nulls = |kind: Kind| NullBuffer::from_iter(kinds.iter().map(|k| *k == kind));
+        // A row column's `dateTime`: the event's, where the event is of its kind.
+        let kind_time = |nulls: &NullBuffer| -> ArrayRef {
+            Arc::new(TimestampMillisecondArray::new(
+                date_time.clone(),
+                Some(nulls.clone()),
+            ))
+        };
+        let (person_nulls, auction_nulls, bid_nulls) = (
+            kind_nulls(Kind::Person),
+            kind_nulls(Kind::Auction),
+            kind_nulls(Kind::Bid),
+        );
+        // Each row column's fields in `default_schema`'s order; none when
+        // its kind is not generated (then only its `dateTime` is declared).
+        let rows = [
+            (
+                "person",
+                match wanted.person {
+                    true => person.finish(kind_time(&person_nulls), &person_nulls)?,
+                    false => Vec::new(),
+                },
+                person_nulls,
+            ),
+            (
+                "auction",
+                match wanted.auction {
+                    true => auction.finish(kind_time(&auction_nulls), &auction_nulls)?,
+                    false => Vec::new(),
+                },
+                auction_nulls,
+            ),
+            (
+                "bid",
+                match wanted.bid {
+                    true => bid.finish(kind_time(&bid_nulls), &bid_nulls)?,
+                    false => Vec::new(),
+                },
+                bid_nulls,
+            ),
+        ];
         let generated = default_schema();
         let row_fields = |name: &str| match generated.field_with_name(name).map(Field::data_type) {
             Ok(DataType::Struct(fields)) => fields.clone(),
             _ => Fields::empty(),
         };
-        let kind_nulls = |kind: Kind| {
-            NullBuffer::from(self.kinds.iter().map(|k| *k == kind).collect::<Vec<_>>())
-        };
-        let p = &mut self.person;
-        let person: Vec<ArrayRef> = vec![
-            Arc::new(p.id.finish()),
-            Arc::new(p.name.finish()),
-            Arc::new(p.email.finish()),
-            Arc::new(p.credit_card.finish()),
-            Arc::new(p.city.finish()),
-            Arc::new(p.state.finish()),
-            Arc::new(p.date_time.finish()),
-            Arc::new(p.extra.finish()),
-        ];
-        let a = &mut self.auction;
-        let auction: Vec<ArrayRef> = vec![
-            Arc::new(a.id.finish()),
-            Arc::new(a.item_name.finish()),
-            Arc::new(a.description.finish()),
-            Arc::new(a.initial_bid.finish()),
-            Arc::new(a.reserve.finish()),
-            Arc::new(a.date_time.finish()),
-            Arc::new(a.expires.finish()),
-            Arc::new(a.seller.finish()),
-            Arc::new(a.category.finish()),
-            Arc::new(a.extra.finish()),
-        ];
-        let b = &mut self.bid;
-        let bid: Vec<ArrayRef> = vec![
-            Arc::new(b.auction.finish()),
-            Arc::new(b.bidder.finish()),
-            Arc::new(b.price.finish()),
-            Arc::new(b.channel.finish()),
-            Arc::new(b.url.finish()),
-            Arc::new(b.date_time.finish()),
-            Arc::new(b.extra.finish()),
-        ];
-        let rows = [
-            ("person", person, kind_nulls(Kind::Person)),
-            ("auction", auction, kind_nulls(Kind::Auction)),
-            ("bid", bid, kind_nulls(Kind::Bid)),
-        ];
-        let event_type: ArrayRef = Arc::new(self.event_type.finish());
-        let date_time: ArrayRef = Arc::new(self.date_time.finish());
         let mut columns = Vec::with_capacity(schema.fields().len());
         for field in schema.fields() {
             let column = match (field.name().as_str(), field.data_type()) {
                 ("event_type", _) => as_type(&event_type, field)?,
-                ("dateTime", _) => as_type(&date_time, field)?,
+                ("dateTime", _) => as_type(&event_time, field)?,
                 (name, DataType::Struct(declared)) => {
                     let Some((_, children, nulls)) = rows.iter().find(|(n, _, _)| *n == name)
                     else {
@@ -494,11 +554,15 @@ impl Columns {
                     let picked = declared
                         .iter()
                         .map(|f| {
-                            let i = generated
+                            if f.name() == "dateTime" {
+                                return as_type(&kind_time(nulls), f);
+                            }
+                            let child = generated
                                 .iter()
                                 .position(|g| g.name() == f.name())
+                                .and_then(|i| children.get(i))
                                 .ok_or_else(|| unknown(&format!("{name}.{}", f.name())))?;
-                            as_type(&children[i], f)
+                            as_type(child, f)
                         })
                         .collect::<Result<Vec<_>>>()?;
                     Arc::new(StructArray::try_new(

@@ -272,6 +272,12 @@ impl Connector for NexmarkConnector {
         true
     }
 
+    /// A row column declared with only its `dateTime` is timed, not
+    /// generated.
+    fn reads_row_fields(&self, _options: &Options) -> bool {
+        true
+    }
+
     fn is_bounded(&self, options: &Options) -> bool {
         matches!(options.parse::<u64>("events.num"), Ok(Some(n)) if n > 0)
     }
@@ -874,7 +880,34 @@ mod tests {
             ),
             Field::new("event_type", DataType::Int64, true),
         ]));
-        let (expected, actual) = both(base, 7, 1, 2000, &partial);
+        let (expected, actual) = both(base.clone(), 7, 1, 2000, &partial);
         assert_eq!(expected, actual, "a partial schema");
+        // What a scan reads when the computed `dateTime` is all it needs of
+        // people and auctions: their rows are timed, not generated.
+        let time = || {
+            Field::new(
+                "dateTime",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                true,
+            )
+        };
+        let only_time = || DataType::Struct(Fields::from(vec![time()]));
+        let timed = Arc::new(Schema::new(vec![
+            Field::new("event_type", DataType::Int32, true),
+            Field::new("person", only_time(), true),
+            Field::new("auction", only_time(), true),
+            Field::new(
+                "bid",
+                DataType::Struct(Fields::from(vec![
+                    Field::new("extra", DataType::Utf8, true),
+                    time(),
+                ])),
+                true,
+            ),
+        ]));
+        let wanted = Wanted::of(&timed);
+        assert!(!wanted.person && !wanted.auction && wanted.bid);
+        let (expected, actual) = both(base, 0, 2, 3000, &timed);
+        assert_eq!(expected, actual, "row columns with only their time");
     }
 }

@@ -9,9 +9,8 @@ use std::f64::consts::PI;
 use std::sync::LazyLock;
 
 use nexmark::config::{NexmarkConfig, RateShape};
-use rand08::distributions::Uniform;
 use rand08::rngs::SmallRng;
-use rand08::{Rng, SeedableRng};
+use rand08::{Rng, RngCore, SeedableRng};
 
 /// The kind of an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,22 +183,30 @@ impl Model {
     }
 }
 
-/// Lower-case letters. Sampling a prepared distribution draws exactly what
-/// `gen_range(b'a'..=b'z')` draws (rand 0.8 computes the same rejection
-/// zone), without recomputing that zone, a division, for every letter.
-static LETTERS: LazyLock<Uniform<u8>> = LazyLock::new(|| Uniform::new_inclusive(b'a', b'z'));
+/// What `gen_range(b'a'..=b'z')` accepts from a `u32` in rand 0.8: a draw
+/// whose low half of `draw * 26` is above this zone is rejected.
+const LETTER_ZONE: u32 = u32::MAX - ((u32::MAX - 26 + 1) % 26);
 
-/// Appends `length` random letters.
-pub fn letters(rng: &mut SmallRng, length: usize, out: &mut String) {
-    let letters = &*LETTERS;
-    out.reserve(length);
-    for _ in 0..length {
-        out.push(rng.sample(letters) as char);
+/// One lower-case letter, drawn exactly as `rng.gen_range(b'a'..=b'z')`
+/// draws it (rand 0.8's widening multiply and rejection zone), without
+/// going through a distribution object for every letter.
+#[inline]
+fn letter(rng: &mut SmallRng) -> u8 {
+    loop {
+        let wide = u64::from(rng.next_u32()) * 26;
+        if wide as u32 <= LETTER_ZONE {
+            return b'a' + (wide >> 32) as u8;
+        }
     }
 }
 
+/// Appends `length` random letters.
+pub fn letters(rng: &mut SmallRng, length: usize, out: &mut Vec<u8>) {
+    out.extend((0..length).map(|_| letter(rng)));
+}
+
 /// Appends the `extra` padding that brings an event to its average size.
-pub fn extra(rng: &mut SmallRng, current: usize, average: usize, out: &mut String) {
+pub fn extra(rng: &mut SmallRng, current: usize, average: usize, out: &mut Vec<u8>) {
     if current > average {
         return;
     }

@@ -211,7 +211,7 @@ pub(crate) struct SourceSubtask {
     pub markers: Option<Duration>,
     pub node: NodeId,
     pub source: Box<dyn Source>,
-    pub computed: Option<Arc<Projection>>,
+    pub computed: Vec<Arc<Projection>>,
     pub watermarks: WatermarkGenerator,
     pub metrics: Arc<SubtaskMetrics>,
     pub job_metrics: Arc<crate::metrics::JobMetrics>,
@@ -223,10 +223,10 @@ impl SourceSubtask {
     /// A batch as read, with its computed columns and row watermarks, and
     /// counted in the split's metrics.
     fn prepare(&mut self, split: SplitId, batch: RecordBatch) -> Result<RecordBatch> {
-        let batch = match &self.computed {
-            Some(projection) => projection.project(&batch)?,
-            None => batch,
-        };
+        let mut batch = batch;
+        for projection in &self.computed {
+            batch = projection.project(&batch)?;
+        }
         let batch = self.watermarks.assign(split, &batch)?;
         self.metrics.add_output(batch.num_rows());
         let split_metrics = self.split_metrics(split);

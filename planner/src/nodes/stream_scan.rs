@@ -1,12 +1,14 @@
 //! `StreamScan`: a declared stream read by its connector, with its computed
 //! columns and its watermark, and the columns the query uses.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::common::{DFSchema, DFSchemaRef};
+use datafusion::arrow::datatypes::{DataType, Fields, Schema, SchemaRef};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{DFSchema, DFSchemaRef, ScalarValue};
 use datafusion::error::DataFusionError;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::PhysicalExpr;
 use weir_connectors::{BadDataPolicy, TableSpec};
@@ -85,10 +87,19 @@ impl StreamScan {
             text.push_str(&format!(", columns [{}]", names.join(", ")));
         }
         if let Some(read) = &self.read {
-            let names: Vec<&str> = read
+            let names: Vec<String> = read
                 .physical
                 .iter()
-                .map(|i| s.physical_schema.field(*i).name().as_str())
+                .map(|i| {
+                    let name = s.physical_schema.field(*i).name();
+                    match read.row_fields.get(i) {
+                        Some(fields) => {
+                            let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+                            format!("{name}({})", fields.join(", "))
+                        }
+                        None => name.clone(),
+                    }
+                })
                 .collect();
             text.push_str(&format!(", reads only [{}]", names.join(", ")));
         }
@@ -104,6 +115,10 @@ pub(crate) struct Columns {
     /// Columns of the stream the source node produces (indices into the
     /// stream's schema, computed ones included), in declaration order.
     pub produced: Vec<usize>,
+    /// `ROW` columns of `physical` of which only some fields are read
+    /// (computed columns use them by field name, and the connector reads
+    /// [`weir_connectors::Connector::reads_row_fields`]): their fields.
+    pub row_fields: BTreeMap<usize, BTreeSet<String>>,
 }
 
 impl Columns {
@@ -116,10 +131,51 @@ impl Columns {
             all.dedup();
             all
         };
+        // A row column stays narrowed only where every scan reading it
+        // reads it narrowed.
+        let mut row_fields = BTreeMap::new();
+        for i in merge(&a.physical, &b.physical) {
+            let narrowed = |c: &Columns| match c.row_fields.get(&i) {
+                Some(fields) => Some(fields.clone()),
+                None if c.physical.contains(&i) => None,
+                None => Some(BTreeSet::new()),
+            };
+            if let (Some(x), Some(y)) = (narrowed(a), narrowed(b)) {
+                row_fields.insert(i, x.union(&y).cloned().collect());
+            }
+        }
         Some(Columns {
             physical: merge(&a.physical, &b.physical),
             produced: merge(&a.produced, &b.produced),
+            row_fields,
         })
+    }
+
+    /// The schema the connector reads: `read`'s physical columns, each
+    /// narrowed row column with only its fields.
+    pub fn read_schema(&self, physical: &SchemaRef) -> Result<SchemaRef> {
+        let fields = self
+            .physical
+            .iter()
+            .map(|i| {
+                let field = physical.field(*i);
+                match (self.row_fields.get(i), field.data_type()) {
+                    (Some(names), DataType::Struct(all)) => {
+                        let kept: Fields = all
+                            .iter()
+                            .filter(|f| names.contains(f.name()))
+                            .cloned()
+                            .collect();
+                        Arc::new(field.clone().with_data_type(DataType::Struct(kept)))
+                    }
+                    _ => Arc::new(field.clone()),
+                }
+            })
+            .collect::<Vec<_>>();
+        Ok(Arc::new(Schema::new_with_metadata(
+            fields,
+            physical.metadata().clone(),
+        )))
     }
 
     /// Every column.
@@ -127,6 +183,7 @@ impl Columns {
         Columns {
             physical: (0..stream.physical_schema.fields().len()).collect(),
             produced: (0..stream.schema.fields().len()).collect(),
+            row_fields: BTreeMap::new(),
         }
     }
 
@@ -146,28 +203,77 @@ impl Columns {
         for column in stream.watermark.iter().flat_map(|w| w.expr.column_refs()) {
             produced[schema.index_of(&column.name).ok()?] = true;
         }
-        let mut physical = vec![false; stream.physical_schema.fields().len()];
+        let mut uses = Uses::default();
         for (i, computed) in stream.computed.iter().enumerate() {
             if !produced[i] {
                 continue;
             }
-            let names: Vec<&str> = match computed {
-                Some(expr) => expr
-                    .column_refs()
-                    .into_iter()
-                    .map(|c| c.name.as_str())
-                    .collect(),
-                None => vec![schema.field(i).name().as_str()],
-            };
-            for name in names {
-                physical[stream.physical_schema.index_of(name).ok()?] = true;
+            match computed {
+                Some(expr) => uses.add(expr),
+                None => {
+                    uses.whole.insert(schema.field(i).name().clone());
+                }
+            }
+        }
+        let mut physical = vec![false; stream.physical_schema.fields().len()];
+        let mut row_fields = BTreeMap::new();
+        let by_field = stream.connector.reads_row_fields(&stream.options);
+        for name in uses.whole.iter().chain(uses.fields.keys()) {
+            let i = stream.physical_schema.index_of(name).ok()?;
+            physical[i] = true;
+            match uses.fields.get(name) {
+                Some(fields) if by_field && !uses.whole.contains(name) => {
+                    row_fields.insert(i, fields.clone());
+                }
+                _ => {}
             }
         }
         let columns = Columns {
             physical: (0..physical.len()).filter(|i| physical[*i]).collect(),
             produced: (0..produced.len()).filter(|i| produced[*i]).collect(),
+            row_fields,
         };
         (columns != Columns::all(stream)).then_some(columns)
+    }
+}
+
+/// The physical columns computed columns use: whole, or (a `ROW` column
+/// used only through `column.field`) by field.
+#[derive(Default)]
+struct Uses {
+    whole: BTreeSet<String>,
+    fields: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Uses {
+    fn add(&mut self, expr: &Expr) {
+        // Visiting cannot fail: the closure never returns an error.
+        let _ = expr.apply(|e| {
+            if let Some((column, field)) = field_access(e) {
+                self.fields
+                    .entry(column.name.clone())
+                    .or_default()
+                    .insert(field.to_string());
+                return Ok(TreeNodeRecursion::Jump);
+            }
+            if let Expr::Column(c) = e {
+                self.whole.insert(c.name.clone());
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+    }
+}
+
+/// `column.field` on a column: `get_field(column, 'field')`.
+fn field_access(expr: &Expr) -> Option<(&datafusion::common::Column, &str)> {
+    let Expr::ScalarFunction(f) = expr else {
+        return None;
+    };
+    match (f.func.name(), f.args.as_slice()) {
+        ("get_field", [Expr::Column(c), Expr::Literal(ScalarValue::Utf8(Some(field)), _)]) => {
+            Some((c, field.as_str()))
+        }
+        _ => None,
     }
 }
 
@@ -225,7 +331,8 @@ impl StreamScan {
     /// The source node reading `columns` of the stream.
     fn add_source(&self, columns: &Columns, lowering: &mut Lowering<'_>) -> Result<Lowered> {
         let def = &self.stream;
-        let spec = source_spec(def, &columns.physical)?;
+        let mut spec = source_spec(def, &columns.physical)?;
+        spec.schema = columns.read_schema(&def.physical_schema)?;
         let factory = def.connector.source(&spec)?;
         let physical = DFSchema::try_from_qualified_schema(def.name.as_str(), &spec.schema)?;
         let produced = Arc::new(
@@ -322,7 +429,13 @@ impl StreamScan {
 }
 
 /// The computed columns of `columns.produced`, evaluated on what the
-/// connector read; `None` when the stream computes none of them.
+/// connector read; empty when the stream computes none of them.
+///
+/// A `ROW` field a computed column reads (`bid.dateTime`) is taken out of
+/// its row first, in a projection of its own, and the computed columns
+/// read it as a plain column: DataFusion's `CASE` filters the columns its
+/// branches use for each branch, and a whole row column (strings and all)
+/// costs far more to filter than one timestamp.
 fn computed_columns(
     def: &StreamDef,
     columns: &Columns,
@@ -330,15 +443,35 @@ fn computed_columns(
     physical: &DFSchema,
     produced: &SchemaRef,
     lowering: &Lowering<'_>,
-) -> Result<Option<Arc<Projection>>> {
+) -> Result<Vec<Arc<Projection>>> {
     if !columns.produced.iter().any(|i| def.computed[*i].is_some()) {
-        return Ok(None);
+        return Ok(Vec::new());
     }
+    let mut stages = Vec::new();
+    let mut fields = FieldColumns::default();
+    let computed: Vec<Option<Expr>> = columns
+        .produced
+        .iter()
+        .map(|i| {
+            def.computed[*i]
+                .as_ref()
+                .map(|e| fields.extract(e))
+                .transpose()
+        })
+        .collect::<Result<_>>()?;
+    let read = if fields.accesses.is_empty() {
+        physical.clone()
+    } else {
+        let (stage, schema) = fields.projection(def, physical, lowering)?;
+        stages.push(Arc::new(stage));
+        schema
+    };
     let exprs = columns
         .produced
         .iter()
-        .map(|i| match &def.computed[*i] {
-            Some(expr) => lowering.physical(expr, physical),
+        .zip(&computed)
+        .map(|(i, computed)| match computed {
+            Some(expr) => lowering.physical(expr, &read),
             None => {
                 let name = def.schema.field(*i).name();
                 let at = spec.schema.index_of(name).map_err(DataFusionError::from)?;
@@ -346,11 +479,68 @@ fn computed_columns(
             }
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(Some(Arc::new(Projection::new(
+    stages.push(Arc::new(Projection::new(
         "computed columns",
         exprs,
         produced.clone(),
-    ))))
+    )));
+    Ok(stages)
+}
+
+/// The `ROW` fields computed columns read, as columns of their own.
+#[derive(Default)]
+struct FieldColumns {
+    /// Each distinct `column.field` and the name of its column.
+    accesses: Vec<(Expr, String)>,
+}
+
+impl FieldColumns {
+    /// `expr` reading each `column.field` from a column of its own.
+    fn extract(&mut self, expr: &Expr) -> Result<Expr> {
+        let rewritten = expr.clone().transform_down(|e| {
+            let Some((column, field)) = field_access(&e) else {
+                return Ok(Transformed::no(e));
+            };
+            let name = format!("__weir_field:{}.{field}", column.name);
+            if !self.accesses.iter().any(|(_, n)| *n == name) {
+                self.accesses.push((e.clone(), name.clone()));
+            }
+            let column = datafusion::common::Column::new(column.relation.clone(), name);
+            Ok(Transformed::new(
+                Expr::Column(column),
+                true,
+                TreeNodeRecursion::Jump,
+            ))
+        })?;
+        Ok(rewritten.data)
+    }
+
+    /// The projection passing every read column through and adding the
+    /// field columns, and the schema it produces.
+    fn projection(
+        &self,
+        def: &StreamDef,
+        physical: &DFSchema,
+        lowering: &Lowering<'_>,
+    ) -> Result<(Projection, DFSchema)> {
+        let read = physical.as_arrow();
+        let mut exprs: Vec<Arc<dyn PhysicalExpr>> = read
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Arc::new(Column::new(f.name(), i)) as Arc<dyn PhysicalExpr>)
+            .collect();
+        let mut fields: Vec<_> = read.fields().iter().cloned().collect();
+        for (access, name) in &self.accesses {
+            let expr = lowering.physical(access, physical)?;
+            let field = expr.return_field(read)?;
+            fields.push(Arc::new(field.as_ref().clone().with_name(name)));
+            exprs.push(expr);
+        }
+        let schema = Arc::new(Schema::new(fields));
+        let qualified = DFSchema::try_from_qualified_schema(def.name.as_str(), &schema)?;
+        Ok((Projection::new("row fields", exprs, schema), qualified))
+    }
 }
 
 /// The stream's `WATERMARK`, evaluated on the columns the source produces.

@@ -1,6 +1,6 @@
 //! From `'connector' = '...'` to sources and sinks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
@@ -50,6 +50,10 @@ pub struct TableSpec {
     pub checkpointing: bool,
     /// `PRIMARY KEY (...) NOT ENFORCED`: the columns that identify a row.
     pub primary_key: Vec<String>,
+    /// `ROW` columns of which the query reads only some fields, and those
+    /// fields: a source that [`Connector::reads_row_fields`] may leave the
+    /// others null. Empty: every field is read.
+    pub read_fields: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// A `METADATA` column: its index in the table's schema and its key.
@@ -136,9 +140,8 @@ pub trait Connector: Send + Sync {
         false
     }
 
-    /// Whether the source, reading a projection, also reads only some
-    /// fields of a `ROW` column: given that column declared with just
-    /// those fields (by name), it produces just those.
+    /// Whether the source reads only the fields of `ROW` columns the query
+    /// uses ([`TableSpec::read_fields`]), leaving the others null.
     fn reads_row_fields(&self, _options: &Options) -> bool {
         false
     }

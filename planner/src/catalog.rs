@@ -1,6 +1,6 @@
 //! The catalog: streams (sources and sinks) and views, by name.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
@@ -149,6 +149,9 @@ pub(crate) struct StreamTable {
     pub def: Arc<StreamDef>,
     /// Joined `FOR SYSTEM_TIME AS OF` this column of the other side.
     pub as_of: Option<String>,
+    /// `ROW` columns the query reads only some fields of, and those fields
+    /// ([`crate::row_fields`]).
+    pub read_fields: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl TableSource for StreamTable {

@@ -201,6 +201,7 @@ impl ContextProvider for Context<'_> {
             return Ok(Arc::new(StreamTable {
                 def: stream.clone(),
                 as_of: None,
+                read_fields: Default::default(),
             }));
         }
         if let Some((name, as_of)) = weir_sql::parse_lookup_name(table) {
@@ -208,6 +209,7 @@ impl ContextProvider for Context<'_> {
                 return Ok(Arc::new(StreamTable {
                     def: stream.clone(),
                     as_of: Some(as_of.to_string()),
+                    read_fields: Default::default(),
                 }));
             }
         }

@@ -34,6 +34,7 @@ mod over;
 mod query;
 mod rank;
 mod rewrite;
+mod row_fields;
 pub mod settings;
 mod show;
 mod types;

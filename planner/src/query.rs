@@ -303,6 +303,7 @@ impl Planner {
             metadata: sink.metadata.clone(),
             checkpointing: self.settings.checkpoint_interval().is_some(),
             primary_key: sink.primary_key(),
+            read_fields: Default::default(),
         };
         let factory = sink.connector.sink(&spec)?;
         let parallelism = sink.options.parse::<usize>("sink.parallelism")?;

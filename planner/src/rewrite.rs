@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{DFSchema, DFSchemaRef};
+use datafusion::error::DataFusionError;
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::{
     Aggregate, Expr, Join as JoinPlan, JoinType, Limit, LogicalPlan, TableScan,
@@ -65,12 +66,17 @@ impl Rewriter<'_> {
         needs: Needs,
     ) -> Result<Streaming> {
         match plan {
-            LogicalPlan::Projection(p) => match p.input.as_ref() {
-                LogicalPlan::Filter(f) if RankFilter::of(f).is_some() => {
-                    self.projection_over_top_n(p, f, needs)
+            LogicalPlan::Projection(p) => {
+                if let Some(narrowed) = crate::row_fields::narrowed(p)? {
+                    return self.rewrite_with(&narrowed, rowtime, needs);
                 }
-                _ => self.projection(p, plan, rowtime, needs),
-            },
+                match p.input.as_ref() {
+                    LogicalPlan::Filter(f) if RankFilter::of(f).is_some() => {
+                        self.projection_over_top_n(p, f, needs)
+                    }
+                    _ => self.projection(p, plan, rowtime, needs),
+                }
+            }
             LogicalPlan::SubqueryAlias(_) => self.stateless(plan, rowtime, needs),
             LogicalPlan::Filter(f) => match RankFilter::of(f) {
                 Some(found) => self.top_n(found, true, needs),
@@ -244,13 +250,19 @@ impl Rewriter<'_> {
             return Err(SqlError::new(format!("cannot read {}", scan.table_name)).into());
         };
         let placeholder = scan.table_name.table();
+        let pruned = pruned_window(window, scan.projection.as_deref())?;
+        let (window, projection) = match &pruned {
+            Some((pruned, projection)) => (pruned, Some(projection)),
+            None => (window, scan.projection.as_ref()),
+        };
         // The table a window function reads is planned on its own; a join
-        // in it needs the optimizer to find its keys.
+        // in it needs the optimizer to find its keys, and the columns left
+        // out need it to stop reading them.
         let has_join = window
             .input
             .exists(|p| Ok(matches!(p, LogicalPlan::Join(_))))
             .unwrap_or(false);
-        let input = if has_join {
+        let input = if has_join || pruned.is_some() {
             let optimized = crate::query::optimize(self.state, window.input.clone())?;
             self.rewrite(&optimized, Needs::Retractions)?
         } else {
@@ -273,7 +285,7 @@ impl Rewriter<'_> {
             plan: extension(node),
             props: input.props,
         };
-        match &scan.projection {
+        match projection {
             None => Ok(rows),
             Some(indices) => {
                 let exprs = indices
@@ -324,7 +336,13 @@ impl Rewriter<'_> {
         let keeps_key = key.iter().all(|k| projected.contains(k));
         let changes = def.connector.source_changes(&def.options);
         let scan_of = |projection: Option<Vec<usize>>, schema| -> Result<StreamScan> {
-            let mut node = StreamScan::new(def.clone(), projection, schema, self.settings)?;
+            let mut node = StreamScan::new(
+                def.clone(),
+                projection,
+                schema,
+                &table.read_fields,
+                self.settings,
+            )?;
             node.props.changelog = match changes {
                 SourceChanges::AppendOnly => Changelog::AppendOnly,
                 SourceChanges::Upsert => Changelog::Upsert { keys: key.clone() },
@@ -1063,4 +1081,71 @@ pub(crate) fn input_name(plan: &LogicalPlan) -> Option<String> {
         LogicalPlan::Filter(f) => input_name(&f.input),
         _ => None,
     }
+}
+
+/// A window table reading only the input columns its query uses (those
+/// of `projection`, the time attribute and the session keys), and the
+/// query's projection of it; `None` when it uses them all.
+fn pruned_window(
+    window: &WindowTable,
+    projection: Option<&[usize]>,
+) -> Result<Option<(WindowTable, Vec<usize>)>> {
+    let Some(projection) = projection else {
+        return Ok(None);
+    };
+    let input_schema = window.input.schema();
+    let inputs = input_schema.fields().len();
+    let mut used = vec![false; inputs];
+    used[window.time_index] = true;
+    for i in projection.iter().filter(|i| **i < inputs) {
+        used[*i] = true;
+    }
+    for key in &window.tvf.partition_by {
+        let Some(i) = input_schema
+            .fields()
+            .iter()
+            .position(|f| *f.name() == key.value)
+        else {
+            return Ok(None);
+        };
+        used[i] = true;
+    }
+    // A legacy session's keys are the query's other grouping columns, so
+    // they are in `projection`.
+    if used.iter().all(|u| *u) {
+        return Ok(None);
+    }
+    let kept: Vec<usize> = (0..inputs).filter(|i| used[*i]).collect();
+    let exprs: Vec<Expr> = kept
+        .iter()
+        .map(|i| Expr::Column(input_schema.qualified_field(*i).into()))
+        .collect();
+    let input = datafusion::logical_expr::LogicalPlanBuilder::from(window.input.clone())
+        .project(exprs)?
+        .build()?;
+    // The window columns follow the input's.
+    let at = |i: usize| match kept.iter().position(|k| *k == i) {
+        Some(p) => p,
+        None => kept.len() + (i - inputs),
+    };
+    let columns: Vec<usize> = kept
+        .iter()
+        .copied()
+        .chain(inputs..window.schema.fields().len())
+        .collect();
+    let schema = Arc::new(
+        window
+            .schema
+            .project(&columns)
+            .map_err(DataFusionError::from)?,
+    );
+    let pruned = WindowTable {
+        tvf: window.tvf.clone(),
+        input,
+        schema,
+        time_index: at(window.time_index),
+        processing_time: window.processing_time,
+        stream: window.stream.clone(),
+    };
+    Ok(Some((pruned, projection.iter().map(|i| at(*i)).collect())))
 }

@@ -2,10 +2,12 @@
 //! seeded RNG, its values appended to the columns of its kind, no
 //! per-event structs or strings.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, Int32Array, Int64Array, StringArray, StructArray, TimestampMillisecondArray,
+    new_null_array, Array, ArrayRef, Int32Array, Int64Array, StringArray, StructArray,
+    TimestampMillisecondArray,
 };
 use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::compute::cast;
@@ -20,11 +22,11 @@ use super::default_schema;
 use super::model::{extra, letters, price, Kind, Model, CHANNELS};
 
 /// Which of the generated columns the declared schema uses.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Default)]
 pub struct Wanted {
     /// Whether the values of each kind are read: events of a kind nobody
     /// reads are not generated, only timed (each event has its own RNG, so
-    /// this changes no other event). A row column declared with only its
+    /// this changes no other event). A row column read only for its
     /// `dateTime` needs no generated values: that is the event's time.
     pub person: bool,
     pub auction: bool,
@@ -34,16 +36,27 @@ pub struct Wanted {
     pub person_extra: bool,
     pub auction_extra: bool,
     pub bid_extra: bool,
+    /// Row columns of which only these fields are read; the others are
+    /// left null ([`weir_connectors::TableSpec::read_fields`]).
+    read_fields: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl Wanted {
-    pub fn of(schema: &SchemaRef) -> Self {
-        let fields = |column: &str| match schema.field_with_name(column).map(|f| f.data_type()) {
-            Ok(DataType::Struct(fields)) => fields.clone(),
-            _ => Fields::empty(),
+    pub fn of(schema: &SchemaRef, read_fields: &BTreeMap<String, BTreeSet<String>>) -> Self {
+        let read = |column: &str| -> Vec<String> {
+            let Ok(DataType::Struct(fields)) =
+                schema.field_with_name(column).map(|f| f.data_type())
+            else {
+                return Vec::new();
+            };
+            fields
+                .iter()
+                .map(|f| f.name().clone())
+                .filter(|f| read_fields.get(column).is_none_or(|read| read.contains(f)))
+                .collect()
         };
-        let generated = |column: &str| fields(column).iter().any(|f| f.name() != "dateTime");
-        let has_extra = |column: &str| fields(column).iter().any(|f| f.name() == "extra");
+        let generated = |column: &str| read(column).iter().any(|f| f != "dateTime");
+        let has_extra = |column: &str| read(column).iter().any(|f| f == "extra");
         Wanted {
             person: generated("person"),
             auction: generated("auction"),
@@ -51,7 +64,21 @@ impl Wanted {
             person_extra: has_extra("person"),
             auction_extra: has_extra("auction"),
             bid_extra: has_extra("bid"),
+            read_fields: read_fields.clone(),
         }
+    }
+
+    /// Every declared field read.
+    #[cfg(test)]
+    pub fn default_for(schema: &SchemaRef) -> Self {
+        Self::of(schema, &BTreeMap::new())
+    }
+
+    /// Whether `field` of row column `column` is read.
+    fn reads(&self, column: &str, field: &str) -> bool {
+        self.read_fields
+            .get(column)
+            .is_none_or(|read| read.contains(field))
     }
 }
 
@@ -81,13 +108,13 @@ impl ColumnarGenerator {
     /// any subset of its columns and fields, in any order and castable
     /// types).
     pub fn next_batch(&mut self, n: usize, schema: &SchemaRef) -> Result<RecordBatch> {
-        let mut columns = Columns::new(n, self.wanted);
+        let mut columns = Columns::new(n, &self.wanted);
         for _ in 0..n {
             let number = self.model.event_number(self.offset);
             self.offset += self.step;
             self.event(number, &mut columns);
         }
-        columns.finish(schema)
+        columns.finish(schema, &self.wanted)
     }
 
     fn event(&mut self, number: usize, out: &mut Columns) {
@@ -457,11 +484,10 @@ struct Columns {
     person: PersonColumns,
     auction: AuctionColumns,
     bid: BidColumns,
-    wanted: Wanted,
 }
 
 impl Columns {
-    fn new(n: usize, wanted: Wanted) -> Self {
+    fn new(n: usize, wanted: &Wanted) -> Self {
         // Only the generated kinds reserve room.
         let rows = |generated: bool| if generated { n } else { 0 };
         Columns {
@@ -470,20 +496,19 @@ impl Columns {
             person: PersonColumns::new(rows(wanted.person)),
             auction: AuctionColumns::new(rows(wanted.auction)),
             bid: BidColumns::new(rows(wanted.bid)),
-            wanted,
         }
     }
 
     /// The columns as a batch of the declared `schema`.
-    fn finish(self, schema: &SchemaRef) -> Result<RecordBatch> {
+    fn finish(self, schema: &SchemaRef, wanted: &Wanted) -> Result<RecordBatch> {
         let Columns {
             date_time,
             kinds,
             person,
             auction,
             bid,
-            wanted,
         } = self;
+        let rows = kinds.len();
         let event_type: ArrayRef = Arc::new(Int32Array::from_iter_values(kinds.iter().map(
             |kind| match kind {
                 Kind::Person => 0,
@@ -509,7 +534,7 @@ impl Columns {
         );
         // Each row column's fields in `default_schema`'s order; none when
         // its kind is not generated (then only its `dateTime` is declared).
-        let rows = [
+        let generated_rows = [
             (
                 "person",
                 match wanted.person {
@@ -546,7 +571,8 @@ impl Columns {
                 ("event_type", _) => as_type(&event_type, field)?,
                 ("dateTime", _) => as_type(&event_time, field)?,
                 (name, DataType::Struct(declared)) => {
-                    let Some((_, children, nulls)) = rows.iter().find(|(n, _, _)| *n == name)
+                    let Some((_, children, nulls)) =
+                        generated_rows.iter().find(|(n, _, _)| *n == name)
                     else {
                         return Err(unknown(name));
                     };
@@ -556,6 +582,9 @@ impl Columns {
                         .map(|f| {
                             if f.name() == "dateTime" {
                                 return as_type(&kind_time(nulls), f);
+                            }
+                            if !wanted.reads(name, f.name()) {
+                                return Ok(new_null_array(f.data_type(), rows));
                             }
                             let child = generated
                                 .iter()

@@ -286,10 +286,12 @@ impl Connector for NexmarkConnector {
         let settings = settings(&spec.options)?;
         check_schema(&spec.schema)?;
         let schema = spec.schema.clone();
+        let wanted = Wanted::of(&schema, &spec.read_fields);
         Ok(Arc::new(move |info| {
             Ok(Box::new(NexmarkSource::new(
                 settings.clone(),
                 schema.clone(),
+                wanted.clone(),
                 info.index,
                 info.parallelism,
             )) as Box<dyn Source>)
@@ -300,6 +302,7 @@ impl Connector for NexmarkConnector {
 struct NexmarkSource {
     settings: Settings,
     schema: SchemaRef,
+    wanted: Wanted,
     generator: ColumnarGenerator,
     subtask: u64,
     parallelism: u64,
@@ -313,7 +316,13 @@ struct NexmarkSource {
 }
 
 impl NexmarkSource {
-    fn new(settings: Settings, schema: SchemaRef, subtask: usize, parallelism: usize) -> Self {
+    fn new(
+        settings: Settings,
+        schema: SchemaRef,
+        wanted: Wanted,
+        subtask: usize,
+        parallelism: usize,
+    ) -> Self {
         let (subtask, parallelism) = (subtask as u64, parallelism.max(1) as u64);
         let quota = settings.events.map(|n| {
             if n > subtask {
@@ -322,7 +331,7 @@ impl NexmarkSource {
                 0
             }
         });
-        let generator = Self::generator(&settings, &schema, subtask, parallelism);
+        let generator = Self::generator(&settings, &wanted, subtask, parallelism);
         tracing::info!(
             subtask,
             base_time = settings.config.base_time,
@@ -332,6 +341,7 @@ impl NexmarkSource {
         NexmarkSource {
             settings,
             schema,
+            wanted,
             generator,
             subtask,
             parallelism,
@@ -343,17 +353,12 @@ impl NexmarkSource {
     }
 
     /// A generator of events `first, first + step, ...`.
-    fn generator(
-        settings: &Settings,
-        schema: &SchemaRef,
-        first: u64,
-        step: u64,
-    ) -> ColumnarGenerator {
+    fn generator(settings: &Settings, wanted: &Wanted, first: u64, step: u64) -> ColumnarGenerator {
         ColumnarGenerator::new(
             Arc::new(Model::new(settings.config.clone())),
             first,
             step,
-            Wanted::of(schema),
+            wanted.clone(),
         )
     }
 
@@ -433,7 +438,7 @@ impl Source for NexmarkSource {
         self.started = Instant::now();
         self.generator = Self::generator(
             &self.settings,
-            &self.schema,
+            &self.wanted,
             self.subtask + self.emitted * self.parallelism,
             self.parallelism,
         );
@@ -452,8 +457,11 @@ impl Source for NexmarkSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{Array, Int32Array, StructArray, TimestampMillisecondArray};
+    use datafusion::arrow::array::{
+        new_null_array, Array, ArrayRef, Int32Array, StructArray, TimestampMillisecondArray,
+    };
     use datafusion::arrow::record_batch::RecordBatch;
+    use std::collections::{BTreeMap, BTreeSet};
 
     /// The events as the `nexmark` crate builds them, one struct of
     /// strings each, turned into a batch field by field: the reference
@@ -688,6 +696,7 @@ mod tests {
         NexmarkSource::new(
             settings(&options).unwrap(),
             default_schema(),
+            Wanted::default_for(&default_schema()),
             subtask,
             parallelism,
         )
@@ -734,7 +743,13 @@ mod tests {
                 ("events.num", "3000".to_string()),
                 ("scan.batch-size", "500".to_string()),
             ]);
-            NexmarkSource::new(settings(&options).unwrap(), default_schema(), 0, 1)
+            NexmarkSource::new(
+                settings(&options).unwrap(),
+                default_schema(),
+                Wanted::default_for(&default_schema()),
+                0,
+                1,
+            )
         };
         let mut first = wall_clock();
         let mut before = Vec::new();
@@ -784,13 +799,15 @@ mod tests {
     }
 
     /// Events `offset, offset + step, ...` of `config`, from the crate and
-    /// from the columnar generator, as batches of `schema`.
+    /// from the columnar generator, as batches of `schema` of which the
+    /// generator reads only `read_fields`.
     fn both(
         config: NexmarkConfig,
         offset: u64,
         step: u64,
         n: usize,
         schema: &SchemaRef,
+        read_fields: &BTreeMap<String, BTreeSet<String>>,
     ) -> (RecordBatch, RecordBatch) {
         let events: Vec<nexmark::event::Event> = nexmark::EventGenerator::new(config.clone())
             .with_offset(offset)
@@ -802,7 +819,7 @@ mod tests {
             Arc::new(Model::new(config)),
             offset,
             step,
-            Wanted::of(schema),
+            Wanted::of(schema, read_fields),
         );
         let mut batches = Vec::new();
         // In several batches, so the generator's position carries over.
@@ -811,6 +828,36 @@ mod tests {
         }
         let actual = datafusion::arrow::compute::concat_batches(schema, &batches).unwrap();
         (expected, actual)
+    }
+
+    /// `batch` with the row fields not in `read_fields` null.
+    fn only_read(
+        batch: &RecordBatch,
+        read_fields: &BTreeMap<String, BTreeSet<String>>,
+    ) -> RecordBatch {
+        let columns = batch
+            .schema()
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .map(|(field, column)| match read_fields.get(field.name()) {
+                Some(read) => {
+                    let row = column.as_any().downcast_ref::<StructArray>().unwrap();
+                    let (fields, children, nulls) = row.clone().into_parts();
+                    let children = fields
+                        .iter()
+                        .zip(children)
+                        .map(|(f, c)| match read.contains(f.name()) {
+                            true => c,
+                            false => new_null_array(f.data_type(), c.len()),
+                        })
+                        .collect();
+                    Arc::new(StructArray::new(fields, children, nulls)) as ArrayRef
+                }
+                None => column.clone(),
+            })
+            .collect();
+        RecordBatch::try_new(batch.schema(), columns).unwrap()
     }
 
     /// The columnar generator writes exactly the events of the `nexmark`
@@ -858,8 +905,14 @@ mod tests {
         ];
         for (i, config) in configs.iter().enumerate() {
             for (offset, step) in [(0, 1), (1, 3), (123_456, 2)] {
-                let (expected, actual) =
-                    both(config.clone(), offset, step, 3000, &default_schema());
+                let (expected, actual) = both(
+                    config.clone(),
+                    offset,
+                    step,
+                    3000,
+                    &default_schema(),
+                    &BTreeMap::new(),
+                );
                 assert_eq!(expected, actual, "config {i}, offset {offset}, step {step}");
             }
         }
@@ -880,34 +933,21 @@ mod tests {
             ),
             Field::new("event_type", DataType::Int64, true),
         ]));
-        let (expected, actual) = both(base.clone(), 7, 1, 2000, &partial);
+        let (expected, actual) = both(base.clone(), 7, 1, 2000, &partial, &BTreeMap::new());
         assert_eq!(expected, actual, "a partial schema");
-        // What a scan reads when the computed `dateTime` is all it needs of
-        // people and auctions: their rows are timed, not generated.
-        let time = || {
-            Field::new(
-                "dateTime",
-                DataType::Timestamp(TimeUnit::Millisecond, None),
-                true,
-            )
-        };
-        let only_time = || DataType::Struct(Fields::from(vec![time()]));
-        let timed = Arc::new(Schema::new(vec![
-            Field::new("event_type", DataType::Int32, true),
-            Field::new("person", only_time(), true),
-            Field::new("auction", only_time(), true),
-            Field::new(
-                "bid",
-                DataType::Struct(Fields::from(vec![
-                    Field::new("extra", DataType::Utf8, true),
-                    time(),
-                ])),
-                true,
-            ),
-        ]));
-        let wanted = Wanted::of(&timed);
-        assert!(!wanted.person && !wanted.auction && wanted.bid);
-        let (expected, actual) = both(base, 0, 2, 3000, &timed);
+        // What a scan of Flink's DDL reads for a count of bids per auction:
+        // of people and auctions only the time (for the computed
+        // `dateTime`), of bids the auction and the time. The rest is null.
+        let fields = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
+        let read_fields = BTreeMap::from([
+            ("person".to_string(), fields(&["dateTime"])),
+            ("auction".to_string(), fields(&["dateTime"])),
+            ("bid".to_string(), fields(&["auction", "dateTime"])),
+        ]);
+        let wanted = Wanted::of(&default_schema(), &read_fields);
+        assert!(!wanted.person && !wanted.auction && wanted.bid && !wanted.bid_extra);
+        let (expected, actual) = both(base, 0, 2, 3000, &default_schema(), &read_fields);
+        let expected = only_read(&expected, &read_fields);
         assert_eq!(expected, actual, "row columns with only their time");
     }
 }

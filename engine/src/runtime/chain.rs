@@ -154,8 +154,20 @@ impl Chain {
         Ok(emitted)
     }
 
+    /// The clock ticks for the operators that asked for a timer
+    /// ([`Operator::timer_interval`]); the others of the chain only pass on
+    /// what those emit. (An event-time window told the wall-clock time would
+    /// take it for its watermark.)
     pub(crate) fn on_timer(&mut self, now: Millis) -> Result<Emitted> {
-        self.apply(0, Vec::new(), |_, op, ctx| op.on_timer(now, ctx), true)
+        self.apply(
+            0,
+            Vec::new(),
+            |_, op, ctx| match op.timer_interval() {
+                Some(_) => op.on_timer(now, ctx),
+                None => Ok(()),
+            },
+            true,
+        )
     }
 
     pub(crate) fn on_end(&mut self) -> Result<Emitted> {

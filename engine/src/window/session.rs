@@ -480,6 +480,10 @@ impl Operator for SessionWindowAggregate {
     }
 
     fn on_timer(&mut self, now: Millis, ctx: &mut OperatorContext<'_>) -> Result<()> {
+        // Only processing-time sessions follow the clock.
+        if !self.time.is_processing_time() {
+            return Ok(());
+        }
         self.fire_until(now - 1, ctx).map(|_| ())
     }
 
@@ -554,6 +558,19 @@ mod tests {
     fn rows_of_a_key_merge_into_sessions() {
         let mut h = Harness::new(operator());
         h.batch(rows(&[(1, 0), (1, 5), (2, 3), (1, 30)])).unwrap();
+        h.batch(rows(&[(1, 12), (2, 14), (1, 35), (3, 100)]))
+            .unwrap();
+        assert_batches_sorted_eq!(EXPECTED, &h.end().unwrap().take_output());
+    }
+
+    /// A timer (meant for another operator of the chain) does not close
+    /// event-time sessions: the watermark does.
+    #[test]
+    fn a_timer_does_not_close_event_time_sessions() {
+        let mut h = Harness::new(operator());
+        h.batch(rows(&[(1, 0), (1, 5), (2, 3), (1, 30)])).unwrap();
+        h.timer(1_700_000_000_000).unwrap();
+        assert!(h.take_output().is_empty());
         h.batch(rows(&[(1, 12), (2, 14), (1, 35), (3, 100)]))
             .unwrap();
         assert_batches_sorted_eq!(EXPECTED, &h.end().unwrap().take_output());

@@ -449,7 +449,8 @@ impl Operator for WindowAggregate {
     }
 
     fn on_timer(&mut self, now: Millis, ctx: &mut OperatorContext<'_>) -> Result<()> {
-        if self.mode != AggregateMode::Partial {
+        // Only processing-time windows follow the clock.
+        if self.mode != AggregateMode::Partial && self.time.is_processing_time() {
             self.fire_until(now - 1, ctx)?;
         }
         Ok(())
@@ -581,6 +582,21 @@ mod tests {
         }
         all.extend(again.end().unwrap().take_output());
         assert_batches_sorted_eq!(EXPECTED, &all);
+    }
+
+    /// The wall clock does not fire an event-time window: a timer (meant
+    /// for another operator of its chain) leaves it to the watermark, so
+    /// later rows of the window are not split off into a second result.
+    #[test]
+    fn a_timer_does_not_fire_event_time_windows() {
+        let mut h = Harness::new(tumble(AggregateMode::Single));
+        let input = input();
+        h.batch(input[0].clone()).unwrap();
+        h.timer(1_700_000_000_000).unwrap();
+        assert!(h.take_output().is_empty());
+        h.batch(input[1].clone()).unwrap();
+        h.end().unwrap();
+        assert_batches_sorted_eq!(EXPECTED, &h.take_output());
     }
 
     /// A row behind the watermark is late for its window (counted and

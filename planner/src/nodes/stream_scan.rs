@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Fields, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{DFSchema, DFSchemaRef, ScalarValue};
+use datafusion::common::{DFSchema, DFSchemaRef};
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_expr::expressions::Column;
@@ -21,6 +21,7 @@ use super::{node_core, StreamProps, StreamingNode};
 use crate::catalog::StreamDef;
 use crate::error::Result;
 use crate::lower::{Lowered, Lowering};
+use crate::row_fields::{field_access, Uses};
 use crate::settings::Settings;
 
 /// The scan of one stream.
@@ -47,6 +48,7 @@ impl StreamScan {
         stream: Arc<StreamDef>,
         projection: Option<Vec<usize>>,
         schema: DFSchemaRef,
+        read_fields: &BTreeMap<String, BTreeSet<String>>,
         settings: &Settings,
     ) -> Result<Self> {
         let spec = source_spec(&stream, &Columns::all(&stream).physical)?;
@@ -62,7 +64,7 @@ impl StreamScan {
         let bounded = stream.connector.is_bounded(&stream.options);
         let read = projection
             .as_ref()
-            .and_then(|p| Columns::pruned(&stream, p));
+            .and_then(|p| Columns::pruned(&stream, p, read_fields));
         Ok(StreamScan {
             stream,
             projection,
@@ -115,9 +117,10 @@ pub(crate) struct Columns {
     /// Columns of the stream the source node produces (indices into the
     /// stream's schema, computed ones included), in declaration order.
     pub produced: Vec<usize>,
-    /// `ROW` columns of `physical` of which only some fields are read
-    /// (computed columns use them by field name, and the connector reads
-    /// [`weir_connectors::Connector::reads_row_fields`]): their fields.
+    /// `ROW` columns of `physical` of which only some fields are read (the
+    /// query and the computed columns use them by field name, and the
+    /// connector [`weir_connectors::Connector::reads_row_fields`]): their
+    /// indices and those fields.
     pub row_fields: BTreeMap<usize, BTreeSet<String>>,
 }
 
@@ -151,31 +154,17 @@ impl Columns {
         })
     }
 
-    /// The schema the connector reads: `read`'s physical columns, each
-    /// narrowed row column with only its fields.
-    pub fn read_schema(&self, physical: &SchemaRef) -> Result<SchemaRef> {
-        let fields = self
-            .physical
+    /// The fields read of each narrowed row column, by column name.
+    pub fn read_fields(&self, stream: &StreamDef) -> BTreeMap<String, BTreeSet<String>> {
+        self.row_fields
             .iter()
-            .map(|i| {
-                let field = physical.field(*i);
-                match (self.row_fields.get(i), field.data_type()) {
-                    (Some(names), DataType::Struct(all)) => {
-                        let kept: Fields = all
-                            .iter()
-                            .filter(|f| names.contains(f.name()))
-                            .cloned()
-                            .collect();
-                        Arc::new(field.clone().with_data_type(DataType::Struct(kept)))
-                    }
-                    _ => Arc::new(field.clone()),
-                }
+            .map(|(i, fields)| {
+                (
+                    stream.physical_schema.field(*i).name().clone(),
+                    fields.clone(),
+                )
             })
-            .collect::<Vec<_>>();
-        Ok(Arc::new(Schema::new_with_metadata(
-            fields,
-            physical.metadata().clone(),
-        )))
+            .collect()
     }
 
     /// Every column.
@@ -191,7 +180,11 @@ impl Columns {
     /// some: the projected ones, what the watermark uses, and the physical
     /// columns their computed columns use. `None` when that is all of them
     /// (or the connector reads whole rows, or fills metadata columns).
-    fn pruned(stream: &StreamDef, projection: &[usize]) -> Option<Self> {
+    fn pruned(
+        stream: &StreamDef,
+        projection: &[usize],
+        read_fields: &BTreeMap<String, BTreeSet<String>>,
+    ) -> Option<Self> {
         if !stream.metadata.is_empty() || !stream.connector.reads_projection(&stream.options) {
             return None;
         }
@@ -211,7 +204,16 @@ impl Columns {
             match computed {
                 Some(expr) => uses.add(expr),
                 None => {
-                    uses.whole.insert(schema.field(i).name().clone());
+                    let name = schema.field(i).name();
+                    match read_fields.get(name) {
+                        Some(fields) => {
+                            let used = uses.fields.entry(name.clone()).or_default();
+                            used.extend(fields.iter().cloned());
+                        }
+                        None => {
+                            uses.whole.insert(name.clone());
+                        }
+                    }
                 }
             }
         }
@@ -237,46 +239,6 @@ impl Columns {
     }
 }
 
-/// The physical columns computed columns use: whole, or (a `ROW` column
-/// used only through `column.field`) by field.
-#[derive(Default)]
-struct Uses {
-    whole: BTreeSet<String>,
-    fields: BTreeMap<String, BTreeSet<String>>,
-}
-
-impl Uses {
-    fn add(&mut self, expr: &Expr) {
-        // Visiting cannot fail: the closure never returns an error.
-        let _ = expr.apply(|e| {
-            if let Some((column, field)) = field_access(e) {
-                self.fields
-                    .entry(column.name.clone())
-                    .or_default()
-                    .insert(field.to_string());
-                return Ok(TreeNodeRecursion::Jump);
-            }
-            if let Expr::Column(c) = e {
-                self.whole.insert(c.name.clone());
-            }
-            Ok(TreeNodeRecursion::Continue)
-        });
-    }
-}
-
-/// `column.field` on a column: `get_field(column, 'field')`.
-fn field_access(expr: &Expr) -> Option<(&datafusion::common::Column, &str)> {
-    let Expr::ScalarFunction(f) = expr else {
-        return None;
-    };
-    match (f.func.name(), f.args.as_slice()) {
-        ("get_field", [Expr::Column(c), Expr::Literal(ScalarValue::Utf8(Some(field)), _)]) => {
-            Some((c, field.as_str()))
-        }
-        _ => None,
-    }
-}
-
 /// What the connector is given to read `stream`: the physical columns of
 /// `read`.
 pub(crate) fn source_spec(stream: &StreamDef, read: &[usize]) -> Result<TableSpec> {
@@ -299,6 +261,7 @@ pub(crate) fn source_spec(stream: &StreamDef, read: &[usize]) -> Result<TableSpe
         metadata: stream.metadata.clone(),
         checkpointing: false,
         primary_key: stream.primary_key(),
+        read_fields: BTreeMap::new(),
     })
 }
 
@@ -332,7 +295,7 @@ impl StreamScan {
     fn add_source(&self, columns: &Columns, lowering: &mut Lowering<'_>) -> Result<Lowered> {
         let def = &self.stream;
         let mut spec = source_spec(def, &columns.physical)?;
-        spec.schema = columns.read_schema(&def.physical_schema)?;
+        spec.read_fields = columns.read_fields(def);
         let factory = def.connector.source(&spec)?;
         let physical = DFSchema::try_from_qualified_schema(def.name.as_str(), &spec.schema)?;
         let produced = Arc::new(

@@ -90,6 +90,30 @@ pub struct ColumnarGenerator {
     wanted: Wanted,
     /// The hot channels' URLs.
     hot_urls: Arc<Vec<String>>,
+    nulls: NullColumns,
+}
+
+/// All-null arrays of the batch length, made once per type and length: a
+/// field nobody reads is the same array in every batch.
+#[derive(Default)]
+struct NullColumns {
+    rows: usize,
+    arrays: Vec<(DataType, ArrayRef)>,
+}
+
+impl NullColumns {
+    fn get(&mut self, data_type: &DataType, rows: usize) -> ArrayRef {
+        if rows != self.rows {
+            self.arrays.clear();
+            self.rows = rows;
+        }
+        if let Some((_, array)) = self.arrays.iter().find(|(t, _)| t == data_type) {
+            return array.clone();
+        }
+        let array = new_null_array(data_type, rows);
+        self.arrays.push((data_type.clone(), array.clone()));
+        array
+    }
 }
 
 impl ColumnarGenerator {
@@ -101,6 +125,7 @@ impl ColumnarGenerator {
             step: step.max(1),
             wanted,
             hot_urls,
+            nulls: NullColumns::default(),
         }
     }
 
@@ -114,7 +139,7 @@ impl ColumnarGenerator {
             self.offset += self.step;
             self.event(number, &mut columns);
         }
-        columns.finish(schema, &self.wanted)
+        columns.finish(schema, &self.wanted, &mut self.nulls)
     }
 
     fn event(&mut self, number: usize, out: &mut Columns) {
@@ -500,7 +525,12 @@ impl Columns {
     }
 
     /// The columns as a batch of the declared `schema`.
-    fn finish(self, schema: &SchemaRef, wanted: &Wanted) -> Result<RecordBatch> {
+    fn finish(
+        self,
+        schema: &SchemaRef,
+        wanted: &Wanted,
+        null_columns: &mut NullColumns,
+    ) -> Result<RecordBatch> {
         let Columns {
             date_time,
             kinds,
@@ -584,7 +614,7 @@ impl Columns {
                                 return as_type(&kind_time(nulls), f);
                             }
                             if !wanted.reads(name, f.name()) {
-                                return Ok(new_null_array(f.data_type(), rows));
+                                return Ok(null_columns.get(f.data_type(), rows));
                             }
                             let child = generated
                                 .iter()

@@ -14,13 +14,15 @@ use datafusion::common::hash_utils::{create_hashes, RandomState};
 #[derive(Debug)]
 pub struct HeavyHitters {
     capacity: usize,
-    counters: HashMap<u64, Counter>,
+    /// Keyed by row hash; hashed again with a fast hasher (SipHash cost
+    /// more than the counting on a hot path).
+    counters: HashMap<u64, Counter, RandomState>,
     total: u64,
     /// Scratch space for one batch: row hashes, and each distinct key's
     /// (hash, rows, first row) with its index by hash.
     hashes: Vec<u64>,
     distinct: Vec<(u64, u64, usize)>,
-    positions: HashMap<u64, usize>,
+    positions: HashMap<u64, usize, RandomState>,
 }
 
 #[derive(Debug, Clone)]
@@ -46,11 +48,11 @@ impl HeavyHitters {
     pub fn new(capacity: usize) -> Self {
         HeavyHitters {
             capacity: capacity.max(1),
-            counters: HashMap::new(),
+            counters: HashMap::with_hasher(RandomState::default()),
             total: 0,
             hashes: Vec::new(),
             distinct: Vec::new(),
-            positions: HashMap::new(),
+            positions: HashMap::with_hasher(RandomState::default()),
         }
     }
 

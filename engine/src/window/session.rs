@@ -19,6 +19,7 @@ use datafusion::arrow::compute::{interleave, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::hash_utils::RandomState;
 use datafusion::common::DataFusionError;
 
 use super::{OutputLayout, TimeSource, WATERMARK_TABLE};
@@ -72,12 +73,68 @@ pub struct SessionWindowAggregate {
     layout: Arc<OutputLayout>,
     converter: RowConverter,
     fire_key_schema: SchemaRef,
-    sessions: HashMap<Vec<u8>, Vec<Session>>,
-    timers: BTreeSet<(Millis, Vec<u8>)>,
+    /// Open sessions by key (row encoding of the session key).
+    sessions: OpenSessions,
+    /// Session ends by key number: a timer is two integers, so moving a
+    /// session's end (every row that extends it) allocates nothing.
+    timers: BTreeSet<(Millis, u64)>,
     buffers: HashMap<BufferId, Buffer>,
     next_buffer: BufferId,
     buffered_rows: usize,
     watermark: Millis,
+}
+
+/// The open sessions of one key.
+#[derive(Default)]
+struct KeySessions {
+    key: Vec<u8>,
+    list: Vec<Session>,
+}
+
+/// The open sessions of every key, keys numbered for the timers.
+#[derive(Default)]
+struct OpenSessions {
+    ids: HashMap<Vec<u8>, u64, RandomState>,
+    by_id: HashMap<u64, KeySessions, RandomState>,
+    next_id: u64,
+}
+
+impl OpenSessions {
+    /// The number of `key`, numbering it if it has no open session.
+    fn id(&mut self, key: &[u8]) -> u64 {
+        if let Some(id) = self.ids.get(key) {
+            return *id;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.ids.insert(key.to_vec(), id);
+        self.by_id.insert(
+            id,
+            KeySessions {
+                key: key.to_vec(),
+                list: Vec::new(),
+            },
+        );
+        id
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&Vec<Session>> {
+        let id = self.ids.get(key)?;
+        self.by_id.get(id).map(|k| &k.list)
+    }
+
+    fn list(&mut self, id: u64) -> &mut Vec<Session> {
+        &mut self.by_id.entry(id).or_default().list
+    }
+
+    /// Forgets key number `id` when it has no open session left.
+    fn forget_if_empty(&mut self, id: u64) {
+        if self.by_id.get(&id).is_some_and(|k| k.list.is_empty()) {
+            if let Some(k) = self.by_id.remove(&id) {
+                self.ids.remove(&k.key);
+            }
+        }
+    }
 }
 
 impl SessionWindowAggregate {
@@ -119,7 +176,7 @@ impl SessionWindowAggregate {
             partition_keys,
             time,
             layout,
-            sessions: HashMap::new(),
+            sessions: OpenSessions::default(),
             timers: BTreeSet::new(),
             buffers: HashMap::new(),
             next_buffer: 0,
@@ -210,10 +267,8 @@ impl SessionWindowAggregate {
                 continue;
             }
             live += 1;
-            let list = match self.sessions.get_mut(key) {
-                Some(list) => list,
-                None => self.sessions.entry(key.to_vec()).or_default(),
-            };
+            let id = self.sessions.id(key);
+            let list = self.sessions.list(id);
             // The merged session grows from the largest one it takes in, so
             // a row joining a long session costs one push, not a copy of it.
             let mut merged = Session {
@@ -223,7 +278,7 @@ impl SessionWindowAggregate {
             };
             for j in overlapping.into_iter().rev() {
                 let mut old = list.swap_remove(j);
-                self.timers.remove(&(old.end, key.to_vec()));
+                self.timers.remove(&(old.end, id));
                 if old.rows.len() > merged.rows.len() {
                     std::mem::swap(&mut old.rows, &mut merged.rows);
                 }
@@ -231,7 +286,7 @@ impl SessionWindowAggregate {
             }
             merged.rows.push((buffer, i as u32));
             list.push(merged);
-            self.timers.insert((end, key.to_vec()));
+            self.timers.insert((end, id));
         }
         if !late.is_empty() {
             ctx.emit_late(take_record_batch(batch, &UInt32Array::from(late))?);
@@ -265,19 +320,19 @@ impl SessionWindowAggregate {
                 done = false;
                 break;
             }
-            let Some((end, key)) = self.timers.pop_first() else {
+            let Some((end, id)) = self.timers.pop_first() else {
                 break;
             };
-            if let Some(list) = self.sessions.get_mut(&key) {
-                if let Some(j) = list.iter().position(|s| s.end == end) {
-                    let session = list.swap_remove(j);
-                    rows += session.rows.len();
-                    fired.push(session);
-                }
-                if list.is_empty() {
-                    self.sessions.remove(&key);
-                }
+            // A timer outlives its session when a later row moved the end.
+            let Some(KeySessions { list, .. }) = self.sessions.by_id.get_mut(&id) else {
+                continue;
+            };
+            if let Some(j) = list.iter().position(|s| s.end == end) {
+                let session = list.swap_remove(j);
+                rows += session.rows.len();
+                fired.push(session);
             }
+            self.sessions.forget_if_empty(id);
         }
         if !fired.is_empty() {
             for session in &fired {
@@ -374,8 +429,8 @@ impl SessionWindowAggregate {
         let ids: Vec<BufferId> = self.buffers.keys().copied().collect();
         let position: HashMap<BufferId, usize> =
             ids.iter().enumerate().map(|(p, id)| (*id, p)).collect();
-        for (key, sessions) in &self.sessions {
-            for session in sessions {
+        for KeySessions { key, list } in self.sessions.by_id.values() {
+            for session in list {
                 let ordinal = starts.len() as u32;
                 keys.push(key.as_slice());
                 starts.push(session.start);
@@ -451,9 +506,10 @@ impl SessionWindowAggregate {
             );
         }
         for (i, session) in restored.into_iter().enumerate() {
-            let key = keys.value(i).to_vec();
-            self.timers.insert((session.end, key.clone()));
-            self.sessions.entry(key).or_default().push(session);
+            let end = session.end;
+            let id = self.sessions.id(keys.value(i));
+            self.sessions.list(id).push(session);
+            self.timers.insert((end, id));
         }
         Ok(())
     }

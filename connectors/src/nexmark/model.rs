@@ -11,6 +11,7 @@ use std::sync::LazyLock;
 use nexmark::config::{NexmarkConfig, RateShape};
 use rand08::rngs::SmallRng;
 use rand08::{Rng, RngCore, SeedableRng};
+use strength_reduce::StrengthReducedUsize;
 
 /// The kind of an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +26,11 @@ pub enum Kind {
 pub struct Model {
     pub cfg: NexmarkConfig,
     pub proportion_denominator: usize,
+    /// `proportion_denominator` and the out-of-order group size as
+    /// divisors that multiply instead of dividing: every event divides by
+    /// them several times.
+    denominator: StrengthReducedUsize,
+    group: StrengthReducedUsize,
     step_length: usize,
     events_per_epoch: usize,
     epoch_period: f32,
@@ -73,6 +79,8 @@ impl Model {
             }
         }
         Model {
+            denominator: StrengthReducedUsize::new(proportion_denominator.max(1)),
+            group: StrengthReducedUsize::new(cfg.out_of_order_group_size.max(1)),
             cfg,
             proportion_denominator,
             step_length,
@@ -86,7 +94,7 @@ impl Model {
     pub fn event_number(&self, offset: u64) -> usize {
         let n = self.cfg.out_of_order_group_size;
         let number = self.cfg.first_event_number + offset as usize;
-        (number / n) * n + (number * 953) % n
+        (number / self.group) * n + (number * 953) % self.group
     }
 
     /// When event `number` happens (ms since the epoch).
@@ -116,7 +124,7 @@ impl Model {
     }
 
     pub fn kind(&self, number: usize) -> Kind {
-        let rem = number % self.proportion_denominator;
+        let rem = number % self.denominator;
         if rem < self.cfg.person_proportion {
             Kind::Person
         } else if rem < self.cfg.person_proportion + self.cfg.auction_proportion {
@@ -132,9 +140,8 @@ impl Model {
     /// build; it panics in a debug one): wrapping here gives its values
     /// and never panics.
     pub fn last_person(&self, event_id: usize) -> usize {
-        let epoch = event_id / self.proportion_denominator;
-        let offset = (event_id % self.proportion_denominator)
-            .min(self.cfg.person_proportion.wrapping_sub(1));
+        let (epoch, offset) = StrengthReducedUsize::div_rem(event_id, self.denominator);
+        let offset = offset.min(self.cfg.person_proportion.wrapping_sub(1));
         epoch
             .wrapping_mul(self.cfg.person_proportion)
             .wrapping_add(offset)
@@ -150,8 +157,7 @@ impl Model {
 
     /// The last auction id (base 0) at event id `event_id`.
     pub fn last_auction(&self, event_id: usize) -> usize {
-        let mut epoch = event_id / self.proportion_denominator;
-        let mut offset = event_id % self.proportion_denominator;
+        let (mut epoch, mut offset) = StrengthReducedUsize::div_rem(event_id, self.denominator);
         let (person, auction) = (self.cfg.person_proportion, self.cfg.auction_proportion);
         if offset < person {
             epoch = epoch.wrapping_sub(1);

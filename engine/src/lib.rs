@@ -12,6 +12,7 @@ pub mod aggregate;
 pub mod changelog;
 pub mod checkpoint;
 pub mod error;
+pub mod generations;
 pub mod graph;
 pub mod message;
 pub mod metrics;

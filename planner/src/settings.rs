@@ -119,6 +119,7 @@ pub const SETTINGS: &[Setting] = &[
     setting("metrics.latency.interval", Kind::Duration, Some("1s"), "how often sources send latency markers; '0' turns them off"),
     setting("metrics.detailed", Kind::Bool, Some("true"), "per-batch timing, histograms, hot keys and latency markers; 'false' keeps counters only"),
     setting("execution.runtime-mode", Kind::Choice(&["automatic", "streaming", "batch"]), Some("automatic"), "'streaming': a GROUP BY without a window emits its changes as rows arrive, on bounded input too; 'automatic': on bounded input it emits its final rows once, at the end; 'batch': as 'automatic', and every source must be bounded"),
+    setting("execution.target", Kind::Choice(&["local"]), Some("local"), "where a job runs: 'local', this process on all its cores. Flink's 'kafka'-coordinated cluster mode (one job across many weir processes) is designed in docs/cluster-protocol.md and not built yet"),
     setting("sql-client.execution.result-mode", Kind::Choice(&["table", "changelog", "tableau"]), Some("table"), "how the shell and weir run show an updating result: 'table' (the result, changed in place), 'changelog' (each change with an op column)"),
 ];
 

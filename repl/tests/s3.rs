@@ -247,3 +247,49 @@ fn an_s3_path_names_one_object_or_a_prefix_and_must_match_something() {
         "{err}"
     );
 }
+
+/// The cluster protocol's generations (docs/cluster-protocol.md) on a real
+/// S3 server: processes racing to start the next generation all adopt the
+/// one object that a create-if-absent write let exist.
+#[test]
+fn generations_are_created_once_on_s3() {
+    use std::sync::Arc;
+    use weir::crates::connectors::{store, Options};
+    use weir::crates::engine::generations::Generations;
+
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("seaweed");
+    std::fs::create_dir_all(&data).unwrap();
+    let server = start_seaweed(&data);
+    let options = Options::new([
+        ("s3.endpoint", format!("http://127.0.0.1:{}", server.s3)),
+        ("s3.access_key_id", "weir".to_string()),
+        ("s3.secret_access_key", "weir".to_string()),
+        ("s3.region", "us-east-1".to_string()),
+        ("s3.allow_http", "true".to_string()),
+    ]);
+    let location = store::resolve("s3://weir/job", &options, false).unwrap();
+    let generations = Arc::new(Generations::new(
+        location.store,
+        datafusion::object_store::path::Path::from("job/generations"),
+    ));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let racers: Vec<_> = (0..4u64)
+            .map(|i| {
+                let generations = generations.clone();
+                tokio::spawn(async move { generations.next(0, Some(i), &format!("p{i}")).await })
+            })
+            .collect();
+        let mut adopted = Vec::new();
+        for racer in racers {
+            adopted.push(racer.await.unwrap().unwrap());
+        }
+        assert!(adopted.iter().all(|g| *g == adopted[0]), "{adopted:?}");
+        assert_eq!(adopted[0].number, 1);
+        assert_eq!(
+            generations.latest().await.unwrap(),
+            Some(adopted[0].clone())
+        );
+    });
+}

@@ -1,0 +1,191 @@
+//! Generations of a job that several processes run together.
+//!
+//! The first piece of the cluster protocol (`docs/cluster-protocol.md`):
+//! when any task moves between processes, every process rolls back to the
+//! last complete checkpoint under a new generation. The generation is an
+//! object in the checkpoint store, created only if absent, so of several
+//! processes that start generation `g + 1` at once exactly one creates it
+//! and all of them adopt what it says. Nothing else decides.
+//!
+//! ```
+//! # tokio_test_block_on(async {
+//! use std::sync::Arc;
+//! use datafusion::object_store::memory::InMemory;
+//! use datafusion::object_store::path::Path;
+//! use weir_engine::generations::Generations;
+//!
+//! let generations = Generations::new(Arc::new(InMemory::new()), Path::from("job/generations"));
+//! let first = generations.next(0, Some(7), "process-a").await.unwrap();
+//! // Another process that saw the same rebalance adopts the same generation.
+//! let same = generations.next(0, Some(9), "process-b").await.unwrap();
+//! assert_eq!(first, same);
+//! assert_eq!((first.number, first.base), (1, Some(7)));
+//! # });
+//! # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+//! #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+//! # }
+//! ```
+
+use std::sync::Arc;
+
+use datafusion::object_store::path::Path;
+use datafusion::object_store::{
+    Error as StoreError, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+};
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EngineError, Result};
+use crate::message::CheckpointId;
+
+/// One generation: its number, the checkpoint every task restores from
+/// (`None`: the job's start), and the process that created it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Generation {
+    pub number: u64,
+    pub base: Option<CheckpointId>,
+    pub creator: String,
+}
+
+/// The generations of one job, under a folder of the checkpoint store.
+pub struct Generations {
+    store: Arc<dyn ObjectStore>,
+    dir: Path,
+}
+
+impl Generations {
+    pub fn new(store: Arc<dyn ObjectStore>, dir: Path) -> Self {
+        Generations { store, dir }
+    }
+
+    /// The newest generation, if any was started.
+    pub async fn latest(&self) -> Result<Option<Generation>> {
+        let objects: Vec<_> = self
+            .store
+            .list(Some(&self.dir))
+            .try_collect()
+            .await
+            .map_err(store_error)?;
+        let newest = objects
+            .iter()
+            .filter_map(|o| o.location.filename()?.parse::<u64>().ok())
+            .max();
+        match newest {
+            Some(number) => self.read(number).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Starts the generation after `current`, restoring from `base`; when
+    /// another process started it first, its generation (and its base) is
+    /// the one returned.
+    pub async fn next(
+        &self,
+        current: u64,
+        base: Option<CheckpointId>,
+        creator: &str,
+    ) -> Result<Generation> {
+        let proposed = Generation {
+            number: current + 1,
+            base,
+            creator: creator.to_string(),
+        };
+        let body = serde_json::to_vec(&proposed).map_err(store_error)?;
+        let create = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .store
+            .put_opts(&self.path(proposed.number), PutPayload::from(body), create)
+            .await
+        {
+            Ok(_) => Ok(proposed),
+            Err(StoreError::AlreadyExists { .. }) => self.read(proposed.number).await,
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    async fn read(&self, number: u64) -> Result<Generation> {
+        let bytes = self
+            .store
+            .get(&self.path(number))
+            .await
+            .map_err(store_error)?
+            .bytes()
+            .await
+            .map_err(store_error)?;
+        serde_json::from_slice(&bytes).map_err(store_error)
+    }
+
+    /// Zero-padded, so names sort as numbers.
+    fn path(&self, number: u64) -> Path {
+        self.dir.clone().join(format!("{number:020}"))
+    }
+}
+
+fn store_error(e: impl std::fmt::Display) -> EngineError {
+    EngineError::connector("generations", e)
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::object_store::local::LocalFileSystem;
+
+    use super::*;
+
+    fn local(dir: &tempfile::TempDir) -> Generations {
+        let store = LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+        Generations::new(Arc::new(store), Path::from("job/generations"))
+    }
+
+    /// Processes that see the same task movement race to start the next
+    /// generation: exactly one proposal wins, and every process gets it.
+    #[tokio::test]
+    async fn racing_processes_adopt_one_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let generations = Arc::new(local(&dir));
+        assert_eq!(generations.latest().await.unwrap(), None);
+        let racers: Vec<_> = (0..8)
+            .map(|i| {
+                let generations = generations.clone();
+                tokio::spawn(async move {
+                    generations
+                        .next(0, Some(i), &format!("process-{i}"))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut adopted = Vec::new();
+        for racer in racers {
+            adopted.push(racer.await.unwrap());
+        }
+        let winner = adopted[0].clone();
+        assert!(adopted.iter().all(|g| *g == winner), "{adopted:?}");
+        assert_eq!(winner.number, 1);
+        assert_eq!(
+            winner.creator,
+            format!("process-{}", winner.base.unwrap()),
+            "the base is the creator's proposal"
+        );
+        assert_eq!(generations.latest().await.unwrap(), Some(winner));
+    }
+
+    /// Generations follow one another, and the newest is found by number
+    /// (not by name order alone: names are padded so both agree).
+    #[tokio::test]
+    async fn the_latest_is_the_highest_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let generations = local(&dir);
+        let mut current = 0;
+        for base in [None, Some(3), Some(12)] {
+            current = generations.next(current, base, "p").await.unwrap().number;
+        }
+        let latest = generations.latest().await.unwrap().unwrap();
+        assert_eq!((latest.number, latest.base), (3, Some(12)));
+        // A process still on generation 1 proposing 2 gets the existing 2.
+        let stale = generations.next(1, Some(99), "late").await.unwrap();
+        assert_eq!((stale.number, stale.base), (2, Some(3)));
+    }
+}

@@ -12,14 +12,15 @@
 //! use std::sync::Arc;
 //! use datafusion::object_store::memory::InMemory;
 //! use datafusion::object_store::path::Path;
-//! use weir_engine::generations::Generations;
+//! use weir_engine::generations::{Base, Generations};
 //!
 //! let generations = Generations::new(Arc::new(InMemory::new()), Path::from("job/generations"));
-//! let first = generations.next(0, Some(7), "process-a").await.unwrap();
+//! let at = |epoch| Some(Base { generation: 0, epoch });
+//! let first = generations.next(0, at(7), "process-a").await.unwrap();
 //! // Another process that saw the same rebalance adopts the same generation.
-//! let same = generations.next(0, Some(9), "process-b").await.unwrap();
+//! let same = generations.next(0, at(9), "process-b").await.unwrap();
 //! assert_eq!(first, same);
-//! assert_eq!((first.number, first.base), (1, Some(7)));
+//! assert_eq!((first.number, first.base), (1, at(7)));
 //! # });
 //! # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
 //! #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
@@ -36,15 +37,21 @@ use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
-use crate::message::CheckpointId;
 
-/// One generation: its number, the checkpoint every task restores from
-/// (`None`: the job's start), and the process that created it.
+/// One generation: its number, the complete epoch every task restores
+/// from (`None`: the job's start), and the process that created it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Generation {
     pub number: u64,
-    pub base: Option<CheckpointId>,
+    pub base: Option<Base>,
     pub creator: String,
+}
+
+/// A complete epoch of an earlier generation ([`crate::epochs`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Base {
+    pub generation: u64,
+    pub epoch: u64,
 }
 
 /// The generations of one job, under a folder of the checkpoint store.
@@ -82,7 +89,7 @@ impl Generations {
     pub async fn next(
         &self,
         current: u64,
-        base: Option<CheckpointId>,
+        base: Option<Base>,
         creator: &str,
     ) -> Result<Generation> {
         let proposed = Generation {
@@ -134,6 +141,13 @@ mod tests {
 
     use super::*;
 
+    fn epoch(epoch: u64) -> Option<Base> {
+        Some(Base {
+            generation: 0,
+            epoch,
+        })
+    }
+
     fn local(dir: &tempfile::TempDir) -> Generations {
         let store = LocalFileSystem::new_with_prefix(dir.path()).unwrap();
         Generations::new(Arc::new(store), Path::from("job/generations"))
@@ -151,7 +165,7 @@ mod tests {
                 let generations = generations.clone();
                 tokio::spawn(async move {
                     generations
-                        .next(0, Some(i), &format!("process-{i}"))
+                        .next(0, epoch(i), &format!("process-{i}"))
                         .await
                         .unwrap()
                 })
@@ -166,7 +180,7 @@ mod tests {
         assert_eq!(winner.number, 1);
         assert_eq!(
             winner.creator,
-            format!("process-{}", winner.base.unwrap()),
+            format!("process-{}", winner.base.unwrap().epoch),
             "the base is the creator's proposal"
         );
         assert_eq!(generations.latest().await.unwrap(), Some(winner));
@@ -179,13 +193,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let generations = local(&dir);
         let mut current = 0;
-        for base in [None, Some(3), Some(12)] {
+        for base in [None, epoch(3), epoch(12)] {
             current = generations.next(current, base, "p").await.unwrap().number;
         }
         let latest = generations.latest().await.unwrap().unwrap();
-        assert_eq!((latest.number, latest.base), (3, Some(12)));
+        assert_eq!((latest.number, latest.base), (3, epoch(12)));
         // A process still on generation 1 proposing 2 gets the existing 2.
-        let stale = generations.next(1, Some(99), "late").await.unwrap();
-        assert_eq!((stale.number, stale.base), (2, Some(3)));
+        let stale = generations.next(1, epoch(99), "late").await.unwrap();
+        assert_eq!((stale.number, stale.base), (2, epoch(3)));
     }
 }

@@ -11,6 +11,7 @@
 pub mod aggregate;
 pub mod changelog;
 pub mod checkpoint;
+pub mod epochs;
 pub mod error;
 pub mod generations;
 pub mod graph;

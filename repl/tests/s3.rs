@@ -255,7 +255,7 @@ fn an_s3_path_names_one_object_or_a_prefix_and_must_match_something() {
 fn generations_are_created_once_on_s3() {
     use std::sync::Arc;
     use weir::crates::connectors::{store, Options};
-    use weir::crates::engine::generations::Generations;
+    use weir::crates::engine::generations::{Base, Generations};
 
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("seaweed");
@@ -278,7 +278,11 @@ fn generations_are_created_once_on_s3() {
         let racers: Vec<_> = (0..4u64)
             .map(|i| {
                 let generations = generations.clone();
-                tokio::spawn(async move { generations.next(0, Some(i), &format!("p{i}")).await })
+                let base = Some(Base {
+                    generation: 0,
+                    epoch: i,
+                });
+                tokio::spawn(async move { generations.next(0, base, &format!("p{i}")).await })
             })
             .collect();
         let mut adopted = Vec::new();

@@ -71,6 +71,15 @@ fn start_seaweed(dir: &Path) -> Seaweed {
     }
 }
 
+/// A temporary directory and a SeaweedFS keeping its data in it.
+fn seaweed_in_tempdir() -> (tempfile::TempDir, Seaweed) {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("seaweed");
+    std::fs::create_dir_all(&data).unwrap();
+    let server = start_seaweed(&data);
+    (root, server)
+}
+
 /// Whether `curl -sf ARGS` succeeds (anonymous access, as SeaweedFS allows
 /// when no identities are configured).
 fn curl_ok(args: &[&str]) -> bool {
@@ -123,10 +132,7 @@ fn read_back(s3: u16, path: &str) -> Vec<String> {
 
 #[test]
 fn exactly_once_parquet_with_checkpoints_on_s3() {
-    let root = tempfile::tempdir().unwrap();
-    let data = root.path().join("seaweed");
-    std::fs::create_dir_all(&data).unwrap();
-    let server = start_seaweed(&data);
+    let (root, server) = seaweed_in_tempdir();
     let s3 = server.s3;
 
     // On S3: run, kill once mid-way, restart to the end.
@@ -201,10 +207,7 @@ fn exactly_once_parquet_with_checkpoints_on_s3() {
 /// that matches nothing fails the job instead of reading nothing.
 #[test]
 fn an_s3_path_names_one_object_or_a_prefix_and_must_match_something() {
-    let root = tempfile::tempdir().unwrap();
-    let data = root.path().join("seaweed");
-    std::fs::create_dir_all(&data).unwrap();
-    let server = start_seaweed(&data);
+    let (root, server) = seaweed_in_tempdir();
     let s3 = server.s3;
     let line = |k: i64| format!("{{\"k\": {k}}}\n");
     for (key, text) in [
@@ -257,10 +260,7 @@ fn generations_are_created_once_on_s3() {
     use weir::crates::connectors::{store, Options};
     use weir::crates::engine::generations::{Base, Generations};
 
-    let root = tempfile::tempdir().unwrap();
-    let data = root.path().join("seaweed");
-    std::fs::create_dir_all(&data).unwrap();
-    let server = start_seaweed(&data);
+    let (_data, server) = seaweed_in_tempdir();
     let options = Options::new([
         ("s3.endpoint", format!("http://127.0.0.1:{}", server.s3)),
         ("s3.access_key_id", "weir".to_string()),

@@ -207,6 +207,47 @@ impl fmt::Display for Graph {
     }
 }
 
+/// One stage of a job that several processes run together
+/// (`docs/cluster-protocol.md`): nodes joined by forward edges. A stage
+/// starts at a source or at a node that takes rows from another stage: a
+/// key shuffle, a broadcast, a rebalance, or more than one input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stage {
+    /// In data-flow order; the first is where the stage starts.
+    pub nodes: Vec<NodeId>,
+    /// The stages feeding this one, and how rows cross to it.
+    pub upstream: Vec<(usize, EdgeKind)>,
+}
+
+impl Graph {
+    /// The graph cut into stages, in data-flow order.
+    pub fn stages(&self) -> Vec<Stage> {
+        let mut stages: Vec<Stage> = Vec::new();
+        let mut stage_of = vec![0; self.nodes.len()];
+        for id in topological_order(self) {
+            let inputs: Vec<&Edge> = self.inputs(id).collect();
+            match inputs.as_slice() {
+                [only] if only.kind == EdgeKind::Forward => {
+                    let stage = stage_of[only.from];
+                    stage_of[id] = stage;
+                    stages[stage].nodes.push(id);
+                }
+                _ => {
+                    stage_of[id] = stages.len();
+                    stages.push(Stage {
+                        nodes: vec![id],
+                        upstream: inputs
+                            .iter()
+                            .map(|e| (stage_of[e.from], e.kind.clone()))
+                            .collect(),
+                    });
+                }
+            }
+        }
+        stages
+    }
+}
+
 /// Nodes ordered so that every node comes after its inputs.
 pub fn topological_order(graph: &Graph) -> Vec<NodeId> {
     let mut order = Vec::with_capacity(graph.nodes.len());

@@ -1,0 +1,322 @@
+//! What a consuming task makes of the records its upstream stage's
+//! producers write (`docs/cluster-protocol.md`, "Records between
+//! stages"): the minimum watermark over the producers, checkpoint
+//! barriers aligned over them (rows of a producer past its barrier are
+//! held until every producer's barrier has come), and the end once every
+//! producer has ended. Records of another generation are skipped. The
+//! same rules the local runtime applies over its input channels.
+//!
+//! Not used by a runtime yet.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use datafusion::arrow::record_batch::RecordBatch;
+use weir_engine::{EngineError, Result};
+
+use super::stage_records::{StageMessage, StageRecord};
+
+/// What the task does next, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InputEvent {
+    Rows(RecordBatch),
+    /// The input's watermark moved to this.
+    Watermark(i64),
+    /// Every producer's barrier of this epoch has come: snapshot now.
+    Aligned(u64),
+    /// Every producer has ended.
+    End,
+}
+
+#[derive(Debug, Default)]
+struct Producer {
+    watermark: Option<i64>,
+    ended: bool,
+    /// The epoch whose barrier came from this producer and is not aligned
+    /// yet; everything it sent after that barrier (rows, watermarks, even
+    /// its next barrier) waits in `held`.
+    barrier: Option<u64>,
+    held: VecDeque<StageRecord>,
+}
+
+/// The producers of one consuming task's input, in one generation.
+pub struct StageInput {
+    generation: u64,
+    producers: BTreeMap<String, Producer>,
+    watermark: Option<i64>,
+    ended: bool,
+}
+
+impl StageInput {
+    /// The input from `producers` (the upstream stage's tasks).
+    pub fn new(generation: u64, producers: impl IntoIterator<Item = String>) -> Self {
+        StageInput {
+            generation,
+            producers: producers
+                .into_iter()
+                .map(|p| (p, Producer::default()))
+                .collect(),
+            watermark: None,
+            ended: false,
+        }
+    }
+
+    /// Rows held back by a barrier alignment (to pause reading past a bound).
+    pub fn held_rows(&self) -> usize {
+        self.producers
+            .values()
+            .flat_map(|p| &p.held)
+            .map(|r| match &r.message {
+                StageMessage::Rows(batch) => batch.num_rows(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Takes one record; returns what the task does with it.
+    pub fn on_record(&mut self, record: StageRecord) -> Result<Vec<InputEvent>> {
+        if !record.is_for(self.generation) {
+            return Ok(Vec::new());
+        }
+        let from = record.tag.from;
+        let producer = self.producers.get_mut(&from).ok_or_else(|| {
+            EngineError::connector("stage input", format!("a record from unknown task {from}"))
+        })?;
+        if producer.barrier.is_some() {
+            producer.held.push_back(StageRecord {
+                tag: super::stage_records::Tag { from, ..record.tag },
+                message: record.message,
+            });
+            return Ok(Vec::new());
+        }
+        let mut events = Vec::new();
+        match record.message {
+            StageMessage::Rows(batch) => events.push(InputEvent::Rows(batch)),
+            StageMessage::Watermark(at) => {
+                producer.watermark = Some(producer.watermark.map_or(at, |w| w.max(at)));
+                self.push_watermark(&mut events);
+            }
+            StageMessage::Barrier => {
+                producer.barrier = Some(record.tag.epoch);
+                self.try_align(&mut events)?;
+            }
+            StageMessage::End => {
+                producer.ended = true;
+                self.push_watermark(&mut events);
+                self.try_align(&mut events)?;
+                if !self.ended && self.producers.values().all(|p| p.ended) {
+                    self.ended = true;
+                    events.push(InputEvent::End);
+                }
+            }
+        }
+        Ok(events)
+    }
+
+    /// The minimum over producers that have not ended (an ended one counts
+    /// as no limit), once every live producer has sent one.
+    fn push_watermark(&mut self, events: &mut Vec<InputEvent>) {
+        let live: Vec<Option<i64>> = self
+            .producers
+            .values()
+            .filter(|p| !p.ended)
+            .map(|p| p.watermark)
+            .collect();
+        let min = match live.iter().copied().collect::<Option<Vec<i64>>>() {
+            Some(marks) => marks.into_iter().min(),
+            None => return,
+        };
+        let Some(min) = min else {
+            return; // every producer ended
+        };
+        if self.watermark.is_none_or(|w| min > w) {
+            self.watermark = Some(min);
+            events.push(InputEvent::Watermark(min));
+        }
+    }
+
+    /// Aligned when every producer that has not ended has sent its barrier
+    /// (of one epoch): then what each held goes on, in its order (a held
+    /// next barrier starts the next alignment).
+    fn try_align(&mut self, events: &mut Vec<InputEvent>) -> Result<()> {
+        let Some(epoch) = self.producers.values().find_map(|p| p.barrier) else {
+            return Ok(());
+        };
+        let aligned = self
+            .producers
+            .values()
+            .all(|p| p.ended || p.barrier == Some(epoch));
+        if !aligned {
+            return Ok(());
+        }
+        events.push(InputEvent::Aligned(epoch));
+        let mut held = Vec::new();
+        for producer in self.producers.values_mut() {
+            producer.barrier = None;
+            held.extend(producer.held.drain(..));
+        }
+        for record in held {
+            events.extend(self.on_record(record)?);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::super::stage_records::Tag;
+    use super::*;
+
+    fn rows(values: &[i64]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(values.to_vec()))]).unwrap()
+    }
+
+    fn from(task: &str, generation: u64, epoch: u64, message: StageMessage) -> StageRecord {
+        StageRecord {
+            tag: Tag {
+                generation,
+                epoch,
+                from: task.into(),
+            },
+            message,
+        }
+    }
+
+    fn input() -> StageInput {
+        StageInput::new(3, ["0-0".to_string(), "0-1".to_string()])
+    }
+
+    /// The watermark is the minimum over producers, sent when it moves.
+    #[test]
+    fn the_watermark_is_the_slowest_producers() {
+        let mut input = input();
+        let w = |task, at| from(task, 3, 1, StageMessage::Watermark(at));
+        assert!(input.on_record(w("0-0", 100)).unwrap().is_empty());
+        assert_eq!(
+            input.on_record(w("0-1", 40)).unwrap(),
+            [InputEvent::Watermark(40)]
+        );
+        // A producer's watermark never goes back.
+        assert!(input.on_record(w("0-0", 90)).unwrap().is_empty());
+        assert_eq!(
+            input.on_record(w("0-1", 95)).unwrap(),
+            [InputEvent::Watermark(95)]
+        );
+        assert_eq!(
+            input.on_record(w("0-1", 120)).unwrap(),
+            [InputEvent::Watermark(100)]
+        );
+        // An ended producer no longer holds the watermark back.
+        assert_eq!(
+            input
+                .on_record(from("0-0", 3, 1, StageMessage::End))
+                .unwrap(),
+            [InputEvent::Watermark(120)]
+        );
+        assert_eq!(
+            input
+                .on_record(from("0-1", 3, 1, StageMessage::End))
+                .unwrap(),
+            [InputEvent::End]
+        );
+    }
+
+    /// Rows of a producer past its barrier wait until every producer's
+    /// barrier has come; then the snapshot, then the held rows in order.
+    #[test]
+    fn barriers_align_over_producers() {
+        let mut input = input();
+        let r = |task, values: &[i64]| from(task, 3, 1, StageMessage::Rows(rows(values)));
+        let barrier = |task| from(task, 3, 1, StageMessage::Barrier);
+        assert_eq!(
+            input.on_record(r("0-0", &[1])).unwrap(),
+            [InputEvent::Rows(rows(&[1]))]
+        );
+        assert!(input.on_record(barrier("0-0")).unwrap().is_empty());
+        assert!(input.on_record(r("0-0", &[2, 3])).unwrap().is_empty());
+        assert!(input.on_record(r("0-0", &[4])).unwrap().is_empty());
+        assert_eq!(input.held_rows(), 3);
+        assert_eq!(
+            input.on_record(r("0-1", &[10])).unwrap(),
+            [InputEvent::Rows(rows(&[10]))],
+            "the producer still before its barrier flows"
+        );
+        assert_eq!(
+            input.on_record(barrier("0-1")).unwrap(),
+            [
+                InputEvent::Aligned(1),
+                InputEvent::Rows(rows(&[2, 3])),
+                InputEvent::Rows(rows(&[4])),
+            ]
+        );
+        assert_eq!(input.held_rows(), 0);
+    }
+
+    /// A producer that runs a whole checkpoint ahead: its next barrier
+    /// waits with its rows, and aligns in turn.
+    #[test]
+    fn a_producer_two_barriers_ahead() {
+        let mut input = input();
+        let r =
+            |task, epoch, values: &[i64]| from(task, 3, epoch, StageMessage::Rows(rows(values)));
+        let barrier = |task, epoch| from(task, 3, epoch, StageMessage::Barrier);
+        for record in [
+            barrier("0-0", 1),
+            r("0-0", 2, &[1]),
+            barrier("0-0", 2),
+            r("0-0", 3, &[2]),
+        ] {
+            assert!(input.on_record(record).unwrap().is_empty());
+        }
+        assert_eq!(
+            input.on_record(barrier("0-1", 1)).unwrap(),
+            [InputEvent::Aligned(1), InputEvent::Rows(rows(&[1]))]
+        );
+        assert_eq!(input.held_rows(), 1, "row 2 waits for epoch 2's alignment");
+        assert_eq!(
+            input.on_record(barrier("0-1", 2)).unwrap(),
+            [InputEvent::Aligned(2), InputEvent::Rows(rows(&[2]))]
+        );
+    }
+
+    /// An ended producer counts as having sent every later barrier.
+    #[test]
+    fn an_ended_producer_does_not_block_alignment() {
+        let mut input = input();
+        assert!(input
+            .on_record(from("0-1", 3, 1, StageMessage::End))
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            input
+                .on_record(from("0-0", 3, 2, StageMessage::Barrier))
+                .unwrap(),
+            [InputEvent::Aligned(2)]
+        );
+    }
+
+    /// Records of another generation (a zombie's, or written before the
+    /// rollback) change nothing; a record from a task that is not an
+    /// upstream task is an error.
+    #[test]
+    fn other_generations_are_skipped() {
+        let mut input = input();
+        for stale in [
+            from("0-0", 2, 1, StageMessage::Rows(rows(&[7]))),
+            from("0-0", 2, 1, StageMessage::Watermark(5)),
+            from("0-0", 2, 1, StageMessage::Barrier),
+            from("0-1", 2, 1, StageMessage::Barrier),
+            from("0-1", 4, 1, StageMessage::End),
+        ] {
+            assert!(input.on_record(stale).unwrap().is_empty());
+        }
+        assert_eq!(input.held_rows(), 0);
+        let stranger = from("9-9", 3, 1, StageMessage::Watermark(1));
+        assert!(input.on_record(stranger).is_err());
+    }
+}

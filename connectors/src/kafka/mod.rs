@@ -11,6 +11,7 @@ mod offsets;
 mod sink;
 mod source;
 pub mod stage_input;
+pub mod stage_output;
 pub mod stage_records;
 mod transactions;
 mod upsert;

@@ -12,6 +12,8 @@ mod output;
 mod task;
 mod watermarks;
 
+pub use output::hash_split;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -69,6 +69,41 @@ async fn send(sender: &Sender<Message>, message: Message, metrics: &SubtaskMetri
     }
 }
 
+/// `batch`'s rows split into `n` parts by the hash of the `keys` columns,
+/// as a key shuffle routes them: a row goes to part `hash % n`, so a key's
+/// part depends only on the key and `n` (also across processes, for the
+/// cluster mode's repartition topics). Empty parts are left out; `hashes`
+/// is scratch space.
+pub fn hash_split(
+    batch: &RecordBatch,
+    keys: &[usize],
+    n: usize,
+    hashes: &mut Vec<u64>,
+) -> Result<Vec<(usize, RecordBatch)>> {
+    let rows = batch.num_rows();
+    hashes.clear();
+    hashes.resize(rows, 0);
+    let columns: Vec<_> = keys.iter().map(|k| batch.column(*k).clone()).collect();
+    create_hashes(&columns, &RandomState::with_seed(0), hashes)?;
+    let mut parts: Vec<Vec<u32>> = vec![Vec::new(); n.max(1)];
+    for (row, hash) in hashes.iter().enumerate() {
+        parts[(*hash % n.max(1) as u64) as usize].push(row as u32);
+    }
+    let mut split = Vec::new();
+    for (i, rows_of) in parts.into_iter().enumerate() {
+        if rows_of.is_empty() {
+            continue;
+        }
+        let part = if rows_of.len() == rows {
+            batch.clone()
+        } else {
+            take_record_batch(batch, &UInt32Array::from(rows_of))?
+        };
+        split.push((i, part));
+    }
+    Ok(split)
+}
+
 impl Router {
     async fn send_batch(&mut self, batch: RecordBatch) -> Result<()> {
         match &self.partitioning {
@@ -91,24 +126,7 @@ impl Router {
                 if n == 1 {
                     return send(&self.senders[0], Message::Batch(batch), &self.metrics).await;
                 }
-                let rows = batch.num_rows();
-                self.hashes.clear();
-                self.hashes.resize(rows, 0);
-                let columns: Vec<_> = keys.iter().map(|k| batch.column(*k).clone()).collect();
-                create_hashes(&columns, &RandomState::with_seed(0), &mut self.hashes)?;
-                let mut parts: Vec<Vec<u32>> = vec![Vec::new(); n];
-                for (row, hash) in self.hashes.iter().enumerate() {
-                    parts[(*hash % n as u64) as usize].push(row as u32);
-                }
-                for (i, rows_of) in parts.into_iter().enumerate() {
-                    if rows_of.is_empty() {
-                        continue;
-                    }
-                    let part = if rows_of.len() == rows {
-                        batch.clone()
-                    } else {
-                        take_record_batch(&batch, &UInt32Array::from(rows_of))?
-                    };
+                for (i, part) in hash_split(&batch, keys, n, &mut self.hashes)? {
                     send(&self.senders[i], Message::Batch(part), &self.metrics).await?;
                 }
                 Ok(())

@@ -1,0 +1,166 @@
+//! What a producing task writes to the repartition topic of the stage after
+//! it (`docs/cluster-protocol.md`, "Records between stages"): its rows
+//! split by the shuffle key's hash into the topic's partitions (the same
+//! split as the local runtime's key shuffle), and control records to every
+//! partition, all tagged with its generation, epoch and task.
+//!
+//! Not used by a runtime yet.
+
+use datafusion::arrow::record_batch::RecordBatch;
+use weir_engine::runtime::hash_split;
+use weir_engine::Result;
+
+use super::stage_records::{StageMessage, StageRecord, Tag};
+
+/// The repartition topic a stage writes.
+pub fn repartition_topic(pipeline: &str, stage: usize) -> String {
+    format!("weir.{pipeline}.{stage}")
+}
+
+/// One producing task's output to the next stage.
+pub struct StageOutput {
+    /// The shuffle key's columns (empty: round-robin over partitions).
+    keys: Vec<usize>,
+    partitions: usize,
+    tag: Tag,
+    next: usize,
+    hashes: Vec<u64>,
+}
+
+impl StageOutput {
+    pub fn new(keys: Vec<usize>, partitions: usize, tag: Tag) -> Self {
+        StageOutput {
+            keys,
+            partitions: partitions.max(1),
+            tag,
+            next: 0,
+            hashes: Vec::new(),
+        }
+    }
+
+    /// A barrier closes the current epoch: later rows belong to the next.
+    pub fn barrier(&mut self) -> Vec<(usize, StageRecord)> {
+        let records = self.control(StageMessage::Barrier);
+        self.tag.epoch += 1;
+        records
+    }
+
+    /// `batch`'s rows as records, each with the partition it goes to.
+    pub fn rows(&mut self, batch: &RecordBatch) -> Result<Vec<(usize, StageRecord)>> {
+        let parts = if self.keys.is_empty() {
+            let partition = self.next % self.partitions;
+            self.next = self.next.wrapping_add(1);
+            vec![(partition, batch.clone())]
+        } else {
+            hash_split(batch, &self.keys, self.partitions, &mut self.hashes)?
+        };
+        Ok(parts
+            .into_iter()
+            .map(|(partition, part)| (partition, self.record(StageMessage::Rows(part))))
+            .collect())
+    }
+
+    /// A watermark or the end, to every partition.
+    pub fn control(&self, message: StageMessage) -> Vec<(usize, StageRecord)> {
+        (0..self.partitions)
+            .map(|p| (p, self.record(message.clone())))
+            .collect()
+    }
+
+    fn record(&self, message: StageMessage) -> StageRecord {
+        StageRecord {
+            tag: self.tag.clone(),
+            message,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn batch(keys: &[i64]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("v", DataType::Utf8, false),
+        ]));
+        let values: Vec<String> = keys.iter().map(|k| format!("v{k}")).collect();
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(keys.to_vec())),
+                Arc::new(StringArray::from(values)),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn tag() -> Tag {
+        Tag {
+            generation: 2,
+            epoch: 7,
+            from: "0-1".into(),
+        }
+    }
+
+    /// Every row lands in exactly one partition, a key always in the same
+    /// one (whatever batch it comes in), and the records carry the tag.
+    #[test]
+    fn rows_split_by_key() {
+        let mut output = StageOutput::new(vec![0], 8, tag());
+        let mut partition_of: BTreeMap<i64, usize> = BTreeMap::new();
+        let mut rows = 0;
+        for keys in [vec![1, 2, 3, 4, 5, 1, 1], vec![5, 4, 9, 1000, -3]] {
+            for (partition, record) in output.rows(&batch(&keys)).unwrap() {
+                assert_eq!(record.tag, tag());
+                let StageMessage::Rows(part) = record.message else {
+                    panic!("rows expected");
+                };
+                rows += part.num_rows();
+                let k = part
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap();
+                for key in k.values() {
+                    let seen = *partition_of.entry(*key).or_insert(partition);
+                    assert_eq!(seen, partition, "key {key} moved");
+                }
+            }
+        }
+        assert_eq!(rows, 12);
+        assert!(
+            partition_of
+                .values()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+                > 1
+        );
+    }
+
+    /// Control records go to every partition; a barrier moves the epoch.
+    #[test]
+    fn control_records_reach_every_partition() {
+        let mut output = StageOutput::new(Vec::new(), 3, tag());
+        let watermarks = output.control(StageMessage::Watermark(42));
+        assert_eq!(
+            watermarks.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        let barriers = output.barrier();
+        assert!(barriers.iter().all(|(_, r)| r.tag.epoch == 7));
+        let after = output.rows(&batch(&[1])).unwrap();
+        assert_eq!(after[0].1.tag.epoch, 8, "rows after barrier 7 are epoch 8");
+        // Without keys, batches go round-robin.
+        let next = output.rows(&batch(&[1])).unwrap();
+        assert_ne!(after[0].0, next[0].0);
+        assert_eq!(repartition_topic("q5", 2), "weir.q5.2");
+        assert_eq!(next[0].1.message, StageMessage::Rows(batch(&[1])));
+    }
+}

@@ -284,6 +284,123 @@ mod tests {
         );
     }
 
+    /// Two producing tasks write through a real Kafka protocol server into
+    /// a two-partition repartition topic; each consuming task sees its
+    /// keys' rows, the slower producer's watermark, and the rows a producer
+    /// sent after its barrier only once both barriers came.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_producers_through_a_broker() {
+        use std::collections::BTreeSet;
+        use std::time::Duration;
+
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::mocking::MockCluster;
+        use rdkafka::producer::{FutureProducer, FutureRecord};
+        use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+        use super::super::stage_output::StageOutput;
+
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("weir.job.1", 2, 1).unwrap();
+        let bootstrap = cluster.bootstrap_servers();
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .unwrap();
+        let task = |name: &str| {
+            StageOutput::new(
+                vec![0],
+                2,
+                Tag {
+                    generation: 1,
+                    epoch: 1,
+                    from: name.into(),
+                },
+            )
+        };
+        let (mut first, mut second) = (task("0-0"), task("0-1"));
+        let keys = |range: std::ops::Range<i64>| range.collect::<Vec<_>>();
+        let mut sends: Vec<(usize, StageRecord)> = Vec::new();
+        sends.extend(first.rows(&rows(&keys(0..10))).unwrap());
+        sends.extend(second.rows(&rows(&keys(10..20))).unwrap());
+        sends.extend(first.control(StageMessage::Watermark(100)));
+        sends.extend(second.control(StageMessage::Watermark(50)));
+        sends.extend(first.barrier());
+        sends.extend(first.rows(&rows(&keys(20..25))).unwrap());
+        sends.extend(second.barrier());
+        sends.extend(second.rows(&rows(&keys(25..30))).unwrap());
+        sends.extend(first.control(StageMessage::End));
+        sends.extend(second.control(StageMessage::End));
+        for (partition, record) in &sends {
+            let (payload, headers) = record.encode().unwrap();
+            producer
+                .send(
+                    FutureRecord::<(), _>::to("weir.job.1")
+                        .partition(*partition as i32)
+                        .payload(&payload)
+                        .headers(headers),
+                    Duration::from_secs(5),
+                )
+                .await
+                .unwrap();
+        }
+        let mut seen_keys = BTreeSet::new();
+        for partition in 0..2 {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("group.id", format!("reader-{partition}"))
+                .create()
+                .unwrap();
+            let mut assignment = TopicPartitionList::new();
+            assignment
+                .add_partition_offset("weir.job.1", partition, Offset::Beginning)
+                .unwrap();
+            consumer.assign(&assignment).unwrap();
+            let expected = sends
+                .iter()
+                .filter(|(p, _)| *p == partition as usize)
+                .count();
+            let mut input = StageInput::new(1, ["0-0".to_string(), "0-1".to_string()]);
+            let mut events = Vec::new();
+            let mut read = 0;
+            while read < expected {
+                if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+                    let message = message.unwrap();
+                    let record = StageRecord::decode(message.payload(), message.headers()).unwrap();
+                    events.extend(input.on_record(record).unwrap());
+                    read += 1;
+                }
+            }
+            let aligned = events
+                .iter()
+                .position(|e| *e == InputEvent::Aligned(1))
+                .unwrap_or_else(|| panic!("partition {partition}: {events:?}"));
+            assert!(events.contains(&InputEvent::Watermark(50)), "{events:?}");
+            assert!(!events.contains(&InputEvent::Watermark(100)), "{events:?}");
+            assert_eq!(events.last(), Some(&InputEvent::End));
+            let keys_of = |events: &[InputEvent]| -> Vec<i64> {
+                events
+                    .iter()
+                    .filter_map(|e| match e {
+                        InputEvent::Rows(batch) => Some(batch),
+                        _ => None,
+                    })
+                    .flat_map(|b| {
+                        let keys = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+                        keys.values().to_vec()
+                    })
+                    .collect()
+            };
+            let before = keys_of(&events[..aligned]);
+            let after = keys_of(&events[aligned..]);
+            assert!(before.iter().all(|k| *k < 20), "{before:?}");
+            assert!(after.iter().all(|k| *k >= 20), "{after:?}");
+            seen_keys.extend(before);
+            seen_keys.extend(after);
+        }
+        assert_eq!(seen_keys, (0..30).collect::<BTreeSet<i64>>());
+    }
+
     /// An ended producer counts as having sent every later barrier.
     #[test]
     fn an_ended_producer_does_not_block_alignment() {

@@ -217,3 +217,33 @@ fn upserts_and_tombstones_on_a_real_broker_equal_the_batch_answer() {
     assert!(reference.len() > 100, "{} rows", reference.len());
     assert_same_rows(&read, &reference);
 }
+
+/// The cluster mode's repartition topic (docs/cluster-protocol.md) on a
+/// real broker: created once with the stage's task count; asking for
+/// another count later is an error, not a silent re-split of state.
+#[test]
+fn a_repartition_topic_keeps_its_partitions() {
+    use weir::crates::connectors::kafka::stage_output::{
+        ensure_repartition_topic, repartition_topic,
+    };
+
+    let broker = start_broker(&[("ready", 1)]);
+    let mut client = rdkafka::ClientConfig::new();
+    client.set("bootstrap.servers", &broker.address);
+    let topic = repartition_topic("job", 1);
+    let week = 7 * 24 * 3600 * 1000;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        ensure_repartition_topic(&client, &topic, 4, 1, week)
+            .await
+            .unwrap();
+        ensure_repartition_topic(&client, &topic, 4, 1, week)
+            .await
+            .unwrap();
+        let error = ensure_repartition_topic(&client, &topic, 8, 1, week)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("has 4 partitions"), "{error}");
+    });
+}

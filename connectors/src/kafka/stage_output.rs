@@ -6,15 +6,69 @@
 //!
 //! Not used by a runtime yet.
 
+use std::time::Duration;
+
 use datafusion::arrow::record_batch::RecordBatch;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientConfig;
 use weir_engine::runtime::hash_split;
-use weir_engine::Result;
+use weir_engine::{EngineError, Result};
 
 use super::stage_records::{StageMessage, StageRecord, Tag};
 
 /// The repartition topic a stage writes.
 pub fn repartition_topic(pipeline: &str, stage: usize) -> String {
     format!("weir.{pipeline}.{stage}")
+}
+
+/// Creates the repartition topic `topic` with `partitions` partitions if
+/// it does not exist (tested on Tansu in `repl/tests/kafka_broker.rs`: the
+/// mock cluster does not answer CreateTopics) (`replication` copies, keeping records
+/// `retention_ms`). A stage's task count never changes while its job lives,
+/// so an existing topic with another partition count is an error.
+pub async fn ensure_repartition_topic(
+    client: &ClientConfig,
+    topic: &str,
+    partitions: usize,
+    replication: i32,
+    retention_ms: i64,
+) -> Result<()> {
+    let error = |e: &dyn std::fmt::Display| {
+        EngineError::connector("kafka", format!("repartition topic {topic}: {e}"))
+    };
+    let admin: AdminClient<DefaultClientContext> = client.create().map_err(|e| error(&e))?;
+    let retention = retention_ms.to_string();
+    let partitions_i32 = i32::try_from(partitions).map_err(|e| error(&e))?;
+    let new = NewTopic::new(topic, partitions_i32, TopicReplication::Fixed(replication))
+        .set("retention.ms", &retention);
+    let created = admin
+        .create_topics([&new], &AdminOptions::new())
+        .await
+        .map_err(|e| error(&e))?;
+    for result in created {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => return Err(error(&code)),
+        }
+    }
+    let metadata = admin
+        .inner()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| error(&e))?;
+    let found = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map(|t| t.partitions().len())
+        .unwrap_or(0);
+    if found != partitions {
+        return Err(error(&format!(
+            "has {found} partitions, the stage has {partitions} tasks (a job's task count cannot change: use another pipeline.name)"
+        )));
+    }
+    Ok(())
 }
 
 /// One producing task's output to the next stage.

@@ -10,6 +10,7 @@
 mod offsets;
 mod sink;
 mod source;
+pub mod stage_group;
 pub mod stage_input;
 pub mod stage_output;
 pub mod stage_records;

@@ -249,14 +249,15 @@ impl SessionWindowAggregate {
             // this row is concerned, even if the operator has not fired it
             // yet. So batching never changes which rows share a session.
             let (mut start, mut end) = (t, t.saturating_add(self.gap));
-            let overlapping: Vec<usize> = self.sessions.get(key).map_or(Vec::new(), |list| {
+            let open = self.sessions.get(key);
+            let overlapping: Vec<usize> = open.map_or(Vec::new(), |list| {
                 list.iter()
                     .enumerate()
                     .filter(|(_, s)| s.end - 1 > threshold && s.start <= end && s.end >= start)
                     .map(|(j, _)| j)
                     .collect()
             });
-            if let Some(list) = self.sessions.get(key) {
+            if let Some(list) = open {
                 for j in &overlapping {
                     start = start.min(list[*j].start);
                     end = end.max(list[*j].end);

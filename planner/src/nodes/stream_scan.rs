@@ -136,8 +136,9 @@ impl Columns {
         };
         // A row column stays narrowed only where every scan reading it
         // reads it narrowed.
+        let physical = merge(&a.physical, &b.physical);
         let mut row_fields = BTreeMap::new();
-        for i in merge(&a.physical, &b.physical) {
+        for &i in &physical {
             let narrowed = |c: &Columns| match c.row_fields.get(&i) {
                 Some(fields) => Some(fields.clone()),
                 None if c.physical.contains(&i) => None,
@@ -148,7 +149,7 @@ impl Columns {
             }
         }
         Some(Columns {
-            physical: merge(&a.physical, &b.physical),
+            physical,
             produced: merge(&a.produced, &b.produced),
             row_fields,
         })
@@ -217,17 +218,15 @@ impl Columns {
                 }
             }
         }
+        let index = |name: &str| stream.physical_schema.index_of(name).ok();
         let mut physical = vec![false; stream.physical_schema.fields().len()];
-        let mut row_fields = BTreeMap::new();
-        let by_field = stream.connector.reads_row_fields(&stream.options);
         for name in uses.whole.iter().chain(uses.fields.keys()) {
-            let i = stream.physical_schema.index_of(name).ok()?;
-            physical[i] = true;
-            match uses.fields.get(name) {
-                Some(fields) if by_field && !uses.whole.contains(name) => {
-                    row_fields.insert(i, fields.clone());
-                }
-                _ => {}
+            physical[index(name)?] = true;
+        }
+        let mut row_fields = BTreeMap::new();
+        if stream.connector.reads_row_fields(&stream.options) {
+            for (name, fields) in uses.by_field_only() {
+                row_fields.insert(index(&name)?, fields);
             }
         }
         let columns = Columns {

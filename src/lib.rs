@@ -23,6 +23,7 @@
 //! ```
 
 mod checkpoints;
+mod cluster;
 mod error;
 mod job;
 mod jobs;

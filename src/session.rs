@@ -200,6 +200,22 @@ impl Session {
                     updating,
                 )))
             }
+            Planned::Job(plan) if self.planner.settings().cluster() => {
+                let runtime = self.runtime_config()?;
+                let (name, text, sinks) = (plan.name.clone(), plan.text.clone(), plan.sinks.join(", "));
+                let handle =
+                    crate::cluster::start(plan, self.planner.settings(), runtime).await?;
+                let job = Job::new(
+                    self.jobs.next_id(),
+                    name,
+                    weir_sql::mask_secrets(&text),
+                    sinks,
+                    None,
+                    handle,
+                );
+                self.jobs.add(job.clone());
+                Ok(Output::Job(job))
+            }
             Planned::Job(plan) => {
                 let mut runtime = self.runtime_config()?;
                 if let Some(checkpoint) = &plan.checkpoint {

@@ -45,6 +45,10 @@ pub struct Generation {
     pub number: u64,
     pub base: Option<Base>,
     pub creator: String,
+    /// Wall-clock time of creation (ms since the Unix epoch): every
+    /// process times the generation's checkpoints from it.
+    #[serde(default)]
+    pub created: i64,
 }
 
 /// A complete epoch of an earlier generation ([`crate::epochs`]).
@@ -96,6 +100,7 @@ impl Generations {
             number: current + 1,
             base,
             creator: creator.to_string(),
+            created: crate::message::now_millis(),
         };
         let body = serde_json::to_vec(&proposed).map_err(store_error)?;
         let create = PutOptions {

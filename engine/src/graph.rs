@@ -47,6 +47,17 @@ pub struct SourceNode {
     /// produces the stream's columns (empty: the connector's rows are).
     pub computed: Vec<Arc<Projection>>,
     pub watermark: Option<WatermarkSpec>,
+    /// The connector's name and its `WITH` options, for what must know
+    /// where rows come from: a cluster job assigns a Kafka source's
+    /// partitions to processes. Empty for rows the planner makes itself.
+    pub connector: ConnectorOptions,
+}
+
+/// A connector's name and options, as declared.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectorOptions {
+    pub name: String,
+    pub options: std::collections::BTreeMap<String, String>,
 }
 
 /// What a node runs.

@@ -30,6 +30,12 @@ pub enum SourcePoll {
     SplitEnded(SplitId),
     /// Every split of this subtask is exhausted (a bounded source).
     End,
+    /// The upstream's event time reached this point: a source that reads
+    /// another stage's output carries its watermarks instead of deriving
+    /// them from rows (see [`Source::carries_row_watermarks`]).
+    Watermark(crate::message::Millis),
+    /// The upstream aligned checkpoint barrier `id`: snapshot here.
+    Barrier(CheckpointId),
 }
 
 /// A source subtask.
@@ -70,6 +76,13 @@ pub trait Source: Send {
     /// Seeks to positions from [`Source::snapshot`].
     fn restore(&mut self, _state: StateSnapshot) -> Result<()> {
         Ok(())
+    }
+
+    /// Batches already end with the row-watermark column, and watermarks
+    /// come as [`SourcePoll::Watermark`]: the source reads rows another
+    /// stage of the job produced (`docs/cluster-protocol.md`).
+    fn carries_row_watermarks(&self) -> bool {
+        false
     }
 }
 
@@ -120,6 +133,12 @@ pub trait Sink: Send {
     /// Writes out what the sink buffered, every [`Sink::flush_interval`].
     async fn flush(&mut self) -> Result<()> {
         Ok(())
+    }
+
+    /// Batches keep their row-watermark column: the sink feeds another
+    /// stage of the job, whose operators decide lateness with it.
+    fn keeps_row_watermarks(&self) -> bool {
+        false
     }
 }
 

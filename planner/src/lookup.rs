@@ -357,7 +357,10 @@ impl PlanLookupTable {
                 SourcePoll::End => break,
                 // A file source has nothing pending for long.
                 SourcePoll::Pending => std::thread::yield_now(),
-                SourcePoll::SplitsAdded(_) | SourcePoll::SplitEnded(_) => {}
+                SourcePoll::SplitsAdded(_)
+                | SourcePoll::SplitEnded(_)
+                | SourcePoll::Watermark(_)
+                | SourcePoll::Barrier(_) => {}
             }
         }
         let memory = Arc::new(MemTable::try_new(def.physical_schema.clone(), vec![rows])?);

@@ -387,6 +387,7 @@ impl<'a> Lowering<'a> {
                 factory: ValuesSource::factory(vec![batch]),
                 computed: Vec::new(),
                 watermark: None,
+                connector: Default::default(),
             }),
         );
         Lowered::new(node, schema, &StreamProps::append(1, true))

@@ -119,7 +119,10 @@ pub const SETTINGS: &[Setting] = &[
     setting("metrics.latency.interval", Kind::Duration, Some("1s"), "how often sources send latency markers; '0' turns them off"),
     setting("metrics.detailed", Kind::Bool, Some("true"), "per-batch timing, histograms, hot keys and latency markers; 'false' keeps counters only"),
     setting("execution.runtime-mode", Kind::Choice(&["automatic", "streaming", "batch"]), Some("automatic"), "'streaming': a GROUP BY without a window emits its changes as rows arrive, on bounded input too; 'automatic': on bounded input it emits its final rows once, at the end; 'batch': as 'automatic', and every source must be bounded"),
-    setting("execution.target", Kind::Choice(&["local"]), Some("local"), "where a job runs: 'local', this process on all its cores. Flink's 'kafka'-coordinated cluster mode (one job across many weir processes) is designed in docs/cluster-protocol.md and not built yet"),
+    setting("execution.target", Kind::Choice(&["local", "kafka"]), Some("local"), "where a job runs: 'local', this process on all its cores; 'kafka', one job shared by every weir process running the same file, coordinated through Kafka consumer groups and the checkpoint store (docs/cluster-protocol.md; weir run --cluster)"),
+    setting("pipeline.max-parallelism", Kind::Count { min: 1, max: 32768 }, Some("16"), "a cluster job's tasks per key-shuffled stage: the partitions of its repartition topic, fixed for the job's life"),
+    setting("cluster.repartition.replication", Kind::Count { min: 1, max: 32 }, Some("1"), "copies of each record between a cluster job's stages (the repartition topics' replication factor)"),
+    setting("cluster.repartition.retention", Kind::Duration, Some("7d"), "how long a cluster job's repartition topics keep records"),
     setting("sql-client.execution.result-mode", Kind::Choice(&["table", "changelog", "tableau"]), Some("table"), "how the shell and weir run show an updating result: 'table' (the result, changed in place), 'changelog' (each change with an op column)"),
 ];
 
@@ -313,6 +316,25 @@ impl Settings {
     pub fn stall_timeout(&self) -> Duration {
         self.duration("watermark.stall-timeout")
             .unwrap_or(Duration::from_secs(30))
+    }
+
+    /// `execution.target` is `kafka`: the job is shared by processes.
+    pub fn cluster(&self) -> bool {
+        self.get("execution.target") == Some("kafka")
+    }
+
+    /// A cluster job's tasks per key-shuffled stage.
+    pub fn max_parallelism(&self) -> usize {
+        self.count("pipeline.max-parallelism").unwrap_or(16)
+    }
+
+    /// Replication factor and retention of a cluster job's repartition topics.
+    pub fn repartition_topics(&self) -> (usize, Duration) {
+        (
+            self.count("cluster.repartition.replication").unwrap_or(1),
+            self.duration("cluster.repartition.retention")
+                .unwrap_or(Duration::from_secs(7 * 24 * 3600)),
+        )
     }
 
     /// `metrics.latency.interval`; `None` turns latency markers off.

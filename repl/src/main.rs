@@ -70,6 +70,11 @@ enum Command {
         /// `SET 'sql-client.execution.result-mode' = 'changelog'`).
         #[arg(long)]
         changelog: bool,
+        /// Share the jobs with every other `weir run --cluster` of the same
+        /// file, through Kafka and the checkpoint store (the same as
+        /// `SET 'execution.target' = 'kafka'`; docs/cluster-protocol.md).
+        #[arg(long)]
+        cluster: bool,
     },
     /// Print the operator graph of each query or INSERT in a SQL file.
     Explain {
@@ -131,6 +136,7 @@ fn main() -> ExitCode {
                 format,
                 from_checkpoint,
                 changelog,
+                cluster,
             } => {
                 let sources = run::sources(&files, execute.as_deref())?;
                 let vars = vars.into_iter().collect::<HashMap<_, _>>();
@@ -141,6 +147,7 @@ fn main() -> ExitCode {
                     from_checkpoint.as_deref(),
                     cli.metrics_addr.as_deref(),
                     changelog,
+                    cluster,
                 )
                 .await
             }

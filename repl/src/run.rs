@@ -101,9 +101,13 @@ pub async fn run(
     from_checkpoint: Option<&str>,
     metrics_addr: Option<&str>,
     changelog: bool,
+    cluster: bool,
 ) -> Result<(), Failure> {
     let parsed = parse_all(sources, vars)?;
     let mut session = Session::new();
+    if cluster {
+        session.set("execution.target", "kafka")?;
+    }
     if changelog {
         session.set("sql-client.execution.result-mode", "changelog")?;
     }

@@ -14,6 +14,8 @@ pub mod stage_group;
 pub mod stage_input;
 pub mod stage_output;
 pub mod stage_records;
+pub mod stage_sink;
+pub mod stage_source;
 mod transactions;
 mod upsert;
 
@@ -207,6 +209,19 @@ impl KafkaSettings {
         }
         config
     }
+}
+
+/// The client configuration and topics of a Kafka stream's `WITH`
+/// options: a cluster job's processes share the stream's partitions
+/// through a consumer group on these topics.
+pub fn stream_topics(options: &Options) -> Result<(ClientConfig, Vec<String>), ConnectorError> {
+    let settings = KafkaSettings::parse(options)?;
+    if settings.pattern.is_some() {
+        return Err(ConnectorError::new(
+            "a cluster job reads named topics ('topic'), not 'topic-pattern'",
+        ));
+    }
+    Ok((settings.client_config(), settings.topics))
 }
 
 /// Sets `key` unless the user set it with a `properties.*` option.

@@ -35,13 +35,16 @@ struct Tracker(Arc<Mutex<Assignment>>);
 impl ClientContext for Tracker {}
 
 impl ConsumerContext for Tracker {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let mut current = self.0.lock();
         let partitions = |list: &TopicPartitionList| -> Vec<i32> {
             list.elements().iter().map(|e| e.partition()).collect()
         };
         let changed = match rebalance {
             Rebalance::Assign(list) => {
+                // Tasks read their partitions with their own consumers;
+                // this one only keeps the membership.
+                let _ = consumer.pause(list);
                 let added = partitions(list);
                 let before = current.partitions.len();
                 current.partitions.extend(added);

@@ -99,6 +99,13 @@ impl StageOutput {
         records
     }
 
+    /// The barrier of checkpoint `epoch` (the rows sent since the last
+    /// barrier belong to it); later rows belong to the next.
+    pub fn barrier_for(&mut self, epoch: u64) -> Vec<(usize, StageRecord)> {
+        self.tag.epoch = epoch;
+        self.barrier()
+    }
+
     /// `batch`'s rows as records, each with the partition it goes to.
     pub fn rows(&mut self, batch: &RecordBatch) -> Result<Vec<(usize, StageRecord)>> {
         let parts = if self.keys.is_empty() {

@@ -138,7 +138,10 @@ impl Launch {
         }
         // With checkpoints, subtasks report to the coordinator and sinks
         // learn from it when to commit.
-        let (commits_tx, commits) = watch::channel(0);
+        let (commits_tx, mut commits) = watch::channel(0);
+        if let Some(external) = config.external_commits.clone() {
+            commits = external;
+        }
         let (acks, coordinator_acks) = match &config.checkpoint {
             Some(_) => {
                 let (tx, rx) = mpsc::channel(1024);
@@ -171,6 +174,10 @@ impl Launch {
         for g in 0..self.groups.len() {
             let parallelism = self.graph.nodes[self.groups[g][0]].parallelism;
             for subtask in 0..parallelism {
+                let assigned = self.config.subtasks.as_ref();
+                if assigned.is_some_and(|s| !s.contains(&subtask)) {
+                    continue;
+                }
                 self.spawn_subtask(g, subtask)?;
             }
         }
@@ -214,7 +221,8 @@ impl Launch {
             output,
             subtask,
             acks: self.acks.clone(),
-            checkpointing: self.config.checkpoint.is_some(),
+            checkpointing: self.config.checkpoint.is_some()
+                || self.config.external_commits.is_some(),
             commits: self.commits.clone(),
             alignment_ms: 0,
         };
@@ -408,7 +416,7 @@ impl Launch {
 
 /// Waits for every task; publishes how the job ended (`Cancelled` if the
 /// supervisor itself is aborted first).
-async fn supervise_job(
+pub(super) async fn supervise_job(
     tasks: JoinSet<Result<()>>,
     status_tx: watch::Sender<JobStatus>,
     alive_tx: watch::Sender<bool>,

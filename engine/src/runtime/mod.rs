@@ -45,6 +45,13 @@ pub struct RuntimeConfig {
     pub detailed_metrics: bool,
     /// Detectors: stalled watermarks, hot partitions and keys, backpressure.
     pub monitor: crate::metrics::MonitorConfig,
+    /// Only these subtask indexes run (`None`: all): a process of a
+    /// cluster job runs the tasks assigned to it.
+    pub subtasks: Option<std::collections::BTreeSet<usize>>,
+    /// Checkpoints completed elsewhere (a cluster job's epochs): subtasks
+    /// report snapshots to `checkpoint_acks`, and sinks commit the
+    /// checkpoints this announces.
+    pub external_commits: Option<tokio::sync::watch::Receiver<CheckpointId>>,
 }
 
 impl Default for RuntimeConfig {
@@ -57,6 +64,8 @@ impl Default for RuntimeConfig {
             latency_marker_interval: Some(std::time::Duration::from_secs(1)),
             detailed_metrics: true,
             monitor: crate::metrics::MonitorConfig::default(),
+            subtasks: None,
+            external_commits: None,
         }
     }
 }
@@ -190,6 +199,37 @@ impl JobHandle {
                 .take()
                 .unwrap_or(EngineError::Task(message))),
             JobStatus::Running => Err(EngineError::Task("job status channel closed".into())),
+        }
+    }
+}
+
+impl JobHandle {
+    /// A job run by `run` instead of [`spawn`] (a process's share of a
+    /// cluster job, which starts and stops local jobs itself): its status
+    /// is how `run` ends, and stop requests go to `control`.
+    pub fn external(
+        run: impl std::future::Future<Output = Result<()>> + Send + 'static,
+        control: Sender<SourceControl>,
+        metrics: Arc<JobMetrics>,
+    ) -> JobHandle {
+        let mut tasks = JoinSet::new();
+        tasks.spawn(run);
+        let (alive_tx, _alive) = tokio::sync::watch::channel(true);
+        let (status_tx, status) = tokio::sync::watch::channel(JobStatus::Running);
+        let error = Arc::new(parking_lot::Mutex::new(None));
+        let supervisor = tokio::spawn(launch::supervise_job(
+            tasks,
+            status_tx,
+            alive_tx,
+            error.clone(),
+        ));
+        JobHandle {
+            metrics,
+            checkpoints: Arc::new(CheckpointMetrics::default()),
+            controls: vec![control],
+            status,
+            error,
+            abort: supervisor.abort_handle(),
         }
     }
 }

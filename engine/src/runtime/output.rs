@@ -156,7 +156,11 @@ impl Output {
                 },
                 Output::Sink { sink, metrics, .. } => {
                     metrics.add_input(batch.num_rows());
-                    sink.write(strip(&batch)).await?;
+                    if sink.keeps_row_watermarks() {
+                        sink.write(batch).await?;
+                    } else {
+                        sink.write(strip(&batch)).await?;
+                    }
                 }
             }
         }

@@ -227,7 +227,11 @@ impl SourceSubtask {
         for projection in &self.computed {
             batch = projection.project(&batch)?;
         }
-        let batch = self.watermarks.assign(split, &batch)?;
+        let batch = if self.source.carries_row_watermarks() {
+            batch
+        } else {
+            self.watermarks.assign(split, &batch)?
+        };
         self.metrics.add_output(batch.num_rows());
         let split_metrics = self.split_metrics(split);
         split_metrics.add_rows(
@@ -291,6 +295,7 @@ pub(crate) async fn run_source_subtask(
     mut src: SourceSubtask,
     mut parts: SubtaskParts,
 ) -> Result<()> {
+    parts.output.restore().await?;
     let timer = parts.chain.timer_interval();
     let mut last_timer = Instant::now();
     let idle_check = src
@@ -358,6 +363,18 @@ pub(crate) async fn run_source_subtask(
                 src.refresh_lags();
                 src.watermarks.end_split(split);
                 src.advance_watermark(&mut parts).await?;
+            }
+            SourcePoll::Watermark(t) => {
+                src.metrics.set_watermark(t);
+                parts.watermark(Watermark::EventTime(t)).await?;
+            }
+            SourcePoll::Barrier(checkpoint_id) => {
+                let state = src.snapshot()?;
+                let barrier = Barrier {
+                    checkpoint_id,
+                    injected_at: now_millis(),
+                };
+                parts.barrier(barrier, vec![(src.node, state)]).await?;
             }
             SourcePoll::End => {
                 src.refresh_lags();

@@ -12,7 +12,7 @@ use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::PhysicalExpr;
 use weir_connectors::{BadDataPolicy, TableSpec};
-use weir_engine::graph::SourceNode;
+use weir_engine::graph::{ConnectorOptions, SourceNode};
 use weir_engine::operators::Projection;
 use weir_engine::window::fmt_ms;
 use weir_engine::{NodeKind, WatermarkSpec};
@@ -331,6 +331,14 @@ impl StreamScan {
                 factory,
                 computed,
                 watermark,
+                connector: ConnectorOptions {
+                    name: def.connector.name().to_string(),
+                    options: def
+                        .options
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                },
             }),
         );
         Ok(Lowered::new(node, full, &self.props))

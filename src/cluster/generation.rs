@@ -1,0 +1,253 @@
+//! One process's share of one generation (`docs/cluster-protocol.md`,
+//! "Checkpoints without a coordinator"): a local job per stage running the
+//! tasks assigned here, restored from the generation's base epoch, and the
+//! loops around them: the clock that starts each epoch's barrier at the
+//! source tasks, the writer of each task's snapshot, the manifest writer
+//! (in the process running the first task), and the watcher that lets
+//! sinks publish complete epochs.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use weir_engine::checkpoint::{fingerprint, Restored};
+use weir_engine::epochs::{Epochs, Outcome};
+use weir_engine::generations::Generation;
+use weir_engine::message::now_millis;
+use weir_engine::runtime::SnapshotAck;
+use weir_engine::source::FINAL_CHECKPOINT;
+use weir_engine::{CheckpointId, EngineError, Graph, JobHandle, JobStatus, Result, RuntimeConfig};
+
+use super::snapshots;
+use super::stages::{Layout, StageInput};
+
+/// How often a process looks at manifests it waits for.
+const MANIFEST_POLL: Duration = Duration::from_millis(100);
+
+/// What a process runs in one generation.
+pub(crate) struct Running {
+    pub generation: Generation,
+    jobs: Vec<Arc<JobHandle>>,
+    loops: JoinSet<Result<()>>,
+}
+
+impl Running {
+    /// Starts the tasks `assigned` (by stage) in `generation`.
+    pub async fn start(
+        graph: &Graph,
+        layout: &Layout,
+        epochs: Arc<Epochs>,
+        generation: Generation,
+        assigned: &[BTreeSet<usize>],
+        interval: Duration,
+        runtime: &RuntimeConfig,
+    ) -> Result<Running> {
+        let first = generation.base.map_or(1, |b| b.epoch + 1);
+        let number = generation.number;
+        let (commits_tx, commits) = watch::channel(0);
+        let mut jobs = Vec::new();
+        let mut sources = Vec::new();
+        let mut loops = JoinSet::new();
+        for (stage, tasks) in assigned.iter().enumerate() {
+            if tasks.is_empty() {
+                continue;
+            }
+            let local = layout.stage_graph(graph, stage, &generation, first);
+            let fingerprint = fingerprint(&local);
+            let mut restored = Restored {
+                fingerprint: fingerprint.clone(),
+                location: format!("generation {number}"),
+                ..Default::default()
+            };
+            if let Some(base) = generation.base {
+                restored.checkpoint_id = base.epoch;
+                for task in tasks {
+                    let name = format!("{stage}-{task}");
+                    let object = epochs.snapshot(base.generation, base.epoch, &name).await?;
+                    for (node, state) in snapshots::decode(&fingerprint, &object)? {
+                        restored.states.insert((node, *task), state);
+                    }
+                }
+            }
+            let (acks, reports) = mpsc::channel(64);
+            let config = RuntimeConfig {
+                subtasks: Some(tasks.clone()),
+                external_commits: Some(commits.clone()),
+                checkpoint_acks: Some(acks),
+                checkpoint: None,
+                restore: Some(restored),
+                ..runtime.clone()
+            };
+            let job = Arc::new(weir_engine::spawn(local, config)?);
+            if layout.stages[stage].input == StageInput::Source {
+                sources.push(job.clone());
+            }
+            jobs.push(job);
+            loops.spawn(write_snapshots(
+                reports,
+                epochs.clone(),
+                number,
+                stage,
+                fingerprint,
+            ));
+        }
+        if !sources.is_empty() {
+            loops.spawn(start_epochs(
+                sources,
+                generation.created,
+                first,
+                interval,
+            ));
+        }
+        if assigned.first().is_some_and(|tasks| tasks.contains(&0)) {
+            loops.spawn(complete_epochs(
+                epochs.clone(),
+                number,
+                first,
+                layout.task_count(),
+            ));
+        }
+        loops.spawn(publish_epochs(epochs, number, first, commits_tx));
+        Ok(Running {
+            generation,
+            jobs,
+            loops,
+        })
+    }
+
+    /// The first failure of a task or loop, if any.
+    pub fn failure(&mut self) -> Option<EngineError> {
+        for job in &self.jobs {
+            if let JobStatus::Failed(message) = job.status() {
+                return Some(EngineError::Task(message));
+            }
+        }
+        match self.loops.try_join_next() {
+            Some(Ok(Err(e))) => Some(e),
+            Some(Err(e)) if e.is_panic() => Some(EngineError::Task(format!("panicked: {e}"))),
+            _ => None,
+        }
+    }
+
+    /// Stops every task at once: a new generation replays what was not
+    /// in a complete epoch.
+    pub fn stop(mut self) {
+        for job in &self.jobs {
+            job.abort();
+        }
+        self.loops.abort_all();
+    }
+}
+
+/// Starts barrier `n` at every source task when the wall clock passes the
+/// generation's creation plus `n - first + 1` intervals: every process
+/// keeps the same schedule without a message.
+async fn start_epochs(
+    sources: Vec<Arc<JobHandle>>,
+    created: i64,
+    first: u64,
+    interval: Duration,
+) -> Result<()> {
+    let interval_ms = interval.as_millis().max(1) as i64;
+    for epoch in first.. {
+        let due = created + (epoch - first + 1) as i64 * interval_ms;
+        let wait = due - now_millis();
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+        }
+        for job in &sources {
+            job.inject_barrier(epoch).await;
+        }
+    }
+    Ok(())
+}
+
+/// Writes each task's snapshot of each epoch to the store.
+async fn write_snapshots(
+    mut reports: mpsc::Receiver<SnapshotAck>,
+    epochs: Arc<Epochs>,
+    generation: u64,
+    stage: usize,
+    fingerprint: String,
+) -> Result<()> {
+    while let Some(report) = reports.recv().await {
+        if report.checkpoint_id == FINAL_CHECKPOINT {
+            continue;
+        }
+        let object = snapshots::encode(&fingerprint, &report.states)?;
+        let task = format!("{stage}-{}", report.subtask);
+        epochs
+            .put_snapshot(generation, report.checkpoint_id, &task, object)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Creates each epoch's manifest once every task's snapshot is there.
+async fn complete_epochs(
+    epochs: Arc<Epochs>,
+    generation: u64,
+    first: u64,
+    tasks: usize,
+) -> Result<()> {
+    for epoch in first.. {
+        loop {
+            match epochs.try_complete(generation, epoch, first, tasks).await? {
+                Some(Outcome::Complete) => {
+                    tracing::info!(generation, epoch, "epoch complete");
+                    break;
+                }
+                Some(Outcome::Aborted) => return Ok(()),
+                None => tokio::time::sleep(MANIFEST_POLL).await,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Tells this process's sinks each epoch that is complete, in order.
+async fn publish_epochs(
+    epochs: Arc<Epochs>,
+    generation: u64,
+    first: u64,
+    commits: watch::Sender<CheckpointId>,
+) -> Result<()> {
+    for epoch in first.. {
+        loop {
+            match epochs.outcome(generation, epoch).await? {
+                Some(Outcome::Complete) => {
+                    let _ = commits.send(epoch);
+                    break;
+                }
+                Some(Outcome::Aborted) => return Ok(()),
+                None => tokio::time::sleep(MANIFEST_POLL).await,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Tasks by stage, from the partitions each stage's group assigned.
+pub(crate) fn by_stage(assignments: &[BTreeSet<i32>]) -> Vec<BTreeSet<usize>> {
+    assignments
+        .iter()
+        .map(|partitions| {
+            partitions
+                .iter()
+                .filter_map(|p| usize::try_from(*p).ok())
+                .collect()
+        })
+        .collect()
+}
+
+/// The tasks a process runs, for logs.
+pub(crate) fn describe(assigned: &[BTreeSet<usize>]) -> String {
+    assigned
+        .iter()
+        .enumerate()
+        .map(|(stage, tasks)| format!("stage {stage}: {tasks:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

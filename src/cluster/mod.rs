@@ -1,0 +1,227 @@
+//! One job shared by many `weir` processes (`execution.target = 'kafka'`,
+//! `weir run --cluster`), as `docs/cluster-protocol.md` designs it.
+//!
+//! Every process runs the same SQL. The job is cut into stages
+//! ([`stages`]); each stage's tasks are partitions of a topic, handed out
+//! by one consumer group per stage. A process runs what it is assigned
+//! ([`generation`]); when any assignment changes, one new generation is
+//! created in the checkpoint store and every process restarts its tasks
+//! in it from the last complete epoch. Kafka carries rows, watermarks and
+//! barriers between stages; the store holds snapshots and manifests. No
+//! process coordinates the others.
+
+mod generation;
+mod snapshots;
+mod stages;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use weir_connectors::kafka::stage_group::{stage_group, StageMembership};
+use weir_connectors::kafka::stage_output::ensure_repartition_topic;
+use weir_connectors::{store::resolve, Options};
+use weir_engine::epochs::Epochs;
+use weir_engine::generations::{Base, Generation, Generations};
+use weir_engine::runtime::SourceControl;
+use weir_engine::{Graph, JobHandle, JobMetrics, Result as EngineResult};
+use weir_engine::RuntimeConfig;
+use weir_planner::{JobPlan, Settings};
+
+use crate::error::{Result, WeirError};
+use generation::Running;
+use stages::{Layout, StageInput};
+
+/// How long assignments must stay unchanged before a new generation
+/// starts: a rebalance revokes and assigns in steps.
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// How often a process looks for a newer generation.
+const GENERATION_POLL: Duration = Duration::from_secs(1);
+
+/// Starts this process's share of `plan`.
+pub(crate) async fn start(
+    plan: JobPlan,
+    settings: &Settings,
+    runtime: RuntimeConfig,
+) -> Result<JobHandle> {
+    let checkpoint = plan.checkpoint.clone().ok_or_else(|| {
+        WeirError::Usage(
+            "a cluster job (execution.target 'kafka') needs checkpoints: SET 'execution.checkpointing.interval' (e.g. '10s')".into(),
+        )
+    })?;
+    let layout = Layout::new(&plan.graph, &plan.name, settings.max_parallelism()).await?;
+    let (replication, retention) = settings.repartition_topics();
+    for stage in &layout.stages {
+        if let StageInput::Upstream(_) = stage.input {
+            ensure_repartition_topic(
+                &layout.client,
+                &stage.topic,
+                stage.tasks,
+                i32::try_from(replication).unwrap_or(1),
+                retention.as_millis() as i64,
+            )
+            .await?;
+        }
+    }
+    let dir = format!("{}/{}", checkpoint.dir.trim_end_matches('/'), plan.name);
+    let location = resolve(&dir, &Options::default(), true)
+        .map_err(|e| WeirError::Usage(e.to_string()))?;
+    let process = Process {
+        id: process_id(),
+        pipeline: plan.name.clone(),
+        graph: plan.graph,
+        layout,
+        generations: Generations::new(location.store.clone(), location.prefix.clone().join("generations")),
+        epochs: Arc::new(Epochs::new(location.store, location.prefix.join("epochs"))),
+        interval: checkpoint.interval,
+        runtime,
+    };
+    let (control, controls) = mpsc::channel(4);
+    Ok(JobHandle::external(
+        process.run(controls),
+        control,
+        Arc::new(JobMetrics::default()),
+    ))
+}
+
+/// `host-pid-random`: names this process in logs and objects.
+fn process_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "weir".into());
+    let random: u32 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{host}-{}-{random:08x}", std::process::id())
+}
+
+/// This process's part of the job.
+struct Process {
+    id: String,
+    pipeline: String,
+    graph: Graph,
+    layout: Layout,
+    generations: Generations,
+    epochs: Arc<Epochs>,
+    interval: Duration,
+    runtime: RuntimeConfig,
+}
+
+impl Process {
+    async fn run(self, mut controls: mpsc::Receiver<SourceControl>) -> EngineResult<()> {
+        let memberships = self
+            .layout
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(index, stage)| {
+                StageMembership::join(
+                    &self.layout.client,
+                    &stage_group(&self.pipeline, index),
+                    &stage.topic,
+                )
+            })
+            .collect::<EngineResult<Vec<_>>>()?;
+        tracing::info!(process = %self.id, pipeline = %self.pipeline, stages = memberships.len(), "joined the job's groups");
+        let mut seen_changes = vec![0; memberships.len()];
+        let mut changed_at: Option<Instant> = None;
+        let mut last_look = Instant::now();
+        let mut running: Option<Running> = None;
+        loop {
+            for membership in &memberships {
+                membership.poll(Duration::ZERO);
+            }
+            let assignments: Vec<_> = memberships.iter().map(|m| m.assignment()).collect();
+            let changes: Vec<u64> = assignments.iter().map(|a| a.changes).collect();
+            if changes != seen_changes {
+                // Stop at once: the tasks may be someone else's now.
+                seen_changes = changes;
+                changed_at = Some(Instant::now());
+                if let Some(old) = running.take() {
+                    old.stop();
+                }
+            }
+            let assigned = generation::by_stage(
+                &assignments
+                    .iter()
+                    .map(|a| a.partitions.clone())
+                    .collect::<Vec<BTreeSet<i32>>>(),
+            );
+            if changed_at.is_some_and(|at| at.elapsed() >= SETTLE) {
+                changed_at = None;
+                let next = self.next_generation().await?;
+                running = Some(self.start(next, &assigned).await?);
+            } else if changed_at.is_none() && last_look.elapsed() >= GENERATION_POLL {
+                last_look = Instant::now();
+                let latest = self.generations.latest().await?;
+                let current = running.as_ref().map(|r| r.generation.number);
+                if let Some(latest) = latest.filter(|l| Some(l.number) > current) {
+                    if let Some(old) = running.take() {
+                        old.stop();
+                    }
+                    running = Some(self.start(latest, &assigned).await?);
+                }
+            }
+            if let Some(failure) = running.as_mut().and_then(Running::failure) {
+                return Err(failure);
+            }
+            match controls.try_recv() {
+                Ok(SourceControl::Stop { .. }) | Err(mpsc::error::TryRecvError::Disconnected) => {
+                    if let Some(old) = running.take() {
+                        old.stop();
+                    }
+                    return Ok(());
+                }
+                _ => {}
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Closes the newest generation and creates the one after it (or
+    /// adopts it, when another process was first).
+    async fn next_generation(&self) -> EngineResult<Generation> {
+        let latest = self.generations.latest().await?;
+        let (current, base) = match &latest {
+            None => (0, None),
+            Some(latest) => {
+                let first = latest.base.map_or(1, |b| b.epoch + 1);
+                let last = self.epochs.close(latest.number, first).await?;
+                let base = match last {
+                    Some(epoch) => Some(Base {
+                        generation: latest.number,
+                        epoch,
+                    }),
+                    None => latest.base,
+                };
+                (latest.number, base)
+            }
+        };
+        self.generations.next(current, base, &self.id).await
+    }
+
+    async fn start(
+        &self,
+        generation: Generation,
+        assigned: &[BTreeSet<usize>],
+    ) -> EngineResult<Running> {
+        tracing::info!(
+            process = %self.id,
+            generation = generation.number,
+            base = ?generation.base,
+            tasks = %generation::describe(assigned),
+            "starting generation"
+        );
+        Running::start(
+            &self.graph,
+            &self.layout,
+            self.epochs.clone(),
+            generation,
+            assigned,
+            self.interval,
+            &self.runtime,
+        )
+        .await
+    }
+}

@@ -202,9 +202,9 @@ impl Session {
             }
             Planned::Job(plan) if self.planner.settings().cluster() => {
                 let runtime = self.runtime_config()?;
-                let (name, text, sinks) = (plan.name.clone(), plan.text.clone(), plan.sinks.join(", "));
-                let handle =
-                    crate::cluster::start(plan, self.planner.settings(), runtime).await?;
+                let (name, text, sinks) =
+                    (plan.name.clone(), plan.text.clone(), plan.sinks.join(", "));
+                let handle = crate::cluster::start(plan, self.planner.settings(), runtime).await?;
                 let job = Job::new(
                     self.jobs.next_id(),
                     name,

@@ -7,103 +7,7 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// The `tansu` binary: on `PATH`, or where `.ci/run` installs it.
-fn tansu() -> PathBuf {
-    let installed = std::env::var_os("HOME")
-        .map(|home| PathBuf::from(home).join(".cache/weir-tools/bin/tansu"))
-        .filter(|p| p.exists());
-    installed.unwrap_or_else(|| PathBuf::from("tansu"))
-}
-
-struct Broker {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts a broker and creates `topics` (name, partitions) on it.
-fn start_broker(topics: &[(&str, u32)]) -> Broker {
-    let port = free_port();
-    let address = format!("127.0.0.1:{port}");
-    let url = format!("tcp://{address}");
-    let child = Command::new(tansu())
-        .arg("broker")
-        .args(["--listener-url", &url, "--advertised-listener-url", &url])
-        .args(["--storage-engine", "memory://tansu/"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect(
-            "`tansu` is not installed: `cargo install tansu --features dynostore` (.ci/run does)",
-        );
-    let broker = Broker { child, address };
-    let started = Instant::now();
-    for (topic, partitions) in topics {
-        loop {
-            let created = Command::new(tansu())
-                .args(["topic", "create", "--broker", &url])
-                .args(["--partitions", &partitions.to_string(), topic])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if created {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "the broker did not start"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-    broker
-}
-
-fn weir() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_weir"))
-}
-
-/// Runs `sql` with `weir run -e` and returns its CSV rows, sorted; fails
-/// if it takes more than two minutes.
-fn run(sql: &str) -> Vec<String> {
-    let child = weir()
-        .args(["run", "--format", "csv", "-e", sql])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let (done, finished) = std::sync::mpsc::channel::<()>();
-    let guard = std::thread::spawn(move || {
-        if finished.recv_timeout(Duration::from_secs(120)).is_err() {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
-        }
-    });
-    let output = child.wait_with_output().unwrap();
-    let _ = done.send(());
-    let _ = guard.join();
-    common::csv_rows(output)
-}
+use common::broker::{run, start_broker};
 
 const EVENTS: &str = "CREATE STREAM events WITH ('connector' = 'nexmark', 'events.num' = '50000',
     'base-time' = '1700000000000', 'first-event.rate' = '10000');";
@@ -161,23 +65,7 @@ fn windows_over_a_topic_on_a_real_broker_equal_the_generators() {
         .map(|r| r.rsplit(',').next().unwrap().parse::<i64>().unwrap())
         .sum();
     assert_eq!(total, 50_000 * 46 / 50, "every bid counted once");
-    assert_same_rows(&read, &reference);
-}
-
-/// Fails naming the rows only one side has (not all of them).
-fn assert_same_rows(actual: &[String], expected: &[String]) {
-    let missing: Vec<&String> = expected.iter().filter(|r| !actual.contains(r)).collect();
-    let extra: Vec<&String> = actual.iter().filter(|r| !expected.contains(r)).collect();
-    assert!(
-        actual == expected,
-        "{} rows, expected {}; missing {} (first: {:?}), unexpected {} (first: {:?})",
-        actual.len(),
-        expected.len(),
-        missing.len(),
-        &missing[..missing.len().min(5)],
-        extra.len(),
-        &extra[..extra.len().min(5)]
-    );
+    common::assert_same_rows(&read, &reference);
 }
 
 /// An updating result through `upsert-kafka` on the broker: keys that
@@ -215,7 +103,7 @@ fn upserts_and_tombstones_on_a_real_broker_equal_the_batch_answer() {
     ));
     let reference = run(&format!("{EVENTS} {counts};"));
     assert!(reference.len() > 100, "{} rows", reference.len());
-    assert_same_rows(&read, &reference);
+    common::assert_same_rows(&read, &reference);
 }
 
 /// The cluster mode's repartition topic (docs/cluster-protocol.md) on a

@@ -94,12 +94,7 @@ impl Running {
             ));
         }
         if !sources.is_empty() {
-            loops.spawn(start_epochs(
-                sources,
-                generation.created,
-                first,
-                interval,
-            ));
+            loops.spawn(start_epochs(sources, generation.created, first, interval));
         }
         if assigned.first().is_some_and(|tasks| tasks.contains(&0)) {
             loops.spawn(complete_epochs(

@@ -25,8 +25,8 @@ use weir_connectors::{store::resolve, Options};
 use weir_engine::epochs::Epochs;
 use weir_engine::generations::{Base, Generation, Generations};
 use weir_engine::runtime::SourceControl;
-use weir_engine::{Graph, JobHandle, JobMetrics, Result as EngineResult};
 use weir_engine::RuntimeConfig;
+use weir_engine::{Graph, JobHandle, JobMetrics, Result as EngineResult};
 use weir_planner::{JobPlan, Settings};
 
 use crate::error::{Result, WeirError};
@@ -66,14 +66,17 @@ pub(crate) async fn start(
         }
     }
     let dir = format!("{}/{}", checkpoint.dir.trim_end_matches('/'), plan.name);
-    let location = resolve(&dir, &Options::default(), true)
-        .map_err(|e| WeirError::Usage(e.to_string()))?;
+    let location =
+        resolve(&dir, &Options::default(), true).map_err(|e| WeirError::Usage(e.to_string()))?;
     let process = Process {
         id: process_id(),
         pipeline: plan.name.clone(),
         graph: plan.graph,
         layout,
-        generations: Generations::new(location.store.clone(), location.prefix.clone().join("generations")),
+        generations: Generations::new(
+            location.store.clone(),
+            location.prefix.clone().join("generations"),
+        ),
         epochs: Arc::new(Epochs::new(location.store, location.prefix.join("epochs"))),
         interval: checkpoint.interval,
         runtime,

@@ -143,7 +143,9 @@ impl Source for StageSource {
         };
         self.next_offset = Some(offset + 1);
         if record.message == StageMessage::Barrier && record.is_for(self.reader.generation) {
-            self.first_barriers.entry(record.tag.epoch).or_insert(offset);
+            self.first_barriers
+                .entry(record.tag.epoch)
+                .or_insert(offset);
         }
         let events = self.input.on_record(record)?;
         self.ready.extend(events);

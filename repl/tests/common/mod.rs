@@ -1,5 +1,7 @@
 //! Helpers shared by the tests of the `weir` binary.
 
+pub mod broker;
+
 /// The data rows, sorted, that `weir run --format csv` printed; fails with
 /// what it printed on stderr if it did not succeed.
 pub fn csv_rows(output: std::process::Output) -> Vec<String> {
@@ -16,4 +18,21 @@ pub fn csv_rows(output: std::process::Output) -> Vec<String> {
         .collect();
     rows.sort();
     rows
+}
+
+/// Fails naming the rows only one side has (not all of them).
+#[allow(dead_code)] // not every test file compares rows
+pub fn assert_same_rows(actual: &[String], expected: &[String]) {
+    let missing: Vec<&String> = expected.iter().filter(|r| !actual.contains(r)).collect();
+    let extra: Vec<&String> = actual.iter().filter(|r| !expected.contains(r)).collect();
+    assert!(
+        actual == expected,
+        "{} rows, expected {}; missing {} (first: {:?}), unexpected {} (first: {:?})",
+        actual.len(),
+        expected.len(),
+        missing.len(),
+        &missing[..missing.len().min(5)],
+        extra.len(),
+        &extra[..extra.len().min(5)]
+    );
 }

@@ -1,9 +1,10 @@
 //! One job shared by several `weir run --cluster` processes
 //! (`docs/cluster-protocol.md`) on a real broker (Tansu, as
-//! `kafka_broker.rs`): Kafka source → tumbling window count → exactly-once
-//! Parquet. Processes join, one is killed with SIGKILL mid-run, another
-//! joins later; the committed output must equal, row for row, the same
-//! query over the generator in one process.
+//! `kafka_broker.rs`), writing exactly-once Parquet. Three processes share
+//! the job; one is killed with SIGKILL mid-run; a fourth joins later. The
+//! committed output must equal, row for row, the same query over the
+//! Nexmark generator in one process: a window aggregate, and a window join
+//! of two topics.
 
 mod common;
 
@@ -17,69 +18,232 @@ use common::broker::{run, start_broker, weir};
 const EVENTS: &str = "CREATE STREAM events WITH ('connector' = 'nexmark', 'events.num' = '50000',
     'base-time' = '1700000000000', 'first-event.rate' = '1000');";
 
-/// Half of the bids (by event time) go to the topic before the job runs,
-/// the rest after a process was killed.
+/// Half of the events (by event time) go to the topics before the job
+/// runs, the rest after a process was killed.
 const CUT: &str = "TIMESTAMP '2023-11-14 22:13:45'";
 
-const COUNTS: &str = "SELECT window_start, auction, count(*) AS n
-    FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND))
-    GROUP BY window_start, window_end, auction";
-
-fn topic(broker: &str) -> String {
-    format!(
-        "WITH ('connector' = 'kafka', 'topic' = 'bids', 'properties.bootstrap.servers' = '{broker}',
-               'format' = 'json', 'key.format' = 'json', 'key.fields' = 'auction'"
-    )
+/// A topic the job reads: its name, partitions, key column, and the
+/// Nexmark events it holds (`key, value, ts`).
+struct Topic {
+    name: &'static str,
+    partitions: u32,
+    key: &'static str,
+    value: &'static str,
+    /// The event kind and the columns that make `key, value, ts`.
+    select: &'static str,
 }
 
-/// Writes the bids `filter` keeps to the topic, keyed by auction.
-fn write_bids(broker: &str, filter: &str) {
-    let written = run(&format!(
-        "SET 'parallelism.default' = '1';
-         {EVENTS}
-         CREATE TABLE out (auction BIGINT, price BIGINT, ts TIMESTAMP(3)) {});
-         INSERT INTO out SELECT bid.auction, bid.price, dateTime FROM events
-           WHERE event_type = 2 AND {filter};",
-        topic(broker)
-    ));
-    assert!(written.is_empty(), "{written:?}");
+const BIDS: Topic = Topic {
+    name: "bids",
+    partitions: 4,
+    key: "auction",
+    value: "price",
+    select: "bid.auction, bid.price, dateTime FROM events WHERE event_type = 2",
+};
+
+const AUCTIONS: Topic = Topic {
+    name: "auctions",
+    partitions: 2,
+    key: "id",
+    value: "seller",
+    select: "auction.id, auction.seller, dateTime FROM events WHERE event_type = 1",
+};
+
+impl Topic {
+    fn with(&self, broker: &str) -> String {
+        format!(
+            "WITH ('connector' = 'kafka', 'topic' = '{}', 'properties.bootstrap.servers' = '{broker}',
+                   'format' = 'json', 'key.format' = 'json', 'key.fields' = '{}'",
+            self.name, self.key
+        )
+    }
+
+    fn columns(&self) -> String {
+        format!(
+            "{} BIGINT, {} BIGINT, ts TIMESTAMP(3)",
+            self.key, self.value
+        )
+    }
+
+    /// The view over the generator the reference answer reads.
+    fn generated_view(&self) -> String {
+        format!(
+            "CREATE VIEW {} AS SELECT {};",
+            self.name,
+            self.select.replacen(" FROM", " AS ts FROM", 1)
+        )
+    }
+
+    /// Writes the events `filter` keeps, keyed by the key column.
+    fn write(&self, broker: &str, filter: &str) {
+        let written = run(&format!(
+            "SET 'parallelism.default' = '1';
+             {EVENTS}
+             CREATE TABLE out ({}) {});
+             INSERT INTO out SELECT {} AND {filter};",
+            self.columns(),
+            self.with(broker),
+            self.select
+        ));
+        assert!(written.is_empty(), "{written:?}");
+    }
+
+    /// Rows far in the future on many keys (so on every partition): they
+    /// move every partition's watermark past the last window. The job
+    /// leaves them out.
+    fn write_flush(&self, broker: &str) {
+        let rows: Vec<String> = (1..=40)
+            .map(|k| format!("(-{k}, 0, TIMESTAMP '2030-01-01 00:00:00')"))
+            .collect();
+        let written = run(&format!(
+            "SET 'parallelism.default' = '1';
+             CREATE TABLE out ({}) {});
+             INSERT INTO out VALUES {};",
+            self.columns(),
+            self.with(broker),
+            rows.join(", ")
+        ));
+        assert!(written.is_empty(), "{written:?}");
+    }
+
+    /// The job's stream over the topic, and the view without flush rows.
+    fn job_stream(&self, broker: &str) -> String {
+        format!(
+            "CREATE STREAM {name}_topic ({columns}, WATERMARK FOR ts AS ts - INTERVAL '4' SECOND)
+               {with}, 'scan.startup.mode' = 'earliest-offset', 'properties.session.timeout.ms' = '6000');
+             CREATE VIEW {name} AS SELECT * FROM {name}_topic WHERE {key} >= 0;",
+            name = self.name,
+            columns = self.columns(),
+            with = self.with(broker),
+            key = self.key
+        )
+    }
 }
 
-/// Rows far in the future on many keys (so on every partition): they move
-/// every partition's watermark past the last window. The job leaves them
-/// out of its counts.
-fn write_flush(broker: &str) {
-    let rows: Vec<String> = (1..=40)
-        .map(|k| format!("(-{k}, 0, TIMESTAMP '2030-01-01 00:00:00')"))
-        .collect();
-    let written = run(&format!(
-        "SET 'parallelism.default' = '1';
-         CREATE TABLE out (auction BIGINT, price BIGINT, ts TIMESTAMP(3)) {});
-         INSERT INTO out VALUES {};",
-        topic(broker),
-        rows.join(", ")
-    ));
-    assert!(written.is_empty(), "{written:?}");
+/// A job over some topics, and the columns of what it writes.
+struct Scenario {
+    topics: &'static [Topic],
+    query: &'static str,
+    output: &'static str,
 }
 
-/// The job every process runs: the same file.
-fn job(broker: &str, dir: &Path) -> String {
-    format!(
-        "SET 'pipeline.name' = 'counts';
-         SET 'execution.checkpointing.interval' = '1s';
-         SET 'state.checkpoints.dir' = '{checkpoints}';
-         SET 'pipeline.max-parallelism' = '4';
-         CREATE STREAM bids_topic (auction BIGINT, price BIGINT, ts TIMESTAMP(3),
-           WATERMARK FOR ts AS ts - INTERVAL '4' SECOND) {topic},
-           'scan.startup.mode' = 'earliest-offset', 'properties.session.timeout.ms' = '6000');
-         CREATE VIEW bids AS SELECT * FROM bids_topic WHERE auction >= 0;
-         CREATE TABLE counts (window_start TIMESTAMP(3), auction BIGINT, n BIGINT)
-           WITH ('connector' = 'filesystem', 'path' = '{out}', 'format' = 'parquet');
-         INSERT INTO counts {COUNTS};",
-        checkpoints = dir.join("checkpoints").display(),
-        out = dir.join("out").display(),
-        topic = topic(broker),
-    )
+impl Scenario {
+    /// The file every process runs.
+    fn job(&self, broker: &str, dir: &Path) -> String {
+        let streams: String = self.topics.iter().map(|t| t.job_stream(broker)).collect();
+        format!(
+            "SET 'pipeline.name' = 'cluster-test';
+             SET 'execution.checkpointing.interval' = '1s';
+             SET 'state.checkpoints.dir' = '{checkpoints}';
+             SET 'pipeline.max-parallelism' = '4';
+             {streams}
+             CREATE TABLE out ({output})
+               WITH ('connector' = 'filesystem', 'path' = '{out}', 'format' = 'parquet');
+             INSERT INTO out {query};",
+            checkpoints = dir.join("checkpoints").display(),
+            out = dir.join("out").display(),
+            output = self.output,
+            query = self.query,
+        )
+    }
+
+    /// The query over the generator, in one process.
+    fn reference(&self) -> Vec<String> {
+        let views: String = self.topics.iter().map(Topic::generated_view).collect();
+        run(&format!("{EVENTS} {views} {};", self.query))
+    }
+
+    /// The committed output, as sorted CSV rows.
+    fn committed(&self, dir: &Path) -> Vec<String> {
+        if !dir.join("out").exists() {
+            return Vec::new();
+        }
+        run(&format!(
+            "CREATE STREAM r ({}) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet');
+             SELECT * FROM r;",
+            self.output,
+            dir.join("out").display()
+        ))
+    }
+
+    /// Waits until `done` holds of the committed rows; fails with the
+    /// processes' logs after `limit`.
+    fn wait_for(
+        &self,
+        dir: &Path,
+        limit: Duration,
+        done: impl Fn(&[String]) -> bool,
+    ) -> Vec<String> {
+        let started = Instant::now();
+        loop {
+            let rows = self.committed(dir);
+            if done(&rows) {
+                return rows;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "waited {limit:?}: {} rows committed\n{}",
+                rows.len(),
+                logs(dir)
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    /// Three processes, one killed mid-run, a fourth later: the committed
+    /// output equals the one-process answer.
+    fn survives_a_killed_process(&self) {
+        let topics: Vec<(&str, u32)> = self.topics.iter().map(|t| (t.name, t.partitions)).collect();
+        let broker = start_broker(&topics);
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        std::fs::write(dir.join("job.sql"), self.job(&broker.address, dir)).unwrap();
+        let reference = self.reference();
+        assert!(!reference.is_empty());
+
+        for topic in self.topics {
+            topic.write(&broker.address, &format!("dateTime < {CUT}"));
+        }
+        let mut processes = Processes(Vec::new());
+        for name in ["p1", "p2", "p3"] {
+            processes.0.push(start_process(dir, name));
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        let started = Instant::now();
+        while !["p1", "p2", "p3"].iter().all(|p| ran_tasks(dir, p)) {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the three processes did not share the tasks\n{}",
+                logs(dir)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // The first half's windows that closed are committed: the job runs.
+        let first = self.wait_for(dir, Duration::from_secs(120), |rows| !rows.is_empty());
+        assert!(first.len() < reference.len());
+
+        // SIGKILL: no goodbye to the group; its tasks move after the
+        // session timeout, and every task rolls back to the last complete
+        // epoch.
+        processes.0[1].kill().unwrap();
+        processes.0[1].wait().unwrap();
+        for topic in self.topics {
+            topic.write(&broker.address, &format!("dateTime >= {CUT}"));
+            topic.write_flush(&broker.address);
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        processes.0.push(start_process(dir, "p4"));
+
+        let all = self.wait_for(dir, Duration::from_secs(180), |rows| {
+            rows.len() >= reference.len()
+        });
+        // A few more epochs add nothing: no late duplicates.
+        std::thread::sleep(Duration::from_secs(3));
+        let settled = self.committed(dir);
+        assert_eq!(all, settled, "the output changed after it was complete");
+        assert!(ran_tasks(dir, "p4"), "the process started last took tasks");
+        common::assert_same_rows(&settled, &reference);
+    }
 }
 
 /// A `weir run --cluster` of the job, its logs in `dir`.
@@ -94,56 +258,6 @@ fn start_process(dir: &Path, name: &str) -> Child {
         .unwrap()
 }
 
-/// The committed output, as sorted CSV rows.
-fn committed(dir: &Path) -> Vec<String> {
-    if !dir.join("out").exists() {
-        return Vec::new();
-    }
-    run(&format!(
-        "CREATE STREAM r (window_start TIMESTAMP(3), auction BIGINT, n BIGINT)
-           WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet');
-         SELECT * FROM r;",
-        dir.join("out").display()
-    ))
-}
-
-fn count_of(rows: &[String]) -> i64 {
-    rows.iter()
-        .map(|r| r.rsplit(',').next().unwrap().parse::<i64>().unwrap())
-        .sum()
-}
-
-/// Waits until `done` holds of the committed rows; fails with the
-/// processes' logs after `limit`.
-fn wait_for(dir: &Path, limit: Duration, done: impl Fn(&[String]) -> bool) -> Vec<String> {
-    let started = Instant::now();
-    loop {
-        let rows = committed(dir);
-        if done(&rows) {
-            return rows;
-        }
-        if started.elapsed() > limit {
-            let mut logs = String::new();
-            for name in ["p1", "p2", "p3", "p4"] {
-                if let Ok(text) = std::fs::read_to_string(dir.join(format!("{name}.log"))) {
-                    let tail: Vec<&str> = text.lines().rev().take(15).collect();
-                    logs.push_str(&format!("--- {name}\n"));
-                    for line in tail.into_iter().rev() {
-                        logs.push_str(line);
-                        logs.push('\n');
-                    }
-                }
-            }
-            panic!(
-                "waited {limit:?}: {} rows committed, {} bids\n{logs}",
-                rows.len(),
-                count_of(&rows)
-            );
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
-}
-
 /// Whether the process logged running at least one task in some generation.
 fn ran_tasks(dir: &Path, name: &str) -> bool {
     let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
@@ -153,6 +267,22 @@ fn ran_tasks(dir: &Path, name: &str) -> bool {
             line.match_indices(": {")
                 .any(|(at, _)| line[at + 3..].starts_with(|c: char| c.is_ascii_digit()))
         })
+}
+
+/// The last lines of every process's log.
+fn logs(dir: &Path) -> String {
+    let mut logs = String::new();
+    for name in ["p1", "p2", "p3", "p4"] {
+        if let Ok(text) = std::fs::read_to_string(dir.join(format!("{name}.log"))) {
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            logs.push_str(&format!("--- {name}\n"));
+            for line in tail.into_iter().rev() {
+                logs.push_str(line);
+                logs.push('\n');
+            }
+        }
+    }
+    logs
 }
 
 struct Processes(Vec<Child>);
@@ -167,55 +297,26 @@ impl Drop for Processes {
 }
 
 #[test]
-fn a_cluster_job_survives_a_killed_process_and_equals_one_process() {
-    let broker = start_broker(&[("bids", 4)]);
-    let dir = tempfile::tempdir().unwrap();
-    let dir = dir.path();
-    std::fs::write(dir.join("job.sql"), job(&broker.address, dir)).unwrap();
-
-    let reference = run(&format!(
-        "{EVENTS}
-         CREATE VIEW bids AS SELECT bid.auction, bid.price, dateTime AS ts FROM events WHERE event_type = 2;
-         {COUNTS};"
-    ));
-    let total = count_of(&reference);
-    assert_eq!(total, 50_000 * 46 / 50, "every bid counted once");
-
-    write_bids(&broker.address, &format!("dateTime < {CUT}"));
-    let mut processes = Processes(Vec::new());
-    for name in ["p1", "p2", "p3"] {
-        processes.0.push(start_process(dir, name));
-        std::thread::sleep(Duration::from_secs(1));
+fn a_window_aggregate_survives_a_killed_process_and_equals_one_process() {
+    Scenario {
+        topics: &[BIDS],
+        query: "SELECT window_start, auction, count(*) AS n
+            FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND))
+            GROUP BY window_start, window_end, auction",
+        output: "window_start TIMESTAMP(3), auction BIGINT, n BIGINT",
     }
-    let started = Instant::now();
-    while !["p1", "p2", "p3"].iter().all(|p| ran_tasks(dir, p)) {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the three processes did not share the tasks"
-        );
-        std::thread::sleep(Duration::from_millis(200));
+    .survives_a_killed_process();
+}
+
+#[test]
+fn a_window_join_survives_a_killed_process_and_equals_one_process() {
+    Scenario {
+        topics: &[BIDS, AUCTIONS],
+        query: "SELECT b.auction, b.price, a.seller, b.window_start
+            FROM (SELECT * FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '10' SECOND))) b
+            JOIN (SELECT * FROM TABLE(TUMBLE(TABLE auctions, DESCRIPTOR(ts), INTERVAL '10' SECOND))) a
+            ON b.auction = a.id AND b.window_start = a.window_start AND b.window_end = a.window_end",
+        output: "auction BIGINT, price BIGINT, seller BIGINT, window_start TIMESTAMP(3)",
     }
-    // The first half's windows that closed are committed: the job runs.
-    let first = wait_for(dir, Duration::from_secs(120), |rows| !rows.is_empty());
-    assert!(count_of(&first) < total);
-
-    // SIGKILL: no goodbye to the group; its tasks move after the session
-    // timeout, and every task rolls back to the last complete epoch.
-    assert!(ran_tasks(dir, "p2"), "the process to kill runs tasks");
-    processes.0[1].kill().unwrap();
-    processes.0[1].wait().unwrap();
-    write_bids(&broker.address, &format!("dateTime >= {CUT}"));
-    write_flush(&broker.address);
-    std::thread::sleep(Duration::from_secs(2));
-    processes.0.push(start_process(dir, "p4"));
-
-    let all = wait_for(dir, Duration::from_secs(180), |rows| {
-        count_of(rows) >= total
-    });
-    // Nothing more arrives after a few more epochs: no late duplicates.
-    std::thread::sleep(Duration::from_secs(3));
-    let settled = committed(dir);
-    assert!(ran_tasks(dir, "p4"), "the process started last took tasks");
-    assert_eq!(all, settled, "the output changed after it was complete");
-    common::assert_same_rows(&settled, &reference);
+    .survives_a_killed_process();
 }

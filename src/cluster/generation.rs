@@ -6,7 +6,7 @@
 //! (in the process running the first task), and the watcher that lets
 //! sinks publish complete epochs.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +18,10 @@ use weir_engine::generations::Generation;
 use weir_engine::message::now_millis;
 use weir_engine::runtime::SnapshotAck;
 use weir_engine::source::FINAL_CHECKPOINT;
-use weir_engine::{CheckpointId, EngineError, Graph, JobHandle, JobStatus, Result, RuntimeConfig};
+use weir_engine::{
+    CheckpointId, EngineError, Graph, JobHandle, JobStatus, NodeId, Result, RuntimeConfig,
+    StateSnapshot,
+};
 
 use super::snapshots;
 use super::stages::{Layout, StageInput};
@@ -72,6 +75,13 @@ impl Running {
                 }
             }
             let (acks, reports) = mpsc::channel(64);
+            // Each task of the local graph reports its own snapshot (a
+            // join's readers and the join itself); a task's object holds all.
+            let reporting = local
+                .nodes
+                .iter()
+                .filter(|n| !local.is_chained(n.id))
+                .count();
             let config = RuntimeConfig {
                 subtasks: Some(tasks.clone()),
                 external_commits: Some(commits.clone()),
@@ -87,6 +97,7 @@ impl Running {
             jobs.push(job);
             loops.spawn(write_snapshots(
                 reports,
+                reporting,
                 epochs.clone(),
                 number,
                 stage,
@@ -159,19 +170,34 @@ async fn start_epochs(
     Ok(())
 }
 
-/// Writes each task's snapshot of each epoch to the store.
+/// Writes each task's snapshot of each epoch to the store, once the
+/// `reporting` parts of the task have all reported.
 async fn write_snapshots(
     mut reports: mpsc::Receiver<SnapshotAck>,
+    reporting: usize,
     epochs: Arc<Epochs>,
     generation: u64,
     stage: usize,
     fingerprint: String,
 ) -> Result<()> {
+    let mut partial: HashMap<(CheckpointId, usize), (usize, Vec<(NodeId, StateSnapshot)>)> =
+        HashMap::new();
     while let Some(report) = reports.recv().await {
         if report.checkpoint_id == FINAL_CHECKPOINT {
             continue;
         }
-        let object = snapshots::encode(&fingerprint, &report.states)?;
+        let key = (report.checkpoint_id, report.subtask);
+        let (reported, states) = partial.entry(key).or_default();
+        *reported += 1;
+        states.extend(report.states);
+        if *reported < reporting {
+            continue;
+        }
+        let Some((_, mut states)) = partial.remove(&key) else {
+            continue;
+        };
+        states.sort_by_key(|(node, _)| *node);
+        let object = snapshots::encode(&fingerprint, &states)?;
         let task = format!("{stage}-{}", report.subtask);
         epochs
             .put_snapshot(generation, report.checkpoint_id, &task, object)

@@ -55,14 +55,16 @@ pub(crate) async fn start(
     let (replication, retention) = settings.repartition_topics();
     for stage in &layout.stages {
         if let StageInput::Upstream(_) = stage.input {
-            ensure_repartition_topic(
-                &layout.client,
-                &stage.topic,
-                stage.tasks,
-                i32::try_from(replication).unwrap_or(1),
-                retention.as_millis() as i64,
-            )
-            .await?;
+            for topic in &stage.topics {
+                ensure_repartition_topic(
+                    &layout.client,
+                    topic,
+                    stage.tasks,
+                    i32::try_from(replication).unwrap_or(1),
+                    retention.as_millis() as i64,
+                )
+                .await?;
+            }
         }
     }
     let dir = format!("{}/{}", checkpoint.dir.trim_end_matches('/'), plan.name);
@@ -122,7 +124,7 @@ impl Process {
                 StageMembership::join(
                     &self.layout.client,
                     &stage_group(&self.pipeline, index),
-                    &stage.topic,
+                    &stage.topics[0],
                 )
             })
             .collect::<EngineResult<Vec<_>>>()?;

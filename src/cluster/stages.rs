@@ -24,8 +24,18 @@ use crate::error::{Result, WeirError};
 pub(crate) enum StageInput {
     /// Its first node is a Kafka source; its tasks are the topic's partitions.
     Source,
-    /// Another stage's output, through this stage's repartition topic.
-    Upstream(usize),
+    /// Other stages' output, one per input side of its first node (two
+    /// for a join), each through a repartition topic of its own.
+    Upstream(Vec<usize>),
+}
+
+/// Where a stage's rows go: input `side` of stage `stage`, split by the
+/// hash of `keys` (no keys: spread round-robin).
+#[derive(Debug, Clone)]
+pub(crate) struct StageOutput {
+    pub stage: usize,
+    pub side: usize,
+    pub keys: Vec<usize>,
 }
 
 /// One stage of the job.
@@ -34,11 +44,12 @@ pub(crate) struct StagePlan {
     /// The job graph's nodes, in data-flow order.
     pub nodes: Vec<NodeId>,
     pub tasks: usize,
-    /// The topic whose partitions are the tasks.
-    pub topic: String,
+    /// The topics whose partitions are the tasks, one per input side: the
+    /// source's, or the repartition topics. The first names the stage's
+    /// consumer group's topic.
+    pub topics: Vec<String>,
     pub input: StageInput,
-    /// The stage its rows go to, and the shuffle key's columns.
-    pub output: Option<(usize, Vec<usize>)>,
+    pub output: Option<StageOutput>,
 }
 
 /// The job cut into stages, and the Kafka client they share.
@@ -67,51 +78,68 @@ impl Layout {
                 }
             }
             let head = &graph.nodes[stage.nodes[0]];
-            let (input, topic, tasks) = match (&head.kind, stage.upstream.as_slice()) {
+            let (input, topics, tasks) = match (&head.kind, stage.upstream.as_slice()) {
                 (NodeKind::Source(source), []) => {
                     let (config, topic) = source_topic(source)?;
                     let tasks = partitions(&config, &topic).await?;
                     client.get_or_insert(config);
-                    (StageInput::Source, topic, tasks)
+                    (StageInput::Source, vec![topic], tasks)
                 }
-                (_, [(from, kind)]) => {
-                    let tasks = match kind {
-                        EdgeKind::Shuffle { keys, .. } if !keys.is_empty() => max_parallelism,
-                        EdgeKind::Broadcast => return Err(unsupported("a broadcast")),
-                        _ if head.parallelism == 1 => 1,
-                        _ => max_parallelism,
+                (NodeKind::Source(_), _) | (_, []) => {
+                    return Err(unsupported("a stage without input"))
+                }
+                (_, upstream) => {
+                    let keyed = upstream.iter().any(|(_, kind)| {
+                        matches!(kind, EdgeKind::Shuffle { keys, .. } if !keys.is_empty())
+                    });
+                    if upstream
+                        .iter()
+                        .any(|(_, kind)| *kind == EdgeKind::Broadcast)
+                    {
+                        return Err(unsupported("a broadcast"));
+                    }
+                    let tasks = if !keyed && head.parallelism == 1 {
+                        1
+                    } else {
+                        max_parallelism
                     };
-                    (
-                        StageInput::Upstream(*from),
-                        repartition_topic(pipeline, index),
-                        tasks,
-                    )
+                    let topics = (0..upstream.len())
+                        .map(|side| match side {
+                            0 => repartition_topic(pipeline, index),
+                            side => format!("{}.{side}", repartition_topic(pipeline, index)),
+                        })
+                        .collect();
+                    let from = upstream.iter().map(|(from, _)| *from).collect();
+                    (StageInput::Upstream(from), topics, tasks)
                 }
-                _ => return Err(unsupported("a join or union of several inputs")),
             };
+            let output_keys: Vec<Vec<usize>> = graph
+                .inputs(head.id)
+                .map(|e| match &e.kind {
+                    EdgeKind::Shuffle { keys, .. } => keys.clone(),
+                    _ => Vec::new(),
+                })
+                .collect();
+            if let StageInput::Upstream(from) = &input {
+                for (side, (upstream, keys)) in from.iter().zip(output_keys).enumerate() {
+                    let feeding: &mut StagePlan = &mut stages[*upstream];
+                    if feeding.output.is_some() {
+                        return Err(unsupported("a stage feeding several others"));
+                    }
+                    feeding.output = Some(StageOutput {
+                        stage: index,
+                        side,
+                        keys,
+                    });
+                }
+            }
             stages.push(StagePlan {
                 nodes: stage.nodes,
                 tasks,
-                topic,
+                topics,
                 input,
                 output: None,
             });
-        }
-        for index in 0..stages.len() {
-            if let StageInput::Upstream(from) = stages[index].input {
-                let head = stages[index].nodes[0];
-                let keys = graph
-                    .inputs(head)
-                    .find_map(|e| match &e.kind {
-                        EdgeKind::Shuffle { keys, .. } => Some(keys.clone()),
-                        _ => None,
-                    })
-                    .unwrap_or_default();
-                if stages[from].output.is_some() {
-                    return Err(unsupported("a stage feeding several others"));
-                }
-                stages[from].output = Some((index, keys));
-            }
         }
         let client = client.ok_or_else(|| unsupported("a job without a Kafka source"))?;
         Ok(Layout { stages, client })
@@ -133,29 +161,32 @@ impl Layout {
     ) -> Graph {
         let stage = &self.stages[index];
         let mut local = Graph::new();
-        let mut previous = None;
-        if let StageInput::Upstream(from) = stage.input {
-            let reader = StageReader {
-                client: self.client.clone(),
-                topic: stage.topic.clone(),
-                generation: generation.number,
-                producers: (0..self.stages[from].tasks)
-                    .map(|p| format!("{from}-{p}"))
-                    .collect(),
-            };
-            let node = local.add_node(
-                format!("stage input: {}", stage.topic),
-                "",
-                stage.tasks,
-                NodeKind::Source(SourceNode {
-                    factory: reader.factory(),
-                    computed: Vec::new(),
-                    watermark: None,
-                    connector: Default::default(),
-                }),
-            );
-            previous = Some(node);
+        // One reader per input side, each feeding its side of the first node.
+        let mut readers = Vec::new();
+        if let StageInput::Upstream(from) = &stage.input {
+            for (upstream, topic) in from.iter().zip(&stage.topics) {
+                let reader = StageReader {
+                    client: self.client.clone(),
+                    topic: topic.clone(),
+                    generation: generation.number,
+                    producers: (0..self.stages[*upstream].tasks)
+                        .map(|p| format!("{upstream}-{p}"))
+                        .collect(),
+                };
+                readers.push(local.add_node(
+                    format!("stage input: {topic}"),
+                    "",
+                    stage.tasks,
+                    NodeKind::Source(SourceNode {
+                        factory: reader.factory(),
+                        computed: Vec::new(),
+                        watermark: None,
+                        connector: Default::default(),
+                    }),
+                ));
+            }
         }
+        let mut previous: Option<NodeId> = None;
         for id in &stage.nodes {
             let node = &graph.nodes[*id];
             let copy = local.add_node(
@@ -164,24 +195,29 @@ impl Layout {
                 stage.tasks,
                 node.kind.clone(),
             );
-            if let Some(from) = previous {
-                local.connect(from, copy, EdgeKind::Forward);
+            match previous {
+                Some(from) => local.connect(from, copy, EdgeKind::Forward),
+                None => {
+                    for reader in &readers {
+                        local.connect(*reader, copy, EdgeKind::Forward);
+                    }
+                }
             }
             previous = Some(copy);
         }
-        if let (Some((next, keys)), Some(from)) = (&stage.output, previous) {
-            let next_stage = &self.stages[*next];
+        if let (Some(output), Some(from)) = (&stage.output, previous) {
+            let next_stage = &self.stages[output.stage];
             let writer = StageWriter {
                 client: self.client.clone(),
-                topic: next_stage.topic.clone(),
+                topic: next_stage.topics[output.side].clone(),
                 partitions: next_stage.tasks,
-                keys: keys.clone(),
+                keys: output.keys.clone(),
                 generation: generation.number,
                 stage: index,
                 first_epoch,
             };
             let sink = local.add_node(
-                format!("stage output: {}", next_stage.topic),
+                format!("stage output: {}", next_stage.topics[output.side]),
                 "",
                 stage.tasks,
                 NodeKind::Sink(writer.factory()),

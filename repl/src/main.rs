@@ -100,6 +100,8 @@ fn parse_var(s: &str) -> Result<(String, String), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Fail points named in FAILPOINTS (tests of the cluster protocol).
+    let _fail_points = fail::FailScenario::setup();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -14,6 +14,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::broker::{run, start_broker, weir};
+use common::seaweed::seaweed_in_tempdir;
 
 const EVENTS: &str = "CREATE STREAM events WITH ('connector' = 'nexmark', 'events.num' = '50000',
     'base-time' = '1700000000000', 'first-event.rate' = '1000');";
@@ -120,6 +121,20 @@ impl Topic {
     }
 }
 
+/// What goes wrong mid-run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Death {
+    /// The test sends the second process SIGKILL once the job is running.
+    Killed,
+    /// The second process aborts itself at this fail point of the
+    /// checkpoint protocol, on the seventh time it passes there (a few
+    /// epochs into its run).
+    At(&'static str),
+    /// Nobody dies: the checkpoint store (SeaweedFS, holding the
+    /// checkpoints) stops answering for a while (SIGSTOP, then SIGCONT).
+    StorePaused,
+}
+
 /// A job over some topics, and the columns of what it writes.
 struct Scenario {
     topics: &'static [Topic],
@@ -128,8 +143,12 @@ struct Scenario {
 }
 
 impl Scenario {
-    /// The file every process runs.
-    fn job(&self, broker: &str, dir: &Path) -> String {
+    /// The file every process runs; checkpoints on `s3` when given.
+    fn job(&self, broker: &str, dir: &Path, s3: Option<u16>) -> String {
+        let checkpoints = match s3 {
+            Some(_) => "s3://weir/checkpoints".to_string(),
+            None => dir.join("checkpoints").display().to_string(),
+        };
         let streams: String = self.topics.iter().map(|t| t.job_stream(broker)).collect();
         format!(
             "SET 'pipeline.name' = 'cluster-test';
@@ -140,7 +159,6 @@ impl Scenario {
              CREATE TABLE out ({output})
                WITH ('connector' = 'filesystem', 'path' = '{out}', 'format' = 'parquet');
              INSERT INTO out {query};",
-            checkpoints = dir.join("checkpoints").display(),
             out = dir.join("out").display(),
             output = self.output,
             query = self.query,
@@ -193,11 +211,22 @@ impl Scenario {
     /// Three processes, one killed mid-run, a fourth later: the committed
     /// output equals the one-process answer.
     fn survives_a_killed_process(&self) {
+        self.survives(Death::Killed)
+    }
+
+    fn survives(&self, death: Death) {
         let topics: Vec<(&str, u32)> = self.topics.iter().map(|t| (t.name, t.partitions)).collect();
         let broker = start_broker(&topics);
-        let dir = tempfile::tempdir().unwrap();
-        let dir = dir.path();
-        std::fs::write(dir.join("job.sql"), self.job(&broker.address, dir)).unwrap();
+        let (root, store) = match death {
+            Death::StorePaused => {
+                let (root, store) = seaweed_in_tempdir();
+                (root, Some(store))
+            }
+            _ => (tempfile::tempdir().unwrap(), None),
+        };
+        let dir = root.path();
+        let s3 = store.as_ref().map(|s| s.s3);
+        std::fs::write(dir.join("job.sql"), self.job(&broker.address, dir, s3)).unwrap();
         let reference = self.reference();
         assert!(!reference.is_empty());
 
@@ -206,7 +235,11 @@ impl Scenario {
         }
         let mut processes = Processes(Vec::new());
         for name in ["p1", "p2", "p3"] {
-            processes.0.push(start_process(dir, name));
+            let fail_point = match death {
+                Death::At(point) if name == "p2" => Some(point),
+                _ => None,
+            };
+            processes.0.push(start_process(dir, name, fail_point, s3));
             std::thread::sleep(Duration::from_secs(1));
         }
         let started = Instant::now();
@@ -222,17 +255,46 @@ impl Scenario {
         let first = self.wait_for(dir, Duration::from_secs(120), |rows| !rows.is_empty());
         assert!(first.len() < reference.len());
 
-        // SIGKILL: no goodbye to the group; its tasks move after the
-        // session timeout, and every task rolls back to the last complete
-        // epoch.
-        processes.0[1].kill().unwrap();
-        processes.0[1].wait().unwrap();
+        // No goodbye to the group: its tasks move after the session
+        // timeout, and every task rolls back to the last complete epoch.
+        match death {
+            Death::StorePaused => {
+                let pid = store.as_ref().unwrap().child.id().to_string();
+                let signal = |name: &str| {
+                    let sent = std::process::Command::new("kill")
+                        .args([name, &pid])
+                        .status()
+                        .unwrap();
+                    assert!(sent.success());
+                };
+                signal("-STOP");
+                std::thread::sleep(Duration::from_secs(8));
+                signal("-CONT");
+            }
+            Death::Killed => processes.0[1].kill().unwrap(),
+            Death::At(point) => {
+                let started = Instant::now();
+                while processes.0[1].try_wait().unwrap().is_none() {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(60),
+                        "p2 did not crash at {point}\n{}",
+                        logs(dir)
+                    );
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                let log = std::fs::read_to_string(dir.join("p2.log")).unwrap();
+                assert!(log.contains("fail point: crashing"), "{log}");
+            }
+        }
+        if death != Death::StorePaused {
+            processes.0[1].wait().unwrap();
+        }
         for topic in self.topics {
             topic.write(&broker.address, &format!("dateTime >= {CUT}"));
             topic.write_flush(&broker.address);
         }
         std::thread::sleep(Duration::from_secs(2));
-        processes.0.push(start_process(dir, "p4"));
+        processes.0.push(start_process(dir, "p4", None, s3));
 
         let all = self.wait_for(dir, Duration::from_secs(180), |rows| {
             rows.len() >= reference.len()
@@ -246,10 +308,22 @@ impl Scenario {
     }
 }
 
-/// A `weir run --cluster` of the job, its logs in `dir`.
-fn start_process(dir: &Path, name: &str) -> Child {
+/// A `weir run --cluster` of the job, its logs in `dir`, armed to crash
+/// at `fail_point`, its checkpoints on SeaweedFS's `s3` port when given.
+fn start_process(dir: &Path, name: &str, fail_point: Option<&str>, s3: Option<u16>) -> Child {
     let log = File::create(dir.join(format!("{name}.log"))).unwrap();
-    weir()
+    let mut command = weir();
+    if let Some(port) = s3 {
+        command
+            .env("AWS_ACCESS_KEY_ID", "weir")
+            .env("AWS_SECRET_ACCESS_KEY", "weir")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT", format!("http://127.0.0.1:{port}"));
+    }
+    if let Some(point) = fail_point {
+        command.env("FAILPOINTS", format!("{point}=6*off->return"));
+    }
+    command
         .args(["--log", "info", "run", "--cluster"])
         .arg(dir.join("job.sql"))
         .stdout(Stdio::null())
@@ -298,14 +372,7 @@ impl Drop for Processes {
 
 #[test]
 fn a_window_aggregate_survives_a_killed_process_and_equals_one_process() {
-    Scenario {
-        topics: &[BIDS],
-        query: "SELECT window_start, auction, count(*) AS n
-            FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND))
-            GROUP BY window_start, window_end, auction",
-        output: "window_start TIMESTAMP(3), auction BIGINT, n BIGINT",
-    }
-    .survives_a_killed_process();
+    COUNTS.survives_a_killed_process();
 }
 
 #[test]
@@ -319,4 +386,40 @@ fn a_window_join_survives_a_killed_process_and_equals_one_process() {
         output: "auction BIGINT, price BIGINT, seller BIGINT, window_start TIMESTAMP(3)",
     }
     .survives_a_killed_process();
+}
+
+const COUNTS: Scenario = Scenario {
+    topics: &[BIDS],
+    query: "SELECT window_start, auction, count(*) AS n
+        FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND))
+        GROUP BY window_start, window_end, auction",
+    output: "window_start TIMESTAMP(3), auction BIGINT, n BIGINT",
+};
+
+/// Killed with its snapshot of an epoch not yet written: the epoch never
+/// completes; the base is the epoch before.
+#[test]
+fn a_process_killed_before_its_snapshot_loses_nothing() {
+    COUNTS.survives(Death::At("cluster-before-snapshot"));
+}
+
+/// Killed after writing its snapshot, with others' still coming: the
+/// epoch completes or is aborted when the generation closes.
+#[test]
+fn a_process_killed_during_a_checkpoint_loses_nothing() {
+    COUNTS.survives(Death::At("cluster-after-snapshot"));
+}
+
+/// Killed after an epoch's manifest, before its sinks published it: the
+/// task's next owner publishes it on restore.
+#[test]
+fn a_process_killed_after_a_checkpoint_before_publishing_loses_nothing() {
+    COUNTS.survives(Death::At("cluster-before-publish"));
+}
+
+/// The checkpoint store stops answering for eight seconds mid-run: epochs
+/// wait, nothing fails, nothing is lost or doubled.
+#[test]
+fn a_checkpoint_store_that_stops_answering_delays_but_loses_nothing() {
+    COUNTS.survives(Death::StorePaused);
 }

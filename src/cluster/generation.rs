@@ -50,9 +50,9 @@ impl Running {
         let first = generation.base.map_or(1, |b| b.epoch + 1);
         let number = generation.number;
         let (commits_tx, commits) = watch::channel(0);
-        let mut jobs = Vec::new();
-        let mut sources = Vec::new();
-        let mut loops = JoinSet::new();
+        // Everything is read before anything starts: a store that fails
+        // half-way leaves nothing running.
+        let mut prepared = Vec::new();
         for (stage, tasks) in assigned.iter().enumerate() {
             if tasks.is_empty() {
                 continue;
@@ -74,6 +74,12 @@ impl Running {
                     }
                 }
             }
+            prepared.push((stage, tasks, local, fingerprint, restored));
+        }
+        let mut jobs = Vec::new();
+        let mut sources = Vec::new();
+        let mut loops = JoinSet::new();
+        for (stage, tasks, local, fingerprint, restored) in prepared {
             let (acks, reports) = mpsc::channel(64);
             // Each task of the local graph reports its own snapshot (a
             // join's readers and the join itself); a task's object holds all.
@@ -199,9 +205,20 @@ async fn write_snapshots(
         states.sort_by_key(|(node, _)| *node);
         let object = snapshots::encode(&fingerprint, &states)?;
         let task = format!("{stage}-{}", report.subtask);
-        epochs
-            .put_snapshot(generation, report.checkpoint_id, &task, object)
-            .await?;
+        fail::fail_point!("cluster-before-snapshot", |_| crash("before a snapshot"));
+        let epoch = report.checkpoint_id;
+        let mut wait = Duration::from_millis(250);
+        while let Err(e) = epochs
+            .put_snapshot(generation, epoch, &task, object.clone())
+            .await
+        {
+            // The store does not answer: this epoch waits (no manifest
+            // without every snapshot), the job does not fail.
+            tracing::warn!(generation, epoch, task, "snapshot not written yet: {e}");
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(5));
+        }
+        fail::fail_point!("cluster-after-snapshot", |_| crash("after a snapshot"));
     }
     Ok(())
 }
@@ -215,13 +232,14 @@ async fn complete_epochs(
 ) -> Result<()> {
     for epoch in first.. {
         loop {
-            match epochs.try_complete(generation, epoch, first, tasks).await? {
-                Some(Outcome::Complete) => {
+            match epochs.try_complete(generation, epoch, first, tasks).await {
+                Ok(Some(Outcome::Complete)) => {
                     tracing::info!(generation, epoch, "epoch complete");
                     break;
                 }
-                Some(Outcome::Aborted) => return Ok(()),
-                None => tokio::time::sleep(MANIFEST_POLL).await,
+                Ok(Some(Outcome::Aborted)) => return Ok(()),
+                Ok(None) => tokio::time::sleep(MANIFEST_POLL).await,
+                Err(e) => unanswered(generation, epoch, e).await,
             }
         }
     }
@@ -237,17 +255,34 @@ async fn publish_epochs(
 ) -> Result<()> {
     for epoch in first.. {
         loop {
-            match epochs.outcome(generation, epoch).await? {
-                Some(Outcome::Complete) => {
+            match epochs.outcome(generation, epoch).await {
+                Err(e) => unanswered(generation, epoch, e).await,
+                Ok(Some(Outcome::Complete)) => {
+                    fail::fail_point!("cluster-before-publish", |_| crash(
+                        "after a manifest, before publishing"
+                    ));
                     let _ = commits.send(epoch);
                     break;
                 }
-                Some(Outcome::Aborted) => return Ok(()),
-                None => tokio::time::sleep(MANIFEST_POLL).await,
+                Ok(Some(Outcome::Aborted)) => return Ok(()),
+                Ok(None) => tokio::time::sleep(MANIFEST_POLL).await,
             }
         }
     }
     Ok(())
+}
+
+/// The store did not answer about an epoch: asks again a little later
+/// (the epoch waits; sinks publish nothing it has not decided).
+async fn unanswered(generation: u64, epoch: u64, error: EngineError) {
+    tracing::warn!(generation, epoch, "checkpoint store: {error}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// Dies as SIGKILL would, where a fail point says (`FAILPOINTS`).
+fn crash(at: &str) -> Result<()> {
+    tracing::error!("fail point: crashing {at}");
+    std::process::abort()
 }
 
 /// Tasks by stage, from the partitions each stage's group assigned.

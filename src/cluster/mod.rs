@@ -26,7 +26,7 @@ use weir_engine::epochs::Epochs;
 use weir_engine::generations::{Base, Generation, Generations};
 use weir_engine::runtime::SourceControl;
 use weir_engine::RuntimeConfig;
-use weir_engine::{Graph, JobHandle, JobMetrics, Result as EngineResult};
+use weir_engine::{EngineError, Graph, JobHandle, JobMetrics, Result as EngineResult};
 use weir_planner::{JobPlan, Settings};
 
 use crate::error::{Result, WeirError};
@@ -101,6 +101,12 @@ fn process_id() -> String {
     format!("{host}-{}-{random:08x}", std::process::id())
 }
 
+/// The checkpoint store did not answer (worth asking again), as opposed
+/// to an answer that will not change (a snapshot of another job).
+fn is_unanswered(error: &EngineError) -> bool {
+    matches!(error, EngineError::Connector { connector, .. } if connector == "epochs" || connector == "generations")
+}
+
 /// This process's part of the job.
 struct Process {
     id: String,
@@ -153,19 +159,41 @@ impl Process {
                     .map(|a| a.partitions.clone())
                     .collect::<Vec<BTreeSet<i32>>>(),
             );
+            // A store that does not answer delays the next generation (the
+            // step is tried again), it does not fail the job.
             if changed_at.is_some_and(|at| at.elapsed() >= SETTLE) {
-                changed_at = None;
-                let next = self.next_generation().await?;
-                running = Some(self.start(next, &assigned).await?);
+                match self.next_generation().await {
+                    Ok(next) => match self.start(next, &assigned).await {
+                        Ok(started) => {
+                            changed_at = None;
+                            running = Some(started);
+                        }
+                        Err(e) if is_unanswered(&e) => {
+                            tracing::warn!("cannot start the new generation yet: {e}")
+                        }
+                        Err(e) => return Err(e),
+                    },
+                    Err(e) => tracing::warn!("cannot create the next generation yet: {e}"),
+                }
             } else if changed_at.is_none() && last_look.elapsed() >= GENERATION_POLL {
                 last_look = Instant::now();
-                let latest = self.generations.latest().await?;
                 let current = running.as_ref().map(|r| r.generation.number);
-                if let Some(latest) = latest.filter(|l| Some(l.number) > current) {
-                    if let Some(old) = running.take() {
-                        old.stop();
+                match self.generations.latest().await {
+                    Ok(Some(latest)) if Some(latest.number) > current => {
+                        if let Some(old) = running.take() {
+                            old.stop();
+                        }
+                        match self.start(latest, &assigned).await {
+                            Ok(started) => running = Some(started),
+                            // Looked at again at the next poll.
+                            Err(e) if is_unanswered(&e) => {
+                                tracing::warn!("cannot start the newest generation yet: {e}")
+                            }
+                            Err(e) => return Err(e),
+                        }
                     }
-                    running = Some(self.start(latest, &assigned).await?);
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("cannot list generations: {e}"),
                 }
             }
             if let Some(failure) = running.as_mut().and_then(Running::failure) {

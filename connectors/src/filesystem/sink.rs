@@ -78,6 +78,11 @@ pub struct FileSink {
     closed: Vec<(Path, Path)>,
     /// Prepared files by checkpoint, waiting for it to complete.
     pending: BTreeMap<CheckpointId, Vec<(Path, Path)>>,
+    /// Makes this instance's staging names its own: an instance that
+    /// lives on after its task moved (a cluster job's zombie) cannot
+    /// overwrite what the task's new instance stages under the same
+    /// final name.
+    instance: u32,
 }
 
 fn err(e: impl std::fmt::Display) -> EngineError {
@@ -127,6 +132,7 @@ impl FileSink {
             watermark: i64::MIN,
             closed: Vec::new(),
             pending: BTreeMap::new(),
+            instance: rand::random(),
         }
     }
 
@@ -209,7 +215,8 @@ impl FileSink {
                 );
                 // Staged flat (the sequence makes names unique), published
                 // into its partition.
-                (self.path(&[STAGING, &name]), self.in_dir(dir, &name))
+                let staged = format!("{name}.{:08x}", self.instance);
+                (self.path(&[STAGING, &staged]), self.in_dir(dir, &name))
             }
         };
         self.sequence += 1;

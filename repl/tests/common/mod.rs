@@ -1,6 +1,7 @@
 //! Helpers shared by the tests of the `weir` binary.
 
 pub mod broker;
+pub mod seaweed;
 
 /// The data rows, sorted, that `weir run --format csv` printed; fails with
 /// what it printed on stderr if it did not succeed.

@@ -119,6 +119,32 @@ pub fn prometheus_text(jobs: &[Job]) -> Result<String> {
             &[("job", name.clone()), ("job_id", id.clone())],
             f64::from(u8::from(job.status().is_running())),
         );
+        for t in &m.tasks {
+            let process = t.process.clone().unwrap_or_default();
+            let l = [
+                ("job", name.clone()),
+                ("job_id", id.clone()),
+                ("stage", t.stage.to_string()),
+                ("task", t.task.to_string()),
+                ("process", process),
+            ];
+            if t.local {
+                f.gauge(
+                    "weir_task_assigned",
+                    "1 for each task of a cluster job this process runs",
+                    &l,
+                    1.0,
+                );
+            }
+            if let Some(lag) = t.lag {
+                f.gauge(
+                    "weir_task_lag",
+                    "Records of a cluster job's task's input partition not read yet (every task of the job)",
+                    &l,
+                    lag as f64,
+                );
+            }
+        }
         for s in &m.subtasks {
             let l = [
                 ("job", name.clone()),

@@ -298,6 +298,47 @@ pub fn job_report(job: &Job) -> Vec<(String, RecordBatch)> {
         ));
     }
 
+    if !m.tasks.is_empty() {
+        // A cluster job: every task of the job, wherever it runs.
+        let tasks = &m.tasks;
+        tables.push((
+            "tasks".to_string(),
+            table(vec![
+                (
+                    "task",
+                    text(
+                        tasks
+                            .iter()
+                            .map(|t| format!("{}-{}", t.stage, t.task))
+                            .collect(),
+                    ),
+                ),
+                (
+                    "process",
+                    text(
+                        tasks
+                            .iter()
+                            .map(|t| match (&t.process, t.local) {
+                                (Some(p), true) => format!("{p} (this one)"),
+                                (Some(p), false) => p.clone(),
+                                (None, _) => "-".to_string(),
+                            })
+                            .collect(),
+                    ),
+                ),
+                (
+                    "lag",
+                    text(
+                        tasks
+                            .iter()
+                            .map(|t| t.lag.map(|l| l.to_string()).unwrap_or_default())
+                            .collect(),
+                    ),
+                ),
+            ]),
+        ));
+    }
+
     if !m.alerts.is_empty() {
         tables.push((
             "alerts".to_string(),

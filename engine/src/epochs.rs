@@ -74,6 +74,22 @@ impl Epochs {
         found.bytes().await.map_err(store_error)
     }
 
+    /// The tasks whose snapshots of an epoch are written.
+    pub async fn written(&self, generation: u64, epoch: u64) -> Result<Vec<String>> {
+        let objects: Vec<_> = self
+            .store
+            .list(Some(&self.epoch_dir(generation, epoch)))
+            .try_collect()
+            .await
+            .map_err(store_error)?;
+        Ok(objects
+            .iter()
+            .filter_map(|o| o.location.filename())
+            .filter(|name| *name != MANIFEST)
+            .map(str::to_string)
+            .collect())
+    }
+
     /// What the manifest of an epoch says, if it exists.
     pub async fn outcome(&self, generation: u64, epoch: u64) -> Result<Option<Outcome>> {
         let manifest = self.epoch_dir(generation, epoch).join(MANIFEST);

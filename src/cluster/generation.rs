@@ -14,13 +14,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use weir_engine::checkpoint::{fingerprint, Restored};
 use weir_engine::epochs::{Epochs, Outcome};
-use weir_engine::generations::Generation;
+use weir_engine::generations::{Base, Generation, Generations};
 use weir_engine::message::now_millis;
 use weir_engine::runtime::SnapshotAck;
 use weir_engine::source::FINAL_CHECKPOINT;
 use weir_engine::{
-    CheckpointId, EngineError, Graph, JobHandle, JobStatus, NodeId, Result, RuntimeConfig,
-    StateSnapshot,
+    CheckpointId, EngineError, Graph, JobHandle, JobMetrics, JobStatus, NodeId, Result,
+    RuntimeConfig, StateSnapshot,
 };
 
 use super::snapshots;
@@ -29,26 +29,75 @@ use super::stages::{Layout, StageInput};
 /// How often a process looks at manifests it waits for.
 const MANIFEST_POLL: Duration = Duration::from_millis(100);
 
+/// What every generation of one process shares.
+pub(crate) struct Shared {
+    /// This process's id (`host-pid-random`).
+    pub process: String,
+    pub graph: Graph,
+    pub layout: Layout,
+    pub generations: Arc<Generations>,
+    pub epochs: Arc<Epochs>,
+    /// How often epochs start.
+    pub interval: Duration,
+    /// An epoch not complete this long after it started rolls the job
+    /// back (`execution.checkpointing.timeout`).
+    pub timeout: Duration,
+    pub runtime: RuntimeConfig,
+    /// What this process's `/metrics` and `DESCRIBE JOB` show.
+    pub metrics: Arc<JobMetrics>,
+}
+
+/// Closes the newest generation and creates the one after it, based on
+/// its last complete epoch (or adopts it, when another process was first).
+pub(crate) async fn roll_over(shared: &Shared) -> Result<Generation> {
+    let latest = shared.generations.latest().await?;
+    let (current, base) = match &latest {
+        None => (0, None),
+        Some(latest) => {
+            let first = latest.base.map_or(1, |b| b.epoch + 1);
+            let last = shared.epochs.close(latest.number, first).await?;
+            let base = match last {
+                Some(epoch) => Some(Base {
+                    generation: latest.number,
+                    epoch,
+                }),
+                None => latest.base,
+            };
+            (latest.number, base)
+        }
+    };
+    shared
+        .generations
+        .next(current, base, &shared.process)
+        .await
+}
+
 /// What a process runs in one generation.
 pub(crate) struct Running {
     pub generation: Generation,
     jobs: Vec<Arc<JobHandle>>,
     loops: JoinSet<Result<()>>,
+    /// The process's metrics, which show this generation's jobs.
+    metrics: Arc<JobMetrics>,
 }
 
 impl Running {
     /// Starts the tasks `assigned` (by stage) in `generation`.
     pub async fn start(
-        graph: &Graph,
-        layout: &Layout,
-        epochs: Arc<Epochs>,
+        shared: &Arc<Shared>,
         generation: Generation,
         assigned: &[BTreeSet<usize>],
-        interval: Duration,
-        runtime: &RuntimeConfig,
     ) -> Result<Running> {
+        let (graph, layout, epochs) = (&shared.graph, &shared.layout, shared.epochs.clone());
+        let (interval, runtime, metrics) = (shared.interval, &shared.runtime, &shared.metrics);
         let first = generation.base.map_or(1, |b| b.epoch + 1);
         let number = generation.number;
+        let schedule = Schedule {
+            generation: number,
+            created: generation.created,
+            first,
+            interval,
+        };
         let (commits_tx, commits) = watch::channel(0);
         // Everything is read before anything starts: a store that fails
         // half-way leaves nothing running.
@@ -97,6 +146,7 @@ impl Running {
                 ..runtime.clone()
             };
             let job = Arc::new(weir_engine::spawn(local, config)?);
+            metrics.include(job.job_metrics(), layout.node_offset(stage));
             if layout.stages[stage].input == StageInput::Source {
                 sources.push(job.clone());
             }
@@ -111,21 +161,17 @@ impl Running {
             ));
         }
         if !sources.is_empty() {
-            loops.spawn(start_epochs(sources, generation.created, first, interval));
+            loops.spawn(start_epochs(sources, schedule));
         }
         if assigned.first().is_some_and(|tasks| tasks.contains(&0)) {
-            loops.spawn(complete_epochs(
-                epochs.clone(),
-                number,
-                first,
-                layout.task_count(),
-            ));
+            loops.spawn(complete_epochs(shared.clone(), schedule));
         }
         loops.spawn(publish_epochs(epochs, number, first, commits_tx));
         Ok(Running {
             generation,
             jobs,
             loops,
+            metrics: metrics.clone(),
         })
     }
 
@@ -150,22 +196,32 @@ impl Running {
             job.abort();
         }
         self.loops.abort_all();
+        self.metrics.clear_parts();
     }
 }
 
-/// Starts barrier `n` at every source task when the wall clock passes the
-/// generation's creation plus `n - first + 1` intervals: every process
-/// keeps the same schedule without a message.
-async fn start_epochs(
-    sources: Vec<Arc<JobHandle>>,
+/// When a generation's epochs start: epoch `n` when the wall clock passes
+/// the generation's creation plus `n - first + 1` intervals, so every
+/// process keeps the same schedule without a message.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    generation: u64,
     created: i64,
     first: u64,
     interval: Duration,
-) -> Result<()> {
-    let interval_ms = interval.as_millis().max(1) as i64;
-    for epoch in first.. {
-        let due = created + (epoch - first + 1) as i64 * interval_ms;
-        let wait = due - now_millis();
+}
+
+impl Schedule {
+    fn due(&self, epoch: u64) -> i64 {
+        let interval_ms = self.interval.as_millis().max(1) as i64;
+        self.created + epoch.saturating_sub(self.first).saturating_add(1) as i64 * interval_ms
+    }
+}
+
+/// Starts each epoch's barrier at every source task when it is due.
+async fn start_epochs(sources: Vec<Arc<JobHandle>>, schedule: Schedule) -> Result<()> {
+    for epoch in schedule.first.. {
+        let wait = schedule.due(epoch) - now_millis();
         if wait > 0 {
             tokio::time::sleep(Duration::from_millis(wait as u64)).await;
         }
@@ -175,6 +231,9 @@ async fn start_epochs(
     }
     Ok(())
 }
+
+/// How many of a task's parts have reported an epoch, and their states.
+type PartialSnapshot = (usize, Vec<(NodeId, StateSnapshot)>);
 
 /// Writes each task's snapshot of each epoch to the store, once the
 /// `reporting` parts of the task have all reported.
@@ -186,8 +245,7 @@ async fn write_snapshots(
     stage: usize,
     fingerprint: String,
 ) -> Result<()> {
-    let mut partial: HashMap<(CheckpointId, usize), (usize, Vec<(NodeId, StateSnapshot)>)> =
-        HashMap::new();
+    let mut partial: HashMap<(CheckpointId, usize), PartialSnapshot> = HashMap::new();
     while let Some(report) = reports.recv().await {
         if report.checkpoint_id == FINAL_CHECKPOINT {
             continue;
@@ -224,17 +282,53 @@ async fn write_snapshots(
 }
 
 /// Creates each epoch's manifest once every task's snapshot is there.
-async fn complete_epochs(
-    epochs: Arc<Epochs>,
-    generation: u64,
-    first: u64,
-    tasks: usize,
-) -> Result<()> {
+/// An epoch that waits long names the tasks it waits for.
+/// One that takes longer than the checkpoint timeout rolls the job back
+/// to the last complete epoch under a new generation (a stuck task cannot
+/// stop the job's checkpoints for good).
+async fn complete_epochs(shared: Arc<Shared>, schedule: Schedule) -> Result<()> {
+    let Schedule {
+        generation, first, ..
+    } = schedule;
+    let epochs = &shared.epochs;
+    let all = shared.layout.task_names();
+    let patience = schedule.interval * 10;
+    let tasks = all.len();
     for epoch in first.. {
+        let mut next_report = tokio::time::Instant::now() + patience;
         loop {
+            let late = now_millis() - schedule.due(epoch);
+            if late > shared.timeout.as_millis() as i64 {
+                tracing::warn!(
+                    generation,
+                    epoch,
+                    "the epoch did not complete in {:?}: every task rolls back to the last complete epoch",
+                    shared.timeout
+                );
+                match roll_over(&shared).await {
+                    Ok(_) => return Ok(()),
+                    Err(e) => unanswered(generation, epoch, e).await,
+                }
+                continue;
+            }
+            if tokio::time::Instant::now() >= next_report {
+                next_report += patience;
+                if let Ok(written) = epochs.written(generation, epoch).await {
+                    let missing: Vec<&String> =
+                        all.iter().filter(|t| !written.contains(t)).collect();
+                    tracing::warn!(
+                        generation,
+                        epoch,
+                        "the epoch waits for the snapshots of tasks {missing:?}"
+                    );
+                }
+            }
             match epochs.try_complete(generation, epoch, first, tasks).await {
                 Ok(Some(Outcome::Complete)) => {
-                    tracing::info!(generation, epoch, "epoch complete");
+                    // From the barrier's start to the manifest: what the
+                    // coordination benchmark measures.
+                    let took_ms = now_millis() - schedule.due(epoch);
+                    tracing::info!(generation, epoch, took_ms, "epoch complete");
                     break;
                 }
                 Ok(Some(Outcome::Aborted)) => return Ok(()),

@@ -11,6 +11,7 @@
 //! process coordinates the others.
 
 mod generation;
+mod placement;
 mod snapshots;
 mod stages;
 
@@ -23,14 +24,14 @@ use weir_connectors::kafka::stage_group::{stage_group, StageMembership};
 use weir_connectors::kafka::stage_output::ensure_repartition_topic;
 use weir_connectors::{store::resolve, Options};
 use weir_engine::epochs::Epochs;
-use weir_engine::generations::{Base, Generation, Generations};
+use weir_engine::generations::{Generation, Generations};
 use weir_engine::runtime::SourceControl;
 use weir_engine::RuntimeConfig;
-use weir_engine::{EngineError, Graph, JobHandle, JobMetrics, Result as EngineResult};
+use weir_engine::{EngineError, JobHandle, JobMetrics, Result as EngineResult};
 use weir_planner::{JobPlan, Settings};
 
 use crate::error::{Result, WeirError};
-use generation::Running;
+use generation::{Running, Shared};
 use stages::{Layout, StageInput};
 
 /// How long assignments must stay unchanged before a new generation
@@ -71,24 +72,25 @@ pub(crate) async fn start(
     let location =
         resolve(&dir, &Options::default(), true).map_err(|e| WeirError::Usage(e.to_string()))?;
     let process = Process {
-        id: process_id(),
         pipeline: plan.name.clone(),
-        graph: plan.graph,
-        layout,
-        generations: Generations::new(
-            location.store.clone(),
-            location.prefix.clone().join("generations"),
-        ),
-        epochs: Arc::new(Epochs::new(location.store, location.prefix.join("epochs"))),
-        interval: checkpoint.interval,
-        runtime,
+        shared: Arc::new(Shared {
+            process: process_id(),
+            graph: plan.graph,
+            layout,
+            generations: Arc::new(Generations::new(
+                location.store.clone(),
+                location.prefix.clone().join("generations"),
+            )),
+            epochs: Arc::new(Epochs::new(location.store, location.prefix.join("epochs"))),
+            interval: checkpoint.interval,
+            timeout: checkpoint.timeout,
+            runtime,
+            metrics: Arc::new(JobMetrics::default()),
+        }),
     };
+    let metrics = process.shared.metrics.clone();
     let (control, controls) = mpsc::channel(4);
-    Ok(JobHandle::external(
-        process.run(controls),
-        control,
-        Arc::new(JobMetrics::default()),
-    ))
+    Ok(JobHandle::external(process.run(controls), control, metrics))
 }
 
 /// `host-pid-random`: names this process in logs and objects.
@@ -109,32 +111,53 @@ fn is_unanswered(error: &EngineError) -> bool {
 
 /// This process's part of the job.
 struct Process {
-    id: String,
     pipeline: String,
-    graph: Graph,
-    layout: Layout,
-    generations: Generations,
-    epochs: Arc<Epochs>,
-    interval: Duration,
-    runtime: RuntimeConfig,
+    shared: Arc<Shared>,
+}
+
+/// Aborts a task when dropped.
+struct Aborting(tokio::task::JoinHandle<()>);
+
+impl Drop for Aborting {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Process {
     async fn run(self, mut controls: mpsc::Receiver<SourceControl>) -> EngineResult<()> {
         let memberships = self
+            .shared
             .layout
             .stages
             .iter()
             .enumerate()
             .map(|(index, stage)| {
                 StageMembership::join(
-                    &self.layout.client,
+                    &self.shared.layout.client,
                     &stage_group(&self.pipeline, index),
                     &stage.topics[0],
+                    &self.shared.process,
                 )
+                .map(Arc::new)
             })
             .collect::<EngineResult<Vec<_>>>()?;
-        tracing::info!(process = %self.id, pipeline = %self.pipeline, stages = memberships.len(), "joined the job's groups");
+        let views = memberships
+            .iter()
+            .zip(&self.shared.layout.stages)
+            .enumerate()
+            .map(|(index, (membership, stage))| placement::StageView {
+                membership: membership.clone(),
+                tasks: stage.tasks,
+                input_node: self.shared.layout.node_offset(index),
+            })
+            .collect();
+        let _placement = Aborting(tokio::spawn(placement::watch(
+            views,
+            self.shared.metrics.clone(),
+            self.shared.process.clone(),
+        )));
+        tracing::info!(process = %self.shared.process, pipeline = %self.pipeline, stages = memberships.len(), "joined the job's groups");
         let mut seen_changes = vec![0; memberships.len()];
         let mut changed_at: Option<Instant> = None;
         let mut last_look = Instant::now();
@@ -178,7 +201,7 @@ impl Process {
             } else if changed_at.is_none() && last_look.elapsed() >= GENERATION_POLL {
                 last_look = Instant::now();
                 let current = running.as_ref().map(|r| r.generation.number);
-                match self.generations.latest().await {
+                match self.shared.generations.latest().await {
                     Ok(Some(latest)) if Some(latest.number) > current => {
                         if let Some(old) = running.take() {
                             old.stop();
@@ -212,26 +235,9 @@ impl Process {
         }
     }
 
-    /// Closes the newest generation and creates the one after it (or
-    /// adopts it, when another process was first).
+    /// Closes the newest generation and creates the one after it.
     async fn next_generation(&self) -> EngineResult<Generation> {
-        let latest = self.generations.latest().await?;
-        let (current, base) = match &latest {
-            None => (0, None),
-            Some(latest) => {
-                let first = latest.base.map_or(1, |b| b.epoch + 1);
-                let last = self.epochs.close(latest.number, first).await?;
-                let base = match last {
-                    Some(epoch) => Some(Base {
-                        generation: latest.number,
-                        epoch,
-                    }),
-                    None => latest.base,
-                };
-                (latest.number, base)
-            }
-        };
-        self.generations.next(current, base, &self.id).await
+        generation::roll_over(&self.shared).await
     }
 
     async fn start(
@@ -240,21 +246,12 @@ impl Process {
         assigned: &[BTreeSet<usize>],
     ) -> EngineResult<Running> {
         tracing::info!(
-            process = %self.id,
+            process = %self.shared.process,
             generation = generation.number,
             base = ?generation.base,
             tasks = %generation::describe(assigned),
             "starting generation"
         );
-        Running::start(
-            &self.graph,
-            &self.layout,
-            self.epochs.clone(),
-            generation,
-            assigned,
-            self.interval,
-            &self.runtime,
-        )
-        .await
+        Running::start(&self.shared, generation, assigned).await
     }
 }

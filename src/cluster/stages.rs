@@ -145,9 +145,29 @@ impl Layout {
         Ok(Layout { stages, client })
     }
 
-    /// Every task of the job.
-    pub fn task_count(&self) -> usize {
-        self.stages.iter().map(|s| s.tasks).sum()
+    /// Where stage `index`'s nodes start among all stages' local graphs
+    /// (its first node: its source, or its first input's reader), so that
+    /// one process's metrics keep every stage's nodes apart.
+    pub fn node_offset(&self, index: usize) -> usize {
+        self.stages[..index]
+            .iter()
+            .map(|stage| {
+                let readers = match &stage.input {
+                    StageInput::Source => 0,
+                    StageInput::Upstream(from) => from.len(),
+                };
+                readers + stage.nodes.len() + usize::from(stage.output.is_some())
+            })
+            .sum()
+    }
+
+    /// Every task of the job, `stage-task`, as its snapshots are named.
+    pub fn task_names(&self) -> Vec<String> {
+        self.stages
+            .iter()
+            .enumerate()
+            .flat_map(|(index, stage)| (0..stage.tasks).map(move |task| format!("{index}-{task}")))
+            .collect()
     }
 
     /// The local graph that runs stage `index` in `generation`, whose

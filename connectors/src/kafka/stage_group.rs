@@ -6,12 +6,13 @@
 //!
 //! Not used by a runtime yet.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use weir_engine::{EngineError, Result};
 
 /// The consumer group of one stage.
@@ -69,11 +70,26 @@ impl ConsumerContext for Tracker {
 pub struct StageMembership {
     consumer: BaseConsumer<Tracker>,
     tracker: Tracker,
+    group: String,
+    topic: String,
+}
+
+/// One task of a stage as Kafka sees it: who runs it and how far behind
+/// its input is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskPlacement {
+    pub task: i32,
+    /// The `client.id` of the member it is assigned to (a process id).
+    pub process: Option<String>,
+    /// Records of its partition not yet read, by the positions its
+    /// process committed last.
+    pub lag: Option<i64>,
 }
 
 impl StageMembership {
-    /// Joins `group`, whose tasks are the partitions of `topic`.
-    pub fn join(client: &ClientConfig, group: &str, topic: &str) -> Result<Self> {
+    /// Joins `group`, whose tasks are the partitions of `topic`, as
+    /// `process` (its `client.id`, which other processes see).
+    pub fn join(client: &ClientConfig, group: &str, topic: &str, process: &str) -> Result<Self> {
         let error = |e: &dyn std::fmt::Display| {
             EngineError::connector("kafka", format!("stage group {group}: {e}"))
         };
@@ -81,12 +97,86 @@ impl StageMembership {
         let consumer: BaseConsumer<Tracker> = client
             .clone()
             .set("group.id", group)
+            .set("client.id", process)
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("enable.auto.commit", "false")
             .create_with_context(tracker.clone())
             .map_err(|e| error(&e))?;
         consumer.subscribe(&[topic]).map_err(|e| error(&e))?;
-        Ok(StageMembership { consumer, tracker })
+        Ok(StageMembership {
+            consumer,
+            tracker,
+            group: group.to_string(),
+            topic: topic.to_string(),
+        })
+    }
+
+    fn error(&self, e: impl std::fmt::Display) -> EngineError {
+        EngineError::connector("kafka", format!("stage group {}: {e}", self.group))
+    }
+
+    /// Records how far this process's tasks have read (task, next
+    /// offset), so that any process can tell every task's lag.
+    pub fn commit_positions(&self, positions: &[(i32, i64)]) -> Result<()> {
+        if positions.is_empty() {
+            return Ok(());
+        }
+        let mut list = TopicPartitionList::new();
+        for (task, offset) in positions {
+            list.add_partition_offset(&self.topic, *task, Offset::Offset(*offset))
+                .map_err(|e| self.error(e))?;
+        }
+        self.consumer
+            .commit(&list, CommitMode::Async)
+            .map_err(|e| self.error(e))
+    }
+
+    /// Every task of the stage (the topic's `tasks` partitions): the
+    /// process it is assigned to and its lag, from the group's members,
+    /// its committed offsets and the partitions' high watermarks. Blocks
+    /// for a few round trips to the broker.
+    pub fn placement(&self, tasks: usize, timeout: Duration) -> Result<Vec<TaskPlacement>> {
+        let groups = self
+            .consumer
+            .fetch_group_list(Some(&self.group), timeout)
+            .map_err(|e| self.error(e))?;
+        let mut owner = BTreeMap::new();
+        for group in groups.groups() {
+            for member in group.members() {
+                let Some(assignment) = member.assignment() else {
+                    continue;
+                };
+                for task in assigned_partitions(assignment, &self.topic) {
+                    owner.insert(task, member.client_id().to_string());
+                }
+            }
+        }
+        let mut list = TopicPartitionList::new();
+        for task in 0..tasks {
+            list.add_partition(&self.topic, i32::try_from(task).map_err(|e| self.error(e))?);
+        }
+        let committed = self
+            .consumer
+            .committed_offsets(list, timeout)
+            .map_err(|e| self.error(e))?;
+        let mut placement = Vec::with_capacity(tasks);
+        for element in committed.elements() {
+            let task = element.partition();
+            let lag = match element.offset() {
+                Offset::Offset(read) => self
+                    .consumer
+                    .fetch_watermarks(&self.topic, task, timeout)
+                    .ok()
+                    .map(|(_, high)| (high - read).max(0)),
+                _ => None,
+            };
+            placement.push(TaskPlacement {
+                task,
+                process: owner.get(&task).cloned(),
+                lag,
+            });
+        }
+        Ok(placement)
     }
 
     /// Serves the group protocol (heartbeats, rebalances) for up to
@@ -99,6 +189,58 @@ impl StageMembership {
 
     pub fn assignment(&self) -> Assignment {
         self.tracker.0.lock().clone()
+    }
+}
+
+/// The partitions of `topic` in a member's assignment (Kafka's consumer
+/// protocol: version, then per topic its name and partitions, then user
+/// data). A malformed assignment gives none.
+fn assigned_partitions(bytes: &[u8], topic: &str) -> Vec<i32> {
+    let mut reader = Reader(bytes);
+    let mut found = Vec::new();
+    let mut read = || -> Option<()> {
+        reader.i16()?;
+        for _ in 0..reader.i32()? {
+            let name = reader.string()?;
+            for _ in 0..reader.i32()? {
+                let partition = reader.i32()?;
+                if name == topic {
+                    found.push(partition);
+                }
+            }
+        }
+        Some(())
+    };
+    match read() {
+        Some(()) => found,
+        None => Vec::new(),
+    }
+}
+
+/// Big-endian fields of Kafka's protocol.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn i16(&mut self) -> Option<i16> {
+        self.take(2)?.try_into().ok().map(i16::from_be_bytes)
+    }
+
+    fn i32(&mut self) -> Option<i32> {
+        self.take(4)?.try_into().ok().map(i32::from_be_bytes)
+    }
+
+    fn string(&mut self) -> Option<&'a str> {
+        let length = usize::try_from(self.i16()?).ok()?;
+        std::str::from_utf8(self.take(length)?).ok()
     }
 }
 
@@ -143,9 +285,9 @@ mod tests {
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "100");
         let group = stage_group("job", 1);
-        let first = StageMembership::join(&client, &group, "weir.job.1").unwrap();
+        let first = StageMembership::join(&client, &group, "weir.job.1", "a").unwrap();
         until(&[&first], |a| a[0].partitions.len() == 6);
-        let second = StageMembership::join(&client, &group, "weir.job.1").unwrap();
+        let second = StageMembership::join(&client, &group, "weir.job.1", "b").unwrap();
         let shared = until(&[&first, &second], |a| {
             a[0].partitions.len() + a[1].partitions.len() == 6
                 && !a[0].partitions.is_empty()
@@ -156,5 +298,25 @@ mod tests {
         drop(second);
         let alone = until(&[&first], |a| a[0].partitions.len() == 6);
         assert!(alone[0].changes > shared[0].changes);
+    }
+
+    /// A member's assignment as the consumer protocol encodes it.
+    #[test]
+    fn an_assignment_names_its_partitions_per_topic() {
+        let mut bytes = Vec::new();
+        bytes.extend(1i16.to_be_bytes());
+        bytes.extend(2i32.to_be_bytes());
+        for (topic, partitions) in [("weir.job.1", &[4i32, 0][..]), ("other", &[7i32][..])] {
+            bytes.extend((topic.len() as i16).to_be_bytes());
+            bytes.extend(topic.as_bytes());
+            bytes.extend((partitions.len() as i32).to_be_bytes());
+            for p in partitions {
+                bytes.extend(p.to_be_bytes());
+            }
+        }
+        bytes.extend((-1i32).to_be_bytes()); // no user data
+        assert_eq!(assigned_partitions(&bytes, "weir.job.1"), vec![4, 0]);
+        assert_eq!(assigned_partitions(&bytes, "other"), vec![7]);
+        assert!(assigned_partitions(&bytes[..9], "weir.job.1").is_empty());
     }
 }

@@ -331,12 +331,30 @@ pub struct SplitSnapshot {
     pub position: Option<i64>,
 }
 
+/// One task of a job that several processes share
+/// (`docs/cluster-protocol.md`): where it runs and how far behind it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskSnapshot {
+    pub stage: usize,
+    pub task: usize,
+    /// The process it is assigned to, if any.
+    pub process: Option<String>,
+    /// Records of its input partition not read yet.
+    pub lag: Option<i64>,
+    /// This process runs it.
+    pub local: bool,
+}
+
 /// All subtask metrics of one job.
 #[derive(Debug, Default)]
 pub struct JobMetrics {
     subtasks: Mutex<Vec<Arc<SubtaskMetrics>>>,
     splits: Mutex<Vec<Arc<SplitMetrics>>>,
     alerts: Mutex<Vec<Alert>>,
+    /// Other jobs shown as parts of this one (a cluster job's stages),
+    /// with the number added to their node ids to keep them apart.
+    parts: Mutex<Vec<(Arc<JobMetrics>, usize)>>,
+    tasks: Mutex<Vec<TaskSnapshot>>,
 }
 
 impl JobMetrics {
@@ -348,15 +366,45 @@ impl JobMetrics {
         self.splits.lock().push(metrics);
     }
 
+    /// Shows `part`'s metrics as this job's, its node ids moved up by
+    /// `node_offset`.
+    pub fn include(&self, part: Arc<JobMetrics>, node_offset: usize) {
+        self.parts.lock().push((part, node_offset));
+    }
+
+    /// Stops showing the parts (their jobs ended).
+    pub fn clear_parts(&self) {
+        self.parts.lock().clear();
+    }
+
+    /// Sets where the job's tasks run (a cluster job).
+    pub fn set_tasks(&self, tasks: Vec<TaskSnapshot>) {
+        *self.tasks.lock() = tasks;
+    }
+
     pub fn snapshot(&self) -> MetricsSnapshot {
         let mut subtasks: Vec<_> = self.subtasks.lock().iter().map(|m| m.snapshot()).collect();
-        subtasks.sort_by_key(|s| (s.node, s.subtask));
         let mut splits: Vec<_> = self.splits.lock().iter().map(|m| m.snapshot()).collect();
+        let mut alerts = self.alerts.lock().clone();
+        for (part, offset) in self.parts.lock().iter() {
+            let shown = part.snapshot();
+            subtasks.extend(shown.subtasks.into_iter().map(|mut s| {
+                s.node += offset;
+                s
+            }));
+            splits.extend(shown.splits.into_iter().map(|mut s| {
+                s.node += offset;
+                s
+            }));
+            alerts.extend(shown.alerts);
+        }
+        subtasks.sort_by_key(|s| (s.node, s.subtask));
         splits.sort_by(|a, b| (a.node, &a.split).cmp(&(b.node, &b.split)));
         MetricsSnapshot {
             subtasks,
             splits,
-            alerts: self.alerts.lock().clone(),
+            alerts,
+            tasks: self.tasks.lock().clone(),
         }
     }
 
@@ -387,6 +435,8 @@ pub struct MetricsSnapshot {
     pub splits: Vec<SplitSnapshot>,
     /// Problems found by the monitor, while they last.
     pub alerts: Vec<Alert>,
+    /// A cluster job's tasks, all of them (empty for a local job).
+    pub tasks: Vec<TaskSnapshot>,
 }
 
 impl MetricsSnapshot {

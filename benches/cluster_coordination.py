@@ -136,7 +136,7 @@ def measure(tasks, processes):
             newest = max(g for _, g, _, _ in done)
             mine = [e for e in done if e[1] == newest]
             return mine if len(mine) >= STEADY_EPOCHS + 2 else None
-        steady_epochs = wait(steady, 300, "no steady generation")[2:]
+        steady_epochs = wait(steady, int(os.environ.get("LIMIT", "300")), "no steady generation")[2:]
         took = [t for _, _, _, t in steady_epochs]
         generation = steady_epochs[-1][1]
         victim = names[-1]
@@ -148,7 +148,7 @@ def measure(tasks, processes):
         def recovered():
             after = [e for e in events(logs()) if e[1] > generation and e[0] > killed_at]
             return after[0] if after else None
-        first = wait(recovered, 300, "no recovery")
+        first = wait(recovered, int(os.environ.get("LIMIT", "300")), "no recovery")
         return statistics.median(took), max(took), first[0] - killed_at
     finally:
         for child in children.values():

@@ -188,6 +188,14 @@ pub fn prometheus_text(jobs: &[Job]) -> Result<String> {
                 &l,
                 s.late_rows as f64,
             );
+            if s.dropped_rows > 0 {
+                f.counter(
+                    "weir_sink_dropped_rows_total",
+                    "Rows a best-effort sink dropped because it could not keep up",
+                    &l,
+                    s.dropped_rows as f64,
+                );
+            }
             f.counter(
                 "weir_operator_busy_seconds_total",
                 "Time spent processing",
@@ -282,6 +290,27 @@ pub fn prometheus_text(jobs: &[Job]) -> Result<String> {
                     "Time latency markers take from a source to a sink",
                     &l,
                     h,
+                );
+            }
+        }
+        for status in &m.latency {
+            let l = [
+                ("job", name.clone()),
+                ("job_id", id.clone()),
+                ("sink", status.sink.clone()),
+            ];
+            f.gauge(
+                "weir_latency_target_seconds",
+                "A sink's latency target ('latency.target')",
+                &l,
+                status.target.as_secs_f64(),
+            );
+            if let Some(ratio) = status.ratio() {
+                f.gauge(
+                    "weir_latency_target_ratio",
+                    "A sink's end-to-end p99 over the last minute divided by its latency target (above 1: missed)",
+                    &l,
+                    ratio,
                 );
             }
         }

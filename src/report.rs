@@ -339,6 +339,41 @@ pub fn job_report(job: &Job) -> Vec<(String, RecordBatch)> {
         ));
     }
 
+    if !m.latency.is_empty() {
+        let ms = |d: std::time::Duration| format!("{}", d.as_millis());
+        tables.push((
+            "latency targets".to_string(),
+            table(vec![
+                (
+                    "sink",
+                    text(m.latency.iter().map(|l| l.sink.clone()).collect()),
+                ),
+                (
+                    "target ms",
+                    text(m.latency.iter().map(|l| ms(l.target)).collect()),
+                ),
+                (
+                    "p99 ms (last minute)",
+                    text(
+                        m.latency
+                            .iter()
+                            .map(|l| l.p99.map(ms).unwrap_or_else(|| "-".into()))
+                            .collect(),
+                    ),
+                ),
+                (
+                    "ratio",
+                    text(
+                        m.latency
+                            .iter()
+                            .map(|l| l.ratio().map(|r| format!("{r:.2}")).unwrap_or_default())
+                            .collect(),
+                    ),
+                ),
+            ]),
+        ));
+    }
+
     if !m.alerts.is_empty() {
         tables.push((
             "alerts".to_string(),

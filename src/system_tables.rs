@@ -1,6 +1,6 @@
 //! `weir_metrics.*`: the session's job metrics as streams SQL can read.
 //!
-//! Every session has five system streams, sampled from its running jobs
+//! Every session has six system streams, sampled from its running jobs
 //! every second, each row stamped with `sampled_at` (the event time, with a
 //! watermark of `sampled_at`), so Weir can filter, window and alert on its
 //! own figures:
@@ -12,6 +12,7 @@
 //! | `weir_metrics.alerts` | open alert: watermark stall, hot partition, hot key, backpressure |
 //! | `weir_metrics.hot_keys` | heavy hitter of a keyed operator |
 //! | `weir_metrics.checkpoints` | job with checkpointing |
+//! | `weir_metrics.tasks` | task of a cluster job (`execution.target` = `kafka`): stage, process it is assigned to, lag |
 //!
 //! ```sql
 //! SELECT job, `partition`, lag FROM weir_metrics.partitions WHERE lag > 1000;
@@ -54,15 +55,17 @@ pub enum SystemTable {
     Alerts,
     HotKeys,
     Checkpoints,
+    Tasks,
 }
 
 impl SystemTable {
-    pub const ALL: [SystemTable; 5] = [
+    pub const ALL: [SystemTable; 6] = [
         SystemTable::Operators,
         SystemTable::Partitions,
         SystemTable::Alerts,
         SystemTable::HotKeys,
         SystemTable::Checkpoints,
+        SystemTable::Tasks,
     ];
 
     pub fn name(self) -> &'static str {
@@ -72,6 +75,7 @@ impl SystemTable {
             SystemTable::Alerts => "alerts",
             SystemTable::HotKeys => "hot_keys",
             SystemTable::Checkpoints => "checkpoints",
+            SystemTable::Tasks => "tasks",
         }
     }
 
@@ -118,6 +122,7 @@ impl SystemTable {
                 ("batch_p99_ms", Float64),
                 ("window_emit_p99_ms", Float64),
                 ("end_to_end_p99_ms", Float64),
+                ("dropped_rows", Int64),
             ],
             SystemTable::Partitions => &[
                 ("partition", Utf8),
@@ -149,6 +154,13 @@ impl SystemTable {
                 ("size_bytes", Int64),
                 ("alignment_ms", Int64),
                 ("last_completed_at", time()),
+            ],
+            SystemTable::Tasks => &[
+                ("task", Utf8),
+                ("stage", Int64),
+                ("process", Utf8),
+                ("local", DataType::Boolean),
+                ("lag", Int64),
             ],
         };
         let common = [
@@ -200,6 +212,7 @@ impl SystemTable {
                                 .filter(|_| s.event_time_latency.count > 0),
                         ),
                         millis(end_to_end),
+                        int(s.dropped_rows),
                     ]
                 })
                 .collect(),
@@ -261,6 +274,19 @@ impl SystemTable {
                     timestamp(c.last_completed_at),
                 ]]
             }
+            SystemTable::Tasks => m
+                .tasks
+                .iter()
+                .map(|t| {
+                    vec![
+                        text(format!("{}-{}", t.stage, t.task)),
+                        int(t.stage as u64),
+                        ScalarValue::Utf8(t.process.clone()),
+                        ScalarValue::Boolean(Some(t.local)),
+                        ScalarValue::Int64(t.lag),
+                    ]
+                })
+                .collect(),
         }
     }
 

@@ -131,6 +131,166 @@ async fn partitions_out_of_order_with_bad_records_match_the_oracle() {
     assert!(late > 0);
 }
 
+/// `'bad-data.topic'`: each bad record goes to a Kafka topic as it was
+/// read (value, key and headers), with headers saying why and where from;
+/// late rows go there too, as JSON objects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_records_go_to_a_dead_letter_topic_as_they_were_read() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::FutureRecord;
+    let (_cluster, bootstrap) = mock_cluster(&[("events", 1), ("dead", 1)]);
+    let good = numbered_records(20, |_| 0);
+    produce(&producer(&bootstrap), "events", &good).await;
+    // After them: a wrong type with a key and a header, a broken record,
+    // a late row (a second older than the watermark).
+    let producer = producer(&bootstrap);
+    let wrong = r#"{"k": "seven", "v": 1, "ts": "2023-11-14 22:13:20.000"}"#;
+    let headers = OwnedHeaders::new().insert(Header {
+        key: "trace",
+        value: Some("abc"),
+    });
+    let record = FutureRecord::to("events")
+        .partition(0)
+        .key("key-7")
+        .payload(wrong)
+        .headers(headers);
+    producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let late = Event {
+        key: Some(99),
+        value: Some(5),
+        ts: 1_699_999_000_000,
+    };
+    produce(
+        &producer,
+        "events",
+        &[
+            (0, None, "{broken".to_string()),
+            (0, None, event_json(&late)),
+        ],
+    )
+    .await;
+
+    let ddl = kafka_ddl(
+        "t",
+        &bootstrap,
+        "events",
+        0,
+        ", 'scan.bounded.mode' = 'latest-offset', 'bad-data.topic' = 'dead'",
+    );
+    let run = run_weir(
+        &[ddl],
+        "SELECT window_start, count(*) AS n, sum(v) AS s, max(k) AS m FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' SECOND)) GROUP BY window_start, window_end",
+    )
+    .await;
+    assert_eq!(run.rows, vec!["2023-11-14T22:13:20 | 20 | 20 | 19"]);
+    assert_eq!(run.late_rows, 1);
+    // Each good record keeps its own value after the bad ones in its poll.
+    let with_offsets = format!(
+        "CREATE STREAM o (k BIGINT, v BIGINT, ts TIMESTAMP(3), off BIGINT METADATA FROM 'offset')
+         WITH ('connector' = 'kafka', 'topic' = 'events', 'properties.bootstrap.servers' = '{bootstrap}',
+               'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset',
+               'format' = 'json', 'bad-data' = 'drop')"
+    );
+    let offsets = run_weir(&[with_offsets], "SELECT k, off FROM o").await;
+    let mut expected: Vec<String> = (0..20).map(|i| format!("{i} | {i}")).collect();
+    expected.push("99 | 22".to_string());
+    expected.sort();
+    assert_eq!(offsets.rows, expected);
+
+    let letters = topic_letters(&bootstrap, "dead");
+    assert_eq!(letters.len(), 3, "{letters:?}");
+    let find = |value: &str| {
+        letters
+            .iter()
+            .find(|l| l.value.as_deref() == Some(value))
+            .unwrap_or_else(|| panic!("no letter {value} in {letters:?}"))
+    };
+    let wrong_letter = find(wrong);
+    assert_eq!(wrong_letter.key.as_deref(), Some("key-7"));
+    let header = |l: &Letter, name: &str| {
+        l.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no header {name} in {l:?}"))
+    };
+    assert_eq!(header(wrong_letter, "trace"), "abc");
+    assert_eq!(header(wrong_letter, "dlq.stream"), "t");
+    assert_eq!(header(wrong_letter, "dlq.topic"), "events");
+    assert_eq!(header(wrong_letter, "dlq.partition"), "0");
+    assert_eq!(header(wrong_letter, "dlq.offset"), "20");
+    assert_eq!(header(wrong_letter, "dlq.location"), "events-0@20");
+    assert!(!header(wrong_letter, "dlq.reason").is_empty());
+    let broken = find("{broken");
+    assert_eq!(header(broken, "dlq.offset"), "21");
+    assert!(broken.key.is_none() && !broken.headers.iter().any(|(k, _)| k == "trace"));
+    // The late row, as the row it became.
+    let late_letter = letters
+        .iter()
+        .find(|l| header(l, "dlq.stream") == "t-late")
+        .unwrap();
+    let row: serde_json::Value =
+        serde_json::from_str(late_letter.value.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        (row["k"].as_i64(), row["v"].as_i64()),
+        (Some(99), Some(5)),
+        "{row}"
+    );
+}
+
+/// A record of a dead-letter topic, as text.
+#[derive(Debug)]
+struct Letter {
+    key: Option<String>,
+    value: Option<String>,
+    headers: Vec<(String, String)>,
+}
+
+/// Every record of the one-partition `topic`.
+fn topic_letters(bootstrap: &str, topic: &str) -> Vec<Letter> {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "weir-test-letters")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let (_, end) = consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .unwrap();
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    consumer.assign(&assignment).unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let mut letters = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while (letters.len() as i64) < end && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| (h.key.to_string(), h.value.map(text).unwrap_or_default()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            letters.push(Letter {
+                key: m.key().map(text),
+                value: m.payload().map(text),
+                headers,
+            });
+        }
+    }
+    letters
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_idle_partition_stops_holding_the_watermark_back() {
     let (_cluster, bootstrap) = mock_cluster(&[("busy", 2)]);

@@ -1,8 +1,10 @@
 //! The dead-letter output: records a job could not use, with the reason.
 //!
-//! Each write becomes one JSON-lines object under `'bad-data.path'` (any
-//! object_store location), so what was written survives a crash without
-//! relying on appends, which object stores do not have.
+//! Under `'bad-data.path'` (any object_store location) each write becomes
+//! one JSON-lines object, so what was written survives a crash without
+//! relying on appends, which object stores do not have. With
+//! `'bad-data.topic'` each record goes to a Kafka topic
+//! ([`crate::kafka::dead_letters`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use object_store::{ObjectStoreExt, PutPayload};
 use serde_json::{json, Value};
 use weir_engine::{BadRecord, DeadLetterSink, EngineError, Result};
 
+use crate::kafka::dead_letters::{KafkaDeadLetters, Letter};
 use crate::options::Options;
 use crate::registry::ConnectorError;
 use crate::store::{resolve, Location};
@@ -34,7 +37,7 @@ pub enum BadDataPolicy {
 impl std::fmt::Debug for BadDataPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            BadDataPolicy::DeadLetter(w) => write!(f, "dlq({})", w.location.display),
+            BadDataPolicy::DeadLetter(w) => write!(f, "dlq({})", w.target()),
             BadDataPolicy::Drop => write!(f, "drop"),
             BadDataPolicy::Fail => write!(f, "fail"),
         }
@@ -43,8 +46,8 @@ impl std::fmt::Debug for BadDataPolicy {
 
 impl BadDataPolicy {
     /// The policy from a stream's options: `'bad-data'` = `dlq` (default)
-    /// with `'bad-data.path'`, `drop` or `fail`. `dlq` without a path
-    /// drops with a warning.
+    /// with `'bad-data.path'` or `'bad-data.topic'`, `drop` or `fail`.
+    /// `dlq` with neither drops with a warning.
     pub fn from_options(
         stream: &str,
         options: &Options,
@@ -54,12 +57,21 @@ impl BadDataPolicy {
             .map(str::to_ascii_lowercase)
             .as_deref()
         {
-            None | Some("dlq") => match options.get("bad-data.path") {
-                Some(path) => Ok(BadDataPolicy::DeadLetter(Arc::new(DeadLetterWriter::new(
-                    stream, path, options,
-                )?))),
-                None => Ok(BadDataPolicy::Drop),
-            },
+            None | Some("dlq") => {
+                match (options.get("bad-data.path"), options.get("bad-data.topic")) {
+                    (Some(_), Some(_)) => Err(ConnectorError::option(
+                        "bad-data.topic",
+                        "set one of 'bad-data.path' and 'bad-data.topic'",
+                    )),
+                    (Some(path), None) => Ok(BadDataPolicy::DeadLetter(Arc::new(
+                        DeadLetterWriter::to_files(stream, path, options)?,
+                    ))),
+                    (None, Some(topic)) => Ok(BadDataPolicy::DeadLetter(Arc::new(
+                        DeadLetterWriter::to_topic(stream, topic, options)?,
+                    ))),
+                    (None, None) => Ok(BadDataPolicy::Drop),
+                }
+            }
             Some("drop") => Ok(BadDataPolicy::Drop),
             Some("fail") => Ok(BadDataPolicy::Fail),
             Some(other) => Err(ConnectorError::option(
@@ -80,7 +92,7 @@ impl BadDataPolicy {
                 tracing::warn!(
                     stream = %first.stream,
                     count = records.len(),
-                    "dropping bad records (set 'bad-data.path' to keep them): {} at {}",
+                    "dropping bad records (set 'bad-data.path' or 'bad-data.topic' to keep them): {} at {}",
                     first.reason,
                     first.location
                 );
@@ -94,29 +106,64 @@ impl BadDataPolicy {
     }
 }
 
-/// Writes dead letters as JSON lines under a location.
+/// Writes dead letters as JSON lines under a location, or to a topic.
 pub struct DeadLetterWriter {
     stream: String,
-    location: Location,
-    sequence: AtomicU64,
-    run: String,
+    target: Target,
     written: AtomicU64,
 }
 
+enum Target {
+    Files {
+        location: Location,
+        sequence: AtomicU64,
+        run: String,
+    },
+    Kafka(KafkaDeadLetters),
+}
+
 impl DeadLetterWriter {
-    pub fn new(
+    /// Dead letters as JSON-lines objects under `path`.
+    pub fn to_files(
         stream: &str,
         path: &str,
         options: &Options,
     ) -> std::result::Result<Self, ConnectorError> {
         let location = resolve(path, options, true)?;
-        Ok(DeadLetterWriter {
+        Ok(Self::with_target(
+            stream,
+            Target::Files {
+                location,
+                sequence: AtomicU64::new(0),
+                run: unique_run_id(),
+            },
+        ))
+    }
+
+    /// Dead letters as records of a Kafka topic.
+    pub fn to_topic(
+        stream: &str,
+        topic: &str,
+        options: &Options,
+    ) -> std::result::Result<Self, ConnectorError> {
+        let kafka = KafkaDeadLetters::new(topic, options)?;
+        Ok(Self::with_target(stream, Target::Kafka(kafka)))
+    }
+
+    fn with_target(stream: &str, target: Target) -> Self {
+        DeadLetterWriter {
             stream: stream.to_string(),
-            location,
-            sequence: AtomicU64::new(0),
-            run: unique_run_id(),
+            target,
             written: AtomicU64::new(0),
-        })
+        }
+    }
+
+    /// Where the letters go, for messages.
+    pub fn target(&self) -> String {
+        match &self.target {
+            Target::Files { location, .. } => location.display.clone(),
+            Target::Kafka(kafka) => format!("kafka topic {}", kafka.topic()),
+        }
     }
 
     /// Records written so far.
@@ -125,6 +172,14 @@ impl DeadLetterWriter {
     }
 
     async fn put_lines(&self, lines: Vec<Value>) -> Result<()> {
+        let Target::Files {
+            location,
+            sequence,
+            run,
+        } = &self.target
+        else {
+            return Ok(());
+        };
         if lines.is_empty() {
             return Ok(());
         }
@@ -133,16 +188,26 @@ impl DeadLetterWriter {
             body.extend_from_slice(line.to_string().as_bytes());
             body.push(b'\n');
         }
-        let n = self.sequence.fetch_add(1, Ordering::Relaxed);
-        let name = format!("{}-{}-{:06}.jsonl", self.stream, self.run, n);
-        let path = Path::from(format!("{}/{}", self.location.prefix, name).trim_start_matches('/'));
-        self.location
+        let n = sequence.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{}-{}-{:06}.jsonl", self.stream, run, n);
+        let path = Path::from(format!("{}/{}", location.prefix, name).trim_start_matches('/'));
+        location
             .store
             .put(&path, PutPayload::from(body))
             .await
             .map_err(|e| EngineError::connector("dead-letter", e))?;
         self.written
             .fetch_add(lines.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn send(&self, kafka: &KafkaDeadLetters, letters: Vec<Letter>) -> Result<()> {
+        if letters.is_empty() {
+            return Ok(());
+        }
+        kafka.send(&letters).await?;
+        self.written
+            .fetch_add(letters.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -180,6 +245,13 @@ impl DeadLetterSink for DeadLetterWriter {
         }
         let rows: Vec<Value> = serde_json::from_slice(&buffer)
             .map_err(|e| EngineError::connector("dead-letter", e))?;
+        if let Target::Kafka(kafka) = &self.target {
+            let letters = rows
+                .iter()
+                .map(|row| Letter::of_row(&self.stream, reason, row))
+                .collect();
+            return self.send(kafka, letters).await;
+        }
         let lines = rows
             .into_iter()
             .map(|row| json!({ "stream": self.stream, "reason": reason, "row": row }))
@@ -188,6 +260,10 @@ impl DeadLetterSink for DeadLetterWriter {
     }
 
     async fn write_records(&self, records: Vec<BadRecord>) -> Result<()> {
+        if let Target::Kafka(kafka) = &self.target {
+            let letters = records.into_iter().map(Letter::of_record).collect();
+            return self.send(kafka, letters).await;
+        }
         let lines = records
             .into_iter()
             .map(|r| {

@@ -292,6 +292,7 @@ impl LineDecoder {
                     reason,
                     location: locate(span.index),
                     raw: bytes.to_vec(),
+                    kafka: None,
                 },
             ));
         }

@@ -26,6 +26,13 @@ impl Options {
         self.values.get(key).map(String::as_str)
     }
 
+    /// These options without `key`.
+    pub fn without(&self, key: &str) -> Self {
+        let mut values = self.values.clone();
+        values.remove(key);
+        Options { values }
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.values.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
@@ -99,15 +106,18 @@ impl Options {
             "format",
             "bad-data",
             "bad-data.path",
+            "bad-data.topic",
             "late-data",
             "late-data.path",
+            "latency.target",
             "scan.watermark.idle-timeout",
             "scan.watermark.idle-advance",
         ];
         for key in self.values.keys() {
             let ok = known.contains(&key.as_str())
                 || COMMON.contains(&key.as_str())
-                || prefixes.iter().any(|p| key.starts_with(p));
+                || prefixes.iter().any(|p| key.starts_with(p))
+                || key.starts_with("bad-data.properties.");
             if !ok {
                 let nearest = known
                     .iter()

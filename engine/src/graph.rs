@@ -60,6 +60,31 @@ pub struct ConnectorOptions {
     pub options: std::collections::BTreeMap<String, String>,
 }
 
+/// A sink node: the connector's writer, and what the runtime watches
+/// around it.
+#[derive(Clone)]
+pub struct SinkNode {
+    pub factory: SinkFactory,
+    /// The end-to-end p99 within which the sink's rows should be visible
+    /// (`'latency.target'`): over a sliding minute, compared by the
+    /// monitor (an alert and `weir_latency_target_ratio` when missed).
+    pub latency_target: Option<std::time::Duration>,
+    /// `'sink.delivery' = 'best-effort'`: the sink runs behind a short
+    /// queue and drops (and counts) what it cannot take at once, so it
+    /// never slows the job.
+    pub best_effort: bool,
+}
+
+impl SinkNode {
+    pub fn new(factory: SinkFactory) -> Self {
+        SinkNode {
+            factory,
+            latency_target: None,
+            best_effort: false,
+        }
+    }
+}
+
 /// What a node runs.
 #[derive(Clone)]
 pub enum NodeKind {
@@ -69,7 +94,7 @@ pub enum NodeKind {
         /// Where rows that arrive too late go (window operators).
         late_output: Option<Arc<dyn DeadLetterSink>>,
     },
-    Sink(SinkFactory),
+    Sink(SinkNode),
 }
 
 /// One operator of the graph, run as `parallelism` subtasks.
@@ -126,6 +151,22 @@ impl Graph {
 
     pub fn inputs(&self, node: NodeId) -> impl Iterator<Item = &Edge> {
         self.edges.iter().filter(move |e| e.to == node)
+    }
+
+    /// Every node with a path to `node`.
+    pub fn upstream(&self, node: NodeId) -> Vec<NodeId> {
+        let mut found = Vec::new();
+        let mut todo = vec![node];
+        while let Some(n) = todo.pop() {
+            for edge in self.inputs(n) {
+                if !found.contains(&edge.from) {
+                    found.push(edge.from);
+                    todo.push(edge.from);
+                }
+            }
+        }
+        found.sort_unstable();
+        found
     }
 
     pub fn outputs(&self, node: NodeId) -> impl Iterator<Item = &Edge> {

@@ -29,15 +29,15 @@ pub mod window;
 
 pub use checkpoint::{CheckpointConfig, CheckpointSnapshot, CheckpointStore, Restored};
 pub use error::{EngineError, Result};
-pub use graph::{EdgeKind, Graph, Node, NodeId, NodeKind};
+pub use graph::{EdgeKind, Graph, Node, NodeId, NodeKind, SinkNode};
 pub use message::{Barrier, CheckpointId, Message, Millis, Watermark, FINAL_WATERMARK};
-pub use metrics::{JobMetrics, MetricsSnapshot};
+pub use metrics::{JobMetrics, LatencyStatus, MetricsSnapshot};
 pub use operator::{Operator, OperatorContext, OperatorFactory, SideState, StateSize, SubtaskInfo};
 pub use row_watermark::ROW_WATERMARK;
 pub use runtime::{spawn, JobHandle, JobStatus, RuntimeConfig};
 pub use source::{
-    BadRecord, DeadLetterSink, Sink, SinkFactory, Source, SourceFactory, SourcePoll, SplitId,
-    WatermarkSpec, FINAL_CHECKPOINT,
+    BadRecord, DeadLetterSink, KafkaOrigin, Sink, SinkFactory, Source, SourceFactory, SourcePoll,
+    SplitId, Visibility, WatermarkSpec, FINAL_CHECKPOINT,
 };
 pub use state::{StateRows, StateSnapshot, StateTable};
 pub use values::ValuesSource;

@@ -135,11 +135,29 @@ pub trait Sink: Send {
         Ok(())
     }
 
+    /// When what it writes can be read: its end-to-end latency (latency
+    /// markers) runs until then.
+    fn visibility(&self) -> Visibility {
+        Visibility::AtOnce
+    }
+
     /// Batches keep their row-watermark column: the sink feeds another
     /// stage of the job, whose operators decide lateness with it.
     fn keeps_row_watermarks(&self) -> bool {
         false
     }
+}
+
+/// When rows a sink was given can be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visibility {
+    /// As soon as it is given them (a print sink, at-least-once Kafka).
+    AtOnce,
+    /// At its next barrier or [`Sink::flush`] (at-least-once files: part
+    /// files are read once closed).
+    AtFlush,
+    /// When the checkpoint after them commits (exactly-once).
+    AtCommit,
 }
 
 /// The checkpoint id a job's end of input is prepared and committed under.
@@ -173,6 +191,19 @@ pub struct BadRecord {
     pub location: String,
     /// The record as read.
     pub raw: Vec<u8>,
+    /// The Kafka record it was, for a Kafka source.
+    pub kafka: Option<Box<KafkaOrigin>>,
+}
+
+/// Where in Kafka a bad record was read, and what came with its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaOrigin {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    /// The record's headers, in order (a header may have no value).
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
 /// The event-time declaration of a source: `WATERMARK FOR col AS expr`.

@@ -104,7 +104,7 @@ impl QueryPlan {
             "sink: results",
             "",
             self.output.parallelism,
-            weir_engine::NodeKind::Sink(sink),
+            weir_engine::NodeKind::Sink(weir_engine::SinkNode::new(sink)),
         );
         graph.connect(self.output.node, node, weir_engine::EdgeKind::Forward);
         graph

@@ -434,13 +434,13 @@ impl<'a> Lowering<'a> {
         input: &Lowered,
         name: &str,
         detail: String,
-        factory: weir_engine::SinkFactory,
+        sink: weir_engine::SinkNode,
         parallelism: Option<usize>,
     ) -> NodeId {
         let parallelism = parallelism.unwrap_or(input.parallelism).max(1);
         let node = self
             .graph
-            .add_node(name, detail, parallelism, NodeKind::Sink(factory));
+            .add_node(name, detail, parallelism, NodeKind::Sink(sink));
         let edge = if parallelism == input.parallelism {
             EdgeKind::Forward
         } else {
@@ -489,7 +489,8 @@ pub(crate) fn without_placeholders(text: &str) -> String {
 }
 
 /// Where a window's late rows go: `'late-data'` = `dlq` (default) writes
-/// them to `'late-data.path'` (or `'bad-data.path'`); `drop` only counts.
+/// them to `'late-data.path'` (or the stream's dead letters, `'bad-data.path'`
+/// or `'bad-data.topic'`); `drop` only counts.
 pub(crate) fn late_output(stream: &StreamDef) -> Result<Option<Arc<dyn DeadLetterSink>>> {
     let options = &stream.options;
     match options
@@ -499,17 +500,16 @@ pub(crate) fn late_output(stream: &StreamDef) -> Result<Option<Arc<dyn DeadLette
     {
         Some("drop") => Ok(None),
         None | Some("dlq") => {
+            let name = format!("{}-late", stream.name);
             let path = options
                 .get("late-data.path")
                 .or(options.get("bad-data.path"));
-            match path {
-                Some(path) => Ok(Some(Arc::new(DeadLetterWriter::new(
-                    &format!("{}-late", stream.name),
-                    path,
-                    options,
-                )?))),
-                None => Ok(None),
-            }
+            let writer = match (path, options.get("bad-data.topic")) {
+                (Some(path), _) => DeadLetterWriter::to_files(&name, path, options)?,
+                (None, Some(topic)) => DeadLetterWriter::to_topic(&name, topic, options)?,
+                (None, None) => return Ok(None),
+            };
+            Ok(Some(Arc::new(writer)))
         }
         Some(other) => Err(weir_connectors::ConnectorError::option(
             "late-data",

@@ -289,10 +289,20 @@ impl Planner {
         output: &Lowered,
         sink: &StreamDef,
     ) -> Result<()> {
+        // Best-effort is the runtime's: the connector writes at least once
+        // (never waiting for checkpoints) behind a queue that drops.
+        let best_effort = sink
+            .options
+            .get("sink.delivery")
+            .is_some_and(|d| d.eq_ignore_ascii_case("best-effort"));
+        let options = match best_effort {
+            true => sink.options.without("sink.delivery"),
+            false => sink.options.clone(),
+        };
         let spec = TableSpec {
             name: sink.name.clone(),
             schema: sink.physical_schema.clone(),
-            options: sink.options.clone(),
+            options,
             partitioned_by: sink
                 .create
                 .partitioned_by
@@ -301,17 +311,22 @@ impl Planner {
                 .collect(),
             bad_data: BadDataPolicy::Drop,
             metadata: sink.metadata.clone(),
-            checkpointing: self.settings.checkpoint_interval().is_some(),
+            checkpointing: self.settings.checkpoint_interval().is_some() && !best_effort,
             primary_key: sink.primary_key(),
             read_fields: Default::default(),
         };
-        let factory = sink.connector.sink(&spec)?;
+        let mut node = weir_engine::SinkNode::new(sink.connector.sink(&spec)?);
+        node.best_effort = best_effort;
+        node.latency_target = sink
+            .options
+            .duration("latency.target")?
+            .or(self.settings.latency_target());
         let parallelism = sink.options.parse::<usize>("sink.parallelism")?;
         lowering.add_sink(
             output,
             &format!("sink: {}", sink.name),
             format!("connector={}", sink.connector.name()),
-            factory,
+            node,
             parallelism,
         );
         Ok(())

@@ -117,6 +117,7 @@ pub const SETTINGS: &[Setting] = &[
     setting("watermark.stall-timeout", Kind::Duration, Some("30s"), "alert when a watermark has not moved for this long while rows arrive"),
     setting("metrics.address", Kind::Text, None, "serve Prometheus metrics on this address (e.g. '127.0.0.1:9249')"),
     setting("metrics.latency.interval", Kind::Duration, Some("1s"), "how often sources send latency markers; '0' turns them off"),
+    setting("latency.target", Kind::Duration, None, "the end-to-end p99 within which every sink's rows should be visible (a sink's 'latency.target' option overrides); a miss over a sliding minute is an alert and weir_latency_target_ratio > 1"),
     setting("metrics.detailed", Kind::Bool, Some("true"), "per-batch timing, histograms, hot keys and latency markers; 'false' keeps counters only"),
     setting("execution.runtime-mode", Kind::Choice(&["automatic", "streaming", "batch"]), Some("automatic"), "'streaming': a GROUP BY without a window emits its changes as rows arrive, on bounded input too; 'automatic': on bounded input it emits its final rows once, at the end; 'batch': as 'automatic', and every source must be bounded"),
     setting("execution.target", Kind::Choice(&["local", "kafka"]), Some("local"), "where a job runs: 'local', this process on all its cores; 'kafka', one job shared by every weir process running the same file, coordinated through Kafka consumer groups and the checkpoint store (docs/cluster-protocol.md; weir run --cluster)"),
@@ -335,6 +336,11 @@ impl Settings {
             self.duration("cluster.repartition.retention")
                 .unwrap_or(Duration::from_secs(7 * 24 * 3600)),
         )
+    }
+
+    /// `latency.target`: every sink's, unless its own option says.
+    pub fn latency_target(&self) -> Option<Duration> {
+        self.duration("latency.target")
     }
 
     /// `metrics.latency.interval`; `None` turns latency markers off.

@@ -260,7 +260,7 @@ Statements end with ';' and may span lines.
   SHOW STREAMS | VIEWS | JOBS | FUNCTIONS;          list
   DESCRIBE s;  DESCRIBE JOB id;  STOP JOB id;       inspect and control
   SELECT * FROM weir_metrics.partitions;            jobs' metrics as streams: operators, partitions,
-                                                    alerts, hot_keys, checkpoints (sampled every second)
+                                                    alerts, hot_keys, checkpoints, tasks (sampled every second)
   EXPLAIN SELECT ...;                               the operator graph
   SET 'key' = 'value';  SET;                        settings (parallelism.default, ...)
   \\i file.sql                                       run a file

@@ -13,8 +13,8 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::broker::{run, start_broker, weir};
-use common::seaweed::seaweed_in_tempdir;
+use common::broker::{run, start_broker_on, weir, Storage};
+use common::seaweed::{curl_ok, seaweed_in_tempdir};
 
 const EVENTS: &str = "CREATE STREAM events WITH ('connector' = 'nexmark', 'events.num' = '50000',
     'base-time' = '1700000000000', 'first-event.rate' = '1000');";
@@ -133,6 +133,9 @@ enum Death {
     /// Nobody dies: the checkpoint store (SeaweedFS, holding the
     /// checkpoints) stops answering for a while (SIGSTOP, then SIGCONT).
     StorePaused,
+    /// Nobody dies: the broker (keeping its topics on SeaweedFS) is
+    /// SIGKILLed and started again a few seconds later.
+    BrokerRestarted,
 }
 
 /// A job over some topics, and the columns of what it writes.
@@ -217,16 +220,27 @@ impl Scenario {
 
     fn survives(&self, death: Death) {
         let topics: Vec<(&str, u32)> = self.topics.iter().map(|t| (t.name, t.partitions)).collect();
-        let broker = start_broker(&topics);
         let (root, store) = match death {
-            Death::StorePaused => {
+            Death::StorePaused | Death::BrokerRestarted => {
                 let (root, store) = seaweed_in_tempdir();
                 (root, Some(store))
             }
             _ => (tempfile::tempdir().unwrap(), None),
         };
+        let mut broker = match (death, &store) {
+            (Death::BrokerRestarted, Some(store)) => {
+                let bucket = format!("http://127.0.0.1:{}/tansu", store.s3);
+                assert!(curl_ok(&["-X", "PUT", &bucket]));
+                start_broker_on(&topics, Storage::S3(store.s3))
+            }
+            _ => start_broker_on(&topics, Storage::Memory),
+        };
         let dir = root.path();
-        let s3 = store.as_ref().map(|s| s.s3);
+        // The checkpoints go to SeaweedFS when it is the store that stops.
+        let s3 = store
+            .as_ref()
+            .filter(|_| death == Death::StorePaused)
+            .map(|s| s.s3);
         std::fs::write(dir.join("job.sql"), self.job(&broker.address, dir, s3)).unwrap();
         let reference = self.reference();
         assert!(!reference.is_empty());
@@ -272,6 +286,7 @@ impl Scenario {
                 std::thread::sleep(Duration::from_secs(8));
                 signal("-CONT");
             }
+            Death::BrokerRestarted => broker.restart(Duration::from_secs(5)),
             Death::Killed => processes.0[1].kill().unwrap(),
             Death::At(point) => {
                 let started = Instant::now();
@@ -287,7 +302,7 @@ impl Scenario {
                 assert!(log.contains("fail point: crashing"), "{log}");
             }
         }
-        if death != Death::StorePaused {
+        if matches!(death, Death::Killed | Death::At(_)) {
             processes.0[1].wait().unwrap();
         }
         for topic in self.topics {
@@ -433,4 +448,12 @@ fn a_process_killed_after_a_checkpoint_before_publishing_loses_nothing() {
 #[test]
 fn a_checkpoint_store_that_stops_answering_delays_but_loses_nothing() {
     COUNTS.survives(Death::StorePaused);
+}
+
+/// The broker is killed and restarted mid-run (its topics kept on
+/// SeaweedFS): clients reconnect, groups form again, and the output is
+/// still exactly the one-process answer.
+#[test]
+fn a_broker_restart_delays_but_loses_nothing() {
+    COUNTS.survives(Death::BrokerRestarted);
 }

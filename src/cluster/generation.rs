@@ -7,6 +7,7 @@
 //! sinks publish complete epochs.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +46,14 @@ pub(crate) struct Shared {
     pub runtime: RuntimeConfig,
     /// What this process's `/metrics` and `DESCRIBE JOB` show.
     pub metrics: Arc<JobMetrics>,
+    /// Set when an epoch of the running generation is `stuck_after` past
+    /// due: the process joins its stage groups again. A broker that
+    /// evicts a dead member only when someone joins (Tansu) would
+    /// otherwise leave its tasks assigned to it for good.
+    pub stuck: AtomicBool,
+    /// Twice the groups' session timeout (five intervals at least), and
+    /// at most the checkpoint timeout.
+    pub stuck_after: Duration,
 }
 
 /// Closes the newest generation and creates the one after it, based on
@@ -166,7 +175,7 @@ impl Running {
         if assigned.first().is_some_and(|tasks| tasks.contains(&0)) {
             loops.spawn(complete_epochs(shared.clone(), schedule));
         }
-        loops.spawn(publish_epochs(epochs, number, first, commits_tx));
+        loops.spawn(publish_epochs(shared.clone(), schedule, commits_tx));
         Ok(Running {
             generation,
             jobs,
@@ -340,14 +349,18 @@ async fn complete_epochs(shared: Arc<Shared>, schedule: Schedule) -> Result<()> 
     Ok(())
 }
 
-/// Tells this process's sinks each epoch that is complete, in order.
+/// Tells this process's sinks each epoch that is complete, in order, and
+/// marks the process stuck when one waits too long (every process runs
+/// this, also one without tasks).
 async fn publish_epochs(
-    epochs: Arc<Epochs>,
-    generation: u64,
-    first: u64,
+    shared: Arc<Shared>,
+    schedule: Schedule,
     commits: watch::Sender<CheckpointId>,
 ) -> Result<()> {
-    for epoch in first.. {
+    let (epochs, generation) = (&shared.epochs, schedule.generation);
+    let patience = shared.stuck_after.as_millis() as i64;
+    for epoch in schedule.first.. {
+        let mut marked = false;
         loop {
             match epochs.outcome(generation, epoch).await {
                 Err(e) => unanswered(generation, epoch, e).await,
@@ -359,7 +372,13 @@ async fn publish_epochs(
                     break;
                 }
                 Ok(Some(Outcome::Aborted)) => return Ok(()),
-                Ok(None) => tokio::time::sleep(MANIFEST_POLL).await,
+                Ok(None) => {
+                    if !marked && now_millis() - schedule.due(epoch) > patience {
+                        marked = true;
+                        shared.stuck.store(true, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(MANIFEST_POLL).await
+                }
             }
         }
     }

@@ -16,6 +16,7 @@ mod snapshots;
 mod stages;
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -71,6 +72,15 @@ pub(crate) async fn start(
     let dir = format!("{}/{}", checkpoint.dir.trim_end_matches('/'), plan.name);
     let location =
         resolve(&dir, &Options::default(), true).map_err(|e| WeirError::Usage(e.to_string()))?;
+    // An epoch this late means a group is stuck (see Shared::stuck).
+    let session = layout
+        .client
+        .get("session.timeout.ms")
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(45), Duration::from_millis);
+    let stuck_after = (session * 2)
+        .max(checkpoint.interval * 5)
+        .min(checkpoint.timeout);
     let process = Process {
         pipeline: plan.name.clone(),
         shared: Arc::new(Shared {
@@ -86,6 +96,8 @@ pub(crate) async fn start(
             timeout: checkpoint.timeout,
             runtime,
             metrics: Arc::new(JobMetrics::default()),
+            stuck: AtomicBool::new(false),
+            stuck_after,
         }),
     };
     let metrics = process.shared.metrics.clone();
@@ -125,7 +137,8 @@ impl Drop for Aborting {
 }
 
 impl Process {
-    async fn run(self, mut controls: mpsc::Receiver<SourceControl>) -> EngineResult<()> {
+    /// Joins every stage's group, and watches where the job's tasks run.
+    fn join_groups(&self) -> EngineResult<(Vec<Arc<StageMembership>>, Aborting)> {
         let memberships = self
             .shared
             .layout
@@ -152,19 +165,29 @@ impl Process {
                 input_node: self.shared.layout.node_offset(index),
             })
             .collect();
-        let _placement = Aborting(tokio::spawn(placement::watch(
+        let placement = Aborting(tokio::spawn(placement::watch(
             views,
             self.shared.metrics.clone(),
             self.shared.process.clone(),
         )));
         tracing::info!(process = %self.shared.process, pipeline = %self.pipeline, stages = memberships.len(), "joined the job's groups");
+        Ok((memberships, placement))
+    }
+
+    async fn run(self, mut controls: mpsc::Receiver<SourceControl>) -> EngineResult<()> {
+        let (mut memberships, mut placement) = self.join_groups()?;
         let mut seen_changes = vec![0; memberships.len()];
         let mut changed_at: Option<Instant> = None;
         let mut last_look = Instant::now();
         let mut running: Option<Running> = None;
         loop {
-            for membership in &memberships {
-                membership.poll(Duration::ZERO);
+            if self.shared.stuck.swap(false, Ordering::Relaxed) {
+                // New members: the broker looks at the group again, and
+                // evicts a member that died (its tasks then move).
+                tracing::warn!(process = %self.shared.process, "an epoch waits {:?} past due: joining the stage groups again", self.shared.stuck_after);
+                drop((memberships, placement));
+                (memberships, placement) = self.join_groups()?;
+                seen_changes = vec![0; memberships.len()];
             }
             let assignments: Vec<_> = memberships.iter().map(|m| m.assignment()).collect();
             let changes: Vec<u64> = assignments.iter().map(|a| a.changes).collect();

@@ -240,7 +240,7 @@ impl Layout {
                 format!("stage output: {}", next_stage.topics[output.side]),
                 "",
                 stage.tasks,
-                NodeKind::Sink(writer.factory()),
+                NodeKind::Sink(weir_engine::SinkNode::new(writer.factory())),
             );
             local.connect(from, sink, EdgeKind::Forward);
         }

@@ -159,7 +159,7 @@ impl Connector for FilesystemConnector {
             Some("exactly-once") => true,
             Some("at-least-once") => false,
             Some(other) => {
-                return Err(ConnectorError::option("sink.delivery", format!("'{other}' is not exactly-once or at-least-once")))
+                return Err(ConnectorError::option("sink.delivery", format!("'{other}' is not exactly-once, at-least-once or best-effort")))
             }
         };
         let run = crate::deadletter::unique_run_id();

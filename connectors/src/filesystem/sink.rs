@@ -29,7 +29,8 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::AsyncArrowWriter;
 use tokio::io::AsyncWriteExt;
 use weir_engine::{
-    CheckpointId, EngineError, Result, Sink, StateSnapshot, StateTable, FINAL_CHECKPOINT,
+    CheckpointId, EngineError, Result, Sink, StateSnapshot, StateTable, Visibility,
+    FINAL_CHECKPOINT,
 };
 
 use super::partitions::{PartitionCommit, Partitioning};
@@ -378,6 +379,41 @@ impl Sink for FileSink {
 
     fn on_watermark(&mut self, watermark: i64) {
         self.watermark = self.watermark.max(watermark);
+    }
+
+    fn visibility(&self) -> Visibility {
+        match self.delivery {
+            Delivery::ExactlyOnce { .. } => Visibility::AtCommit,
+            Delivery::AtLeastOnce { .. } => Visibility::AtFlush,
+        }
+    }
+
+    /// At-least-once part files close on their own clock (and are read
+    /// once closed), not only at barriers: no checkpoint, slow or not,
+    /// holds them back.
+    fn flush_interval(&self) -> Option<Duration> {
+        match self.delivery {
+            Delivery::ExactlyOnce { .. } => None,
+            Delivery::AtLeastOnce { .. } => self.roll_interval,
+        }
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        let Some(interval) = self.roll_interval.filter(|_| !self.is_exactly_once()) else {
+            return Ok(());
+        };
+        let due: Vec<Vec<String>> = self
+            .current
+            .iter()
+            .filter(|(_, f)| f.opened.elapsed() >= interval)
+            .map(|(dir, _)| dir.clone())
+            .collect();
+        for dir in due {
+            self.close_one(&dir).await?;
+        }
+        // Closed at-least-once files are read where they are.
+        self.closed.clear();
+        self.commit_partitions(false).await
     }
 
     async fn prepare_commit(&mut self, checkpoint: CheckpointId) -> Result<StateSnapshot> {

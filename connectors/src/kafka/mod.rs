@@ -7,6 +7,7 @@
 //! follow `'scan.startup.mode'` and `'scan.bounded.mode'`. Records that do not
 //! decode go to the dead-letter output with topic, partition and offset.
 
+pub mod dead_letters;
 mod offsets;
 mod sink;
 mod source;
@@ -338,7 +339,7 @@ fn sink_factory(
             Some(other) => {
                 return Err(ConnectorError::option(
                     "sink.delivery",
-                    format!("'{other}' is not exactly-once, at-least-once or none"),
+                    format!("'{other}' is not exactly-once, at-least-once, best-effort or none"),
                 ))
             }
         };

@@ -296,6 +296,14 @@ impl KafkaSink {
 
 #[async_trait]
 impl Sink for KafkaSink {
+    fn visibility(&self) -> weir_engine::Visibility {
+        // Read-committed consumers see a transaction's records at its commit.
+        match self.exactly_once {
+            Some(_) => weir_engine::Visibility::AtCommit,
+            None => weir_engine::Visibility::AtOnce,
+        }
+    }
+
     async fn write(&mut self, batch: RecordBatch) -> Result<()> {
         let records = self.records(&batch)?;
         if let Some(buffer) = &mut self.buffer {

@@ -21,8 +21,8 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
 use weir_engine::changelog::{attach_kinds, kind_array, RowKind};
 use weir_engine::{
-    BadRecord, EngineError, Result, Source, SourcePoll, SplitId, StateSnapshot, StateTable,
-    SubtaskInfo,
+    BadRecord, EngineError, KafkaOrigin, Result, Source, SourcePoll, SplitId, StateSnapshot,
+    StateTable, SubtaskInfo,
 };
 
 use super::offsets::{BoundedMode, StartupMode};
@@ -91,6 +91,28 @@ struct Record {
     key: Option<Vec<u8>>,
     offset: i64,
     timestamp: Option<i64>,
+    /// Kept for the dead letters only (most records have none).
+    headers: Option<rdkafka::message::OwnedHeaders>,
+}
+
+impl Record {
+    /// Where this record was read, for its dead letter.
+    fn origin(&self, topic: &str, partition: i32) -> Box<KafkaOrigin> {
+        use rdkafka::message::Headers;
+        let headers = self
+            .headers
+            .iter()
+            .flat_map(|h| h.iter())
+            .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+            .collect();
+        Box::new(KafkaOrigin {
+            topic: topic.to_string(),
+            partition,
+            offset: self.offset,
+            key: self.key.clone(),
+            headers,
+        })
+    }
 }
 
 pub struct KafkaSource {
@@ -281,6 +303,7 @@ impl KafkaSource {
                 key: message.key().map(<[u8]>::to_vec),
                 offset: message.offset(),
                 timestamp: message.timestamp().to_millis(),
+                headers: message.headers().map(|h| h.detach()),
             };
             match groups.iter_mut().find(|(g, _)| *g == i) {
                 Some((_, records)) => records.push(record),
@@ -334,6 +357,7 @@ impl KafkaSource {
                     reason: "the record has no value (a tombstone)".into(),
                     location: location(r),
                     raw: Vec::new(),
+                    kafka: Some(r.origin(topic, partition)),
                 }),
             }
         }
@@ -346,6 +370,10 @@ impl KafkaSource {
         let mut decoded = self
             .value
             .decode_records(&payloads, &|i| location(&records[candidates[i]]))?;
+        let origin = |i: usize| Some(records[i].origin(topic, partition));
+        for (i, b) in decoded.bad.iter_mut() {
+            b.kafka = origin(candidates[*i]);
+        }
         if self.settings.value_format.is_changelog() {
             // Change events hold their rows whole: no key or metadata
             // columns to add, and one record may be two rows.
@@ -356,8 +384,15 @@ impl KafkaSource {
         let rejected: HashSet<usize> = decoded.bad.iter().map(|(i, _)| *i).collect();
         bad.extend(decoded.bad_records());
         // The good records in their order, each with its row of `values`
-        // (`None`: a tombstone).
-        let mut value_rows = (0u32..).zip(candidates.iter().copied());
+        // (`None`: a tombstone). `values` has a row for each record that
+        // decoded, in order: the rejected ones take none.
+        let mut value_rows = (0u32..).zip(
+            candidates
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !rejected.contains(i))
+                .map(|(_, record)| *record),
+        );
         let mut good: Vec<(usize, Option<u32>)> = Vec::with_capacity(records.len());
         let mut tombstones = tombstones.into_iter().peekable();
         let mut next_value = value_rows.next();
@@ -373,9 +408,7 @@ impl KafkaSource {
                     good.push((t, None));
                 }
             } else if let Some((row, record)) = next_value {
-                if !rejected.contains(&(row as usize)) {
-                    good.push((record, Some(row)));
-                }
+                good.push((record, Some(row)));
                 next_value = value_rows.next();
             }
         }
@@ -389,6 +422,9 @@ impl KafkaSource {
             let mut key_decoded =
                 key_decoder.decode_records(&key_bytes, &|i| location(&records[good[i].0]))?;
             if !key_decoded.bad.is_empty() {
+                for (i, b) in key_decoded.bad.iter_mut() {
+                    b.kafka = origin(good[*i].0);
+                }
                 let rejected: HashSet<usize> = key_decoded.bad.iter().map(|(i, _)| *i).collect();
                 good = good
                     .into_iter()

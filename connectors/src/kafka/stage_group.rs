@@ -4,9 +4,13 @@
 //! membership, failure detection and assignment; this keeps the current
 //! assignment and counts the changes (each change starts a generation).
 //!
-//! Not used by a runtime yet.
+//! Each membership has a thread that polls its consumer without pause:
+//! librdkafka hands rebalances, commit results and its own log lines to
+//! the application one per poll, and a rebalance left waiting behind them
+//! stalls the whole group (every member's SyncGroup fails while one lags).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,7 +62,10 @@ impl ConsumerContext for Tracker {
                 }
                 current.partitions.len() != before
             }
-            Rebalance::Error(_) => false,
+            Rebalance::Error(e) => {
+                tracing::warn!("stage group rebalance: {e}");
+                false
+            }
         };
         if changed {
             current.changes += 1;
@@ -68,10 +75,21 @@ impl ConsumerContext for Tracker {
 
 /// This process's membership in one stage's group.
 pub struct StageMembership {
-    consumer: BaseConsumer<Tracker>,
+    consumer: Arc<BaseConsumer<Tracker>>,
     tracker: Tracker,
     group: String,
     topic: String,
+    /// Tells the polling thread to end.
+    left: Arc<AtomicBool>,
+}
+
+/// How long the polling thread waits for an event at a time.
+const POLL_WAIT: Duration = Duration::from_millis(100);
+
+impl Drop for StageMembership {
+    fn drop(&mut self) {
+        self.left.store(true, Ordering::Relaxed);
+    }
 }
 
 /// One task of a stage as Kafka sees it: who runs it and how far behind
@@ -94,8 +112,19 @@ impl StageMembership {
             EngineError::connector("kafka", format!("stage group {group}: {e}"))
         };
         let tracker = Tracker::default();
+        let mut client = client.clone();
+        // The rebalance timeout: how long a rebalance waits for a member
+        // that does not rejoin (one that died mid-rebalance) before going
+        // on without it; some brokers (Tansu) also evict a silent member
+        // only after it. librdkafka's default, five minutes, would stall a
+        // failover that long; this consumer is polled without pause, so the
+        // session timeout is enough for a live member.
+        let session = client
+            .get("session.timeout.ms")
+            .unwrap_or("45000")
+            .to_string();
+        super::set_default(&mut client, "max.poll.interval.ms", &session);
         let consumer: BaseConsumer<Tracker> = client
-            .clone()
             .set("group.id", group)
             .set("client.id", process)
             .set("partition.assignment.strategy", "cooperative-sticky")
@@ -103,11 +132,26 @@ impl StageMembership {
             .create_with_context(tracker.clone())
             .map_err(|e| error(&e))?;
         consumer.subscribe(&[topic]).map_err(|e| error(&e))?;
+        let consumer = Arc::new(consumer);
+        let left = Arc::new(AtomicBool::new(false));
+        let polled = consumer.clone();
+        let stop = left.clone();
+        std::thread::Builder::new()
+            .name(format!("{group} membership"))
+            .spawn(move || {
+                // Records are not read through this consumer (its
+                // partitions are paused): a poll serves the group protocol.
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = polled.poll(POLL_WAIT);
+                }
+            })
+            .map_err(|e| error(&e))?;
         Ok(StageMembership {
             consumer,
             tracker,
             group: group.to_string(),
             topic: topic.to_string(),
+            left,
         })
     }
 
@@ -177,14 +221,6 @@ impl StageMembership {
             });
         }
         Ok(placement)
-    }
-
-    /// Serves the group protocol (heartbeats, rebalances) for up to
-    /// `timeout`; the task's own reading happens elsewhere.
-    pub fn poll(&self, timeout: std::time::Duration) {
-        // Records are not read through this consumer: a message here would
-        // only mean the topic has data, which the task's reader handles.
-        let _ = self.consumer.poll(timeout);
     }
 
     pub fn assignment(&self) -> Assignment {
@@ -259,9 +295,7 @@ mod tests {
     ) -> Vec<Assignment> {
         let started = Instant::now();
         loop {
-            for m in members {
-                m.poll(Duration::from_millis(50));
-            }
+            std::thread::sleep(Duration::from_millis(50));
             let now: Vec<Assignment> = members.iter().map(|m| m.assignment()).collect();
             if done(&now) {
                 return now;

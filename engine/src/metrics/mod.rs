@@ -35,6 +35,8 @@ pub struct SubtaskMetrics {
     batches_in: AtomicU64,
     batches_out: AtomicU64,
     late_rows: AtomicU64,
+    /// Best-effort sinks: rows dropped because the sink could not keep up.
+    dropped_rows: AtomicU64,
     watermark: AtomicI64,
     state_rows: AtomicU64,
     state_bytes: AtomicU64,
@@ -56,6 +58,34 @@ pub struct SubtaskMetrics {
     pub hot_keys: Mutex<HeavyHitters>,
     /// Latency histograms, busy time and hot keys are recorded.
     pub detailed: bool,
+    /// Sinks with `'latency.target'`: the target and what counts.
+    latency_target: Mutex<Option<LatencyTarget>>,
+}
+
+/// A sink's latency target, and the nodes upstream of it whose windows'
+/// emit latency (event time) counts toward its latency.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyTarget {
+    pub target: Duration,
+    pub upstream: Vec<usize>,
+}
+
+/// How a sink does against its latency target over the last minute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyStatus {
+    pub node: usize,
+    pub sink: String,
+    pub target: Duration,
+    /// End-to-end p99 over the last minute (`None`: nothing measured).
+    pub p99: Option<Duration>,
+}
+
+impl LatencyStatus {
+    /// p99 over target: above 1 the target is missed.
+    pub fn ratio(&self) -> Option<f64> {
+        self.p99
+            .map(|p| p.as_secs_f64() / self.target.as_secs_f64().max(1e-6))
+    }
 }
 
 impl SubtaskMetrics {
@@ -69,6 +99,7 @@ impl SubtaskMetrics {
             batches_in: AtomicU64::new(0),
             batches_out: AtomicU64::new(0),
             late_rows: AtomicU64::new(0),
+            dropped_rows: AtomicU64::new(0),
             watermark: AtomicI64::new(NO_WATERMARK),
             state_rows: AtomicU64::new(0),
             state_bytes: AtomicU64::new(0),
@@ -84,7 +115,13 @@ impl SubtaskMetrics {
             end_to_end: Mutex::new(BTreeMap::new()),
             hot_keys: Mutex::new(HeavyHitters::new(32)),
             detailed: true,
+            latency_target: Mutex::new(None),
         }
+    }
+
+    /// A sink's latency target.
+    pub fn set_latency_target(&self, target: LatencyTarget) {
+        *self.latency_target.lock() = Some(target);
     }
 
     /// Counters only: no timing, histograms or key sketches.
@@ -123,6 +160,11 @@ impl SubtaskMetrics {
     pub fn add_output(&self, rows: usize) {
         self.rows_out.fetch_add(rows as u64, Relaxed);
         self.batches_out.fetch_add(1, Relaxed);
+    }
+
+    /// A best-effort sink dropped rows it could not take in time.
+    pub fn add_dropped_rows(&self, rows: u64) {
+        self.dropped_rows.fetch_add(rows, Relaxed);
     }
 
     pub fn add_late_rows(&self, rows: u64) {
@@ -177,6 +219,7 @@ impl SubtaskMetrics {
             batches_in: self.batches_in.load(Relaxed),
             batches_out: self.batches_out.load(Relaxed),
             late_rows: self.late_rows.load(Relaxed),
+            dropped_rows: self.dropped_rows.load(Relaxed),
             watermark: (watermark != NO_WATERMARK).then_some(watermark),
             state_rows: self.state_rows.load(Relaxed),
             state_bytes: self.state_bytes.load(Relaxed),
@@ -197,6 +240,7 @@ impl SubtaskMetrics {
                 .collect(),
             hot_keys,
             hot_key_total,
+            latency_target: self.latency_target.lock().clone(),
         }
     }
 }
@@ -212,6 +256,8 @@ pub struct SubtaskSnapshot {
     pub batches_in: u64,
     pub batches_out: u64,
     pub late_rows: u64,
+    /// Best-effort sinks: rows dropped because the sink could not keep up.
+    pub dropped_rows: u64,
     /// The subtask's current input watermark (ms), if any was seen.
     pub watermark: Option<Millis>,
     pub state_rows: u64,
@@ -237,6 +283,8 @@ pub struct SubtaskSnapshot {
     pub end_to_end: Vec<(usize, HistogramSnapshot)>,
     /// Keyed operators: every key the sketch counts (at most its capacity).
     pub hot_keys: Vec<HotKey>,
+    /// Sinks: the latency target, if one is set.
+    pub latency_target: Option<LatencyTarget>,
     /// Rows the hot-key sketch has seen.
     pub hot_key_total: u64,
 }
@@ -355,6 +403,7 @@ pub struct JobMetrics {
     /// with the number added to their node ids to keep them apart.
     parts: Mutex<Vec<(Arc<JobMetrics>, usize)>>,
     tasks: Mutex<Vec<TaskSnapshot>>,
+    latency: Mutex<Vec<LatencyStatus>>,
 }
 
 impl JobMetrics {
@@ -378,6 +427,11 @@ impl JobMetrics {
     }
 
     /// Sets where the job's tasks run (a cluster job).
+    /// The sinks' latency against their targets (the monitor's finding).
+    pub fn set_latency(&self, statuses: Vec<LatencyStatus>) {
+        *self.latency.lock() = statuses;
+    }
+
     pub fn set_tasks(&self, tasks: Vec<TaskSnapshot>) {
         *self.tasks.lock() = tasks;
     }
@@ -386,6 +440,7 @@ impl JobMetrics {
         let mut subtasks: Vec<_> = self.subtasks.lock().iter().map(|m| m.snapshot()).collect();
         let mut splits: Vec<_> = self.splits.lock().iter().map(|m| m.snapshot()).collect();
         let mut alerts = self.alerts.lock().clone();
+        let mut latency = self.latency.lock().clone();
         for (part, offset) in self.parts.lock().iter() {
             let shown = part.snapshot();
             subtasks.extend(shown.subtasks.into_iter().map(|mut s| {
@@ -397,6 +452,10 @@ impl JobMetrics {
                 s
             }));
             alerts.extend(shown.alerts);
+            latency.extend(shown.latency.into_iter().map(|mut l| {
+                l.node += offset;
+                l
+            }));
         }
         subtasks.sort_by_key(|s| (s.node, s.subtask));
         splits.sort_by(|a, b| (a.node, &a.split).cmp(&(b.node, &b.split)));
@@ -405,6 +464,7 @@ impl JobMetrics {
             splits,
             alerts,
             tasks: self.tasks.lock().clone(),
+            latency,
         }
     }
 
@@ -437,6 +497,8 @@ pub struct MetricsSnapshot {
     pub alerts: Vec<Alert>,
     /// A cluster job's tasks, all of them (empty for a local job).
     pub tasks: Vec<TaskSnapshot>,
+    /// Sinks with a latency target, and how they do.
+    pub latency: Vec<LatencyStatus>,
 }
 
 impl MetricsSnapshot {

@@ -1,13 +1,14 @@
 //! Watching a running job for the problems operators ask about first: a
-//! stuck watermark, a hot partition, a hot key, a backpressured subtask.
+//! stuck watermark, a hot partition, a hot key, a backpressured subtask, a
+//! sink missing its latency target.
 //! Each is logged (tracing, warn) when it appears and kept as an [`Alert`]
 //! while it lasts.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{JobMetrics, MetricsSnapshot};
+use super::{JobMetrics, LatencyStatus, LatencyTarget, MetricsSnapshot};
 use crate::message::{now_millis, Millis, FINAL_WATERMARK};
 
 /// Thresholds of the detectors.
@@ -45,6 +46,7 @@ pub enum AlertKind {
     HotPartition,
     HotKey,
     Backpressure,
+    LatencyTarget,
 }
 
 impl AlertKind {
@@ -54,6 +56,7 @@ impl AlertKind {
             AlertKind::HotPartition => "hot_partition",
             AlertKind::HotKey => "hot_key",
             AlertKind::Backpressure => "backpressure",
+            AlertKind::LatencyTarget => "latency_target",
         }
     }
 }
@@ -77,6 +80,10 @@ struct Previous {
     pressure: HashMap<(usize, usize), (u64, u64)>,
     /// Splits: rows.
     split_rows: HashMap<(usize, String), u64>,
+    /// Sinks with a latency target: cumulative latency bucket counts over
+    /// the last minute, of their markers (`false`) and of the windows
+    /// upstream (`true`).
+    latency: HashMap<(usize, bool), LatencyHistory>,
 }
 
 /// The partitions whose figure is at least 1000 and more than `factor`
@@ -120,8 +127,11 @@ pub async fn monitor(
             }
         }
         let snapshot = metrics.snapshot();
-        let found = detect(&snapshot, &config, &mut previous);
+        let mut found = detect(&snapshot, &config, &mut previous);
+        let latency = latency_targets(&snapshot, &mut previous.latency, std::time::Instant::now());
+        found.extend(latency_alerts(&latency));
         metrics.set_alerts(found);
+        metrics.set_latency(latency);
     }
 }
 
@@ -287,6 +297,138 @@ fn detect(
     alerts
 }
 
+/// Cumulative latency bucket counts, each with when it was taken.
+type LatencyHistory = VecDeque<(std::time::Instant, Vec<u64>)>;
+
+/// The window a sink's latency is judged over.
+const LATENCY_WINDOW: Duration = Duration::from_secs(60);
+
+/// Each sink with a latency target and its end-to-end p99 over the last
+/// minute: the larger of its latency markers' (source to visible rows)
+/// and its upstream windows' emit latency (window end to emission, in
+/// event time).
+fn latency_targets(
+    snapshot: &MetricsSnapshot,
+    history: &mut HashMap<(usize, bool), LatencyHistory>,
+    now: std::time::Instant,
+) -> Vec<LatencyStatus> {
+    let mut sinks: BTreeMap<usize, (&str, &LatencyTarget)> = BTreeMap::new();
+    for s in &snapshot.subtasks {
+        if let Some(target) = &s.latency_target {
+            sinks.entry(s.node).or_insert((&s.operator, target));
+        }
+    }
+    let mut statuses = Vec::new();
+    for (node, (sink, target)) in sinks {
+        let markers = cumulative(
+            snapshot
+                .subtasks
+                .iter()
+                .filter(|s| s.node == node)
+                .flat_map(|s| s.end_to_end.iter().map(|(_, h)| h)),
+        );
+        let windows = cumulative(
+            snapshot
+                .subtasks
+                .iter()
+                .filter(|s| target.upstream.contains(&s.node))
+                .map(|s| &s.event_time_latency),
+        );
+        let p99 = [(false, markers), (true, windows)]
+            .into_iter()
+            .filter_map(|(upstream, counts)| {
+                let recent = last_minute(history.entry((node, upstream)).or_default(), now, counts);
+                quantile(&recent, 0.99)
+            })
+            .max();
+        statuses.push(LatencyStatus {
+            node,
+            sink: sink.to_string(),
+            target: target.target,
+            p99,
+        });
+    }
+    statuses
+}
+
+/// Bucket counts summed over histograms.
+fn cumulative<'a>(histograms: impl Iterator<Item = &'a super::HistogramSnapshot>) -> Vec<u64> {
+    let mut counts = Vec::new();
+    for h in histograms {
+        counts.resize(counts.len().max(h.buckets.len()), 0);
+        for (i, (_, c)) in h.buckets.iter().enumerate() {
+            counts[i] += c;
+        }
+    }
+    counts
+}
+
+/// The counts of the last [`LATENCY_WINDOW`]: `counts` (cumulative) minus
+/// those a minute ago (none, if the sink is younger), keeping the history.
+fn last_minute(
+    history: &mut LatencyHistory,
+    now: std::time::Instant,
+    counts: Vec<u64>,
+) -> Vec<u64> {
+    let old = |t: &std::time::Instant| now.duration_since(*t) >= LATENCY_WINDOW;
+    while history.len() >= 2 && old(&history[1].0) {
+        history.pop_front();
+    }
+    let recent = match history.front() {
+        Some((t, base)) if old(t) => counts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| c.saturating_sub(base.get(i).copied().unwrap_or(0)))
+            .collect(),
+        _ => counts.clone(),
+    };
+    history.push_back((now, counts));
+    recent
+}
+
+/// The `q` quantile of power-of-two microsecond buckets (bucket `i` holds
+/// values up to `2^i` µs), interpolated inside its bucket: a target is
+/// compared with a value, not with a bucket's upper bound twice as high.
+fn quantile(counts: &[u64], q: f64) -> Option<Duration> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = (q * total as f64).ceil().max(1.0);
+    let mut seen = 0u64;
+    for (i, c) in counts.iter().enumerate() {
+        if *c > 0 && (seen + c) as f64 >= rank {
+            let upper = (1u64 << i) as f64;
+            let lower = if i == 0 { 0.0 } else { upper / 2.0 };
+            let within = (rank - seen as f64) / *c as f64;
+            return Some(Duration::from_micros(
+                (lower + within * (upper - lower)) as u64,
+            ));
+        }
+        seen += c;
+    }
+    None
+}
+
+/// An alert for each sink above its target.
+fn latency_alerts(statuses: &[LatencyStatus]) -> Vec<Alert> {
+    statuses
+        .iter()
+        .filter(|s| s.ratio().is_some_and(|r| r > 1.0))
+        .map(|s| Alert {
+            kind: AlertKind::LatencyTarget,
+            subject: s.sink.clone(),
+            message: format!(
+                "{}: end-to-end p99 {:?} over the last minute, above its latency target {:?}",
+                s.sink,
+                s.p99.unwrap_or_default(),
+                s.target
+            ),
+            since: now_millis(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,5 +488,74 @@ mod tests {
 
     fn job_without_watermarks() -> (Arc<JobMetrics>, Arc<SubtaskMetrics>) {
         job(None)
+    }
+
+    #[test]
+    fn a_sink_above_its_target_over_the_last_minute_is_an_alert() {
+        let job = Arc::new(JobMetrics::default());
+        let window = Arc::new(SubtaskMetrics::new(2, "window aggregate", 0));
+        let sink = Arc::new(SubtaskMetrics::new(3, "sink: out", 0));
+        sink.set_latency_target(LatencyTarget {
+            target: Duration::from_millis(500),
+            upstream: vec![2],
+        });
+        job.register(window.clone());
+        job.register(sink.clone());
+        let mut history = HashMap::new();
+        let t0 = std::time::Instant::now();
+        let judge = |history: &mut _, at: Duration| {
+            let statuses = latency_targets(&job.snapshot(), history, t0 + at);
+            assert_eq!(statuses.len(), 1);
+            let alerts = latency_alerts(&statuses);
+            (statuses[0].clone(), alerts)
+        };
+        let (status, _) = judge(&mut history, Duration::ZERO);
+        assert_eq!(status.p99, None, "nothing measured yet");
+
+        for _ in 0..100 {
+            sink.observe_end_to_end(0, Duration::from_millis(100));
+        }
+        let (status, alerts) = judge(&mut history, Duration::from_secs(1));
+        let p99 = status.p99.unwrap();
+        assert!(p99 > Duration::from_millis(64) && p99 <= Duration::from_millis(131));
+        assert!(alerts.is_empty());
+
+        // Ten slow markers in 110: the p99 is a slow one.
+        for _ in 0..10 {
+            sink.observe_end_to_end(1, Duration::from_secs(2));
+        }
+        let (status, alerts) = judge(&mut history, Duration::from_secs(2));
+        assert!(status.ratio().unwrap() > 1.0, "{status:?}");
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(
+            (alerts[0].kind, alerts[0].subject.as_str()),
+            (AlertKind::LatencyTarget, "sink: out")
+        );
+
+        // A minute on, only fast markers came: the slow ones left the window.
+        for _ in 0..100 {
+            sink.observe_end_to_end(0, Duration::from_millis(100));
+        }
+        let (status, alerts) = judge(&mut history, Duration::from_secs(63));
+        assert!(status.ratio().unwrap() < 1.0, "{status:?}");
+        assert!(alerts.is_empty());
+
+        // A window upstream emitting seconds after its end counts too.
+        for _ in 0..5 {
+            window.event_time_latency.observe(Duration::from_secs(3));
+        }
+        let (status, alerts) = judge(&mut history, Duration::from_secs(64));
+        assert!(status.p99.unwrap() > Duration::from_secs(2), "{status:?}");
+        assert_eq!(alerts.len(), 1);
+    }
+
+    #[test]
+    fn quantiles_interpolate_inside_a_bucket() {
+        // 100 values in (512, 1024] µs.
+        let mut counts = vec![0; 11];
+        counts[10] = 100;
+        assert_eq!(quantile(&counts, 0.5), Some(Duration::from_micros(768)));
+        assert_eq!(quantile(&counts, 0.99), Some(Duration::from_micros(1018)));
+        assert_eq!(quantile(&[0, 0], 0.99), None);
     }
 }

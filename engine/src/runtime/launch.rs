@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 
 use super::chain::{Chain, ChainedOperator};
 use super::inputs::Inputs;
-use super::output::{Output, Partitioning, Router};
+use super::output::{HeldMarkers, Output, Partitioning, Router};
 use super::task::{run_channel_subtask, run_source_subtask, SourceSubtask, SubtaskParts};
 use super::watermarks::WatermarkGenerator;
 use super::{
@@ -327,12 +327,26 @@ impl Launch {
                         late_output: late_output.clone(),
                     })
                 }
-                NodeKind::Sink(factory) => {
+                NodeKind::Sink(sink_node) => {
+                    if let Some(target) = sink_node.latency_target {
+                        node_metrics.set_latency_target(crate::metrics::LatencyTarget {
+                            target,
+                            upstream: self.graph.upstream(node.id),
+                        });
+                    }
+                    let mut writer = (sink_node.factory)(info)?;
+                    if sink_node.best_effort {
+                        writer = Box::new(super::best_effort::BestEffortSink::spawn(
+                            writer,
+                            node_metrics.clone(),
+                        ));
+                    }
                     sink = Some(Output::Sink {
-                        sink: factory(info)?,
+                        sink: writer,
                         metrics: node_metrics,
                         node: node.id,
                         restore: state,
+                        held: HeldMarkers::default(),
                     })
                 }
                 NodeKind::Source(_) => {}

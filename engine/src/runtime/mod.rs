@@ -5,6 +5,7 @@
 //! sending and receiving subtasks, so a slow consumer blocks its producers
 //! and backpressure reaches the sources.
 
+mod best_effort;
 mod chain;
 mod inputs;
 mod launch;

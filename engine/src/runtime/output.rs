@@ -10,10 +10,10 @@ use datafusion::common::hash_utils::{create_hashes, RandomState};
 use tokio::sync::mpsc::Sender;
 
 use crate::error::{EngineError, Result};
-use crate::message::{Barrier, Message, Watermark};
+use crate::message::{Barrier, CheckpointId, Message, Watermark};
 use crate::metrics::SubtaskMetrics;
 use crate::row_watermark::strip;
-use crate::source::Sink;
+use crate::source::{Sink, Visibility};
 
 /// How a subtask spreads its batches over downstream channels.
 #[derive(Debug, Clone)]
@@ -46,7 +46,72 @@ pub(crate) enum Output {
         node: crate::graph::NodeId,
         /// State to restore before the first write.
         restore: Option<crate::state::StateSnapshot>,
+        /// Latency markers waiting for the rows before them to be visible.
+        held: HeldMarkers,
     },
+}
+
+/// Latency markers at a sink whose rows are not readable at once: a
+/// marker's end-to-end latency runs until the rows before it can be read,
+/// at the sink's next flush or barrier ([`Visibility::AtFlush`]) or the
+/// commit of the checkpoint after it ([`Visibility::AtCommit`]). Bounded:
+/// past [`HeldMarkers::LIMIT`] (nothing becomes visible for that long) the
+/// oldest are timed at once.
+#[derive(Default)]
+pub(crate) struct HeldMarkers {
+    open: Vec<crate::message::LatencyMarker>,
+    by_checkpoint: std::collections::BTreeMap<CheckpointId, Vec<crate::message::LatencyMarker>>,
+    count: usize,
+}
+
+impl HeldMarkers {
+    const LIMIT: usize = 1024;
+
+    fn hold(&mut self, marker: crate::message::LatencyMarker, metrics: &SubtaskMetrics) {
+        if self.count >= Self::LIMIT {
+            if let Some(mut oldest) = self.by_checkpoint.first_entry() {
+                for m in oldest.get_mut().drain(..) {
+                    metrics.observe_end_to_end(m.source, m.created.elapsed());
+                    self.count -= 1;
+                }
+                oldest.remove();
+            }
+        }
+        self.open.push(marker);
+        self.count += 1;
+    }
+
+    /// The rows so far are readable now.
+    fn flushed(&mut self, metrics: &SubtaskMetrics) {
+        for m in self.open.drain(..) {
+            metrics.observe_end_to_end(m.source, m.created.elapsed());
+            self.count -= 1;
+        }
+    }
+
+    /// The markers so far wait for `checkpoint`.
+    fn barrier(&mut self, checkpoint: CheckpointId) {
+        if !self.open.is_empty() {
+            let open = std::mem::take(&mut self.open);
+            self.by_checkpoint
+                .entry(checkpoint)
+                .or_default()
+                .extend(open);
+        }
+    }
+
+    /// `checkpoint` committed: the markers before it are visible now.
+    fn committed(&mut self, checkpoint: CheckpointId, metrics: &SubtaskMetrics) {
+        while let Some(entry) = self.by_checkpoint.first_entry() {
+            if *entry.key() > checkpoint {
+                break;
+            }
+            for m in entry.remove() {
+                metrics.observe_end_to_end(m.source, m.created.elapsed());
+                self.count -= 1;
+            }
+        }
+    }
 }
 
 /// Sends, timing how long a full channel makes the sender wait.
@@ -198,10 +263,20 @@ impl Output {
                 }
                 Ok(None)
             }
-            Output::Sink { sink, node, .. } => Ok(Some((
-                *node,
-                sink.prepare_commit(barrier.checkpoint_id).await?,
-            ))),
+            Output::Sink {
+                sink,
+                node,
+                held,
+                metrics,
+                ..
+            } => {
+                let state = sink.prepare_commit(barrier.checkpoint_id).await?;
+                match sink.visibility() {
+                    Visibility::AtCommit => held.barrier(barrier.checkpoint_id),
+                    _ => held.flushed(metrics),
+                }
+                Ok(Some((*node, state)))
+            }
         }
     }
 
@@ -218,7 +293,16 @@ impl Output {
     /// A checkpoint completed: the sink makes its data visible.
     pub(crate) async fn commit(&mut self, checkpoint: crate::message::CheckpointId) -> Result<()> {
         match self {
-            Output::Sink { sink, .. } => sink.commit(checkpoint).await,
+            Output::Sink {
+                sink,
+                held,
+                metrics,
+                ..
+            } => {
+                sink.commit(checkpoint).await?;
+                held.committed(checkpoint, metrics);
+                Ok(())
+            }
             Output::Channels(_) => Ok(()),
         }
     }
@@ -239,8 +323,18 @@ impl Output {
                 }
                 Ok(())
             }
-            Output::Sink { metrics, .. } => {
-                metrics.observe_end_to_end(marker.source, marker.created.elapsed());
+            Output::Sink {
+                metrics,
+                sink,
+                held,
+                ..
+            } => {
+                match sink.visibility() {
+                    Visibility::AtOnce => {
+                        metrics.observe_end_to_end(marker.source, marker.created.elapsed())
+                    }
+                    _ => held.hold(marker, metrics),
+                }
                 Ok(())
             }
         }
@@ -257,7 +351,18 @@ impl Output {
     /// Flushes a buffering sink.
     pub(crate) async fn flush(&mut self) -> Result<()> {
         match self {
-            Output::Sink { sink, .. } => sink.flush().await,
+            Output::Sink {
+                sink,
+                held,
+                metrics,
+                ..
+            } => {
+                sink.flush().await?;
+                if sink.visibility() == Visibility::AtFlush {
+                    held.flushed(metrics);
+                }
+                Ok(())
+            }
             Output::Channels(_) => Ok(()),
         }
     }

@@ -19,12 +19,34 @@ pub fn tansu() -> PathBuf {
 pub struct Broker {
     child: Child,
     pub address: String,
+    storage: Storage,
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Where the broker keeps its topics.
+#[derive(Clone)]
+pub enum Storage {
+    /// In memory: gone when the broker stops.
+    Memory,
+    /// In the bucket `tansu` of the S3 server on this port (SeaweedFS),
+    /// so a restarted broker has its topics back.
+    S3(u16),
+}
+
+impl Broker {
+    /// Kills the broker (SIGKILL, no goodbye to anybody), waits `down`,
+    /// and starts it again on the same address and storage.
+    pub fn restart(&mut self, down: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(down);
+        self.child = spawn_tansu(&self.address, &self.storage);
     }
 }
 
@@ -36,22 +58,50 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Starts a broker and creates `topics` (name, partitions) on it.
-pub fn start_broker(topics: &[(&str, u32)]) -> Broker {
-    let port = free_port();
-    let address = format!("127.0.0.1:{port}");
+fn spawn_tansu(address: &str, storage: &Storage) -> Child {
     let url = format!("tcp://{address}");
-    let child = Command::new(tansu())
+    let mut command = Command::new(tansu());
+    command
         .arg("broker")
-        .args(["--listener-url", &url, "--advertised-listener-url", &url])
-        .args(["--storage-engine", "memory://tansu/"])
+        .args(["--listener-url", &url, "--advertised-listener-url", &url]);
+    match storage {
+        Storage::Memory => {
+            command.args(["--storage-engine", "memory://tansu/"]);
+        }
+        Storage::S3(port) => {
+            command
+                .args(["--storage-engine", "s3://tansu/"])
+                .env("AWS_ACCESS_KEY_ID", "weir")
+                .env("AWS_SECRET_ACCESS_KEY", "weir")
+                .env("AWS_REGION", "us-east-1")
+                .env("AWS_ENDPOINT", format!("http://127.0.0.1:{port}"))
+                .env("AWS_ALLOW_HTTP", "true");
+        }
+    }
+    command
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect(
             "`tansu` is not installed: `cargo install tansu --features dynostore` (.ci/run does)",
-        );
-    let broker = Broker { child, address };
+        )
+}
+
+/// Starts a broker in memory and creates `topics` (name, partitions) on it.
+pub fn start_broker(topics: &[(&str, u32)]) -> Broker {
+    start_broker_on(topics, Storage::Memory)
+}
+
+/// Starts a broker keeping its topics in `storage` and creates `topics`.
+pub fn start_broker_on(topics: &[(&str, u32)], storage: Storage) -> Broker {
+    let address = format!("127.0.0.1:{}", free_port());
+    let url = format!("tcp://{address}");
+    let child = spawn_tansu(&address, &storage);
+    let broker = Broker {
+        child,
+        address,
+        storage,
+    };
     let started = Instant::now();
     for (topic, partitions) in topics {
         loop {

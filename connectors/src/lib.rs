@@ -26,6 +26,7 @@ pub mod nexmark;
 pub mod options;
 pub mod print;
 pub mod registry;
+pub mod replay;
 pub mod store;
 
 pub use deadletter::{BadDataPolicy, DeadLetterWriter};

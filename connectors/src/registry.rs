@@ -204,6 +204,7 @@ impl Default for Registry {
         registry.register(Arc::new(crate::blackhole::BlackholeConnector));
         registry.register(Arc::new(crate::kafka::KafkaConnector));
         registry.register(Arc::new(crate::kafka::UpsertKafkaConnector));
+        registry.register(Arc::new(crate::replay::DeadLetterConnector));
         registry
     }
 }

@@ -57,6 +57,15 @@ pub fn resolve(path: &str, options: &Options, create: bool) -> Result<Location, 
                         builder = builder.with_config(config, value);
                     }
                 }
+                // A sink's transient errors (a 5xx, a refused connection)
+                // are retried with object_store's backoff; the option
+                // bounds how often before the error reaches the job.
+                if let Some(retries) = options.parse::<usize>("sink.max-retries")? {
+                    builder = builder.with_retry(object_store::RetryConfig {
+                        max_retries: retries,
+                        ..Default::default()
+                    });
+                }
                 if std::env::var("AWS_ENDPOINT").is_ok_and(|e| e.starts_with("http://")) {
                     builder = builder.with_allow_http(true);
                 }

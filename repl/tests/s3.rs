@@ -215,3 +215,244 @@ fn generations_are_created_once_on_s3() {
         );
     });
 }
+
+/// The value of `metric` for the sink named `sink` in a Prometheus text
+/// page, if it is there.
+fn sink_gauge(page: &str, metric: &str, sink: &str) -> Option<f64> {
+    let label = format!("sink=\"sink: {sink}\"");
+    page.lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")) && l.contains(&label))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+fn scrape(port: u16) -> String {
+    let output = Command::new("curl")
+        .args(["-s", "-m", "5", &format!("http://127.0.0.1:{port}/metrics")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Two sinks of one job, one exactly-once and one at-least-once, each with
+/// a latency target. The checkpoint store (SeaweedFS) stops answering for
+/// a while: the exactly-once stream cannot publish and misses its target;
+/// the at-least-once stream publishes on its own clock and keeps it. Both
+/// end with every row, once.
+#[test]
+fn an_at_least_once_stream_keeps_its_latency_while_checkpoints_stall() {
+    let (root, server) = seaweed_in_tempdir();
+    let s3 = server.s3;
+    let dir = root.path();
+    let metrics = common::seaweed::free_port();
+    let events = "CREATE STREAM events WITH ('connector' = 'nexmark', 'events.num' = '40000',
+           'scan.rate-limit' = '1000', 'base-time' = '1700000000000');";
+    let query = "SELECT bid.auction, bid.bidder, bid.price FROM events WHERE event_type = 2";
+    let columns = "auction BIGINT, bidder BIGINT, price BIGINT";
+    let sql = dir.join("delivery.sql");
+    std::fs::write(
+        &sql,
+        format!(
+            "SET 'execution.checkpointing.interval' = '500ms';
+             SET 'state.checkpoints.dir' = 's3://weir/checkpoints';
+             SET 'pipeline.name' = 'delivery';
+             SET 'metrics.latency.interval' = '100ms';
+             {events}
+             CREATE TABLE fast ({columns}) WITH ('connector' = 'filesystem', 'path' = '{fast}',
+               'format' = 'json', 'sink.delivery' = 'at-least-once',
+               'sink.rolling-policy.rollover-interval' = '200ms', 'latency.target' = '3s');
+             CREATE TABLE safe ({columns}) WITH ('connector' = 'filesystem', 'path' = '{safe}',
+               'format' = 'parquet', 'latency.target' = '3s');
+             EXECUTE STATEMENT SET BEGIN
+               INSERT INTO fast {query};
+               INSERT INTO safe {query};
+             END;",
+            fast = dir.join("fast").display(),
+            safe = dir.join("safe").display(),
+        ),
+    )
+    .unwrap();
+    let log = dir.join("weir.log");
+    let mut job = weir(s3)
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics}"), "run"])
+        .arg(&sql)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    // Both streams are measured before the store stops.
+    let started = Instant::now();
+    loop {
+        let page = scrape(metrics);
+        let measured = |sink| sink_gauge(&page, "weir_latency_target_ratio", sink);
+        if let (Some(fast), Some(safe)) = (measured("fast"), measured("safe")) {
+            assert!(
+                fast < 1.0 && safe < 1.0,
+                "both keep their targets at first: {page}"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no latency measured for both sinks\n{}\n{}",
+            page,
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // The checkpoint store stops answering: no checkpoint completes.
+    let signal = |name: &str| {
+        let pid = server.child.id().to_string();
+        assert!(Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+    signal("-STOP");
+    std::thread::sleep(Duration::from_secs(10));
+    let page = scrape(metrics);
+    signal("-CONT");
+    let fast = sink_gauge(&page, "weir_latency_target_ratio", "fast").unwrap();
+    let safe = sink_gauge(&page, "weir_latency_target_ratio", "safe").unwrap();
+    assert!(
+        fast < 1.0,
+        "the at-least-once stream keeps its target: {page}"
+    );
+    assert!(
+        safe > 1.0,
+        "the exactly-once stream waits for checkpoints: {page}"
+    );
+    assert!(
+        page.lines().any(|l| l.starts_with("weir_alert{")
+            && l.contains("kind=\"latency_target\"")
+            && l.contains("subject=\"sink: safe\"")),
+        "an alert names the exactly-once sink: {page}"
+    );
+
+    let status = job.wait().unwrap();
+    assert!(status.success(), "{}", logs());
+    let reference = common::csv_rows(
+        weir(s3)
+            .args(["run", "--format", "csv", "-e"])
+            .arg(format!("{events} {query};"))
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(reference.len(), 40000 * 46 / 50);
+    let read = |format: &str, path: &std::path::Path| {
+        common::csv_rows(
+            weir(s3)
+                .args(["run", "--format", "csv", "-e"])
+                .arg(format!(
+                    "CREATE STREAM back ({columns}) WITH ('connector' = 'filesystem',
+                       'path' = '{}', 'format' = '{format}');
+                     SELECT auction, bidder, price FROM back;",
+                    path.display()
+                ))
+                .output()
+                .unwrap(),
+        )
+    };
+    assert_eq!(read("json", &dir.join("fast")), reference);
+    assert_eq!(read("parquet", &dir.join("safe")), reference);
+}
+
+/// A sink's store goes away mid-run and comes back: with
+/// `'sink.max-retries'` its writes are retried with backoff and every row
+/// arrives once; with no retries left the job fails with the error.
+#[test]
+fn a_sink_retries_while_its_store_restarts_and_fails_once_retries_run_out() {
+    let (root, mut server) = seaweed_in_tempdir();
+    let s3 = server.s3;
+    let dir = root.path();
+    let events = "CREATE STREAM events WITH ('connector' = 'nexmark', 'events.num' = '30000',
+           'scan.rate-limit' = '3000', 'base-time' = '1700000000000');";
+    let query = "SELECT bid.auction, bid.bidder, bid.price FROM events WHERE event_type = 2";
+    let job = |out: &str, retries: u32| {
+        format!(
+            "SET 'execution.checkpointing.interval' = '300ms';
+             SET 'state.checkpoints.dir' = '{checkpoints}';
+             {events}
+             CREATE TABLE out (auction BIGINT, bidder BIGINT, price BIGINT)
+               WITH ('connector' = 'filesystem', 'path' = '{out}', 'format' = 'json',
+                     'sink.max-retries' = '{retries}');
+             INSERT INTO out {query};",
+            checkpoints = dir.join(format!("checkpoints-{retries}")).display(),
+        )
+    };
+    let sql = dir.join("retried.sql");
+    std::fs::write(&sql, job("s3://weir/retried", 30)).unwrap();
+    let log = dir.join("retried.log");
+    let mut run = weir(s3)
+        .arg("run")
+        .arg(&sql)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // Down for a few seconds once the sink has written something.
+    let started = Instant::now();
+    while read_prefix(s3, "retried").is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "nothing committed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.restart(Duration::from_secs(3));
+    let status = run.wait().unwrap();
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let reference = common::csv_rows(
+        weir(s3)
+            .args(["run", "--format", "csv", "-e"])
+            .arg(format!("{events} {query};"))
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(reference.len(), 30000 * 46 / 50);
+    let written = common::csv_rows(
+        weir(s3)
+            .args(["run", "--format", "csv", "-e"])
+            .arg(
+                "CREATE STREAM back (auction BIGINT, bidder BIGINT, price BIGINT)
+                   WITH ('connector' = 'filesystem', 'path' = 's3://weir/retried', 'format' = 'json');
+                 SELECT auction, bidder, price FROM back;",
+            )
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(written, reference);
+
+    // No retries, and the store gone for good: the job fails, saying why.
+    drop(server);
+    let sql = dir.join("unretried.sql");
+    std::fs::write(&sql, job("s3://weir/unretried", 0)).unwrap();
+    let failed = weir(s3).arg("run").arg(&sql).output().unwrap();
+    assert!(!failed.status.success());
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(err.contains("unretried") && err.contains("error"), "{err}");
+}
+
+/// The keys under `prefix/` in the `weir` bucket (a ListObjectsV2 page).
+fn read_prefix(s3: u16, prefix: &str) -> String {
+    let output = Command::new("curl")
+        .args([
+            "-s",
+            "-m",
+            "5",
+            &format!("http://127.0.0.1:{s3}/weir?list-type=2&prefix={prefix}/"),
+        ])
+        .output()
+        .unwrap();
+    let page = String::from_utf8_lossy(&output.stdout).into_owned();
+    if page.contains("<Key>") {
+        page
+    } else {
+        String::new()
+    }
+}

@@ -45,6 +45,7 @@ const SINK_OPTIONS: &[&str] = &[
     "sink.rolling-policy.file-size",
     "sink.rolling-policy.rollover-interval",
     "sink.delivery",
+    "sink.max-retries",
     "sink.parallelism",
     "sink.partition-commit.trigger",
     "sink.partition-commit.delay",

@@ -84,6 +84,11 @@ pub struct FileSink {
     /// overwrite what the task's new instance stages under the same
     /// final name.
     instance: u32,
+    /// Names this sink's exactly-once files apart from another job's
+    /// writing to the same path: drawn at the first start, kept in the
+    /// checkpoints (Flink's part-file UUID). Empty for a checkpoint taken
+    /// before sinks had one.
+    writer: String,
 }
 
 fn err(e: impl std::fmt::Display) -> EngineError {
@@ -108,6 +113,10 @@ static PENDING: LazyLock<StateTable> = LazyLock::new(|| {
 /// The next checkpoint's number, which names its files.
 static EPOCH: LazyLock<StateTable> =
     LazyLock::new(|| StateTable::new("epoch", [("epoch", DataType::Int64)]));
+
+/// The writer id that names the files.
+static WRITER: LazyLock<StateTable> =
+    LazyLock::new(|| StateTable::new("writer", [("writer", DataType::Utf8)]));
 
 impl FileSink {
     pub fn new(
@@ -134,6 +143,7 @@ impl FileSink {
             closed: Vec::new(),
             pending: BTreeMap::new(),
             instance: rand::random(),
+            writer: format!("{:08x}", rand::random::<u32>()),
         }
     }
 
@@ -194,8 +204,11 @@ impl FileSink {
         self.path(&parts)
     }
 
-    fn staging_prefix(subtask: usize) -> String {
-        format!("part-{subtask:03}-")
+    fn staging_prefix(&self, subtask: usize) -> String {
+        match self.writer.as_str() {
+            "" => format!("part-{subtask:03}-"),
+            writer => format!("part-{writer}-{subtask:03}-"),
+        }
     }
 
     /// A new part file in partition directory `dir`.
@@ -210,7 +223,7 @@ impl FileSink {
             Delivery::ExactlyOnce { subtask } => {
                 let name = format!(
                     "{}{:010}-{:04}.{ext}",
-                    Self::staging_prefix(*subtask),
+                    self.staging_prefix(*subtask),
                     self.epoch,
                     self.sequence
                 );
@@ -337,8 +350,9 @@ impl FileSink {
             Arc::new(StringArray::from(tos)),
         ])?;
         let epoch = EPOCH.write(vec![Arc::new(Int64Array::from(vec![self.epoch as i64]))])?;
+        let writer = WRITER.write(vec![Arc::new(StringArray::from(vec![self.writer.clone()]))])?;
         Ok(StateSnapshot {
-            tables: vec![pending, epoch],
+            tables: vec![pending, epoch, writer],
         })
     }
 }
@@ -470,6 +484,14 @@ impl Sink for FileSink {
                 kept.insert(to);
             }
         }
+        // The files go on under the restored writer's names.
+        self.writer = match WRITER.read(&state)? {
+            Some(writer) => {
+                let ids = writer.column::<StringArray>("writer")?;
+                ids.iter().flatten().next().unwrap_or_default().to_string()
+            }
+            None => String::new(),
+        };
         if let Some(epoch) = EPOCH.read(&state)? {
             if let Some(e) = epoch.first::<Int64Type>("epoch")? {
                 self.epoch = e.max(1) as CheckpointId;
@@ -478,7 +500,7 @@ impl Sink for FileSink {
         // Staging files of this subtask written after the checkpoint: their
         // rows will be read again.
         let staging = self.path(&[STAGING]);
-        let prefix = Self::staging_prefix(subtask);
+        let prefix = self.staging_prefix(subtask);
         let leftovers: Vec<_> = store.list(Some(&staging)).collect().await;
         for meta in leftovers.into_iter().flatten() {
             if meta

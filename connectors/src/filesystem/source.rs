@@ -29,6 +29,7 @@ use super::lines::{LineChunk, LineSplitter};
 use super::parquet::ParquetGroups;
 use crate::deadletter::BadDataPolicy;
 use crate::format::{Decoded, Format, LineDecoder};
+use crate::replay::DeadLetters;
 use crate::store::Location;
 
 /// Files open at once per subtask; more are read in turn.
@@ -118,6 +119,9 @@ struct ReadContext {
     decoder: Option<Arc<LineDecoder>>,
     /// Chunks decoded at once; 1 decodes in the source's own task.
     parallel_decode: usize,
+    /// The files are dead letters, read as the stream's rows or records
+    /// (the `dead-letter` connector), with these columns.
+    dead_letters: Option<(Arc<DeadLetters>, SchemaRef)>,
 }
 
 pub struct FileSource {
@@ -178,6 +182,7 @@ impl FileSource {
                 subtask,
                 decoder,
                 parallel_decode: options.parallel_decode.max(1),
+                dead_letters: None,
             },
             pending: None,
             open: VecDeque::new(),
@@ -185,6 +190,16 @@ impl FileSource {
             positions: BTreeMap::new(),
             progress: HashMap::new(),
         })
+    }
+}
+
+impl FileSource {
+    /// Reads the files as dead letters ([`crate::replay`]): their rows
+    /// have `schema`.
+    pub fn reading_dead_letters(mut self, letters: Arc<DeadLetters>, schema: SchemaRef) -> Self {
+        self.ctx.schema = schema.clone();
+        self.ctx.dead_letters = Some((letters, schema));
+        self
     }
 }
 
@@ -341,10 +356,14 @@ impl ReadContext {
             .clone()
             .ok_or_else(|| EngineError::connector("filesystem", "no decoder"))?;
         let path = path.to_string();
+        let dead_letters = self.dead_letters.clone();
         let decode = move || -> Result<VecDeque<Decoded>> {
             let first = chunk.first_line;
-            let decoded =
-                decoder.decode_lines(&chunk.bytes, &|i| format!("{path}:{}", first + i as u64))?;
+            let decoded = match &dead_letters {
+                Some((letters, schema)) => letters.decode(&chunk.bytes, &path, first, schema)?,
+                None => decoder
+                    .decode_lines(&chunk.bytes, &|i| format!("{path}:{}", first + i as u64))?,
+            };
             Ok(VecDeque::from([decoded]))
         };
         Ok(if self.parallel_decode > 1 {

@@ -53,6 +53,7 @@ const OPTIONS: &[&str] = &[
     "scan.batch-size",
     "sink.delivery",
     "sink.delivery-guarantee",
+    "sink.max-retries",
     "sink.transactional-id-prefix",
     "sink.parallelism",
     "csv.field-delimiter",

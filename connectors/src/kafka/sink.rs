@@ -99,6 +99,15 @@ impl KafkaSink {
         let client = settings.client_config();
         let mut config = client.clone();
         set_default(&mut config, "message.timeout.ms", "60000");
+        // librdkafka retries a failed produce request itself; a broker that
+        // is down is waited for up to 'message.timeout.ms'.
+        if let Some(retries) = spec
+            .options
+            .parse::<usize>("sink.max-retries")
+            .map_err(kafka_error)?
+        {
+            set_default(&mut config, "retries", &retries.to_string());
+        }
         let topic = settings.topics[0].clone();
         let (producer, exactly_once) = match transactional_id_prefix {
             Some(prefix) => (

@@ -37,6 +37,7 @@ const OPTIONS: &[&str] = &[
     "scan.batch-size",
     "sink.delivery",
     "sink.delivery-guarantee",
+    "sink.max-retries",
     "sink.transactional-id-prefix",
     "sink.parallelism",
     "sink.buffer-flush.max-rows",

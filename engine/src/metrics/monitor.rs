@@ -334,12 +334,20 @@ fn latency_targets(
                 .filter(|s| target.upstream.contains(&s.node))
                 .map(|s| &s.event_time_latency),
         );
+        // A marker still waiting for a commit is at least this late now.
+        let waiting = snapshot
+            .subtasks
+            .iter()
+            .filter(|s| s.node == node)
+            .filter_map(|s| s.oldest_held)
+            .max();
         let p99 = [(false, markers), (true, windows)]
             .into_iter()
             .filter_map(|(upstream, counts)| {
                 let recent = last_minute(history.entry((node, upstream)).or_default(), now, counts);
                 quantile(&recent, 0.99)
             })
+            .chain(waiting)
             .max();
         statuses.push(LatencyStatus {
             node,

@@ -79,6 +79,21 @@ impl HeldMarkers {
         }
         self.open.push(marker);
         self.count += 1;
+        self.publish(metrics);
+    }
+
+    /// Tells the metrics how long the oldest held marker has waited: a
+    /// sink whose commits stall misses its latency target before the
+    /// markers are released.
+    fn publish(&self, metrics: &SubtaskMetrics) {
+        let oldest = self
+            .by_checkpoint
+            .values()
+            .flatten()
+            .chain(&self.open)
+            .next()
+            .map(|m| m.created.elapsed());
+        metrics.set_oldest_held(oldest);
     }
 
     /// The rows so far are readable now.
@@ -87,6 +102,7 @@ impl HeldMarkers {
             metrics.observe_end_to_end(m.source, m.created.elapsed());
             self.count -= 1;
         }
+        self.publish(metrics);
     }
 
     /// The markers so far wait for `checkpoint`.
@@ -111,6 +127,7 @@ impl HeldMarkers {
                 self.count -= 1;
             }
         }
+        self.publish(metrics);
     }
 }
 

@@ -34,6 +34,16 @@ fn job(checkpoints: &str, out: &str) -> String {
     )
 }
 
+/// The rows `sql` prints through `weir run`, sorted.
+fn rows_of(s3: u16, sql: &str) -> Vec<String> {
+    common::csv_rows(
+        weir(s3)
+            .args(["run", "--format", "csv", "-e", sql])
+            .output()
+            .unwrap(),
+    )
+}
+
 /// The committed rows under `path`, sorted, read back through Weir.
 fn read_back(s3: u16, path: &str) -> Vec<String> {
     let output = weir(s3)
@@ -333,13 +343,7 @@ fn an_at_least_once_stream_keeps_its_latency_while_checkpoints_stall() {
 
     let status = job.wait().unwrap();
     assert!(status.success(), "{}", logs());
-    let reference = common::csv_rows(
-        weir(s3)
-            .args(["run", "--format", "csv", "-e"])
-            .arg(format!("{events} {query};"))
-            .output()
-            .unwrap(),
-    );
+    let reference = rows_of(s3, &format!("{events} {query};"));
     assert_eq!(reference.len(), 40000 * 46 / 50);
     let read = |format: &str, path: &std::path::Path| {
         common::csv_rows(
@@ -409,13 +413,7 @@ fn a_sink_retries_while_its_store_restarts_and_fails_once_retries_run_out() {
         "{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
-    let reference = common::csv_rows(
-        weir(s3)
-            .args(["run", "--format", "csv", "-e"])
-            .arg(format!("{events} {query};"))
-            .output()
-            .unwrap(),
-    );
+    let reference = rows_of(s3, &format!("{events} {query};"));
     assert_eq!(reference.len(), 30000 * 46 / 50);
     let written = common::csv_rows(
         weir(s3)

@@ -91,13 +91,10 @@ impl Connector for DeadLetterConnector {
             )?)),
         };
         let letters = Arc::new(DeadLetters { stream, mode });
+        // Dead letters are few: decoded in the source's own task.
         let read = FileSourceOptions {
-            batch_size: spec
-                .options
-                .parse::<usize>("scan.batch-size")?
-                .unwrap_or(8192)
-                .max(1),
             parallel_decode: 1,
+            ..FileSourceOptions::from_options(&spec.options)?
         };
         let spec = spec.clone();
         Ok(Arc::new(move |info| {

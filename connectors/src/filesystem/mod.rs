@@ -102,19 +102,7 @@ impl Connector for FilesystemConnector {
         self.validate(&spec.options)?;
         let location = resolve(spec.options.require("path")?, &spec.options, false)?;
         let format = Format::from_options(&spec.options)?;
-        let read = FileSourceOptions {
-            batch_size: spec
-                .options
-                .parse::<usize>("scan.batch-size")?
-                .unwrap_or(8192)
-                .max(1),
-            // Chunks of one file are decoded on every core.
-            parallel_decode: spec
-                .options
-                .parse::<usize>("scan.parallel-decode")?
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-                .max(1),
-        };
+        let read = FileSourceOptions::from_options(&spec.options)?;
         let spec = spec.clone();
         Ok(Arc::new(move |info| {
             Ok(Box::new(FileSource::new(

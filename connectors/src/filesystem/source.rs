@@ -29,6 +29,8 @@ use super::lines::{LineChunk, LineSplitter};
 use super::parquet::ParquetGroups;
 use crate::deadletter::BadDataPolicy;
 use crate::format::{Decoded, Format, LineDecoder};
+use crate::options::Options;
+use crate::registry::ConnectorError;
 use crate::replay::DeadLetters;
 use crate::store::Location;
 
@@ -120,8 +122,8 @@ struct ReadContext {
     /// Chunks decoded at once; 1 decodes in the source's own task.
     parallel_decode: usize,
     /// The files are dead letters, read as the stream's rows or records
-    /// (the `dead-letter` connector), with these columns.
-    dead_letters: Option<(Arc<DeadLetters>, SchemaRef)>,
+    /// (the `dead-letter` connector), with `schema`'s columns.
+    dead_letters: Option<Arc<DeadLetters>>,
 }
 
 pub struct FileSource {
@@ -152,6 +154,23 @@ pub struct FileSourceOptions {
     pub batch_size: usize,
     /// Chunks decoded at once (`'scan.parallel-decode'`).
     pub parallel_decode: usize,
+}
+
+impl FileSourceOptions {
+    /// `'scan.batch-size'` (default 8192) and `'scan.parallel-decode'`
+    /// (default: every core decodes chunks of one file).
+    pub fn from_options(options: &Options) -> std::result::Result<Self, ConnectorError> {
+        Ok(FileSourceOptions {
+            batch_size: options
+                .parse::<usize>("scan.batch-size")?
+                .unwrap_or(8192)
+                .max(1),
+            parallel_decode: options
+                .parse::<usize>("scan.parallel-decode")?
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+                .max(1),
+        })
+    }
 }
 
 impl FileSource {
@@ -197,8 +216,8 @@ impl FileSource {
     /// Reads the files as dead letters ([`crate::replay`]): their rows
     /// have `schema`.
     pub fn reading_dead_letters(mut self, letters: Arc<DeadLetters>, schema: SchemaRef) -> Self {
-        self.ctx.schema = schema.clone();
-        self.ctx.dead_letters = Some((letters, schema));
+        self.ctx.schema = schema;
+        self.ctx.dead_letters = Some(letters);
         self
     }
 }
@@ -357,10 +376,11 @@ impl ReadContext {
             .ok_or_else(|| EngineError::connector("filesystem", "no decoder"))?;
         let path = path.to_string();
         let dead_letters = self.dead_letters.clone();
+        let schema = self.schema.clone();
         let decode = move || -> Result<VecDeque<Decoded>> {
             let first = chunk.first_line;
             let decoded = match &dead_letters {
-                Some((letters, schema)) => letters.decode(&chunk.bytes, &path, first, schema)?,
+                Some(letters) => letters.decode(&chunk.bytes, &path, first, &schema)?,
                 None => decoder
                     .decode_lines(&chunk.bytes, &|i| format!("{path}:{}", first + i as u64))?,
             };

@@ -330,6 +330,10 @@ impl Scenario {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+        if settled != reference {
+            // Kept for a look at every process's whole log.
+            eprintln!("the test's files are kept in {}", root.keep().display());
+        }
         common::assert_same_rows(&settled, &reference);
     }
 }

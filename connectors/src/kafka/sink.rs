@@ -101,12 +101,25 @@ impl KafkaSink {
         set_default(&mut config, "message.timeout.ms", "60000");
         // librdkafka retries a failed produce request itself; a broker that
         // is down is waited for up to 'message.timeout.ms'.
-        if let Some(retries) = spec
+        let retries = spec
             .options
             .parse::<usize>("sink.max-retries")
-            .map_err(kafka_error)?
-        {
+            .map_err(kafka_error)?;
+        if let Some(retries) = retries {
             set_default(&mut config, "retries", &retries.to_string());
+        }
+        // A retried produce request whose first try did land writes its
+        // records twice; the idempotent producer (the Java client's default
+        // since Kafka 3.0) lets the broker drop the copy. The likeliest
+        // cause of a cluster test failure on CI, where one second of bids
+        // was in the topic twice, in every partition. It needs retries and
+        // acks from all replicas, so a user's other choice wins.
+        let acks = config
+            .get("acks")
+            .or_else(|| config.get("request.required.acks"))
+            .unwrap_or("all");
+        if retries != Some(0) && matches!(acks, "all" | "-1") {
+            set_default(&mut config, "enable.idempotence", "true");
         }
         let topic = settings.topics[0].clone();
         let (producer, exactly_once) = match transactional_id_prefix {

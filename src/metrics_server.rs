@@ -196,6 +196,32 @@ pub fn prometheus_text(jobs: &[Job]) -> Result<String> {
                     s.dropped_rows as f64,
                 );
             }
+            if let Some(state) = s.breaker {
+                f.gauge(
+                    "weir_sink_breaker_state",
+                    "A sink's circuit breaker: 0 closed, 1 open (rows spill), 2 draining (spilled rows go back)",
+                    &l,
+                    (state as u8 - 1) as f64,
+                );
+                f.counter(
+                    "weir_sink_spilled_rows_total",
+                    "Rows a sink's circuit breaker wrote to its spill store",
+                    &l,
+                    s.spilled_rows as f64,
+                );
+                f.counter(
+                    "weir_sink_drained_rows_total",
+                    "Spilled rows given back to the sink",
+                    &l,
+                    s.drained_rows as f64,
+                );
+                f.gauge(
+                    "weir_sink_spill_backlog_rows",
+                    "Spilled rows the sink has not taken back yet",
+                    &l,
+                    s.spilled_rows.saturating_sub(s.drained_rows) as f64,
+                );
+            }
             f.counter(
                 "weir_operator_busy_seconds_total",
                 "Time spent processing",

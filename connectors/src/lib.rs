@@ -27,6 +27,7 @@ pub mod options;
 pub mod print;
 pub mod registry;
 pub mod replay;
+pub mod spill;
 pub mod store;
 
 pub use deadletter::{BadDataPolicy, DeadLetterWriter};

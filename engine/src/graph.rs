@@ -73,6 +73,9 @@ pub struct SinkNode {
     /// queue and drops (and counts) what it cannot take at once, so it
     /// never slows the job.
     pub best_effort: bool,
+    /// `'sink.spill.path'`: a circuit breaker sends the rows to a spill
+    /// store while the sink is slow or failing, and back once it recovers.
+    pub spill: Option<crate::spill::SpillSpec>,
 }
 
 impl SinkNode {
@@ -81,6 +84,7 @@ impl SinkNode {
             factory,
             latency_target: None,
             best_effort: false,
+            spill: None,
         }
     }
 }

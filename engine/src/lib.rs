@@ -22,6 +22,7 @@ pub mod operators;
 pub mod row_watermark;
 pub mod runtime;
 pub mod source;
+pub mod spill;
 pub mod state;
 pub mod testing;
 pub mod values;

@@ -23,6 +23,13 @@ use crate::context::Context;
 use crate::error::{df_error, Result};
 use crate::hints::StateTtlHints;
 use crate::lower::{Lowered, Lowering};
+
+/// A sink's circuit breaker options (`weir_connectors::spill`).
+const SPILL_OPTIONS: [&str; 3] = [
+    "sink.spill.path",
+    "sink.spill.latency-threshold",
+    "sink.spill.trip-count",
+];
 use crate::nodes::{Changelog, Needs};
 use crate::rewrite::{Rewriter, Streaming};
 use crate::{CheckpointPlan, JobPlan, Planner, QueryPlan};
@@ -295,10 +302,26 @@ impl Planner {
             .options
             .get("sink.delivery")
             .is_some_and(|d| d.eq_ignore_ascii_case("best-effort"));
-        let options = match best_effort {
+        let mut options = match best_effort {
             true => sink.options.without("sink.delivery"),
             false => sink.options.clone(),
         };
+        // The breaker is the runtime's; the connector never sees its options.
+        for key in SPILL_OPTIONS {
+            options = options.without(key);
+        }
+        let spill = weir_connectors::spill::spill_spec(
+            &sink.name,
+            sink.physical_schema.clone(),
+            &sink.options,
+        )?;
+        if spill.is_some() && self.settings.checkpoint_interval().is_none() {
+            return Err(weir_connectors::ConnectorError::option(
+                "sink.spill.path",
+                "spilled rows commit with checkpoints: SET 'execution.checkpointing.interval' = '10s'",
+            )
+            .into());
+        }
         let spec = TableSpec {
             name: sink.name.clone(),
             schema: sink.physical_schema.clone(),
@@ -317,6 +340,7 @@ impl Planner {
         };
         let mut node = weir_engine::SinkNode::new(sink.connector.sink(&spec)?);
         node.best_effort = best_effort;
+        node.spill = spill;
         node.latency_target = sink
             .options
             .duration("latency.target")?

@@ -37,6 +37,11 @@ pub struct SubtaskMetrics {
     late_rows: AtomicU64,
     /// Best-effort sinks: rows dropped because the sink could not keep up.
     dropped_rows: AtomicU64,
+    /// Sinks with a spill path: the breaker's state (0: no breaker).
+    breaker: AtomicU64,
+    /// Rows the breaker sent to the spill store, and back to the sink.
+    spilled_rows: AtomicU64,
+    drained_rows: AtomicU64,
     /// Sinks: when (ms since the epoch) the oldest latency marker still
     /// waiting for its rows to become readable was created; 0: none.
     held_since: AtomicI64,
@@ -103,6 +108,9 @@ impl SubtaskMetrics {
             batches_out: AtomicU64::new(0),
             late_rows: AtomicU64::new(0),
             dropped_rows: AtomicU64::new(0),
+            breaker: AtomicU64::new(0),
+            spilled_rows: AtomicU64::new(0),
+            drained_rows: AtomicU64::new(0),
             held_since: AtomicI64::new(0),
             watermark: AtomicI64::new(NO_WATERMARK),
             state_rows: AtomicU64::new(0),
@@ -180,6 +188,21 @@ impl SubtaskMetrics {
         self.dropped_rows.fetch_add(rows, Relaxed);
     }
 
+    /// The sink's circuit breaker changed state.
+    pub fn set_breaker(&self, state: BreakerState) {
+        self.breaker.store(state as u64, Relaxed);
+    }
+
+    /// The breaker wrote rows to the spill store.
+    pub fn add_spilled_rows(&self, rows: u64) {
+        self.spilled_rows.fetch_add(rows, Relaxed);
+    }
+
+    /// The breaker gave spilled rows back to the sink.
+    pub fn add_drained_rows(&self, rows: u64) {
+        self.drained_rows.fetch_add(rows, Relaxed);
+    }
+
     pub fn add_late_rows(&self, rows: u64) {
         self.late_rows.fetch_add(rows, Relaxed);
     }
@@ -233,6 +256,9 @@ impl SubtaskMetrics {
             batches_out: self.batches_out.load(Relaxed),
             late_rows: self.late_rows.load(Relaxed),
             dropped_rows: self.dropped_rows.load(Relaxed),
+            breaker: BreakerState::from_number(self.breaker.load(Relaxed)),
+            spilled_rows: self.spilled_rows.load(Relaxed),
+            drained_rows: self.drained_rows.load(Relaxed),
             oldest_held: match self.held_since.load(Relaxed) {
                 0 => None,
                 since => Some(std::time::Duration::from_millis(
@@ -264,6 +290,38 @@ impl SubtaskMetrics {
     }
 }
 
+/// A sink's circuit breaker (`'sink.spill.path'`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Rows go to the sink.
+    Closed = 1,
+    /// The sink is slow or failing: rows go to the spill store, and the
+    /// sink is probed now and then.
+    Open = 2,
+    /// The sink answers again: the spilled rows go back to it, in order,
+    /// while new rows still spill.
+    Draining = 3,
+}
+
+impl BreakerState {
+    fn from_number(n: u64) -> Option<Self> {
+        match n {
+            1 => Some(BreakerState::Closed),
+            2 => Some(BreakerState::Open),
+            3 => Some(BreakerState::Draining),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::Draining => "draining",
+        }
+    }
+}
+
 /// A copy of one subtask's metrics.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SubtaskSnapshot {
@@ -277,6 +335,12 @@ pub struct SubtaskSnapshot {
     pub late_rows: u64,
     /// Best-effort sinks: rows dropped because the sink could not keep up.
     pub dropped_rows: u64,
+    /// Sinks with a spill path: the circuit breaker's state.
+    pub breaker: Option<BreakerState>,
+    /// Rows the breaker spilled, and drained back to the sink (the
+    /// difference is the backlog).
+    pub spilled_rows: u64,
+    pub drained_rows: u64,
     /// Sinks: how long the oldest latency marker still waiting for its rows
     /// to become readable (a commit) has waited.
     pub oldest_held: Option<std::time::Duration>,

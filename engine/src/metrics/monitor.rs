@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{JobMetrics, LatencyStatus, LatencyTarget, MetricsSnapshot};
+use super::{BreakerState, JobMetrics, LatencyStatus, LatencyTarget, MetricsSnapshot};
 use crate::message::{now_millis, Millis, FINAL_WATERMARK};
 
 /// Thresholds of the detectors.
@@ -47,6 +47,7 @@ pub enum AlertKind {
     HotKey,
     Backpressure,
     LatencyTarget,
+    SinkBreaker,
 }
 
 impl AlertKind {
@@ -57,6 +58,7 @@ impl AlertKind {
             AlertKind::HotKey => "hot_key",
             AlertKind::Backpressure => "backpressure",
             AlertKind::LatencyTarget => "latency_target",
+            AlertKind::SinkBreaker => "sink_breaker",
         }
     }
 }
@@ -150,6 +152,24 @@ fn detect(
             since: now_millis(),
         })
     };
+
+    // A sink's circuit breaker is open or draining: its rows are in the
+    // spill store, not (yet) in the sink.
+    for s in &snapshot.subtasks {
+        if let Some(state @ (BreakerState::Open | BreakerState::Draining)) = s.breaker {
+            alert(
+                AlertKind::SinkBreaker,
+                format!("{}[{}]", s.operator, s.subtask),
+                format!(
+                    "{}[{}]: circuit breaker {}: {} spilled rows not in the sink yet",
+                    s.operator,
+                    s.subtask,
+                    state.name(),
+                    s.spilled_rows.saturating_sub(s.drained_rows)
+                ),
+            );
+        }
+    }
 
     // Watermark stall: a subtask takes in rows but its watermark stays put.
     // Only in jobs that have event time at all (some split has a

@@ -334,7 +334,16 @@ impl Launch {
                             upstream: self.graph.upstream(node.id),
                         });
                     }
-                    let mut writer = (sink_node.factory)(info)?;
+                    let mut writer: Box<dyn crate::source::Sink> = match &sink_node.spill {
+                        Some(spill) => Box::new(super::breaker::BreakerSink::new(
+                            sink_node.factory.clone(),
+                            info,
+                            &node.name,
+                            spill.clone(),
+                            node_metrics.clone(),
+                        )?),
+                        None => (sink_node.factory)(info)?,
+                    };
                     if sink_node.best_effort {
                         writer = Box::new(super::best_effort::BestEffortSink::spawn(
                             writer,

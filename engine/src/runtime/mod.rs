@@ -6,6 +6,7 @@
 //! and backpressure reaches the sources.
 
 mod best_effort;
+mod breaker;
 mod chain;
 mod inputs;
 mod launch;

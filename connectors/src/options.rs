@@ -110,6 +110,9 @@ impl Options {
             "late-data",
             "late-data.path",
             "latency.target",
+            "sink.spill.path",
+            "sink.spill.latency-threshold",
+            "sink.spill.trip-count",
             "scan.watermark.idle-timeout",
             "scan.watermark.idle-advance",
         ];

@@ -24,12 +24,6 @@ use crate::error::{df_error, Result};
 use crate::hints::StateTtlHints;
 use crate::lower::{Lowered, Lowering};
 
-/// A sink's circuit breaker options (`weir_connectors::spill`).
-const SPILL_OPTIONS: [&str; 3] = [
-    "sink.spill.path",
-    "sink.spill.latency-threshold",
-    "sink.spill.trip-count",
-];
 use crate::nodes::{Changelog, Needs};
 use crate::rewrite::{Rewriter, Streaming};
 use crate::{CheckpointPlan, JobPlan, Planner, QueryPlan};
@@ -302,14 +296,11 @@ impl Planner {
             .options
             .get("sink.delivery")
             .is_some_and(|d| d.eq_ignore_ascii_case("best-effort"));
-        let mut options = match best_effort {
+        let options = match best_effort {
             true => sink.options.without("sink.delivery"),
             false => sink.options.clone(),
         };
-        // The breaker is the runtime's; the connector never sees its options.
-        for key in SPILL_OPTIONS {
-            options = options.without(key);
-        }
+        // The circuit breaker ('sink.spill.*') is the runtime's.
         let spill = weir_connectors::spill::spill_spec(
             &sink.name,
             sink.physical_schema.clone(),

@@ -363,6 +363,168 @@ fn an_at_least_once_stream_keeps_its_latency_while_checkpoints_stall() {
     assert_eq!(read("parquet", &dir.join("safe")), reference);
 }
 
+/// The sum of a counter over the operators whose label contains `part`.
+fn operator_total(page: &str, metric: &str, part: &str) -> f64 {
+    page.lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")) && l.contains(part))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The resident memory of a process, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// An exactly-once Parquet sink on S3 whose store stops answering mid-run
+/// (SeaweedFS SIGSTOPped, every write 100x slower and more): the circuit
+/// breaker opens, the rows go to a local spill path, the source keeps its
+/// rate and memory stays flat; once the store answers the spilled rows go
+/// back, and the output equals the generator's rows, each once.
+#[test]
+fn a_stalled_s3_sink_spills_and_catches_up_exactly_once() {
+    let (root, server) = seaweed_in_tempdir();
+    let s3 = server.s3;
+    let dir = root.path();
+    let metrics = common::seaweed::free_port();
+    let events = "CREATE STREAM events WITH ('connector' = 'nexmark', 'events.num' = '40000',
+           'scan.rate-limit' = '2000', 'base-time' = '1700000000000');";
+    let query = "SELECT bid.auction, bid.bidder, bid.price FROM events WHERE event_type = 2";
+    let columns = "auction BIGINT, bidder BIGINT, price BIGINT";
+    let spill = dir.join("spill");
+    let sql = dir.join("breaker.sql");
+    std::fs::write(
+        &sql,
+        format!(
+            "SET 'execution.checkpointing.interval' = '500ms';
+             SET 'state.checkpoints.dir' = '{checkpoints}';
+             {events}
+             CREATE TABLE out ({columns}) WITH ('connector' = 'filesystem',
+               'path' = 's3://weir/breaker', 'format' = 'parquet',
+               'sink.spill.path' = '{spill}', 'sink.spill.latency-threshold' = '200ms',
+               'sink.spill.trip-count' = '3');
+             INSERT INTO out {query};",
+            checkpoints = dir.join("checkpoints").display(),
+            spill = spill.display(),
+        ),
+    )
+    .unwrap();
+    let log = dir.join("weir.log");
+    let mut job = common::Running(
+        weir(s3)
+            .args(["--metrics-addr", &format!("127.0.0.1:{metrics}"), "run"])
+            .arg(&sql)
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    let source_rows = |page: &str| operator_total(page, "weir_operator_rows_out_total", "source:");
+
+    // Running, with rows in the sink.
+    let started = Instant::now();
+    loop {
+        let page = scrape(metrics);
+        if source_rows(&page) > 4000.0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the job did not start\n{page}\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let signal = |name: &str| {
+        let pid = server.child.id().to_string();
+        assert!(Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+    signal("-STOP");
+    // The breaker opens within a few seconds; then, for 6 s, the source
+    // keeps its rate and the memory stays put.
+    std::thread::sleep(Duration::from_secs(3));
+    let (before, rss_before) = (scrape(metrics), rss(job.0.id()));
+    std::thread::sleep(Duration::from_secs(6));
+    let (after, rss_after) = (scrape(metrics), rss(job.0.id()));
+    signal("-CONT");
+    let states: Vec<&str> = after
+        .lines()
+        .filter(|l| l.starts_with("weir_sink_breaker_state{") && l.contains("sink: out"))
+        .collect();
+    assert!(
+        !states.is_empty() && states.iter().all(|l| l.ends_with(" 1")),
+        "every subtask's breaker is open: {states:?}\n{}",
+        logs()
+    );
+    assert!(
+        after.lines().any(|l| l.starts_with("weir_alert{")
+            && l.contains("kind=\"sink_breaker\"")
+            && l.contains("sink: out")),
+        "an alert names the sink: {after}"
+    );
+    let rate = (source_rows(&after) - source_rows(&before)) / 6.0;
+    assert!(
+        rate > 1500.0,
+        "the source keeps its rate (2000/s) while the sink is stalled: {rate}/s"
+    );
+    assert!(
+        rss_after < rss_before + 64 * 1024 * 1024,
+        "memory stays flat: {rss_before} -> {rss_after} bytes"
+    );
+    assert!(operator_total(&after, "weir_sink_spilled_rows_total", "sink: out") > 0.0);
+
+    let status = job.0.wait().unwrap();
+    let logs = logs();
+    assert!(status.success(), "{logs}");
+    assert!(logs.contains("circuit breaker open"), "{logs}");
+    let reference = rows_of(s3, &format!("{events} {query};"));
+    assert_eq!(reference.len(), 40000 * 46 / 50);
+    let written = common::csv_rows(
+        weir(s3)
+            .args(["run", "--format", "csv", "-e"])
+            .arg(format!(
+                "CREATE STREAM back ({columns}) WITH ('connector' = 'filesystem',
+                   'path' = 's3://weir/breaker', 'format' = 'parquet');
+                 SELECT auction, bidder, price FROM back;"
+            ))
+            .output()
+            .unwrap(),
+    );
+    common::assert_same_rows(&written, &reference);
+    let left: Vec<_> = walk(&spill)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "spill files left after the drain: {left:?}"
+    );
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
 /// A sink's store goes away mid-run and comes back: with
 /// `'sink.max-retries'` its writes are retried with backoff and every row
 /// arrives once; with no retries left the job fails with the error.

@@ -37,3 +37,14 @@ pub fn assert_same_rows(actual: &[String], expected: &[String]) {
         &extra[..extra.len().min(5)]
     );
 }
+
+/// A child process killed when the test ends, also when it fails.
+#[allow(dead_code)] // not every test file starts one
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

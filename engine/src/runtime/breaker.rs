@@ -946,10 +946,13 @@ mod tests {
         }
     }
 
+    /// Published spill files: name to (epoch, values).
+    type Files = BTreeMap<String, (CheckpointId, Vec<i64>)>;
+
     /// Spill files in memory, published with checkpoints like part files.
     #[derive(Clone, Default)]
     struct MemorySpill {
-        files: Arc<Mutex<BTreeMap<String, (CheckpointId, Vec<i64>)>>>,
+        files: Arc<Mutex<Files>>,
         published: Arc<Mutex<BTreeSet<String>>>,
     }
 

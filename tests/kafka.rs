@@ -1113,3 +1113,92 @@ async fn an_unwindowed_group_by_keeps_its_state_across_a_restart() {
     let expected = batch_oracle(&events, "SELECT k, count(*), sum(v) FROM t GROUP BY k").await;
     assert_eq!(canonical_rows(&[table]), expected);
 }
+
+/// A Kafka sink whose broker becomes more than 100x slower mid-run
+/// (librdkafka's mock cluster, round-trip time 0 -> 1 s): the circuit
+/// breaker opens and the rows spill to Parquet files while the source keeps
+/// its rate; once the broker is fast again the spilled rows go back and
+/// every row arrives. The mock cluster keeps no transaction state (see
+/// above), so this sink is at-least-once: rows the abandoned producer had
+/// already delivered may come twice, none is missing. (Exactly-once through
+/// the breaker is `repl/tests/s3.rs`, on SeaweedFS.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_broker_trips_the_breaker_and_every_row_arrives() {
+    let (cluster, bootstrap) = mock_cluster(&[("slow", 1)]);
+    let dir = tempfile::tempdir().unwrap();
+    let events = "CREATE STREAM events WITH ('connector' = 'nexmark', 'events.num' = '20000',
+        'scan.rate-limit' = '2000', 'base-time' = '1700000000000')";
+    let query = "SELECT bid.auction, bid.bidder, bid.price FROM events WHERE event_type = 2";
+    let mut session = weir::Session::new();
+    session
+        .set("execution.checkpointing.interval", "300ms")
+        .unwrap();
+    session
+        .set(
+            "state.checkpoints.dir",
+            &dir.path().join("checkpoints").display().to_string(),
+        )
+        .unwrap();
+    session.sql(events).await.unwrap();
+    session
+        .sql(&format!(
+            "CREATE TABLE out (auction BIGINT, bidder BIGINT, price BIGINT)
+             WITH ('connector' = 'kafka', 'topic' = 'slow', 'properties.bootstrap.servers' = '{bootstrap}',
+                   'format' = 'json', 'sink.delivery' = 'at-least-once',
+                   'sink.spill.path' = '{}', 'sink.spill.latency-threshold' = '100ms',
+                   'sink.spill.trip-count' = '3')",
+            dir.path().join("spill").display()
+        ))
+        .await
+        .unwrap();
+    let job = session
+        .submit(&format!("INSERT INTO out {query}"))
+        .await
+        .unwrap();
+    let source_rows = |m: &weir_engine::MetricsSnapshot| -> u64 {
+        m.subtasks
+            .iter()
+            .filter(|s| s.operator.starts_with("source:"))
+            .map(|s| s.rows_out)
+            .sum()
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster
+        .broker_round_trip_time(1, Duration::from_secs(1))
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = job.metrics();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = job.metrics();
+    cluster.broker_round_trip_time(1, Duration::ZERO).unwrap();
+    let sinks: Vec<_> = after
+        .subtasks
+        .iter()
+        .filter(|s| s.operator.starts_with("sink:"))
+        .collect();
+    assert!(
+        sinks
+            .iter()
+            .any(|s| s.breaker != Some(weir_engine::metrics::BreakerState::Closed)),
+        "the breaker is not closed while the broker is slow: {sinks:?}"
+    );
+    assert!(sinks.iter().map(|s| s.spilled_rows).sum::<u64>() > 0);
+    let rate = (source_rows(&after) - source_rows(&before)) as f64 / 3.0;
+    assert!(rate > 1500.0, "the source keeps its 2000 rows/s: {rate}");
+    job.wait().await.unwrap();
+
+    let back = format!(
+        "CREATE STREAM back (auction BIGINT, bidder BIGINT, price BIGINT)
+         WITH ('connector' = 'kafka', 'topic' = 'slow', 'properties.bootstrap.servers' = '{bootstrap}',
+               'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset', 'format' = 'json')"
+    );
+    let written = run_weir(&[back], "SELECT auction, bidder, price FROM back").await;
+    let reference = run_weir(&[events.to_string()], query).await;
+    assert_eq!(reference.rows.len(), 20000 * 46 / 50);
+    let mut distinct = written.rows.clone();
+    distinct.dedup();
+    let mut expected = reference.rows.clone();
+    expected.dedup();
+    assert_eq!(distinct, expected, "every row arrives");
+    assert!(written.rows.len() >= reference.rows.len());
+}

@@ -301,14 +301,8 @@ impl Scenario {
         // timeout, and every task rolls back to the last complete epoch.
         match death {
             Death::StorePaused => {
-                let pid = store.as_ref().unwrap().child.id().to_string();
-                let signal = |name: &str| {
-                    let sent = std::process::Command::new("kill")
-                        .args([name, &pid])
-                        .status()
-                        .unwrap();
-                    assert!(sent.success());
-                };
+                let pid = store.as_ref().unwrap().child.id();
+                let signal = |name: &str| common::signal(pid, name);
                 signal("-STOP");
                 std::thread::sleep(Duration::from_secs(8));
                 signal("-CONT");

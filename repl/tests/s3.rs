@@ -312,14 +312,7 @@ fn an_at_least_once_stream_keeps_its_latency_while_checkpoints_stall() {
     }
 
     // The checkpoint store stops answering: no checkpoint completes.
-    let signal = |name: &str| {
-        let pid = server.child.id().to_string();
-        assert!(Command::new("kill")
-            .args([name, &pid])
-            .status()
-            .unwrap()
-            .success());
-    };
+    let signal = |name: &str| common::signal(server.child.id(), name);
     signal("-STOP");
     std::thread::sleep(Duration::from_secs(10));
     let page = scrape(metrics);
@@ -441,14 +434,7 @@ fn a_stalled_s3_sink_spills_and_catches_up_exactly_once() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    let signal = |name: &str| {
-        let pid = server.child.id().to_string();
-        assert!(Command::new("kill")
-            .args([name, &pid])
-            .status()
-            .unwrap()
-            .success());
-    };
+    let signal = |name: &str| common::signal(server.child.id(), name);
     signal("-STOP");
     // The breaker opens within a few seconds; then, for 6 s, the source
     // keeps its rate and the memory stays put.

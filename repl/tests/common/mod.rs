@@ -48,3 +48,13 @@ impl Drop for Running {
         let _ = self.0.wait();
     }
 }
+
+/// Sends `signal` (`-STOP`, `-CONT`, ...) to process `pid`.
+#[allow(dead_code)] // not every test file signals a process
+pub fn signal(pid: u32, signal: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill {signal} {pid}");
+}

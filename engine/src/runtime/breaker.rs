@@ -215,7 +215,7 @@ enum Mode {
 }
 
 /// What the primary prepared at a checkpoint that holds spilled rows.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 struct Done {
     files: Vec<SpillFile>,
     /// Spill epochs handed over from memory: all their files.
@@ -248,8 +248,6 @@ pub(crate) struct BreakerSink {
     done: BTreeMap<CheckpointId, Done>,
     last_prepared: CheckpointId,
     last_committed: CheckpointId,
-    /// Rows of `covering`, counted as drained once the primary prepares them.
-    covering_rows: u64,
     /// Writes in a row that waited longer than the threshold for room.
     slow: u32,
 }
@@ -286,7 +284,6 @@ impl BreakerSink {
             done: BTreeMap::new(),
             last_prepared: 0,
             last_committed: 0,
-            covering_rows: 0,
             slow: 0,
         })
     }
@@ -294,6 +291,15 @@ impl BreakerSink {
     /// How long the primary may take to answer, and how often it is probed.
     fn limit(&self) -> Duration {
         (self.spec.latency_threshold * self.spec.trip_count.max(1)).max(Duration::from_secs(1))
+    }
+
+    /// How long the primary may take to prepare or commit `checkpoint`:
+    /// at the end of input it is waited for.
+    fn limit_for(&self, checkpoint: CheckpointId) -> Duration {
+        match checkpoint {
+            FINAL_CHECKPOINT => Duration::MAX,
+            _ => self.limit(),
+        }
     }
 
     fn spill_epoch(&self) -> CheckpointId {
@@ -338,7 +344,6 @@ impl BreakerSink {
         }
         self.tail_in_spill = 0;
         self.covering.clear();
-        self.covering_rows = 0;
         self.slow = 0;
         Ok(())
     }
@@ -465,13 +470,8 @@ impl BreakerSink {
     /// committed, so the spill files it took can go; then drain.
     async fn recovered(&mut self, primary: Box<dyn Sink>) -> Result<()> {
         tracing::info!(sink = %self.name, subtask = self.info.index, "the sink answers again: draining the spilled rows back to it");
-        let committed: Vec<CheckpointId> = self
-            .done
-            .keys()
-            .copied()
-            .filter(|c| *c <= self.last_prepared.min(self.last_committed))
-            .collect();
-        self.delete_done(committed.last().copied()).await?;
+        self.delete_done(Some(self.last_prepared.min(self.last_committed)))
+            .await?;
         let worker = Worker::spawn(primary, &self.spec, self.metrics.clone());
         self.mode = Mode::Draining {
             worker,
@@ -500,14 +500,11 @@ impl BreakerSink {
             );
         }
         let store = self.spec.store.clone();
-        let mut files: Vec<SpillFile> = store
-            .files(self.info.index)
-            .await?
+        let files = store.files(self.info.index).await?;
+        Ok(files
             .into_iter()
             .filter(|f| !taken.contains(&f.name) && !epochs.contains(&f.epoch))
-            .collect();
-        files.sort();
-        Ok(files)
+            .collect())
     }
 
     /// The backlog is drained: the spill's uncommitted rows go to the
@@ -531,7 +528,6 @@ impl BreakerSink {
         // to drain again.
         let pending: Vec<RecordBatch> = self.spill_pending.values().flatten().cloned().collect();
         self.covering = self.spill_pending.keys().copied().collect();
-        self.covering_rows = pending.iter().map(|b| b.num_rows() as u64).sum();
         self.tail.clear();
         self.tail_in_spill = 0;
         for batch in pending {
@@ -673,7 +669,7 @@ impl Sink for BreakerSink {
                 self.advance().await?;
             }
         }
-        let limit = if end { Duration::MAX } else { self.limit() };
+        let limit = self.limit_for(checkpoint);
         let prepared = match &self.mode {
             Mode::Closed(worker) | Mode::Draining { worker, .. } => {
                 let answer = worker
@@ -688,8 +684,10 @@ impl Sink for BreakerSink {
             Some(Ok((state, files))) => {
                 self.primary_state = state;
                 let epochs = std::mem::take(&mut self.covering);
+                // The spilled rows it took from memory are drained now.
+                let covered = self.tail[..self.tail_in_spill].iter();
                 self.metrics
-                    .add_drained_rows(std::mem::take(&mut self.covering_rows));
+                    .add_drained_rows(covered.map(|b| b.num_rows() as u64).sum());
                 if !files.is_empty() || !epochs.is_empty() {
                     let done = self.done.entry(checkpoint).or_default();
                     done.files.extend(files);
@@ -711,10 +709,7 @@ impl Sink for BreakerSink {
     async fn commit(&mut self, checkpoint: CheckpointId) -> Result<()> {
         self.spill.commit(checkpoint).await?;
         self.last_committed = self.last_committed.max(checkpoint);
-        let limit = match checkpoint {
-            FINAL_CHECKPOINT => Duration::MAX,
-            _ => self.limit(),
-        };
+        let limit = self.limit_for(checkpoint);
         if let Mode::Closed(worker) | Mode::Draining { worker, .. } = &self.mode {
             if let Err(reason) = worker
                 .ask(|reply| Command::Commit(checkpoint, reply), limit)

@@ -44,18 +44,27 @@ fn rows_of(s3: u16, sql: &str) -> Vec<String> {
     )
 }
 
-/// The committed rows under `path`, sorted, read back through Weir.
+/// The committed rows (`columns`) of the `format` files under `path`,
+/// sorted, read back through Weir.
+fn read_files(s3: u16, columns: &str, path: &str, format: &str) -> Vec<String> {
+    rows_of(
+        s3,
+        &format!(
+            "CREATE STREAM back ({columns})
+               WITH ('connector' = 'filesystem', 'path' = '{path}', 'format' = '{format}');
+             SELECT * FROM back;"
+        ),
+    )
+}
+
+/// The committed window counts under `path`.
 fn read_back(s3: u16, path: &str) -> Vec<String> {
-    let output = weir(s3)
-        .args(["run", "--format", "csv", "-e"])
-        .arg(format!(
-            "CREATE STREAM back (window_start TIMESTAMP(3), auction BIGINT, n BIGINT)
-               WITH ('connector' = 'filesystem', 'path' = '{path}', 'format' = 'parquet');
-             SELECT window_start, auction, n FROM back;"
-        ))
-        .output()
-        .unwrap();
-    common::csv_rows(output)
+    read_files(
+        s3,
+        "window_start TIMESTAMP(3), auction BIGINT, n BIGINT",
+        path,
+        "parquet",
+    )
 }
 
 #[test]
@@ -339,18 +348,7 @@ fn an_at_least_once_stream_keeps_its_latency_while_checkpoints_stall() {
     let reference = rows_of(s3, &format!("{events} {query};"));
     assert_eq!(reference.len(), 40000 * 46 / 50);
     let read = |format: &str, path: &std::path::Path| {
-        common::csv_rows(
-            weir(s3)
-                .args(["run", "--format", "csv", "-e"])
-                .arg(format!(
-                    "CREATE STREAM back ({columns}) WITH ('connector' = 'filesystem',
-                       'path' = '{}', 'format' = '{format}');
-                     SELECT auction, bidder, price FROM back;",
-                    path.display()
-                ))
-                .output()
-                .unwrap(),
-        )
+        read_files(s3, columns, &path.display().to_string(), format)
     };
     assert_eq!(read("json", &dir.join("fast")), reference);
     assert_eq!(read("parquet", &dir.join("safe")), reference);
@@ -475,17 +473,7 @@ fn a_stalled_s3_sink_spills_and_catches_up_exactly_once() {
     assert!(logs.contains("circuit breaker open"), "{logs}");
     let reference = rows_of(s3, &format!("{events} {query};"));
     assert_eq!(reference.len(), 40000 * 46 / 50);
-    let written = common::csv_rows(
-        weir(s3)
-            .args(["run", "--format", "csv", "-e"])
-            .arg(format!(
-                "CREATE STREAM back ({columns}) WITH ('connector' = 'filesystem',
-                   'path' = 's3://weir/breaker', 'format' = 'parquet');
-                 SELECT auction, bidder, price FROM back;"
-            ))
-            .output()
-            .unwrap(),
-    );
+    let written = read_files(s3, columns, "s3://weir/breaker", "parquet");
     common::assert_same_rows(&written, &reference);
     let left: Vec<_> = walk(&spill)
         .into_iter()
@@ -563,16 +551,11 @@ fn a_sink_retries_while_its_store_restarts_and_fails_once_retries_run_out() {
     );
     let reference = rows_of(s3, &format!("{events} {query};"));
     assert_eq!(reference.len(), 30000 * 46 / 50);
-    let written = common::csv_rows(
-        weir(s3)
-            .args(["run", "--format", "csv", "-e"])
-            .arg(
-                "CREATE STREAM back (auction BIGINT, bidder BIGINT, price BIGINT)
-                   WITH ('connector' = 'filesystem', 'path' = 's3://weir/retried', 'format' = 'json');
-                 SELECT auction, bidder, price FROM back;",
-            )
-            .output()
-            .unwrap(),
+    let written = read_files(
+        s3,
+        "auction BIGINT, bidder BIGINT, price BIGINT",
+        "s3://weir/retried",
+        "json",
     );
     assert_eq!(written, reference);
 

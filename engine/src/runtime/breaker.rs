@@ -609,6 +609,18 @@ impl BreakerSink {
     }
 }
 
+impl Drop for BreakerSink {
+    /// A probe still running belongs to this sink: it stops with it.
+    fn drop(&mut self) {
+        if let Mode::Open {
+            probe: Some(probe), ..
+        } = &self.mode
+        {
+            probe.abort();
+        }
+    }
+}
+
 /// The tables of `state` under `prefix`, without it.
 fn unprefixed(state: &StateSnapshot, prefix: &str) -> StateSnapshot {
     StateSnapshot {

@@ -1202,3 +1202,125 @@ async fn a_slow_broker_trips_the_breaker_and_every_row_arrives() {
     assert_eq!(distinct, expected, "every row arrives");
     assert!(written.rows.len() >= reference.rows.len());
 }
+
+/// A partition read to its end before a checkpoint gets no new rows after
+/// the restart; its source subtask announces the restored watermark at
+/// once, so the other partition's new rows still close windows. (A
+/// cluster task restored at the end of its partition stalled every window
+/// downstream this way.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restored_partition_without_new_rows_still_lets_windows_close() {
+    let (_cluster, bootstrap) = mock_cluster(&[("in", 2)]);
+    let p = producer(&bootstrap);
+    let base = 1_700_000_000_000i64;
+    // One row every 100 ms of event time in `range` (ms after base).
+    let rows =
+        |partition: i32, range: std::ops::Range<i64>| -> Vec<(i32, Option<String>, String)> {
+            range
+                .step_by(100)
+                .map(|t| {
+                    let e = Event {
+                        key: Some(partition as i64),
+                        value: Some(1),
+                        ts: base + t,
+                    };
+                    (partition, None, event_json(&e))
+                })
+                .collect()
+        };
+    let checkpoints = tempfile::tempdir().unwrap();
+    let output = tempfile::tempdir().unwrap();
+    let start = async || {
+        let mut session = weir::Session::new();
+        session.set("parallelism.default", "2").unwrap();
+        session
+            .set("execution.checkpointing.interval", "200ms")
+            .unwrap();
+        session
+            .set(
+                "state.checkpoints.dir",
+                &checkpoints.path().display().to_string(),
+            )
+            .unwrap();
+        session.set("pipeline.name", "restored-watermark").unwrap();
+        session
+            .sql(&format!(
+                "{};
+                 CREATE TABLE out (window_start TIMESTAMP(3), n BIGINT)
+                   WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json')",
+                kafka_ddl("t", &bootstrap, "in", 0, ""),
+                output.path().display()
+            ))
+            .await
+            .unwrap();
+        session
+            .submit("INSERT INTO out SELECT window_start, count(*) AS n FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' SECOND)) GROUP BY window_start, window_end")
+            .await
+            .unwrap()
+    };
+    let committed = async || -> Vec<String> {
+        let mut reader = weir::Session::new();
+        reader
+            .sql(&format!(
+                "CREATE STREAM back (window_start TIMESTAMP(3), n BIGINT)
+                   WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json')",
+                output.path().display()
+            ))
+            .await
+            .unwrap();
+        let table = reader
+            .query("SELECT window_start, n FROM back")
+            .await
+            .unwrap()
+            .collect_table()
+            .await
+            .unwrap();
+        canonical_rows(&[table])
+    };
+    // The windows of the first `seconds` seconds: 10 rows from each partition.
+    let windows = |seconds: i64| -> Vec<String> {
+        let mut rows: Vec<String> = (0..seconds)
+            .map(|s| {
+                let start = chrono::DateTime::from_timestamp_millis(base + s * 1000).unwrap();
+                format!("{} | 20", start.naive_utc().format("%Y-%m-%dT%H:%M:%S"))
+            })
+            .collect();
+        rows.sort();
+        rows
+    };
+    let wait_for = async |expected: &[String]| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let rows = committed().await;
+            if rows == expected {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "committed {rows:?}, expected {expected:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+
+    // Partition 1 reaches 9 s, partition 0 only 4: the first 4 windows close.
+    produce(&p, "in", &rows(1, 0..9100)).await;
+    produce(&p, "in", &rows(0, 0..4100)).await;
+    let job = start().await;
+    wait_for(&windows(4)).await;
+    let after = job.checkpoints().completed + 1;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while job.checkpoints().completed <= after {
+        assert!(std::time::Instant::now() < deadline, "no checkpoint");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    job.cancel();
+    let _ = job.wait().await;
+
+    // Only partition 0 moves on; partition 1's 9 s hold from the restore.
+    produce(&p, "in", &rows(0, 4100..12000)).await;
+    let job = start().await;
+    wait_for(&windows(9)).await;
+    job.cancel();
+    let _ = job.wait().await;
+}

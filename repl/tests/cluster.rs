@@ -260,6 +260,7 @@ impl Scenario {
             }
             _ => start_broker_on(&topics, Storage::Memory),
         };
+        let root = KeptOnFailure(Some(root));
         let dir = root.path();
         // The checkpoints go to SeaweedFS when it is the store that stops.
         let s3 = store
@@ -351,10 +352,6 @@ impl Scenario {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
-        if settled != reference {
-            // Kept for a look at every process's whole log.
-            eprintln!("the test's files are kept in {}", root.keep().display());
-        }
         common::assert_same_rows(&settled, &reference);
     }
 }
@@ -408,6 +405,24 @@ fn logs(dir: &Path) -> String {
         }
     }
     logs
+}
+
+/// A test's temp dir, kept (with every process's whole log) when the
+/// test fails.
+struct KeptOnFailure(Option<tempfile::TempDir>);
+
+impl KeptOnFailure {
+    fn path(&self) -> &Path {
+        self.0.as_ref().map(|d| d.path()).unwrap_or(Path::new("."))
+    }
+}
+
+impl Drop for KeptOnFailure {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take().filter(|_| std::thread::panicking()) {
+            eprintln!("the test's files are kept in {}", dir.keep().display());
+        }
+    }
 }
 
 struct Processes(Vec<Child>);

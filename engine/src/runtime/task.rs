@@ -310,6 +310,10 @@ pub(crate) async fn run_source_subtask(
     for split in src.source.splits() {
         src.split_metrics(split);
     }
+    // The restored watermark goes out before any row: the channels
+    // downstream start without one, and a split restored at its end may
+    // never bring another row to move it.
+    src.advance_watermark(&mut parts).await?;
     loop {
         if flush.is_some_and(|f| last_flush.elapsed() >= f) {
             last_flush = Instant::now();

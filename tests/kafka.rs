@@ -1324,3 +1324,161 @@ async fn a_restored_partition_without_new_rows_still_lets_windows_close() {
     job.cancel();
     let _ = job.wait().await;
 }
+
+/// Auction `i`'s record: its price a number, or for every tenth auction
+/// (from 3) a decimal string, as a producer that changed the field's type
+/// writes it; auction 57's price is not a number at all.
+fn changed_type_record(i: i64) -> String {
+    match i {
+        57 => format!("{{\"auction\": {i}, \"price\": \"n/a\"}}"),
+        i if i % 10 == 3 => format!("{{\"auction\": {i}, \"price\": \"{i}.50\"}}"),
+        i => format!("{{\"auction\": {i}, \"price\": {}}}", i * 10),
+    }
+}
+
+/// The dead letters of a Kafka stream land on a topic; a `dead-letter`
+/// stream over that topic shows them, and after the column is redeclared
+/// replays them through the new decoder once, even when run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dead_letters_on_a_topic_replay_once_through_the_fixed_decoder() {
+    let (_cluster, bootstrap) =
+        mock_cluster(&[("bids", 2), ("bids-dlq", 1), ("bids-dlq-again", 1)]);
+    let p = producer(&bootstrap);
+    let records: Vec<(i32, Option<String>, String)> = (0..200)
+        .map(|i| ((i % 2) as i32, None, changed_type_record(i)))
+        .collect();
+    produce(&p, "bids", &records).await;
+    let checkpoints = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let session_for = |pipeline: &str| {
+        let mut session = weir::Session::new();
+        session
+            .set("execution.checkpointing.interval", "200ms")
+            .unwrap();
+        session
+            .set(
+                "state.checkpoints.dir",
+                &checkpoints.path().display().to_string(),
+            )
+            .unwrap();
+        session.set("pipeline.name", pipeline).unwrap();
+        session
+    };
+    let out_table = format!(
+        "CREATE TABLE out (auction BIGINT, price DOUBLE)
+           WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json')",
+        out.path().display()
+    );
+    let run = async |session: &mut weir::Session, ddl: &str, insert: &str| {
+        if let Err(e) = session.sql(ddl).await {
+            panic!("{}", e.render());
+        }
+        let job = match session.submit(insert).await {
+            Ok(job) => job,
+            Err(e) => panic!("{}", e.render()),
+        };
+        tokio::time::timeout(Duration::from_secs(60), job.wait())
+            .await
+            .expect("the bounded job ends")
+            .unwrap();
+    };
+    let rows = async |ddl: String, query: &str| -> Vec<String> {
+        let mut session = weir::Session::new();
+        session.sql(&ddl).await.unwrap();
+        let table = session
+            .query(query)
+            .await
+            .unwrap()
+            .collect_table()
+            .await
+            .unwrap();
+        canonical_rows(&[table])
+    };
+    let output = async || {
+        rows(
+            format!(
+                "CREATE STREAM back (auction BIGINT, price DOUBLE)
+                   WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json')",
+                out.path().display()
+            ),
+            "SELECT auction, price FROM back",
+        )
+        .await
+    };
+    let dead_letters = |stream: &str, topic: &str| {
+        format!(
+            "CREATE STREAM bad WITH ('connector' = 'dead-letter', 'stream' = '{stream}',
+               'topic' = '{topic}', 'properties.bootstrap.servers' = '{bootstrap}')"
+        )
+    };
+
+    // The job as it was: prices are BIGINT, the changed records are dead.
+    let mut session = session_for("bids");
+    run(
+        &mut session,
+        &format!(
+            "CREATE STREAM bids (auction BIGINT, price BIGINT) WITH ('connector' = 'kafka',
+               'topic' = 'bids', 'properties.bootstrap.servers' = '{bootstrap}',
+               'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset',
+               'format' = 'json', 'bad-data.topic' = 'bids-dlq');
+             {out_table}"
+        ),
+        "INSERT INTO out SELECT auction, CAST(price AS DOUBLE) FROM bids",
+    )
+    .await;
+    let rows_of = |ids: &mut dyn Iterator<Item = i64>| -> Vec<String> {
+        let mut rows: Vec<String> = ids
+            .map(|i| match i % 10 {
+                3 => format!("{i} | {i}.500000"),
+                _ => format!("{i} | {}.000000", i * 10),
+            })
+            .collect();
+        rows.sort();
+        rows
+    };
+    let before = rows_of(&mut (0..200).filter(|i| i % 10 != 3 && *i != 57));
+    assert_eq!(output().await, before);
+
+    // The dead letters, read as a stream: the reason and where each was.
+    let letters = rows(
+        dead_letters("bids", "bids-dlq"),
+        "SELECT location, raw FROM bad",
+    )
+    .await;
+    let mut expected_letters: Vec<String> = (0..200)
+        .filter(|i| i % 10 == 3 || *i == 57)
+        .map(|i| format!("bids-{}@{} | {}", i % 2, i / 2, changed_type_record(i)))
+        .collect();
+    expected_letters.sort();
+    assert_eq!(letters, expected_letters);
+
+    // The column redeclared: the replay decodes the letters again, once
+    // even when it runs a second time.
+    let replay = format!(
+        "CREATE STREAM bids_again (auction BIGINT, price DOUBLE) WITH ('connector' = 'dead-letter',
+           'stream' = 'bids', 'topic' = 'bids-dlq', 'properties.bootstrap.servers' = '{bootstrap}',
+           'format' = 'json', 'bad-data.topic' = 'bids-dlq-again');
+         {out_table}"
+    );
+    let insert = "INSERT INTO out SELECT auction, price FROM bids_again";
+    let all = rows_of(&mut (0..200).filter(|i| *i != 57));
+    for _ in 0..2 {
+        let mut session = session_for("bids-replay");
+        run(&mut session, &replay, insert).await;
+        assert_eq!(output().await, all);
+    }
+
+    // What still fails stays dead, with the new decoder's reason.
+    let still = rows(
+        dead_letters("bids_again", "bids-dlq-again"),
+        "SELECT reason, location, raw FROM bad",
+    )
+    .await;
+    assert_eq!(still.len(), 1, "{still:?}");
+    assert!(
+        still[0].contains("n/a")
+            && still[0].contains("bids-dlq-0@")
+            && still[0].contains("dead letter from bids-1@28"),
+        "{still:?}"
+    );
+}

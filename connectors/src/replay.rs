@@ -11,6 +11,11 @@
 //! INSERT INTO out SELECT auction, price FROM bids_again;
 //! ```
 //!
+//! With `'topic'` (and `'properties.*'`) instead of `'path'` it reads a
+//! `'bad-data.topic'`: from its start to its end when the job starts
+//! (`'scan.startup.mode'` and `'scan.bounded.mode'` as for Kafka), each
+//! record's `dlq.*` headers giving its stream, reason and location.
+//!
 //! Without `'format'` the rows are the dead letters themselves: `stream`,
 //! `reason`, `location` and `raw` (the record as read; a row an operator
 //! rejected, as JSON). With `'format'` each record that failed to decode is
@@ -25,7 +30,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
-use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use serde_json::Value;
 
 use crate::filesystem::{FileSource, FileSourceOptions};
@@ -36,7 +41,18 @@ use weir_engine::SourceFactory;
 use crate::registry::{Connector, ConnectorError, TableSpec};
 use crate::store::resolve;
 
-const OPTIONS: &[&str] = &["path", "stream", "scan.batch-size"];
+const OPTIONS: &[&str] = &[
+    "path",
+    "topic",
+    "stream",
+    "scan.batch-size",
+    "scan.startup.mode",
+    "scan.startup.timestamp-millis",
+    "scan.startup.specific-offsets",
+    "scan.bounded.mode",
+    "scan.bounded.timestamp-millis",
+    "scan.bounded.specific-offsets",
+];
 
 /// Reads a stream's dead letters (`'connector' = 'dead-letter'`).
 pub struct DeadLetterConnector;
@@ -56,31 +72,47 @@ impl Connector for DeadLetterConnector {
     }
 
     fn validate(&self, options: &Options) -> Result<(), ConnectorError> {
-        let path = options.require("path")?;
         options.require("stream")?;
         if options.get("format").is_some() {
             Format::from_options(options)?;
         }
-        if options.get("bad-data.path") == Some(path) {
+        let read = match (options.get("path"), options.get("topic")) {
+            (Some(path), None) => path,
+            (None, Some(topic)) => topic,
+            _ => {
+                return Err(ConnectorError::new(
+                    "set one of 'path' (a 'bad-data.path') and 'topic' (a 'bad-data.topic')",
+                ))
+            }
+        };
+        if [options.get("bad-data.path"), options.get("bad-data.topic")].contains(&Some(read)) {
             return Err(ConnectorError::option(
-                "bad-data.path",
-                "a replay's own dead letters must go elsewhere than the path it reads",
+                "bad-data",
+                "a replay's own dead letters must go elsewhere than where it reads",
             ));
         }
-        options.check_known("dead-letter", OPTIONS, &["s3.", "csv.", "json."])
+        if options.get("topic").is_some() {
+            options.require("properties.bootstrap.servers")?;
+        }
+        options.check_known(
+            "dead-letter",
+            OPTIONS,
+            &["s3.", "csv.", "json.", "properties."],
+        )
     }
 
     fn default_schema(&self, options: &Options) -> Option<SchemaRef> {
         options.get("format").is_none().then(letter_schema)
     }
 
-    fn is_bounded(&self, _options: &Options) -> bool {
-        true
+    /// Files are read as listed; a topic to its end unless
+    /// `'scan.bounded.mode'` is `unbounded`.
+    fn is_bounded(&self, options: &Options) -> bool {
+        options.get("scan.bounded.mode") != Some("unbounded")
     }
 
     fn source(&self, spec: &TableSpec) -> Result<SourceFactory, ConnectorError> {
         self.validate(&spec.options)?;
-        let location = resolve(spec.options.require("path")?, &spec.options, false)?;
         let stream = spec.options.require("stream")?.to_string();
         let mode = match spec.options.get("format") {
             None => Mode::Letters,
@@ -91,6 +123,10 @@ impl Connector for DeadLetterConnector {
             )?)),
         };
         let letters = Arc::new(DeadLetters { stream, mode });
+        if spec.options.get("topic").is_some() {
+            return crate::kafka::dead_letter_source(spec, letters);
+        }
+        let location = resolve(spec.options.require("path")?, &spec.options, false)?;
         // Dead letters are few: decoded in the source's own task.
         let read = FileSourceOptions {
             parallel_decode: 1,
@@ -130,28 +166,65 @@ pub struct DeadLetters {
 }
 
 /// One dead letter of the stream, as read.
-struct Letter {
+pub struct Letter {
     reason: String,
     location: String,
     /// The record as read, when it was a record that failed to decode.
     raw: Option<Vec<u8>>,
     /// A row an operator rejected, as JSON.
     row: Option<String>,
-    /// The dead-letter file's line.
-    line: u64,
+    /// Where the letter itself was read: a file's line, a topic's offset.
+    at: String,
 }
 
 impl DeadLetters {
     /// Decodes a chunk of a dead-letter file at `path` whose first line is
     /// `first_line`; `schema` is the stream's (possibly projected) columns.
-    pub fn decode(
+    pub fn decode_lines(
         &self,
         text: &[u8],
         path: &str,
         first_line: u64,
         schema: &SchemaRef,
     ) -> Result<Decoded, ArrowError> {
-        let letters = self.letters(text, first_line)?;
+        let letters = self.letters(text, path, first_line)?;
+        self.decode(&letters, schema)
+    }
+
+    /// The letter a dead-letter topic's record holds (`kafka/dead_letters.rs`):
+    /// `None` when it is another stream's. `at` is where the record is.
+    pub fn letter_of_record(
+        &self,
+        headers: &[(&str, &[u8])],
+        value: Option<&[u8]>,
+        at: String,
+    ) -> Option<Letter> {
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
+        };
+        if header("dlq.stream").as_deref() != Some(self.stream.as_str()) {
+            return None;
+        }
+        // A rejected row is written without a location: it was no record.
+        let location = header("dlq.location");
+        let value = value.unwrap_or_default();
+        Some(Letter {
+            reason: header("dlq.reason").unwrap_or_default(),
+            raw: location.is_some().then(|| value.to_vec()),
+            row: location
+                .is_none()
+                .then(|| String::from_utf8_lossy(value).into_owned()),
+            location: location.unwrap_or_default(),
+            at,
+        })
+    }
+
+    /// The rows `letters` make: the letters themselves, or their records
+    /// decoded again.
+    pub fn decode(&self, letters: &[Letter], schema: &SchemaRef) -> Result<Decoded, ArrowError> {
         match &self.mode {
             Mode::Letters => {
                 let column = |name: &str| -> ArrayRef {
@@ -172,9 +245,10 @@ impl DeadLetters {
                     )
                 };
                 let columns = schema.fields().iter().map(|f| column(f.name())).collect();
-                Ok(Decoded::rows(RecordBatch::try_new(
+                Ok(Decoded::rows(RecordBatch::try_new_with_options(
                     schema.clone(),
                     columns,
+                    &RecordBatchOptions::new().with_row_count(Some(letters.len())),
                 )?))
             }
             Mode::Replay(decoder) => {
@@ -185,8 +259,8 @@ impl DeadLetters {
                 decoder.decode_records(&raws, &|i| {
                     let letter = records[i];
                     format!(
-                        "{path}:{} (dead letter from {}: {})",
-                        letter.line, letter.location, letter.reason
+                        "{} (dead letter from {}: {})",
+                        letter.at, letter.location, letter.reason
                     )
                 })
             }
@@ -194,7 +268,7 @@ impl DeadLetters {
     }
 
     /// This stream's letters among the lines of `text`.
-    fn letters(&self, text: &[u8], first_line: u64) -> Result<Vec<Letter>, ArrowError> {
+    fn letters(&self, text: &[u8], path: &str, first_line: u64) -> Result<Vec<Letter>, ArrowError> {
         let mut letters = Vec::new();
         for (i, line) in text.split(|b| *b == b'\n').enumerate() {
             if line.iter().all(u8::is_ascii_whitespace) {
@@ -221,7 +295,7 @@ impl DeadLetters {
                 location: text_of("location"),
                 raw: value.get("raw").map(raw_bytes).transpose()?,
                 row: value.get("row").map(Value::to_string),
-                line: line_number,
+                at: format!("{path}:{line_number}"),
             });
         }
         Ok(letters)
@@ -271,7 +345,7 @@ mod tests {
 {"stream":"bids","reason":"late","row":{"a":2}}
 "#;
         let decoded = letters
-            .decode(text, "dlq/x.jsonl", 10, &letter_schema())
+            .decode_lines(text, "dlq/x.jsonl", 10, &letter_schema())
             .unwrap();
         let batch = decoded.batch.unwrap();
         let column = |name: &str| -> Vec<Option<String>> {

@@ -380,7 +380,7 @@ impl ReadContext {
         let decode = move || -> Result<VecDeque<Decoded>> {
             let first = chunk.first_line;
             let decoded = match &dead_letters {
-                Some(letters) => letters.decode(&chunk.bytes, &path, first, &schema)?,
+                Some(letters) => letters.decode_lines(&chunk.bytes, &path, first, &schema)?,
                 None => decoder
                     .decode_lines(&chunk.bytes, &|i| format!("{path}:{}", first + i as u64))?,
             };

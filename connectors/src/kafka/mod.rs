@@ -307,6 +307,35 @@ fn source_factory(
     }))
 }
 
+/// The source of a `dead-letter` stream over a dead-letter topic
+/// (`'bad-data.topic'`): the topic from its start to its end when the job
+/// starts, unless `'scan.startup.mode'` / `'scan.bounded.mode'` say
+/// otherwise, each record turned into its letter by `letters`.
+pub(crate) fn dead_letter_source(
+    spec: &TableSpec,
+    letters: Arc<crate::replay::DeadLetters>,
+) -> Result<SourceFactory, ConnectorError> {
+    let kept = spec
+        .options
+        .iter()
+        .filter(|(k, _)| *k == "topic" || k.starts_with("properties.") || k.starts_with("scan."))
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+    let defaults = [
+        ("scan.startup.mode", "earliest-offset"),
+        ("scan.bounded.mode", "latest-offset"),
+        ("format", "raw"),
+    ]
+    .into_iter()
+    .filter(|(k, _)| spec.options.get(k).is_none() || *k == "format")
+    .map(|(k, v)| (k.to_string(), v.to_string()));
+    let settings = Arc::new(KafkaSettings::parse(&Options::new(kept.chain(defaults)))?);
+    let spec = spec.clone();
+    Ok(Arc::new(move |info| {
+        let source = KafkaSource::of_dead_letters(settings.clone(), &spec, info, letters.clone())?;
+        Ok(Box::new(source) as Box<dyn weir_engine::Source>)
+    }))
+}
+
 /// The sink subtasks writing to a Kafka topic as `settings` say.
 fn sink_factory(
     settings: Arc<KafkaSettings>,

@@ -10,7 +10,7 @@ use datafusion::arrow::array::{
     TimestampMillisecondArray, UInt32Array,
 };
 use datafusion::arrow::compute::{cast, take};
-use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use futures::FutureExt;
 use parking_lot::Mutex;
@@ -30,6 +30,7 @@ use super::{set_default, KafkaSettings, METADATA_TIMEOUT};
 use crate::deadletter::BadDataPolicy;
 use crate::format::LineDecoder;
 use crate::registry::{MetadataColumn, TableSpec};
+use crate::replay::{DeadLetters, Letter};
 
 /// Per partition: the offset a consumer can read up to (the last stable
 /// offset under `read_committed`, librdkafka's default, else the high
@@ -122,6 +123,9 @@ pub struct KafkaSource {
     metadata: Vec<MetadataColumn>,
     value: LineDecoder,
     key: Option<LineDecoder>,
+    /// Set when the topic holds dead letters (`'connector' = 'dead-letter'`):
+    /// each record is turned into its letter instead of decoded.
+    letters: Option<Arc<DeadLetters>>,
     bad_data: BadDataPolicy,
     subtask: SubtaskInfo,
     assigned: Option<Assigned>,
@@ -177,6 +181,7 @@ impl KafkaSource {
             metadata: spec.metadata.clone(),
             value,
             key,
+            letters: None,
             bad_data: spec.bad_data.clone(),
             subtask,
             assigned: None,
@@ -184,6 +189,25 @@ impl KafkaSource {
             end_offsets: Arc::new(Mutex::new(HashMap::new())),
             restored: None,
         })
+    }
+
+    /// A source over a dead-letter topic, read as the letters of
+    /// `letters`'s stream. `settings` read the values as `raw`.
+    pub(crate) fn of_dead_letters(
+        settings: Arc<KafkaSettings>,
+        spec: &TableSpec,
+        subtask: SubtaskInfo,
+        letters: Arc<DeadLetters>,
+    ) -> Result<Self> {
+        let raw = TableSpec {
+            schema: Arc::new(Schema::new(vec![Field::new("raw", DataType::Binary, true)])),
+            metadata: Vec::new(),
+            ..spec.clone()
+        };
+        let mut source = KafkaSource::new(settings, &raw, subtask)?;
+        source.schema = spec.schema.clone();
+        source.letters = Some(letters);
+        Ok(source)
     }
 
     /// Creates the consumer, lists partitions, takes this subtask's share
@@ -332,6 +356,38 @@ impl KafkaSource {
         }
     }
 
+    /// The rows a dead-letter topic's records make: this stream's letters,
+    /// or their records decoded again (what still fails goes to this
+    /// stream's own dead letters).
+    async fn decode_letters(
+        &self,
+        letters: &DeadLetters,
+        topic: &str,
+        partition: i32,
+        records: &[Record],
+    ) -> Result<Option<RecordBatch>> {
+        use rdkafka::message::Headers;
+        let found: Vec<Letter> = records
+            .iter()
+            .filter_map(|r| {
+                let headers: Vec<(&str, &[u8])> = r
+                    .headers
+                    .iter()
+                    .flat_map(|h| h.iter())
+                    .map(|h| (h.key, h.value.unwrap_or_default()))
+                    .collect();
+                let at = format!("{topic}-{partition}@{}", r.offset);
+                letters.letter_of_record(&headers, r.payload.as_deref(), at)
+            })
+            .collect();
+        if found.is_empty() {
+            return Ok(None);
+        }
+        let mut decoded = letters.decode(&found, &self.schema)?;
+        self.bad_data.handle(decoded.bad_records()).await?;
+        Ok(decoded.batch.filter(|b| b.num_rows() > 0))
+    }
+
     /// Decodes one partition's records into a batch; bad records go to the
     /// dead-letter output. A tombstone (a record without a value) is a
     /// delete of its key for an upsert stream, and bad otherwise; a
@@ -343,6 +399,11 @@ impl KafkaSource {
         records: &[Record],
     ) -> Result<Option<RecordBatch>> {
         let location = |r: &Record| format!("{topic}-{partition}@{}", r.offset);
+        if let Some(letters) = &self.letters {
+            return self
+                .decode_letters(letters, topic, partition, records)
+                .await;
+        }
         let mut bad: Vec<BadRecord> = Vec::new();
         let empty: &[u8] = &[];
         let upsert = self.settings.upsert;

@@ -73,6 +73,25 @@ fn queries() -> Vec<(String, String)> {
         "hop_10s_100ms",
         "HOP(TABLE bid, DESCRIPTOR(`dateTime`), INTERVAL '100' MILLISECOND, INTERVAL '10' SECOND)",
     ));
+    // Sampled aggregates (10 % of the bidders) against the exact ones.
+    let per_window = "FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(`dateTime`), INTERVAL '10' SECOND))";
+    queries.push((
+        "bidders_exact".to_string(),
+        format!(
+            "CREATE TABLE out_bidders_exact (w TIMESTAMP(3), bidders BIGINT, total BIGINT) WITH ('connector' = 'blackhole');
+             INSERT INTO out_bidders_exact SELECT window_start, count(DISTINCT bidder), sum(price)
+             {per_window} GROUP BY window_start, window_end;"
+        ),
+    ));
+    queries.push((
+        "bidders_sampled_10".to_string(),
+        format!(
+            "CREATE TABLE out_bidders_sampled (w TIMESTAMP(3), bidders DOUBLE, total DOUBLE) WITH ('connector' = 'blackhole');
+             INSERT INTO out_bidders_sampled SELECT window_start, d['estimate'], s['estimate'] FROM (
+               SELECT window_start, SAMPLED_COUNT_DISTINCT(bidder, 0.1) AS d, SAMPLED_SUM(price, bidder, 0.1) AS s
+               {per_window} WHERE SAMPLE_KEY(bidder, 0.1) GROUP BY window_start, window_end);"
+        ),
+    ));
     queries
 }
 

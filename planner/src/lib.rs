@@ -55,7 +55,7 @@ use weir_sql::{catalog_name, ParsedStatement, SqlError, Statement};
 pub use catalog::{Catalog, StreamDef, ViewDef, WatermarkDef};
 pub use error::{df_error, PlanError, Result};
 pub use explain::streaming_plan_text;
-pub use functions::flink_functions;
+pub use functions::{flink_functions, sampling};
 pub use settings::{SettingError, Settings, SETTINGS};
 pub use types::{arrow_type, flink_type_name};
 
@@ -171,6 +171,9 @@ impl Planner {
         for f in flink_functions() {
             // A Flink function replaces DataFusion's of the same name.
             let _ = state.register_udf(f);
+        }
+        for f in functions::weir_aggregates() {
+            let _ = state.register_udaf(f);
         }
         Planner {
             catalog: Catalog::default(),

@@ -6,9 +6,13 @@
 //!   `HOUR(ts)` ([`time`]).
 //! - `REGEXP_EXTRACT`, `SPLIT_INDEX` ([`text`]).
 //!
+//! And Weir's own: `SAMPLE_KEY` and the sampled aggregates with confidence
+//! intervals ([`sampling`]).
+//!
 //! `CREATE FUNCTION name AS 'java.Class'` finds a Rust implementation of
 //! the class here ([`function_of_class`]): Weir runs no Java.
 
+pub mod sampling;
 mod text;
 mod time;
 
@@ -19,7 +23,8 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{plan_err, Result};
 use datafusion::logical_expr::type_coercion::binary::BinaryTypeCoercer;
 use datafusion::logical_expr::{
-    ColumnarValue, Operator, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    AggregateUDF, ColumnarValue, Operator, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility,
 };
 
 pub use time::PROCTIME;
@@ -33,7 +38,20 @@ pub fn flink_functions() -> Vec<Arc<ScalarUDF>> {
         Arc::new(ScalarUDF::new_from_impl(time::Hour::new())),
         Arc::new(ScalarUDF::new_from_impl(text::RegexpExtract::new())),
         Arc::new(ScalarUDF::new_from_impl(text::SplitIndex::new())),
+        Arc::new(ScalarUDF::new_from_impl(sampling::SampleKey::new())),
     ]
+}
+
+/// Every aggregate function Weir adds.
+pub fn weir_aggregates() -> Vec<Arc<AggregateUDF>> {
+    [
+        sampling::Sampled::sum(),
+        sampling::Sampled::count(),
+        sampling::Sampled::count_distinct(),
+    ]
+    .into_iter()
+    .map(|f| Arc::new(AggregateUDF::new_from_impl(f)))
+    .collect()
 }
 
 /// The Java classes a `CREATE FUNCTION` may name, with what Weir runs in

@@ -1002,6 +1002,20 @@ async fn an_unwindowed_group_by_says_what_it_needs() {
     assert!(into_files.contains("only appends"), "{into_files}");
 }
 
+/// A session that checkpoints every 200 ms under `checkpoints` as
+/// `pipeline` (a restarted session with the same two restores).
+fn checkpointed_session(checkpoints: &std::path::Path, pipeline: &str) -> weir::Session {
+    let mut session = weir::Session::new();
+    session
+        .set("execution.checkpointing.interval", "200ms")
+        .unwrap();
+    session
+        .set("state.checkpoints.dir", &checkpoints.display().to_string())
+        .unwrap();
+    session.set("pipeline.name", pipeline).unwrap();
+    session
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unwindowed_group_by_keeps_its_state_across_a_restart() {
     let (_cluster, bootstrap) = mock_cluster(&[("in", 2), ("out", 2)]);
@@ -1031,18 +1045,10 @@ async fn an_unwindowed_group_by_keeps_its_state_across_a_restart() {
             .collect()
     };
     let checkpoints = tempfile::tempdir().unwrap();
-    let job = |session: &mut weir::Session| {
+    let new_session = || {
+        let mut session = checkpointed_session(checkpoints.path(), "upserts");
         session.set("table.exec.state.ttl", "1 h").unwrap();
         session
-            .set("execution.checkpointing.interval", "200ms")
-            .unwrap();
-        session
-            .set(
-                "state.checkpoints.dir",
-                &checkpoints.path().display().to_string(),
-            )
-            .unwrap();
-        session.set("pipeline.name", "upserts").unwrap();
     };
     let ddl = format!(
         "{};
@@ -1081,15 +1087,13 @@ async fn an_unwindowed_group_by_keeps_its_state_across_a_restart() {
 
     let first = half(true);
     produce(&p, "in", &first).await;
-    let mut session = weir::Session::new();
-    job(&mut session);
+    let mut session = new_session();
     session.sql(&ddl).await.unwrap();
     run_until(first.len() as u64, &mut session).await;
 
     let second = half(false);
     produce(&p, "in", &second).await;
-    let mut session = weir::Session::new();
-    job(&mut session);
+    let mut session = new_session();
     session.sql(&ddl).await.unwrap();
     // Restored: only the second half is new input.
     run_until(second.len() as u64, &mut session).await;
@@ -1231,18 +1235,8 @@ async fn a_restored_partition_without_new_rows_still_lets_windows_close() {
     let checkpoints = tempfile::tempdir().unwrap();
     let output = tempfile::tempdir().unwrap();
     let start = async || {
-        let mut session = weir::Session::new();
+        let mut session = checkpointed_session(checkpoints.path(), "restored-watermark");
         session.set("parallelism.default", "2").unwrap();
-        session
-            .set("execution.checkpointing.interval", "200ms")
-            .unwrap();
-        session
-            .set(
-                "state.checkpoints.dir",
-                &checkpoints.path().display().to_string(),
-            )
-            .unwrap();
-        session.set("pipeline.name", "restored-watermark").unwrap();
         session
             .sql(&format!(
                 "{};
@@ -1259,23 +1253,14 @@ async fn a_restored_partition_without_new_rows_still_lets_windows_close() {
             .unwrap()
     };
     let committed = async || -> Vec<String> {
-        let mut reader = weir::Session::new();
-        reader
-            .sql(&format!(
-                "CREATE STREAM back (window_start TIMESTAMP(3), n BIGINT)
-                   WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json')",
-                output.path().display()
-            ))
+        let back = format!(
+            "CREATE STREAM back (window_start TIMESTAMP(3), n BIGINT)
+               WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json')",
+            output.path().display()
+        );
+        run_weir(&[back], "SELECT window_start, n FROM back")
             .await
-            .unwrap();
-        let table = reader
-            .query("SELECT window_start, n FROM back")
-            .await
-            .unwrap()
-            .collect_table()
-            .await
-            .unwrap();
-        canonical_rows(&[table])
+            .rows
     };
     // The windows of the first `seconds` seconds: 10 rows from each partition.
     let windows = |seconds: i64| -> Vec<String> {
@@ -1350,20 +1335,6 @@ async fn dead_letters_on_a_topic_replay_once_through_the_fixed_decoder() {
     produce(&p, "bids", &records).await;
     let checkpoints = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
-    let session_for = |pipeline: &str| {
-        let mut session = weir::Session::new();
-        session
-            .set("execution.checkpointing.interval", "200ms")
-            .unwrap();
-        session
-            .set(
-                "state.checkpoints.dir",
-                &checkpoints.path().display().to_string(),
-            )
-            .unwrap();
-        session.set("pipeline.name", pipeline).unwrap();
-        session
-    };
     let out_table = format!(
         "CREATE TABLE out (auction BIGINT, price DOUBLE)
            WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json')",
@@ -1382,18 +1353,7 @@ async fn dead_letters_on_a_topic_replay_once_through_the_fixed_decoder() {
             .expect("the bounded job ends")
             .unwrap();
     };
-    let rows = async |ddl: String, query: &str| -> Vec<String> {
-        let mut session = weir::Session::new();
-        session.sql(&ddl).await.unwrap();
-        let table = session
-            .query(query)
-            .await
-            .unwrap()
-            .collect_table()
-            .await
-            .unwrap();
-        canonical_rows(&[table])
-    };
+    let rows = async |ddl: String, query: &str| run_weir(&[ddl], query).await.rows;
     let output = async || {
         rows(
             format!(
@@ -1413,7 +1373,7 @@ async fn dead_letters_on_a_topic_replay_once_through_the_fixed_decoder() {
     };
 
     // The job as it was: prices are BIGINT, the changed records are dead.
-    let mut session = session_for("bids");
+    let mut session = checkpointed_session(checkpoints.path(), "bids");
     run(
         &mut session,
         &format!(
@@ -1463,7 +1423,7 @@ async fn dead_letters_on_a_topic_replay_once_through_the_fixed_decoder() {
     let insert = "INSERT INTO out SELECT auction, price FROM bids_again";
     let all = rows_of(&mut (0..200).filter(|i| *i != 57));
     for _ in 0..2 {
-        let mut session = session_for("bids-replay");
+        let mut session = checkpointed_session(checkpoints.path(), "bids-replay");
         run(&mut session, &replay, insert).await;
         assert_eq!(output().await, all);
     }

@@ -41,18 +41,8 @@ use weir_engine::SourceFactory;
 use crate::registry::{Connector, ConnectorError, TableSpec};
 use crate::store::resolve;
 
-const OPTIONS: &[&str] = &[
-    "path",
-    "topic",
-    "stream",
-    "scan.batch-size",
-    "scan.startup.mode",
-    "scan.startup.timestamp-millis",
-    "scan.startup.specific-offsets",
-    "scan.bounded.mode",
-    "scan.bounded.timestamp-millis",
-    "scan.bounded.specific-offsets",
-];
+/// With `'topic'`, also a Kafka source's start and end positions.
+const OPTIONS: &[&str] = &["path", "topic", "stream", "scan.batch-size"];
 
 /// Reads a stream's dead letters (`'connector' = 'dead-letter'`).
 pub struct DeadLetterConnector;

@@ -39,13 +39,14 @@ impl Planner {
                     .filter(|s| !s.name.starts_with(weir_sql::SYSTEM_SCHEMA))
                     .collect();
                 string_table(
-                    &["name", "connector", "watermark"],
+                    &["name", "connector", "format", "watermark"],
                     vec![
                         streams.iter().map(|s| s.name.clone()).collect(),
                         streams
                             .iter()
                             .map(|s| s.connector.name().to_string())
                             .collect(),
+                        streams.iter().map(|s| format_text(s)).collect(),
                         streams
                             .iter()
                             .map(|s| {
@@ -240,4 +241,61 @@ fn create_stream_text(def: &StreamDef) -> String {
 /// The `CREATE VIEW` of a view, as written.
 fn create_view_text(def: &ViewDef) -> String {
     weir_sql::mask_secrets(def.query.text.trim())
+}
+
+/// A stream's record format as its options name it: the value format, and
+/// the key's when it has one (`json (key: raw)`); empty for a connector
+/// without one (the generator).
+fn format_text(stream: &StreamDef) -> String {
+    let options = &stream.options;
+    let value = options
+        .get("value.format")
+        .or_else(|| options.get("format"))
+        .unwrap_or_default();
+    match options.get("key.format") {
+        Some(key) => format!("{value} (key: {key})"),
+        None => value.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::AsArray;
+
+    use crate::{Planned, Planner};
+
+    #[test]
+    fn show_tables_names_each_streams_format() {
+        let mut planner = Planner::default();
+        let text = "CREATE STREAM bids (auction BIGINT, price BIGINT) WITH ('connector' = 'kafka',
+               'topic' = 'bids', 'properties.bootstrap.servers' = 'b:9092', 'value.format' = 'json',
+               'key.format' = 'raw', 'key.fields' = 'auction');
+             CREATE STREAM lines (line VARCHAR) WITH ('connector' = 'filesystem', 'path' = '/tmp/x', 'format' = 'raw');
+             CREATE STREAM events WITH ('connector' = 'nexmark');
+             SHOW TABLES";
+        let mut shown = None;
+        for statement in weir_sql::parse(text).unwrap() {
+            if let Planned::Rows(rows) = planner.plan(&statement).unwrap() {
+                shown = Some(rows);
+            }
+        }
+        let shown = shown.unwrap();
+        let column = |name: &str| -> Vec<String> {
+            let array = shown.column_by_name(name).unwrap().as_string::<i32>();
+            array
+                .iter()
+                .map(|v| v.unwrap_or_default().to_string())
+                .collect()
+        };
+        let mut rows: Vec<(String, String)> =
+            column("name").into_iter().zip(column("format")).collect();
+        rows.sort();
+        let expected = [
+            ("bids", "json (key: raw)"),
+            ("events", ""),
+            ("lines", "raw"),
+        ]
+        .map(|(n, f)| (n.to_string(), f.to_string()));
+        assert_eq!(rows, expected);
+    }
 }

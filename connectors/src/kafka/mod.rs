@@ -9,6 +9,7 @@
 
 pub mod dead_letters;
 mod offsets;
+pub(crate) use offsets::POSITION_OPTIONS;
 mod sink;
 mod source;
 pub mod stage_group;
@@ -37,6 +38,7 @@ pub use upsert::UpsertKafkaConnector;
 
 pub struct KafkaConnector;
 
+/// Besides [`POSITION_OPTIONS`].
 const OPTIONS: &[&str] = &[
     "topic",
     "topic-pattern",
@@ -44,12 +46,6 @@ const OPTIONS: &[&str] = &[
     "value.fields-include",
     "key.format",
     "key.fields",
-    "scan.startup.mode",
-    "scan.startup.timestamp-millis",
-    "scan.startup.specific-offsets",
-    "scan.bounded.mode",
-    "scan.bounded.timestamp-millis",
-    "scan.bounded.specific-offsets",
     "scan.batch-size",
     "sink.delivery",
     "sink.delivery-guarantee",
@@ -98,7 +94,8 @@ fn format_named(options: &Options, key: &str, name: &str) -> Result<Format, Conn
 
 impl KafkaSettings {
     pub fn parse(options: &Options) -> Result<Self, ConnectorError> {
-        options.check_known("kafka", OPTIONS, &["properties."])?;
+        let known = [OPTIONS, POSITION_OPTIONS].concat();
+        options.check_known("kafka", &known, &["properties."])?;
         let topics: Vec<String> = options
             .get("topic")
             .map(|t| {

@@ -5,6 +5,16 @@ use std::collections::HashMap;
 use crate::options::Options;
 use crate::registry::ConnectorError;
 
+/// The options that say where reading starts and stops.
+pub(crate) const POSITION_OPTIONS: &[&str] = &[
+    "scan.startup.mode",
+    "scan.startup.timestamp-millis",
+    "scan.startup.specific-offsets",
+    "scan.bounded.mode",
+    "scan.bounded.timestamp-millis",
+    "scan.bounded.specific-offsets",
+];
+
 /// `'scan.startup.mode'`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartupMode {

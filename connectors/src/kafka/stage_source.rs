@@ -135,7 +135,12 @@ impl Source for StageSource {
         };
         let (offset, record) = match tokio::time::timeout(MAX_POLL_WAIT, consumer.recv()).await {
             Err(_) => return Ok(SourcePoll::Pending),
-            Ok(Err(e)) => return Err(self.error(e)),
+            Ok(Err(e)) => {
+                // librdkafka reconnects and retries broker errors itself
+                // (a restarted broker): keep going, as the Kafka source does.
+                tracing::warn!(input = %self.split_name(0), "kafka: {e}");
+                return Ok(SourcePoll::Pending);
+            }
             Ok(Ok(message)) => (
                 message.offset(),
                 StageRecord::decode(message.payload(), message.headers())?,

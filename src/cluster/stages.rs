@@ -8,9 +8,10 @@
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
 use weir_connectors::kafka::stage_output::repartition_topic;
-use weir_connectors::kafka::stage_sink::StageWriter;
+use weir_connectors::kafka::stage_sink::{stage_producer, StageWriter};
 use weir_connectors::kafka::stage_source::StageReader;
 use weir_connectors::Options;
 use weir_engine::generations::Generation;
@@ -56,6 +57,10 @@ pub(crate) struct StagePlan {
 pub(crate) struct Layout {
     pub stages: Vec<StagePlan>,
     pub client: ClientConfig,
+    /// Every producing task of this process writes through it, in every
+    /// generation: creating a client per task and generation is what made
+    /// hundreds of tasks slow to start.
+    pub producer: FutureProducer,
 }
 
 fn unsupported(what: &str) -> WeirError {
@@ -142,7 +147,12 @@ impl Layout {
             });
         }
         let client = client.ok_or_else(|| unsupported("a job without a Kafka source"))?;
-        Ok(Layout { stages, client })
+        let producer = stage_producer(&client)?;
+        Ok(Layout {
+            stages,
+            client,
+            producer,
+        })
     }
 
     /// Where stage `index`'s nodes start among all stages' local graphs
@@ -228,7 +238,7 @@ impl Layout {
         if let (Some(output), Some(from)) = (&stage.output, previous) {
             let next_stage = &self.stages[output.stage];
             let writer = StageWriter {
-                client: self.client.clone(),
+                producer: self.producer.clone(),
                 topic: next_stage.topics[output.side].clone(),
                 partitions: next_stage.tasks,
                 keys: output.keys.clone(),

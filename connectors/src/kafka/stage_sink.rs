@@ -23,7 +23,9 @@ use super::stage_records::{StageMessage, StageRecord, Tag};
 /// What every producing task of one stage writes to.
 #[derive(Clone)]
 pub struct StageWriter {
-    pub client: ClientConfig,
+    /// Shared by every producing task of the process ([`stage_producer`]):
+    /// one client, not one per task, whatever the task count.
+    pub producer: FutureProducer,
     /// The next stage's repartition topic.
     pub topic: String,
     /// Its partition count (the next stage's tasks).
@@ -35,6 +37,19 @@ pub struct StageWriter {
     pub stage: usize,
     /// The generation's first epoch.
     pub first_epoch: u64,
+}
+
+/// The producer a process's producing tasks share: idempotent (in order
+/// per partition, no duplicates on retry), batching for 5 ms. A task waits
+/// for its own records' deliveries, not for the others'.
+pub fn stage_producer(client: &ClientConfig) -> Result<FutureProducer> {
+    client
+        .clone()
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("message.max.bytes", "4000000")
+        .create()
+        .map_err(|e| EngineError::connector("stage output", e))
 }
 
 /// Rows per record at most: a record stays well under a broker's limit.
@@ -50,18 +65,10 @@ impl StageWriter {
                 epoch: writer.first_epoch,
                 from: format!("{}-{}", writer.stage, info.index),
             };
-            let producer: FutureProducer = writer
-                .client
-                .clone()
-                .set("enable.idempotence", "true")
-                .set("linger.ms", "5")
-                .set("message.max.bytes", "4000000")
-                .create()
-                .map_err(|e| EngineError::connector("stage output", e))?;
             Ok(Box::new(StageSink {
                 writer: writer.clone(),
                 output: StageOutput::new(writer.keys.clone(), writer.partitions, tag),
-                producer,
+                producer: writer.producer.clone(),
                 in_flight: Vec::new(),
                 watermark: None,
                 sent_watermark: None,

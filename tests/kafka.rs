@@ -1442,3 +1442,45 @@ async fn dead_letters_on_a_topic_replay_once_through_the_fixed_decoder() {
         "{still:?}"
     );
 }
+
+/// A named topic is looked up by name (not among all the cluster's
+/// topics): one that does not exist is an error naming it; a pattern
+/// reads every topic it matches and no other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn named_and_pattern_topics_find_exactly_their_partitions() {
+    let (_cluster, bootstrap) = mock_cluster(&[("orders-eu", 2), ("orders-us", 1), ("other", 1)]);
+    let p = producer(&bootstrap);
+    let record = |partition: i32, k: i64| {
+        let e = Event {
+            key: Some(k),
+            value: Some(1),
+            ts: 1_700_000_000_000,
+        };
+        (partition, None, event_json(&e))
+    };
+    produce(&p, "orders-eu", &[record(0, 1), record(1, 2)]).await;
+    produce(&p, "orders-us", &[record(0, 3)]).await;
+    produce(&p, "other", &[record(0, 4)]).await;
+    let bounded = ", 'scan.bounded.mode' = 'latest-offset'";
+    let pattern = kafka_ddl("t", &bootstrap, "x", 0, bounded)
+        .replace("'topic' = 'x'", "'topic-pattern' = 'orders-.*'");
+    let run = run_weir(&[pattern], "SELECT k FROM t").await;
+    assert_eq!(run.rows, ["1", "2", "3"]);
+
+    let mut session = weir::Session::new();
+    session
+        .sql(&kafka_ddl("m", &bootstrap, "missing", 0, bounded))
+        .await
+        .unwrap();
+    let error = match session.query("SELECT k FROM m").await {
+        Ok(mut results) => loop {
+            match results.next_batch().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => break String::new(),
+                Err(e) => break e.to_string(),
+            }
+        },
+        Err(e) => e.to_string(),
+    };
+    assert!(error.contains("topic 'missing' does not exist"), "{error}");
+}

@@ -566,23 +566,31 @@ fn plan_partitions(
     subtask: SubtaskInfo,
     restored: Option<&HashMap<(String, i32), i64>>,
 ) -> Result<Vec<PartitionState>> {
-    let metadata = consumer
-        .fetch_metadata(None, METADATA_TIMEOUT)
-        .map_err(kafka_error)?;
+    // Named topics are asked for by name: every subtask asks, and a
+    // cluster may hold thousands of topics. A pattern needs them all.
+    let asked: Vec<Option<&str>> = match &settings.pattern {
+        Some(_) => vec![None],
+        None => settings.topics.iter().map(|t| Some(t.as_str())).collect(),
+    };
     let mut all: Vec<(String, i32)> = Vec::new();
-    for topic in metadata.topics() {
-        let wanted = settings.topics.iter().any(|t| t == topic.name())
-            || settings
-                .pattern
-                .as_ref()
-                .is_some_and(|p| p.is_match(topic.name()));
-        if wanted {
-            all.extend(
-                topic
-                    .partitions()
-                    .iter()
-                    .map(|p| (topic.name().to_string(), p.id())),
-            );
+    for which in asked {
+        let metadata = consumer
+            .fetch_metadata(which, METADATA_TIMEOUT)
+            .map_err(kafka_error)?;
+        for topic in metadata.topics() {
+            let wanted = settings.topics.iter().any(|t| t == topic.name())
+                || settings
+                    .pattern
+                    .as_ref()
+                    .is_some_and(|p| p.is_match(topic.name()));
+            if wanted {
+                all.extend(
+                    topic
+                        .partitions()
+                        .iter()
+                        .map(|p| (topic.name().to_string(), p.id())),
+                );
+            }
         }
     }
     for t in &settings.topics {

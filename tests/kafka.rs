@@ -1368,7 +1368,8 @@ async fn dead_letters_on_a_topic_replay_once_through_the_fixed_decoder() {
     let dead_letters = |stream: &str, topic: &str| {
         format!(
             "CREATE STREAM bad WITH ('connector' = 'dead-letter', 'stream' = '{stream}',
-               'topic' = '{topic}', 'properties.bootstrap.servers' = '{bootstrap}')"
+               'topic' = '{topic}', 'properties.bootstrap.servers' = '{bootstrap}',
+               'scan.startup.mode' = 'earliest-offset')"
         )
     };
 

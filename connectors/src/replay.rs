@@ -84,9 +84,10 @@ impl Connector for DeadLetterConnector {
         if options.get("topic").is_some() {
             options.require("properties.bootstrap.servers")?;
         }
+        let known = [OPTIONS, crate::kafka::POSITION_OPTIONS].concat();
         options.check_known(
             "dead-letter",
-            OPTIONS,
+            &known,
             &["s3.", "csv.", "json.", "properties."],
         )
     }

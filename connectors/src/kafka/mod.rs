@@ -320,12 +320,17 @@ pub(crate) fn dead_letter_source(
     let defaults = [
         ("scan.startup.mode", "earliest-offset"),
         ("scan.bounded.mode", "latest-offset"),
-        ("format", "raw"),
     ]
     .into_iter()
-    .filter(|(k, _)| spec.options.get(k).is_none() || *k == "format")
-    .map(|(k, v)| (k.to_string(), v.to_string()));
-    let settings = Arc::new(KafkaSettings::parse(&Options::new(kept.chain(defaults)))?);
+    .filter(|(k, _)| spec.options.get(k).is_none());
+    // The values are read whole; the letters decode them.
+    let raw = [("format", "raw")];
+    let options = kept.chain(
+        defaults
+            .chain(raw)
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let settings = Arc::new(KafkaSettings::parse(&Options::new(options))?);
     let spec = spec.clone();
     Ok(Arc::new(move |info| {
         let source = KafkaSource::of_dead_letters(settings.clone(), &spec, info, letters.clone())?;

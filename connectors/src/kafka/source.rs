@@ -376,7 +376,7 @@ impl KafkaSource {
                     .flat_map(|h| h.iter())
                     .map(|h| (h.key, h.value.unwrap_or_default()))
                     .collect();
-                let at = format!("{topic}-{partition}@{}", r.offset);
+                let at = record_location(topic, partition, r.offset);
                 letters.letter_of_record(&headers, r.payload.as_deref(), at)
             })
             .collect();
@@ -398,7 +398,7 @@ impl KafkaSource {
         partition: i32,
         records: &[Record],
     ) -> Result<Option<RecordBatch>> {
-        let location = |r: &Record| format!("{topic}-{partition}@{}", r.offset);
+        let location = |r: &Record| record_location(topic, partition, r.offset);
         if let Some(letters) = &self.letters {
             return self
                 .decode_letters(letters, topic, partition, records)
@@ -557,6 +557,11 @@ impl KafkaSource {
             .collect();
         Ok(Some(attach_kinds(&batch, kind_array(&kinds))?))
     }
+}
+
+/// Where a record was read, as its dead letter names it.
+fn record_location(topic: &str, partition: i32, offset: i64) -> String {
+    format!("{topic}-{partition}@{offset}")
 }
 
 /// The partitions of this subtask with their start and end offsets.

@@ -64,13 +64,14 @@ fn position_of(hash: u64) -> f64 {
     (hash >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Each row's key hash position, or `None` for a NULL key.
-fn positions(keys: &ArrayRef) -> Result<Vec<Option<f64>>> {
+/// Each row's key hash (of the key's text), or `None` for a NULL key:
+/// what `SAMPLE_KEY` and the aggregates both decide by.
+fn key_hashes(keys: &ArrayRef) -> Result<Vec<Option<u64>>> {
     let text = cast(keys, &DataType::Utf8)?;
     let text = text.as_string::<i32>();
     Ok(text
         .iter()
-        .map(|k| k.map(|k| key_position(k.as_bytes())))
+        .map(|k| k.map(|k| key_hash(k.as_bytes())))
         .collect())
 }
 
@@ -117,11 +118,13 @@ impl ScalarUDFImpl for SampleKey {
         let keys = key.to_array(rows)?;
         let fractions = cast(&fraction.to_array(rows)?, &DataType::Float64)?;
         let fractions = fractions.as_primitive::<Float64Type>();
-        let sampled: BooleanArray = positions(&keys)?
+        let sampled: BooleanArray = key_hashes(&keys)?
             .into_iter()
             .zip(fractions.iter())
-            .map(|(at, f)| match (at, f) {
-                (Some(at), Some(f)) => Ok(Some(at < check_fraction("SAMPLE_KEY", f)?)),
+            .map(|(hash, f)| match (hash, f) {
+                (Some(hash), Some(f)) => {
+                    Ok(Some(position_of(hash) < check_fraction("SAMPLE_KEY", f)?))
+                }
                 _ => Ok(None),
             })
             .collect::<Result<_>>()?;
@@ -264,15 +267,14 @@ impl Accumulator for SampledAccumulator {
         let Some(keys) = values.get(leading) else {
             return exec_err!("a sampled aggregate takes its key after its value");
         };
-        let keys = cast(keys, &DataType::Utf8)?;
-        let keys = keys.as_string::<i32>();
+        let hashes = key_hashes(keys)?;
         let xs = match self.estimate {
             Estimate::Sum => Some(cast(&values[0], &DataType::Float64)?),
             Estimate::Count | Estimate::DistinctKeys => None,
         };
         let xs = xs.as_ref().map(|x| x.as_primitive::<Float64Type>());
-        for (row, key) in keys.iter().enumerate() {
-            let Some(key) = key else { continue };
+        for (row, hash) in hashes.into_iter().enumerate() {
+            let Some(hash) = hash else { continue };
             let y = match xs {
                 Some(xs) if xs.is_null(row) => continue,
                 Some(xs) => xs.value(row),
@@ -280,7 +282,6 @@ impl Accumulator for SampledAccumulator {
             };
             // The state keeps the hash, not the key: the sample is small
             // and a collision of 64-bit hashes is negligible.
-            let hash = key_hash(key.as_bytes());
             if position_of(hash) < self.fraction {
                 self.add(hash, y);
             }

@@ -15,7 +15,7 @@ use datafusion::logical_expr::{
     Aggregate, Expr, Join as JoinPlan, JoinType, Limit, LogicalPlan, TableScan,
 };
 use weir_connectors::SourceChanges;
-use weir_engine::window::{fmt_ms, partial_schema, SliceWindows, TimeSource};
+use weir_engine::window::{fmt_ms, partial_schema, EmitStrategy, SliceWindows, TimeSource};
 use weir_sql::{SqlError, WindowKind};
 
 use crate::aggregate::AggregateParts;
@@ -668,6 +668,14 @@ impl Rewriter<'_> {
         let WindowKind::Session { gap } = tvf.kind else {
             return Err(SqlError::new("not a session window").into());
         };
+        if self.settings.early_fire().is_some() || self.settings.late_fire().is_some() {
+            // As Flink: "Session window doesn't support EMIT strategy".
+            return Err(unsupported(
+                "early or late firing of a session window",
+                "a session window fires once, when it closes: SET 'table.exec.emit.early-fire.enabled' = 'false' and 'table.exec.emit.late-fire.enabled' = 'false'",
+            )
+            .into());
+        }
         let partition: Vec<usize> = if tvf.partition_by_group_keys {
             (0..parts.keys.len()).collect()
         } else {
@@ -750,6 +758,15 @@ impl Rewriter<'_> {
             parts.aggregates
         );
         let time = time_source(&parts, window);
+        let emit = match window {
+            Some(_) => self.emit_strategy(time)?,
+            None => EmitStrategy::default(),
+        };
+        let describe = if emit.produces_updates() {
+            format!("{describe}, fires {}", emit.describe())
+        } else {
+            describe
+        };
         let bounded = input.props.bounded;
         let parallelism = self.settings.parallelism();
         let stream = window.and_then(|w| w.stream.clone());
@@ -757,6 +774,7 @@ impl Rewriter<'_> {
             phase,
             windows,
             time,
+            emit,
             spec: parts.spec.clone(),
             layout: parts.layout.clone(),
             describe: describe.clone(),
@@ -769,7 +787,11 @@ impl Rewriter<'_> {
         // subtask, shuffle the partial state by key, merge.
         let single_subtask =
             input.props.parallelism == 1 && (parts.keys.is_empty() || parallelism == 1);
-        if (window.is_none() || !time.is_processing_time()) && !single_subtask {
+        // A window that fires early sees its rows as they come, so it
+        // runs in one phase (as Flink's group window aggregate does).
+        let two_phase =
+            (window.is_none() || !time.is_processing_time()) && !emit.produces_updates();
+        if two_phase && !single_subtask {
             let local_props = StreamProps::append(input.props.parallelism, bounded);
             let partial = partial_schema(&parts.spec).map_err(|e| SqlError::new(e.to_string()))?;
             let partial = weir_engine::row_watermark::without_row_watermark(&partial);
@@ -786,8 +808,59 @@ impl Rewriter<'_> {
         }
         let keys = parts.key_columns.clone().filter(|c| !c.is_empty());
         let input = self.exchange(input, keys, &parts.key_names);
-        let props = StreamProps::append(input.props.parallelism, bounded);
+        let mut props = StreamProps::append(input.props.parallelism, bounded);
+        if emit.produces_updates() {
+            // A window's row is identified by its keys and its bounds.
+            let keys = parts
+                .layout
+                .columns
+                .iter()
+                .zip(schema.fields())
+                .filter(|(c, _)| !matches!(c, OutputColumn::Aggregate(_)))
+                .map(|(_, f)| f.name().clone())
+                .collect();
+            props.changelog = Changelog::Retract { keys };
+        }
         Ok(self.node(node(Phase::Single, input, schema, props.clone()), props))
+    }
+
+    /// Early and late firing of a window aggregate, from the session's
+    /// `table.exec.emit.*` settings, checked as Flink checks them.
+    fn emit_strategy(&self, time: TimeSource) -> Result<EmitStrategy> {
+        let millis = |d: std::time::Duration| d.as_millis() as i64;
+        let delay = |fire: Option<Option<std::time::Duration>>,
+                     which: &str|
+         -> Result<Option<i64>> {
+            match fire {
+                None => Ok(None),
+                Some(Some(d)) => Ok(Some(millis(d))),
+                Some(None) => Err(SqlError::new(format!("{which} firing is enabled without a delay"))
+                    .with_hint(format!(
+                        "SET 'table.exec.emit.{which}-fire.delay' = '1 s' ('0' fires after every input batch)"
+                    ))
+                    .into()),
+            }
+        };
+        let early_fire = delay(self.settings.early_fire(), "early")?;
+        let late_fire = delay(self.settings.late_fire(), "late")?;
+        if time.is_processing_time() {
+            // No row is late on processing time: only early firing applies.
+            return Ok(EmitStrategy {
+                early_fire,
+                ..Default::default()
+            });
+        }
+        let allow_lateness = self.settings.allow_lateness().map_or(0, millis);
+        if late_fire.is_some() && allow_lateness == 0 {
+            return Err(SqlError::new("late firing is enabled but no lateness is allowed")
+                .with_hint("SET 'table.exec.emit.allow-lateness' = '1 min': rows that late still update their window")
+                .into());
+        }
+        Ok(EmitStrategy {
+            early_fire,
+            late_fire,
+            allow_lateness,
+        })
     }
 
     /// `input` shuffled by `keys` into the session's parallelism, or

@@ -124,6 +124,11 @@ pub const SETTINGS: &[Setting] = &[
     setting("pipeline.max-parallelism", Kind::Count { min: 1, max: 32768 }, Some("16"), "a cluster job's tasks per key-shuffled stage: the partitions of its repartition topic, fixed for the job's life"),
     setting("cluster.repartition.replication", Kind::Count { min: 1, max: 32 }, Some("1"), "copies of each record between a cluster job's stages (the repartition topics' replication factor)"),
     setting("cluster.repartition.retention", Kind::Duration, Some("7d"), "how long a cluster job's repartition topics keep records"),
+    setting("table.exec.emit.early-fire.enabled", Kind::Bool, Some("false"), "a window aggregate also emits its result so far before the window closes, as updates (-U/+U)"),
+    setting("table.exec.emit.early-fire.delay", Kind::Duration, None, "how often early firing emits: '0' after every input batch, else every this much processing time"),
+    setting("table.exec.emit.late-fire.enabled", Kind::Bool, Some("false"), "rows within 'table.exec.emit.allow-lateness' update a closed window every 'table.exec.emit.late-fire.delay' (without it: at once)"),
+    setting("table.exec.emit.late-fire.delay", Kind::Duration, None, "how often late firing emits: '0' after every input batch, else every this much processing time"),
+    setting("table.exec.emit.allow-lateness", Kind::Duration, None, "how long after its end (event time) a window still takes rows, emitting updates; later rows go to the late-data output"),
     setting("sql-client.execution.result-mode", Kind::Choice(&["table", "changelog", "tableau"]), Some("table"), "how the shell and weir run show an updating result: 'table' (the result, changed in place), 'changelog' (each change with an op column)"),
 ];
 
@@ -346,6 +351,30 @@ impl Settings {
     /// `metrics.latency.interval`; `None` turns latency markers off.
     pub fn latency_interval(&self) -> Option<Duration> {
         self.duration_on("metrics.latency.interval")
+    }
+
+    /// Whether a boolean setting is `true`.
+    fn flag(&self, key: &str) -> bool {
+        self.get(key)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    }
+
+    /// Early firing (`table.exec.emit.early-fire.*`): `None` when off,
+    /// else its delay, `None` inside when the delay is unset.
+    pub fn early_fire(&self) -> Option<Option<Duration>> {
+        self.flag("table.exec.emit.early-fire.enabled")
+            .then(|| self.duration("table.exec.emit.early-fire.delay"))
+    }
+
+    /// Late firing (`table.exec.emit.late-fire.*`), as [`Self::early_fire`].
+    pub fn late_fire(&self) -> Option<Option<Duration>> {
+        self.flag("table.exec.emit.late-fire.enabled")
+            .then(|| self.duration("table.exec.emit.late-fire.delay"))
+    }
+
+    /// `table.exec.emit.allow-lateness`, when set and not zero.
+    pub fn allow_lateness(&self) -> Option<Duration> {
+        self.duration_on("table.exec.emit.allow-lateness")
     }
 
     /// `metrics.detailed`.

@@ -5,14 +5,20 @@
 //! per window and per row: a row is late for a window when that window had
 //! already fired by the row's own watermark (see [`crate::row_watermark`]) or
 //! by the operator's; it still counts in the later windows it belongs to.
+//!
+//! With early or late firing ([`EmitStrategy`], Flink's
+//! `table.exec.emit.*`), a window also emits before it closes, and after
+//! it for rows within the allowed lateness, as a changelog.
 
 mod assign;
+mod emit;
 mod geometry;
 mod layout;
 mod session;
 mod slicing;
 
 pub use assign::AssignWindows;
+pub use emit::EmitStrategy;
 pub use geometry::{fmt_ms, SliceWindows};
 pub use layout::{OutputColumn, OutputLayout};
 pub use session::SessionWindowAggregate;

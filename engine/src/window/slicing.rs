@@ -23,8 +23,10 @@ use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::DataFusionError;
 
+use super::emit::{Changes, EmitStrategy, Phase, Updates, WindowResult};
 use super::{OutputLayout, SliceWindows, TimeSource, WATERMARK_TABLE};
 use crate::aggregate::{AggregateSpec, GroupedState, GroupedStateArrays};
+use crate::changelog::with_kinds;
 use crate::error::Result;
 use crate::message::{now_millis, Millis, FINAL_WATERMARK, NO_WATERMARK};
 use crate::operator::{Operator, OperatorContext, StateSize};
@@ -102,6 +104,8 @@ pub struct WindowAggregate {
     watermark: Millis,
     /// A partial aggregation flushes everything past this many groups.
     max_partial_groups: usize,
+    /// Set when windows fire more than once (early or late firing).
+    updates: Option<Updates>,
 }
 
 impl WindowAggregate {
@@ -127,7 +131,34 @@ impl WindowAggregate {
             pending: BTreeSet::new(),
             watermark: NO_WATERMARK,
             max_partial_groups: 64 * 1024,
+            updates: None,
         })
+    }
+
+    /// Fires windows early or late as `strategy` says (Single and Final
+    /// mode; a partial aggregation only pre-aggregates). Output is then a
+    /// changelog.
+    pub fn with_emit(mut self, strategy: EmitStrategy) -> Self {
+        self.updates = (strategy.produces_updates() && self.mode != AggregateMode::Partial)
+            .then(|| Updates::new(strategy, self.spec.keys.len()));
+        self
+    }
+
+    /// How long after its end a window still takes rows.
+    fn allow_lateness(&self) -> Millis {
+        self.updates
+            .as_ref()
+            .map_or(0, |u| u.strategy.allow_lateness)
+    }
+
+    /// Marks the windows a bucket feeds as changed, for early and late
+    /// firing.
+    fn touch(&mut self, (slice_end, first): BucketKey) {
+        if let Some(updates) = &mut self.updates {
+            updates
+                .dirty
+                .extend(self.windows.window_ends_from(slice_end, first));
+        }
     }
 
     /// Caps the groups a partial aggregation holds before flushing.
@@ -147,8 +178,14 @@ impl WindowAggregate {
             let state = self.new_state()?;
             self.buckets.insert(key, Bucket::Live(state));
             if self.mode != AggregateMode::Partial {
-                self.pending
-                    .extend(self.windows.window_ends_from(key.0, key.1));
+                // Windows already fired (a row within the allowed
+                // lateness) fire late, not again on the watermark.
+                let fired = self.watermark;
+                self.pending.extend(
+                    self.windows
+                        .window_ends_from(key.0, key.1)
+                        .filter(|end| end.saturating_sub(1) > fired),
+                );
             }
         }
         if let Some(Bucket::Sealed(_)) = self.buckets.get(&key) {
@@ -179,13 +216,14 @@ impl WindowAggregate {
     fn add_rows(&mut self, batch: &RecordBatch, ctx: &mut OperatorContext<'_>) -> Result<()> {
         let rows = batch.num_rows();
         let times = self.time.row_times(batch, self.watermark, now_millis())?;
+        let lateness = self.allow_lateness();
         let mut groups: Vec<(BucketKey, Vec<u32>)> = Vec::new();
         let mut late = Vec::new();
         for i in 0..rows {
             let key = times.times[i].and_then(|t| {
                 let slice_end = self.windows.slice_end(t);
                 self.windows
-                    .first_window_end(slice_end, times.thresholds[i])
+                    .first_window_end(slice_end, times.thresholds[i].saturating_sub(lateness))
                     .map(|first| (slice_end, first))
             });
             match key {
@@ -212,6 +250,7 @@ impl WindowAggregate {
                 input.take(&UInt32Array::from(indices))?
             };
             self.live_bucket(key)?.update(&part, n)?;
+            self.touch(key);
         }
         Ok(())
     }
@@ -236,8 +275,9 @@ impl WindowAggregate {
             let n = indices.len();
             // Only an input that was idle can send state for windows that
             // already fired; it joins the windows still open, if any.
-            let first = if first - 1 <= self.watermark {
-                match self.windows.first_window_end(slice_end, self.watermark) {
+            let horizon = self.watermark.saturating_sub(self.allow_lateness());
+            let first = if first - 1 <= horizon {
+                match self.windows.first_window_end(slice_end, horizon) {
                     Some(f) => f,
                     None => {
                         late += n as u64;
@@ -260,6 +300,7 @@ impl WindowAggregate {
             let widths = self.state_widths.clone();
             self.live_bucket((slice_end, first))?
                 .merge(&state, &widths)?;
+            self.touch((slice_end, first));
         }
         Ok(late)
     }
@@ -288,6 +329,24 @@ impl WindowAggregate {
         row_watermark: Millis,
         ctx: &mut OperatorContext<'_>,
     ) -> Result<()> {
+        // A window that can still take late rows keeps its buckets.
+        let consume = self.allow_lateness() == 0;
+        let Some(result) = self.window_result(end, consume)? else {
+            return Ok(());
+        };
+        ctx.observe_window_emit(end);
+        self.emit_result(end, result, row_watermark, ctx)?;
+        if consume {
+            if let Some(updates) = &mut self.updates {
+                updates.forget_until(end);
+            }
+        }
+        Ok(())
+    }
+
+    /// The result of the window ending at `end`, if it has rows; with
+    /// `consume`, the buckets no later window needs are dropped.
+    fn window_result(&mut self, end: Millis, consume: bool) -> Result<Option<WindowResult>> {
         let start = self.windows.window_start(end);
         let first_slice = start + self.windows.slice();
         let keys: Vec<BucketKey> = self
@@ -296,9 +355,9 @@ impl WindowAggregate {
             .map(|(k, _)| *k)
             .filter(|k| k.1 <= end)
             .collect();
-        let (key_arrays, values) = match keys.as_slice() {
-            [] => return Ok(()),
-            [only] if self.windows.last_window_end(only.0) == end => {
+        let (keys, values) = match keys.as_slice() {
+            [] => return Ok(None),
+            [only] if consume && self.windows.last_window_end(only.0) == end => {
                 match self.buckets.remove(only) {
                     Some(Bucket::Live(mut state)) => state.take_final()?,
                     Some(Bucket::Sealed(sealed)) => {
@@ -306,7 +365,7 @@ impl WindowAggregate {
                         state.merge(&sealed, &self.state_widths)?;
                         state.take_final()?
                     }
-                    None => return Ok(()),
+                    None => return Ok(None),
                 }
             }
             _ => {
@@ -317,26 +376,128 @@ impl WindowAggregate {
                         merged.merge(sealed, &self.state_widths)?;
                     }
                 }
-                for key in &keys {
-                    if self.windows.last_window_end(key.0) <= end {
-                        self.buckets.remove(key);
+                if consume {
+                    for key in &keys {
+                        if self.windows.last_window_end(key.0) <= end {
+                            self.buckets.remove(key);
+                        }
                     }
                 }
                 merged.take_final()?
             }
         };
+        Ok(Some(WindowResult { keys, values }))
+    }
+
+    /// Emits a window's result: as is, or, when windows fire more than
+    /// once, as the changes from what it emitted last.
+    fn emit_result(
+        &mut self,
+        end: Millis,
+        result: WindowResult,
+        row_watermark: Millis,
+        ctx: &mut OperatorContext<'_>,
+    ) -> Result<()> {
+        let start = self.windows.window_start(end);
+        let Some(updates) = &mut self.updates else {
+            ctx.emit(self.assemble(start, end, &result, row_watermark)?);
+            return Ok(());
+        };
+        let Some(changes) = updates.changes(end, result)? else {
+            return Ok(());
+        };
+        let Changes { before, after, .. } = &changes;
+        let mut parts = Vec::with_capacity(2);
+        if let Some(before) = before {
+            parts.push(self.assemble(start, end, before, row_watermark)?);
+        }
+        parts.push(self.assemble(start, end, after, row_watermark)?);
+        let batch = concat_batches(parts[0].schema_ref(), &parts)?;
+        ctx.emit(with_kinds(&batch, changes.kinds())?);
+        Ok(())
+    }
+
+    fn assemble(
+        &self,
+        start: Millis,
+        end: Millis,
+        result: &WindowResult,
+        row_watermark: Millis,
+    ) -> Result<RecordBatch> {
         // Keys give the row count when there are no aggregates (GROUP BY
         // only); with neither, the window's one global group had rows.
-        let rows = key_arrays.first().or(values.first()).map_or(1, |v| v.len());
-        ctx.observe_window_emit(end);
-        let batch = self.layout.assemble(
+        let rows = result.rows();
+        self.layout.assemble(
             vec![start; rows],
             vec![end; rows],
-            &key_arrays,
-            &values,
+            &result.keys,
+            &result.values,
             row_watermark,
-        )?;
-        ctx.emit(batch);
+        )
+    }
+
+    /// Fires the changed windows of `phase`: before their end (early) or
+    /// after it (late, within the allowed lateness).
+    fn fire_changed(&mut self, phase: Phase, ctx: &mut OperatorContext<'_>) -> Result<()> {
+        let Some(updates) = &self.updates else {
+            return Ok(());
+        };
+        let fired = self.watermark;
+        let due: Vec<Millis> = updates
+            .dirty
+            .iter()
+            .copied()
+            .filter(|end| (end.saturating_sub(1) > fired) == (phase == Phase::Early))
+            .collect();
+        for end in due {
+            match self.window_result(end, false)? {
+                Some(result) => self.emit_result(end, result, fired, ctx)?,
+                None => {
+                    if let Some(updates) = &mut self.updates {
+                        updates.dirty.remove(&end);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After every input batch: the firings that do not wait for a clock.
+    fn fire_after_batch(&mut self, ctx: &mut OperatorContext<'_>) -> Result<()> {
+        for phase in [Phase::Early, Phase::Late] {
+            if self
+                .updates
+                .as_ref()
+                .is_some_and(|u| u.fires_at_once(phase))
+            {
+                self.fire_changed(phase, ctx)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the windows whose allowed lateness the watermark passed:
+    /// their last late updates are emitted, then their state dropped.
+    fn close_late_windows(&mut self, ctx: &mut OperatorContext<'_>) -> Result<()> {
+        let lateness = self.allow_lateness();
+        if lateness == 0 {
+            return Ok(());
+        }
+        let horizon = self.watermark.saturating_sub(lateness);
+        let closing = self.updates.as_ref().is_some_and(|u| {
+            u.dirty
+                .first()
+                .is_some_and(|end| end.saturating_sub(1) <= horizon)
+        });
+        if closing {
+            self.fire_changed(Phase::Late, ctx)?;
+        }
+        let windows = self.windows;
+        self.buckets
+            .retain(|key, _| windows.last_window_end(key.0).saturating_sub(1) > horizon);
+        if let Some(updates) = &mut self.updates {
+            updates.forget_until(horizon.saturating_add(1));
+        }
         Ok(())
     }
 
@@ -410,7 +571,10 @@ impl Operator for WindowAggregate {
 
     fn on_batch(&mut self, batch: RecordBatch, ctx: &mut OperatorContext<'_>) -> Result<()> {
         match self.mode {
-            AggregateMode::Single => self.add_rows(&batch, ctx),
+            AggregateMode::Single => {
+                self.add_rows(&batch, ctx)?;
+                self.fire_after_batch(ctx)
+            }
             AggregateMode::Partial => {
                 self.add_rows(&batch, ctx)?;
                 if self.groups() > self.max_partial_groups {
@@ -421,7 +585,7 @@ impl Operator for WindowAggregate {
             AggregateMode::Final => {
                 let late = self.merge_partials(&batch)?;
                 ctx.count_late(late);
-                Ok(())
+                self.fire_after_batch(ctx)
             }
         }
     }
@@ -438,6 +602,7 @@ impl Operator for WindowAggregate {
             _ => {
                 if self.fire_until(watermark, ctx)? {
                     self.watermark = self.watermark.max(watermark);
+                    self.close_late_windows(ctx)?;
                 }
                 Ok(())
             }
@@ -445,13 +610,30 @@ impl Operator for WindowAggregate {
     }
 
     fn timer_interval(&self) -> Option<std::time::Duration> {
-        self.time.timer_interval()
+        let periodic = self
+            .updates
+            .as_ref()
+            .and_then(|u| u.strategy.timer_period())
+            .map(|ms| std::time::Duration::from_millis(ms as u64));
+        [self.time.timer_interval(), periodic]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn on_timer(&mut self, now: Millis, ctx: &mut OperatorContext<'_>) -> Result<()> {
-        // Only processing-time windows follow the clock.
+        // Only processing-time windows close on the clock.
         if self.mode != AggregateMode::Partial && self.time.is_processing_time() {
             self.fire_until(now - 1, ctx)?;
+        }
+        for phase in [Phase::Early, Phase::Late] {
+            if self
+                .updates
+                .as_mut()
+                .is_some_and(|u| u.periodic_due(phase, now))
+            {
+                self.fire_changed(phase, ctx)?;
+            }
         }
         Ok(())
     }
@@ -472,9 +654,11 @@ impl Operator for WindowAggregate {
         let table = concat_batches(&self.partial_schema, &batches)?;
         let watermark =
             WATERMARK_TABLE.write(vec![Arc::new(Int64Array::from(vec![self.watermark]))])?;
-        Ok(StateSnapshot {
-            tables: vec![(BUCKETS.name().to_string(), table), watermark],
-        })
+        let mut tables = vec![(BUCKETS.name().to_string(), table), watermark];
+        if let Some(emitted) = self.updates.as_ref().map(Updates::snapshot).transpose()? {
+            tables.extend(emitted);
+        }
+        Ok(StateSnapshot { tables })
     }
 
     fn restore(&mut self, state: StateSnapshot) -> Result<()> {
@@ -487,6 +671,9 @@ impl Operator for WindowAggregate {
             let result = self.merge_partials(buckets.batch());
             self.watermark = watermark;
             result?;
+        }
+        if let Some(updates) = &mut self.updates {
+            updates.restore(&state)?;
         }
         Ok(())
     }
@@ -516,7 +703,8 @@ impl Operator for WindowAggregate {
                     .map(|a| a.get_array_memory_size())
                     .sum(),
             })
-            .sum::<usize>();
+            .sum::<usize>()
+            + self.updates.as_ref().map_or(0, Updates::size);
         StateSize {
             rows: self.groups() as u64,
             bytes: bytes as u64,
@@ -640,5 +828,175 @@ mod tests {
         let mut second = Harness::new(restored);
         second.batch(batches[1].clone()).unwrap();
         assert_batches_sorted_eq!(EXPECTED, &second.end().unwrap().take_output());
+    }
+
+    /// Each output row as `op k start end n`, in emitted order.
+    fn changelog(batches: &[RecordBatch]) -> Vec<String> {
+        use datafusion::arrow::util::display::array_value_to_string;
+        let mut rows = Vec::new();
+        for batch in batches {
+            let shown = crate::changelog::with_op_column(batch).unwrap();
+            for r in 0..shown.num_rows() {
+                let cells: Vec<String> = shown
+                    .columns()
+                    .iter()
+                    .map(|c| array_value_to_string(c, r).unwrap())
+                    .collect();
+                rows.push(cells.join(" "));
+            }
+        }
+        rows
+    }
+
+    /// Applies a changelog: the rows left, sorted.
+    fn applied(changes: &[String]) -> Vec<String> {
+        let mut rows: Vec<String> = Vec::new();
+        for change in changes {
+            let (op, row) = change.split_at(3);
+            if op.starts_with('+') {
+                rows.push(row.to_string());
+            } else {
+                let at = rows
+                    .iter()
+                    .position(|r| r == row)
+                    .expect("retracted row exists");
+                rows.remove(at);
+            }
+        }
+        rows.sort();
+        rows
+    }
+
+    fn emitting(strategy: EmitStrategy) -> WindowAggregate {
+        tumble(AggregateMode::Single).with_emit(strategy)
+    }
+
+    const W0: &str = "1970-01-01T00:00:00 1970-01-01T00:00:00.010";
+
+    /// Early firing after every batch: `+I` for a new key, `-U`/`+U` for a
+    /// changed one, nothing for an unchanged one; the watermark adds
+    /// nothing once everything was emitted; the changelog applied equals
+    /// the windows of a run without early firing.
+    #[test]
+    fn early_firing_emits_the_window_so_far_as_a_changelog() {
+        let mut h = Harness::new(emitting(EmitStrategy {
+            early_fire: Some(0),
+            ..Default::default()
+        }));
+        h.batch(keyed_rows(&[(Some(1), 3), (Some(1), 5)]).unwrap())
+            .unwrap();
+        assert_eq!(changelog(&h.take_output()), [format!("+I 1 {W0} 2")]);
+        h.batch(keyed_rows(&[(Some(1), 7), (Some(2), 8)]).unwrap())
+            .unwrap();
+        assert_eq!(
+            changelog(&h.take_output()),
+            [
+                format!("-U 1 {W0} 2"),
+                format!("+U 1 {W0} 3"),
+                format!("+I 2 {W0} 1")
+            ]
+        );
+        h.batch(keyed_rows(&[(Some(3), 12)]).unwrap()).unwrap();
+        assert_eq!(h.take_output().len(), 1, "window [10, 20) fired early");
+        h.watermark(9).unwrap();
+        assert!(h.take_output().is_empty(), "nothing changed since");
+
+        let mut all = Harness::new(emitting(EmitStrategy {
+            early_fire: Some(0),
+            ..Default::default()
+        }));
+        let mut once = Harness::new(tumble(AggregateMode::Single));
+        for batch in input() {
+            all.batch(batch.clone()).unwrap();
+            once.batch(batch).unwrap();
+        }
+        all.watermark(20).unwrap().end().unwrap();
+        once.end().unwrap();
+        let once: Vec<String> = changelog(&once.take_output());
+        assert_eq!(applied(&changelog(&all.take_output())), applied(&once));
+    }
+
+    /// Rows within the allowed lateness update a fired window (`-U`/`+U`);
+    /// past it they are late rows, as without it.
+    #[test]
+    fn late_rows_within_the_allowed_lateness_update_the_window() {
+        let mut h = Harness::new(emitting(EmitStrategy {
+            allow_lateness: 5,
+            ..Default::default()
+        }));
+        h.batch(keyed_rows(&[(Some(1), 3)]).unwrap()).unwrap();
+        assert!(h.take_output().is_empty(), "no early firing");
+        h.watermark(9).unwrap();
+        assert_eq!(changelog(&h.take_output()), [format!("+I 1 {W0} 1")]);
+        h.batch(keyed_rows(&[(Some(1), 4), (Some(2), 0)]).unwrap())
+            .unwrap();
+        assert_eq!(
+            changelog(&h.take_output()),
+            [
+                format!("-U 1 {W0} 1"),
+                format!("+U 1 {W0} 2"),
+                format!("+I 2 {W0} 1")
+            ]
+        );
+        assert_eq!(h.late_rows(), 0);
+        h.watermark(13).unwrap();
+        h.batch(keyed_rows(&[(Some(1), 5)]).unwrap()).unwrap();
+        assert_eq!(changelog(&h.take_output()).len(), 2, "end - 1 + 5 > 13");
+        h.watermark(14).unwrap();
+        h.batch(keyed_rows(&[(Some(1), 6)]).unwrap()).unwrap();
+        assert!(h.take_output().is_empty());
+        assert_eq!(h.late_rows(), 1, "the window closed at 9 + 5");
+    }
+
+    /// Periodic late firing: updates wait for the clock, and a window
+    /// about to close emits what it still holds.
+    #[test]
+    fn periodic_late_firing_waits_for_the_clock_and_flushes_at_close() {
+        let mut h = Harness::new(emitting(EmitStrategy {
+            late_fire: Some(100),
+            allow_lateness: 5,
+            ..Default::default()
+        }));
+        h.batch(keyed_rows(&[(Some(1), 3)]).unwrap()).unwrap();
+        h.watermark(9).unwrap();
+        h.take_output();
+        h.timer(1_000).unwrap();
+        h.batch(keyed_rows(&[(Some(1), 4)]).unwrap()).unwrap();
+        assert!(h.take_output().is_empty(), "waits for the next period");
+        h.timer(1_050).unwrap();
+        assert!(h.take_output().is_empty());
+        h.timer(1_100).unwrap();
+        assert_eq!(
+            changelog(&h.take_output()),
+            [format!("-U 1 {W0} 1"), format!("+U 1 {W0} 2")]
+        );
+        h.batch(keyed_rows(&[(Some(1), 5)]).unwrap()).unwrap();
+        h.watermark(14).unwrap();
+        assert_eq!(
+            changelog(&h.take_output()),
+            [format!("-U 1 {W0} 2"), format!("+U 1 {W0} 3")],
+            "closing emits the pending update"
+        );
+    }
+
+    /// What a window emitted survives a restore: the next update retracts
+    /// the row emitted before the barrier.
+    #[test]
+    fn emitted_results_survive_a_restore() {
+        let strategy = EmitStrategy {
+            early_fire: Some(0),
+            ..Default::default()
+        };
+        let mut first = Harness::new(emitting(strategy));
+        first.batch(keyed_rows(&[(Some(1), 3)]).unwrap()).unwrap();
+        let state = first.barrier().unwrap();
+        let mut restored = emitting(strategy);
+        restored.restore(state).unwrap();
+        let mut second = Harness::new(restored);
+        second.batch(keyed_rows(&[(Some(1), 4)]).unwrap()).unwrap();
+        assert_eq!(
+            changelog(&second.take_output()),
+            [format!("-U 1 {W0} 1"), format!("+U 1 {W0} 2")]
+        );
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use datafusion::common::DFSchemaRef;
 use datafusion::logical_expr::LogicalPlan;
 use weir_engine::aggregate::AggregateSpec;
-use weir_engine::window::{AggregateMode, OutputLayout, SliceWindows, TimeSource};
+use weir_engine::window::{AggregateMode, EmitStrategy, OutputLayout, SliceWindows, TimeSource};
 use weir_engine::{NodeKind, Operator, OperatorFactory};
 
 use super::{node_core, StreamProps, StreamingNode};
@@ -52,6 +52,9 @@ pub(crate) struct WindowAggregate {
     pub phase: Phase,
     pub windows: SliceWindows,
     pub time: TimeSource,
+    /// Early and late firing; a window that fires more than once emits
+    /// a changelog.
+    pub emit: EmitStrategy,
     pub spec: Arc<AggregateSpec>,
     pub layout: Arc<OutputLayout>,
     /// Windows, time, keys and aggregates, as EXPLAIN shows them.
@@ -84,17 +87,20 @@ impl StreamingNode for WindowAggregate {
 
     fn lower(&self, inputs: Vec<Lowered>, lowering: &mut Lowering<'_>) -> Result<Lowered> {
         let input = Lowered::single(inputs)?;
-        let (phase, windows, time) = (self.phase, self.windows, self.time);
+        let (phase, windows, time, emit) = (self.phase, self.windows, self.time, self.emit);
         let (spec, layout) = (self.spec.clone(), self.layout.clone());
         let factory: OperatorFactory = Arc::new(move |_| {
-            Ok(Box::new(weir_engine::window::WindowAggregate::new(
-                phase.operator_name(),
-                phase.mode(),
-                windows,
-                spec.clone(),
-                time,
-                layout.clone(),
-            )?) as Box<dyn Operator>)
+            Ok(Box::new(
+                weir_engine::window::WindowAggregate::new(
+                    phase.operator_name(),
+                    phase.mode(),
+                    windows,
+                    spec.clone(),
+                    time,
+                    layout.clone(),
+                )?
+                .with_emit(emit),
+            ) as Box<dyn Operator>)
         });
         let late = match (&self.stream, self.phase) {
             (Some(stream), Phase::Single | Phase::Local) => late_output(stream)?,

@@ -1,5 +1,5 @@
-//! Record formats: JSON lines, CSV, raw lines (decoding and encoding), with
-//! bad records isolated instead of failing the batch.
+//! Record formats: JSON lines, CSV, raw lines, Avro records (decoding and
+//! encoding), with bad records isolated instead of failing the batch.
 //!
 //! Decoding uses arrow-json and arrow-csv. A chunk of lines is decoded in
 //! one pass; only when that fails are its lines decoded one by one, so the
@@ -19,6 +19,7 @@ use datafusion::arrow::json;
 use datafusion::arrow::record_batch::RecordBatch;
 use weir_engine::BadRecord;
 
+use crate::avro::{AvroDecoder, AvroEncoder, RegistryConfig};
 use crate::debezium::{self, Envelope};
 use crate::options::Options;
 use crate::registry::ConnectorError;
@@ -35,10 +36,23 @@ pub enum Format {
     Raw,
     /// Debezium's change events in JSON ([`crate::debezium`]): a changelog.
     DebeziumJson(Envelope),
+    /// An Avro binary body per record, written with the declared columns'
+    /// schema ([`crate::avro`]).
+    Avro,
+    /// The schema registry's wire format: the writer schema's id, then the
+    /// Avro body.
+    AvroConfluent(RegistryConfig),
 }
 
 impl Format {
     pub fn from_options(options: &Options) -> Result<Format, ConnectorError> {
+        Format::from_options_for(options, "")
+    }
+
+    /// The format named by `'format'`, its own options read with `prefix`
+    /// first (`value.` or `key.`, as Flink's Kafka connector names them
+    /// for `value.format` and `key.format`).
+    pub fn from_options_for(options: &Options, prefix: &str) -> Result<Format, ConnectorError> {
         let name = options.require("format")?.to_ascii_lowercase();
         match name.as_str() {
             "json" => Ok(Format::Json),
@@ -59,6 +73,10 @@ impl Format {
             }
             "parquet" => Ok(Format::Parquet),
             "raw" => Ok(Format::Raw),
+            "avro" => Ok(Format::Avro),
+            "avro-confluent" => Ok(Format::AvroConfluent(RegistryConfig::from_options(
+                options, prefix,
+            )?)),
             "debezium-json" => Ok(Format::DebeziumJson(
                 match options.bool("debezium-json.schema-include")? {
                     Some(true) => Envelope::WithSchema,
@@ -67,7 +85,9 @@ impl Format {
             )),
             other => Err(ConnectorError::option(
                 "format",
-                format!("'{other}' is not json, csv, parquet, raw or debezium-json"),
+                format!(
+                    "'{other}' is not json, csv, parquet, raw, debezium-json, avro or avro-confluent"
+                ),
             )),
         }
     }
@@ -84,6 +104,28 @@ impl Format {
             Format::Csv { .. } => "csv",
             Format::Parquet => "parquet",
             Format::Raw => "txt",
+            Format::Avro | Format::AvroConfluent(_) => "avro",
+        }
+    }
+
+    /// Whether records are Avro (decoded by [`crate::avro`], not as lines).
+    pub fn is_avro(&self) -> bool {
+        matches!(self, Format::Avro | Format::AvroConfluent(_))
+    }
+
+    /// For `SHOW TABLES`: the format's name, and its schema registry.
+    pub fn describe(&self) -> String {
+        match self {
+            Format::Json => "json".into(),
+            Format::Csv { .. } => "csv".into(),
+            Format::Parquet => "parquet".into(),
+            Format::Raw => "raw".into(),
+            Format::DebeziumJson(_) => "debezium-json".into(),
+            Format::Avro => "avro".into(),
+            Format::AvroConfluent(registry) => match &registry.subject {
+                Some(subject) => format!("avro-confluent (subject {subject} at {})", registry.url),
+                None => format!("avro-confluent ({})", registry.url),
+            },
         }
     }
 }
@@ -139,6 +181,8 @@ pub struct LineDecoder {
     /// What arrow's decoder reads: `schema`, or a change event's envelope.
     records: SchemaRef,
     stream: String,
+    /// Set for the Avro formats, which are records, not lines.
+    avro: Option<AvroDecoder>,
 }
 
 impl LineDecoder {
@@ -163,12 +207,35 @@ impl LineDecoder {
             Format::DebeziumJson(envelope) => debezium::envelope_schema(&schema, *envelope),
             _ => schema.clone(),
         };
+        let stream = stream.into();
+        let avro = match &format {
+            Format::Avro => Some(
+                AvroDecoder::plain(schema.clone(), stream.clone())
+                    .map_err(|e| ConnectorError::option("format", e))?,
+            ),
+            Format::AvroConfluent(registry) => Some(AvroDecoder::confluent(
+                schema.clone(),
+                stream.clone(),
+                registry.clone(),
+            )),
+            _ => None,
+        };
         Ok(LineDecoder {
             format,
             schema,
             records,
-            stream: stream.into(),
+            stream,
+            avro,
         })
+    }
+
+    /// Gets ready to decode `records`: fetches the writer schemas of
+    /// `avro-confluent` records not seen before (nothing for the others).
+    pub async fn prepare(&self, records: &[&[u8]]) -> Result<(), String> {
+        match &self.avro {
+            Some(avro) => avro.prepare(records).await,
+            None => Ok(()),
+        }
     }
 
     /// Decodes the lines of `text` (a chunk of a file). Blank lines are
@@ -215,6 +282,9 @@ impl LineDecoder {
         records: &[&[u8]],
         locate: &dyn Fn(usize) -> String,
     ) -> Result<Decoded, ArrowError> {
+        if let Some(avro) = &self.avro {
+            return avro.decode_records(records, locate);
+        }
         let mut text = Vec::with_capacity(records.iter().map(|r| r.len() + 1).sum());
         let mut spans = Vec::with_capacity(records.len());
         for (index, record) in records.iter().enumerate() {
@@ -354,7 +424,7 @@ impl LineDecoder {
                     }
                 }
             }
-            Format::Parquet | Format::Raw => {
+            Format::Parquet | Format::Raw | Format::Avro | Format::AvroConfluent(_) => {
                 return Err(ArrowError::InvalidArgumentError("not a line format".into()))
             }
         }
@@ -408,9 +478,61 @@ pub fn encode_lines(
             Ok(())
         }
         Format::DebeziumJson(envelope) => debezium::encode(batch, *envelope, out),
-        Format::Parquet => Err(ArrowError::InvalidArgumentError(
-            "parquet is not a line format".into(),
-        )),
+        Format::Parquet | Format::Avro | Format::AvroConfluent(_) => Err(
+            ArrowError::InvalidArgumentError(format!("{} is not a line format", format.describe())),
+        ),
+    }
+}
+
+/// Encodes each row of a batch as one record (a Kafka message).
+pub enum RowEncoder {
+    /// A line format: each row's line, without its line break.
+    Lines(Format),
+    Avro(AvroEncoder),
+}
+
+impl RowEncoder {
+    pub fn new(format: &Format) -> Self {
+        match format {
+            Format::Avro => RowEncoder::Avro(AvroEncoder::plain()),
+            Format::AvroConfluent(registry) => {
+                RowEncoder::Avro(AvroEncoder::confluent(registry.clone()))
+            }
+            other => RowEncoder::Lines(other.clone()),
+        }
+    }
+
+    /// Gets ready to write rows of `schema` to `topic`: registers their
+    /// Avro schema with the schema registry (once).
+    pub async fn prepare(
+        &mut self,
+        schema: &datafusion::arrow::datatypes::Schema,
+        topic: &str,
+        is_key: bool,
+    ) -> Result<(), String> {
+        match self {
+            RowEncoder::Avro(avro) => avro.prepare(schema, topic, is_key).await,
+            RowEncoder::Lines(_) => Ok(()),
+        }
+    }
+
+    /// Each row of `batch`, encoded on its own (a changelog format's with
+    /// the row kinds of the batch, if it has them).
+    pub fn encode_rows(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>, ArrowError> {
+        let format = match self {
+            RowEncoder::Avro(avro) => return avro.encode_rows(batch),
+            RowEncoder::Lines(format) => format,
+        };
+        let mut buffer = Vec::new();
+        encode_lines(format, batch, &mut buffer, false)?;
+        let mut rows: Vec<Vec<u8>> = buffer.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect();
+        rows.truncate(batch.num_rows());
+        if rows.len() != batch.num_rows() {
+            return Err(ArrowError::InvalidArgumentError(
+                "a row encoded to more than one line".into(),
+            ));
+        }
+        Ok(rows)
     }
 }
 

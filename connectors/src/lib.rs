@@ -16,6 +16,7 @@
 //! Formats: `json`, `csv`, `parquet` (files), `raw`, and `debezium-json`
 //! (change events: a changelog, read and written).
 
+pub mod avro;
 pub mod blackhole;
 pub mod deadletter;
 pub mod debezium;

@@ -55,6 +55,15 @@ const OPTIONS: &[&str] = &[
     "csv.field-delimiter",
 ];
 
+/// Prefixes of the options a Kafka table passes on: to the client, and to
+/// the value's and key's formats (the schema registry's address).
+pub(crate) const FORMAT_OPTION_PREFIXES: [&str; 4] = [
+    "properties.",
+    "avro-confluent.",
+    "value.avro-confluent.",
+    "key.avro-confluent.",
+];
+
 /// Metadata a Kafka record carries, as Flink names it.
 const METADATA: &[&str] = &["topic", "partition", "offset", "timestamp"];
 
@@ -89,13 +98,14 @@ fn format_named(options: &Options, key: &str, name: &str) -> Result<Format, Conn
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .chain([("format".to_string(), name.to_string())]),
     );
-    Format::from_options(&o).map_err(|e| ConnectorError::option(key, e.message))
+    let prefix = key.strip_suffix("format").unwrap_or("");
+    Format::from_options_for(&o, prefix).map_err(|e| ConnectorError::option(key, e.message))
 }
 
 impl KafkaSettings {
     pub fn parse(options: &Options) -> Result<Self, ConnectorError> {
         let known = [OPTIONS, POSITION_OPTIONS].concat();
-        options.check_known("kafka", &known, &["properties."])?;
+        options.check_known("kafka", &known, &FORMAT_OPTION_PREFIXES)?;
         let topics: Vec<String> = options
             .get("topic")
             .map(|t| {

@@ -21,7 +21,7 @@ use weir_engine::{CheckpointId, EngineError, Result, Sink, StateSnapshot};
 
 use super::transactions::{JournalRecord, Transactions};
 use super::{set_default, KafkaSettings};
-use crate::format::{encode_lines, Format};
+use crate::format::RowEncoder;
 use crate::registry::TableSpec;
 
 /// Records in flight before the sink waits for deliveries.
@@ -41,6 +41,8 @@ pub struct KafkaSink {
     timestamp_column: Option<usize>,
     in_flight: VecDeque<DeliveryFuture>,
     buffer: Option<Buffer>,
+    values: RowEncoder,
+    keys: Option<RowEncoder>,
 }
 
 /// An upsert sink's last record of each key, not yet written
@@ -73,19 +75,6 @@ impl Buffer {
 
 fn kafka_error(e: impl std::fmt::Display) -> EngineError {
     EngineError::connector("kafka sink", e)
-}
-
-/// Each row of `batch` encoded on its own (a changelog format's with the
-/// row kinds of the batch, if it has them).
-fn encode_rows(format: &Format, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
-    let mut buffer = Vec::new();
-    encode_lines(format, batch, &mut buffer, false)?;
-    let mut rows: Vec<Vec<u8>> = buffer.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect();
-    rows.truncate(batch.num_rows());
-    if rows.len() != batch.num_rows() {
-        return Err(kafka_error("a row encoded to more than one line"));
-    }
-    Ok(rows)
 }
 
 impl KafkaSink {
@@ -160,6 +149,8 @@ impl KafkaSink {
         });
         Ok(KafkaSink {
             buffer,
+            values: RowEncoder::new(&settings.value_format),
+            keys: settings.key_format.as_ref().map(RowEncoder::new),
             topic,
             settings,
             producer,
@@ -257,9 +248,9 @@ impl KafkaSink {
                 value_batch = attach_kinds(&value_batch, Arc::new(kinds.clone()))?;
             }
         }
-        let values = encode_rows(&self.settings.value_format, &value_batch)?;
-        let keys = match &self.settings.key_format {
-            Some(format) => Some(encode_rows(format, &batch.project(&self.key_columns)?)?),
+        let values = self.values.encode_rows(&value_batch)?;
+        let keys = match &self.keys {
+            Some(keys) => Some(keys.encode_rows(&batch.project(&self.key_columns)?)?),
             None => None,
         };
         let deletes: Vec<bool> = if self.settings.upsert {
@@ -327,6 +318,18 @@ impl Sink for KafkaSink {
     }
 
     async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        // An Avro format registers its schema before the first record.
+        let values = batch.project(&self.value_columns)?;
+        self.values
+            .prepare(values.schema_ref(), &self.topic, false)
+            .await
+            .map_err(kafka_error)?;
+        if let Some(keys) = &mut self.keys {
+            let key_batch = batch.project(&self.key_columns)?;
+            keys.prepare(key_batch.schema_ref(), &self.topic, true)
+                .await
+                .map_err(kafka_error)?;
+        }
         let records = self.records(&batch)?;
         if let Some(buffer) = &mut self.buffer {
             for record in records {

@@ -428,6 +428,7 @@ impl KafkaSource {
             .iter()
             .map(|i| records[*i].payload.as_deref().unwrap_or(empty))
             .collect();
+        self.value.prepare(&payloads).await.map_err(kafka_error)?;
         let mut decoded = self
             .value
             .decode_records(&payloads, &|i| location(&records[candidates[i]]))?;
@@ -480,6 +481,7 @@ impl KafkaSource {
                 .iter()
                 .map(|(i, _)| records[*i].key.as_deref().unwrap_or(empty))
                 .collect();
+            key_decoder.prepare(&key_bytes).await.map_err(kafka_error)?;
             let mut key_decoded =
                 key_decoder.decode_records(&key_bytes, &|i| location(&records[good[i].0]))?;
             if !key_decoded.bad.is_empty() {

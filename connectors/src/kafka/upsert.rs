@@ -48,7 +48,7 @@ const OPTIONS: &[&str] = &[
 /// Upsert-kafka's options as the Kafka connector's: the key fields are
 /// the primary key, reading starts at the earliest offset.
 fn settings(options: &Options, primary_key: &[String]) -> Result<KafkaSettings, ConnectorError> {
-    options.check_known("upsert-kafka", OPTIONS, &["properties."])?;
+    options.check_known("upsert-kafka", OPTIONS, &super::FORMAT_OPTION_PREFIXES)?;
     options.require("key.format")?;
     options.require("value.format")?;
     let mut kafka: Vec<(String, String)> = options

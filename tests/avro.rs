@@ -1,0 +1,220 @@
+//! Avro through Kafka (librdkafka's mock cluster) with a schema registry
+//! (`common::registry`, the REST API's part Weir calls): a producer that
+//! moves through schema versions mid-topic, and rows written by Weir read
+//! back. Records are written here with arrow-avro directly, under writer
+//! schemas the declared columns do not match.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_avro::schema::{FingerprintStrategy, SCHEMA_METADATA_KEY};
+use arrow_avro::writer::format::AvroSoeFormat;
+use arrow_avro::writer::WriterBuilder;
+use common::kafka::*;
+use common::registry::Registry;
+use common::*;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use weir::arrow::array::{
+    ArrayRef, Float32Array, Float64Array, Int32Array, Int64Array, StringArray,
+};
+use weir::arrow::record_batch::RecordBatch;
+
+/// Rows written with writer schema `text` under registry id `id`, one
+/// framed record each.
+fn framed(id: u32, text: &str, columns: Vec<(&str, ArrayRef)>) -> Vec<Vec<u8>> {
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    let mut metadata = HashMap::new();
+    metadata.insert(SCHEMA_METADATA_KEY.to_string(), text.to_string());
+    let schema = batch.schema().as_ref().clone().with_metadata(metadata);
+    let mut encoder = WriterBuilder::new(schema)
+        .with_fingerprint_strategy(FingerprintStrategy::Id(id))
+        .build_encoder::<AvroSoeFormat>()
+        .unwrap();
+    encoder.encode(&batch).unwrap();
+    encoder.flush().iter().map(|r| r.to_vec()).collect()
+}
+
+async fn produce_bytes(producer: &FutureProducer, topic: &str, records: &[Vec<u8>]) {
+    for record in records {
+        producer
+            .send(
+                FutureRecord::<(), _>::to(topic)
+                    .partition(0)
+                    .payload(record),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
+const V1: &str = r#"{"type":"record","name":"Bid","namespace":"shop","fields":[
+    {"name":"k","type":"int"},{"name":"name","type":"string"}]}"#;
+const V2: &str = r#"{"type":"record","name":"Bid","namespace":"shop","fields":[
+    {"name":"k","type":"long"},{"name":"name","type":"string"},
+    {"name":"score","type":"float"},{"name":"channel","type":"string"}]}"#;
+const V3: &str = r#"{"type":"record","name":"Bid","namespace":"shop","fields":[
+    {"name":"k","type":"long"},{"name":"score","type":"double"}]}"#;
+const V4: &str = r#"{"type":"record","name":"Bid","namespace":"shop","fields":[
+    {"name":"k","type":"string"},{"name":"name","type":"string"}]}"#;
+
+/// A producer moves through three compatible versions (a field added, a
+/// field removed and a type widened), then an incompatible one: the rows
+/// of the first three come out as the declared columns, the last
+/// version's records are dead letters naming the schema id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_topic_whose_producer_evolves_its_schema_reads_with_dead_letters_for_the_break() {
+    let registry = Registry::start();
+    let (_cluster, bootstrap) = mock_cluster(&[("bids", 1)]);
+    let ids: Vec<u32> = [V1, V2, V3, V4]
+        .iter()
+        .map(|v| registry.register("bids-value", v))
+        .collect();
+    assert_eq!(ids, [1, 2, 3, 4]);
+    let mut records = framed(
+        1,
+        V1,
+        vec![
+            ("k", Arc::new(Int32Array::from(vec![1, 2]))),
+            ("name", Arc::new(StringArray::from(vec!["a", "b"]))),
+        ],
+    );
+    records.extend(framed(
+        2,
+        V2,
+        vec![
+            ("k", Arc::new(Int64Array::from(vec![3]))),
+            ("name", Arc::new(StringArray::from(vec!["c"]))),
+            ("score", Arc::new(Float32Array::from(vec![1.5]))),
+            ("channel", Arc::new(StringArray::from(vec!["web"]))),
+        ],
+    ));
+    records.extend(framed(
+        3,
+        V3,
+        vec![
+            ("k", Arc::new(Int64Array::from(vec![4, 5]))),
+            ("score", Arc::new(Float64Array::from(vec![2.25, 3.0]))),
+        ],
+    ));
+    records.extend(framed(
+        4,
+        V4,
+        vec![
+            ("k", Arc::new(StringArray::from(vec!["six", "seven"]))),
+            ("name", Arc::new(StringArray::from(vec!["f", "g"]))),
+        ],
+    ));
+    produce_bytes(&producer(&bootstrap), "bids", &records).await;
+
+    let dead = tempfile::tempdir().unwrap();
+    let ddl = format!(
+        "CREATE STREAM bids (k BIGINT NOT NULL, name STRING, score DOUBLE) WITH ('connector' = 'kafka',
+           'topic' = 'bids', 'properties.bootstrap.servers' = '{bootstrap}',
+           'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset',
+           'format' = 'avro-confluent', 'avro-confluent.url' = '{}',
+           'bad-data.path' = '{}')",
+        registry.url,
+        dead.path().display()
+    );
+    let run = run_weir(&[ddl], "SELECT k, name, score FROM bids").await;
+    assert_eq!(
+        run.rows,
+        [
+            "1 | a | NULL",
+            "2 | b | NULL",
+            "3 | c | 1.500000",
+            "4 | NULL | 2.250000",
+            "5 | NULL | 3.000000",
+        ]
+    );
+    let mut letters = Vec::new();
+    for entry in std::fs::read_dir(dead.path()).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        letters.extend(
+            text.lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()),
+        );
+    }
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    for (letter, offset) in letters.iter().zip([5, 6]) {
+        assert!(
+            letter["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("schema id 4: "),
+            "{letter}"
+        );
+        assert_eq!(letter["location"], format!("bids-0@{offset}"));
+    }
+}
+
+/// Rows written by Weir as `avro-confluent` register one schema under
+/// `<topic>-value` and read back as they were; plain `avro` too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rows_written_as_avro_read_back_and_register_their_schema() {
+    let registry = Registry::start();
+    let (_cluster, bootstrap) = mock_cluster(&[("confluent", 1), ("plain", 1)]);
+    let rows = "(1, 'a', TIMESTAMP '2024-01-01 00:00:01.250', 1.5), \
+                (2, CAST(NULL AS VARCHAR), TIMESTAMP '2024-01-01 00:00:02', CAST(NULL AS DOUBLE)), \
+                (3, 'c', CAST(NULL AS TIMESTAMP(3)), -0.25)";
+    let table = |name: &str, topic: &str, format: &str| {
+        format!(
+            "CREATE TABLE {name} (id BIGINT, name STRING, ts TIMESTAMP(3), x DOUBLE) WITH (
+               'connector' = 'kafka', 'topic' = '{topic}', 'properties.bootstrap.servers' = '{bootstrap}',
+               'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset',
+               {format})"
+        )
+    };
+    let formats = [
+        (
+            "confluent",
+            format!(
+                "'format' = 'avro-confluent', 'avro-confluent.url' = '{}'",
+                registry.url
+            ),
+        ),
+        ("plain", "'format' = 'avro'".to_string()),
+    ];
+    for (topic, format) in &formats {
+        let mut session = weir::Session::new();
+        session.sql(&table("out", topic, format)).await.unwrap();
+        let job = match session
+            .submit(&format!(
+                "INSERT INTO out SELECT * FROM (VALUES {rows}) AS t(id, name, ts, x)"
+            ))
+            .await
+        {
+            Ok(job) => job,
+            Err(e) => panic!("{}", e.render()),
+        };
+        tokio::time::timeout(Duration::from_secs(60), job.wait())
+            .await
+            .expect("the bounded job ends")
+            .unwrap();
+        let back = run_weir(&[table("back", topic, format)], "SELECT * FROM back").await;
+        assert_eq!(
+            back.rows,
+            [
+                "1 | a | 2024-01-01T00:00:01.250 | 1.500000",
+                "2 | NULL | 2024-01-01T00:00:02 | NULL",
+                "3 | c | NULL | -0.250000",
+            ],
+            "{topic}"
+        );
+    }
+    let versions = registry.versions("confluent-value");
+    assert_eq!(versions.len(), 1, "{versions:?}");
+    let schema: serde_json::Value = serde_json::from_str(&versions[0]).unwrap();
+    let names: Vec<&str> = schema["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["id", "name", "ts", "x"]);
+}

@@ -31,6 +31,7 @@ mod metrics_server;
 mod report;
 mod results;
 mod session;
+mod subject;
 pub mod system_tables;
 mod table;
 

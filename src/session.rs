@@ -172,6 +172,10 @@ impl Session {
 
     /// Runs one parsed statement. `source` is the text positions refer to.
     pub async fn execute(&mut self, statement: &ParsedStatement, source: &str) -> Result<Output> {
+        let with_subject = crate::subject::with_subject_columns(statement)
+            .await
+            .map_err(|e| WeirError::sql(e, source))?;
+        let statement = with_subject.as_ref().unwrap_or(statement);
         let planned = self
             .planner
             .plan(statement)

@@ -218,3 +218,77 @@ async fn rows_written_as_avro_read_back_and_register_their_schema() {
         .collect();
     assert_eq!(names, ["id", "name", "ts", "x"]);
 }
+
+/// `CREATE TABLE ... LIKE 'subject'` takes the columns of the subject's
+/// latest schema (a watermark declared over one of them); DESCRIBE shows
+/// them, SHOW TABLES names the subject, and the rows read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_table_like_a_subject_takes_its_columns_from_the_registry() {
+    let registry = Registry::start();
+    let (_cluster, bootstrap) = mock_cluster(&[("clicks", 1)]);
+    let schema = r#"{"type":"record","name":"Click","fields":[
+        {"name":"user","type":"long"},
+        {"name":"page","type":["null","string"],"default":null},
+        {"name":"at","type":{"type":"long","logicalType":"timestamp-millis"}}]}"#;
+    let id = registry.register("clicks-value", schema);
+    let at = weir::arrow::array::TimestampMillisecondArray::from(vec![1_000, 2_500])
+        .with_timezone("+00:00");
+    let records = framed(
+        id,
+        schema,
+        vec![
+            ("user", Arc::new(Int64Array::from(vec![7, 8]))),
+            ("page", Arc::new(StringArray::from(vec![Some("/"), None]))),
+            ("at", Arc::new(at)),
+        ],
+    );
+    produce_bytes(&producer(&bootstrap), "clicks", &records).await;
+    let ddl = format!(
+        "CREATE TABLE clicks (WATERMARK FOR `at` AS `at` - INTERVAL '1' SECOND) WITH (
+           'connector' = 'kafka', 'topic' = 'clicks', 'properties.bootstrap.servers' = '{bootstrap}',
+           'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset',
+           'format' = 'avro-confluent', 'avro-confluent.url' = '{}') LIKE 'clicks-value'",
+        registry.url
+    );
+    let mut session = weir::Session::new();
+    if let Err(e) = session.sql(&ddl).await {
+        panic!("{}", e.render());
+    }
+    let table = |output: Vec<weir::Output>| match output.into_iter().next() {
+        Some(weir::Output::Rows(rows)) => canonical_rows(&[rows]),
+        other => panic!("{other:?}"),
+    };
+    let described = table(session.sql("DESCRIBE clicks").await.unwrap());
+    assert_eq!(
+        described,
+        [
+            "at | TIMESTAMP(3) | WATERMARK AS `at` - INTERVAL '1' SECOND",
+            "page | STRING | ",
+            "user | BIGINT | "
+        ]
+    );
+    let shown = table(session.sql("SHOW TABLES").await.unwrap());
+    assert!(
+        shown[0].contains("avro-confluent (subject clicks-value)"),
+        "{shown:?}"
+    );
+    let run = run_weir(&[ddl], "SELECT `user`, page, `at` FROM clicks").await;
+    assert_eq!(
+        run.rows,
+        [
+            "7 | / | 1970-01-01T00:00:01",
+            "8 | NULL | 1970-01-01T00:00:02.500"
+        ]
+    );
+
+    // An unknown subject is an error at the LIKE, with the fix.
+    let missing = format!(
+        "CREATE TABLE nothing WITH ('connector' = 'kafka', 'topic' = 'clicks',
+           'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'avro-confluent',
+           'avro-confluent.url' = '{}') LIKE 'nothing-value'",
+        registry.url
+    );
+    let error = session.sql(&missing).await.unwrap_err().render();
+    assert!(error.contains("subject 'nothing-value'"), "{error}");
+    assert!(error.contains("404"), "{error}");
+}

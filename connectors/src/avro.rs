@@ -181,6 +181,33 @@ impl SchemaRegistry {
         }
     }
 
+    /// The columns of `subject`'s latest schema, as Arrow fields: what
+    /// `CREATE TABLE ... LIKE 'subject'` declares. Avro's instants
+    /// (`timestamp-millis`) become TIMESTAMP columns, as Flink maps them.
+    pub async fn subject_fields(&self, subject: &str) -> Result<Vec<Field>, String> {
+        let (id, text) = self.latest(subject).await?;
+        let mut store = SchemaStore::new_with_type(FingerprintAlgorithm::Id);
+        store
+            .set(Fingerprint::Id(id), AvroSchema::new(text))
+            .map_err(|e| format!("subject '{subject}': {e}"))?;
+        let decoder = ReaderBuilder::new()
+            .with_writer_schema_store(store)
+            .build_decoder()
+            .map_err(|e| format!("subject '{subject}': {e}"))?;
+        Ok(decoder
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Timestamp(unit, Some(_)) => f
+                    .as_ref()
+                    .clone()
+                    .with_data_type(DataType::Timestamp(*unit, None)),
+                _ => f.as_ref().clone(),
+            })
+            .collect())
+    }
+
     /// The subject written schemas go under: the configured one, or
     /// `<topic>-key` / `<topic>-value`.
     pub fn subject(&self, topic: &str, is_key: bool) -> String {

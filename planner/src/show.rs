@@ -248,10 +248,22 @@ fn create_view_text(def: &ViewDef) -> String {
 /// without one (the generator).
 fn format_text(stream: &StreamDef) -> String {
     let options = &stream.options;
-    let value = options
+    let format = options
         .get("value.format")
         .or_else(|| options.get("format"))
         .unwrap_or_default();
+    // A registry format names the subject its schemas are under.
+    let value = if format.eq_ignore_ascii_case("avro-confluent") {
+        let subject = options
+            .get("value.avro-confluent.subject")
+            .or_else(|| options.get("avro-confluent.subject"))
+            .map(str::to_string)
+            .or_else(|| options.get("topic").map(|t| format!("{t}-value")))
+            .unwrap_or_default();
+        format!("{format} (subject {subject})")
+    } else {
+        format.to_string()
+    };
     match options.get("key.format") {
         Some(key) => format!("{value} (key: {key})"),
         None => value.to_string(),

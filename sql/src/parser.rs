@@ -684,7 +684,25 @@ fn parse_create_stream(p: &mut Parser<'_>) -> Result<Statement> {
             }
         }
     }
-    if let Some(w) = &watermark {
+    let like_subject = if p.parse_keyword(Keyword::LIKE) {
+        let at = p.peek_token();
+        match at.token {
+            Token::SingleQuotedString(subject) => {
+                p.next_token();
+                Some((subject, at.span.start.into()))
+            }
+            other => {
+                return Err(SqlError::new(format!(
+                    "LIKE takes a schema registry subject in quotes, found {other}"
+                ))
+                .at(at.span.start)
+                .with_hint("LIKE 'bids-value' takes the columns of the subject's latest schema from 'avro-confluent.url'; LIKE of another table is not supported"))
+            }
+        }
+    } else {
+        None
+    };
+    if let Some(w) = watermark.as_ref().filter(|_| like_subject.is_none()) {
         if !columns.iter().any(|c| c.name.value == w.column.value) {
             return Err(
                 SqlError::new(format!("WATERMARK FOR {}: no such column", w.column))
@@ -703,6 +721,7 @@ fn parse_create_stream(p: &mut Parser<'_>) -> Result<Statement> {
         if_not_exists,
         or_replace,
         is_stream,
+        like_subject,
         position,
     })))
 }

@@ -111,6 +111,9 @@ pub struct CreateStream {
     pub or_replace: bool,
     /// Written as `CREATE STREAM` (true) or `CREATE TABLE`.
     pub is_stream: bool,
+    /// `LIKE 'subject'`: the physical columns come from the latest schema
+    /// of this schema registry subject, before the declared ones.
+    pub like_subject: Option<(String, Position)>,
     pub position: Position,
 }
 

@@ -292,3 +292,105 @@ async fn a_table_like_a_subject_takes_its_columns_from_the_registry() {
     assert!(error.contains("subject 'nothing-value'"), "{error}");
     assert!(error.contains("404"), "{error}");
 }
+
+/// Avro files: rows written by the filesystem sink read back as they
+/// were, from the folder and from one file; a file written by another
+/// program under an older schema (an `int` key, no `x`) resolves against
+/// the declared columns; one whose schema cannot be read names the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn avro_files_round_trip_and_resolve_older_schemas() {
+    let out = tempfile::tempdir().unwrap();
+    let columns = "(id BIGINT, name STRING, ts TIMESTAMP(3), x DOUBLE)";
+    let table = |name: &str, path: &str| {
+        format!(
+            "CREATE TABLE {name} {columns} WITH ('connector' = 'filesystem', 'path' = '{path}', 'format' = 'avro')"
+        )
+    };
+    let dir = out.path().display().to_string();
+    let mut session = weir::Session::new();
+    session.sql(&table("files", &dir)).await.unwrap();
+    let job = match session
+        .submit(
+            "INSERT INTO files SELECT * FROM (VALUES \
+               (1, 'a', TIMESTAMP '2024-01-01 00:00:01.250', 1.5), \
+               (2, CAST(NULL AS VARCHAR), CAST(NULL AS TIMESTAMP(3)), CAST(NULL AS DOUBLE))) AS t(id, name, ts, x)",
+        )
+        .await
+    {
+        Ok(job) => job,
+        Err(e) => panic!("{}", e.render()),
+    };
+    job.wait().await.unwrap();
+    let written = [
+        "1 | a | 2024-01-01T00:00:01.250 | 1.500000",
+        "2 | NULL | NULL | NULL",
+    ];
+    let back = run_weir(&[table("back", &dir)], "SELECT * FROM back").await;
+    assert_eq!(back.rows, written);
+    let file = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "avro"))
+        .expect("a part file");
+    let one = run_weir(
+        &[table("one", &file.display().to_string())],
+        "SELECT * FROM one",
+    )
+    .await;
+    assert_eq!(one.rows, written);
+
+    // Another program's file under an older schema.
+    let older = tempfile::tempdir().unwrap();
+    let schema = r#"{"type":"record","name":"Old","fields":[
+        {"name":"id","type":"int"},{"name":"name","type":"string"},{"name":"gone","type":"string"}]}"#;
+    let batch = RecordBatch::try_from_iter(vec![
+        ("id", Arc::new(Int32Array::from(vec![7])) as ArrayRef),
+        ("name", Arc::new(StringArray::from(vec!["g"])) as ArrayRef),
+        ("gone", Arc::new(StringArray::from(vec!["-"])) as ArrayRef),
+    ])
+    .unwrap();
+    let mut metadata = HashMap::new();
+    metadata.insert(SCHEMA_METADATA_KEY.to_string(), schema.to_string());
+    let mut writer = arrow_avro::writer::AvroWriter::new(
+        Vec::new(),
+        batch.schema().as_ref().clone().with_metadata(metadata),
+    )
+    .unwrap();
+    writer.write(&batch).unwrap();
+    writer.finish().unwrap();
+    std::fs::write(older.path().join("old.avro"), writer.into_inner()).unwrap();
+    let path = older.path().display().to_string();
+    let old = run_weir(&[table("old", &path)], "SELECT * FROM old").await;
+    assert_eq!(old.rows, ["7 | g | NULL | NULL"]);
+
+    // A key that became text cannot be read as BIGINT.
+    let broken = tempfile::tempdir().unwrap();
+    let text = r#"{"type":"record","name":"New","fields":[{"name":"id","type":"string"}]}"#;
+    let batch = RecordBatch::try_from_iter(vec![(
+        "id",
+        Arc::new(StringArray::from(vec!["eight"])) as ArrayRef,
+    )])
+    .unwrap();
+    let mut metadata = HashMap::new();
+    metadata.insert(SCHEMA_METADATA_KEY.to_string(), text.to_string());
+    let mut writer = arrow_avro::writer::AvroWriter::new(
+        Vec::new(),
+        batch.schema().as_ref().clone().with_metadata(metadata),
+    )
+    .unwrap();
+    writer.write(&batch).unwrap();
+    writer.finish().unwrap();
+    std::fs::write(broken.path().join("new.avro"), writer.into_inner()).unwrap();
+    let mut session = weir::Session::new();
+    let path = broken.path().display().to_string();
+    session.sql(&table("new", &path)).await.unwrap();
+    let error = match session.query("SELECT * FROM new").await {
+        Ok(results) => results.collect().await.unwrap_err().render(),
+        Err(e) => e.render(),
+    };
+    assert!(error.contains("new.avro"), "{error}");
+    assert!(
+        error.contains("cannot be read as the declared columns"),
+        "{error}"
+    );
+}

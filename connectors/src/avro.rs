@@ -347,18 +347,9 @@ impl AvroDecoder {
         Ok(())
     }
 
-    /// The reader schema for writer schema `text`: the declared columns,
-    /// named as the writer's record (Avro resolves records by name).
     fn resolve(&self, text: &str) -> Resolved {
-        let writer: Value = serde_json::from_str(text)
-            .map_err(|e| format!("the writer schema is not JSON: {e}"))?;
-        let name = writer
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or("the writer schema is not a record")?;
-        let namespace = writer.get("namespace").and_then(Value::as_str);
-        let reader = avro_schema_of(&self.declared, name, namespace).map_err(|e| e.to_string())?;
-        Ok((AvroSchema::new(text.to_string()), AvroSchema::new(reader)))
+        let reader = reader_schema(&self.declared, text)?;
+        Ok((AvroSchema::new(text.to_string()), reader))
     }
 
     /// Decodes separate records; a bad record's index is its position in
@@ -495,30 +486,67 @@ impl AvroDecoder {
         batches.extend(decoder.flush().map_err(|e| e.to_string())?);
         let columns = batches
             .iter()
-            .map(|b| self.as_declared(b))
+            .map(|b| as_declared(&self.declared, b))
             .collect::<Result<Vec<_>, _>>()?;
         concat_batches(&self.declared, &columns).map_err(|e| e.to_string())
     }
+}
 
-    /// A decoded batch with the declared types (and nullability checked).
-    fn as_declared(&self, batch: &RecordBatch) -> Result<RecordBatch, String> {
-        let columns: Vec<ArrayRef> = self
-            .declared
-            .fields()
-            .iter()
-            .zip(batch.columns())
-            .map(|(field, column)| {
-                if !field.is_nullable() && column.null_count() > 0 {
-                    return Err(format!("NOT NULL column {} is null", field.name()));
-                }
-                match column.data_type() == field.data_type() {
-                    true => Ok(column.clone()),
-                    false => cast(column, field.data_type()).map_err(|e| e.to_string()),
-                }
-            })
-            .collect::<Result<_, _>>()?;
-        RecordBatch::try_new(self.declared.clone(), columns).map_err(|e| e.to_string())
-    }
+/// The reader schema that resolves writer schema `writer` (JSON) into
+/// `declared`'s columns: those columns, named as the writer's record
+/// (Avro resolves records by name).
+pub(crate) fn reader_schema(declared: &Schema, writer: &str) -> Result<AvroSchema, String> {
+    let value: Value =
+        serde_json::from_str(writer).map_err(|e| format!("the writer schema is not JSON: {e}"))?;
+    let name = value
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or("the writer schema is not a record")?;
+    let namespace = value.get("namespace").and_then(Value::as_str);
+    let reader = avro_schema_of(declared, name, namespace).map_err(|e| e.to_string())?;
+    Ok(AvroSchema::new(reader))
+}
+
+/// A decoded batch with `declared`'s types, its NOT NULL columns checked.
+pub(crate) fn as_declared(
+    declared: &SchemaRef,
+    batch: &RecordBatch,
+) -> Result<RecordBatch, String> {
+    let columns: Vec<ArrayRef> = declared
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(field, column)| {
+            if !field.is_nullable() && column.null_count() > 0 {
+                return Err(format!("NOT NULL column {} is null", field.name()));
+            }
+            match column.data_type() == field.data_type() {
+                true => Ok(column.clone()),
+                false => cast(column, field.data_type()).map_err(|e| e.to_string()),
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    RecordBatch::try_new(declared.clone(), columns).map_err(|e| e.to_string())
+}
+
+/// `batch` as Avro writes it (TIMESTAMPs as UTC instants), with the schema
+/// that names its Avro schema (a record called `name`).
+pub(crate) fn writable(
+    batch: &RecordBatch,
+    name: &str,
+) -> Result<(Schema, RecordBatch), ArrowError> {
+    let schema = utc_timestamps(batch.schema_ref());
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| cast(c, f.data_type()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let batch = RecordBatch::try_new(Arc::new(schema.clone()), columns)?;
+    let text = avro_schema_of(&schema, name, None)?;
+    let mut metadata = HashMap::new();
+    metadata.insert(arrow_avro::schema::SCHEMA_METADATA_KEY.to_string(), text);
+    Ok((schema.with_metadata(metadata), batch))
 }
 
 /// A wire-format record's schema id and body.
@@ -577,21 +605,14 @@ impl AvroEncoder {
 
     /// Each row of `batch` as one record.
     pub fn encode_rows(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>, ArrowError> {
-        let schema = utc_timestamps(batch.schema_ref());
-        let columns = batch
-            .columns()
-            .iter()
-            .zip(schema.fields())
-            .map(|(c, f)| cast(c, f.data_type()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let batch = RecordBatch::try_new(Arc::new(schema.clone()), columns)?;
-        let text = match &self.registered {
-            Some((_, text)) => text.clone(),
-            None => avro_schema_of(&schema, "record", None)?,
-        };
-        let mut metadata = HashMap::new();
-        metadata.insert(arrow_avro::schema::SCHEMA_METADATA_KEY.to_string(), text);
-        let schema = schema.with_metadata(metadata);
+        let (mut schema, batch) = writable(batch, "record")?;
+        if let Some((_, text)) = &self.registered {
+            // Written with exactly the schema the registry holds.
+            schema.metadata.insert(
+                arrow_avro::schema::SCHEMA_METADATA_KEY.to_string(),
+                text.clone(),
+            );
+        }
         let builder = WriterBuilder::new(schema);
         let rows = match (&self.registry, self.registered.as_ref().map(|(id, _)| *id)) {
             (None, _) => {

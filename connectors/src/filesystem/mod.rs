@@ -7,6 +7,7 @@
 //! core) and emitted in their order. As a sink it writes part
 //! files, rolled by size and time.
 
+mod avro_file;
 mod lines;
 mod parquet;
 mod partitions;
@@ -64,7 +65,12 @@ impl Connector for FilesystemConnector {
 
     fn validate(&self, options: &Options) -> Result<(), ConnectorError> {
         options.require("path")?;
-        Format::from_options(options)?;
+        if let Format::AvroConfluent(_) = Format::from_options(options)? {
+            return Err(ConnectorError::option(
+                "format",
+                "'avro-confluent' frames Kafka records; Avro files are 'avro' (object container files, the schema in each file)",
+            ));
+        }
         let mut known: Vec<&str> = SOURCE_OPTIONS.to_vec();
         known.extend(SINK_OPTIONS);
         options.check_known("filesystem", &known, &["s3."])

@@ -33,6 +33,7 @@ use weir_engine::{
     FINAL_CHECKPOINT,
 };
 
+use super::avro_file::AvroPart;
 use super::partitions::{PartitionCommit, Partitioning};
 use crate::format::{encode_lines, Format};
 use crate::store::Location;
@@ -40,6 +41,7 @@ use crate::store::Location;
 enum Writer {
     Lines { out: Box<BufWriter>, bytes: u64 },
     Parquet(Box<AsyncArrowWriter<BufWriter>>),
+    Avro { part: AvroPart, out: Box<BufWriter> },
 }
 
 struct PartFile {
@@ -242,6 +244,10 @@ impl FileSink {
                     AsyncArrowWriter::try_new(object, self.schema.clone(), None).map_err(err)?,
                 ))
             }
+            Format::Avro => Writer::Avro {
+                part: AvroPart::new(),
+                out: Box::new(BufWriter::new(store, path.clone())),
+            },
             _ => Writer::Lines {
                 out: Box::new(BufWriter::new(store, path.clone())),
                 bytes: 0,
@@ -271,6 +277,10 @@ impl FileSink {
                     w.close().await.map_err(err)?;
                 }
                 Writer::Lines { mut out, .. } => out.shutdown().await.map_err(err)?,
+                Writer::Avro { part, mut out } => {
+                    out.write_all(&part.finish()?).await.map_err(err)?;
+                    out.shutdown().await.map_err(err)?;
+                }
             }
             tracing::debug!(path = %file.path, rows = file.rows, "closed part file");
             self.closed.push((file.path, file.target));
@@ -297,6 +307,7 @@ impl FileSink {
         file.rows += batch.num_rows() as u64;
         match &mut file.writer {
             Writer::Parquet(w) => w.write(batch).await.map_err(err)?,
+            Writer::Avro { part, .. } => part.write(batch)?,
             Writer::Lines { out, bytes } => {
                 let mut buffer = Vec::new();
                 let header = matches!(self.format, Format::Csv { header: true, .. }) && *bytes == 0;
@@ -312,6 +323,7 @@ impl FileSink {
         match &file.writer {
             Writer::Lines { bytes, .. } => *bytes,
             Writer::Parquet(w) => (w.bytes_written() + w.in_progress_size()) as u64,
+            Writer::Avro { part, .. } => part.bytes,
         }
     }
 

@@ -25,6 +25,7 @@ use weir_engine::{
     EngineError, Result, Source, SourcePoll, SplitId, StateSnapshot, StateTable, SubtaskInfo,
 };
 
+use super::avro_file::AvroFileRows;
 use super::lines::{LineChunk, LineSplitter};
 use super::parquet::ParquetGroups;
 use crate::deadletter::BadDataPolicy;
@@ -56,6 +57,7 @@ enum Reader {
         done: bool,
     },
     Parquet(ParquetGroups),
+    Avro(AvroFileRows),
 }
 
 struct OpenFile {
@@ -75,7 +77,7 @@ impl OpenFile {
     fn position(&self) -> u64 {
         match &self.reader {
             Reader::Lines { splitter, .. } => splitter.lines_taken(),
-            Reader::Parquet(_) => self.rows,
+            Reader::Parquet(_) | Reader::Avro(_) => self.rows,
         }
     }
 
@@ -83,6 +85,7 @@ impl OpenFile {
     fn remaining(&self) -> Option<u64> {
         match &self.reader {
             Reader::Parquet(groups) => Some(groups.total_rows.saturating_sub(self.rows)),
+            Reader::Avro(rows) => Some(rows.total_rows.saturating_sub(self.rows)),
             Reader::Lines { splitter, .. } => {
                 Some(self.size.saturating_sub(self.fetched) + splitter.buffered() as u64)
             }
@@ -184,7 +187,7 @@ impl FileSource {
         subtask: SubtaskInfo,
     ) -> Result<Self> {
         let decoder = match format {
-            Format::Parquet => None,
+            Format::Parquet | Format::Avro => None,
             _ => Some(Arc::new(LineDecoder::new(
                 format.clone(),
                 schema.clone(),
@@ -286,6 +289,16 @@ impl ReadContext {
                 )
                 .await?,
             ),
+            Format::Avro => Reader::Avro(
+                AvroFileRows::open(
+                    store,
+                    &meta.location,
+                    self.schema.clone(),
+                    self.batch_size,
+                    skip,
+                )
+                .await?,
+            ),
             _ => {
                 // A CSV header is line 1: skipped like lines read before.
                 let header = matches!(self.format, Format::Csv { header: true, .. });
@@ -302,7 +315,7 @@ impl ReadContext {
             reader,
             size: meta.size,
             fetched: 0,
-            rows: if matches!(self.format, Format::Parquet) {
+            rows: if matches!(self.format, Format::Parquet | Format::Avro) {
                 skip
             } else {
                 0
@@ -317,6 +330,13 @@ impl ReadContext {
             EngineError::connector("filesystem", format!("{}: {e}", file.path))
         };
         let work = match &mut file.reader {
+            Reader::Avro(rows) => match rows.next_batch() {
+                None => Work::Ended,
+                Some(batch) => {
+                    file.rows += batch.num_rows() as u64;
+                    Work::Done(VecDeque::from([Decoded::rows(batch)]))
+                }
+            },
             Reader::Parquet(groups) => match groups.next_group() {
                 None => Work::Ended,
                 Some((read, rows)) => {

@@ -37,6 +37,19 @@ fn framed(id: u32, text: &str, columns: Vec<(&str, ArrayRef)>) -> Vec<Vec<u8>> {
     encoder.flush().iter().map(|r| r.to_vec()).collect()
 }
 
+/// An Avro object container file of `columns`, written with schema
+/// `text` as another program would.
+fn avro_file(text: &str, columns: Vec<(&str, ArrayRef)>) -> Vec<u8> {
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    let mut metadata = HashMap::new();
+    metadata.insert(SCHEMA_METADATA_KEY.to_string(), text.to_string());
+    let schema = batch.schema().as_ref().clone().with_metadata(metadata);
+    let mut writer = arrow_avro::writer::AvroWriter::new(Vec::new(), schema).unwrap();
+    writer.write(&batch).unwrap();
+    writer.finish().unwrap();
+    writer.into_inner()
+}
+
 async fn produce_bytes(producer: &FutureProducer, topic: &str, records: &[Vec<u8>]) {
     for record in records {
         producer
@@ -158,7 +171,7 @@ async fn a_topic_whose_producer_evolves_its_schema_reads_with_dead_letters_for_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rows_written_as_avro_read_back_and_register_their_schema() {
     let registry = Registry::start();
-    let (_cluster, bootstrap) = mock_cluster(&[("confluent", 1), ("plain", 1)]);
+    let (_cluster, bootstrap) = mock_cluster(&[("confluent", 1), ("plain", 1), ("keyed", 1)]);
     let rows = "(1, 'a', TIMESTAMP '2024-01-01 00:00:01.250', 1.5), \
                 (2, CAST(NULL AS VARCHAR), TIMESTAMP '2024-01-01 00:00:02', CAST(NULL AS DOUBLE)), \
                 (3, 'c', CAST(NULL AS TIMESTAMP(3)), -0.25)";
@@ -179,23 +192,24 @@ async fn rows_written_as_avro_read_back_and_register_their_schema() {
             ),
         ),
         ("plain", "'format' = 'avro'".to_string()),
+        (
+            "keyed",
+            format!(
+                "'key.format' = 'avro-confluent', 'key.avro-confluent.url' = '{0}', 'key.fields' = 'id',
+                 'value.format' = 'avro-confluent', 'value.avro-confluent.url' = '{0}',
+                 'value.fields-include' = 'EXCEPT_KEY'",
+                registry.url
+            ),
+        ),
     ];
     for (topic, format) in &formats {
         let mut session = weir::Session::new();
         session.sql(&table("out", topic, format)).await.unwrap();
-        let job = match session
-            .submit(&format!(
-                "INSERT INTO out SELECT * FROM (VALUES {rows}) AS t(id, name, ts, x)"
-            ))
-            .await
-        {
-            Ok(job) => job,
-            Err(e) => panic!("{}", e.render()),
-        };
-        tokio::time::timeout(Duration::from_secs(60), job.wait())
-            .await
-            .expect("the bounded job ends")
-            .unwrap();
+        run_job(
+            &mut session,
+            &format!("INSERT INTO out SELECT * FROM (VALUES {rows}) AS t(id, name, ts, x)"),
+        )
+        .await;
         let back = run_weir(&[table("back", topic, format)], "SELECT * FROM back").await;
         assert_eq!(
             back.rows,
@@ -207,16 +221,21 @@ async fn rows_written_as_avro_read_back_and_register_their_schema() {
             "{topic}"
         );
     }
-    let versions = registry.versions("confluent-value");
-    assert_eq!(versions.len(), 1, "{versions:?}");
-    let schema: serde_json::Value = serde_json::from_str(&versions[0]).unwrap();
-    let names: Vec<&str> = schema["fields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["id", "name", "ts", "x"]);
+    // One schema per subject; a key's and a value's columns apart.
+    let fields = |subject: &str| -> Vec<String> {
+        let versions = registry.versions(subject);
+        assert_eq!(versions.len(), 1, "{subject}: {versions:?}");
+        let schema: serde_json::Value = serde_json::from_str(&versions[0]).unwrap();
+        schema["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(fields("keyed-key"), ["id"]);
+    assert_eq!(fields("keyed-value"), ["name", "ts", "x"]);
+    assert_eq!(fields("confluent-value"), ["id", "name", "ts", "x"]);
 }
 
 /// `CREATE TABLE ... LIKE 'subject'` takes the columns of the subject's
@@ -309,18 +328,13 @@ async fn avro_files_round_trip_and_resolve_older_schemas() {
     let dir = out.path().display().to_string();
     let mut session = weir::Session::new();
     session.sql(&table("files", &dir)).await.unwrap();
-    let job = match session
-        .submit(
-            "INSERT INTO files SELECT * FROM (VALUES \
-               (1, 'a', TIMESTAMP '2024-01-01 00:00:01.250', 1.5), \
-               (2, CAST(NULL AS VARCHAR), CAST(NULL AS TIMESTAMP(3)), CAST(NULL AS DOUBLE))) AS t(id, name, ts, x)",
-        )
-        .await
-    {
-        Ok(job) => job,
-        Err(e) => panic!("{}", e.render()),
-    };
-    job.wait().await.unwrap();
+    run_job(
+        &mut session,
+        "INSERT INTO files SELECT * FROM (VALUES \
+           (1, 'a', TIMESTAMP '2024-01-01 00:00:01.250', 1.5), \
+           (2, CAST(NULL AS VARCHAR), CAST(NULL AS TIMESTAMP(3)), CAST(NULL AS DOUBLE))) AS t(id, name, ts, x)",
+    )
+    .await;
     let written = [
         "1 | a | 2024-01-01T00:00:01.250 | 1.500000",
         "2 | NULL | NULL | NULL",
@@ -343,22 +357,15 @@ async fn avro_files_round_trip_and_resolve_older_schemas() {
     let older = tempfile::tempdir().unwrap();
     let schema = r#"{"type":"record","name":"Old","fields":[
         {"name":"id","type":"int"},{"name":"name","type":"string"},{"name":"gone","type":"string"}]}"#;
-    let batch = RecordBatch::try_from_iter(vec![
-        ("id", Arc::new(Int32Array::from(vec![7])) as ArrayRef),
-        ("name", Arc::new(StringArray::from(vec!["g"])) as ArrayRef),
-        ("gone", Arc::new(StringArray::from(vec!["-"])) as ArrayRef),
-    ])
-    .unwrap();
-    let mut metadata = HashMap::new();
-    metadata.insert(SCHEMA_METADATA_KEY.to_string(), schema.to_string());
-    let mut writer = arrow_avro::writer::AvroWriter::new(
-        Vec::new(),
-        batch.schema().as_ref().clone().with_metadata(metadata),
-    )
-    .unwrap();
-    writer.write(&batch).unwrap();
-    writer.finish().unwrap();
-    std::fs::write(older.path().join("old.avro"), writer.into_inner()).unwrap();
+    let file = avro_file(
+        schema,
+        vec![
+            ("id", Arc::new(Int32Array::from(vec![7]))),
+            ("name", Arc::new(StringArray::from(vec!["g"]))),
+            ("gone", Arc::new(StringArray::from(vec!["-"]))),
+        ],
+    );
+    std::fs::write(older.path().join("old.avro"), file).unwrap();
     let path = older.path().display().to_string();
     let old = run_weir(&[table("old", &path)], "SELECT * FROM old").await;
     assert_eq!(old.rows, ["7 | g | NULL | NULL"]);
@@ -366,21 +373,11 @@ async fn avro_files_round_trip_and_resolve_older_schemas() {
     // A key that became text cannot be read as BIGINT.
     let broken = tempfile::tempdir().unwrap();
     let text = r#"{"type":"record","name":"New","fields":[{"name":"id","type":"string"}]}"#;
-    let batch = RecordBatch::try_from_iter(vec![(
-        "id",
-        Arc::new(StringArray::from(vec!["eight"])) as ArrayRef,
-    )])
-    .unwrap();
-    let mut metadata = HashMap::new();
-    metadata.insert(SCHEMA_METADATA_KEY.to_string(), text.to_string());
-    let mut writer = arrow_avro::writer::AvroWriter::new(
-        Vec::new(),
-        batch.schema().as_ref().clone().with_metadata(metadata),
-    )
-    .unwrap();
-    writer.write(&batch).unwrap();
-    writer.finish().unwrap();
-    std::fs::write(broken.path().join("new.avro"), writer.into_inner()).unwrap();
+    let file = avro_file(
+        text,
+        vec![("id", Arc::new(StringArray::from(vec!["eight"])))],
+    );
+    std::fs::write(broken.path().join("new.avro"), file).unwrap();
     let mut session = weir::Session::new();
     let path = broken.path().display().to_string();
     session.sql(&table("new", &path)).await.unwrap();

@@ -32,16 +32,7 @@ fn input() -> Vec<Vec<Event>> {
 
 /// The changes a query emitted, as `(op, row)`, in order.
 async fn changes(setup: &[String], query: &str) -> (Vec<(String, String)>, u64) {
-    let mut session = weir::Session::new();
-    for sql in setup {
-        if let Err(e) = session.sql(sql).await {
-            panic!("{}", e.render());
-        }
-    }
-    let mut results = match session.query(query).await {
-        Ok(r) => r,
-        Err(e) => panic!("{}", e.render()),
-    };
+    let mut results = start_query(setup, query).await;
     assert_eq!(results.schema().field(0).name(), "op", "an updating result");
     let mut out = Vec::new();
     while let Some(batch) = results.next_batch().await.unwrap() {

@@ -1344,14 +1344,7 @@ async fn dead_letters_on_a_topic_replay_once_through_the_fixed_decoder() {
         if let Err(e) = session.sql(ddl).await {
             panic!("{}", e.render());
         }
-        let job = match session.submit(insert).await {
-            Ok(job) => job,
-            Err(e) => panic!("{}", e.render()),
-        };
-        tokio::time::timeout(Duration::from_secs(60), job.wait())
-            .await
-            .expect("the bounded job ends")
-            .unwrap();
+        run_job(session, insert).await;
     };
     let rows = async |ddl: String, query: &str| run_weir(&[ddl], query).await.rows;
     let output = async || {

@@ -113,16 +113,7 @@ async fn oracle(rows: &[Row], sql: &str) -> Vec<String> {
 /// `query`'s final table after `setup` (its changes applied, for an
 /// updating result).
 async fn run_table(setup: &[String], query: &str) -> Vec<String> {
-    let mut session = weir::Session::new();
-    for sql in setup {
-        if let Err(e) = session.sql(sql).await {
-            panic!("{}", e.render());
-        }
-    }
-    let mut results = match session.query(query).await {
-        Ok(r) => r,
-        Err(e) => panic!("{query}: {}", e.render()),
-    };
+    let mut results = start_query(setup, query).await;
     let mut table = ChangelogTable::new(results.data_schema()).unwrap();
     while let Some(batch) = results.next_changes().await.unwrap() {
         table.apply(&batch).unwrap();

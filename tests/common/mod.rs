@@ -116,18 +116,37 @@ pub struct Run {
     pub late_rows: u64,
 }
 
-/// Runs DDL then a query in a fresh session; collects rows and late count.
-pub async fn run_weir(setup: &[String], query: &str) -> Run {
+/// Runs DDL then starts a query in a fresh session; fails the test with
+/// the rendered error if either fails.
+pub async fn start_query(setup: &[String], query: &str) -> weir::ResultStream {
     let mut session = weir::Session::new();
     for sql in setup {
         if let Err(e) = session.sql(sql).await {
             panic!("{}", e.render());
         }
     }
-    let mut results = match session.query(query).await {
+    match session.query(query).await {
         Ok(r) => r,
+        Err(e) => panic!("{query}: {}", e.render()),
+    }
+}
+
+/// Submits `insert` in `session` and waits (a minute at most) for the
+/// bounded job to end.
+pub async fn run_job(session: &mut weir::Session, insert: &str) {
+    let job = match session.submit(insert).await {
+        Ok(job) => job,
         Err(e) => panic!("{}", e.render()),
     };
+    tokio::time::timeout(std::time::Duration::from_secs(60), job.wait())
+        .await
+        .expect("the bounded job ends")
+        .unwrap();
+}
+
+/// Runs DDL then a query in a fresh session; collects rows and late count.
+pub async fn run_weir(setup: &[String], query: &str) -> Run {
+    let mut results = start_query(setup, query).await;
     let mut batches = Vec::new();
     loop {
         match results.next_batch().await {

@@ -10,7 +10,7 @@ use datafusion::arrow::array::{
     TimestampMillisecondArray, UInt32Array,
 };
 use datafusion::arrow::compute::{cast, take};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use futures::FutureExt;
 use parking_lot::Mutex;
@@ -121,11 +121,8 @@ pub struct KafkaSource {
     stream: String,
     schema: SchemaRef,
     metadata: Vec<MetadataColumn>,
-    value: LineDecoder,
+    values: Values,
     key: Option<LineDecoder>,
-    /// Set when the topic holds dead letters (`'connector' = 'dead-letter'`):
-    /// each record is turned into its letter instead of decoded.
-    letters: Option<Arc<DeadLetters>>,
     bad_data: BadDataPolicy,
     subtask: SubtaskInfo,
     assigned: Option<Assigned>,
@@ -134,31 +131,57 @@ pub struct KafkaSource {
     restored: Option<HashMap<(String, i32), i64>>,
 }
 
+/// How a record's value becomes rows.
+enum Values {
+    /// Decoded by the stream's format.
+    Decoded(LineDecoder),
+    /// The topic holds dead letters (`'connector' = 'dead-letter'`): each
+    /// record is turned into its letter.
+    Letters(Arc<DeadLetters>),
+}
+
 impl KafkaSource {
     pub(crate) fn new(
         settings: Arc<KafkaSettings>,
         spec: &TableSpec,
         subtask: SubtaskInfo,
     ) -> Result<Self> {
-        let data_fields = |include_key: bool| -> SchemaRef {
-            let fields: Vec<_> = spec
-                .schema
-                .fields()
-                .iter()
-                .enumerate()
-                .filter(|(i, f)| {
-                    !spec.is_metadata(*i)
-                        && (include_key || !settings.key_fields.contains(f.name()))
-                })
-                .map(|(_, f)| f.clone())
-                .collect();
-            Arc::new(Schema::new(fields))
-        };
+        let value_fields = spec
+            .schema
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(i, f)| {
+                !spec.is_metadata(*i)
+                    && (settings.value_includes_key || !settings.key_fields.contains(f.name()))
+            })
+            .map(|(_, f)| f.clone())
+            .collect::<Vec<_>>();
         let value = LineDecoder::new(
             settings.value_format.clone(),
-            data_fields(settings.value_includes_key),
+            Arc::new(Schema::new(value_fields)),
             spec.name.clone(),
         )?;
+        KafkaSource::reading(settings, spec, subtask, Values::Decoded(value))
+    }
+
+    /// A source over a dead-letter topic, read as the letters of
+    /// `letters`'s stream.
+    pub(crate) fn of_dead_letters(
+        settings: Arc<KafkaSettings>,
+        spec: &TableSpec,
+        subtask: SubtaskInfo,
+        letters: Arc<DeadLetters>,
+    ) -> Result<Self> {
+        KafkaSource::reading(settings, spec, subtask, Values::Letters(letters))
+    }
+
+    fn reading(
+        settings: Arc<KafkaSettings>,
+        spec: &TableSpec,
+        subtask: SubtaskInfo,
+        values: Values,
+    ) -> Result<Self> {
         let key = match &settings.key_format {
             Some(format) => {
                 let fields: Vec<_> = settings
@@ -179,9 +202,8 @@ impl KafkaSource {
             stream: spec.name.clone(),
             schema: spec.schema.clone(),
             metadata: spec.metadata.clone(),
-            value,
+            values,
             key,
-            letters: None,
             bad_data: spec.bad_data.clone(),
             subtask,
             assigned: None,
@@ -189,25 +211,6 @@ impl KafkaSource {
             end_offsets: Arc::new(Mutex::new(HashMap::new())),
             restored: None,
         })
-    }
-
-    /// A source over a dead-letter topic, read as the letters of
-    /// `letters`'s stream. `settings` read the values as `raw`.
-    pub(crate) fn of_dead_letters(
-        settings: Arc<KafkaSettings>,
-        spec: &TableSpec,
-        subtask: SubtaskInfo,
-        letters: Arc<DeadLetters>,
-    ) -> Result<Self> {
-        let raw = TableSpec {
-            schema: Arc::new(Schema::new(vec![Field::new("raw", DataType::Binary, true)])),
-            metadata: Vec::new(),
-            ..spec.clone()
-        };
-        let mut source = KafkaSource::new(settings, &raw, subtask)?;
-        source.schema = spec.schema.clone();
-        source.letters = Some(letters);
-        Ok(source)
     }
 
     /// Creates the consumer, lists partitions, takes this subtask's share
@@ -399,11 +402,14 @@ impl KafkaSource {
         records: &[Record],
     ) -> Result<Option<RecordBatch>> {
         let location = |r: &Record| record_location(topic, partition, r.offset);
-        if let Some(letters) = &self.letters {
-            return self
-                .decode_letters(letters, topic, partition, records)
-                .await;
-        }
+        let value = match &self.values {
+            Values::Decoded(decoder) => decoder,
+            Values::Letters(letters) => {
+                return self
+                    .decode_letters(letters, topic, partition, records)
+                    .await
+            }
+        };
         let mut bad: Vec<BadRecord> = Vec::new();
         let empty: &[u8] = &[];
         let upsert = self.settings.upsert;
@@ -428,10 +434,9 @@ impl KafkaSource {
             .iter()
             .map(|i| records[*i].payload.as_deref().unwrap_or(empty))
             .collect();
-        self.value.prepare(&payloads).await.map_err(kafka_error)?;
-        let mut decoded = self
-            .value
-            .decode_records(&payloads, &|i| location(&records[candidates[i]]))?;
+        value.prepare(&payloads).await.map_err(kafka_error)?;
+        let mut decoded =
+            value.decode_records(&payloads, &|i| location(&records[candidates[i]]))?;
         let origin = |i: usize| Some(records[i].origin(topic, partition));
         for (i, b) in decoded.bad.iter_mut() {
             b.kafka = origin(candidates[*i]);

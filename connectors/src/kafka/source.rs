@@ -134,7 +134,7 @@ pub struct KafkaSource {
 /// How a record's value becomes rows.
 enum Values {
     /// Decoded by the stream's format.
-    Decoded(LineDecoder),
+    Decoded(Box<LineDecoder>),
     /// The topic holds dead letters (`'connector' = 'dead-letter'`): each
     /// record is turned into its letter.
     Letters(Arc<DeadLetters>),
@@ -162,7 +162,7 @@ impl KafkaSource {
             Arc::new(Schema::new(value_fields)),
             spec.name.clone(),
         )?;
-        KafkaSource::reading(settings, spec, subtask, Values::Decoded(value))
+        KafkaSource::reading(settings, spec, subtask, Values::Decoded(Box::new(value)))
     }
 
     /// A source over a dead-letter topic, read as the letters of

@@ -1172,7 +1172,17 @@ async fn a_slow_broker_trips_the_breaker_and_every_row_arrives() {
         .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = job.metrics();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The breaker probes the slow broker (half-open) and may close for a
+    // moment when a probe's write is fast (it only queues the rows), so it
+    // is watched for the whole slow period, not looked at once.
+    let mut tripped = false;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tripped |= job.metrics().subtasks.iter().any(|s| {
+            s.operator.starts_with("sink:")
+                && s.breaker != Some(weir_engine::metrics::BreakerState::Closed)
+        });
+    }
     let after = job.metrics();
     cluster.broker_round_trip_time(1, Duration::ZERO).unwrap();
     let sinks: Vec<_> = after
@@ -1181,10 +1191,8 @@ async fn a_slow_broker_trips_the_breaker_and_every_row_arrives() {
         .filter(|s| s.operator.starts_with("sink:"))
         .collect();
     assert!(
-        sinks
-            .iter()
-            .any(|s| s.breaker != Some(weir_engine::metrics::BreakerState::Closed)),
-        "the breaker is not closed while the broker is slow: {sinks:?}"
+        tripped,
+        "the breaker never opened while the broker was slow: {sinks:?}"
     );
     assert!(sinks.iter().map(|s| s.spilled_rows).sum::<u64>() > 0);
     let rate = (source_rows(&after) - source_rows(&before)) as f64 / 3.0;

@@ -176,6 +176,10 @@ pub async fn run(
 async fn stream_rows(mut results: ResultStream, format: OutputFormat) -> Result<bool, Failure> {
     let mut printer = Printer::new(format);
     let stdout = std::io::stdout();
+    // One signal future for the whole loop: one made per turn misses a
+    // signal that arrives while a batch prints.
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
             batch = results.next_batch() => match batch? {
@@ -187,7 +191,7 @@ async fn stream_rows(mut results: ResultStream, format: OutputFormat) -> Result<
                 }
                 None => return Ok(false),
             },
-            _ = shutdown_signal() => {
+            _ = &mut stop => {
                 results.cancel();
                 return Ok(false);
             }
@@ -210,6 +214,8 @@ async fn show_updating(mut results: ResultStream, format: OutputFormat) -> Resul
         return stream_rows(results, format).await;
     }
     let mut changing = ChangingTable::new(results.data_schema(), terminal_height())?;
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
             batch = results.next_changes() => match batch? {
@@ -217,7 +223,7 @@ async fn show_updating(mut results: ResultStream, format: OutputFormat) -> Resul
                 None => break,
             },
             _ = tokio::time::sleep(crate::changing::REDRAW) => changing.draw(&mut stdout.lock())?,
-            _ = shutdown_signal() => {
+            _ = &mut stop => {
                 results.cancel();
                 break;
             }

@@ -444,6 +444,8 @@ impl Shell {
         };
         let outcome: Result<bool, WeirError> = self.runtime.block_on(async {
             let mut stdout = std::io::stdout();
+            let interrupted = interrupt();
+            tokio::pin!(interrupted);
             loop {
                 tokio::select! {
                     batch = results.next_changes() => match batch? {
@@ -451,7 +453,7 @@ impl Shell {
                         None => return Ok(false),
                     },
                     _ = tokio::time::sleep(crate::changing::REDRAW) => changing.draw(&mut stdout)?,
-                    _ = tokio::signal::ctrl_c() => {
+                    _ = &mut interrupted => {
                         results.cancel();
                         return Ok(true);
                     }
@@ -471,6 +473,8 @@ impl Shell {
         let mut live = LiveTable::new(results.schema(), terminal_width());
         let outcome: Result<bool, WeirError> = self.runtime.block_on(async {
             let mut stdout = std::io::stdout();
+            let interrupted = interrupt();
+            tokio::pin!(interrupted);
             loop {
                 tokio::select! {
                     batch = results.next_batch() => match batch? {
@@ -480,7 +484,7 @@ impl Shell {
                         }
                         None => return Ok(false),
                     },
-                    _ = tokio::signal::ctrl_c() => {
+                    _ = &mut interrupted => {
                         results.cancel();
                         return Ok(true);
                     }
@@ -495,6 +499,15 @@ impl Shell {
             Err(e) => eprintln!("{}", e.render()),
         }
     }
+}
+
+/// Resolves at the next Ctrl-C. One future for the whole query, polled
+/// from its first moment: a `ctrl_c()` made anew in every turn of a loop
+/// misses a Ctrl-C that arrives while the loop draws or applies a batch
+/// (tokio delivers a signal only to listeners already waiting), which a
+/// busy machine made likely (a shell test's Ctrl-C was lost on CI).
+async fn interrupt() {
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn terminal_width() -> usize {

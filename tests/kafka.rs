@@ -1486,3 +1486,104 @@ async fn named_and_pattern_topics_find_exactly_their_partitions() {
     };
     assert!(error.contains("topic 'missing' does not exist"), "{error}");
 }
+
+const BID_PROTO: &str = r#"syntax = "proto3";
+package shop;
+import "google/protobuf/timestamp.proto";
+message Bid {
+  int64 auction = 1;
+  string bidder = 2;
+  double price = 3;
+  google.protobuf.Timestamp at = 4;
+  enum Channel { WEB = 0; APP = 1; }
+  Channel channel = 5;
+  string note = 6;
+}
+"#;
+
+/// Protobuf records: messages written here with prost-reflect read as the
+/// declared columns (a field the table does not declare skipped, an unset
+/// field NULL, an enum by name, a Timestamp as TIMESTAMP(3)); bytes that
+/// are not a message go to the dead letters; rows written by the sink
+/// read back as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn protobuf_messages_read_and_write_as_declared_columns() {
+    use prost::Message;
+    let (_cluster, bootstrap) = mock_cluster(&[("bids", 1), ("copy", 1)]);
+    let dir = tempfile::tempdir().unwrap();
+    let proto = dir.path().join("bid.proto");
+    std::fs::write(&proto, BID_PROTO).unwrap();
+    let pool = protox::Compiler::new([dir.path()])
+        .unwrap()
+        .open_file(&proto)
+        .unwrap()
+        .descriptor_pool();
+    let bid = pool.get_message_by_name("shop.Bid").unwrap();
+    let message = |json: &str| -> Vec<u8> {
+        let mut reader = serde_json::Deserializer::from_str(json);
+        prost_reflect::DynamicMessage::deserialize(bid.clone(), &mut reader)
+            .unwrap()
+            .encode_to_vec()
+    };
+    let mut records = vec![
+        message(
+            r#"{"auction": 1, "bidder": "ann", "price": 2.5, "at": "2024-01-01T00:00:01.250Z", "channel": "APP", "note": "x"}"#,
+        ),
+        message(r#"{"auction": 2, "price": 7.0, "at": "2024-01-01T00:00:02Z"}"#),
+    ];
+    records.insert(1, b"\xff\xff\xff not protobuf".to_vec());
+    let p = producer(&bootstrap);
+    for record in &records {
+        p.send(
+            rdkafka::producer::FutureRecord::<(), _>::to("bids")
+                .partition(0)
+                .payload(record),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    }
+    let dead = tempfile::tempdir().unwrap();
+    let table = |name: &str, topic: &str, extra: &str| {
+        format!(
+            "CREATE TABLE {name} (auction BIGINT NOT NULL, bidder STRING, price DOUBLE, `at` TIMESTAMP(3), channel STRING)
+             WITH ('connector' = 'kafka', 'topic' = '{topic}', 'properties.bootstrap.servers' = '{bootstrap}',
+                   'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset',
+                   'format' = 'protobuf', 'protobuf.schema-file' = '{}',
+                   'protobuf.message-class-name' = 'shop.Bid'{extra})",
+            proto.display()
+        )
+    };
+    let bad_data = format!(", 'bad-data.path' = '{}'", dead.path().display());
+    let read = run_weir(&[table("bids", "bids", &bad_data)], "SELECT * FROM bids").await;
+    let expected = [
+        "1 | ann | 2.500000 | 2024-01-01T00:00:01.250 | APP",
+        "2 | NULL | 7.000000 | 2024-01-01T00:00:02 | NULL",
+    ];
+    assert_eq!(read.rows, expected);
+    let letters: Vec<serde_json::Value> = std::fs::read_dir(dead.path())
+        .unwrap()
+        .flat_map(|e| {
+            let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+            text.lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["location"], "bids-0@1");
+    assert!(
+        letters[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not a shop.Bid message"),
+        "{letters:?}"
+    );
+
+    let mut session = weir::Session::new();
+    session.sql(&table("bids", "bids", "")).await.unwrap();
+    session.sql(&table("copy", "copy", "")).await.unwrap();
+    run_job(&mut session, "INSERT INTO copy SELECT * FROM bids").await;
+    let copied = run_weir(&[table("copy", "copy", "")], "SELECT * FROM copy").await;
+    assert_eq!(copied.rows, expected);
+}

@@ -265,7 +265,7 @@ pub fn avro_schema_of(
 
 /// `schema` with every time-zone-less TIMESTAMP as UTC: Avro's
 /// `timestamp-*` types are instants, the ones Flink and most producers use.
-fn utc_timestamps(schema: &Schema) -> Schema {
+pub(crate) fn utc_timestamps(schema: &Schema) -> Schema {
     let fields: Vec<Field> = schema
         .fields()
         .iter()

@@ -22,6 +22,7 @@ use weir_engine::BadRecord;
 use crate::avro::{AvroDecoder, AvroEncoder, RegistryConfig};
 use crate::debezium::{self, Envelope};
 use crate::options::Options;
+use crate::protobuf::{ProtobufConfig, ProtobufDecoder, ProtobufEncoder};
 use crate::registry::ConnectorError;
 
 /// A record format, from `'format'`.
@@ -42,6 +43,8 @@ pub enum Format {
     /// The schema registry's wire format: the writer schema's id, then the
     /// Avro body.
     AvroConfluent(RegistryConfig),
+    /// One protobuf message per record ([`crate::protobuf`]).
+    Protobuf(ProtobufConfig),
 }
 
 impl Format {
@@ -74,6 +77,7 @@ impl Format {
             "parquet" => Ok(Format::Parquet),
             "raw" => Ok(Format::Raw),
             "avro" => Ok(Format::Avro),
+            "protobuf" => Ok(Format::Protobuf(ProtobufConfig::from_options(options)?)),
             "avro-confluent" => Ok(Format::AvroConfluent(RegistryConfig::from_options(
                 options, prefix,
             )?)),
@@ -86,7 +90,7 @@ impl Format {
             other => Err(ConnectorError::option(
                 "format",
                 format!(
-                    "'{other}' is not json, csv, parquet, raw, debezium-json, avro or avro-confluent"
+                    "'{other}' is not json, csv, parquet, raw, debezium-json, avro, avro-confluent or protobuf"
                 ),
             )),
         }
@@ -105,6 +109,7 @@ impl Format {
             Format::Parquet => "parquet",
             Format::Raw => "txt",
             Format::Avro | Format::AvroConfluent(_) => "avro",
+            Format::Protobuf(_) => "pb",
         }
     }
 
@@ -122,6 +127,7 @@ impl Format {
             Format::Raw => "raw".into(),
             Format::DebeziumJson(_) => "debezium-json".into(),
             Format::Avro => "avro".into(),
+            Format::Protobuf(config) => format!("protobuf ({})", config.message),
             Format::AvroConfluent(registry) => match &registry.subject {
                 Some(subject) => format!("avro-confluent (subject {subject} at {})", registry.url),
                 None => format!("avro-confluent ({})", registry.url),
@@ -181,8 +187,14 @@ pub struct LineDecoder {
     /// What arrow's decoder reads: `schema`, or a change event's envelope.
     records: SchemaRef,
     stream: String,
-    /// Set for the Avro formats, which are records, not lines.
-    avro: Option<AvroDecoder>,
+    /// Set for the formats whose records are not lines.
+    codec: Option<RecordDecoder>,
+}
+
+/// A decoder of separate records that are not lines.
+enum RecordDecoder {
+    Avro(AvroDecoder),
+    Protobuf(Box<ProtobufDecoder>),
 }
 
 impl LineDecoder {
@@ -208,33 +220,35 @@ impl LineDecoder {
             _ => schema.clone(),
         };
         let stream = stream.into();
-        let avro = match &format {
-            Format::Avro => Some(
-                AvroDecoder::plain(schema.clone(), stream.clone())
-                    .map_err(|e| ConnectorError::option("format", e))?,
-            ),
-            Format::AvroConfluent(registry) => Some(AvroDecoder::confluent(
-                schema.clone(),
-                stream.clone(),
-                registry.clone(),
-            )),
-            _ => None,
-        };
+        let codec =
+            match &format {
+                Format::Avro => Some(RecordDecoder::Avro(
+                    AvroDecoder::plain(schema.clone(), stream.clone())
+                        .map_err(|e| ConnectorError::option("format", e))?,
+                )),
+                Format::AvroConfluent(registry) => Some(RecordDecoder::Avro(
+                    AvroDecoder::confluent(schema.clone(), stream.clone(), registry.clone()),
+                )),
+                Format::Protobuf(config) => Some(RecordDecoder::Protobuf(Box::new(
+                    ProtobufDecoder::new(config, schema.clone(), stream.clone())?,
+                ))),
+                _ => None,
+            };
         Ok(LineDecoder {
             format,
             schema,
             records,
             stream,
-            avro,
+            codec,
         })
     }
 
     /// Gets ready to decode `records`: fetches the writer schemas of
     /// `avro-confluent` records not seen before (nothing for the others).
     pub async fn prepare(&self, records: &[&[u8]]) -> Result<(), String> {
-        match &self.avro {
-            Some(avro) => avro.prepare(records).await,
-            None => Ok(()),
+        match &self.codec {
+            Some(RecordDecoder::Avro(avro)) => avro.prepare(records).await,
+            _ => Ok(()),
         }
     }
 
@@ -282,8 +296,12 @@ impl LineDecoder {
         records: &[&[u8]],
         locate: &dyn Fn(usize) -> String,
     ) -> Result<Decoded, ArrowError> {
-        if let Some(avro) = &self.avro {
-            return avro.decode_records(records, locate);
+        match &self.codec {
+            Some(RecordDecoder::Avro(avro)) => return avro.decode_records(records, locate),
+            Some(RecordDecoder::Protobuf(protobuf)) => {
+                return protobuf.decode_records(records, locate)
+            }
+            None => {}
         }
         let mut text = Vec::with_capacity(records.iter().map(|r| r.len() + 1).sum());
         let mut spans = Vec::with_capacity(records.len());
@@ -424,7 +442,11 @@ impl LineDecoder {
                     }
                 }
             }
-            Format::Parquet | Format::Raw | Format::Avro | Format::AvroConfluent(_) => {
+            Format::Parquet
+            | Format::Raw
+            | Format::Avro
+            | Format::AvroConfluent(_)
+            | Format::Protobuf(_) => {
                 return Err(ArrowError::InvalidArgumentError("not a line format".into()))
             }
         }
@@ -478,7 +500,7 @@ pub fn encode_lines(
             Ok(())
         }
         Format::DebeziumJson(envelope) => debezium::encode(batch, *envelope, out),
-        Format::Parquet | Format::Avro | Format::AvroConfluent(_) => Err(
+        Format::Parquet | Format::Avro | Format::AvroConfluent(_) | Format::Protobuf(_) => Err(
             ArrowError::InvalidArgumentError(format!("{} is not a line format", format.describe())),
         ),
     }
@@ -489,17 +511,21 @@ pub enum RowEncoder {
     /// A line format: each row's line, without its line break.
     Lines(Format),
     Avro(AvroEncoder),
+    Protobuf(Box<ProtobufEncoder>),
 }
 
 impl RowEncoder {
-    pub fn new(format: &Format) -> Self {
-        match format {
+    pub fn new(format: &Format) -> Result<Self, ConnectorError> {
+        Ok(match format {
             Format::Avro => RowEncoder::Avro(AvroEncoder::plain()),
             Format::AvroConfluent(registry) => {
                 RowEncoder::Avro(AvroEncoder::confluent(registry.clone()))
             }
+            Format::Protobuf(config) => {
+                RowEncoder::Protobuf(Box::new(ProtobufEncoder::new(config)?))
+            }
             other => RowEncoder::Lines(other.clone()),
-        }
+        })
     }
 
     /// Gets ready to write rows of `schema` to `topic`: registers their
@@ -512,7 +538,7 @@ impl RowEncoder {
     ) -> Result<(), String> {
         match self {
             RowEncoder::Avro(avro) => avro.prepare(schema, topic, is_key).await,
-            RowEncoder::Lines(_) => Ok(()),
+            RowEncoder::Lines(_) | RowEncoder::Protobuf(_) => Ok(()),
         }
     }
 
@@ -521,6 +547,7 @@ impl RowEncoder {
     pub fn encode_rows(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>, ArrowError> {
         let format = match self {
             RowEncoder::Avro(avro) => return avro.encode_rows(batch),
+            RowEncoder::Protobuf(protobuf) => return protobuf.encode_rows(batch),
             RowEncoder::Lines(format) => format,
         };
         let mut buffer = Vec::new();

@@ -26,6 +26,7 @@ pub mod kafka;
 pub mod nexmark;
 pub mod options;
 pub mod print;
+pub mod protobuf;
 pub mod registry;
 pub mod replay;
 pub mod spill;

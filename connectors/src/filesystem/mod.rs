@@ -65,11 +65,20 @@ impl Connector for FilesystemConnector {
 
     fn validate(&self, options: &Options) -> Result<(), ConnectorError> {
         options.require("path")?;
-        if let Format::AvroConfluent(_) = Format::from_options(options)? {
-            return Err(ConnectorError::option(
-                "format",
-                "'avro-confluent' frames Kafka records; Avro files are 'avro' (object container files, the schema in each file)",
-            ));
+        match Format::from_options(options)? {
+            Format::AvroConfluent(_) => {
+                return Err(ConnectorError::option(
+                    "format",
+                    "'avro-confluent' frames Kafka records; Avro files are 'avro' (object container files, the schema in each file)",
+                ))
+            }
+            Format::Protobuf(_) => {
+                return Err(ConnectorError::option(
+                    "format",
+                    "'protobuf' is a Kafka record format: a file of messages has no framing to read them by",
+                ))
+            }
+            _ => {}
         }
         let mut known: Vec<&str> = SOURCE_OPTIONS.to_vec();
         known.extend(SINK_OPTIONS);

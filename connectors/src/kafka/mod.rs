@@ -57,11 +57,12 @@ const OPTIONS: &[&str] = &[
 
 /// Prefixes of the options a Kafka table passes on: to the client, and to
 /// the value's and key's formats (the schema registry's address).
-pub(crate) const FORMAT_OPTION_PREFIXES: [&str; 4] = [
+pub(crate) const FORMAT_OPTION_PREFIXES: [&str; 5] = [
     "properties.",
     "avro-confluent.",
     "value.avro-confluent.",
     "key.avro-confluent.",
+    "protobuf.",
 ];
 
 /// Metadata a Kafka record carries, as Flink names it.

@@ -149,8 +149,13 @@ impl KafkaSink {
         });
         Ok(KafkaSink {
             buffer,
-            values: RowEncoder::new(&settings.value_format),
-            keys: settings.key_format.as_ref().map(RowEncoder::new),
+            values: RowEncoder::new(&settings.value_format).map_err(kafka_error)?,
+            keys: settings
+                .key_format
+                .as_ref()
+                .map(RowEncoder::new)
+                .transpose()
+                .map_err(kafka_error)?,
             topic,
             settings,
             producer,

@@ -8,7 +8,6 @@ mod common;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arrow_avro::schema::{FingerprintStrategy, SCHEMA_METADATA_KEY};
 use arrow_avro::writer::format::AvroSoeFormat;
@@ -16,7 +15,6 @@ use arrow_avro::writer::WriterBuilder;
 use common::kafka::*;
 use common::registry::Registry;
 use common::*;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use weir::arrow::array::{
     ArrayRef, Float32Array, Float64Array, Int32Array, Int64Array, StringArray,
 };
@@ -48,21 +46,6 @@ fn avro_file(text: &str, columns: Vec<(&str, ArrayRef)>) -> Vec<u8> {
     writer.write(&batch).unwrap();
     writer.finish().unwrap();
     writer.into_inner()
-}
-
-async fn produce_bytes(producer: &FutureProducer, topic: &str, records: &[Vec<u8>]) {
-    for record in records {
-        producer
-            .send(
-                FutureRecord::<(), _>::to(topic)
-                    .partition(0)
-                    .payload(record),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap();
-    }
-    producer.flush(Duration::from_secs(10)).unwrap();
 }
 
 const V1: &str = r#"{"type":"record","name":"Bid","namespace":"shop","fields":[
@@ -145,14 +128,7 @@ async fn a_topic_whose_producer_evolves_its_schema_reads_with_dead_letters_for_t
             "5 | NULL | 3.000000",
         ]
     );
-    let mut letters = Vec::new();
-    for entry in std::fs::read_dir(dead.path()).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        letters.extend(
-            text.lines()
-                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()),
-        );
-    }
+    let letters = dead_letters(dead.path());
     assert_eq!(letters.len(), 2, "{letters:?}");
     for (letter, offset) in letters.iter().zip([5, 6]) {
         assert!(

@@ -97,14 +97,7 @@ async fn partitions_out_of_order_with_bad_records_match_the_oracle() {
         assert_eq!(run.late_rows, late);
     }
     // Every bad record is in the dead-letter output, with where it was.
-    let mut letters = Vec::new();
-    for entry in std::fs::read_dir(dlq.path()).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        letters.extend(
-            text.lines()
-                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()),
-        );
-    }
+    let letters = dead_letters(dlq.path());
     // Late rows share the output (no 'late-data.path'); they carry the row.
     let (letters, late_letters): (Vec<_>, Vec<_>) =
         letters.into_iter().partition(|l| l.get("raw").is_some());
@@ -1532,17 +1525,7 @@ async fn protobuf_messages_read_and_write_as_declared_columns() {
         message(r#"{"auction": 2, "price": 7.0, "at": "2024-01-01T00:00:02Z"}"#),
     ];
     records.insert(1, b"\xff\xff\xff not protobuf".to_vec());
-    let p = producer(&bootstrap);
-    for record in &records {
-        p.send(
-            rdkafka::producer::FutureRecord::<(), _>::to("bids")
-                .partition(0)
-                .payload(record),
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap();
-    }
+    produce_bytes(&producer(&bootstrap), "bids", &records).await;
     let dead = tempfile::tempdir().unwrap();
     let table = |name: &str, topic: &str, extra: &str| {
         format!(
@@ -1561,15 +1544,7 @@ async fn protobuf_messages_read_and_write_as_declared_columns() {
         "2 | NULL | 7.000000 | 2024-01-01T00:00:02 | NULL",
     ];
     assert_eq!(read.rows, expected);
-    let letters: Vec<serde_json::Value> = std::fs::read_dir(dead.path())
-        .unwrap()
-        .flat_map(|e| {
-            let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
-            text.lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let letters = dead_letters(dead.path());
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0]["location"], "bids-0@1");
     assert!(
@@ -1586,4 +1561,77 @@ async fn protobuf_messages_read_and_write_as_declared_columns() {
     run_job(&mut session, "INSERT INTO copy SELECT * FROM bids").await;
     let copied = run_weir(&[table("copy", "copy", "")], "SELECT * FROM copy").await;
     assert_eq!(copied.rows, expected);
+}
+
+/// `protobuf-confluent`: records framed with a registry id and message
+/// indexes (the first message; the second message of another version of
+/// the file) decode by the `.proto` text the registry holds; an id it does
+/// not know is a dead letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn protobuf_confluent_records_name_their_schema_and_message() {
+    use prost::Message;
+    let registry = common::registry::Registry::start();
+    let (_cluster, bootstrap) = mock_cluster(&[("pbids", 1)]);
+    let with_other_first = BID_PROTO.replace(
+        "message Bid {",
+        "message Other { string x = 1; }\nmessage Bid {",
+    );
+    let first = registry.register("pbids-value", BID_PROTO);
+    let second = registry.register("pbids-value", &with_other_first);
+    let dir = tempfile::tempdir().unwrap();
+    let proto = dir.path().join("bid.proto");
+    std::fs::write(&proto, BID_PROTO).unwrap();
+    let pool = protox::Compiler::new([dir.path()])
+        .unwrap()
+        .open_file(&proto)
+        .unwrap()
+        .descriptor_pool();
+    let bid = pool.get_message_by_name("shop.Bid").unwrap();
+    let framed = |id: u32, indexes: &[u8], json: &str| -> Vec<u8> {
+        let mut reader = serde_json::Deserializer::from_str(json);
+        let body = prost_reflect::DynamicMessage::deserialize(bid.clone(), &mut reader)
+            .unwrap()
+            .encode_to_vec();
+        let mut record = vec![0];
+        record.extend(id.to_be_bytes());
+        record.extend(indexes);
+        record.extend(body);
+        record
+    };
+    let records = [
+        // Index [0] as the lone 0 byte.
+        framed(
+            first,
+            &[0],
+            r#"{"auction": 1, "bidder": "ann", "price": 2.5}"#,
+        ),
+        // Index [1]: count 1 and index 1, zig-zag encoded.
+        framed(second, &[2, 2], r#"{"auction": 2, "channel": "APP"}"#),
+        framed(99, &[0], r#"{"auction": 3}"#),
+    ];
+    produce_bytes(&producer(&bootstrap), "pbids", &records).await;
+    let dead = tempfile::tempdir().unwrap();
+    let ddl = format!(
+        "CREATE TABLE pbids (auction BIGINT NOT NULL, bidder STRING, price DOUBLE, channel STRING)
+         WITH ('connector' = 'kafka', 'topic' = 'pbids', 'properties.bootstrap.servers' = '{bootstrap}',
+               'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset',
+               'format' = 'protobuf-confluent', 'protobuf-confluent.url' = '{}',
+               'bad-data.path' = '{}')",
+        registry.url,
+        dead.path().display()
+    );
+    let read = run_weir(&[ddl], "SELECT * FROM pbids").await;
+    assert_eq!(
+        read.rows,
+        ["1 | ann | 2.500000 | NULL", "2 | NULL | NULL | APP"]
+    );
+    let letters = dead_letters(dead.path());
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert!(
+        letters[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("schema id 99: "),
+        "{letters:?}"
+    );
 }

@@ -69,23 +69,34 @@ impl RegistryConfig {
     /// From `avro-confluent.*`, or `<prefix>avro-confluent.*` (`value.`,
     /// `key.`) when the format was named by `value.format`/`key.format`.
     pub fn from_options(options: &Options, prefix: &str) -> Result<Self, ConnectorError> {
+        RegistryConfig::of_format(options, prefix, "avro-confluent")
+    }
+
+    /// The options of registry format `format` (`avro-confluent`,
+    /// `protobuf-confluent`): `<format>.url`, `<format>.subject`, ...
+    pub fn of_format(
+        options: &Options,
+        prefix: &str,
+        format: &str,
+    ) -> Result<Self, ConnectorError> {
         let get = |name: &str| {
+            let name = format!("{format}.{name}");
             options
                 .get(&format!("{prefix}{name}"))
-                .or_else(|| options.get(name))
+                .or_else(|| options.get(&name))
                 .map(str::to_string)
         };
-        let url = get("avro-confluent.url").ok_or_else(|| {
+        let url = get("url").ok_or_else(|| {
             ConnectorError::option(
-                "avro-confluent.url",
-                "is required with 'avro-confluent': the schema registry's address, e.g. 'http://localhost:8081'",
+                &format!("{format}.url"),
+                format!("is required with '{format}': the schema registry's address, e.g. 'http://localhost:8081'"),
             )
         })?;
         Ok(RegistryConfig {
             url: url.trim_end_matches('/').to_string(),
-            subject: get("avro-confluent.subject"),
-            user_info: get("avro-confluent.basic-auth.user-info"),
-            bearer_token: get("avro-confluent.bearer-auth.token"),
+            subject: get("subject"),
+            user_info: get("basic-auth.user-info"),
+            bearer_token: get("bearer-auth.token"),
         })
     }
 }
@@ -265,7 +276,7 @@ pub fn avro_schema_of(
 
 /// `schema` with every time-zone-less TIMESTAMP as UTC: Avro's
 /// `timestamp-*` types are instants, the ones Flink and most producers use.
-pub(crate) fn utc_timestamps(schema: &Schema) -> Schema {
+fn utc_timestamps(schema: &Schema) -> Schema {
     let fields: Vec<Field> = schema
         .fields()
         .iter()
@@ -535,22 +546,29 @@ pub(crate) fn writable(
     batch: &RecordBatch,
     name: &str,
 ) -> Result<(Schema, RecordBatch), ArrowError> {
-    let schema = utc_timestamps(batch.schema_ref());
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(c, f)| cast(c, f.data_type()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let batch = RecordBatch::try_new(Arc::new(schema.clone()), columns)?;
+    let batch = with_utc_timestamps(batch)?;
+    let schema = batch.schema().as_ref().clone();
     let text = avro_schema_of(&schema, name, None)?;
     let mut metadata = HashMap::new();
     metadata.insert(arrow_avro::schema::SCHEMA_METADATA_KEY.to_string(), text);
     Ok((schema.with_metadata(metadata), batch))
 }
 
+/// `batch` with its time-zone-less TIMESTAMP columns as UTC instants (the
+/// same values), as Avro's `timestamp-*` and RFC 3339 text want them.
+pub(crate) fn with_utc_timestamps(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+    let schema = Arc::new(utc_timestamps(batch.schema_ref()));
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| cast(c, f.data_type()))
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(schema, columns)
+}
+
 /// A wire-format record's schema id and body.
-fn frame(record: &[u8]) -> Result<(u32, &[u8]), String> {
+pub(crate) fn frame(record: &[u8]) -> Result<(u32, &[u8]), String> {
     match record {
         [MAGIC, a, b, c, d, body @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), body)),
         _ => Err(

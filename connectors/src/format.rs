@@ -45,6 +45,8 @@ pub enum Format {
     AvroConfluent(RegistryConfig),
     /// One protobuf message per record ([`crate::protobuf`]).
     Protobuf(ProtobufConfig),
+    /// The schema registry's Protobuf wire format (read only).
+    ProtobufConfluent(RegistryConfig),
 }
 
 impl Format {
@@ -78,6 +80,11 @@ impl Format {
             "raw" => Ok(Format::Raw),
             "avro" => Ok(Format::Avro),
             "protobuf" => Ok(Format::Protobuf(ProtobufConfig::from_options(options)?)),
+            "protobuf-confluent" => Ok(Format::ProtobufConfluent(RegistryConfig::of_format(
+                options,
+                prefix,
+                "protobuf-confluent",
+            )?)),
             "avro-confluent" => Ok(Format::AvroConfluent(RegistryConfig::from_options(
                 options, prefix,
             )?)),
@@ -90,7 +97,7 @@ impl Format {
             other => Err(ConnectorError::option(
                 "format",
                 format!(
-                    "'{other}' is not json, csv, parquet, raw, debezium-json, avro, avro-confluent or protobuf"
+                    "'{other}' is not json, csv, parquet, raw, debezium-json, avro, avro-confluent, protobuf or protobuf-confluent"
                 ),
             )),
         }
@@ -109,7 +116,7 @@ impl Format {
             Format::Parquet => "parquet",
             Format::Raw => "txt",
             Format::Avro | Format::AvroConfluent(_) => "avro",
-            Format::Protobuf(_) => "pb",
+            Format::Protobuf(_) | Format::ProtobufConfluent(_) => "pb",
         }
     }
 
@@ -128,6 +135,7 @@ impl Format {
             Format::DebeziumJson(_) => "debezium-json".into(),
             Format::Avro => "avro".into(),
             Format::Protobuf(config) => format!("protobuf ({})", config.message),
+            Format::ProtobufConfluent(registry) => format!("protobuf-confluent ({})", registry.url),
             Format::AvroConfluent(registry) => match &registry.subject {
                 Some(subject) => format!("avro-confluent (subject {subject} at {})", registry.url),
                 None => format!("avro-confluent ({})", registry.url),
@@ -232,6 +240,9 @@ impl LineDecoder {
                 Format::Protobuf(config) => Some(RecordDecoder::Protobuf(Box::new(
                     ProtobufDecoder::new(config, schema.clone(), stream.clone())?,
                 ))),
+                Format::ProtobufConfluent(registry) => Some(RecordDecoder::Protobuf(Box::new(
+                    ProtobufDecoder::confluent(registry, schema.clone(), stream.clone())?,
+                ))),
                 _ => None,
             };
         Ok(LineDecoder {
@@ -248,7 +259,8 @@ impl LineDecoder {
     pub async fn prepare(&self, records: &[&[u8]]) -> Result<(), String> {
         match &self.codec {
             Some(RecordDecoder::Avro(avro)) => avro.prepare(records).await,
-            _ => Ok(()),
+            Some(RecordDecoder::Protobuf(protobuf)) => protobuf.prepare(records).await,
+            None => Ok(()),
         }
     }
 
@@ -446,7 +458,8 @@ impl LineDecoder {
             | Format::Raw
             | Format::Avro
             | Format::AvroConfluent(_)
-            | Format::Protobuf(_) => {
+            | Format::Protobuf(_)
+            | Format::ProtobufConfluent(_) => {
                 return Err(ArrowError::InvalidArgumentError("not a line format".into()))
             }
         }
@@ -500,9 +513,14 @@ pub fn encode_lines(
             Ok(())
         }
         Format::DebeziumJson(envelope) => debezium::encode(batch, *envelope, out),
-        Format::Parquet | Format::Avro | Format::AvroConfluent(_) | Format::Protobuf(_) => Err(
-            ArrowError::InvalidArgumentError(format!("{} is not a line format", format.describe())),
-        ),
+        Format::Parquet
+        | Format::Avro
+        | Format::AvroConfluent(_)
+        | Format::Protobuf(_)
+        | Format::ProtobufConfluent(_) => Err(ArrowError::InvalidArgumentError(format!(
+            "{} is not a line format",
+            format.describe()
+        ))),
     }
 }
 
@@ -517,6 +535,12 @@ pub enum RowEncoder {
 impl RowEncoder {
     pub fn new(format: &Format) -> Result<Self, ConnectorError> {
         Ok(match format {
+            Format::ProtobufConfluent(_) => {
+                return Err(ConnectorError::option(
+                    "format",
+                    "'protobuf-confluent' is read only for now; write 'protobuf' (with 'protobuf.schema-file') or 'avro-confluent'",
+                ))
+            }
             Format::Avro => RowEncoder::Avro(AvroEncoder::plain()),
             Format::AvroConfluent(registry) => {
                 RowEncoder::Avro(AvroEncoder::confluent(registry.clone()))

@@ -14,11 +14,20 @@
 //! is a dead letter with the JSON decoder's reason; bytes that are not a
 //! message are a dead letter too. Writing goes the other way: a row's JSON
 //! parsed into the message and encoded.
+//!
+//! `'format' = 'protobuf-confluent'` reads the schema registry's Protobuf
+//! wire format: a zero byte, the schema id, the message indexes (which
+//! message of the `.proto` file), then the message. The `.proto` text is
+//! fetched by id once and compiled; the record names its message. A schema
+//! that does not compile, an unknown id or index is a dead letter.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use datafusion::arrow::compute::cast;
+use parking_lot::Mutex;
+use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
+
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -26,6 +35,7 @@ use prost::Message;
 use prost_reflect::{DynamicMessage, MessageDescriptor, SerializeOptions};
 use weir_engine::BadRecord;
 
+use crate::avro::{frame, RegistryConfig, SchemaRegistry};
 use crate::format::{Decoded, Format, LineDecoder, RowEncoder};
 use crate::options::Options;
 use crate::registry::ConnectorError;
@@ -97,10 +107,22 @@ impl ProtobufConfig {
     }
 }
 
+/// Which message a record holds.
+enum Messages {
+    /// Always this one (`protobuf`).
+    Fixed(MessageDescriptor),
+    /// The one the record names, from the `.proto` file the registry
+    /// holds under the record's schema id (`protobuf-confluent`).
+    Registry {
+        registry: SchemaRegistry,
+        files: Mutex<HashMap<u32, Arc<Result<prost_reflect::FileDescriptor, String>>>>,
+    },
+}
+
 /// Decodes protobuf messages into rows of the declared columns.
 pub struct ProtobufDecoder {
     stream: String,
-    message: MessageDescriptor,
+    messages: Messages,
     json: LineDecoder,
     options: SerializeOptions,
 }
@@ -111,15 +133,98 @@ impl ProtobufDecoder {
         schema: SchemaRef,
         stream: String,
     ) -> Result<Self, ConnectorError> {
+        ProtobufDecoder::with(
+            Messages::Fixed(config.descriptor()?),
+            config.read_default_values,
+            schema,
+            stream,
+        )
+    }
+
+    /// `protobuf-confluent`: messages named by the record, schemas from
+    /// the registry.
+    pub fn confluent(
+        registry: &RegistryConfig,
+        schema: SchemaRef,
+        stream: String,
+    ) -> Result<Self, ConnectorError> {
+        let messages = Messages::Registry {
+            registry: SchemaRegistry::new(registry.clone()),
+            files: Mutex::new(HashMap::new()),
+        };
+        ProtobufDecoder::with(messages, false, schema, stream)
+    }
+
+    fn with(
+        messages: Messages,
+        read_default_values: bool,
+        schema: SchemaRef,
+        stream: String,
+    ) -> Result<Self, ConnectorError> {
         Ok(ProtobufDecoder {
-            message: config.descriptor()?,
+            messages,
             json: LineDecoder::new(Format::Json, schema, stream.clone())?,
             stream,
             options: SerializeOptions::new()
                 .use_proto_field_name(true)
                 .stringify_64_bit_integers(false)
-                .skip_default_fields(!config.read_default_values),
+                .skip_default_fields(!read_default_values),
         })
+    }
+
+    /// Fetches and compiles the `.proto` files of `records` not seen
+    /// before (`protobuf-confluent`). One the registry does not give is
+    /// remembered as why its records are bad; a registry that does not
+    /// answer is an error (the poll is tried again).
+    pub async fn prepare(&self, records: &[&[u8]]) -> Result<(), String> {
+        let Messages::Registry { registry, files } = &self.messages else {
+            return Ok(());
+        };
+        let mut missing: Vec<u32> = records
+            .iter()
+            .filter_map(|r| frame(r).ok().map(|(id, _)| id))
+            .filter(|id| !files.lock().contains_key(id))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        for id in missing {
+            let file = match registry.schema(id).await {
+                Ok(text) => compile(&format!("schema-{id}.proto"), &text),
+                Err(e) if e.contains("did not answer") || e.contains("broke off") => return Err(e),
+                Err(e) => Err(e),
+            };
+            files.lock().insert(id, Arc::new(file));
+        }
+        Ok(())
+    }
+
+    /// The message a record holds, and its bytes.
+    fn message_of<'a>(&self, record: &'a [u8]) -> Result<(MessageDescriptor, &'a [u8]), String> {
+        let files = match &self.messages {
+            Messages::Fixed(message) => return Ok((message.clone(), record)),
+            Messages::Registry { files, .. } => files,
+        };
+        let (id, rest) = frame(record)?;
+        let file = files
+            .lock()
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| format!("schema id {id} was not fetched"))?;
+        let file = file
+            .as_ref()
+            .as_ref()
+            .map_err(|e| format!("schema id {id}: {e}"))?;
+        let (indexes, body) = message_indexes(rest)
+            .ok_or_else(|| format!("schema id {id}: the message indexes are cut short"))?;
+        let mut message = indexes
+            .first()
+            .and_then(|i| file.messages().nth(*i))
+            .ok_or_else(|| format!("schema id {id}: no message at {indexes:?}"))?;
+        for i in &indexes[1..] {
+            let child = message.child_messages().nth(*i);
+            message = child.ok_or_else(|| format!("schema id {id}: no message at {indexes:?}"))?;
+        }
+        Ok((message, body))
     }
 
     /// Decodes separate records; a bad record's index is its position in
@@ -133,8 +238,12 @@ impl ProtobufDecoder {
         let mut from = Vec::with_capacity(records.len());
         let mut bad = Vec::new();
         for (i, record) in records.iter().enumerate() {
-            let text = DynamicMessage::decode(self.message.clone(), *record)
-                .map_err(|e| format!("not a {} message: {e}", self.message.full_name()))
+            let text = self
+                .message_of(record)
+                .and_then(|(message, body)| {
+                    DynamicMessage::decode(message.clone(), body)
+                        .map_err(|e| format!("not a {} message: {e}", message.full_name()))
+                })
                 .and_then(|m| {
                     let mut out = serde_json::Serializer::new(Vec::new());
                     m.serialize_with_options(&mut out, &self.options)
@@ -190,14 +299,7 @@ impl ProtobufEncoder {
     pub fn encode_rows(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>, ArrowError> {
         // TIMESTAMPs as instants with an offset, as RFC 3339 (and so
         // `google.protobuf.Timestamp`) wants them.
-        let schema = Arc::new(crate::avro::utc_timestamps(batch.schema_ref()));
-        let columns = batch
-            .columns()
-            .iter()
-            .zip(schema.fields())
-            .map(|(c, f)| cast(c, f.data_type()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let batch = RecordBatch::try_new(schema, columns)?;
+        let batch = crate::avro::with_utc_timestamps(batch)?;
         self.json
             .encode_rows(&batch)?
             .into_iter()
@@ -213,5 +315,77 @@ impl ProtobufEncoder {
                 Ok(message.encode_to_vec())
             })
             .collect()
+    }
+}
+
+/// The message indexes of a registry-framed Protobuf record (zig-zag
+/// varints: a count, then an index per nesting level; a lone 0 is the
+/// first message), and the message's bytes after them.
+fn message_indexes(bytes: &[u8]) -> Option<(Vec<usize>, &[u8])> {
+    let (count, mut rest) = zigzag(bytes)?;
+    if count == 0 {
+        return Some((vec![0], rest));
+    }
+    let mut indexes = Vec::with_capacity(count.max(0) as usize);
+    for _ in 0..count {
+        let (index, after) = zigzag(rest)?;
+        indexes.push(usize::try_from(index).ok()?);
+        rest = after;
+    }
+    Some((indexes, rest))
+}
+
+/// A zig-zag varint and the bytes after it.
+fn zigzag(bytes: &[u8]) -> Option<(i64, &[u8])> {
+    let mut value: u64 = 0;
+    for (i, byte) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            let signed = (value >> 1) as i64 ^ -((value & 1) as i64);
+            return Some((signed, &bytes[i + 1..]));
+        }
+    }
+    None
+}
+
+/// Compiles one `.proto` text (imports: the well-known types only).
+fn compile(name: &str, text: &str) -> Result<prost_reflect::FileDescriptor, String> {
+    struct OneFile {
+        name: String,
+        text: String,
+    }
+    impl FileResolver for OneFile {
+        fn open_file(&self, name: &str) -> Result<File, protox::Error> {
+            match name == self.name {
+                true => File::from_source(name, &self.text),
+                false => Err(protox::Error::file_not_found(name)),
+            }
+        }
+    }
+    let mut resolver = ChainFileResolver::new();
+    resolver.add(OneFile {
+        name: name.to_string(),
+        text: text.to_string(),
+    });
+    resolver.add(GoogleFileResolver::new());
+    let mut compiler = protox::Compiler::with_file_resolver(resolver);
+    compiler.open_file(name).map_err(|e| e.to_string())?;
+    compiler
+        .descriptor_pool()
+        .get_file_by_name(name)
+        .ok_or_else(|| format!("{name} did not compile to a file"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_indexes_follow_the_registry_encoding() {
+        // A lone 0: the first message.
+        assert_eq!(message_indexes(&[0, 9]), Some((vec![0], &[9][..])));
+        // Two levels, [1, 0]: count 2 (zig-zag 4), 1 (2), 0 (0).
+        assert_eq!(message_indexes(&[4, 2, 0, 7]), Some((vec![1, 0], &[7][..])));
+        assert_eq!(message_indexes(&[4, 2]), None, "cut short");
     }
 }

@@ -40,6 +40,22 @@ pub async fn produce(
     producer.flush(Duration::from_secs(10)).unwrap();
 }
 
+/// Sends each payload as it is (bytes) to partition 0, in order.
+pub async fn produce_bytes(producer: &FutureProducer, topic: &str, records: &[Vec<u8>]) {
+    for record in records {
+        producer
+            .send(
+                FutureRecord::<(), _>::to(topic)
+                    .partition(0)
+                    .payload(record),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
 pub fn event_json(e: &Event) -> String {
     let key = e.key.map_or("null".into(), |k| k.to_string());
     let value = e.value.map_or("null".into(), |v| v.to_string());

@@ -116,6 +116,16 @@ pub struct Run {
     pub late_rows: u64,
 }
 
+/// The dead letters (JSON lines) of every file under `dir`.
+pub fn dead_letters(dir: &Path) -> Vec<serde_json::Value> {
+    let mut letters = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        letters.extend(text.lines().map(|l| serde_json::from_str(l).unwrap()));
+    }
+    letters
+}
+
 /// Runs DDL then starts a query in a fresh session; fails the test with
 /// the rendered error if either fails.
 pub async fn start_query(setup: &[String], query: &str) -> weir::ResultStream {

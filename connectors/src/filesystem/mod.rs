@@ -72,7 +72,7 @@ impl Connector for FilesystemConnector {
                     "'avro-confluent' frames Kafka records; Avro files are 'avro' (object container files, the schema in each file)",
                 ))
             }
-            Format::Protobuf(_) => {
+            Format::Protobuf(_) | Format::ProtobufConfluent(_) => {
                 return Err(ConnectorError::option(
                     "format",
                     "'protobuf' is a Kafka record format: a file of messages has no framing to read them by",

@@ -57,12 +57,15 @@ const OPTIONS: &[&str] = &[
 
 /// Prefixes of the options a Kafka table passes on: to the client, and to
 /// the value's and key's formats (the schema registry's address).
-pub(crate) const FORMAT_OPTION_PREFIXES: [&str; 5] = [
+pub(crate) const FORMAT_OPTION_PREFIXES: [&str; 8] = [
     "properties.",
     "avro-confluent.",
     "value.avro-confluent.",
     "key.avro-confluent.",
     "protobuf.",
+    "protobuf-confluent.",
+    "value.protobuf-confluent.",
+    "key.protobuf-confluent.",
 ];
 
 /// Metadata a Kafka record carries, as Flink names it.

@@ -1494,6 +1494,27 @@ message Bid {
 }
 "#;
 
+/// Writes [`BID_PROTO`] into `dir`: its path, and `shop.Bid` messages
+/// made from their JSON by prost-reflect.
+fn bid_messages(dir: &std::path::Path) -> (std::path::PathBuf, impl Fn(&str) -> Vec<u8>) {
+    use prost::Message;
+    let proto = dir.join("bid.proto");
+    std::fs::write(&proto, BID_PROTO).unwrap();
+    let pool = protox::Compiler::new([dir])
+        .unwrap()
+        .open_file(&proto)
+        .unwrap()
+        .descriptor_pool();
+    let bid = pool.get_message_by_name("shop.Bid").unwrap();
+    let message = move |json: &str| {
+        let mut reader = serde_json::Deserializer::from_str(json);
+        prost_reflect::DynamicMessage::deserialize(bid.clone(), &mut reader)
+            .unwrap()
+            .encode_to_vec()
+    };
+    (proto, message)
+}
+
 /// Protobuf records: messages written here with prost-reflect read as the
 /// declared columns (a field the table does not declare skipped, an unset
 /// field NULL, an enum by name, a Timestamp as TIMESTAMP(3)); bytes that
@@ -1501,23 +1522,9 @@ message Bid {
 /// read back as they were.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn protobuf_messages_read_and_write_as_declared_columns() {
-    use prost::Message;
     let (_cluster, bootstrap) = mock_cluster(&[("bids", 1), ("copy", 1)]);
     let dir = tempfile::tempdir().unwrap();
-    let proto = dir.path().join("bid.proto");
-    std::fs::write(&proto, BID_PROTO).unwrap();
-    let pool = protox::Compiler::new([dir.path()])
-        .unwrap()
-        .open_file(&proto)
-        .unwrap()
-        .descriptor_pool();
-    let bid = pool.get_message_by_name("shop.Bid").unwrap();
-    let message = |json: &str| -> Vec<u8> {
-        let mut reader = serde_json::Deserializer::from_str(json);
-        prost_reflect::DynamicMessage::deserialize(bid.clone(), &mut reader)
-            .unwrap()
-            .encode_to_vec()
-    };
+    let (proto, message) = bid_messages(dir.path());
     let mut records = vec![
         message(
             r#"{"auction": 1, "bidder": "ann", "price": 2.5, "at": "2024-01-01T00:00:01.250Z", "channel": "APP", "note": "x"}"#,
@@ -1569,7 +1576,6 @@ async fn protobuf_messages_read_and_write_as_declared_columns() {
 /// not know is a dead letter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn protobuf_confluent_records_name_their_schema_and_message() {
-    use prost::Message;
     let registry = common::registry::Registry::start();
     let (_cluster, bootstrap) = mock_cluster(&[("pbids", 1)]);
     let with_other_first = BID_PROTO.replace(
@@ -1579,19 +1585,9 @@ async fn protobuf_confluent_records_name_their_schema_and_message() {
     let first = registry.register("pbids-value", BID_PROTO);
     let second = registry.register("pbids-value", &with_other_first);
     let dir = tempfile::tempdir().unwrap();
-    let proto = dir.path().join("bid.proto");
-    std::fs::write(&proto, BID_PROTO).unwrap();
-    let pool = protox::Compiler::new([dir.path()])
-        .unwrap()
-        .open_file(&proto)
-        .unwrap()
-        .descriptor_pool();
-    let bid = pool.get_message_by_name("shop.Bid").unwrap();
+    let (_, message) = bid_messages(dir.path());
     let framed = |id: u32, indexes: &[u8], json: &str| -> Vec<u8> {
-        let mut reader = serde_json::Deserializer::from_str(json);
-        let body = prost_reflect::DynamicMessage::deserialize(bid.clone(), &mut reader)
-            .unwrap()
-            .encode_to_vec();
+        let body = message(json);
         let mut record = vec![0];
         record.extend(id.to_be_bytes());
         record.extend(indexes);

@@ -118,6 +118,39 @@ impl Generations {
         }
     }
 
+    /// Claims task `task` of generation `number` for `process`: `true`
+    /// when `process` holds it (it claimed it now, or before), `false` when
+    /// another process did first. Created atomically, as generations are:
+    /// two processes whose views of a rebalance differ for a moment (one
+    /// has not seen a task taken from it yet) cannot both run the task in
+    /// one generation, which would write its rows twice.
+    pub async fn claim(&self, number: u64, task: &str, process: &str) -> Result<bool> {
+        // Beside the generations, not under them: listing them stays short.
+        let path = Path::from(format!("{}-claims", self.dir))
+            .join(format!("{number:020}"))
+            .join(task);
+        let create = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        let body = PutPayload::from(process.as_bytes().to_vec());
+        match self.store.put_opts(&path, body, create).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::AlreadyExists { .. }) => {
+                let holder = self
+                    .store
+                    .get(&path)
+                    .await
+                    .map_err(store_error)?
+                    .bytes()
+                    .await
+                    .map_err(store_error)?;
+                Ok(holder.as_ref() == process.as_bytes())
+            }
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
     async fn read(&self, number: u64) -> Result<Generation> {
         let bytes = self
             .store
@@ -156,6 +189,22 @@ mod tests {
     fn local(dir: &tempfile::TempDir) -> Generations {
         let store = LocalFileSystem::new_with_prefix(dir.path()).unwrap();
         Generations::new(Arc::new(store), Path::from("job/generations"))
+    }
+
+    /// Two processes that both think they run a task in one generation:
+    /// the first claim holds, again for its process, never for the other;
+    /// the next generation is claimed afresh; listing generations does not
+    /// see the claims.
+    #[tokio::test]
+    async fn a_task_is_claimed_once_per_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let generations = local(&dir);
+        generations.next(0, None, "p1").await.unwrap();
+        assert!(generations.claim(1, "0-3", "p1").await.unwrap());
+        assert!(!generations.claim(1, "0-3", "p4").await.unwrap());
+        assert!(generations.claim(1, "0-3", "p1").await.unwrap());
+        assert!(generations.claim(2, "0-3", "p4").await.unwrap());
+        assert_eq!(generations.latest().await.unwrap().unwrap().number, 1);
     }
 
     /// Processes that see the same task movement race to start the next

@@ -268,6 +268,27 @@ impl Process {
         generation: Generation,
         assigned: &[BTreeSet<usize>],
     ) -> EngineResult<Running> {
+        // Only the tasks this process claims first in this generation: a
+        // view of the groups a moment old may still list a task that
+        // moved, and its new owner may start the same generation.
+        let mut claimed = Vec::with_capacity(assigned.len());
+        for (stage, tasks) in assigned.iter().enumerate() {
+            let mut mine = BTreeSet::new();
+            for task in tasks {
+                let name = format!("{stage}-{task}");
+                let generations = &self.shared.generations;
+                if generations
+                    .claim(generation.number, &name, &self.shared.process)
+                    .await?
+                {
+                    mine.insert(*task);
+                } else {
+                    tracing::warn!(process = %self.shared.process, generation = generation.number, task = %name, "the task runs on another process in this generation");
+                }
+            }
+            claimed.push(mine);
+        }
+        let assigned = claimed.as_slice();
         tracing::info!(
             process = %self.shared.process,
             generation = generation.number,

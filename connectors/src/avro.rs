@@ -101,6 +101,32 @@ impl RegistryConfig {
     }
 }
 
+/// Why a registry call failed: the registry could not be reached (the
+/// caller tries again later), or it answered with a refusal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryError {
+    Unanswered(String),
+    Refused(String),
+}
+
+impl std::fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RegistryError::Unanswered(e) | RegistryError::Refused(e) => f.write_str(e),
+        }
+    }
+}
+
+impl From<RegistryError> for String {
+    fn from(error: RegistryError) -> String {
+        error.to_string()
+    }
+}
+
+/// What a decoder made of each writer schema it fetched, by registry id
+/// (or why the schema cannot be used).
+pub(crate) type SchemaCache<T> = Mutex<HashMap<u32, Arc<Result<T, String>>>>;
+
 /// A client of a schema registry's REST API (Confluent's, which Karapace,
 /// Apicurio and Redpanda also serve).
 #[derive(Debug, Clone)]
@@ -117,7 +143,11 @@ impl SchemaRegistry {
         }
     }
 
-    async fn call(&self, request: reqwest::RequestBuilder, what: &str) -> Result<Value, String> {
+    async fn call(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<Value, RegistryError> {
         let request = match (&self.config.user_info, &self.config.bearer_token) {
             (Some(user_info), _) => {
                 let (user, password) = user_info.split_once(':').unwrap_or((user_info, ""));
@@ -131,16 +161,15 @@ impl SchemaRegistry {
             .send()
             .await
             .map_err(|e| {
-                format!(
+                RegistryError::Unanswered(format!(
                     "the schema registry at {} did not answer: {e}",
                     self.config.url
-                )
+                ))
             })?;
         let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| format!("the schema registry's answer broke off: {e}"))?;
+        let body = response.bytes().await.map_err(|e| {
+            RegistryError::Unanswered(format!("the schema registry's answer broke off: {e}"))
+        })?;
         let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if !status.is_success() {
             let message = value
@@ -148,20 +177,51 @@ impl SchemaRegistry {
                 .and_then(Value::as_str)
                 .map(str::to_string)
                 .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-            return Err(format!(
+            return Err(RegistryError::Refused(format!(
                 "{what}: the schema registry answered {status}: {message}"
-            ));
+            )));
         }
         Ok(value)
     }
 
     /// The schema with registry id `id`.
-    pub async fn schema(&self, id: u32) -> Result<String, String> {
+    pub async fn schema(&self, id: u32) -> Result<String, RegistryError> {
         let url = format!("{}/schemas/ids/{id}", self.config.url);
         let value = self
             .call(self.client.get(url), &format!("schema id {id}"))
             .await?;
-        schema_text(&value).ok_or_else(|| format!("schema id {id}: the answer holds no schema"))
+        schema_text(&value).ok_or_else(|| {
+            RegistryError::Refused(format!("schema id {id}: the answer holds no schema"))
+        })
+    }
+
+    /// Fetches the schemas of the wire-format `records` that `cache` does
+    /// not hold yet, each made into what the decoder needs by `make`
+    /// (given its id and text). A schema the registry refuses is kept as
+    /// the reason its records are bad; a registry that does not answer is
+    /// an error (the poll is tried again).
+    pub(crate) async fn fetch_missing<T>(
+        &self,
+        records: &[&[u8]],
+        cache: &SchemaCache<T>,
+        make: impl Fn(u32, &str) -> Result<T, String>,
+    ) -> Result<(), String> {
+        let mut missing: Vec<u32> = records
+            .iter()
+            .filter_map(|r| frame(r).ok().map(|(id, _)| id))
+            .filter(|id| !cache.lock().contains_key(id))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        for id in missing {
+            let made = match self.schema(id).await {
+                Ok(text) => make(id, &text),
+                Err(RegistryError::Unanswered(e)) => return Err(e),
+                Err(RegistryError::Refused(e)) => Err(e),
+            };
+            cache.lock().insert(id, Arc::new(made));
+        }
+        Ok(())
     }
 
     /// Registers `schema` under `subject` (or finds it there) and returns
@@ -291,17 +351,14 @@ fn utc_timestamps(schema: &Schema) -> Schema {
     Schema::new(fields)
 }
 
-/// A writer schema as fetched, with the reader schema that resolves it
-/// against the declared columns; or why it cannot be read.
-type Resolved = Result<(AvroSchema, AvroSchema), String>;
-
 /// Decodes Avro records into batches of the declared columns.
 pub struct AvroDecoder {
     declared: SchemaRef,
     stream: String,
     registry: Option<SchemaRegistry>,
-    /// Writer schemas by id (the plain format's one schema is id 0).
-    writers: Mutex<HashMap<u32, Arc<Resolved>>>,
+    /// Writer schemas by id, each with the reader schema that resolves it
+    /// (the plain format's one schema is id 0).
+    writers: SchemaCache<(AvroSchema, AvroSchema)>,
 }
 
 impl AvroDecoder {
@@ -332,33 +389,22 @@ impl AvroDecoder {
         }
     }
 
-    /// Fetches the writer schemas of `records` not fetched before. A
-    /// schema the registry cannot give is remembered as the reason its
-    /// records are bad; a registry that does not answer is an error (the
-    /// poll is tried again).
+    /// Fetches the writer schemas of `records` not fetched before
+    /// ([`SchemaRegistry::fetch_missing`]).
     pub async fn prepare(&self, records: &[&[u8]]) -> Result<(), String> {
-        let Some(registry) = &self.registry else {
-            return Ok(());
-        };
-        let mut missing: Vec<u32> = records
-            .iter()
-            .filter_map(|r| frame(r).ok().map(|(id, _)| id))
-            .filter(|id| !self.writers.lock().contains_key(id))
-            .collect();
-        missing.sort_unstable();
-        missing.dedup();
-        for id in missing {
-            let resolved = match registry.schema(id).await {
-                Ok(text) => self.resolve(&text),
-                Err(e) if e.contains("did not answer") || e.contains("broke off") => return Err(e),
-                Err(e) => Err(e),
-            };
-            self.writers.lock().insert(id, Arc::new(resolved));
+        match &self.registry {
+            Some(registry) => {
+                registry
+                    .fetch_missing(records, &self.writers, |_, text| self.resolve(text))
+                    .await
+            }
+            None => Ok(()),
         }
-        Ok(())
     }
 
-    fn resolve(&self, text: &str) -> Resolved {
+    /// A writer schema with the reader schema that resolves it against
+    /// the declared columns, or why it cannot be read.
+    fn resolve(&self, text: &str) -> Result<(AvroSchema, AvroSchema), String> {
         let reader = reader_schema(&self.declared, text)?;
         Ok((AvroSchema::new(text.to_string()), reader))
     }

@@ -120,26 +120,18 @@ impl Format {
         }
     }
 
-    /// Whether records are Avro (decoded by [`crate::avro`], not as lines).
-    pub fn is_avro(&self) -> bool {
-        matches!(self, Format::Avro | Format::AvroConfluent(_))
-    }
-
-    /// For `SHOW TABLES`: the format's name, and its schema registry.
-    pub fn describe(&self) -> String {
+    /// The format's name, as `'format'` gives it.
+    pub fn name(&self) -> &'static str {
         match self {
-            Format::Json => "json".into(),
-            Format::Csv { .. } => "csv".into(),
-            Format::Parquet => "parquet".into(),
-            Format::Raw => "raw".into(),
-            Format::DebeziumJson(_) => "debezium-json".into(),
-            Format::Avro => "avro".into(),
-            Format::Protobuf(config) => format!("protobuf ({})", config.message),
-            Format::ProtobufConfluent(registry) => format!("protobuf-confluent ({})", registry.url),
-            Format::AvroConfluent(registry) => match &registry.subject {
-                Some(subject) => format!("avro-confluent (subject {subject} at {})", registry.url),
-                None => format!("avro-confluent ({})", registry.url),
-            },
+            Format::Json => "json",
+            Format::Csv { .. } => "csv",
+            Format::Parquet => "parquet",
+            Format::Raw => "raw",
+            Format::DebeziumJson(_) => "debezium-json",
+            Format::Avro => "avro",
+            Format::AvroConfluent(_) => "avro-confluent",
+            Format::Protobuf(_) => "protobuf",
+            Format::ProtobufConfluent(_) => "protobuf-confluent",
         }
     }
 }
@@ -519,7 +511,7 @@ pub fn encode_lines(
         | Format::Protobuf(_)
         | Format::ProtobufConfluent(_) => Err(ArrowError::InvalidArgumentError(format!(
             "{} is not a line format",
-            format.describe()
+            format.name()
         ))),
     }
 }

@@ -23,7 +23,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use parking_lot::Mutex;
 use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
@@ -35,7 +34,7 @@ use prost::Message;
 use prost_reflect::{DynamicMessage, MessageDescriptor, SerializeOptions};
 use weir_engine::BadRecord;
 
-use crate::avro::{frame, RegistryConfig, SchemaRegistry};
+use crate::avro::{frame, RegistryConfig, SchemaCache, SchemaRegistry};
 use crate::format::{Decoded, Format, LineDecoder, RowEncoder};
 use crate::options::Options;
 use crate::registry::ConnectorError;
@@ -115,7 +114,7 @@ enum Messages {
     /// holds under the record's schema id (`protobuf-confluent`).
     Registry {
         registry: SchemaRegistry,
-        files: Mutex<HashMap<u32, Arc<Result<prost_reflect::FileDescriptor, String>>>>,
+        files: SchemaCache<prost_reflect::FileDescriptor>,
     },
 }
 
@@ -173,29 +172,18 @@ impl ProtobufDecoder {
     }
 
     /// Fetches and compiles the `.proto` files of `records` not seen
-    /// before (`protobuf-confluent`). One the registry does not give is
-    /// remembered as why its records are bad; a registry that does not
-    /// answer is an error (the poll is tried again).
+    /// before (`protobuf-confluent`; [`SchemaRegistry::fetch_missing`]).
     pub async fn prepare(&self, records: &[&[u8]]) -> Result<(), String> {
-        let Messages::Registry { registry, files } = &self.messages else {
-            return Ok(());
-        };
-        let mut missing: Vec<u32> = records
-            .iter()
-            .filter_map(|r| frame(r).ok().map(|(id, _)| id))
-            .filter(|id| !files.lock().contains_key(id))
-            .collect();
-        missing.sort_unstable();
-        missing.dedup();
-        for id in missing {
-            let file = match registry.schema(id).await {
-                Ok(text) => compile(&format!("schema-{id}.proto"), &text),
-                Err(e) if e.contains("did not answer") || e.contains("broke off") => return Err(e),
-                Err(e) => Err(e),
-            };
-            files.lock().insert(id, Arc::new(file));
+        match &self.messages {
+            Messages::Registry { registry, files } => {
+                registry
+                    .fetch_missing(records, files, |id, text| {
+                        compile(&format!("schema-{id}.proto"), text)
+                    })
+                    .await
+            }
+            Messages::Fixed(_) => Ok(()),
         }
-        Ok(())
     }
 
     /// The message a record holds, and its bytes.
@@ -284,14 +272,14 @@ impl ProtobufDecoder {
 /// Encodes rows as protobuf messages.
 pub struct ProtobufEncoder {
     message: MessageDescriptor,
-    json: Arc<RowEncoder>,
+    json: RowEncoder,
 }
 
 impl ProtobufEncoder {
     pub fn new(config: &ProtobufConfig) -> Result<Self, ConnectorError> {
         Ok(ProtobufEncoder {
             message: config.descriptor()?,
-            json: Arc::new(RowEncoder::new(&Format::Json)?),
+            json: RowEncoder::Lines(Format::Json),
         })
     }
 

@@ -41,6 +41,8 @@ const SETTLE: Duration = Duration::from_millis(500);
 
 /// How often a process looks for a newer generation.
 const GENERATION_POLL: Duration = Duration::from_secs(1);
+/// Task claims a process has in flight to the store at once.
+const CONCURRENT_CLAIMS: usize = 16;
 
 /// Starts this process's share of `plan`.
 pub(crate) async fn start(
@@ -263,31 +265,50 @@ impl Process {
         generation::roll_over(&self.shared).await
     }
 
+    /// The tasks of `assigned` this process claims first in generation
+    /// `number`: a view of the groups a moment old may still list a task
+    /// that moved, and its new owner may start the same generation. The
+    /// claims go to the store together, not one after another (a
+    /// generation's start waits for them).
+    async fn claim(
+        &self,
+        number: u64,
+        assigned: &[BTreeSet<usize>],
+    ) -> EngineResult<Vec<BTreeSet<usize>>> {
+        use futures::{StreamExt, TryStreamExt};
+        let mut tasks = Vec::new();
+        for (stage, of_stage) in assigned.iter().enumerate() {
+            tasks.extend(of_stage.iter().map(|task| (stage, *task)));
+        }
+        let outcomes: Vec<(usize, usize, bool)> = futures::stream::iter(tasks)
+            .map(|(stage, task)| async move {
+                let name = format!("{stage}-{task}");
+                let generations = &self.shared.generations;
+                let mine = generations
+                    .claim(number, &name, &self.shared.process)
+                    .await?;
+                Ok::<_, EngineError>((stage, task, mine))
+            })
+            .buffer_unordered(CONCURRENT_CLAIMS)
+            .try_collect()
+            .await?;
+        let mut claimed = vec![BTreeSet::new(); assigned.len()];
+        for (stage, task, mine) in outcomes {
+            if mine {
+                claimed[stage].insert(task);
+            } else {
+                tracing::warn!(process = %self.shared.process, generation = number, task = %format!("{stage}-{task}"), "the task runs on another process in this generation");
+            }
+        }
+        Ok(claimed)
+    }
+
     async fn start(
         &self,
         generation: Generation,
         assigned: &[BTreeSet<usize>],
     ) -> EngineResult<Running> {
-        // Only the tasks this process claims first in this generation: a
-        // view of the groups a moment old may still list a task that
-        // moved, and its new owner may start the same generation.
-        let mut claimed = Vec::with_capacity(assigned.len());
-        for (stage, tasks) in assigned.iter().enumerate() {
-            let mut mine = BTreeSet::new();
-            for task in tasks {
-                let name = format!("{stage}-{task}");
-                let generations = &self.shared.generations;
-                if generations
-                    .claim(generation.number, &name, &self.shared.process)
-                    .await?
-                {
-                    mine.insert(*task);
-                } else {
-                    tracing::warn!(process = %self.shared.process, generation = generation.number, task = %name, "the task runs on another process in this generation");
-                }
-            }
-            claimed.push(mine);
-        }
+        let claimed = self.claim(generation.number, assigned).await?;
         let assigned = claimed.as_slice();
         tracing::info!(
             process = %self.shared.process,

@@ -324,14 +324,13 @@ impl Sink for KafkaSink {
 
     async fn write(&mut self, batch: RecordBatch) -> Result<()> {
         // An Avro format registers its schema before the first record.
-        let values = batch.project(&self.value_columns)?;
+        let schema = batch.schema();
         self.values
-            .prepare(values.schema_ref(), &self.topic, false)
+            .prepare(&schema.project(&self.value_columns)?, &self.topic, false)
             .await
             .map_err(kafka_error)?;
         if let Some(keys) = &mut self.keys {
-            let key_batch = batch.project(&self.key_columns)?;
-            keys.prepare(key_batch.schema_ref(), &self.topic, true)
+            keys.prepare(&schema.project(&self.key_columns)?, &self.topic, true)
                 .await
                 .map_err(kafka_error)?;
         }

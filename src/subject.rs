@@ -4,7 +4,7 @@
 //! columns declared in the statement (a watermark, computed and metadata
 //! columns, or a physical column typed otherwise) come after and win.
 
-use weir_connectors::avro::{RegistryConfig, SchemaRegistry};
+use weir_connectors::schema_registry::{RegistryConfig, SchemaRegistry};
 use weir_connectors::Options;
 use weir_sql::{ParsedStatement, SqlError, Statement};
 

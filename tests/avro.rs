@@ -289,6 +289,79 @@ async fn a_table_like_a_subject_takes_its_columns_from_the_registry() {
     assert!(error.contains("404"), "{error}");
 }
 
+const ADDRESS: &str = r#"{"type":"record","name":"Address","namespace":"com.acme","fields":[
+    {"name":"city","type":"string"},{"name":"zip","type":["null","int"],"default":null}]}"#;
+/// Takes `Address` from subject `address` (a schema reference): by its
+/// short name in its namespace, then by its full name.
+const CUSTOMER: &str = r#"{"type":"record","name":"Customer","namespace":"com.acme","fields":[
+    {"name":"id","type":"long"},{"name":"home","type":"Address"},
+    {"name":"work","type":["null","com.acme.Address"],"default":null}]}"#;
+
+/// A schema that refers to a type of another subject (Confluent's schema
+/// references): `LIKE` the subject declares the referred record's fields
+/// as a ROW, and records written with the schema read, the type used twice
+/// (the second time by name).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_schema_that_refers_to_another_subject_reads_with_its_types() {
+    use weir::arrow::array::{Array, StructArray};
+    use weir::arrow::buffer::NullBuffer;
+    use weir::arrow::datatypes::{DataType, Field, Fields};
+    let registry = Registry::start();
+    let (_cluster, bootstrap) = mock_cluster(&[("customers", 1)]);
+    registry.register("address", ADDRESS);
+    let id = registry.register_with(
+        "customers-value",
+        CUSTOMER,
+        None,
+        serde_json::json!([{"name": "com.acme.Address", "subject": "address", "version": 1}]),
+    );
+    // The producer writes with the schema written out in full.
+    let whole = CUSTOMER.replace(r#""type":"Address""#, &format!(r#""type":{ADDRESS}"#));
+    let fields = Fields::from(vec![
+        Field::new("city", DataType::Utf8, false),
+        Field::new("zip", DataType::Int32, true),
+    ]);
+    let address = |cities: Vec<&str>, zips: Vec<Option<i32>>, valid: Option<Vec<bool>>| {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(cities)),
+            Arc::new(Int32Array::from(zips)),
+        ];
+        StructArray::new(fields.clone(), columns, valid.map(NullBuffer::from))
+    };
+    let home = address(vec!["Oslo", "Bergen"], vec![Some(150), None], None);
+    let work = address(vec!["Oslo", ""], vec![Some(151), None], Some(vec![true, false]));
+    assert_eq!(work.null_count(), 1);
+    let records = framed(
+        id,
+        &whole,
+        vec![
+            ("id", Arc::new(Int64Array::from(vec![1, 2]))),
+            ("home", Arc::new(home)),
+            ("work", Arc::new(work)),
+        ],
+    );
+    produce_bytes(&producer(&bootstrap), "customers", &records).await;
+    let dead = tempfile::tempdir().unwrap();
+    let ddl = format!(
+        "CREATE TABLE customers WITH (
+           'connector' = 'kafka', 'topic' = 'customers', 'properties.bootstrap.servers' = '{bootstrap}',
+           'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset',
+           'format' = 'avro-confluent', 'avro-confluent.url' = '{}', 'bad-data.path' = '{}')
+         LIKE 'customers-value'",
+        registry.url,
+        dead.path().display()
+    );
+    let run = run_weir(&[ddl], "SELECT * FROM customers").await;
+    assert_eq!(dead_letters(dead.path()), Vec::<serde_json::Value>::new());
+    assert_eq!(
+        run.rows,
+        [
+            "1 | {city: Oslo, zip: 150} | {city: Oslo, zip: 151}",
+            "2 | {city: Bergen, zip: NULL} | NULL"
+        ]
+    );
+}
+
 /// Avro files: rows written by the filesystem sink read back as they
 /// were, from the folder and from one file; a file written by another
 /// program under an older schema (an `int` key, no `x`) resolves against

@@ -19,7 +19,7 @@
 //! `<topic>-key`, Confluent's topic-name strategy) and frames each row with
 //! the id the registry gives.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow_avro::reader::ReaderBuilder;
@@ -37,226 +37,17 @@ use serde_json::Value;
 use weir_engine::BadRecord;
 
 use crate::format::Decoded;
-use crate::options::Options;
-use crate::registry::ConnectorError;
-
-/// The schema registry's wire format starts with this byte.
-const MAGIC: u8 = 0;
-
-/// Where a schema registry is and how to log in (Flink's
-/// `avro-confluent.*` options).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegistryConfig {
-    pub url: String,
-    /// The subject written schemas are registered under.
-    pub subject: Option<String>,
-    /// `user:password` for basic auth.
-    pub user_info: Option<String>,
-    pub bearer_token: Option<String>,
-}
-
-/// The `avro-confluent` options a table may set.
-pub const REGISTRY_OPTIONS: &[&str] = &[
-    "avro-confluent.url",
-    "avro-confluent.subject",
-    "avro-confluent.basic-auth.credentials-source",
-    "avro-confluent.basic-auth.user-info",
-    "avro-confluent.bearer-auth.credentials-source",
-    "avro-confluent.bearer-auth.token",
-];
-
-impl RegistryConfig {
-    /// From `avro-confluent.*`, or `<prefix>avro-confluent.*` (`value.`,
-    /// `key.`) when the format was named by `value.format`/`key.format`.
-    pub fn from_options(options: &Options, prefix: &str) -> Result<Self, ConnectorError> {
-        RegistryConfig::of_format(options, prefix, "avro-confluent")
-    }
-
-    /// The options of registry format `format` (`avro-confluent`,
-    /// `protobuf-confluent`): `<format>.url`, `<format>.subject`, ...
-    pub fn of_format(
-        options: &Options,
-        prefix: &str,
-        format: &str,
-    ) -> Result<Self, ConnectorError> {
-        let get = |name: &str| {
-            let name = format!("{format}.{name}");
-            options
-                .get(&format!("{prefix}{name}"))
-                .or_else(|| options.get(&name))
-                .map(str::to_string)
-        };
-        let url = get("url").ok_or_else(|| {
-            ConnectorError::option(
-                &format!("{format}.url"),
-                format!("is required with '{format}': the schema registry's address, e.g. 'http://localhost:8081'"),
-            )
-        })?;
-        Ok(RegistryConfig {
-            url: url.trim_end_matches('/').to_string(),
-            subject: get("subject"),
-            user_info: get("basic-auth.user-info"),
-            bearer_token: get("bearer-auth.token"),
-        })
-    }
-}
-
-/// Why a registry call failed: the registry could not be reached (the
-/// caller tries again later), or it answered with a refusal.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RegistryError {
-    Unanswered(String),
-    Refused(String),
-}
-
-impl std::fmt::Display for RegistryError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RegistryError::Unanswered(e) | RegistryError::Refused(e) => f.write_str(e),
-        }
-    }
-}
-
-impl From<RegistryError> for String {
-    fn from(error: RegistryError) -> String {
-        error.to_string()
-    }
-}
-
-/// What a decoder made of each writer schema it fetched, by registry id
-/// (or why the schema cannot be used).
-pub(crate) type SchemaCache<T> = Mutex<HashMap<u32, Arc<Result<T, String>>>>;
-
-/// A client of a schema registry's REST API (Confluent's, which Karapace,
-/// Apicurio and Redpanda also serve).
-#[derive(Debug, Clone)]
-pub struct SchemaRegistry {
-    config: RegistryConfig,
-    client: reqwest::Client,
-}
+use crate::schema_registry::{
+    frame, RegisteredSchema, RegistryConfig, SchemaCache, SchemaRegistry, MAGIC,
+};
 
 impl SchemaRegistry {
-    pub fn new(config: RegistryConfig) -> Self {
-        SchemaRegistry {
-            config,
-            client: reqwest::Client::new(),
-        }
-    }
-
-    async fn call(
-        &self,
-        request: reqwest::RequestBuilder,
-        what: &str,
-    ) -> Result<Value, RegistryError> {
-        let request = match (&self.config.user_info, &self.config.bearer_token) {
-            (Some(user_info), _) => {
-                let (user, password) = user_info.split_once(':').unwrap_or((user_info, ""));
-                request.basic_auth(user, Some(password))
-            }
-            (None, Some(token)) => request.bearer_auth(token),
-            (None, None) => request,
-        };
-        let response = request
-            .header("Accept", "application/vnd.schemaregistry.v1+json")
-            .send()
-            .await
-            .map_err(|e| {
-                RegistryError::Unanswered(format!(
-                    "the schema registry at {} did not answer: {e}",
-                    self.config.url
-                ))
-            })?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(|e| {
-            RegistryError::Unanswered(format!("the schema registry's answer broke off: {e}"))
-        })?;
-        let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        if !status.is_success() {
-            let message = value
-                .get("message")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-            return Err(RegistryError::Refused(format!(
-                "{what}: the schema registry answered {status}: {message}"
-            )));
-        }
-        Ok(value)
-    }
-
-    /// The schema with registry id `id`.
-    pub async fn schema(&self, id: u32) -> Result<String, RegistryError> {
-        let url = format!("{}/schemas/ids/{id}", self.config.url);
-        let value = self
-            .call(self.client.get(url), &format!("schema id {id}"))
-            .await?;
-        schema_text(&value).ok_or_else(|| {
-            RegistryError::Refused(format!("schema id {id}: the answer holds no schema"))
-        })
-    }
-
-    /// Fetches the schemas of the wire-format `records` that `cache` does
-    /// not hold yet, each made into what the decoder needs by `make`
-    /// (given its id and text). A schema the registry refuses is kept as
-    /// the reason its records are bad; a registry that does not answer is
-    /// an error (the poll is tried again).
-    pub(crate) async fn fetch_missing<T>(
-        &self,
-        records: &[&[u8]],
-        cache: &SchemaCache<T>,
-        make: impl Fn(u32, &str) -> Result<T, String>,
-    ) -> Result<(), String> {
-        let mut missing: Vec<u32> = records
-            .iter()
-            .filter_map(|r| frame(r).ok().map(|(id, _)| id))
-            .filter(|id| !cache.lock().contains_key(id))
-            .collect();
-        missing.sort_unstable();
-        missing.dedup();
-        for id in missing {
-            let made = match self.schema(id).await {
-                Ok(text) => make(id, &text),
-                Err(RegistryError::Unanswered(e)) => return Err(e),
-                Err(RegistryError::Refused(e)) => Err(e),
-            };
-            cache.lock().insert(id, Arc::new(made));
-        }
-        Ok(())
-    }
-
-    /// Registers `schema` under `subject` (or finds it there) and returns
-    /// its id.
-    pub async fn register(&self, subject: &str, schema: &str) -> Result<u32, String> {
-        let url = format!("{}/subjects/{subject}/versions", self.config.url);
-        let body = serde_json::json!({ "schema": schema }).to_string();
-        let request = self
-            .client
-            .post(url)
-            .header("Content-Type", "application/vnd.schemaregistry.v1+json")
-            .body(body);
-        let value = self
-            .call(request, &format!("registering under subject '{subject}'"))
-            .await?;
-        id_of(&value).ok_or_else(|| format!("subject '{subject}': the answer holds no id"))
-    }
-
-    /// The latest schema of `subject`, with its id.
-    pub async fn latest(&self, subject: &str) -> Result<(u32, String), String> {
-        let url = format!("{}/subjects/{subject}/versions/latest", self.config.url);
-        let value = self
-            .call(self.client.get(url), &format!("subject '{subject}'"))
-            .await?;
-        match (id_of(&value), schema_text(&value)) {
-            (Some(id), Some(schema)) => Ok((id, schema)),
-            _ => Err(format!("subject '{subject}': the answer holds no schema")),
-        }
-    }
-
     /// The columns of `subject`'s latest schema, as Arrow fields: what
     /// `CREATE TABLE ... LIKE 'subject'` declares. Avro's instants
     /// (`timestamp-millis`) become TIMESTAMP columns, as Flink maps them.
     pub async fn subject_fields(&self, subject: &str) -> Result<Vec<Field>, String> {
-        let (id, text) = self.latest(subject).await?;
+        let (id, schema) = self.latest(subject).await?;
+        let text = self_contained(&schema).map_err(|e| format!("subject '{subject}': {e}"))?;
         let mut store = SchemaStore::new_with_type(FingerprintAlgorithm::Id);
         store
             .set(Fingerprint::Id(id), AvroSchema::new(text))
@@ -278,29 +69,120 @@ impl SchemaRegistry {
             })
             .collect())
     }
+}
 
-    /// The subject written schemas go under: the configured one, or
-    /// `<topic>-key` / `<topic>-value`.
-    pub fn subject(&self, topic: &str, is_key: bool) -> String {
-        self.config
-            .subject
-            .clone()
-            .unwrap_or_else(|| format!("{topic}-{}", if is_key { "key" } else { "value" }))
+/// The Avro primitive type names: a name that is none of these names a
+/// record, enum or fixed type.
+const PRIMITIVES: &[&str] = &[
+    "null", "boolean", "int", "long", "float", "double", "bytes", "string",
+];
+
+/// `schema`'s text with each type it takes by name from another subject
+/// (a schema reference) written out where it is first used: one schema
+/// that an Avro parser reads on its own.
+pub(crate) fn self_contained(schema: &RegisteredSchema) -> Result<String, String> {
+    if schema.schema_type != "AVRO" {
+        return Err(format!("a {} schema, not Avro", schema.schema_type));
     }
+    if schema.references.is_empty() {
+        return Ok(schema.text.clone());
+    }
+    let parse = |what: &str, text: &str| -> Result<Value, String> {
+        serde_json::from_str(text).map_err(|e| format!("{what} is not JSON: {e}"))
+    };
+    let mut referred = HashMap::new();
+    for (name, text) in &schema.references {
+        referred.insert(name.clone(), parse(&format!("reference '{name}'"), text)?);
+    }
+    let mut root = parse("the schema", &schema.text)?;
+    inline_references(&mut root, "", &referred, &mut HashSet::new());
+    Ok(root.to_string())
 }
 
-fn schema_text(value: &Value) -> Option<String> {
-    value
-        .get("schema")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-}
-
-fn id_of(value: &Value) -> Option<u32> {
-    value
-        .get("id")
-        .and_then(Value::as_u64)
-        .and_then(|id| u32::try_from(id).ok())
+/// Replaces the first use of each referred type's name in the type at
+/// `value` (within `namespace`) by its definition; `defined` holds the
+/// full names defined so far, which later uses name.
+fn inline_references(
+    value: &mut Value,
+    namespace: &str,
+    referred: &HashMap<String, Value>,
+    defined: &mut HashSet<String>,
+) {
+    match value {
+        Value::String(name) if !PRIMITIVES.contains(&name.as_str()) => {
+            let full = match name.contains('.') || namespace.is_empty() {
+                true => name.clone(),
+                false => format!("{namespace}.{name}"),
+            };
+            let found = [full, name.clone()]
+                .into_iter()
+                .find(|n| !defined.contains(n) && referred.contains_key(n));
+            if let Some(full) = found {
+                let mut definition = referred[&full].clone();
+                // A definition named without its namespace keeps the one
+                // its reference names, wherever it is written out.
+                if let (Some(object), Some((ns, _))) =
+                    (definition.as_object_mut(), full.rsplit_once('.'))
+                {
+                    let bare = object
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .is_some_and(|n| !n.contains('.'));
+                    if bare && !object.contains_key("namespace") {
+                        object.insert("namespace".into(), Value::String(ns.to_string()));
+                    }
+                }
+                *value = definition;
+                inline_references(value, namespace, referred, defined);
+            }
+        }
+        Value::Array(branches) => {
+            for branch in branches {
+                inline_references(branch, namespace, referred, defined);
+            }
+        }
+        Value::Object(object) => {
+            let kind = object.get("type").and_then(Value::as_str).map(str::to_string);
+            match kind.as_deref() {
+                Some("record" | "error" | "enum" | "fixed") => {
+                    let name = object.get("name").and_then(Value::as_str).unwrap_or("");
+                    let inner = match name.rsplit_once('.') {
+                        Some((ns, _)) => ns.to_string(),
+                        None => object
+                            .get("namespace")
+                            .and_then(Value::as_str)
+                            .unwrap_or(namespace)
+                            .to_string(),
+                    };
+                    defined.insert(match (name.contains('.'), inner.is_empty()) {
+                        (false, false) => format!("{inner}.{name}"),
+                        _ => name.to_string(),
+                    });
+                    if let Some(Value::Array(fields)) = object.get_mut("fields") {
+                        for field in fields.iter_mut().filter_map(|f| f.get_mut("type")) {
+                            inline_references(field, &inner, referred, defined);
+                        }
+                    }
+                }
+                Some("array") => {
+                    if let Some(items) = object.get_mut("items") {
+                        inline_references(items, namespace, referred, defined);
+                    }
+                }
+                Some("map") => {
+                    if let Some(values) = object.get_mut("values") {
+                        inline_references(values, namespace, referred, defined);
+                    }
+                }
+                _ => {
+                    if let Some(inner) = object.get_mut("type") {
+                        inline_references(inner, namespace, referred, defined);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The Avro schema of `schema`'s columns: a record of nullable fields with
@@ -395,7 +277,9 @@ impl AvroDecoder {
         match &self.registry {
             Some(registry) => {
                 registry
-                    .fetch_missing(records, &self.writers, |_, text| self.resolve(text))
+                    .fetch_missing(records, &self.writers, |_, schema| {
+                        self.resolve(&self_contained(schema)?)
+                    })
                     .await
             }
             None => Ok(()),
@@ -561,7 +445,164 @@ pub(crate) fn reader_schema(declared: &Schema, writer: &str) -> Result<AvroSchem
         .ok_or("the writer schema is not a record")?;
     let namespace = value.get("namespace").and_then(Value::as_str);
     let reader = avro_schema_of(declared, name, namespace).map_err(|e| e.to_string())?;
-    Ok(AvroSchema::new(reader))
+    let mut reader: Value = serde_json::from_str(&reader)
+        .map_err(|e| format!("arrow-avro wrote a bad schema: {e}"))?;
+    let mut named = HashMap::new();
+    collect_named(&value, "", &mut named);
+    let writer_ns = namespace.unwrap_or_default();
+    align_fields(&mut reader, &value, writer_ns, &named, &mut HashMap::new())?;
+    Ok(AvroSchema::new(reader.to_string()))
+}
+
+/// The full name of a named type `definition` within `namespace`, and
+/// the namespace its own fields are in.
+fn full_name(definition: &Value, namespace: &str) -> (String, String) {
+    let name = definition.get("name").and_then(Value::as_str).unwrap_or("");
+    if let Some((ns, _)) = name.rsplit_once('.') {
+        return (name.to_string(), ns.to_string());
+    }
+    let ns = definition
+        .get("namespace")
+        .and_then(Value::as_str)
+        .unwrap_or(namespace);
+    match ns.is_empty() {
+        true => (name.to_string(), String::new()),
+        false => (format!("{ns}.{name}"), ns.to_string()),
+    }
+}
+
+/// Every record, enum and fixed type defined in `schema`, by full name.
+fn collect_named(schema: &Value, namespace: &str, named: &mut HashMap<String, Value>) {
+    match schema {
+        Value::Array(branches) => {
+            for branch in branches {
+                collect_named(branch, namespace, named);
+            }
+        }
+        Value::Object(object) => match object.get("type") {
+            Some(Value::String(kind)) if matches!(kind.as_str(), "record" | "error" | "enum" | "fixed") => {
+                let (full, inner) = full_name(schema, namespace);
+                named.insert(full, schema.clone());
+                for field in object.get("fields").and_then(Value::as_array).into_iter().flatten() {
+                    if let Some(t) = field.get("type") {
+                        collect_named(t, &inner, named);
+                    }
+                }
+            }
+            Some(inner) => {
+                for nested in [object.get("items"), object.get("values"), Some(inner)].into_iter().flatten() {
+                    collect_named(nested, namespace, named);
+                }
+            }
+            None => {}
+        },
+        _ => {}
+    }
+}
+
+/// Names the records nested in reader record `reader` as the writer's
+/// `writer` names them (Avro resolves records by name; arrow-avro names a
+/// ROW column's record after the column), and refers by name to a record
+/// already written out (`written`, by full name), as Avro requires.
+fn align_fields(
+    reader: &mut Value,
+    writer: &Value,
+    writer_ns: &str,
+    named: &HashMap<String, Value>,
+    written: &mut HashMap<String, Value>,
+) -> Result<(), String> {
+    let writer_fields = writer.get("fields").and_then(Value::as_array);
+    let Some(Value::Array(fields)) = reader.get_mut("fields") else {
+        return Ok(());
+    };
+    for field in fields.iter_mut() {
+        let name = field.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+        let theirs = writer_fields
+            .into_iter()
+            .flatten()
+            .find(|w| w.get("name").and_then(Value::as_str) == Some(&name))
+            .and_then(|w| w.get("type"));
+        if let (Some(ours), Some(theirs)) = (field.get_mut("type"), theirs) {
+            align_type(ours, theirs, writer_ns, named, written)
+                .map_err(|e| format!("field {name}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// [`align_fields`] for one type: through unions, arrays and maps down to
+/// records.
+fn align_type(
+    ours: &mut Value,
+    theirs: &Value,
+    writer_ns: &str,
+    named: &HashMap<String, Value>,
+    written: &mut HashMap<String, Value>,
+) -> Result<(), String> {
+    // The writer's type, its references looked up, and the branch of a
+    // union that is not null.
+    let mut theirs = theirs;
+    loop {
+        theirs = match theirs {
+            Value::String(name) => {
+                let full = match name.contains('.') || writer_ns.is_empty() {
+                    true => name.clone(),
+                    false => format!("{writer_ns}.{name}"),
+                };
+                match named.get(&full).or_else(|| named.get(name)) {
+                    Some(definition) => definition,
+                    None => return Ok(()),
+                }
+            }
+            Value::Array(branches) => match branches.iter().find(|b| *b != "null") {
+                Some(branch) => branch,
+                None => return Ok(()),
+            },
+            _ => break,
+        };
+    }
+    let ours = match ours {
+        Value::Array(branches) => match branches.iter_mut().find(|b| *b != "null") {
+            Some(branch) => branch,
+            None => return Ok(()),
+        },
+        other => other,
+    };
+    let kind = |v: &Value| v.get("type").and_then(Value::as_str).map(str::to_string);
+    match (kind(ours).as_deref(), kind(theirs).as_deref()) {
+        (Some("record"), Some("record" | "error")) => {
+            let (full, inner) = full_name(theirs, writer_ns);
+            align_fields(ours, theirs, &inner, named, written)?;
+            if let Some(object) = ours.as_object_mut() {
+                let short = full.rsplit('.').next().unwrap_or(&full).to_string();
+                object.insert("name".into(), Value::String(short));
+                object.insert("namespace".into(), Value::String(inner));
+            }
+            match written.get(&full) {
+                Some(first) if first == ours => *ours = Value::String(full),
+                Some(_) => {
+                    return Err(format!(
+                        "record {full} is used twice, and the declared columns differ"
+                    ))
+                }
+                None => {
+                    written.insert(full, ours.clone());
+                }
+            }
+        }
+        (Some("array"), Some("array")) => {
+            if let (Some(o), Some(t)) = (ours.get_mut("items"), theirs.get("items")) {
+                align_type(o, t, writer_ns, named, written)?;
+            }
+        }
+        (Some("map"), Some("map")) => {
+            if let (Some(o), Some(t)) = (ours.get_mut("values"), theirs.get("values")) {
+                align_type(o, t, writer_ns, named, written)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// A decoded batch with `declared`'s types, its NOT NULL columns checked.
@@ -613,17 +654,6 @@ pub(crate) fn with_utc_timestamps(batch: &RecordBatch) -> Result<RecordBatch, Ar
     RecordBatch::try_new(schema, columns)
 }
 
-/// A wire-format record's schema id and body.
-pub(crate) fn frame(record: &[u8]) -> Result<(u32, &[u8]), String> {
-    match record {
-        [MAGIC, a, b, c, d, body @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), body)),
-        _ => Err(
-            "not in the schema registry's wire format (a zero byte, then a 4-byte schema id)"
-                .into(),
-        ),
-    }
-}
-
 /// Encodes rows as Avro records: plain bodies, or framed with the id the
 /// registry gave their schema.
 pub struct AvroEncoder {
@@ -662,7 +692,7 @@ impl AvroEncoder {
         let subject = registry.subject(topic, is_key);
         let text =
             avro_schema_of(schema, &record_name(topic, is_key), None).map_err(|e| e.to_string())?;
-        let id = registry.register(&subject, &text).await?;
+        let id = registry.register(&subject, &text, "AVRO").await?;
         self.registered = Some((id, text));
         Ok(())
     }
@@ -702,7 +732,7 @@ impl AvroEncoder {
 }
 
 /// An Avro record name from a topic: letters, digits and `_` only.
-fn record_name(topic: &str, is_key: bool) -> String {
+pub(crate) fn record_name(topic: &str, is_key: bool) -> String {
     let base: String = topic
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })

@@ -19,7 +19,8 @@ use datafusion::arrow::json;
 use datafusion::arrow::record_batch::RecordBatch;
 use weir_engine::BadRecord;
 
-use crate::avro::{AvroDecoder, AvroEncoder, RegistryConfig};
+use crate::avro::{AvroDecoder, AvroEncoder};
+use crate::schema_registry::RegistryConfig;
 use crate::debezium::{self, Envelope};
 use crate::options::Options;
 use crate::protobuf::{ProtobufConfig, ProtobufDecoder, ProtobufEncoder};
@@ -45,7 +46,7 @@ pub enum Format {
     AvroConfluent(RegistryConfig),
     /// One protobuf message per record ([`crate::protobuf`]).
     Protobuf(ProtobufConfig),
-    /// The schema registry's Protobuf wire format (read only).
+    /// The schema registry's Protobuf wire format.
     ProtobufConfluent(RegistryConfig),
 }
 
@@ -527,11 +528,8 @@ pub enum RowEncoder {
 impl RowEncoder {
     pub fn new(format: &Format) -> Result<Self, ConnectorError> {
         Ok(match format {
-            Format::ProtobufConfluent(_) => {
-                return Err(ConnectorError::option(
-                    "format",
-                    "'protobuf-confluent' is read only for now; write 'protobuf' (with 'protobuf.schema-file') or 'avro-confluent'",
-                ))
+            Format::ProtobufConfluent(registry) => {
+                RowEncoder::Protobuf(Box::new(ProtobufEncoder::confluent(registry)))
             }
             Format::Avro => RowEncoder::Avro(AvroEncoder::plain()),
             Format::AvroConfluent(registry) => {
@@ -545,7 +543,7 @@ impl RowEncoder {
     }
 
     /// Gets ready to write rows of `schema` to `topic`: registers their
-    /// Avro schema with the schema registry (once).
+    /// Avro schema or `.proto` text with the schema registry (once).
     pub async fn prepare(
         &mut self,
         schema: &datafusion::arrow::datatypes::Schema,
@@ -554,7 +552,8 @@ impl RowEncoder {
     ) -> Result<(), String> {
         match self {
             RowEncoder::Avro(avro) => avro.prepare(schema, topic, is_key).await,
-            RowEncoder::Lines(_) | RowEncoder::Protobuf(_) => Ok(()),
+            RowEncoder::Protobuf(protobuf) => protobuf.prepare(schema, topic, is_key).await,
+            RowEncoder::Lines(_) => Ok(()),
         }
     }
 

@@ -29,6 +29,7 @@ pub mod print;
 pub mod protobuf;
 pub mod registry;
 pub mod replay;
+pub mod schema_registry;
 pub mod spill;
 pub mod store;
 

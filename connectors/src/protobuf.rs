@@ -23,18 +23,20 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
 
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 use prost::Message;
 use prost_reflect::{DynamicMessage, MessageDescriptor, SerializeOptions};
 use weir_engine::BadRecord;
 
-use crate::avro::{frame, RegistryConfig, SchemaCache, SchemaRegistry};
+use crate::schema_registry::{frame, RegistryConfig, SchemaCache, SchemaRegistry, MAGIC};
 use crate::format::{Decoded, Format, LineDecoder, RowEncoder};
 use crate::options::Options;
 use crate::registry::ConnectorError;
@@ -177,8 +179,11 @@ impl ProtobufDecoder {
         match &self.messages {
             Messages::Registry { registry, files } => {
                 registry
-                    .fetch_missing(records, files, |id, text| {
-                        compile(&format!("schema-{id}.proto"), text)
+                    .fetch_missing(records, files, |id, schema| {
+                        if schema.schema_type != "PROTOBUF" {
+                            return Err(format!("a {} schema, not Protobuf", schema.schema_type));
+                        }
+                        compile(&format!("schema-{id}.proto"), &schema.text, &schema.references)
                     })
                     .await
             }
@@ -269,41 +274,258 @@ impl ProtobufDecoder {
     }
 }
 
+/// Which message rows are written as.
+enum Written {
+    /// The configured one (`protobuf`).
+    Fixed(MessageDescriptor),
+    /// One generated from the written columns and registered under the
+    /// topic's subject (`protobuf-confluent`), once known: its id and
+    /// message.
+    Registry {
+        registry: SchemaRegistry,
+        registered: Option<(u32, MessageDescriptor)>,
+    },
+}
+
 /// Encodes rows as protobuf messages.
 pub struct ProtobufEncoder {
-    message: MessageDescriptor,
+    written: Written,
     json: RowEncoder,
 }
 
 impl ProtobufEncoder {
     pub fn new(config: &ProtobufConfig) -> Result<Self, ConnectorError> {
         Ok(ProtobufEncoder {
-            message: config.descriptor()?,
+            written: Written::Fixed(config.descriptor()?),
             json: RowEncoder::Lines(Format::Json),
         })
     }
 
+    /// `protobuf-confluent`: a message made from the columns, framed with
+    /// the id the registry gives its `.proto` text.
+    pub fn confluent(registry: &RegistryConfig) -> Self {
+        ProtobufEncoder {
+            written: Written::Registry {
+                registry: SchemaRegistry::new(registry.clone()),
+                registered: None,
+            },
+            json: RowEncoder::Lines(Format::Json),
+        }
+    }
+
+    /// Registers the `.proto` text of `schema`'s columns under the subject
+    /// for `topic` (`protobuf-confluent`), once.
+    pub async fn prepare(
+        &mut self,
+        schema: &Schema,
+        topic: &str,
+        is_key: bool,
+    ) -> Result<(), String> {
+        let Written::Registry {
+            registry,
+            registered: registered @ None,
+        } = &mut self.written
+        else {
+            return Ok(());
+        };
+        let name = crate::avro::record_name(topic, is_key);
+        let text = proto_schema_of(schema, &name)?;
+        let file = compile("written.proto", &text, &[])
+            .map_err(|e| format!("the .proto made from the columns does not compile: {e}"))?;
+        let message = file
+            .messages()
+            .next()
+            .ok_or_else(|| format!("the .proto made from the columns has no message: {text}"))?;
+        let subject = registry.subject(topic, is_key);
+        let id = registry.register(&subject, &text, "PROTOBUF").await?;
+        *registered = Some((id, message));
+        Ok(())
+    }
+
     /// Each row of `batch` as one message.
     pub fn encode_rows(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>, ArrowError> {
-        // TIMESTAMPs as instants with an offset, as RFC 3339 (and so
-        // `google.protobuf.Timestamp`) wants them.
-        let batch = crate::avro::with_utc_timestamps(batch)?;
+        let (message, frame) = match &self.written {
+            Written::Fixed(message) => (message, Vec::new()),
+            Written::Registry {
+                registered: Some((id, message)),
+                ..
+            } => {
+                // The first message of the file: message index [0], which
+                // the registry's wire format writes as a lone 0.
+                let mut frame = vec![MAGIC];
+                frame.extend(id.to_be_bytes());
+                frame.push(0);
+                (message, frame)
+            }
+            Written::Registry {
+                registered: None, ..
+            } => {
+                return Err(ArrowError::InvalidArgumentError(
+                    "the schema was not registered".into(),
+                ))
+            }
+        };
         self.json
-            .encode_rows(&batch)?
+            .encode_rows(&json_ready(batch)?)?
             .into_iter()
             .map(|json| {
                 let mut reader = serde_json::Deserializer::from_slice(&json);
-                let message = DynamicMessage::deserialize(self.message.clone(), &mut reader)
-                    .map_err(|e| {
-                        ArrowError::InvalidArgumentError(format!(
-                            "a row does not fit {}: {e}",
-                            self.message.full_name()
-                        ))
-                    })?;
-                Ok(message.encode_to_vec())
+                let row = DynamicMessage::deserialize(message.clone(), &mut reader).map_err(|e| {
+                    ArrowError::InvalidArgumentError(format!(
+                        "a row does not fit {}: {e}",
+                        message.full_name()
+                    ))
+                })?;
+                let mut record = frame.clone();
+                row.encode(&mut record)
+                    .map_err(|e| ArrowError::InvalidArgumentError(e.to_string()))?;
+                Ok(record)
             })
             .collect()
     }
+}
+
+/// `batch` with its columns as protobuf's JSON mapping reads them:
+/// TIMESTAMPs as instants with an offset (RFC 3339, as
+/// `google.protobuf.Timestamp` wants), DECIMALs as strings (exact; a
+/// `double` field reads a string too).
+fn json_ready(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+    let batch = crate::avro::with_utc_timestamps(batch)?;
+    if !batch
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| is_decimal(f.data_type()))
+    {
+        return Ok(batch);
+    }
+    let fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| match is_decimal(f.data_type()) {
+            true => f.as_ref().clone().with_data_type(DataType::Utf8),
+            false => f.as_ref().clone(),
+        })
+        .collect();
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(&fields)
+        .map(|(c, f)| cast(c, f.data_type()))
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
+
+fn is_decimal(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Decimal32(..)
+            | DataType::Decimal64(..)
+            | DataType::Decimal128(..)
+            | DataType::Decimal256(..)
+    )
+}
+
+/// The `.proto` text (proto3) of one message `name` with a field per
+/// column, numbered in column order. Every scalar field is `optional`, so
+/// a NULL (unset) reads apart from a zero; TIMESTAMP is
+/// `google.protobuf.Timestamp`, DATE and DECIMAL are strings, a ROW is a
+/// nested message, an ARRAY is `repeated`, a MAP with STRING keys a `map`.
+pub fn proto_schema_of(schema: &Schema, name: &str) -> Result<String, String> {
+    let mut body = String::new();
+    write_message(&mut body, name, schema.fields(), 0)?;
+    let import = match body.contains("google.protobuf.Timestamp") {
+        true => "import \"google/protobuf/timestamp.proto\";\n",
+        false => "",
+    };
+    Ok(format!("syntax = \"proto3\";\n{import}\n{body}"))
+}
+
+/// Writes `message name { ... }` for `fields` at nesting `depth`.
+fn write_message(
+    out: &mut String,
+    name: &str,
+    fields: &Fields,
+    depth: usize,
+) -> Result<(), String> {
+    let indent = "  ".repeat(depth);
+    out.push_str(&format!("{indent}message {name} {{\n"));
+    for (number, field) in fields.iter().enumerate() {
+        let field_name = field.name();
+        let valid = field_name.chars().enumerate().all(|(i, c)| {
+            c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())
+        });
+        if !valid || field_name.is_empty() {
+            return Err(format!(
+                "column '{field_name}' is not a protobuf field name (letters, digits and _); rename it with AS"
+            ));
+        }
+        let (label, proto_type) = match field.data_type() {
+            DataType::List(item) | DataType::LargeList(item) => {
+                ("repeated ", field_type(out, field_name, item.data_type(), depth)?)
+            }
+            DataType::Map(entries, _) => {
+                let DataType::Struct(kv) = entries.data_type() else {
+                    return Err(format!("column '{field_name}': a MAP without entries"));
+                };
+                if kv.len() != 2 || !matches!(kv[0].data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
+                    return Err(format!(
+                        "column '{field_name}': only a MAP with STRING keys has a protobuf mapping"
+                    ));
+                }
+                let value = field_type(out, field_name, kv[1].data_type(), depth)?;
+                ("", format!("map<string, {value}>"))
+            }
+            DataType::Struct(_) => ("", field_type(out, field_name, field.data_type(), depth)?),
+            // Scalars get explicit presence; a message field has it anyway.
+            other @ DataType::Timestamp(..) => ("", field_type(out, field_name, other, depth)?),
+            other => ("optional ", field_type(out, field_name, other, depth)?),
+        };
+        out.push_str(&format!(
+            "{indent}  {label}{proto_type} {field_name} = {};\n",
+            number + 1
+        ));
+    }
+    out.push_str(&format!("{indent}}}\n"));
+    Ok(())
+}
+
+/// The protobuf type of a value of `data_type` in field `field_name`; a
+/// ROW writes its nested message into `out` first.
+fn field_type(
+    out: &mut String,
+    field_name: &str,
+    data_type: &DataType,
+    depth: usize,
+) -> Result<String, String> {
+    Ok(match data_type {
+        DataType::Boolean => "bool".into(),
+        DataType::Int8 | DataType::Int16 | DataType::Int32 => "int32".into(),
+        DataType::UInt8 | DataType::UInt16 | DataType::UInt32 => "uint32".into(),
+        DataType::Int64 => "int64".into(),
+        DataType::UInt64 => "uint64".into(),
+        DataType::Float16 | DataType::Float32 => "float".into(),
+        DataType::Float64 => "double".into(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "string".into(),
+        DataType::Date32 | DataType::Date64 => "string".into(),
+        t if is_decimal(t) => "string".into(),
+        DataType::Timestamp(..) => "google.protobuf.Timestamp".into(),
+        DataType::Struct(fields) => {
+            let mut chars = field_name.chars();
+            let nested = match chars.next() {
+                Some(first) => format!("{}{}Row", first.to_ascii_uppercase(), chars.as_str()),
+                None => "Row".into(),
+            };
+            write_message(out, &nested, fields, depth + 1)?;
+            nested
+        }
+        other => {
+            return Err(format!(
+                "column '{field_name}': {other} has no protobuf mapping here; CAST it to STRING or a number"
+            ))
+        }
+    })
 }
 
 /// The message indexes of a registry-framed Protobuf record (zig-zag
@@ -336,25 +558,27 @@ fn zigzag(bytes: &[u8]) -> Option<(i64, &[u8])> {
     None
 }
 
-/// Compiles one `.proto` text (imports: the well-known types only).
-fn compile(name: &str, text: &str) -> Result<prost_reflect::FileDescriptor, String> {
-    struct OneFile {
-        name: String,
-        text: String,
-    }
-    impl FileResolver for OneFile {
+/// Compiles a `.proto` text named `name`; its imports resolve to the
+/// texts of `references` (by import path) and the well-known types.
+fn compile(
+    name: &str,
+    text: &str,
+    references: &[(String, String)],
+) -> Result<prost_reflect::FileDescriptor, String> {
+    /// The texts a compile may open, by name.
+    struct Texts(HashMap<String, String>);
+    impl FileResolver for Texts {
         fn open_file(&self, name: &str) -> Result<File, protox::Error> {
-            match name == self.name {
-                true => File::from_source(name, &self.text),
-                false => Err(protox::Error::file_not_found(name)),
+            match self.0.get(name) {
+                Some(text) => File::from_source(name, text),
+                None => Err(protox::Error::file_not_found(name)),
             }
         }
     }
+    let mut texts: HashMap<String, String> = references.iter().cloned().collect();
+    texts.insert(name.to_string(), text.to_string());
     let mut resolver = ChainFileResolver::new();
-    resolver.add(OneFile {
-        name: name.to_string(),
-        text: text.to_string(),
-    });
+    resolver.add(Texts(texts));
     resolver.add(GoogleFileResolver::new());
     let mut compiler = protox::Compiler::with_file_resolver(resolver);
     compiler.open_file(name).map_err(|e| e.to_string())?;

@@ -88,6 +88,20 @@ pub fn topic_records(
     topic: &str,
     partitions: i32,
 ) -> Vec<(Option<String>, Option<String>)> {
+    let text = |b: Option<Vec<u8>>| b.map(|b| String::from_utf8_lossy(&b).into_owned());
+    topic_bytes(bootstrap, topic, partitions)
+        .into_iter()
+        .map(|(key, value)| (text(key), text(value)))
+        .collect()
+}
+
+/// Every record of `topic` (partitions `0..partitions`), as (key, value)
+/// bytes.
+pub fn topic_bytes(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+) -> Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "weir-test-reader")
@@ -107,12 +121,11 @@ pub fn topic_records(
     }
     consumer.assign(&assignment).unwrap();
     let total: i64 = ends.iter().sum();
-    let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8_lossy(b).into_owned());
     let mut records = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while (records.len() as i64) < total && std::time::Instant::now() < deadline {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            records.push((text(m.key()), text(m.payload())));
+            records.push((m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec)));
         }
     }
     records

@@ -1,6 +1,7 @@
 //! A schema registry for the tests: the part of Confluent's REST API that
 //! Weir calls (a schema by id, registering under a subject, a subject's
-//! latest version), on loopback. No real registry installs from the
+//! latest or numbered version, with schema types and references), on
+//! loopback. No real registry installs from the
 //! package registries this project reaches (Confluent's and Apicurio's are
 //! Java servers, Karapace is not on PyPI), so this stands in; it keeps
 //! Confluent's rules that matter here: ids are global, the same schema
@@ -10,21 +11,43 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
+/// One registered schema: its text, type (`None`: Avro) and references.
+#[derive(Clone, PartialEq)]
+struct Entry {
+    text: String,
+    schema_type: Option<String>,
+    references: serde_json::Value,
+}
+
+impl Entry {
+    /// The schema as the registry answers it, with `extra` fields.
+    fn answer(&self, mut extra: serde_json::Value) -> String {
+        extra["schema"] = self.text.clone().into();
+        if let Some(t) = &self.schema_type {
+            extra["schemaType"] = t.clone().into();
+        }
+        if self.references.as_array().is_some_and(|r| !r.is_empty()) {
+            extra["references"] = self.references.clone();
+        }
+        extra.to_string()
+    }
+}
+
 /// Schemas by id (index + 1), each with the subjects it is under.
 #[derive(Default)]
 struct Schemas {
-    texts: Vec<String>,
+    entries: Vec<Entry>,
     /// (subject, id), in the order registered.
     versions: Vec<(String, u32)>,
 }
 
 impl Schemas {
-    fn register(&mut self, subject: &str, text: &str) -> u32 {
-        let id = match self.texts.iter().position(|t| t == text) {
+    fn register(&mut self, subject: &str, entry: Entry) -> u32 {
+        let id = match self.entries.iter().position(|e| *e == entry) {
             Some(i) => i as u32 + 1,
             None => {
-                self.texts.push(text.to_string());
-                self.texts.len() as u32
+                self.entries.push(entry);
+                self.entries.len() as u32
             }
         };
         if !self.versions.iter().any(|(s, i)| s == subject && *i == id) {
@@ -54,9 +77,42 @@ impl Registry {
         Registry { url, schemas }
     }
 
-    /// Registers `text` under `subject` as a producer would; its id.
+    /// Registers Avro schema `text` under `subject` as a producer would;
+    /// its id.
     pub fn register(&self, subject: &str, text: &str) -> u32 {
-        self.schemas.lock().unwrap().register(subject, text)
+        self.register_with(subject, text, None, serde_json::json!([]))
+    }
+
+    /// Registers `text` of `schema_type` (`None`: Avro) with
+    /// `references` (`[{"name", "subject", "version"}]`); its id.
+    pub fn register_with(
+        &self,
+        subject: &str,
+        text: &str,
+        schema_type: Option<&str>,
+        references: serde_json::Value,
+    ) -> u32 {
+        let entry = Entry {
+            text: text.to_string(),
+            schema_type: schema_type.map(str::to_string),
+            references,
+        };
+        self.schemas.lock().unwrap().register(subject, entry)
+    }
+
+    /// The types of the schemas registered under `subject` (`AVRO` when
+    /// the registering call left it out), oldest first.
+    pub fn types(&self, subject: &str) -> Vec<String> {
+        let schemas = self.schemas.lock().unwrap();
+        schemas
+            .versions
+            .iter()
+            .filter(|(s, _)| s == subject)
+            .map(|(_, id)| {
+                let entry = &schemas.entries[*id as usize - 1];
+                entry.schema_type.clone().unwrap_or_else(|| "AVRO".into())
+            })
+            .collect()
     }
 
     /// The schemas registered under `subject`, oldest first.
@@ -66,7 +122,7 @@ impl Registry {
             .versions
             .iter()
             .filter(|(s, _)| s == subject)
-            .map(|(_, id)| schemas.texts[*id as usize - 1].clone())
+            .map(|(_, id)| schemas.entries[*id as usize - 1].text.clone())
             .collect()
     }
 }
@@ -126,16 +182,29 @@ fn answer(method: &str, path: &str, body: &[u8], schemas: &mut Schemas) -> (&'st
         ("GET", ["schemas", "ids", id]) => match id
             .parse::<usize>()
             .ok()
-            .and_then(|i| schemas.texts.get(i.wrapping_sub(1)))
+            .and_then(|i| schemas.entries.get(i.wrapping_sub(1)))
         {
-            Some(text) => ("200 OK", serde_json::json!({ "schema": text }).to_string()),
+            Some(entry) => ("200 OK", entry.answer(serde_json::json!({}))),
             None => not_found("Schema"),
         },
         ("POST", ["subjects", subject, "versions"]) => {
             let request: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
             match request.get("schema").and_then(|s| s.as_str()) {
                 Some(text) => {
-                    let id = schemas.register(subject, text);
+                    let schema_type = request["schemaType"]
+                        .as_str()
+                        .filter(|t| *t != "AVRO")
+                        .map(str::to_string);
+                    let references = match &request["references"] {
+                        serde_json::Value::Null => serde_json::json!([]),
+                        listed => listed.clone(),
+                    };
+                    let entry = Entry {
+                        text: text.to_string(),
+                        schema_type,
+                        references,
+                    };
+                    let id = schemas.register(subject, entry);
                     ("200 OK", serde_json::json!({ "id": id }).to_string())
                 }
                 None => (
@@ -144,25 +213,27 @@ fn answer(method: &str, path: &str, body: &[u8], schemas: &mut Schemas) -> (&'st
                 ),
             }
         }
-        ("GET", ["subjects", subject, "versions", "latest"]) => {
+        ("GET", ["subjects", subject, "versions", version]) => {
             let versions: Vec<u32> = schemas
                 .versions
                 .iter()
                 .filter(|(s, _)| s == subject)
                 .map(|(_, id)| *id)
                 .collect();
-            match versions.last() {
+            let number = match *version {
+                "latest" => Some(versions.len()),
+                n => n.parse::<usize>().ok(),
+            };
+            match number.filter(|n| *n >= 1).and_then(|n| versions.get(n - 1)) {
                 Some(id) => (
                     "200 OK",
-                    serde_json::json!({
+                    schemas.entries[*id as usize - 1].answer(serde_json::json!({
                         "subject": subject,
-                        "version": versions.len(),
+                        "version": number,
                         "id": id,
-                        "schema": schemas.texts[*id as usize - 1],
-                    })
-                    .to_string(),
+                    })),
                 ),
-                None => not_found("Subject"),
+                None => not_found("Version"),
             }
         }
         _ => not_found("Path"),

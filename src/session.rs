@@ -22,7 +22,7 @@ use crate::system_tables::{SystemTable, SystemTablesConnector};
 pub enum Output {
     /// The statement took effect (DDL, SET); a message for the user.
     Done(String),
-    /// A table (SHOW, DESCRIBE, SHOW JOBS, DESCRIBE JOB).
+    /// A table (SHOW, DESCRIBE of a view, SHOW JOBS).
     Rows(RecordBatch),
     /// The plan of an EXPLAIN.
     Explain(String),
@@ -32,8 +32,9 @@ pub enum Output {
     Query(ResultStream),
     /// A submitted INSERT job.
     Job(Job),
-    /// Several tables (DESCRIBE JOB: operators, partitions, hot keys,
-    /// alerts, checkpoints), each with a title.
+    /// Several tables, each with a title: DESCRIBE of a stream (columns,
+    /// then connector and formats), DESCRIBE JOB (operators, partitions,
+    /// hot keys, alerts, checkpoints).
     Tables(Vec<(String, RecordBatch)>),
 }
 
@@ -186,6 +187,7 @@ impl Session {
                 Ok(Output::Done(message))
             }
             Planned::Rows(rows) => Ok(Output::Rows(rows)),
+            Planned::Tables(tables) => Ok(Output::Tables(tables)),
             Planned::Explain(text) => Ok(Output::Explain(text)),
             Planned::Text(text) => Ok(Output::Text(text)),
             Planned::Query(plan) => {

@@ -254,15 +254,39 @@ async fn a_table_like_a_subject_takes_its_columns_from_the_registry() {
         Some(weir::Output::Rows(rows)) => canonical_rows(&[rows]),
         other => panic!("{other:?}"),
     };
-    let described = table(session.sql("DESCRIBE clicks").await.unwrap());
-    assert_eq!(
-        described,
-        [
-            "at | TIMESTAMP(3) | WATERMARK AS `at` - INTERVAL '1' SECOND",
-            "page | STRING | ",
-            "user | BIGINT | "
-        ]
-    );
+    let tables = match session.sql("DESCRIBE clicks").await.unwrap().pop() {
+        Some(weir::Output::Tables(tables)) => tables,
+        other => panic!("{other:?}"),
+    };
+    let described: Vec<(String, Vec<String>)> = tables
+        .into_iter()
+        .map(|(title, rows)| (title, canonical_rows(&[rows])))
+        .collect();
+    let expected = [
+        (
+            "columns",
+            vec![
+                "at | TIMESTAMP(3) | WATERMARK AS `at` - INTERVAL '1' SECOND",
+                "page | STRING | ",
+                "user | BIGINT | ",
+            ],
+        ),
+        (
+            "stream",
+            vec![
+                "connector | kafka",
+                "format | avro-confluent",
+                "schema subject | clicks-value",
+            ],
+        ),
+    ]
+    .map(|(title, rows)| {
+        (
+            title.to_string(),
+            rows.into_iter().map(str::to_string).collect(),
+        )
+    });
+    assert_eq!(described, expected);
     let shown = table(session.sql("SHOW TABLES").await.unwrap());
     assert!(
         shown[0].contains("avro-confluent (subject clicks-value)"),
@@ -329,7 +353,11 @@ async fn a_schema_that_refers_to_another_subject_reads_with_its_types() {
         StructArray::new(fields.clone(), columns, valid.map(NullBuffer::from))
     };
     let home = address(vec!["Oslo", "Bergen"], vec![Some(150), None], None);
-    let work = address(vec!["Oslo", ""], vec![Some(151), None], Some(vec![true, false]));
+    let work = address(
+        vec!["Oslo", ""],
+        vec![Some(151), None],
+        Some(vec![true, false]),
+    );
     assert_eq!(work.null_count(), 1);
     let records = framed(
         id,

@@ -1739,9 +1739,31 @@ async fn rows_written_as_protobuf_confluent_register_a_proto_and_read_back() {
         registry.url
     );
     let mut session = weir::Session::new();
-    session.sql(&table("pin", "pin", "'format' = 'json'")).await.unwrap();
-    session.sql(&table("pout", "pout", &confluent)).await.unwrap();
+    session
+        .sql(&table("pin", "pin", "'format' = 'json'"))
+        .await
+        .unwrap();
+    session
+        .sql(&table("pout", "pout", &confluent))
+        .await
+        .unwrap();
     run_job(&mut session, "INSERT INTO pout SELECT * FROM pin").await;
+    // A column the `.proto` cannot hold is an error when the job is
+    // planned, naming it.
+    let unnamed = format!(
+        "CREATE TABLE unnamed (`a b` BIGINT) WITH ('connector' = 'kafka', 'topic' = 'pout',
+           'properties.bootstrap.servers' = '{bootstrap}', {confluent})"
+    );
+    session.sql(&unnamed).await.unwrap();
+    let error = session
+        .sql("INSERT INTO unnamed SELECT id FROM pin")
+        .await
+        .unwrap_err()
+        .render();
+    assert!(
+        error.contains("column 'a b' is not a protobuf field name"),
+        "{error}"
+    );
 
     assert_eq!(registry.types("pout-value"), ["PROTOBUF"]);
     assert_eq!(registry.versions("pout-value"), [POUT_PROTO]);
@@ -1757,7 +1779,11 @@ async fn rows_written_as_protobuf_confluent_register_a_proto_and_read_back() {
         .into_iter()
         .map(|(_, value)| {
             let value = value.unwrap();
-            assert_eq!(value[..6], [0, 0, 0, 0, 1, 0], "frame: schema id 1, message [0]");
+            assert_eq!(
+                value[..6],
+                [0, 0, 0, 0, 1, 0],
+                "frame: schema id 1, message [0]"
+            );
             let row = prost_reflect::DynamicMessage::decode(message.clone(), &value[6..]).unwrap();
             serde_json::to_string(&row).unwrap()
         })

@@ -13,7 +13,9 @@
 //! the wire format is a bad record for the dead-letter output, with the
 //! schema id and the reason; the others decode.
 //!
-//! Writer schemas are fetched by id once and kept ([`SchemaRegistry`]).
+//! Writer schemas are fetched by id once and kept ([`SchemaRegistry`]); a
+//! schema that takes types from other subjects has them written out where
+//! it first uses them ([`self_contained`]).
 //! Writing registers the schema of the written columns under the subject
 //! (`'avro-confluent.subject'`, by default `<topic>-value` or
 //! `<topic>-key`, Confluent's topic-name strategy) and frames each row with
@@ -142,7 +144,10 @@ fn inline_references(
             }
         }
         Value::Object(object) => {
-            let kind = object.get("type").and_then(Value::as_str).map(str::to_string);
+            let kind = object
+                .get("type")
+                .and_then(Value::as_str)
+                .map(str::to_string);
             match kind.as_deref() {
                 Some("record" | "error" | "enum" | "fixed") => {
                     let name = object.get("name").and_then(Value::as_str).unwrap_or("");
@@ -445,8 +450,8 @@ pub(crate) fn reader_schema(declared: &Schema, writer: &str) -> Result<AvroSchem
         .ok_or("the writer schema is not a record")?;
     let namespace = value.get("namespace").and_then(Value::as_str);
     let reader = avro_schema_of(declared, name, namespace).map_err(|e| e.to_string())?;
-    let mut reader: Value = serde_json::from_str(&reader)
-        .map_err(|e| format!("arrow-avro wrote a bad schema: {e}"))?;
+    let mut reader: Value =
+        serde_json::from_str(&reader).map_err(|e| format!("arrow-avro wrote a bad schema: {e}"))?;
     let mut named = HashMap::new();
     collect_named(&value, "", &mut named);
     let writer_ns = namespace.unwrap_or_default();
@@ -480,17 +485,27 @@ fn collect_named(schema: &Value, namespace: &str, named: &mut HashMap<String, Va
             }
         }
         Value::Object(object) => match object.get("type") {
-            Some(Value::String(kind)) if matches!(kind.as_str(), "record" | "error" | "enum" | "fixed") => {
+            Some(Value::String(kind))
+                if matches!(kind.as_str(), "record" | "error" | "enum" | "fixed") =>
+            {
                 let (full, inner) = full_name(schema, namespace);
                 named.insert(full, schema.clone());
-                for field in object.get("fields").and_then(Value::as_array).into_iter().flatten() {
+                for field in object
+                    .get("fields")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     if let Some(t) = field.get("type") {
                         collect_named(t, &inner, named);
                     }
                 }
             }
             Some(inner) => {
-                for nested in [object.get("items"), object.get("values"), Some(inner)].into_iter().flatten() {
+                for nested in [object.get("items"), object.get("values"), Some(inner)]
+                    .into_iter()
+                    .flatten()
+                {
                     collect_named(nested, namespace, named);
                 }
             }
@@ -516,7 +531,11 @@ fn align_fields(
         return Ok(());
     };
     for field in fields.iter_mut() {
-        let name = field.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+        let name = field
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         let theirs = writer_fields
             .into_iter()
             .flatten()

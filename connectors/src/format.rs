@@ -20,11 +20,11 @@ use datafusion::arrow::record_batch::RecordBatch;
 use weir_engine::BadRecord;
 
 use crate::avro::{AvroDecoder, AvroEncoder};
-use crate::schema_registry::RegistryConfig;
 use crate::debezium::{self, Envelope};
 use crate::options::Options;
 use crate::protobuf::{ProtobufConfig, ProtobufDecoder, ProtobufEncoder};
 use crate::registry::ConnectorError;
+use crate::schema_registry::RegistryConfig;
 
 /// A record format, from `'format'`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,8 +18,11 @@
 //! `'format' = 'protobuf-confluent'` reads the schema registry's Protobuf
 //! wire format: a zero byte, the schema id, the message indexes (which
 //! message of the `.proto` file), then the message. The `.proto` text is
-//! fetched by id once and compiled; the record names its message. A schema
-//! that does not compile, an unknown id or index is a dead letter.
+//! fetched by id once and compiled with the files its references name;
+//! the record names its message. A schema that does not compile, an
+//! unknown id or index is a dead letter. Writing it registers a `.proto`
+//! made from the written columns ([`proto_schema_of`]) and frames each
+//! message with its id and message index `[0]`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -36,10 +39,10 @@ use prost::Message;
 use prost_reflect::{DynamicMessage, MessageDescriptor, SerializeOptions};
 use weir_engine::BadRecord;
 
-use crate::schema_registry::{frame, RegistryConfig, SchemaCache, SchemaRegistry, MAGIC};
 use crate::format::{Decoded, Format, LineDecoder, RowEncoder};
 use crate::options::Options;
 use crate::registry::ConnectorError;
+use crate::schema_registry::{frame, RegistryConfig, SchemaCache, SchemaRegistry, MAGIC};
 
 /// What `'protobuf.*'` says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,7 +186,11 @@ impl ProtobufDecoder {
                         if schema.schema_type != "PROTOBUF" {
                             return Err(format!("a {} schema, not Protobuf", schema.schema_type));
                         }
-                        compile(&format!("schema-{id}.proto"), &schema.text, &schema.references)
+                        compile(
+                            &format!("schema-{id}.proto"),
+                            &schema.text,
+                            &schema.references,
+                        )
                     })
                     .await
             }
@@ -370,12 +377,13 @@ impl ProtobufEncoder {
             .into_iter()
             .map(|json| {
                 let mut reader = serde_json::Deserializer::from_slice(&json);
-                let row = DynamicMessage::deserialize(message.clone(), &mut reader).map_err(|e| {
-                    ArrowError::InvalidArgumentError(format!(
-                        "a row does not fit {}: {e}",
-                        message.full_name()
-                    ))
-                })?;
+                let row =
+                    DynamicMessage::deserialize(message.clone(), &mut reader).map_err(|e| {
+                        ArrowError::InvalidArgumentError(format!(
+                            "a row does not fit {}: {e}",
+                            message.full_name()
+                        ))
+                    })?;
                 let mut record = frame.clone();
                 row.encode(&mut record)
                     .map_err(|e| ArrowError::InvalidArgumentError(e.to_string()))?;
@@ -453,23 +461,30 @@ fn write_message(
     out.push_str(&format!("{indent}message {name} {{\n"));
     for (number, field) in fields.iter().enumerate() {
         let field_name = field.name();
-        let valid = field_name.chars().enumerate().all(|(i, c)| {
-            c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())
-        });
+        let valid = field_name
+            .chars()
+            .enumerate()
+            .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
         if !valid || field_name.is_empty() {
             return Err(format!(
                 "column '{field_name}' is not a protobuf field name (letters, digits and _); rename it with AS"
             ));
         }
         let (label, proto_type) = match field.data_type() {
-            DataType::List(item) | DataType::LargeList(item) => {
-                ("repeated ", field_type(out, field_name, item.data_type(), depth)?)
-            }
+            DataType::List(item) | DataType::LargeList(item) => (
+                "repeated ",
+                field_type(out, field_name, item.data_type(), depth)?,
+            ),
             DataType::Map(entries, _) => {
                 let DataType::Struct(kv) = entries.data_type() else {
                     return Err(format!("column '{field_name}': a MAP without entries"));
                 };
-                if kv.len() != 2 || !matches!(kv[0].data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
+                if kv.len() != 2
+                    || !matches!(
+                        kv[0].data_type(),
+                        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                    )
+                {
                     return Err(format!(
                         "column '{field_name}': only a MAP with STRING keys has a protobuf mapping"
                     ));

@@ -66,6 +66,14 @@ impl RegistryConfig {
             bearer_token: get("bearer-auth.token"),
         })
     }
+
+    /// The subject a topic's schemas go under: the configured one, or
+    /// `<topic>-key` / `<topic>-value` (Confluent's topic-name strategy).
+    pub fn subject_for(&self, topic: &str, is_key: bool) -> String {
+        self.subject
+            .clone()
+            .unwrap_or_else(|| format!("{topic}-{}", if is_key { "key" } else { "value" }))
+    }
 }
 
 /// Why a registry call failed: the registry could not be reached (the
@@ -177,10 +185,13 @@ impl SchemaRegistry {
 
     /// The schema an answer holds, with the schemas its references name
     /// (fetched by subject and version, theirs first).
-    async fn registered(&self, value: &Value, what: &str) -> Result<RegisteredSchema, RegistryError> {
-        let text = schema_text(value).ok_or_else(|| {
-            RegistryError::Refused(format!("{what}: the answer holds no schema"))
-        })?;
+    async fn registered(
+        &self,
+        value: &Value,
+        what: &str,
+    ) -> Result<RegisteredSchema, RegistryError> {
+        let text = schema_text(value)
+            .ok_or_else(|| RegistryError::Refused(format!("{what}: the answer holds no schema")))?;
         let mut references = Vec::new();
         // Depth first, without recursion in an async fn: a stack of
         // answers whose references are still to fetch.
@@ -222,7 +233,8 @@ impl SchemaRegistry {
                 )));
             }
             let url = format!("{}/subjects/{subject}/versions/{version}", self.config.url);
-            let referred = format!("{what}: reference '{name}' (subject '{subject}' version {version})");
+            let referred =
+                format!("{what}: reference '{name}' (subject '{subject}' version {version})");
             let mut answer = self.call(self.client.get(url), &referred).await?;
             if let Some(object) = answer.as_object_mut() {
                 object.insert("reference_name".into(), Value::String(name));
@@ -304,13 +316,9 @@ impl SchemaRegistry {
         Ok((id, self.registered(&value, &what).await?))
     }
 
-    /// The subject written schemas go under: the configured one, or
-    /// `<topic>-key` / `<topic>-value`.
+    /// The subject written schemas go under ([`RegistryConfig::subject_for`]).
     pub fn subject(&self, topic: &str, is_key: bool) -> String {
-        self.config
-            .subject
-            .clone()
-            .unwrap_or_else(|| format!("{topic}-{}", if is_key { "key" } else { "value" }))
+        self.config.subject_for(topic, is_key)
     }
 }
 

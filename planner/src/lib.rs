@@ -65,8 +65,11 @@ use lower::Lowered;
 pub enum Planned {
     /// The catalog or settings changed; a message for the user.
     Done(String),
-    /// A table to show (SHOW, DESCRIBE, SET).
+    /// A table to show (SHOW, DESCRIBE of a view, SET).
     Rows(RecordBatch),
+    /// Several tables, each with a title (DESCRIBE of a stream: its
+    /// columns, then its connector and formats).
+    Tables(Vec<(String, RecordBatch)>),
     /// EXPLAIN output.
     Explain(String),
     /// Text for the user to read as it is (`SHOW CREATE TABLE`).
@@ -239,7 +242,7 @@ impl Planner {
             Statement::ShowCreate { kind, name } => {
                 Ok(Planned::Text(self.show_create(*kind, &catalog_name(name))?))
             }
-            Statement::Describe(name) => Ok(Planned::Rows(self.describe(&catalog_name(name))?)),
+            Statement::Describe(name) => self.describe(&catalog_name(name)),
             Statement::DescribeJob(id) => Ok(Planned::DescribeJob(id.clone())),
             Statement::StopJob(id) => Ok(Planned::StopJob(id.clone())),
             Statement::Drop {

@@ -5,12 +5,13 @@
 use std::sync::Arc;
 
 use datafusion::arrow::record_batch::RecordBatch;
+use weir_connectors::schema_registry::RegistryConfig;
 use weir_sql::{is_secret_key, ColumnKind, ShowCreateKind, ShowObject, SqlError, MASK};
 
 use crate::catalog::{self, StreamDef, ViewDef};
 use crate::error::Result;
 use crate::types::flink_type_name;
-use crate::{string_table, Planner};
+use crate::{string_table, Planned, Planner};
 
 impl Planner {
     /// `SET;`: every setting with its value (set or default) and doc.
@@ -98,8 +99,10 @@ impl Planner {
         SqlError::new(format!("unknown stream or view '{name}'")).with_hint(hint)
     }
 
-    /// `DESCRIBE name`: columns, types, and how each is made.
-    pub fn describe(&self, name: &str) -> Result<RecordBatch> {
+    /// `DESCRIBE name`: columns, types, and how each is made; for a
+    /// stream, then where its records come from and in what format
+    /// ([`stream_properties`]).
+    pub fn describe(&self, name: &str) -> Result<Planned> {
         if let Some(s) = self.catalog.stream(name) {
             let mut names = Vec::new();
             let mut types = Vec::new();
@@ -131,10 +134,13 @@ impl Planner {
                 }
                 extras.push(extra);
             }
-            return Ok(string_table(
-                &["column", "type", "extras"],
-                vec![names, types, extras],
-            ));
+            let columns = string_table(&["column", "type", "extras"], vec![names, types, extras]);
+            let (properties, values) = stream_properties(s).into_iter().unzip();
+            let stream = string_table(&["property", "value"], vec![properties, values]);
+            return Ok(Planned::Tables(vec![
+                ("columns".into(), columns),
+                ("stream".into(), stream),
+            ]));
         }
         if let Some(v) = self.catalog.view(name) {
             let names = v.schema.fields().iter().map(|f| f.name().clone()).collect();
@@ -144,7 +150,10 @@ impl Planner {
                 .iter()
                 .map(|f| flink_type_name(f.data_type()))
                 .collect();
-            return Ok(string_table(&["column", "type"], vec![names, types]));
+            return Ok(Planned::Rows(string_table(
+                &["column", "type"],
+                vec![names, types],
+            )));
         }
         Err(self.unknown_name(name).into())
     }
@@ -244,30 +253,69 @@ fn create_view_text(def: &ViewDef) -> String {
 }
 
 /// A stream's record format as its options name it: the value format, and
-/// the key's when it has one (`json (key: raw)`); empty for a connector
-/// without one (the generator).
+/// the key's when it has one (`json (key: raw)`); a registry format names
+/// the subject its schemas are under. Empty for a connector without one
+/// (the generator).
 fn format_text(stream: &StreamDef) -> String {
+    let with_subject = |format: String, subject: Option<String>| match subject {
+        Some(subject) => format!("{format} (subject {subject})"),
+        None => format,
+    };
+    let value = with_subject(value_format(stream), subject(stream, false));
+    match stream.options.get("key.format") {
+        Some(key) => format!(
+            "{value} (key: {})",
+            with_subject(key.to_string(), subject(stream, true))
+        ),
+        None => value,
+    }
+}
+
+fn value_format(stream: &StreamDef) -> String {
     let options = &stream.options;
     let format = options
         .get("value.format")
-        .or_else(|| options.get("format"))
-        .unwrap_or_default();
-    // A registry format names the subject its schemas are under.
-    let value = if format.eq_ignore_ascii_case("avro-confluent") {
-        let subject = options
-            .get("value.avro-confluent.subject")
-            .or_else(|| options.get("avro-confluent.subject"))
-            .map(str::to_string)
-            .or_else(|| options.get("topic").map(|t| format!("{t}-value")))
-            .unwrap_or_default();
-        format!("{format} (subject {subject})")
-    } else {
-        format.to_string()
+        .or_else(|| options.get("format"));
+    format.unwrap_or_default().to_string()
+}
+
+/// The schema registry subject of a stream's values or keys, when their
+/// format is a registry one (`avro-confluent`, `protobuf-confluent`).
+fn subject(stream: &StreamDef, is_key: bool) -> Option<String> {
+    let options = &stream.options;
+    let (format, prefix) = match is_key {
+        true => (options.get("key.format")?.to_string(), "key."),
+        false => (value_format(stream), "value."),
     };
-    match options.get("key.format") {
-        Some(key) => format!("{value} (key: {key})"),
-        None => value.to_string(),
+    let format = format.to_ascii_lowercase();
+    if !format.ends_with("-confluent") {
+        return None;
     }
+    let config = RegistryConfig::of_format(options, prefix, &format).ok()?;
+    Some(config.subject_for(options.get("topic").unwrap_or_default(), is_key))
+}
+
+/// What `DESCRIBE` shows of a stream besides its columns: its connector,
+/// formats, the schema subjects or `.proto` message they use.
+fn stream_properties(stream: &StreamDef) -> Vec<(String, String)> {
+    let options = &stream.options;
+    let mut rows = vec![("connector".to_string(), stream.connector.name().to_string())];
+    let mut add = |property: &str, value: Option<String>| {
+        if let Some(value) = value.filter(|v| !v.is_empty()) {
+            rows.push((property.to_string(), value));
+        }
+    };
+    add("format", Some(value_format(stream)));
+    add("schema subject", subject(stream, false));
+    add("key format", options.get("key.format").map(str::to_string));
+    add("key schema subject", subject(stream, true));
+    for option in ["protobuf.message-class-name", "protobuf.schema-file"] {
+        let value = options
+            .get(&format!("value.{option}"))
+            .or_else(|| options.get(option));
+        add(option, value.map(str::to_string));
+    }
+    rows
 }
 
 #[cfg(test)]
@@ -309,5 +357,52 @@ mod tests {
         ]
         .map(|(n, f)| (n.to_string(), f.to_string()));
         assert_eq!(rows, expected);
+    }
+
+    /// DESCRIBE of a stream: its columns, then the connector and formats,
+    /// a registry format with the subject its schemas are under (the
+    /// configured one, or the topic's).
+    #[test]
+    fn describe_names_a_streams_formats_and_schema_subjects() {
+        let mut planner = Planner::default();
+        let text = "CREATE STREAM orders (id BIGINT, price DOUBLE) WITH ('connector' = 'kafka',
+               'topic' = 'orders', 'properties.bootstrap.servers' = 'b:9092',
+               'key.format' = 'avro-confluent', 'key.avro-confluent.url' = 'http://r:8081', 'key.fields' = 'id',
+               'value.format' = 'protobuf-confluent', 'value.protobuf-confluent.url' = 'http://r:8081',
+               'value.protobuf-confluent.subject' = 'shop.Order');
+             DESCRIBE orders";
+        let mut described = None;
+        for statement in weir_sql::parse(text).unwrap() {
+            if let Planned::Tables(tables) = planner.plan(&statement).unwrap() {
+                described = Some(tables);
+            }
+        }
+        let described = described.unwrap();
+        let titles: Vec<&str> = described.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(titles, ["columns", "stream"]);
+        let stream = &described[1].1;
+        let column = |i: usize| -> Vec<String> {
+            let array = stream.column(i).as_string::<i32>();
+            array
+                .iter()
+                .map(|v| v.unwrap_or_default().to_string())
+                .collect()
+        };
+        let rows: Vec<(String, String)> = column(0).into_iter().zip(column(1)).collect();
+        let expected = [
+            ("connector", "kafka"),
+            ("format", "protobuf-confluent"),
+            ("schema subject", "shop.Order"),
+            ("key format", "avro-confluent"),
+            ("key schema subject", "orders-key"),
+        ]
+        .map(|(p, v)| (p.to_string(), v.to_string()));
+        assert_eq!(rows, expected);
+        let shown = planner.show(weir_sql::ShowObject::Tables);
+        let format = shown.column(2).as_string::<i32>().value(0).to_string();
+        assert_eq!(
+            format,
+            "protobuf-confluent (subject shop.Order) (key: avro-confluent (subject orders-key))"
+        );
     }
 }

@@ -309,6 +309,11 @@ pub async fn explain(
                 Output::Rows(rows) => {
                     let _ = writeln!(out, "{}", table(&rows));
                 }
+                Output::Tables(tables) => {
+                    for (title, rows) in tables {
+                        let _ = writeln!(out, "{title}\n{}", table(&rows));
+                    }
+                }
                 _ => {}
             }
         }

@@ -389,6 +389,23 @@ fn sink_factory(
                 ))
             }
         };
+    // A `.proto` made from the columns: a column it cannot hold is an
+    // error now, not at the first row.
+    let (key_columns, value_columns) = sink::written_columns(&settings, spec);
+    let formats = [
+        (Some(&settings.value_format), value_columns),
+        (settings.key_format.as_ref(), key_columns),
+    ];
+    for (format, columns) in formats {
+        if let Some(Format::ProtobufConfluent(_)) = format {
+            let schema = spec
+                .schema
+                .project(&columns)
+                .map_err(|e| ConnectorError::option("format", e.to_string()))?;
+            crate::protobuf::proto_schema_of(&schema, "row")
+                .map_err(|e| ConnectorError::option("format", e))?;
+        }
+    }
     let spec = spec.clone();
     Ok(Arc::new(move |info| {
         Ok(Box::new(KafkaSink::new(

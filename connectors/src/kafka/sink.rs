@@ -124,18 +124,7 @@ impl KafkaSink {
             ),
             None => (Some(config.create().map_err(kafka_error)?), None),
         };
-        let key_columns = settings
-            .key_fields
-            .iter()
-            .filter_map(|k| spec.schema.index_of(k).ok())
-            .collect();
-        let value_columns = (0..spec.schema.fields().len())
-            .filter(|i| !spec.is_metadata(*i))
-            .filter(|i| {
-                settings.value_includes_key
-                    || !settings.key_fields.contains(spec.schema.field(*i).name())
-            })
-            .collect();
+        let (key_columns, value_columns) = written_columns(&settings, spec);
         let timestamp_column = spec
             .metadata
             .iter()
@@ -312,6 +301,28 @@ impl KafkaSink {
     }
 }
 
+/// The columns a record's key and value are written from: the key fields,
+/// and the physical columns (without the key fields unless the value
+/// includes them).
+pub(super) fn written_columns(
+    settings: &KafkaSettings,
+    spec: &TableSpec,
+) -> (Vec<usize>, Vec<usize>) {
+    let key_columns = settings
+        .key_fields
+        .iter()
+        .filter_map(|k| spec.schema.index_of(k).ok())
+        .collect();
+    let value_columns = (0..spec.schema.fields().len())
+        .filter(|i| !spec.is_metadata(*i))
+        .filter(|i| {
+            settings.value_includes_key
+                || !settings.key_fields.contains(spec.schema.field(*i).name())
+        })
+        .collect();
+    (key_columns, value_columns)
+}
+
 #[async_trait]
 impl Sink for KafkaSink {
     fn visibility(&self) -> weir_engine::Visibility {
@@ -323,7 +334,7 @@ impl Sink for KafkaSink {
     }
 
     async fn write(&mut self, batch: RecordBatch) -> Result<()> {
-        // An Avro format registers its schema before the first record.
+        // A registry format registers its schema before the first record.
         let schema = batch.schema();
         self.values
             .prepare(&schema.project(&self.value_columns)?, &self.topic, false)

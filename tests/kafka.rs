@@ -1806,3 +1806,113 @@ async fn rows_written_as_protobuf_confluent_register_a_proto_and_read_back() {
         ]
     );
 }
+
+/// Files of length-delimited protobuf messages (`'format' = 'protobuf'` on
+/// the filesystem connector): read from a folder and from one file, a
+/// message that does not decode and a last one cut short are dead letters
+/// naming the file and message; rows written by the sink are such files,
+/// each message decoding here with prost-reflect, and read back as they
+/// were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn protobuf_files_of_delimited_messages_read_and_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (proto, message) = bid_messages(dir.path());
+    let input = tempfile::tempdir().unwrap();
+    let delimited = |messages: &[Vec<u8>]| {
+        let mut file = Vec::new();
+        for m in messages {
+            prost::encode_length_delimiter(m.len(), &mut file).unwrap();
+            file.extend(m);
+        }
+        file
+    };
+    let mut file = delimited(&[
+        message(r#"{"auction": 1, "bidder": "ann", "price": 2.5, "at": "2024-01-01T00:00:01Z"}"#),
+        b"\xff\xff\xff not protobuf".to_vec(),
+        message(r#"{"auction": 2, "price": 7.0}"#),
+    ]);
+    // A last message whose length promises more than the file holds: 7
+    // bytes (08 03, 12 03 "cut"), cut after its length and 4 of them.
+    let cut = message(r#"{"auction": 3, "bidder": "cut"}"#);
+    file.extend(delimited(&[cut])[..5].to_vec());
+    std::fs::write(input.path().join("bids.pb"), &file).unwrap();
+    let dead = tempfile::tempdir().unwrap();
+    let table = |name: &str, path: &str, extra: &str| {
+        format!(
+            "CREATE TABLE {name} (auction BIGINT NOT NULL, bidder STRING, price DOUBLE, `at` TIMESTAMP(3))
+             WITH ('connector' = 'filesystem', 'path' = '{path}', 'format' = 'protobuf',
+                   'protobuf.schema-file' = '{}', 'protobuf.message-class-name' = 'shop.Bid'{extra})",
+            proto.display()
+        )
+    };
+    let expected = [
+        "1 | ann | 2.500000 | 2024-01-01T00:00:01",
+        "2 | NULL | 7.000000 | NULL",
+    ];
+    let folder = input.path().display().to_string();
+    let bad_data = format!(", 'bad-data.path' = '{}'", dead.path().display());
+    let read = run_weir(&[table("bids", &folder, &bad_data)], "SELECT * FROM bids").await;
+    assert_eq!(read.rows, expected);
+    let mut letters = dead_letters(dead.path());
+    letters.sort_by_key(|l| l["location"].as_str().unwrap().to_string());
+    let located: Vec<(String, String)> = letters
+        .iter()
+        .map(|l| {
+            let location = l["location"].as_str().unwrap();
+            let reason = l["reason"].as_str().unwrap();
+            let after = location.rsplit("bids.pb").next().unwrap().to_string();
+            (after, reason.split(':').next().unwrap().to_string())
+        })
+        .collect();
+    assert_eq!(
+        located,
+        [
+            (
+                "@message 2".to_string(),
+                "not a shop.Bid message".to_string()
+            ),
+            (
+                "@message 4".to_string(),
+                "a message of 7 bytes runs past the end of the file (4 bytes left)".to_string()
+            ),
+        ]
+    );
+    let one_file = input.path().join("bids.pb").display().to_string();
+    let read = run_weir(&[table("bids", &one_file, "")], "SELECT * FROM bids").await;
+    assert_eq!(read.rows, expected);
+
+    let out = tempfile::tempdir().unwrap();
+    let written = out.path().display().to_string();
+    let mut session = weir::Session::new();
+    session.sql(&table("bids", &folder, "")).await.unwrap();
+    session.sql(&table("copy", &written, "")).await.unwrap();
+    run_job(&mut session, "INSERT INTO copy SELECT * FROM bids").await;
+    let copied = run_weir(&[table("copy", &written, "")], "SELECT * FROM copy").await;
+    assert_eq!(copied.rows, expected);
+    // The part files hold length-delimited shop.Bid messages.
+    let pool = protox::Compiler::new([dir.path()])
+        .unwrap()
+        .open_file(&proto)
+        .unwrap()
+        .descriptor_pool();
+    let bid = pool.get_message_by_name("shop.Bid").unwrap();
+    let mut decoded = Vec::new();
+    for entry in std::fs::read_dir(out.path()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            let length = prost::decode_length_delimiter(&mut rest).unwrap();
+            let row = prost_reflect::DynamicMessage::decode(bid.clone(), &rest[..length]).unwrap();
+            decoded.push(serde_json::to_string(&row).unwrap());
+            rest = &rest[length..];
+        }
+    }
+    decoded.sort();
+    assert_eq!(
+        decoded,
+        [
+            r#"{"auction":"1","bidder":"ann","price":2.5,"at":"2024-01-01T00:00:01Z"}"#,
+            r#"{"auction":"2","price":7.0}"#,
+        ]
+    );
+}

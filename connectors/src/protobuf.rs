@@ -176,6 +176,11 @@ impl ProtobufDecoder {
         })
     }
 
+    /// The stream whose records it decodes.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
     /// Fetches and compiles the `.proto` files of `records` not seen
     /// before (`protobuf-confluent`; [`SchemaRegistry::fetch_missing`]).
     pub async fn prepare(&self, records: &[&[u8]]) -> Result<(), String> {

@@ -100,11 +100,7 @@ pub type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// Every record of `topic` (partitions `0..partitions`), as (key, value)
 /// bytes.
-pub fn topic_bytes(
-    bootstrap: &str,
-    topic: &str,
-    partitions: i32,
-) -> Vec<KeyValue> {
+pub fn topic_bytes(bootstrap: &str, topic: &str, partitions: i32) -> Vec<KeyValue> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "weir-test-reader")

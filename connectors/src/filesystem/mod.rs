@@ -1,16 +1,19 @@
 //! `'connector' = 'filesystem'`: files on a local path or object storage.
 //!
 //! As a source it reads the file `'path'` names, or every file under it
-//! (bounded), one split per file, in `'format'` json (lines), csv or
-//! parquet, or debezium-json (change events); the chunks of a file (line chunks, Parquet row groups) are
-//! decoded on several cores (`'scan.parallel-decode'`, default: every
-//! core) and emitted in their order. As a sink it writes part
-//! files, rolled by size and time.
+//! (bounded), one split per file, in `'format'` json (lines), csv,
+//! parquet, raw, debezium-json (change events), avro (object container
+//! files) or protobuf (length-delimited messages); the chunks of a file
+//! (line chunks, Parquet row groups) are decoded on several cores
+//! (`'scan.parallel-decode'`, default: every core) and emitted in their
+//! order. As a sink it writes part files in the same formats, rolled by
+//! size and time.
 
 mod avro_file;
 mod lines;
 mod parquet;
 mod partitions;
+mod protobuf_file;
 mod sink;
 mod source;
 
@@ -20,6 +23,7 @@ use weir_engine::{EngineError, SinkFactory, SourceFactory};
 
 use crate::format::Format;
 use crate::options::Options;
+use crate::protobuf::ProtobufEncoder;
 use crate::registry::{Connector, ConnectorError, SinkChanges, SourceChanges, TableSpec};
 use crate::store::resolve;
 use partitions::{PartitionCommit, Partitioning};
@@ -72,16 +76,17 @@ impl Connector for FilesystemConnector {
                     "'avro-confluent' frames Kafka records; Avro files are 'avro' (object container files, the schema in each file)",
                 ))
             }
-            Format::Protobuf(_) | Format::ProtobufConfluent(_) => {
+            Format::ProtobufConfluent(_) => {
                 return Err(ConnectorError::option(
                     "format",
-                    "'protobuf' is a Kafka record format: a file of messages has no framing to read them by",
+                    "'protobuf-confluent' frames Kafka records; files of messages are 'protobuf' (each message after its length)",
                 ))
             }
             _ => {}
         }
         let mut known: Vec<&str> = SOURCE_OPTIONS.to_vec();
         known.extend(SINK_OPTIONS);
+        known.extend(crate::protobuf::PROTOBUF_OPTIONS);
         options.check_known("filesystem", &known, &["s3."])
     }
 
@@ -166,6 +171,11 @@ impl Connector for FilesystemConnector {
                 return Err(ConnectorError::option("sink.delivery", format!("'{other}' is not exactly-once, at-least-once or best-effort")))
             }
         };
+        // The `.proto` compiles once, and a bad one fails the statement.
+        let messages = match &format {
+            Format::Protobuf(config) => Some(Arc::new(ProtobufEncoder::new(config)?)),
+            _ => None,
+        };
         let run = crate::deadletter::unique_run_id();
         let options = spec.options.clone();
         Ok(Arc::new(move |info| {
@@ -186,6 +196,10 @@ impl Connector for FilesystemConnector {
                 roll_size,
                 roll_interval,
             );
+            let sink = match &messages {
+                Some(encoder) => sink.writing_messages(encoder.clone()),
+                None => sink,
+            };
             let sink = match &partitioning {
                 Some(p) => {
                     let commit = PartitionCommit::from_options(&options, p)

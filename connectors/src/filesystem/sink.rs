@@ -1,4 +1,5 @@
-//! Writing part files: JSON lines, CSV or Parquet, rolled by size and age.
+//! Writing part files: JSON lines, CSV, Parquet, Avro or protobuf messages,
+//! rolled by size and age.
 //!
 //! Data streams to the store (multipart uploads), so memory stays bounded
 //! whatever the file size. Delivery:
@@ -35,7 +36,9 @@ use weir_engine::{
 
 use super::avro_file::AvroPart;
 use super::partitions::{PartitionCommit, Partitioning};
+use super::protobuf_file::delimit;
 use crate::format::{encode_lines, Format};
+use crate::protobuf::ProtobufEncoder;
 use crate::store::Location;
 
 enum Writer {
@@ -65,6 +68,8 @@ pub enum Delivery {
 pub struct FileSink {
     location: Location,
     format: Format,
+    /// Encodes the messages of a `protobuf` file.
+    messages: Option<Arc<ProtobufEncoder>>,
     schema: SchemaRef,
     delivery: Delivery,
     roll_size: u64,
@@ -132,6 +137,7 @@ impl FileSink {
         FileSink {
             location,
             format,
+            messages: None,
             schema,
             delivery,
             roll_size,
@@ -147,6 +153,12 @@ impl FileSink {
             instance: rand::random(),
             writer: format!("{:08x}", rand::random::<u32>()),
         }
+    }
+
+    /// Writes each row as a message (`protobuf`: each after its length).
+    pub fn writing_messages(mut self, encoder: Arc<ProtobufEncoder>) -> Self {
+        self.messages = Some(encoder);
+        self
     }
 
     /// Writes each row under its partition's directory, and commits
@@ -310,8 +322,14 @@ impl FileSink {
             Writer::Avro { part, .. } => part.write(batch)?,
             Writer::Lines { out, bytes } => {
                 let mut buffer = Vec::new();
-                let header = matches!(self.format, Format::Csv { header: true, .. }) && *bytes == 0;
-                encode_lines(&self.format, batch, &mut buffer, header)?;
+                match &self.messages {
+                    Some(encoder) => delimit(encoder.encode_rows(batch)?, &mut buffer),
+                    None => {
+                        let header =
+                            matches!(self.format, Format::Csv { header: true, .. }) && *bytes == 0;
+                        encode_lines(&self.format, batch, &mut buffer, header)?;
+                    }
+                }
                 *bytes += buffer.len() as u64;
                 out.write_all(&buffer).await.map_err(err)?;
             }

@@ -28,9 +28,11 @@ use weir_engine::{
 use super::avro_file::AvroFileRows;
 use super::lines::{LineChunk, LineSplitter};
 use super::parquet::ParquetGroups;
+use super::protobuf_file::ProtobufFileRows;
 use crate::deadletter::BadDataPolicy;
 use crate::format::{Decoded, Format, LineDecoder};
 use crate::options::Options;
+use crate::protobuf::ProtobufDecoder;
 use crate::registry::ConnectorError;
 use crate::replay::DeadLetters;
 use crate::store::Location;
@@ -58,6 +60,7 @@ enum Reader {
     },
     Parquet(ParquetGroups),
     Avro(AvroFileRows),
+    Protobuf(ProtobufFileRows),
 }
 
 struct OpenFile {
@@ -77,7 +80,7 @@ impl OpenFile {
     fn position(&self) -> u64 {
         match &self.reader {
             Reader::Lines { splitter, .. } => splitter.lines_taken(),
-            Reader::Parquet(_) | Reader::Avro(_) => self.rows,
+            Reader::Parquet(_) | Reader::Avro(_) | Reader::Protobuf(_) => self.rows,
         }
     }
 
@@ -86,6 +89,7 @@ impl OpenFile {
         match &self.reader {
             Reader::Parquet(groups) => Some(groups.total_rows.saturating_sub(self.rows)),
             Reader::Avro(rows) => Some(rows.total_rows.saturating_sub(self.rows)),
+            Reader::Protobuf(rows) => Some(rows.total_rows.saturating_sub(self.rows)),
             Reader::Lines { splitter, .. } => {
                 Some(self.size.saturating_sub(self.fetched) + splitter.buffered() as u64)
             }
@@ -122,6 +126,8 @@ struct ReadContext {
     batch_size: usize,
     subtask: SubtaskInfo,
     decoder: Option<Arc<LineDecoder>>,
+    /// Decodes the messages of `protobuf` files.
+    messages: Option<Arc<ProtobufDecoder>>,
     /// Chunks decoded at once; 1 decodes in the source's own task.
     parallel_decode: usize,
     /// The files are dead letters, read as the stream's rows or records
@@ -186,13 +192,17 @@ impl FileSource {
         options: FileSourceOptions,
         subtask: SubtaskInfo,
     ) -> Result<Self> {
-        let decoder = match format {
-            Format::Parquet | Format::Avro => None,
-            _ => Some(Arc::new(LineDecoder::new(
-                format.clone(),
-                schema.clone(),
-                stream,
-            )?)),
+        let (decoder, messages) = match &format {
+            Format::Parquet | Format::Avro => (None, None),
+            Format::Protobuf(config) => {
+                let decoder = ProtobufDecoder::new(config, schema.clone(), stream)
+                    .map_err(|e| EngineError::connector("filesystem", e))?;
+                (None, Some(Arc::new(decoder)))
+            }
+            _ => {
+                let decoder = LineDecoder::new(format.clone(), schema.clone(), stream)?;
+                (Some(Arc::new(decoder)), None)
+            }
         };
         Ok(FileSource {
             ctx: ReadContext {
@@ -203,6 +213,7 @@ impl FileSource {
                 batch_size: options.batch_size.max(1),
                 subtask,
                 decoder,
+                messages,
                 parallel_decode: options.parallel_decode.max(1),
                 dead_letters: None,
             },
@@ -299,6 +310,15 @@ impl ReadContext {
                 )
                 .await?,
             ),
+            Format::Protobuf(_) => {
+                let decoder = self
+                    .messages
+                    .as_deref()
+                    .ok_or_else(|| EngineError::connector("filesystem", "no message decoder"))?;
+                let rows =
+                    ProtobufFileRows::open(store, &meta.location, decoder, self.batch_size, skip);
+                Reader::Protobuf(rows.await?)
+            }
             _ => {
                 // A CSV header is line 1: skipped like lines read before.
                 let header = matches!(self.format, Format::Csv { header: true, .. });
@@ -315,7 +335,10 @@ impl ReadContext {
             reader,
             size: meta.size,
             fetched: 0,
-            rows: if matches!(self.format, Format::Parquet | Format::Avro) {
+            rows: if matches!(
+                self.format,
+                Format::Parquet | Format::Avro | Format::Protobuf(_)
+            ) {
                 skip
             } else {
                 0
@@ -335,6 +358,13 @@ impl ReadContext {
                 Some(batch) => {
                     file.rows += batch.num_rows() as u64;
                     Work::Done(VecDeque::from([Decoded::rows(batch)]))
+                }
+            },
+            Reader::Protobuf(rows) => match rows.next_batch() {
+                None => Work::Ended,
+                Some((decoded, messages)) => {
+                    file.rows += messages;
+                    Work::Done(VecDeque::from([decoded]))
                 }
             },
             Reader::Parquet(groups) => match groups.next_group() {

@@ -1,6 +1,7 @@
 //! `CREATE TABLE t (...) WITH (... 'format' = 'avro-confluent' ...) LIKE
 //! 'subject'`: the table's physical columns from the latest schema of a
-//! schema registry subject, fetched before the statement is planned. The
+//! schema registry subject (Avro, or a `.proto` file's first message with
+//! `protobuf-confluent`), fetched before the statement is planned. The
 //! columns declared in the statement (a watermark, computed and metadata
 //! columns, or a physical column typed otherwise) come after and win.
 
@@ -19,14 +20,27 @@ pub(crate) async fn with_subject_columns(
     let Some((subject, at)) = &create.like_subject else {
         return Ok(None);
     };
-    let hint = "LIKE 'subject' reads the subject's latest schema from the schema registry at 'avro-confluent.url'";
     let options = Options::new(create.options.iter().map(|(k, v)| (k, v.clone())));
-    let config = RegistryConfig::from_options(&options, "value.")
-        .map_err(|e| SqlError::new(e.to_string()).at(*at).with_hint(hint))?;
+    // The registry the value format names: 'avro-confluent.url' or
+    // 'protobuf-confluent.url'.
+    let format = options
+        .get("value.format")
+        .or_else(|| options.get("format"))
+        .unwrap_or("avro-confluent")
+        .to_ascii_lowercase();
+    let format = match format.as_str() {
+        "protobuf-confluent" => "protobuf-confluent",
+        _ => "avro-confluent",
+    };
+    let hint = format!(
+        "LIKE 'subject' reads the subject's latest schema from the schema registry at '{format}.url'"
+    );
+    let config = RegistryConfig::of_format(&options, "value.", format)
+        .map_err(|e| SqlError::new(e.to_string()).at(*at).with_hint(&hint))?;
     let fields = SchemaRegistry::new(config)
         .subject_fields(subject)
         .await
-        .map_err(|e| SqlError::new(e).at(*at).with_hint(hint))?;
+        .map_err(|e| SqlError::new(e).at(*at).with_hint(&hint))?;
     let declared = |name: &str| create.columns.iter().any(|c| c.name.value == name);
     let columns: Vec<String> = fields
         .iter()

@@ -1644,7 +1644,20 @@ async fn protobuf_confluent_schemas_import_files_of_other_subjects() {
     let registry = common::registry::Registry::start();
     let (_cluster, bootstrap) = mock_cluster(&[("orders", 1)]);
     const MONEY: &str = "syntax = \"proto3\";\npackage common;\nmessage Money { int64 cents = 1; string currency = 2; }\n";
-    const ORDER: &str = "syntax = \"proto3\";\npackage shop;\nimport \"common/money.proto\";\nmessage Order { int64 id = 1; common.Money price = 2; }\n";
+    const ORDER: &str = r#"syntax = "proto3";
+package shop;
+import "common/money.proto";
+import "google/protobuf/timestamp.proto";
+message Order {
+  int64 id = 1;
+  common.Money price = 2;
+  repeated string tags = 3;
+  map<string, int32> counts = 4;
+  enum State { NEW = 0; PAID = 1; }
+  State state = 5;
+  google.protobuf.Timestamp at = 6;
+}
+"#;
     registry.register_with("money", MONEY, Some("PROTOBUF"), serde_json::json!([]));
     let order = registry.register_with(
         "orders-value",
@@ -1676,7 +1689,10 @@ async fn protobuf_confluent_schemas_import_files_of_other_subjects() {
         record
     };
     let records = [
-        framed(r#"{"id": 1, "price": {"cents": 250, "currency": "EUR"}}"#),
+        framed(
+            r#"{"id": 1, "price": {"cents": 250, "currency": "EUR"}, "tags": ["a", "b"],
+                "counts": {"x": 3}, "state": "PAID", "at": "2024-01-01T00:00:01.500Z"}"#,
+        ),
         framed(r#"{"id": 2}"#),
     ];
     produce_bytes(&producer(&bootstrap), "orders", &records).await;
@@ -1689,6 +1705,42 @@ async fn protobuf_confluent_schemas_import_files_of_other_subjects() {
     );
     let read = run_weir(&[ddl], "SELECT id, price.cents, price.currency FROM orders").await;
     assert_eq!(read.rows, ["1 | 250 | EUR", "2 | NULL | NULL"]);
+
+    // LIKE the subject: the first message's fields as columns.
+    let like = format!(
+        "CREATE TABLE orders WITH ('connector' = 'kafka', 'topic' = 'orders',
+           'properties.bootstrap.servers' = '{bootstrap}',
+           'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset',
+           'format' = 'protobuf-confluent', 'protobuf-confluent.url' = '{}') LIKE 'orders-value'",
+        registry.url
+    );
+    let mut session = weir::Session::new();
+    if let Err(e) = session.sql(&like).await {
+        panic!("{}", e.render());
+    }
+    let Some(weir::Output::Tables(described)) = session.sql("DESCRIBE orders").await.unwrap().pop()
+    else {
+        panic!("DESCRIBE gave no tables");
+    };
+    assert_eq!(
+        canonical_rows(&[described[0].1.clone()]),
+        [
+            "at | TIMESTAMP(3) | ",
+            "counts | MAP<STRING, INT> | ",
+            "id | BIGINT | ",
+            "price | ROW<`cents` BIGINT, `currency` STRING> | ",
+            "state | STRING | ",
+            "tags | ARRAY<STRING> | ",
+        ]
+    );
+    let read = run_weir(&[like], "SELECT * FROM orders").await;
+    assert_eq!(
+        read.rows,
+        [
+            "1 | {cents: 250, currency: EUR} | [a, b] | {x: 3} | PAID | 2024-01-01T00:00:01.500",
+            "2 | NULL | NULL | NULL | NULL | NULL",
+        ]
+    );
 }
 
 /// The `.proto` Weir makes from `pout`'s columns and registers.

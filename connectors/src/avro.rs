@@ -43,34 +43,32 @@ use crate::schema_registry::{
     frame, RegisteredSchema, RegistryConfig, SchemaCache, SchemaRegistry, MAGIC,
 };
 
-impl SchemaRegistry {
-    /// The columns of `subject`'s latest schema, as Arrow fields: what
-    /// `CREATE TABLE ... LIKE 'subject'` declares. Avro's instants
-    /// (`timestamp-millis`) become TIMESTAMP columns, as Flink maps them.
-    pub async fn subject_fields(&self, subject: &str) -> Result<Vec<Field>, String> {
-        let (id, schema) = self.latest(subject).await?;
-        let text = self_contained(&schema).map_err(|e| format!("subject '{subject}': {e}"))?;
-        let mut store = SchemaStore::new_with_type(FingerprintAlgorithm::Id);
-        store
-            .set(Fingerprint::Id(id), AvroSchema::new(text))
-            .map_err(|e| format!("subject '{subject}': {e}"))?;
-        let decoder = ReaderBuilder::new()
-            .with_writer_schema_store(store)
-            .build_decoder()
-            .map_err(|e| format!("subject '{subject}': {e}"))?;
-        Ok(decoder
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| match f.data_type() {
-                DataType::Timestamp(unit, Some(_)) => f
-                    .as_ref()
-                    .clone()
-                    .with_data_type(DataType::Timestamp(*unit, None)),
-                _ => f.as_ref().clone(),
-            })
-            .collect())
-    }
+/// The columns of Avro schema `schema` (registry id `id`), as Arrow
+/// fields: what `CREATE TABLE ... LIKE 'subject'` declares. Avro's
+/// instants (`timestamp-millis`) become TIMESTAMP columns, as Flink maps
+/// them.
+pub(crate) fn avro_fields(id: u32, schema: &RegisteredSchema) -> Result<Vec<Field>, String> {
+    let text = self_contained(schema)?;
+    let mut store = SchemaStore::new_with_type(FingerprintAlgorithm::Id);
+    store
+        .set(Fingerprint::Id(id), AvroSchema::new(text))
+        .map_err(|e| e.to_string())?;
+    let decoder = ReaderBuilder::new()
+        .with_writer_schema_store(store)
+        .build_decoder()
+        .map_err(|e| e.to_string())?;
+    Ok(decoder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Timestamp(unit, Some(_)) => f
+                .as_ref()
+                .clone()
+                .with_data_type(DataType::Timestamp(*unit, None)),
+            _ => f.as_ref().clone(),
+        })
+        .collect())
 }
 
 /// The Avro primitive type names: a name that is none of these names a

@@ -32,7 +32,7 @@ use parking_lot::Mutex;
 use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
 
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 use prost::Message;
@@ -42,7 +42,9 @@ use weir_engine::BadRecord;
 use crate::format::{Decoded, Format, LineDecoder, RowEncoder};
 use crate::options::Options;
 use crate::registry::ConnectorError;
-use crate::schema_registry::{frame, RegistryConfig, SchemaCache, SchemaRegistry, MAGIC};
+use crate::schema_registry::{
+    frame, RegisteredSchema, RegistryConfig, SchemaCache, SchemaRegistry, MAGIC,
+};
 
 /// What `'protobuf.*'` says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -545,6 +547,89 @@ fn field_type(
                 "column '{field_name}': {other} has no protobuf mapping here; CAST it to STRING or a number"
             ))
         }
+    })
+}
+
+/// The columns of a registered `.proto` file's first message (the one a
+/// registry's serializers write by default), as Arrow fields: what
+/// `CREATE TABLE ... LIKE 'subject'` declares, typed as Flink's protobuf
+/// format maps them.
+pub(crate) fn message_fields(schema: &RegisteredSchema) -> Result<Vec<Field>, String> {
+    if schema.schema_type != "PROTOBUF" {
+        return Err(format!("a {} schema, not Protobuf", schema.schema_type));
+    }
+    let file = compile("subject.proto", &schema.text, &schema.references)?;
+    let message = file
+        .messages()
+        .next()
+        .ok_or("the .proto file defines no message")?;
+    message
+        .fields()
+        .map(|field| Ok(Field::new(field.name(), column_type(&field, 0)?, true)))
+        .collect()
+}
+
+/// How deep ROWs nest for a message that contains itself.
+const MAX_MESSAGE_DEPTH: usize = 16;
+
+/// The column type of protobuf field `field`: repeated fields are ARRAYs,
+/// maps MAPs, messages ROWs (a Timestamp a TIMESTAMP(3)); enums are their
+/// names and bytes their base64 text (protobuf's JSON mapping, which the
+/// decoder reads); unsigned integers are BIGINT, as in Flink.
+fn column_type(field: &prost_reflect::FieldDescriptor, depth: usize) -> Result<DataType, String> {
+    use prost_reflect::Kind;
+    if depth > MAX_MESSAGE_DEPTH {
+        return Err(format!(
+            "field {} nests messages deeper than {MAX_MESSAGE_DEPTH} (a message that contains itself?)",
+            field.full_name()
+        ));
+    }
+    let kind_type = |kind: Kind| -> Result<DataType, String> {
+        Ok(match kind {
+            Kind::Double => DataType::Float64,
+            Kind::Float => DataType::Float32,
+            Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => DataType::Int32,
+            Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => DataType::Int64,
+            Kind::Uint32 | Kind::Fixed32 | Kind::Uint64 | Kind::Fixed64 => DataType::Int64,
+            Kind::Bool => DataType::Boolean,
+            Kind::String | Kind::Bytes | Kind::Enum(_) => DataType::Utf8,
+            Kind::Message(m) if m.full_name() == "google.protobuf.Timestamp" => {
+                DataType::Timestamp(TimeUnit::Millisecond, None)
+            }
+            Kind::Message(m) => DataType::Struct(
+                m.fields()
+                    .map(|f| Ok(Field::new(f.name(), column_type(&f, depth + 1)?, true)))
+                    .collect::<Result<Fields, String>>()?,
+            ),
+        })
+    };
+    if field.is_map() {
+        let Kind::Message(entry) = field.kind() else {
+            return Err(format!(
+                "map field {} has no entry message",
+                field.full_name()
+            ));
+        };
+        let (Some(key), Some(value)) = (entry.get_field(1), entry.get_field(2)) else {
+            return Err(format!(
+                "map field {} has no key and value",
+                field.full_name()
+            ));
+        };
+        let entries = Field::new(
+            "entries",
+            DataType::Struct(Fields::from(vec![
+                Field::new("key", kind_type(key.kind())?, false),
+                Field::new("value", column_type(&value, depth + 1)?, true),
+            ])),
+            false,
+        );
+        return Ok(DataType::Map(Arc::new(entries), false));
+    }
+    let item = kind_type(field.kind())?;
+    Ok(match field.is_list() {
+        true => DataType::List(Arc::new(Field::new("item", item, true))),
+        false => item,
     })
 }
 

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::Field;
 use parking_lot::Mutex;
 use serde_json::Value;
 
@@ -314,6 +315,22 @@ impl SchemaRegistry {
         let value = self.call(self.client.get(url), &what).await?;
         let id = id_of(&value).ok_or_else(|| format!("{what}: the answer holds no id"))?;
         Ok((id, self.registered(&value, &what).await?))
+    }
+
+    /// The columns of `subject`'s latest schema, as Arrow fields: what
+    /// `CREATE TABLE ... LIKE 'subject'` declares. An Avro schema's record
+    /// fields ([`crate::avro::avro_fields`]), or the fields of a `.proto`
+    /// file's first message ([`crate::protobuf::message_fields`]).
+    pub async fn subject_fields(&self, subject: &str) -> Result<Vec<Field>, String> {
+        let (id, schema) = self.latest(subject).await?;
+        let fields = match schema.schema_type.as_str() {
+            "AVRO" => crate::avro::avro_fields(id, &schema),
+            "PROTOBUF" => crate::protobuf::message_fields(&schema),
+            other => Err(format!(
+                "a {other} schema: LIKE reads Avro and Protobuf subjects"
+            )),
+        };
+        fields.map_err(|e| format!("subject '{subject}': {e}"))
     }
 
     /// The subject written schemas go under ([`RegistryConfig::subject_for`]).

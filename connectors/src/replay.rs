@@ -64,7 +64,20 @@ impl Connector for DeadLetterConnector {
     fn validate(&self, options: &Options) -> Result<(), ConnectorError> {
         options.require("stream")?;
         if options.get("format").is_some() {
-            Format::from_options(options)?;
+            let format = Format::from_options(options)?;
+            let registry = matches!(
+                format,
+                Format::AvroConfluent(_) | Format::ProtobufConfluent(_)
+            );
+            if registry && options.get("topic").is_none() {
+                return Err(ConnectorError::option(
+                    "format",
+                    format!(
+                        "a replay of dead-letter files decodes without a schema registry: '{}' records replay from a 'bad-data.topic'",
+                        format.name()
+                    ),
+                ));
+            }
         }
         let read = match (options.get("path"), options.get("topic")) {
             (Some(path), None) => path,
@@ -88,7 +101,15 @@ impl Connector for DeadLetterConnector {
         options.check_known(
             "dead-letter",
             &known,
-            &["s3.", "csv.", "json.", "properties."],
+            &[
+                "s3.",
+                "csv.",
+                "json.",
+                "properties.",
+                "protobuf.",
+                "avro-confluent.",
+                "protobuf-confluent.",
+            ],
         )
     }
 
@@ -211,6 +232,18 @@ impl DeadLetters {
             location: location.unwrap_or_default(),
             at,
         })
+    }
+
+    /// Gets ready to decode the records of `letters` again: fetches the
+    /// registry schemas they name (registry formats; nothing for others).
+    pub async fn prepare(&self, letters: &[Letter]) -> Result<(), String> {
+        match &self.mode {
+            Mode::Replay(decoder) => {
+                let raws: Vec<&[u8]> = letters.iter().filter_map(|l| l.raw.as_deref()).collect();
+                decoder.prepare(&raws).await
+            }
+            Mode::Letters => Ok(()),
+        }
     }
 
     /// The rows `letters` make: the letters themselves, or their records

@@ -4,6 +4,7 @@ mod changing;
 mod live;
 mod progress;
 mod render;
+mod replay;
 mod run;
 mod shell;
 
@@ -75,6 +76,23 @@ enum Command {
         /// `SET 'execution.target' = 'kafka'`; docs/cluster-protocol.md).
         #[arg(long)]
         cluster: bool,
+    },
+    /// Push a stream's dead letters once more, through its declaration in
+    /// the files as it is now, into the INSERTs of the files that read it.
+    /// Checkpointed: a letter is replayed once, across runs.
+    ReplayDeadLetters {
+        /// The job's SQL files, in order.
+        files: Vec<PathBuf>,
+        /// The stream whose dead letters to replay.
+        #[arg(long)]
+        stream: String,
+        /// Where records that still fail go (default: the dead-letter path
+        /// or topic with `-replayed` added).
+        #[arg(long = "bad-data")]
+        bad_data: Option<String>,
+        /// Fill `${NAME}` placeholders: --var NAME=value (repeatable).
+        #[arg(long = "var", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
     },
     /// Print the operator graph of each query or INSERT in a SQL file.
     Explain {
@@ -152,6 +170,16 @@ fn main() -> ExitCode {
                     cluster,
                 )
                 .await
+            }
+            Command::ReplayDeadLetters {
+                files,
+                stream,
+                bad_data,
+                vars,
+            } => {
+                let sources = run::sources(&files, None)?;
+                let vars = vars.into_iter().collect::<HashMap<_, _>>();
+                replay::replay(&sources, &vars, &stream, bad_data.as_deref()).await
             }
             Command::Explain { files, vars } => {
                 let sources = run::sources(&files, None)?;

@@ -54,7 +54,7 @@ pub fn sources(files: &[PathBuf], execute: Option<&str>) -> Result<Vec<(String, 
 }
 
 /// Each source's statements, placeholders filled.
-fn parse_all(
+pub(crate) fn parse_all(
     sources: &[(String, String)],
     vars: &HashMap<String, String>,
 ) -> Result<Vec<(String, Vec<ParsedStatement>)>, Failure> {
@@ -76,7 +76,7 @@ fn parse_all(
         .collect()
 }
 
-fn in_file(failure: Failure, origin: &str) -> Failure {
+pub(crate) fn in_file(failure: Failure, origin: &str) -> Failure {
     match failure {
         Failure::Weir(e) => Failure::InFile(origin.to_string(), e),
         other => other,
@@ -233,7 +233,7 @@ async fn show_updating(mut results: ResultStream, format: OutputFormat) -> Resul
     Ok(false)
 }
 
-async fn wait_for_jobs(jobs: &[Job]) -> Result<(), Failure> {
+pub(crate) async fn wait_for_jobs(jobs: &[Job]) -> Result<(), Failure> {
     if jobs.is_empty() {
         return Ok(());
     }

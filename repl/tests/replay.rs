@@ -1,7 +1,7 @@
 //! Dead-letter replay: records whose field changed type upstream land in
 //! the dead letters; after the column is redeclared, a `dead-letter`
-//! stream pushes them through the new decoder into the output once, even
-//! when the replay runs again.
+//! stream (or `weir replay-dead-letters`) pushes them through the new
+//! decoder into the output once, even when the replay runs again.
 
 mod common;
 
@@ -158,4 +158,91 @@ fn a_replay_cannot_write_its_dead_letters_where_it_reads() {
     assert!(!output.status.success());
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(err.contains("elsewhere"), "{err}");
+}
+
+/// Runs `weir` with `args` in `dir`; fails the test when it fails.
+fn weir_in(dir: &Path, args: &[&str]) {
+    let output = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "weir {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// `weir replay-dead-letters job.sql --stream bids`, with the defaults: the
+/// job file sets no checkpoints and no pipeline name. After the column is
+/// redeclared in the file, the command replays the dead letters into the
+/// INSERT that reads `bids` (not the file's other INSERT), once: a second
+/// run adds nothing. What still fails is in `<dlq>-replayed`.
+#[test]
+fn the_replay_command_pushes_each_dead_letter_once_through_the_files_declaration() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    let input = dir.join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let text: String = (0..100).map(line).collect();
+    std::fs::write(input.join("bids.jsonl"), text).unwrap();
+    let (dlq, out, other) = (dir.join("dlq"), dir.join("out"), dir.join("other"));
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::create_dir_all(&other).unwrap();
+    let job = |price: &str| {
+        format!(
+            "CREATE STREAM bids (auction BIGINT, price {price}) WITH ('connector' = 'filesystem',
+               'path' = '{input}', 'format' = 'json', 'bad-data.path' = '{dlq}');
+             CREATE TABLE out (auction BIGINT, price DOUBLE)
+               WITH ('connector' = 'filesystem', 'path' = '{out}', 'format' = 'json');
+             CREATE STREAM events WITH ('connector' = 'nexmark', 'events.num' = '10');
+             CREATE TABLE other (n BIGINT) WITH ('connector' = 'filesystem', 'path' = '{other}', 'format' = 'json');
+             INSERT INTO out SELECT auction, CAST(price AS DOUBLE) FROM bids;
+             INSERT INTO other SELECT count(*) AS n FROM events;",
+            input = input.display(),
+            dlq = dlq.display(),
+            out = out.display(),
+            other = other.display(),
+        )
+    };
+    let file = dir.join("job.sql");
+    std::fs::write(&file, job("BIGINT")).unwrap();
+    weir_in(dir, &["run", "job.sql"]);
+    let files_in = |d: &Path| std::fs::read_dir(d).unwrap().count();
+    let other_files = files_in(&other);
+    assert_eq!(output_rows(&out).len(), 100 - 11, "10 changed and 1 bad");
+
+    std::fs::write(&file, job("DOUBLE")).unwrap();
+    weir_in(dir, &["replay-dead-letters", "job.sql", "--stream", "bids"]);
+    let mut expected: Vec<String> = (0..100)
+        .filter(|i| *i != 57)
+        .map(|i| match i % 10 {
+            3 => format!("{i},{i}.5"),
+            _ => format!("{i},{}.0", i * 10),
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(output_rows(&out), expected);
+    assert_eq!(files_in(&other), other_files, "the other INSERT did not run");
+    assert!(
+        dir.join("weir-checkpoints").join("replay-bids").is_dir(),
+        "checkpointed under the default directory and the replay's name"
+    );
+
+    // Again (a restart, or a later run): nothing twice.
+    weir_in(dir, &["replay-dead-letters", "job.sql", "--stream", "bids"]);
+    assert_eq!(output_rows(&out), expected);
+
+    let replayed = dir.join("dlq-replayed");
+    let still = common::csv_rows(weir_run(&format!(
+        "CREATE STREAM bad WITH ('connector' = 'dead-letter', 'stream' = 'bids', 'path' = '{}');
+         SELECT reason, location, raw FROM bad;",
+        replayed.display()
+    )));
+    assert_eq!(still.len(), 1, "{still:?}");
+    assert!(
+        still[0].contains("n/a") && still[0].contains("dead letter from"),
+        "{still:?}"
+    );
 }

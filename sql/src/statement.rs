@@ -92,6 +92,38 @@ pub struct Query {
     pub text: String,
 }
 
+impl Query {
+    /// The streams and views it reads, by catalog name: the tables of its
+    /// FROM clauses and sub-queries and the inputs of its window TVFs
+    /// (names of CTEs it defines included; the caller knows its streams).
+    pub fn relations(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut visit = |query: &ast::Query| {
+            let _ = ast::visit_relations(query, |relation| {
+                let name = crate::parser::catalog_name(relation);
+                if !name.starts_with(crate::window::PLACEHOLDER_PREFIX) {
+                    names.push(name);
+                }
+                std::ops::ControlFlow::<()>::Continue(())
+            });
+        };
+        visit(&self.query);
+        let mut inputs = Vec::new();
+        for window in &self.windows {
+            match &window.input {
+                crate::window::WindowInput::Table(name) => {
+                    inputs.push(crate::parser::catalog_name(name))
+                }
+                crate::window::WindowInput::Query(query) => visit(query),
+            }
+        }
+        names.extend(inputs);
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
 impl fmt::Display for Query {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.text)

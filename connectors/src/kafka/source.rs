@@ -386,6 +386,7 @@ impl KafkaSource {
         if found.is_empty() {
             return Ok(None);
         }
+        letters.prepare(&found).await.map_err(kafka_error)?;
         let mut decoded = letters.decode(&found, &self.schema)?;
         self.bad_data.handle(decoded.bad_records()).await?;
         Ok(decoded.batch.filter(|b| b.num_rows() > 0))

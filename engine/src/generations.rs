@@ -33,7 +33,7 @@ use datafusion::object_store::path::Path;
 use datafusion::object_store::{
     Error as StoreError, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
 };
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
@@ -125,10 +125,7 @@ impl Generations {
     /// has not seen a task taken from it yet) cannot both run the task in
     /// one generation, which would write its rows twice.
     pub async fn claim(&self, number: u64, task: &str, process: &str) -> Result<bool> {
-        // Beside the generations, not under them: listing them stays short.
-        let path = Path::from(format!("{}-claims", self.dir))
-            .join(format!("{number:020}"))
-            .join(task);
+        let path = self.claims_dir().join(format!("{number:020}")).join(task);
         let create = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
@@ -149,6 +146,44 @@ impl Generations {
             }
             Err(e) => Err(store_error(e)),
         }
+    }
+
+    /// Deletes the task claims of the generations before `number`; how
+    /// many it deleted. A claim matters only while its generation can
+    /// still complete a checkpoint, and a generation is closed before the
+    /// next one is created (`docs/cluster-protocol.md`), so the creator of
+    /// generation `g` forgets the claims before `g - 1`: one small object
+    /// per task and generation no longer piles up.
+    pub async fn forget_claims_before(&self, number: u64) -> Result<usize> {
+        let claims = self.claims_dir();
+        let old: Vec<Path> = self
+            .store
+            .list(Some(&claims))
+            .try_filter_map(|meta| {
+                let generation = meta
+                    .location
+                    .prefix_match(&claims)
+                    .and_then(|mut parts| parts.next())
+                    .and_then(|part| part.as_ref().parse::<u64>().ok());
+                let old = generation.is_some_and(|g| g < number);
+                futures::future::ready(Ok(old.then_some(meta.location)))
+            })
+            .try_collect()
+            .await
+            .map_err(store_error)?;
+        let count = old.len();
+        let locations = futures::stream::iter(old.into_iter().map(Ok)).boxed();
+        self.store
+            .delete_stream(locations)
+            .try_collect::<Vec<Path>>()
+            .await
+            .map_err(store_error)?;
+        Ok(count)
+    }
+
+    /// Beside the generations, not under them: listing them stays short.
+    fn claims_dir(&self) -> Path {
+        Path::from(format!("{}-claims", self.dir))
     }
 
     async fn read(&self, number: u64) -> Result<Generation> {
@@ -205,6 +240,26 @@ mod tests {
         assert!(generations.claim(1, "0-3", "p1").await.unwrap());
         assert!(generations.claim(2, "0-3", "p4").await.unwrap());
         assert_eq!(generations.latest().await.unwrap().unwrap().number, 1);
+    }
+
+    /// The claims of generations before a number are deleted, the others
+    /// kept: a deleted claim can be taken again, a kept one cannot.
+    #[tokio::test]
+    async fn old_claims_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let generations = local(&dir);
+        for number in 1..=3 {
+            for task in ["0-0", "0-1", "1-0"] {
+                assert!(generations.claim(number, task, "p1").await.unwrap());
+            }
+        }
+        assert_eq!(generations.forget_claims_before(3).await.unwrap(), 6);
+        assert_eq!(generations.forget_claims_before(3).await.unwrap(), 0);
+        assert!(
+            generations.claim(2, "0-1", "p2").await.unwrap(),
+            "forgotten"
+        );
+        assert!(!generations.claim(3, "0-1", "p2").await.unwrap(), "kept");
     }
 
     /// Processes that see the same task movement race to start the next

@@ -224,7 +224,11 @@ fn the_replay_command_pushes_each_dead_letter_once_through_the_files_declaration
         .collect();
     expected.sort();
     assert_eq!(output_rows(&out), expected);
-    assert_eq!(files_in(&other), other_files, "the other INSERT did not run");
+    assert_eq!(
+        files_in(&other),
+        other_files,
+        "the other INSERT did not run"
+    );
     assert!(
         dir.join("weir-checkpoints").join("replay-bids").is_dir(),
         "checkpointed under the default directory and the replay's name"

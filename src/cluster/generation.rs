@@ -75,10 +75,23 @@ pub(crate) async fn roll_over(shared: &Shared) -> Result<Generation> {
             (latest.number, base)
         }
     };
-    shared
+    let generation = shared
         .generations
         .next(current, base, &shared.process)
-        .await
+        .await?;
+    if generation.creator == shared.process {
+        // Generation `current` is closed: the claims before it serve no
+        // one (the creator cleans up, off the rollover's path).
+        let generations = shared.generations.clone();
+        tokio::spawn(async move {
+            match generations.forget_claims_before(current).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(claims = n, "forgot old task claims"),
+                Err(e) => tracing::warn!("cannot delete old task claims yet: {e}"),
+            }
+        });
+    }
+    Ok(generation)
 }
 
 /// What a process runs in one generation.

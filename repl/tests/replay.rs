@@ -35,6 +35,20 @@ fn line(i: i64) -> String {
     }
 }
 
+/// The output rows of auctions `0..n` once the changed ones are replayed:
+/// every auction but 57, priced as [`line`] wrote it.
+fn all_but_the_bad_one(n: i64) -> Vec<String> {
+    let mut rows: Vec<String> = (0..n)
+        .filter(|i| *i != 57)
+        .map(|i| match i % 10 {
+            3 => format!("{i},{i}.5"),
+            _ => format!("{i},{}.0", i * 10),
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
 fn output_rows(out: &Path) -> Vec<String> {
     common::csv_rows(weir_run(&format!(
         "CREATE STREAM back (auction BIGINT, price DOUBLE)
@@ -117,14 +131,7 @@ fn replayed_dead_letters_arrive_once_through_the_fixed_decoder() {
         out = out.display(),
     );
     succeeds(&replay);
-    let mut expected: Vec<String> = (0..200)
-        .filter(|i| *i != 57)
-        .map(|i| match i % 10 {
-            3 => format!("{i},{i}.5"),
-            _ => format!("{i},{}.0", i * 10),
-        })
-        .collect();
-    expected.sort();
+    let expected = all_but_the_bad_one(200);
     assert_eq!(output_rows(&out), expected);
 
     // Run again (a restart after the replay finished): nothing twice.
@@ -215,14 +222,7 @@ fn the_replay_command_pushes_each_dead_letter_once_through_the_files_declaration
 
     std::fs::write(&file, job("DOUBLE")).unwrap();
     weir_in(dir, &["replay-dead-letters", "job.sql", "--stream", "bids"]);
-    let mut expected: Vec<String> = (0..100)
-        .filter(|i| *i != 57)
-        .map(|i| match i % 10 {
-            3 => format!("{i},{i}.5"),
-            _ => format!("{i},{}.0", i * 10),
-        })
-        .collect();
-    expected.sort();
+    let expected = all_but_the_bad_one(100);
     assert_eq!(output_rows(&out), expected);
     assert_eq!(
         files_in(&other),

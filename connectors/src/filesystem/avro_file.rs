@@ -15,7 +15,7 @@ use bytes::Bytes;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::ObjectStore;
 use weir_engine::{EngineError, Result};
 
 use crate::avro::{as_declared, reader_schema, writable};
@@ -39,13 +39,7 @@ impl AvroFileRows {
         let failed = |e: &dyn std::fmt::Display| {
             EngineError::connector("filesystem", format!("{path}: {e}"))
         };
-        let bytes: Bytes = store
-            .get(path)
-            .await
-            .map_err(|e| failed(&e))?
-            .bytes()
-            .await
-            .map_err(|e| failed(&e))?;
+        let bytes: Bytes = super::read_whole(&store, path).await?;
         let writer = read_header_info(Cursor::new(&bytes[..]))
             .and_then(|header| header.writer_schema())
             .map_err(|e| failed(&format!("not an Avro file: {e}")))?;

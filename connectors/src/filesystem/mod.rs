@@ -212,3 +212,21 @@ impl Connector for FilesystemConnector {
         }))
     }
 }
+
+/// The whole of the object at `path` (Avro and protobuf files are read in
+/// one request), an error naming it when it cannot be read.
+pub(crate) async fn read_whole(
+    store: &std::sync::Arc<dyn object_store::ObjectStore>,
+    path: &object_store::path::Path,
+) -> weir_engine::Result<bytes::Bytes> {
+    use object_store::ObjectStoreExt;
+    let failed =
+        |e: object_store::Error| EngineError::connector("filesystem", format!("{path}: {e}"));
+    store
+        .get(path)
+        .await
+        .map_err(failed)?
+        .bytes()
+        .await
+        .map_err(failed)
+}

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::ObjectStore;
 use weir_engine::{BadRecord, EngineError, Result};
 
 use crate::format::Decoded;
@@ -43,13 +43,7 @@ impl ProtobufFileRows {
         let failed = |e: &dyn std::fmt::Display| {
             EngineError::connector("filesystem", format!("{path}: {e}"))
         };
-        let bytes: Bytes = store
-            .get(path)
-            .await
-            .map_err(|e| failed(&e))?
-            .bytes()
-            .await
-            .map_err(|e| failed(&e))?;
+        let bytes: Bytes = super::read_whole(&store, path).await?;
         let (messages, broken) = delimited(&bytes);
         let total_rows = messages.len() as u64 + u64::from(broken.is_some());
         let locate = |i: usize| format!("{path}@message {}", i + 1);
@@ -129,7 +123,7 @@ mod tests {
     use datafusion::arrow::array::AsArray;
     use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
     use object_store::memory::InMemory;
-    use object_store::PutPayload;
+    use object_store::{ObjectStoreExt, PutPayload};
     use prost::Message;
 
     /// A file of messages `n: 1..=5` restored after `skip` of them reads

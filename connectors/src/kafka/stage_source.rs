@@ -4,14 +4,25 @@
 //! "Records between stages"). [`StageInput`] decides the order; this
 //! reads the records and keeps the position a checkpoint restarts from:
 //! the offset of the first barrier of the epoch in the partition.
+//!
+//! The consuming tasks of one stage in a process share one consumer
+//! ([`SharedConsumer`]): each task adds its partition to the consumer's
+//! assignment and reads it from a queue of its own, split off the
+//! consumer. One librdkafka client (its threads, connections and fetch
+//! requests) per stage and process, not per task: with hundreds of tasks
+//! a process, clients per task were what the 1024-task benchmark ran out
+//! of.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Weak};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::Int64Array;
 use datafusion::arrow::datatypes::{DataType, Int64Type};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use parking_lot::Mutex;
+use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
+use rdkafka::consumer::{Consumer, DefaultConsumerContext, StreamConsumer};
 use rdkafka::message::Message as _;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use weir_engine::source::{SourceFactory, SourcePoll, SplitId, MAX_POLL_WAIT};
@@ -35,16 +46,22 @@ pub struct StageReader {
 }
 
 impl StageReader {
-    /// One source per task.
+    /// One source per task, all sharing one consumer.
     pub fn factory(self) -> SourceFactory {
+        let shared = Arc::new(SharedConsumer {
+            client: self.client.clone(),
+            group: format!("{}.reader", self.topic),
+            consumer: Mutex::new(None),
+        });
         let reader = Arc::new(self);
         Arc::new(move |info: SubtaskInfo| {
             Ok(Box::new(StageSource {
                 reader: reader.clone(),
+                shared: shared.clone(),
                 partition: i32::try_from(info.index)
                     .map_err(|e| EngineError::connector("stage input", e))?,
                 input: StageInput::new(reader.generation, reader.producers.clone()),
-                consumer: None,
+                queue: None,
                 start: Offset::Beginning,
                 next_offset: None,
                 first_barriers: BTreeMap::new(),
@@ -58,11 +75,56 @@ impl StageReader {
 static POSITION: LazyLock<StateTable> =
     LazyLock::new(|| StateTable::new("stage_input", [("offset", DataType::Int64)]));
 
+/// How long the task that serves a shared consumer's events holds it at a
+/// time: once the stage's reader is gone (its generation stopped), the
+/// consumer closes within this.
+const SERVE_WAIT: Duration = Duration::from_millis(500);
+
+/// The consumer a stage's tasks in this process share, made by the first
+/// task that opens its partition.
+struct SharedConsumer {
+    client: ClientConfig,
+    group: String,
+    consumer: Mutex<Option<Arc<StreamConsumer>>>,
+}
+
+impl SharedConsumer {
+    fn get(&self) -> std::result::Result<Arc<StreamConsumer>, rdkafka::error::KafkaError> {
+        let mut consumer = self.consumer.lock();
+        if let Some(consumer) = consumer.as_ref() {
+            return Ok(consumer.clone());
+        }
+        let created: Arc<StreamConsumer> = Arc::new(
+            self.client
+                .clone()
+                .set("group.id", &self.group)
+                .set("enable.auto.commit", "false")
+                .set("enable.partition.eof", "false")
+                .create()?,
+        );
+        // The consumer's own queue gets its events (errors, statistics),
+        // no records (every partition is split off): served in the
+        // background while any task holds the consumer.
+        let weak: Weak<StreamConsumer> = Arc::downgrade(&created);
+        tokio::spawn(async move {
+            while let Some(consumer) = weak.upgrade() {
+                if let Ok(Err(e)) = tokio::time::timeout(SERVE_WAIT, consumer.recv()).await {
+                    tracing::warn!("stage input: kafka: {e}");
+                }
+            }
+        });
+        *consumer = Some(created.clone());
+        Ok(created)
+    }
+}
+
 struct StageSource {
     reader: Arc<StageReader>,
+    shared: Arc<SharedConsumer>,
     partition: i32,
     input: StageInput,
-    consumer: Option<StreamConsumer>,
+    /// This task's partition, split off the shared consumer.
+    queue: Option<StreamPartitionQueue<DefaultConsumerContext>>,
     start: Offset,
     next_offset: Option<i64>,
     /// Where the first barrier of each epoch not yet snapshot was read.
@@ -80,26 +142,29 @@ impl StageSource {
         )
     }
 
-    /// Creates the reader at the start position, the first time.
+    /// Adds the partition at the start position to the shared consumer,
+    /// the first time: split off first, so that none of its records goes
+    /// to the consumer's own queue.
     fn open(&mut self) -> Result<()> {
-        if self.consumer.is_none() {
-            let consumer: StreamConsumer = self
-                .reader
-                .client
-                .clone()
-                .set("group.id", format!("{}.reader", self.reader.topic))
-                .set("enable.auto.commit", "false")
-                .set("enable.partition.eof", "false")
-                .create()
+        if self.queue.is_none() {
+            let consumer = self.shared.get().map_err(|e| self.error(e))?;
+            let queue = consumer
+                .split_partition_queue(&self.reader.topic, self.partition)
+                .ok_or_else(|| self.error("cannot read the partition on its own"))?;
+            consumer
+                .incremental_assign(&self.assignment(self.start)?)
                 .map_err(|e| self.error(e))?;
-            let mut assignment = TopicPartitionList::new();
-            assignment
-                .add_partition_offset(&self.reader.topic, self.partition, self.start)
-                .map_err(|e| self.error(e))?;
-            consumer.assign(&assignment).map_err(|e| self.error(e))?;
-            self.consumer = Some(consumer);
+            self.queue = Some(queue);
         }
         Ok(())
+    }
+
+    fn assignment(&self, offset: Offset) -> Result<TopicPartitionList> {
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(&self.reader.topic, self.partition, offset)
+            .map_err(|e| self.error(e))?;
+        Ok(assignment)
     }
 
     fn event(&mut self, event: InputEvent) -> SourcePoll {
@@ -130,10 +195,10 @@ impl Source for StageSource {
             return Ok(self.event(event));
         }
         self.open()?;
-        let Some(consumer) = &self.consumer else {
+        let Some(queue) = &self.queue else {
             return Ok(SourcePoll::Pending);
         };
-        let (offset, record) = match tokio::time::timeout(MAX_POLL_WAIT, consumer.recv()).await {
+        let (offset, record) = match tokio::time::timeout(MAX_POLL_WAIT, queue.recv()).await {
             Err(_) => return Ok(SourcePoll::Pending),
             Ok(Err(e)) => {
                 // librdkafka reconnects and retries broker errors itself
@@ -194,5 +259,21 @@ impl Source for StageSource {
 
     fn carries_row_watermarks(&self) -> bool {
         true
+    }
+}
+
+impl Drop for StageSource {
+    /// Takes the partition out of the shared consumer's assignment: the
+    /// consumer stops fetching what no task reads.
+    fn drop(&mut self) {
+        if self.queue.take().is_none() {
+            return;
+        }
+        let consumer = self.shared.consumer.lock().clone();
+        if let (Some(consumer), Ok(assignment)) = (consumer, self.assignment(Offset::Invalid)) {
+            if let Err(e) = consumer.incremental_unassign(&assignment) {
+                tracing::debug!(input = %self.split_name(0), "kafka: {e}");
+            }
+        }
     }
 }

@@ -12,6 +12,7 @@ mod offsets;
 pub(crate) use offsets::POSITION_OPTIONS;
 mod sink;
 mod source;
+pub mod stage_controls;
 pub mod stage_group;
 pub mod stage_input;
 pub mod stage_output;

@@ -5,8 +5,6 @@
 //! held until every producer's barrier has come), and the end once every
 //! producer has ended. Records of another generation are skipped. The
 //! same rules the local runtime applies over its input channels.
-//!
-//! Not used by a runtime yet.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -72,10 +70,19 @@ impl StageInput {
             .sum()
     }
 
-    /// Takes one record; returns what the task does with it.
+    /// Takes one record; returns what the task does with it. A `controls`
+    /// record is taken as its entries, one after another, each as if its
+    /// producer had sent it alone.
     pub fn on_record(&mut self, record: StageRecord) -> Result<Vec<InputEvent>> {
         if !record.is_for(self.generation) {
             return Ok(Vec::new());
+        }
+        if let StageMessage::Controls(entries) = record.message {
+            let mut events = Vec::new();
+            for entry in entries {
+                events.extend(self.on_record(entry)?);
+            }
+            return Ok(events);
         }
         let from = record.tag.from;
         let producer = self.producers.get_mut(&from).ok_or_else(|| {
@@ -107,6 +114,12 @@ impl StageInput {
                     self.ended = true;
                     events.push(InputEvent::End);
                 }
+            }
+            StageMessage::Controls(_) => {
+                return Err(EngineError::connector(
+                    "stage input",
+                    "a controls record inside another",
+                ))
             }
         }
         Ok(events)
@@ -284,10 +297,55 @@ mod tests {
         );
     }
 
+    /// A `controls` record counts as its entries, in order: one producer's
+    /// barrier in it waits for the other's, whose rows still flow; a later
+    /// `controls` record with the other's barrier and both watermarks
+    /// aligns, then moves the watermark.
+    #[test]
+    fn a_controls_record_counts_as_its_entries() {
+        let mut input = input();
+        let controls = |entries| from("controls", 3, 0, StageMessage::Controls(entries));
+        let first = controls(vec![
+            from("0-0", 3, 1, StageMessage::Watermark(50)),
+            from("0-0", 3, 1, StageMessage::Barrier),
+        ]);
+        assert!(input.on_record(first).unwrap().is_empty());
+        assert_eq!(
+            input
+                .on_record(from("0-1", 3, 1, StageMessage::Rows(rows(&[7]))))
+                .unwrap(),
+            [InputEvent::Rows(rows(&[7]))]
+        );
+        let second = controls(vec![
+            from("0-1", 3, 1, StageMessage::Watermark(60)),
+            from("0-1", 3, 1, StageMessage::Barrier),
+            from("0-1", 3, 2, StageMessage::Watermark(70)),
+        ]);
+        assert_eq!(
+            input.on_record(second).unwrap(),
+            [InputEvent::Watermark(50), InputEvent::Aligned(1)]
+        );
+        // Another generation's controls are skipped whole.
+        let old = from(
+            "controls",
+            2,
+            0,
+            StageMessage::Controls(vec![from("0-0", 2, 1, StageMessage::Watermark(99))]),
+        );
+        assert!(input.on_record(old).unwrap().is_empty());
+        assert_eq!(
+            input
+                .on_record(from("0-0", 3, 2, StageMessage::Watermark(80)))
+                .unwrap(),
+            [InputEvent::Watermark(70)]
+        );
+    }
+
     /// Two producing tasks write through a real Kafka protocol server into
-    /// a two-partition repartition topic; each consuming task sees its
-    /// keys' rows, the slower producer's watermark, and the rows a producer
-    /// sent after its barrier only once both barriers came.
+    /// a two-partition repartition topic, their control messages together
+    /// ([`StageControls`]); each consuming task sees its keys' rows, the
+    /// slower producer's watermark, and the rows a producer sent after its
+    /// barrier only once both barriers came.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_producers_through_a_broker() {
         use std::collections::BTreeSet;
@@ -298,6 +356,7 @@ mod tests {
         use rdkafka::producer::{FutureProducer, FutureRecord};
         use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
+        use super::super::stage_controls::StageControls;
         use super::super::stage_output::StageOutput;
 
         let cluster = MockCluster::new(1).unwrap();
@@ -319,31 +378,46 @@ mod tests {
             )
         };
         let (mut first, mut second) = (task("0-0"), task("0-1"));
+        // The two tasks' control messages go out together, as in a process.
+        let controls = StageControls::new(producer.clone(), "weir.job.1".into(), 2, 1);
+        controls.register();
+        controls.register();
+        let send_rows = |records: Vec<(usize, StageRecord)>| {
+            let producer = producer.clone();
+            async move {
+                for (partition, record) in records {
+                    let (payload, headers) = record.encode().unwrap();
+                    producer
+                        .send(
+                            FutureRecord::<(), _>::to("weir.job.1")
+                                .partition(partition as i32)
+                                .payload(&payload)
+                                .headers(headers),
+                            Duration::from_secs(5),
+                        )
+                        .await
+                        .unwrap();
+                }
+            }
+        };
         let keys = |range: std::ops::Range<i64>| range.collect::<Vec<_>>();
-        let mut sends: Vec<(usize, StageRecord)> = Vec::new();
-        sends.extend(first.rows(&rows(&keys(0..10))).unwrap());
-        sends.extend(second.rows(&rows(&keys(10..20))).unwrap());
-        sends.extend(first.control(StageMessage::Watermark(100)));
-        sends.extend(second.control(StageMessage::Watermark(50)));
-        sends.extend(first.barrier());
-        sends.extend(first.rows(&rows(&keys(20..25))).unwrap());
-        sends.extend(second.barrier());
-        sends.extend(second.rows(&rows(&keys(25..30))).unwrap());
-        sends.extend(first.control(StageMessage::End));
-        sends.extend(second.control(StageMessage::End));
-        for (partition, record) in &sends {
-            let (payload, headers) = record.encode().unwrap();
-            producer
-                .send(
-                    FutureRecord::<(), _>::to("weir.job.1")
-                        .partition(*partition as i32)
-                        .payload(&payload)
-                        .headers(headers),
-                    Duration::from_secs(5),
-                )
-                .await
-                .unwrap();
-        }
+        send_rows(first.rows(&rows(&keys(0..10))).unwrap()).await;
+        send_rows(second.rows(&rows(&keys(10..20))).unwrap()).await;
+        let watermark = |output: &StageOutput, at| output.record(StageMessage::Watermark(at));
+        controls.send(watermark(&first, 100), false).await.unwrap();
+        controls.send(watermark(&second, 50), false).await.unwrap();
+        controls.send(first.barrier_for(1), true).await.unwrap();
+        send_rows(first.rows(&rows(&keys(20..25))).unwrap()).await;
+        controls.send(second.barrier_for(1), true).await.unwrap();
+        send_rows(second.rows(&rows(&keys(25..30))).unwrap()).await;
+        controls
+            .send(first.record(StageMessage::End), true)
+            .await
+            .unwrap();
+        controls
+            .send(second.record(StageMessage::End), true)
+            .await
+            .unwrap();
         let mut seen_keys = BTreeSet::new();
         for partition in 0..2 {
             let consumer: BaseConsumer = ClientConfig::new()
@@ -356,19 +430,14 @@ mod tests {
                 .add_partition_offset("weir.job.1", partition, Offset::Beginning)
                 .unwrap();
             consumer.assign(&assignment).unwrap();
-            let expected = sends
-                .iter()
-                .filter(|(p, _)| *p == partition as usize)
-                .count();
             let mut input = StageInput::new(1, ["0-0".to_string(), "0-1".to_string()]);
             let mut events = Vec::new();
-            let mut read = 0;
-            while read < expected {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while events.last() != Some(&InputEvent::End) && std::time::Instant::now() < deadline {
                 if let Some(message) = consumer.poll(Duration::from_millis(200)) {
                     let message = message.unwrap();
                     let record = StageRecord::decode(message.payload(), message.headers()).unwrap();
                     events.extend(input.on_record(record).unwrap());
-                    read += 1;
                 }
             }
             let aligned = events

@@ -1,10 +1,10 @@
 //! What a producing task writes to the repartition topic of the stage after
 //! it (`docs/cluster-protocol.md`, "Records between stages"): its rows
 //! split by the shuffle key's hash into the topic's partitions (the same
-//! split as the local runtime's key shuffle), and control records to every
-//! partition, all tagged with its generation, epoch and task.
-//!
-//! Not used by a runtime yet.
+//! split as the local runtime's key shuffle), and its control messages,
+//! all tagged with its generation, epoch and task (the control messages go
+//! to every partition together with the process's other tasks', through
+//! [`super::stage_controls`]).
 
 use std::time::Duration;
 
@@ -92,18 +92,14 @@ impl StageOutput {
         }
     }
 
-    /// A barrier closes the current epoch: later rows belong to the next.
-    pub fn barrier(&mut self) -> Vec<(usize, StageRecord)> {
-        let records = self.control(StageMessage::Barrier);
-        self.tag.epoch += 1;
-        records
-    }
-
     /// The barrier of checkpoint `epoch` (the rows sent since the last
-    /// barrier belong to it); later rows belong to the next.
-    pub fn barrier_for(&mut self, epoch: u64) -> Vec<(usize, StageRecord)> {
+    /// barrier belong to it), for [`super::stage_controls`]; later rows
+    /// belong to the next epoch.
+    pub fn barrier_for(&mut self, epoch: u64) -> StageRecord {
         self.tag.epoch = epoch;
-        self.barrier()
+        let barrier = self.record(StageMessage::Barrier);
+        self.tag.epoch += 1;
+        barrier
     }
 
     /// `batch`'s rows as records, each with the partition it goes to.
@@ -121,14 +117,9 @@ impl StageOutput {
             .collect())
     }
 
-    /// A watermark or the end, to every partition.
-    pub fn control(&self, message: StageMessage) -> Vec<(usize, StageRecord)> {
-        (0..self.partitions)
-            .map(|p| (p, self.record(message.clone())))
-            .collect()
-    }
-
-    fn record(&self, message: StageMessage) -> StageRecord {
+    /// A watermark or the end, tagged (it goes to every partition with the
+    /// process's other tasks' control messages).
+    pub fn record(&self, message: StageMessage) -> StageRecord {
         StageRecord {
             tag: self.tag.clone(),
             message,
@@ -205,17 +196,17 @@ mod tests {
         );
     }
 
-    /// Control records go to every partition; a barrier moves the epoch.
+    /// Control messages carry the task's tag; a barrier moves the epoch.
     #[test]
-    fn control_records_reach_every_partition() {
+    fn a_barrier_moves_the_epoch() {
         let mut output = StageOutput::new(Vec::new(), 3, tag());
-        let watermarks = output.control(StageMessage::Watermark(42));
+        let watermark = output.record(StageMessage::Watermark(42));
+        assert_eq!(watermark.tag, tag());
+        let barrier = output.barrier_for(7);
         assert_eq!(
-            watermarks.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
-            [0, 1, 2]
+            (barrier.tag.epoch, barrier.message),
+            (7, StageMessage::Barrier)
         );
-        let barriers = output.barrier();
-        assert!(barriers.iter().all(|(_, r)| r.tag.epoch == 7));
         let after = output.rows(&batch(&[1])).unwrap();
         assert_eq!(after[0].1.tag.epoch, 8, "rows after barrier 7 are epoch 8");
         // Without keys, batches go round-robin.

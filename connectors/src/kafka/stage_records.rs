@@ -1,9 +1,10 @@
 //! Records between the stages of a job that several processes run
 //! together (`docs/cluster-protocol.md`): rows as one Arrow IPC stream per
 //! Kafka record, and control records (watermark, barrier, end), each
-//! tagged with its producer's generation, epoch and task in headers.
-//!
-//! Not used by a runtime yet: the codec the repartition topics will carry.
+//! tagged with its producer's generation, epoch and task in headers. The
+//! control messages of a process's producing tasks travel together, as
+//! one `controls` record per partition holding each task's entry in order
+//! ([`StageMessage::Controls`], [`super::stage_controls`]).
 
 use std::io::Cursor;
 
@@ -40,6 +41,19 @@ pub enum StageMessage {
     Barrier,
     /// The producer has no more rows.
     End,
+    /// Control messages (watermarks, barriers, ends) of several producers,
+    /// each with its own tag, in the order they were sent.
+    Controls(Vec<StageRecord>),
+}
+
+/// One entry of a `controls` record, as its JSON payload holds it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ControlEntry {
+    from: String,
+    epoch: u64,
+    kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    at: Option<i64>,
 }
 
 /// One record between stages.
@@ -62,6 +76,29 @@ impl StageRecord {
             StageMessage::Watermark(at) => ("watermark", at.to_be_bytes().to_vec()),
             StageMessage::Barrier => ("barrier", Vec::new()),
             StageMessage::End => ("end", Vec::new()),
+            StageMessage::Controls(entries) => {
+                let entries = entries
+                    .iter()
+                    .map(|entry| {
+                        let (kind, at) = match &entry.message {
+                            StageMessage::Watermark(at) => ("watermark", Some(*at)),
+                            StageMessage::Barrier => ("barrier", None),
+                            StageMessage::End => ("end", None),
+                            StageMessage::Rows(_) | StageMessage::Controls(_) => {
+                                return Err(error(&"a controls record holds control messages only"))
+                            }
+                        };
+                        Ok(ControlEntry {
+                            from: entry.tag.from.clone(),
+                            epoch: entry.tag.epoch,
+                            kind: kind.to_string(),
+                            at,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let json = serde_json::to_vec(&entries).map_err(|e| error(&e))?;
+                ("controls", json)
+            }
         };
         let (generation, epoch) = (self.tag.generation.to_string(), self.tag.epoch.to_string());
         let headers = OwnedHeaders::new()
@@ -108,9 +145,46 @@ impl StageRecord {
             }
             "barrier" => StageMessage::Barrier,
             "end" => StageMessage::End,
+            "controls" => {
+                let entries: Vec<ControlEntry> =
+                    serde_json::from_slice(payload).map_err(|e| error(&e))?;
+                let entries = entries
+                    .into_iter()
+                    .map(|entry| {
+                        let message = match (entry.kind.as_str(), entry.at) {
+                            ("watermark", Some(at)) => StageMessage::Watermark(at),
+                            ("barrier", _) => StageMessage::Barrier,
+                            ("end", _) => StageMessage::End,
+                            (other, _) => {
+                                return Err(error(&format!("unknown control entry '{other}'")))
+                            }
+                        };
+                        let tag = Tag {
+                            generation: tag.generation,
+                            epoch: entry.epoch,
+                            from: entry.from,
+                        };
+                        Ok(StageRecord { tag, message })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                StageMessage::Controls(entries)
+            }
             other => return Err(error(&format!("unknown stage record kind '{other}'"))),
         };
         Ok(StageRecord { tag, message })
+    }
+
+    /// The epochs of the barriers it carries (one for a barrier record,
+    /// any number for a `controls` record).
+    pub fn barrier_epochs(&self) -> Vec<u64> {
+        match &self.message {
+            StageMessage::Barrier => vec![self.tag.epoch],
+            StageMessage::Controls(entries) => entries
+                .iter()
+                .flat_map(StageRecord::barrier_epochs)
+                .collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// Whether a task of `generation` takes this record: only records of
@@ -198,6 +272,16 @@ mod tests {
             tagged(2, 5, StageMessage::Barrier),
             tagged(2, 6, StageMessage::Watermark(-4)),
             tagged(2, 6, StageMessage::End),
+            // A process's tasks' control messages in one record.
+            tagged(
+                2,
+                0,
+                StageMessage::Controls(vec![
+                    tagged(2, 7, StageMessage::Watermark(9)),
+                    tagged(2, 7, StageMessage::Barrier),
+                    tagged(2, 8, StageMessage::End),
+                ]),
+            ),
         ];
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &bootstrap)
@@ -231,7 +315,8 @@ mod tests {
         }
         assert_eq!(received, sent);
         let kept = received.iter().filter(|r| r.is_for(2)).count();
-        assert_eq!(kept, 5, "the generation-1 record is skipped");
+        assert_eq!(kept, 6, "the generation-1 record is skipped");
+        assert_eq!(received[6].barrier_epochs(), [7]);
     }
 
     /// A record that is not a stage record is an error, not a panic.

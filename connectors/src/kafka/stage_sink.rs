@@ -17,6 +17,7 @@ use rdkafka::ClientConfig;
 use weir_engine::source::SinkFactory;
 use weir_engine::{CheckpointId, EngineError, Result, Sink, StateSnapshot, SubtaskInfo};
 
+use super::stage_controls::StageControls;
 use super::stage_output::StageOutput;
 use super::stage_records::{StageMessage, StageRecord, Tag};
 
@@ -56,10 +57,17 @@ pub fn stage_producer(client: &ClientConfig) -> Result<FutureProducer> {
 const RECORD_BYTES: usize = 512 * 1024;
 
 impl StageWriter {
-    /// One sink per task.
+    /// One sink per task; the tasks' control messages go out together.
     pub fn factory(self) -> SinkFactory {
+        let controls = Arc::new(StageControls::new(
+            self.producer.clone(),
+            self.topic.clone(),
+            self.partitions,
+            self.generation,
+        ));
         let writer = Arc::new(self);
         Arc::new(move |info: SubtaskInfo| {
+            controls.register();
             let tag = Tag {
                 generation: writer.generation,
                 epoch: writer.first_epoch,
@@ -69,6 +77,7 @@ impl StageWriter {
                 writer: writer.clone(),
                 output: StageOutput::new(writer.keys.clone(), writer.partitions, tag),
                 producer: writer.producer.clone(),
+                controls: controls.clone(),
                 in_flight: Vec::new(),
                 watermark: None,
                 sent_watermark: None,
@@ -81,6 +90,7 @@ struct StageSink {
     writer: Arc<StageWriter>,
     output: StageOutput,
     producer: FutureProducer,
+    controls: Arc<StageControls>,
     in_flight: Vec<DeliveryFuture>,
     watermark: Option<i64>,
     sent_watermark: Option<i64>,
@@ -134,8 +144,8 @@ impl StageSink {
         if let Some(at) = self.watermark {
             if self.sent_watermark != Some(at) {
                 self.sent_watermark = Some(at);
-                let records = self.output.control(StageMessage::Watermark(at));
-                self.send(records).await?;
+                let watermark = self.output.record(StageMessage::Watermark(at));
+                self.controls.send(watermark, false).await?;
             }
         }
         Ok(())
@@ -173,8 +183,9 @@ impl Sink for StageSink {
     async fn prepare_commit(&mut self, checkpoint: CheckpointId) -> Result<StateSnapshot> {
         self.send_watermark().await?;
         if checkpoint != weir_engine::source::FINAL_CHECKPOINT {
-            let records = self.output.barrier_for(checkpoint);
-            self.send(records).await?;
+            // After this task's rows of the epoch, before any of the next.
+            let barrier = self.output.barrier_for(checkpoint);
+            self.controls.send(barrier, true).await?;
         }
         self.delivered().await?;
         Ok(StateSnapshot::default())
@@ -182,8 +193,8 @@ impl Sink for StageSink {
 
     async fn finish(&mut self) -> Result<()> {
         self.send_watermark().await?;
-        let records = self.output.control(StageMessage::End);
-        self.send(records).await?;
+        let end = self.output.record(StageMessage::End);
+        self.controls.send(end, true).await?;
         self.delivered().await
     }
 

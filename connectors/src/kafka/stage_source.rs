@@ -29,7 +29,7 @@ use weir_engine::source::{SourceFactory, SourcePoll, SplitId, MAX_POLL_WAIT};
 use weir_engine::{EngineError, Result, Source, StateSnapshot, StateTable, SubtaskInfo};
 
 use super::stage_input::{InputEvent, StageInput};
-use super::stage_records::{StageMessage, StageRecord};
+use super::stage_records::StageRecord;
 
 /// What every consuming task of one stage reads.
 #[derive(Clone)]
@@ -212,10 +212,10 @@ impl Source for StageSource {
             ),
         };
         self.next_offset = Some(offset + 1);
-        if record.message == StageMessage::Barrier && record.is_for(self.reader.generation) {
-            self.first_barriers
-                .entry(record.tag.epoch)
-                .or_insert(offset);
+        if record.is_for(self.reader.generation) {
+            for epoch in record.barrier_epochs() {
+                self.first_barriers.entry(epoch).or_insert(offset);
+            }
         }
         let events = self.input.on_record(record)?;
         self.ready.extend(events);

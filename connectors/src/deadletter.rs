@@ -267,12 +267,27 @@ impl DeadLetterSink for DeadLetterWriter {
         let lines = records
             .into_iter()
             .map(|r| {
-                json!({
+                let mut letter = json!({
                     "stream": r.stream,
                     "reason": r.reason,
                     "location": r.location,
                     "raw": raw_value(&r.raw),
-                })
+                });
+                // A Kafka record's origin, as a dead-letter topic's headers
+                // carry it.
+                if let (Some(origin), Some(fields)) = (&r.kafka, letter.as_object_mut()) {
+                    let headers: Vec<Value> = origin
+                        .headers
+                        .iter()
+                        .map(|(key, value)| json!({ "key": key, "value": value.as_deref().map(raw_value) }))
+                        .collect();
+                    fields.insert("topic".into(), json!(origin.topic));
+                    fields.insert("partition".into(), json!(origin.partition));
+                    fields.insert("offset".into(), json!(origin.offset));
+                    fields.insert("key".into(), json!(origin.key.as_deref().map(raw_value)));
+                    fields.insert("headers".into(), Value::Array(headers));
+                }
+                letter
             })
             .collect();
         self.put_lines(lines).await

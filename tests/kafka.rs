@@ -1978,3 +1978,86 @@ async fn protobuf_files_of_delimited_messages_read_and_write() {
         ]
     );
 }
+
+/// A keyed stream's dead letters keep the record's key: in a dead-letter
+/// file (with the record's topic, partition and offset), and a replay with
+/// the stream's key options takes the key columns from it, as the Kafka
+/// source does (`'value.fields-include' = 'EXCEPT_KEY'`: the value holds
+/// the price only). A record whose key does not decode stays dead, saying
+/// so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replay_reads_the_key_columns_from_the_dead_records_key() {
+    let (_cluster, bootstrap) = mock_cluster(&[("keyed", 1)]);
+    let records: Vec<(i32, Option<String>, String)> = (0..20)
+        .map(|i| {
+            let key = match i {
+                17 => "not a key".to_string(),
+                i => format!("{{\"auction\": {i}}}"),
+            };
+            let price = match i % 5 {
+                2 => format!("\"{i}.50\""),
+                _ => (i * 10).to_string(),
+            };
+            (0, Some(key), format!("{{\"price\": {price}}}"))
+        })
+        .collect();
+    produce(&producer(&bootstrap), "keyed", &records).await;
+    let dead = tempfile::tempdir().unwrap();
+    let dead_again = tempfile::tempdir().unwrap();
+    let keyed = "'key.format' = 'json', 'key.fields' = 'auction',
+                 'value.format' = 'json', 'value.fields-include' = 'EXCEPT_KEY'";
+    let stream = format!(
+        "CREATE TABLE keyed (auction BIGINT, price BIGINT) WITH ('connector' = 'kafka',
+           'topic' = 'keyed', 'properties.bootstrap.servers' = '{bootstrap}',
+           'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset',
+           {keyed}, 'bad-data.path' = '{}')",
+        dead.path().display()
+    );
+    let read = run_weir(&[stream], "SELECT auction, price FROM keyed").await;
+    // Every fifth price (from 2) is text: those records are dead, auction
+    // 17's among them (its key is not JSON either).
+    let mut expected: Vec<String> = (0..20)
+        .filter(|i| i % 5 != 2)
+        .map(|i| format!("{i} | {}", i * 10))
+        .collect();
+    expected.sort();
+    assert_eq!(read.rows, expected);
+    let letters = dead_letters(dead.path());
+    let mut offsets: Vec<i64> = letters
+        .iter()
+        .map(|l| l["offset"].as_i64().unwrap())
+        .collect();
+    offsets.sort();
+    assert_eq!(offsets, [2, 7, 12, 17]);
+    for letter in &letters {
+        let i = letter["offset"].as_i64().unwrap();
+        let key = match i {
+            17 => "not a key".to_string(),
+            i => format!("{{\"auction\": {i}}}"),
+        };
+        assert_eq!(letter["key"], key.as_str(), "{letter}");
+        assert_eq!(letter["topic"], "keyed");
+    }
+
+    // The price redeclared: the replay takes each auction from the key.
+    let replay = format!(
+        "CREATE TABLE again (auction BIGINT, price DOUBLE) WITH ('connector' = 'dead-letter',
+           'stream' = 'keyed', 'path' = '{}', 'format' = 'json', {keyed},
+           'bad-data.path' = '{}')",
+        dead.path().display(),
+        dead_again.path().display()
+    );
+    let replayed = run_weir(&[replay], "SELECT auction, price FROM again").await;
+    assert_eq!(
+        replayed.rows,
+        ["12 | 12.500000", "2 | 2.500000", "7 | 7.500000"]
+    );
+    // Auction 17's price now decodes, its key still does not.
+    let still = dead_letters(dead_again.path());
+    assert_eq!(still.len(), 1, "{still:?}");
+    assert!(
+        still[0]["reason"].as_str().unwrap().starts_with("key: "),
+        "{still:?}"
+    );
+    assert_eq!(still[0]["raw"], "{\"price\": \"17.50\"}");
+}

@@ -25,9 +25,11 @@
 //! restarts. Records that still fail go to the replay's own dead letters
 //! with the new reason (never to the path it reads).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, StringArray};
+use datafusion::arrow::array::{ArrayRef, BooleanArray, StringArray};
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
@@ -97,11 +99,19 @@ impl Connector for DeadLetterConnector {
         if options.get("topic").is_some() {
             options.require("properties.bootstrap.servers")?;
         }
-        let known = [OPTIONS, crate::kafka::POSITION_OPTIONS].concat();
+        let known = [
+            OPTIONS,
+            crate::kafka::POSITION_OPTIONS,
+            &["value.format", "value.fields-include"],
+        ]
+        .concat();
         options.check_known(
             "dead-letter",
             &known,
             &[
+                "key.",
+                "value.json.",
+                "value.csv.",
                 "s3.",
                 "csv.",
                 "json.",
@@ -128,11 +138,7 @@ impl Connector for DeadLetterConnector {
         let stream = spec.options.require("stream")?.to_string();
         let mode = match spec.options.get("format") {
             None => Mode::Letters,
-            Some(_) => Mode::Replay(Arc::new(LineDecoder::new(
-                Format::from_options(&spec.options)?,
-                spec.schema.clone(),
-                spec.name.clone(),
-            )?)),
+            Some(_) => Mode::Replay(Box::new(Replay::new(spec)?)),
         };
         let letters = Arc::new(DeadLetters { stream, mode });
         if spec.options.get("topic").is_some() {
@@ -167,7 +173,99 @@ enum Mode {
     /// The letters as rows.
     Letters,
     /// The records decoded again.
-    Replay(Arc<LineDecoder>),
+    Replay(Box<Replay>),
+}
+
+/// Decodes dead records again, as the stream declares them now: the value,
+/// and the key columns from the record's key (`'key.format'`,
+/// `'key.fields'`, `'value.fields-include'`, as the Kafka connector reads
+/// them).
+struct Replay {
+    values: LineDecoder,
+    keys: Option<LineDecoder>,
+    /// The stream's columns.
+    schema: SchemaRef,
+}
+
+impl Replay {
+    fn new(spec: &TableSpec) -> Result<Self, ConnectorError> {
+        let format = Format::from_options(&spec.options)?;
+        let layout = crate::kafka::KeyLayout::parse(&spec.options)?;
+        let (Some(key_format), false) = (layout.format, layout.fields.is_empty()) else {
+            return Ok(Replay {
+                values: LineDecoder::new(format, spec.schema.clone(), spec.name.clone())?,
+                keys: None,
+                schema: spec.schema.clone(),
+            });
+        };
+        let is_key = |f: &Field| layout.fields.contains(f.name());
+        let fields = |key: bool| -> Vec<Field> {
+            let fields = spec.schema.fields().iter();
+            let kept = fields.filter(|f| is_key(f) == key || (!key && layout.value_includes_key));
+            kept.map(|f| f.as_ref().clone()).collect()
+        };
+        let value_schema = Arc::new(Schema::new(fields(false)));
+        let key_schema = Arc::new(Schema::new(fields(true)));
+        Ok(Replay {
+            values: LineDecoder::new(format, value_schema, spec.name.clone())?,
+            keys: Some(LineDecoder::new(key_format, key_schema, spec.name.clone())?),
+            schema: spec.schema.clone(),
+        })
+    }
+
+    /// `records` decoded; a bad one's index is its position in `records`.
+    fn decode(
+        &self,
+        records: &[&Letter],
+        locate: &dyn Fn(usize) -> String,
+    ) -> Result<Decoded, ArrowError> {
+        let raws: Vec<&[u8]> = records.iter().filter_map(|l| l.raw.as_deref()).collect();
+        let mut decoded = self.values.decode_records(&raws, locate)?;
+        let Some(keys) = &self.keys else {
+            return Ok(decoded);
+        };
+        // The records whose value decoded, in order: a row each in the batch.
+        let rejected: HashSet<usize> = decoded.bad.iter().map(|(i, _)| *i).collect();
+        let good: Vec<usize> = (0..records.len())
+            .filter(|i| !rejected.contains(i))
+            .collect();
+        let Some(values) = decoded.batch.take().filter(|_| !good.is_empty()) else {
+            return Ok(decoded);
+        };
+        let key_bytes: Vec<&[u8]> = good
+            .iter()
+            .map(|i| records[*i].key.as_deref().unwrap_or_default())
+            .collect();
+        let mut key_decoded = keys.decode_records(&key_bytes, &|j| locate(good[j]))?;
+        let key_rejected: HashSet<usize> = key_decoded.bad.iter().map(|(j, _)| *j).collect();
+        for (j, mut letter) in std::mem::take(&mut key_decoded.bad) {
+            letter.reason = format!("key: {}", letter.reason);
+            letter.raw = raws[good[j]].to_vec();
+            decoded.bad.push((good[j], letter));
+        }
+        decoded.bad.sort_by_key(|(i, _)| *i);
+        let (Some(key_batch), false) = (key_decoded.batch, key_rejected.len() == good.len()) else {
+            return Ok(decoded);
+        };
+        let keep: BooleanArray = (0..good.len())
+            .map(|j| Some(!key_rejected.contains(&j)))
+            .collect();
+        let values = filter_record_batch(&values, &keep)?;
+        let columns = self
+            .schema
+            .fields()
+            .iter()
+            .map(|field| {
+                let from_key = key_batch.column_by_name(field.name());
+                let column = from_key.or_else(|| values.column_by_name(field.name()));
+                column.cloned().ok_or_else(|| {
+                    ArrowError::SchemaError(format!("no column {} in the replay", field.name()))
+                })
+            })
+            .collect::<Result<Vec<ArrayRef>, ArrowError>>()?;
+        decoded.batch = Some(RecordBatch::try_new(self.schema.clone(), columns)?);
+        Ok(decoded)
+    }
 }
 
 /// Turns chunks of dead-letter files into rows.
@@ -183,6 +281,8 @@ pub struct Letter {
     location: String,
     /// The record as read, when it was a record that failed to decode.
     raw: Option<Vec<u8>>,
+    /// Its Kafka key, when it was a keyed Kafka record.
+    key: Option<Vec<u8>>,
     /// A row an operator rejected, as JSON.
     row: Option<String>,
     /// Where the letter itself was read: a file's line, a topic's offset.
@@ -208,6 +308,7 @@ impl DeadLetters {
     pub fn letter_of_record(
         &self,
         headers: &[(&str, &[u8])],
+        key: Option<&[u8]>,
         value: Option<&[u8]>,
         at: String,
     ) -> Option<Letter> {
@@ -226,6 +327,7 @@ impl DeadLetters {
         Some(Letter {
             reason: header("dlq.reason").unwrap_or_default(),
             raw: location.is_some().then(|| value.to_vec()),
+            key: key.map(<[u8]>::to_vec),
             row: location
                 .is_none()
                 .then(|| String::from_utf8_lossy(value).into_owned()),
@@ -238,9 +340,15 @@ impl DeadLetters {
     /// registry schemas they name (registry formats; nothing for others).
     pub async fn prepare(&self, letters: &[Letter]) -> Result<(), String> {
         match &self.mode {
-            Mode::Replay(decoder) => {
+            Mode::Replay(replay) => {
                 let raws: Vec<&[u8]> = letters.iter().filter_map(|l| l.raw.as_deref()).collect();
-                decoder.prepare(&raws).await
+                replay.values.prepare(&raws).await?;
+                if let Some(keys) = &replay.keys {
+                    let key_bytes: Vec<&[u8]> =
+                        letters.iter().filter_map(|l| l.key.as_deref()).collect();
+                    keys.prepare(&key_bytes).await?;
+                }
+                Ok(())
             }
             Mode::Letters => Ok(()),
         }
@@ -275,12 +383,11 @@ impl DeadLetters {
                     &RecordBatchOptions::new().with_row_count(Some(letters.len())),
                 )?))
             }
-            Mode::Replay(decoder) => {
+            Mode::Replay(replay) => {
                 // Only records that failed to decode go through the decoder
                 // again; a row an operator rejected is not a record.
                 let records: Vec<&Letter> = letters.iter().filter(|l| l.raw.is_some()).collect();
-                let raws: Vec<&[u8]> = records.iter().filter_map(|l| l.raw.as_deref()).collect();
-                decoder.decode_records(&raws, &|i| {
+                replay.decode(&records, &|i| {
                     let letter = records[i];
                     format!(
                         "{} (dead letter from {}: {})",
@@ -318,6 +425,11 @@ impl DeadLetters {
                 reason: text_of("reason"),
                 location: text_of("location"),
                 raw: value.get("raw").map(raw_bytes).transpose()?,
+                key: value
+                    .get("key")
+                    .filter(|k| !k.is_null())
+                    .map(raw_bytes)
+                    .transpose()?,
                 row: value.get("row").map(Value::to_string),
                 at: format!("{path}:{line_number}"),
             });

@@ -5,7 +5,8 @@
 //! The file runs as `weir run` would run it, with three changes: the
 //! stream is declared over its own dead-letter output (the `dead-letter`
 //! connector reading its `'bad-data.path'` or `'bad-data.topic'`, with the
-//! stream's columns, watermark and format: its decoder as it is now); only
+//! stream's columns, watermark, value and key formats: its decoder as it
+//! is now); only
 //! the `INSERT`s that read the stream (directly or through views) run, and
 //! no `SELECT`; and they run as the pipeline `<name>-replay-<stream>`, with
 //! checkpoints. The checkpoints keep which letters were replayed, so a run
@@ -233,6 +234,11 @@ fn replay_options(
     // writes them for a value format too (`value.json.*`).
     let format_prefix = format!("{}.", format.to_ascii_lowercase());
     for (key, value) in &create.options {
+        // The key columns come from the record's key, as declared.
+        if key.starts_with("key.") || key == "value.fields-include" {
+            options.push((key.clone(), value.clone()));
+            continue;
+        }
         let key = key.strip_prefix("value.").unwrap_or(key);
         if key.to_ascii_lowercase().starts_with(&format_prefix) {
             options.push((key.to_string(), value.clone()));
@@ -294,7 +300,7 @@ mod tests {
             "CREATE TABLE bids (a BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
                WITH ('connector' = 'kafka', 'topic' = 'bids', 'properties.bootstrap.servers' = 'b:9092',
                      'value.format' = 'json', 'value.json.ignore-parse-errors' = 'false',
-                     'bad-data.topic' = 'bids-dlq');
+                     'key.format' = 'json', 'key.fields' = 'a', 'bad-data.topic' = 'bids-dlq');
              CREATE TABLE people (p BIGINT) WITH ('connector' = 'filesystem', 'path' = '/p', 'format' = 'json');
              CREATE VIEW big AS SELECT * FROM bids WHERE a > 10;
              CREATE TABLE out (n BIGINT) WITH ('connector' = 'print');
@@ -326,6 +332,8 @@ mod tests {
                 ("stream", "bids"),
                 ("format", "json"),
                 ("json.ignore-parse-errors", "false"),
+                ("key.format", "json"),
+                ("key.fields", "a"),
                 ("topic", "bids-dlq"),
                 ("bad-data.topic", "bids-dlq-replayed"),
                 ("properties.bootstrap.servers", "b:9092"),

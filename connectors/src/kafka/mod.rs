@@ -107,6 +107,56 @@ fn format_named(options: &Options, key: &str, name: &str) -> Result<Format, Conn
     Format::from_options_for(&o, prefix).map_err(|e| ConnectorError::option(key, e.message))
 }
 
+/// How a record's key holds columns: `'key.format'` and `'key.fields'`,
+/// and whether the value holds them too (`'value.fields-include'`).
+pub(crate) struct KeyLayout {
+    pub format: Option<Format>,
+    pub fields: Vec<String>,
+    pub value_includes_key: bool,
+}
+
+impl KeyLayout {
+    pub fn parse(options: &Options) -> Result<Self, ConnectorError> {
+        let key_format = options
+            .get("key.format")
+            .map(|f| format_named(options, "key.format", f))
+            .transpose()?;
+        let key_fields: Vec<String> = options
+            .get("key.fields")
+            .map(|f| {
+                f.split(';')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if key_format.is_some() == key_fields.is_empty() {
+            return Err(ConnectorError::new(
+                "'key.format' and 'key.fields' go together",
+            ));
+        }
+        let value_includes_key = match options
+            .get("value.fields-include")
+            .map(str::to_ascii_uppercase)
+            .as_deref()
+        {
+            None | Some("ALL") => true,
+            Some("EXCEPT_KEY") => false,
+            Some(other) => {
+                return Err(ConnectorError::option(
+                    "value.fields-include",
+                    format!("'{other}' must be ALL or EXCEPT_KEY"),
+                ))
+            }
+        };
+        Ok(KeyLayout {
+            format: key_format,
+            fields: key_fields,
+            value_includes_key,
+        })
+    }
+}
+
 impl KafkaSettings {
     pub fn parse(options: &Options) -> Result<Self, ConnectorError> {
         let known = [OPTIONS, POSITION_OPTIONS].concat();
@@ -154,38 +204,11 @@ impl KafkaSettings {
                 "parquet is not a record format; use json, csv or raw",
             ));
         }
-        let key_format = options
-            .get("key.format")
-            .map(|f| format_named(options, "key.format", f))
-            .transpose()?;
-        let key_fields: Vec<String> = options
-            .get("key.fields")
-            .map(|f| {
-                f.split(';')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default();
-        if key_format.is_some() == key_fields.is_empty() {
-            return Err(ConnectorError::new(
-                "'key.format' and 'key.fields' go together",
-            ));
-        }
-        let value_includes_key = match options
-            .get("value.fields-include")
-            .map(str::to_ascii_uppercase)
-            .as_deref()
-        {
-            None | Some("ALL") => true,
-            Some("EXCEPT_KEY") => false,
-            Some(other) => {
-                return Err(ConnectorError::option(
-                    "value.fields-include",
-                    format!("'{other}' must be ALL or EXCEPT_KEY"),
-                ))
-            }
-        };
+        let KeyLayout {
+            format: key_format,
+            fields: key_fields,
+            value_includes_key,
+        } = KeyLayout::parse(options)?;
         let startup = StartupMode::parse(options)?;
         if matches!(startup, StartupMode::GroupOffsets) && group_id.is_none() {
             return Err(ConnectorError::option(

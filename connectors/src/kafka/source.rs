@@ -380,7 +380,7 @@ impl KafkaSource {
                     .map(|h| (h.key, h.value.unwrap_or_default()))
                     .collect();
                 let at = record_location(topic, partition, r.offset);
-                letters.letter_of_record(&headers, r.payload.as_deref(), at)
+                letters.letter_of_record(&headers, r.key.as_deref(), r.payload.as_deref(), at)
             })
             .collect();
         if found.is_empty() {

@@ -35,16 +35,29 @@ impl Drop for Seaweed {
     }
 }
 
+/// Starts SeaweedFS on free ports. A port found free can be taken by a
+/// test running alongside before `weed` binds it; `weed` then exits
+/// ("address already in use") and is started again on other ports.
 pub fn start_seaweed(dir: &Path) -> Seaweed {
-    let ports = [free_port(), free_port(), free_port(), free_port()];
-    let mut server = Seaweed {
-        child: spawn_weed(dir, ports),
-        s3: ports[3],
-        dir: dir.to_path_buf(),
-        ports,
-    };
-    server.wait_ready();
-    server
+    let mut attempt = 1;
+    loop {
+        let ports = [free_port(), free_port(), free_port(), free_port()];
+        let mut server = Seaweed {
+            child: spawn_weed(dir, ports),
+            s3: ports[3],
+            dir: dir.to_path_buf(),
+            ports,
+        };
+        if server.wait_ready() {
+            return server;
+        }
+        assert!(
+            attempt < 3,
+            "SeaweedFS exited three times: {}",
+            server.log()
+        );
+        attempt += 1;
+    }
 }
 
 impl Seaweed {
@@ -55,13 +68,18 @@ impl Seaweed {
         let _ = self.child.wait();
         std::thread::sleep(down);
         self.child = spawn_weed(&self.dir, self.ports);
-        self.wait_ready();
+        assert!(self.wait_ready(), "SeaweedFS exited: {}", self.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("weed.log")).unwrap_or_default()
     }
 
     /// Ready once a bucket can be created and an object written to it: the
     /// first object waits for a volume to be grown, which can take long on
     /// a busy machine, and a test must not start its clock before that.
-    fn wait_ready(&mut self) {
+    /// `false` when `weed` exited instead.
+    fn wait_ready(&mut self) -> bool {
         let s3 = self.s3;
         let started = Instant::now();
         let probe = format!("http://127.0.0.1:{s3}/weir/.ready");
@@ -70,12 +88,15 @@ impl Seaweed {
                 && curl_ok(&["-m", "10", "-X", "PUT", "--data", "ready", &probe])
                 && curl_ok(&["-m", "10", "-X", "DELETE", &probe])
             {
-                return;
+                return true;
+            }
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
             }
             assert!(
                 started.elapsed() < Duration::from_secs(60),
                 "SeaweedFS did not start: {}",
-                std::fs::read_to_string(self.dir.join("weed.log")).unwrap_or_default()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(300));
         }

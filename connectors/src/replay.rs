@@ -191,24 +191,21 @@ impl Replay {
     fn new(spec: &TableSpec) -> Result<Self, ConnectorError> {
         let format = Format::from_options(&spec.options)?;
         let layout = crate::kafka::KeyLayout::parse(&spec.options)?;
-        let (Some(key_format), false) = (layout.format, layout.fields.is_empty()) else {
+        let (Some(key_format), false) = (layout.format.clone(), layout.fields.is_empty()) else {
             return Ok(Replay {
                 values: LineDecoder::new(format, spec.schema.clone(), spec.name.clone())?,
                 keys: None,
                 schema: spec.schema.clone(),
             });
         };
-        let is_key = |f: &Field| layout.fields.contains(f.name());
-        let fields = |key: bool| -> Vec<Field> {
-            let fields = spec.schema.fields().iter();
-            let kept = fields.filter(|f| is_key(f) == key || (!key && layout.value_includes_key));
-            kept.map(|f| f.as_ref().clone()).collect()
-        };
-        let value_schema = Arc::new(Schema::new(fields(false)));
-        let key_schema = Arc::new(Schema::new(fields(true)));
+        // The same columns from the value and the key as the Kafka source.
         Ok(Replay {
-            values: LineDecoder::new(format, value_schema, spec.name.clone())?,
-            keys: Some(LineDecoder::new(key_format, key_schema, spec.name.clone())?),
+            values: LineDecoder::new(format, layout.value_schema(spec), spec.name.clone())?,
+            keys: Some(LineDecoder::new(
+                key_format,
+                layout.key_schema(spec),
+                spec.name.clone(),
+            )?),
             schema: spec.schema.clone(),
         })
     }

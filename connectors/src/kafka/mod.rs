@@ -25,6 +25,7 @@ mod upsert;
 use std::sync::Arc;
 use std::time::Duration;
 
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use rdkafka::config::ClientConfig;
 use weir_engine::{SinkFactory, SourceFactory};
 
@@ -80,14 +81,12 @@ pub(crate) struct KafkaSettings {
     pub client: Vec<(String, String)>,
     pub group_id: Option<String>,
     pub value_format: Format,
-    pub key_format: Option<Format>,
-    pub key_fields: Vec<String>,
-    /// The value holds every column (`ALL`) or all but the key fields.
-    pub value_includes_key: bool,
+    /// Which columns the key holds, and whether the value holds them too.
+    pub key: KeyLayout,
     pub startup: StartupMode,
     pub bounded: BoundedMode,
     pub batch_size: usize,
-    /// An upsert stream keyed by `key_fields` (`upsert-kafka`): a record
+    /// An upsert stream keyed by `key.fields` (`upsert-kafka`): a record
     /// without a value deletes its key, and a sink writes one for a `-U`
     /// or `-D`.
     pub upsert: bool,
@@ -109,13 +108,38 @@ fn format_named(options: &Options, key: &str, name: &str) -> Result<Format, Conn
 
 /// How a record's key holds columns: `'key.format'` and `'key.fields'`,
 /// and whether the value holds them too (`'value.fields-include'`).
+#[derive(Debug, Clone)]
 pub(crate) struct KeyLayout {
     pub format: Option<Format>,
     pub fields: Vec<String>,
+    /// The value holds every column (`ALL`) or all but the key fields.
     pub value_includes_key: bool,
 }
 
 impl KeyLayout {
+    /// Whether column `name` is in a record's value: every column but the
+    /// key fields, unless the value holds those too.
+    pub fn in_value(&self, name: &str) -> bool {
+        self.value_includes_key || !self.fields.iter().any(|k| k == name)
+    }
+
+    /// The columns a record's value holds: the physical ones
+    /// [`in_value`](Self::in_value).
+    pub fn value_schema(&self, spec: &TableSpec) -> SchemaRef {
+        let fields = spec.schema.fields().iter().enumerate();
+        let kept = fields.filter(|(i, f)| !spec.is_metadata(*i) && self.in_value(f.name()));
+        Arc::new(Schema::new(
+            kept.map(|(_, f)| f.clone()).collect::<Vec<_>>(),
+        ))
+    }
+
+    /// The columns a record's key holds, in `'key.fields'` order.
+    pub fn key_schema(&self, spec: &TableSpec) -> SchemaRef {
+        let fields = self.fields.iter();
+        let found = fields.filter_map(|k| spec.schema.field_with_name(k).ok().cloned());
+        Arc::new(Schema::new(found.collect::<Vec<_>>()))
+    }
+
     pub fn parse(options: &Options) -> Result<Self, ConnectorError> {
         let key_format = options
             .get("key.format")
@@ -204,11 +228,7 @@ impl KafkaSettings {
                 "parquet is not a record format; use json, csv or raw",
             ));
         }
-        let KeyLayout {
-            format: key_format,
-            fields: key_fields,
-            value_includes_key,
-        } = KeyLayout::parse(options)?;
+        let key = KeyLayout::parse(options)?;
         let startup = StartupMode::parse(options)?;
         if matches!(startup, StartupMode::GroupOffsets) && group_id.is_none() {
             return Err(ConnectorError::option(
@@ -227,9 +247,7 @@ impl KafkaSettings {
             client,
             group_id,
             value_format,
-            key_format,
-            key_fields,
-            value_includes_key,
+            key,
             startup,
             bounded,
             batch_size,
@@ -319,7 +337,7 @@ fn source_factory(
     settings: Arc<KafkaSettings>,
     spec: &TableSpec,
 ) -> Result<SourceFactory, ConnectorError> {
-    for field in &settings.key_fields {
+    for field in &settings.key.fields {
         if spec.schema.field_with_name(field).is_err() {
             return Err(ConnectorError::option(
                 "key.fields",
@@ -328,7 +346,7 @@ fn source_factory(
         }
     }
     if settings.value_format.is_changelog()
-        && (!settings.key_fields.is_empty() || !spec.metadata.is_empty())
+        && (!settings.key.fields.is_empty() || !spec.metadata.is_empty())
     {
         return Err(ConnectorError::option(
                 "format",
@@ -418,7 +436,7 @@ fn sink_factory(
     let (key_columns, value_columns) = sink::written_columns(&settings, spec);
     let formats = [
         (Some(&settings.value_format), value_columns),
-        (settings.key_format.as_ref(), key_columns),
+        (settings.key.format.as_ref(), key_columns),
     ];
     for (format, columns) in formats {
         if let Some(Format::ProtobufConfluent(_)) = format {

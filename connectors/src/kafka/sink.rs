@@ -140,7 +140,8 @@ impl KafkaSink {
             buffer,
             values: RowEncoder::new(&settings.value_format).map_err(kafka_error)?,
             keys: settings
-                .key_format
+                .key
+                .format
                 .as_ref()
                 .map(RowEncoder::new)
                 .transpose()
@@ -309,16 +310,13 @@ pub(super) fn written_columns(
     spec: &TableSpec,
 ) -> (Vec<usize>, Vec<usize>) {
     let key_columns = settings
-        .key_fields
+        .key
+        .fields
         .iter()
         .filter_map(|k| spec.schema.index_of(k).ok())
         .collect();
     let value_columns = (0..spec.schema.fields().len())
-        .filter(|i| !spec.is_metadata(*i))
-        .filter(|i| {
-            settings.value_includes_key
-                || !settings.key_fields.contains(spec.schema.field(*i).name())
-        })
+        .filter(|i| !spec.is_metadata(*i) && settings.key.in_value(spec.schema.field(*i).name()))
         .collect();
     (key_columns, value_columns)
 }

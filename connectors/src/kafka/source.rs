@@ -10,7 +10,7 @@ use datafusion::arrow::array::{
     TimestampMillisecondArray, UInt32Array,
 };
 use datafusion::arrow::compute::{cast, take};
-use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use futures::FutureExt;
 use parking_lot::Mutex;
@@ -146,20 +146,9 @@ impl KafkaSource {
         spec: &TableSpec,
         subtask: SubtaskInfo,
     ) -> Result<Self> {
-        let value_fields = spec
-            .schema
-            .fields()
-            .iter()
-            .enumerate()
-            .filter(|(i, f)| {
-                !spec.is_metadata(*i)
-                    && (settings.value_includes_key || !settings.key_fields.contains(f.name()))
-            })
-            .map(|(_, f)| f.clone())
-            .collect::<Vec<_>>();
         let value = LineDecoder::new(
             settings.value_format.clone(),
-            Arc::new(Schema::new(value_fields)),
+            settings.key.value_schema(spec),
             spec.name.clone(),
         )?;
         KafkaSource::reading(settings, spec, subtask, Values::Decoded(Box::new(value)))
@@ -182,19 +171,12 @@ impl KafkaSource {
         subtask: SubtaskInfo,
         values: Values,
     ) -> Result<Self> {
-        let key = match &settings.key_format {
-            Some(format) => {
-                let fields: Vec<_> = settings
-                    .key_fields
-                    .iter()
-                    .filter_map(|k| spec.schema.field_with_name(k).ok().cloned())
-                    .collect();
-                Some(LineDecoder::new(
-                    format.clone(),
-                    Arc::new(Schema::new(fields)),
-                    spec.name.clone(),
-                )?)
-            }
+        let key = match &settings.key.format {
+            Some(format) => Some(LineDecoder::new(
+                format.clone(),
+                settings.key.key_schema(spec),
+                spec.name.clone(),
+            )?),
             None => None,
         };
         Ok(KafkaSource {
@@ -535,7 +517,7 @@ impl KafkaSource {
                     cast(&array, field.data_type())?
                 }
             } else if let (Some(keys), true) =
-                (&keys, self.settings.key_fields.contains(field.name()))
+                (&keys, self.settings.key.fields.contains(field.name()))
             {
                 keys.column_by_name(field.name())
                     .cloned()
@@ -841,7 +823,7 @@ impl Source for KafkaSource {
 
 #[cfg(test)]
 mod tests {
-    use datafusion::arrow::datatypes::Field;
+    use datafusion::arrow::datatypes::{Field, Schema};
 
     use super::*;
     use crate::Options;

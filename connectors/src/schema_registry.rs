@@ -193,26 +193,42 @@ impl SchemaRegistry {
     ) -> Result<RegisteredSchema, RegistryError> {
         let text = schema_text(value)
             .ok_or_else(|| RegistryError::Refused(format!("{what}: the answer holds no schema")))?;
-        let mut references = Vec::new();
-        // Depth first, without recursion in an async fn: a stack of
-        // answers whose references are still to fetch.
-        let mut pending: Vec<(Value, usize)> = vec![(value.clone(), 0)];
-        while let Some((answer, next)) = pending.pop() {
-            let listed = answer.get("references").and_then(Value::as_array);
-            let Some(reference) = listed.and_then(|r| r.get(next)) else {
-                if pending.is_empty() {
-                    break;
-                }
-                // Every reference of `answer` is in: then `answer` itself.
-                let name = answer.get("reference_name").and_then(Value::as_str);
-                if let (Some(name), Some(text)) = (name, schema_text(&answer)) {
-                    if !references.iter().any(|(n, _)| n == name) {
-                        references.push((name.to_string(), text));
+        /// A schema whose references are being fetched: the name its own
+        /// reference gives it (`None`: the schema asked for), the answer,
+        /// and which of its references comes next.
+        struct Pending {
+            name: Option<String>,
+            answer: Value,
+            next: usize,
+        }
+        let mut references: Vec<(String, String)> = Vec::new();
+        // Depth first, without recursion in an async fn.
+        let mut pending = vec![Pending {
+            name: None,
+            answer: value.clone(),
+            next: 0,
+        }];
+        while let Some(top) = pending.last_mut() {
+            let listed = top.answer.get("references").and_then(Value::as_array);
+            let reference = listed.and_then(|r| r.get(top.next)).cloned();
+            top.next += 1;
+            let Some(reference) = reference else {
+                // Every reference of `top` is in: then `top` itself.
+                if let Some(Pending {
+                    name: Some(name),
+                    answer,
+                    ..
+                }) = pending.pop()
+                {
+                    if let (Some(text), false) = (
+                        schema_text(&answer),
+                        references.iter().any(|(n, _)| *n == name),
+                    ) {
+                        references.push((name, text));
                     }
                 }
                 continue;
             };
-            pending.push((answer.clone(), next + 1));
             let field = |key: &str| match reference.get(key) {
                 Some(Value::String(text)) => Some(text.clone()),
                 Some(Value::Number(number)) => Some(number.to_string()),
@@ -236,11 +252,12 @@ impl SchemaRegistry {
             let url = format!("{}/subjects/{subject}/versions/{version}", self.config.url);
             let referred =
                 format!("{what}: reference '{name}' (subject '{subject}' version {version})");
-            let mut answer = self.call(self.client.get(url), &referred).await?;
-            if let Some(object) = answer.as_object_mut() {
-                object.insert("reference_name".into(), Value::String(name));
-            }
-            pending.push((answer, 0));
+            let answer = self.call(self.client.get(url), &referred).await?;
+            pending.push(Pending {
+                name: Some(name),
+                answer,
+                next: 0,
+            });
         }
         Ok(RegisteredSchema {
             text,

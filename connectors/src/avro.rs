@@ -221,7 +221,7 @@ pub fn avro_schema_of(
 
 /// `schema` with every time-zone-less TIMESTAMP as UTC: Avro's
 /// `timestamp-*` types are instants, the ones Flink and most producers use.
-fn utc_timestamps(schema: &Schema) -> Schema {
+pub(crate) fn utc_timestamps(schema: &Schema) -> Schema {
     let fields: Vec<Field> = schema
         .fields()
         .iter()
@@ -661,14 +661,18 @@ pub(crate) fn writable(
 /// `batch` with its time-zone-less TIMESTAMP columns as UTC instants (the
 /// same values), as Avro's `timestamp-*` and RFC 3339 text want them.
 pub(crate) fn with_utc_timestamps(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
-    let schema = Arc::new(utc_timestamps(batch.schema_ref()));
+    cast_to(batch, utc_timestamps(batch.schema_ref()))
+}
+
+/// `batch`'s columns cast to the types of `schema` (the same columns).
+pub(crate) fn cast_to(batch: &RecordBatch, schema: Schema) -> Result<RecordBatch, ArrowError> {
     let columns = batch
         .columns()
         .iter()
         .zip(schema.fields())
         .map(|(c, f)| cast(c, f.data_type()))
         .collect::<Result<Vec<_>, _>>()?;
-    RecordBatch::try_new(schema, columns)
+    RecordBatch::try_new(Arc::new(schema), columns)
 }
 
 /// Encodes rows as Avro records: plain bodies, or framed with the id the

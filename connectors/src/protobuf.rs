@@ -31,7 +31,6 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
 
-use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -405,17 +404,8 @@ impl ProtobufEncoder {
 /// `google.protobuf.Timestamp` wants), DECIMALs as strings (exact; a
 /// `double` field reads a string too).
 fn json_ready(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
-    let batch = crate::avro::with_utc_timestamps(batch)?;
-    if !batch
-        .schema()
-        .fields()
-        .iter()
-        .any(|f| is_decimal(f.data_type()))
-    {
-        return Ok(batch);
-    }
-    let fields: Vec<Field> = batch
-        .schema()
+    let utc = crate::avro::utc_timestamps(batch.schema_ref());
+    let fields: Vec<Field> = utc
         .fields()
         .iter()
         .map(|f| match is_decimal(f.data_type()) {
@@ -423,13 +413,7 @@ fn json_ready(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
             false => f.as_ref().clone(),
         })
         .collect();
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(&fields)
-        .map(|(c, f)| cast(c, f.data_type()))
-        .collect::<Result<Vec<_>, _>>()?;
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+    crate::avro::cast_to(batch, Schema::new(fields))
 }
 
 fn is_decimal(data_type: &DataType) -> bool {

@@ -19,6 +19,7 @@
 //! on their side of its barrier, as with a record per task. A watermark is
 //! not waited for: arriving later than rows queued after it only delays it.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -142,48 +143,35 @@ impl Writer {
     async fn run(self, mut receiver: mpsc::Receiver<Entry>) {
         while let Some(first) = receiver.recv().await {
             let started = Instant::now();
-            let mut entries = vec![first];
             let mut deadline = started + WATERMARK_LINGER;
-            loop {
-                if entries.iter().any(|e| e.done.is_some()) {
+            let mut records = Vec::new();
+            let mut dones = Vec::new();
+            // The tasks whose waited-for entry (a barrier, an end) is in.
+            let mut waiting = HashSet::new();
+            let mut next = Some(first);
+            while let Some(Entry { record, done }) = next.take() {
+                if let Some(done) = done {
+                    waiting.insert(record.tag.from.clone());
+                    dones.push(done);
                     deadline = deadline.min(started + WAITED_LINGER);
-                    if self.every_task_waits(&entries) {
-                        break;
-                    }
                 }
-                match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                    Ok(Some(entry)) => entries.push(entry),
-                    Ok(None) | Err(_) => break,
-                }
-                if entries.len() >= QUEUED_ENTRIES {
+                records.push(record);
+                let all_wait = waiting.len() >= self.tasks.load(Ordering::Relaxed);
+                if all_wait || records.len() >= QUEUED_ENTRIES {
                     break;
                 }
-            }
-            let written = self
-                .write(entries.iter().map(|e| e.record.clone()).collect())
-                .await;
-            for entry in entries {
-                if let Some(done) = entry.done {
-                    let _ = done.send(written.clone());
+                if let Ok(Some(entry)) = tokio::time::timeout_at(deadline, receiver.recv()).await {
+                    next = Some(entry);
                 }
+            }
+            let written = self.write(records).await;
+            for done in dones {
+                let _ = done.send(written.clone());
             }
             if let Err(e) = written {
                 tracing::warn!(topic = %self.topic, "control records: {e}");
             }
         }
-    }
-
-    /// Whether every registered task has an entry it waits for among
-    /// `entries` (all the barriers of a checkpoint are in).
-    fn every_task_waits(&self, entries: &[Entry]) -> bool {
-        let mut waiting: Vec<&str> = entries
-            .iter()
-            .filter(|e| e.done.is_some())
-            .map(|e| e.record.tag.from.as_str())
-            .collect();
-        waiting.sort_unstable();
-        waiting.dedup();
-        waiting.len() >= self.tasks.load(Ordering::Relaxed)
     }
 
     /// One `controls` record to every partition; done once all are in.

@@ -110,11 +110,7 @@ fn inline_references(
 ) {
     match value {
         Value::String(name) if !PRIMITIVES.contains(&name.as_str()) => {
-            let full = match name.contains('.') || namespace.is_empty() {
-                true => name.clone(),
-                false => format!("{namespace}.{name}"),
-            };
-            let found = [full, name.clone()]
+            let found = [referred_name(name, namespace), name.clone()]
                 .into_iter()
                 .find(|n| !defined.contains(n) && referred.contains_key(n));
             if let Some(full) = found {
@@ -148,19 +144,8 @@ fn inline_references(
                 .map(str::to_string);
             match kind.as_deref() {
                 Some("record" | "error" | "enum" | "fixed") => {
-                    let name = object.get("name").and_then(Value::as_str).unwrap_or("");
-                    let inner = match name.rsplit_once('.') {
-                        Some((ns, _)) => ns.to_string(),
-                        None => object
-                            .get("namespace")
-                            .and_then(Value::as_str)
-                            .unwrap_or(namespace)
-                            .to_string(),
-                    };
-                    defined.insert(match (name.contains('.'), inner.is_empty()) {
-                        (false, false) => format!("{inner}.{name}"),
-                        _ => name.to_string(),
-                    });
+                    let (full, inner) = full_name(object, namespace);
+                    defined.insert(full);
                     if let Some(Value::Array(fields)) = object.get_mut("fields") {
                         for field in fields.iter_mut().filter_map(|f| f.get_mut("type")) {
                             inline_references(field, &inner, referred, defined);
@@ -459,7 +444,7 @@ pub(crate) fn reader_schema(declared: &Schema, writer: &str) -> Result<AvroSchem
 
 /// The full name of a named type `definition` within `namespace`, and
 /// the namespace its own fields are in.
-fn full_name(definition: &Value, namespace: &str) -> (String, String) {
+fn full_name(definition: &serde_json::Map<String, Value>, namespace: &str) -> (String, String) {
     let name = definition.get("name").and_then(Value::as_str).unwrap_or("");
     if let Some((ns, _)) = name.rsplit_once('.') {
         return (name.to_string(), ns.to_string());
@@ -471,6 +456,14 @@ fn full_name(definition: &Value, namespace: &str) -> (String, String) {
     match ns.is_empty() {
         true => (name.to_string(), String::new()),
         false => (format!("{ns}.{name}"), ns.to_string()),
+    }
+}
+
+/// The full name a type reference `name` means within `namespace`.
+fn referred_name(name: &str, namespace: &str) -> String {
+    match name.contains('.') || namespace.is_empty() {
+        true => name.to_string(),
+        false => format!("{namespace}.{name}"),
     }
 }
 
@@ -486,7 +479,7 @@ fn collect_named(schema: &Value, namespace: &str, named: &mut HashMap<String, Va
             Some(Value::String(kind))
                 if matches!(kind.as_str(), "record" | "error" | "enum" | "fixed") =>
             {
-                let (full, inner) = full_name(schema, namespace);
+                let (full, inner) = full_name(object, namespace);
                 named.insert(full, schema.clone());
                 for field in object
                     .get("fields")
@@ -562,10 +555,7 @@ fn align_type(
     loop {
         theirs = match theirs {
             Value::String(name) => {
-                let full = match name.contains('.') || writer_ns.is_empty() {
-                    true => name.clone(),
-                    false => format!("{writer_ns}.{name}"),
-                };
+                let full = referred_name(name, writer_ns);
                 match named.get(&full).or_else(|| named.get(name)) {
                     Some(definition) => definition,
                     None => return Ok(()),
@@ -588,7 +578,10 @@ fn align_type(
     let kind = |v: &Value| v.get("type").and_then(Value::as_str).map(str::to_string);
     match (kind(ours).as_deref(), kind(theirs).as_deref()) {
         (Some("record"), Some("record" | "error")) => {
-            let (full, inner) = full_name(theirs, writer_ns);
+            let Some(definition) = theirs.as_object() else {
+                return Ok(());
+            };
+            let (full, inner) = full_name(definition, writer_ns);
             align_fields(ours, theirs, &inner, named, written)?;
             if let Some(object) = ours.as_object_mut() {
                 let short = full.rsplit('.').next().unwrap_or(&full).to_string();

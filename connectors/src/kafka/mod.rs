@@ -12,6 +12,7 @@ mod offsets;
 pub(crate) use offsets::POSITION_OPTIONS;
 mod sink;
 mod source;
+mod source_client;
 pub mod stage_controls;
 pub mod stage_group;
 pub mod stage_input;
@@ -353,9 +354,10 @@ fn source_factory(
                 "a change event holds its rows whole: key fields and METADATA columns are not read from a changelog format",
             ));
     }
+    let client = Arc::new(source_client::SourceClient::new(settings, &spec.name));
     let spec = spec.clone();
     Ok(Arc::new(move |info| {
-        Ok(Box::new(KafkaSource::new(settings.clone(), &spec, info)?)
+        Ok(Box::new(KafkaSource::new(client.clone(), &spec, info)?)
             as Box<dyn weir_engine::Source>)
     }))
 }
@@ -387,9 +389,10 @@ pub(crate) fn dead_letter_source(
             .map(|(k, v)| (k.to_string(), v.to_string())),
     );
     let settings = Arc::new(KafkaSettings::parse(&Options::new(options))?);
+    let client = Arc::new(source_client::SourceClient::new(settings, &spec.name));
     let spec = spec.clone();
     Ok(Arc::new(move |info| {
-        let source = KafkaSource::of_dead_letters(settings.clone(), &spec, info, letters.clone())?;
+        let source = KafkaSource::of_dead_letters(client.clone(), &spec, info, letters.clone())?;
         Ok(Box::new(source) as Box<dyn weir_engine::Source>)
     }))
 }

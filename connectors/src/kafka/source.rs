@@ -14,7 +14,7 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use futures::FutureExt;
 use parking_lot::Mutex;
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -26,7 +26,8 @@ use weir_engine::{
 };
 
 use super::offsets::{BoundedMode, StartupMode};
-use super::{set_default, KafkaSettings, METADATA_TIMEOUT};
+use super::source_client::{PartitionOffsets, Reader, SourceClient};
+use super::KafkaSettings;
 use crate::deadletter::BadDataPolicy;
 use crate::format::LineDecoder;
 use crate::registry::{MetadataColumn, TableSpec};
@@ -35,13 +36,13 @@ use crate::replay::{DeadLetters, Letter};
 /// Per partition: the offset a consumer can read up to (the last stable
 /// offset under `read_committed`, librdkafka's default, else the high
 /// watermark), from librdkafka's statistics.
-type EndOffsets = Arc<Mutex<HashMap<(String, i32), i64>>>;
+pub(crate) type EndOffsets = Arc<Mutex<HashMap<(String, i32), i64>>>;
 
 /// Receives librdkafka's statistics. Its own `consumer_lag` counts from
 /// the committed offset, which Weir does not keep current (offsets live in
 /// checkpoints), so lag is computed from the end offset and the position.
 pub(crate) struct StatsContext {
-    end_offsets: EndOffsets,
+    pub end_offsets: EndOffsets,
 }
 
 impl ClientContext for StatsContext {
@@ -80,7 +81,8 @@ struct PartitionState {
 }
 
 struct Assigned {
-    consumer: Arc<StreamConsumer<StatsContext>>,
+    /// `None` when the subtask has no partition.
+    reader: Option<Reader>,
     partitions: Vec<PartitionState>,
     index: HashMap<(String, i32), usize>,
     last_commit: Instant,
@@ -118,6 +120,10 @@ impl Record {
 
 pub struct KafkaSource {
     settings: Arc<KafkaSettings>,
+    client: Arc<SourceClient>,
+    /// When the subtask was made: the partitions' offsets it starts from
+    /// are looked up after it.
+    created: Instant,
     stream: String,
     schema: SchemaRef,
     metadata: Vec<MetadataColumn>,
@@ -127,7 +133,6 @@ pub struct KafkaSource {
     subtask: SubtaskInfo,
     assigned: Option<Assigned>,
     ready: VecDeque<SourcePoll>,
-    end_offsets: EndOffsets,
     restored: Option<HashMap<(String, i32), i64>>,
 }
 
@@ -142,35 +147,37 @@ enum Values {
 
 impl KafkaSource {
     pub(crate) fn new(
-        settings: Arc<KafkaSettings>,
+        client: Arc<SourceClient>,
         spec: &TableSpec,
         subtask: SubtaskInfo,
     ) -> Result<Self> {
+        let settings = client.settings();
         let value = LineDecoder::new(
             settings.value_format.clone(),
             settings.key.value_schema(spec),
             spec.name.clone(),
         )?;
-        KafkaSource::reading(settings, spec, subtask, Values::Decoded(Box::new(value)))
+        KafkaSource::reading(client, spec, subtask, Values::Decoded(Box::new(value)))
     }
 
     /// A source over a dead-letter topic, read as the letters of
     /// `letters`'s stream.
     pub(crate) fn of_dead_letters(
-        settings: Arc<KafkaSettings>,
+        client: Arc<SourceClient>,
         spec: &TableSpec,
         subtask: SubtaskInfo,
         letters: Arc<DeadLetters>,
     ) -> Result<Self> {
-        KafkaSource::reading(settings, spec, subtask, Values::Letters(letters))
+        KafkaSource::reading(client, spec, subtask, Values::Letters(letters))
     }
 
     fn reading(
-        settings: Arc<KafkaSettings>,
+        client: Arc<SourceClient>,
         spec: &TableSpec,
         subtask: SubtaskInfo,
         values: Values,
     ) -> Result<Self> {
+        let settings = client.settings();
         let key = match &settings.key.format {
             Some(format) => Some(LineDecoder::new(
                 format.clone(),
@@ -181,6 +188,8 @@ impl KafkaSource {
         };
         Ok(KafkaSource {
             settings,
+            client,
+            created: Instant::now(),
             stream: spec.name.clone(),
             schema: spec.schema.clone(),
             metadata: spec.metadata.clone(),
@@ -190,46 +199,26 @@ impl KafkaSource {
             subtask,
             assigned: None,
             ready: VecDeque::new(),
-            end_offsets: Arc::new(Mutex::new(HashMap::new())),
             restored: None,
         })
     }
 
-    /// Creates the consumer, lists partitions, takes this subtask's share
-    /// and seeks each to its start.
+    /// Takes this subtask's share of the partitions (looked up once for
+    /// every subtask of the source in this process) and starts reading
+    /// each at its start.
     async fn assign(&mut self) -> Result<Vec<SplitId>> {
-        let mut config = self.settings.client_config();
-        config
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false");
-        // Statistics give per-partition lag; a bounded fetch queue keeps
-        // memory bounded when the job is backpressured and stops polling.
-        set_default(&mut config, "statistics.interval.ms", "1000");
-        set_default(&mut config, "queued.max.messages.kbytes", "16384");
-        if self.settings.group_id.is_none() {
-            config.set("group.id", format!("weir-{}", self.stream));
-        }
-        let context = StatsContext {
-            end_offsets: self.end_offsets.clone(),
-        };
-        let consumer: StreamConsumer<StatsContext> =
-            config.create_with_context(context).map_err(kafka_error)?;
-        let consumer = Arc::new(consumer);
-        let settings = self.settings.clone();
-        let restored = self.restored.clone();
-        let subtask = self.subtask;
-        let lookup = consumer.clone();
-        let partitions = tokio::task::spawn_blocking(move || {
-            plan_partitions(&lookup, &settings, subtask, restored.as_ref())
-        })
-        .await
-        .map_err(|e| kafka_error(format!("metadata task: {e}")))??;
-        let mut tpl = TopicPartitionList::new();
-        for p in &partitions {
-            tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.position))
-                .map_err(kafka_error)?;
-        }
-        consumer.assign(&tpl).map_err(kafka_error)?;
+        let lookup = self.client.lookup(self.created).await?;
+        let partitions = plan_partitions(
+            &lookup.partitions,
+            &self.settings,
+            self.subtask,
+            self.restored.as_ref(),
+        );
+        let starts: Vec<(String, i32, i64)> = partitions
+            .iter()
+            .map(|p| (p.topic.clone(), p.partition, p.position))
+            .collect();
+        let reader = self.client.reader(&starts)?;
         let splits = partitions.iter().map(|p| p.split).collect();
         for p in partitions.iter().filter(|p| p.done) {
             self.ready.push_back(SourcePoll::SplitEnded(p.split));
@@ -241,7 +230,7 @@ impl KafkaSource {
             .collect();
         tracing::info!(stream = %self.stream, subtask = self.subtask.index, partitions = partitions.len(), "kafka partitions assigned");
         self.assigned = Some(Assigned {
-            consumer,
+            reader,
             partitions,
             index,
             last_commit: Instant::now(),
@@ -254,19 +243,28 @@ impl KafkaSource {
         let (Some(assigned), Some(_)) = (&mut self.assigned, &self.settings.group_id) else {
             return;
         };
+        assigned.last_commit = Instant::now();
+        let Some(reader) = &assigned.reader else {
+            return;
+        };
         let mut tpl = TopicPartitionList::new();
         for p in &assigned.partitions {
             let _ = tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.position));
         }
-        if let Err(e) = assigned.consumer.commit(&tpl, CommitMode::Async) {
+        if let Err(e) = reader.consumer().commit(&tpl, CommitMode::Async) {
             tracing::warn!(stream = %self.stream, "kafka offset commit failed: {e}");
         }
-        assigned.last_commit = Instant::now();
     }
 
     /// Reads what arrives within a short linger, grouped per partition.
     async fn read(&mut self) -> Result<Vec<(usize, Vec<Record>)>> {
-        let Some(assigned) = &mut self.assigned else {
+        let Some(Assigned {
+            reader: Some(reader),
+            partitions,
+            index,
+            ..
+        }) = &mut self.assigned
+        else {
             return Ok(Vec::new());
         };
         let mut groups: Vec<(usize, Vec<Record>)> = Vec::new();
@@ -278,10 +276,8 @@ impl KafkaSource {
         let mut lingered = false;
         while count < self.settings.batch_size {
             let received = match wait.take() {
-                Some(limit) => tokio::time::timeout(limit, assigned.consumer.recv())
-                    .await
-                    .ok(),
-                None => assigned.consumer.recv().now_or_never(),
+                Some(limit) => tokio::time::timeout(limit, reader.recv()).await.ok(),
+                None => reader.recv().now_or_never(),
             };
             let message = match received {
                 None if count > 0 && !std::mem::replace(&mut lingered, true) => {
@@ -296,13 +292,10 @@ impl KafkaSource {
                 }
                 Some(Ok(m)) => m,
             };
-            let Some(&i) = assigned
-                .index
-                .get(&(message.topic().to_string(), message.partition()))
-            else {
+            let Some(&i) = index.get(&(message.topic().to_string(), message.partition())) else {
                 continue;
             };
-            let state = &mut assigned.partitions[i];
+            let state = &mut partitions[i];
             if state.done || state.end.is_some_and(|end| message.offset() >= end) {
                 continue;
             }
@@ -336,8 +329,8 @@ impl KafkaSource {
                 self.ready.push_back(SourcePoll::SplitEnded(p.split));
             }
         }
-        if paused.count() > 0 {
-            let _ = assigned.consumer.pause(&paused);
+        if let (Some(reader), true) = (&assigned.reader, paused.count() > 0) {
+            let _ = reader.consumer().pause(&paused);
         }
     }
 
@@ -554,131 +547,50 @@ fn record_location(topic: &str, partition: i32, offset: i64) -> String {
     format!("{topic}-{partition}@{offset}")
 }
 
-/// The partitions of this subtask with their start and end offsets.
+/// The partitions of this subtask, every `parallelism`-th of the sorted
+/// list, with their start and end offsets: a restored position, else
+/// what `'scan.startup.mode'` says, within the log; the end that
+/// `'scan.bounded.mode'` says.
 fn plan_partitions(
-    consumer: &StreamConsumer<StatsContext>,
+    all: &[PartitionOffsets],
     settings: &KafkaSettings,
     subtask: SubtaskInfo,
     restored: Option<&HashMap<(String, i32), i64>>,
-) -> Result<Vec<PartitionState>> {
-    // Named topics are asked for by name: every subtask asks, and a
-    // cluster may hold thousands of topics. A pattern needs them all.
-    let asked: Vec<Option<&str>> = match &settings.pattern {
-        Some(_) => vec![None],
-        None => settings.topics.iter().map(|t| Some(t.as_str())).collect(),
-    };
-    let mut all: Vec<(String, i32)> = Vec::new();
-    for which in asked {
-        let metadata = consumer
-            .fetch_metadata(which, METADATA_TIMEOUT)
-            .map_err(kafka_error)?;
-        for topic in metadata.topics() {
-            let wanted = settings.topics.iter().any(|t| t == topic.name())
-                || settings
-                    .pattern
-                    .as_ref()
-                    .is_some_and(|p| p.is_match(topic.name()));
-            if wanted {
-                all.extend(
-                    topic
-                        .partitions()
-                        .iter()
-                        .map(|p| (topic.name().to_string(), p.id())),
-                );
-            }
-        }
-    }
-    for t in &settings.topics {
-        if !all.iter().any(|(name, _)| name == t) {
-            return Err(kafka_error(format!("topic '{t}' does not exist")));
-        }
-    }
-    all.sort();
-    let mine: Vec<(SplitId, String, i32)> = all
-        .into_iter()
+) -> Vec<PartitionState> {
+    let mine = all
+        .iter()
         .enumerate()
-        .filter(|(i, _)| i % subtask.parallelism == subtask.index)
-        .map(|(i, (t, p))| (i as SplitId, t, p))
-        .collect();
-    let committed = match (&settings.startup, &settings.bounded) {
-        (StartupMode::GroupOffsets, _) | (_, BoundedMode::GroupOffsets) => {
-            let mut tpl = TopicPartitionList::new();
-            for (_, t, p) in &mine {
-                let _ = tpl.add_partition(t, *p);
-            }
-            let c = consumer
-                .committed_offsets(tpl, METADATA_TIMEOUT)
-                .map_err(kafka_error)?;
-            c.elements()
-                .iter()
-                .filter_map(|e| match e.offset() {
-                    Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
-                    _ => None,
-                })
-                .collect::<HashMap<_, _>>()
-        }
-        _ => HashMap::new(),
-    };
-    let by_time = |ts: i64| -> Result<HashMap<(String, i32), i64>> {
-        let mut tpl = TopicPartitionList::new();
-        for (_, t, p) in &mine {
-            tpl.add_partition_offset(t, *p, Offset::Offset(ts))
-                .map_err(kafka_error)?;
-        }
-        let found = consumer
-            .offsets_for_times(tpl, METADATA_TIMEOUT)
-            .map_err(kafka_error)?;
-        Ok(found
-            .elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
-                _ => None,
-            })
-            .collect())
-    };
-    let start_times = match settings.startup {
-        StartupMode::Timestamp(ts) => by_time(ts)?,
-        _ => HashMap::new(),
-    };
-    let end_times = match settings.bounded {
-        BoundedMode::Timestamp(ts) => by_time(ts)?,
-        _ => HashMap::new(),
-    };
-    let mut out = Vec::with_capacity(mine.len());
-    for (split, topic, partition) in mine {
-        let (low, high) = consumer
-            .fetch_watermarks(&topic, partition, METADATA_TIMEOUT)
-            .map_err(kafka_error)?;
-        let key = (topic.clone(), partition);
+        .filter(|(i, _)| i % subtask.parallelism == subtask.index);
+    mine.map(|(split, p)| {
+        let key = (p.topic.clone(), p.partition);
         let start = match restored.and_then(|r| r.get(&key)) {
             Some(o) => *o,
             None => match &settings.startup {
-                StartupMode::Earliest => low,
-                StartupMode::Latest => high,
-                StartupMode::GroupOffsets => committed.get(&key).copied().unwrap_or(low),
-                StartupMode::Timestamp(_) => start_times.get(&key).copied().unwrap_or(high),
-                StartupMode::Specific(m) => m.get(&partition).copied().unwrap_or(low),
+                StartupMode::Earliest => p.low,
+                StartupMode::Latest => p.high,
+                StartupMode::GroupOffsets => p.committed.unwrap_or(p.low),
+                StartupMode::Timestamp(_) => p.start_at_time.unwrap_or(p.high),
+                StartupMode::Specific(m) => m.get(&p.partition).copied().unwrap_or(p.low),
             },
         }
-        .clamp(low, high);
+        .clamp(p.low, p.high);
         let end = match &settings.bounded {
             BoundedMode::Unbounded => None,
-            BoundedMode::Latest => Some(high),
-            BoundedMode::GroupOffsets => Some(committed.get(&key).copied().unwrap_or(high)),
-            BoundedMode::Timestamp(_) => Some(end_times.get(&key).copied().unwrap_or(high)),
-            BoundedMode::Specific(m) => Some(m.get(&partition).copied().unwrap_or(high)),
+            BoundedMode::Latest => Some(p.high),
+            BoundedMode::GroupOffsets => Some(p.committed.unwrap_or(p.high)),
+            BoundedMode::Timestamp(_) => Some(p.end_at_time.unwrap_or(p.high)),
+            BoundedMode::Specific(m) => Some(m.get(&p.partition).copied().unwrap_or(p.high)),
         };
-        out.push(PartitionState {
-            split,
-            topic,
-            partition,
+        PartitionState {
+            split: split as SplitId,
+            topic: p.topic.clone(),
+            partition: p.partition,
             position: start,
             end,
             done: end.is_some_and(|e| start >= e),
-        });
-    }
-    Ok(out)
+        }
+    })
+    .collect()
 }
 
 /// How long a poll waits for more records after the first.
@@ -727,6 +639,7 @@ impl Source for KafkaSource {
         let assigned = self.assigned.as_ref()?;
         let p = assigned.partitions.iter().find(|p| p.split == split)?;
         let end = *self
+            .client
             .end_offsets
             .lock()
             .get(&(p.topic.clone(), p.partition))?;
@@ -828,15 +741,20 @@ mod tests {
     use super::*;
     use crate::Options;
 
-    fn source() -> KafkaSource {
-        let options = Options::new([
+    fn bids_options<'a>(more: &[(&'a str, &'a str)]) -> Options {
+        let options = [
             ("connector", "kafka"),
             ("topic", "bids"),
             // Never contacted: nothing here polls.
             ("properties.bootstrap.servers", "127.0.0.1:1"),
             ("format", "json"),
-        ]);
-        let settings = KafkaSettings::parse(&options).unwrap();
+        ];
+        Options::new(options.iter().chain(more).copied())
+    }
+
+    fn source() -> KafkaSource {
+        let options = bids_options(&[]);
+        let settings = Arc::new(KafkaSettings::parse(&options).unwrap());
         let spec = TableSpec {
             name: "bids".into(),
             schema: Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)])),
@@ -852,7 +770,8 @@ mod tests {
             index: 0,
             parallelism: 1,
         };
-        KafkaSource::new(Arc::new(settings), &spec, subtask).unwrap()
+        let client = Arc::new(SourceClient::new(settings, "bids"));
+        KafkaSource::new(client, &spec, subtask).unwrap()
     }
 
     fn offsets(state: &StateSnapshot) -> Vec<(String, i32, i64)> {
@@ -871,6 +790,99 @@ mod tests {
             .collect();
         rows.sort();
         rows
+    }
+
+    /// Partition `p` of `bids` holding offsets `10 * p ..= 10 * p + 9`;
+    /// the group committed `10 * p + 5`, timestamp 1000 is at `10 * p + 3`.
+    fn looked_up(count: i32) -> Vec<PartitionOffsets> {
+        (0..count)
+            .map(|p| PartitionOffsets {
+                topic: "bids".into(),
+                partition: p,
+                low: 10 * i64::from(p),
+                high: 10 * i64::from(p) + 10,
+                committed: Some(10 * i64::from(p) + 5),
+                start_at_time: Some(10 * i64::from(p) + 3),
+                end_at_time: Some(10 * i64::from(p) + 3),
+            })
+            .collect()
+    }
+
+    /// `(split, partition, start, end, done)` of each partition planned.
+    fn planned(
+        options: &[(&str, &str)],
+        subtask: (usize, usize),
+        restored: Option<&HashMap<(String, i32), i64>>,
+    ) -> Vec<(SplitId, i32, i64, Option<i64>, bool)> {
+        let settings = KafkaSettings::parse(&bids_options(options)).unwrap();
+        let subtask = SubtaskInfo {
+            index: subtask.0,
+            parallelism: subtask.1,
+        };
+        plan_partitions(&looked_up(5), &settings, subtask, restored)
+            .into_iter()
+            .map(|p| (p.split, p.partition, p.position, p.end, p.done))
+            .collect()
+    }
+
+    /// Subtasks take every `parallelism`-th partition of one lookup, and
+    /// each mode picks its offset from it (worked out by hand from
+    /// [`looked_up`]).
+    #[test]
+    fn each_subtask_plans_its_share_of_one_lookup() {
+        let earliest = [("scan.startup.mode", "earliest-offset")];
+        assert_eq!(
+            planned(&earliest, (1, 2), None),
+            vec![(1, 1, 10, None, false), (3, 3, 30, None, false)]
+        );
+        // More subtasks than partitions: the last ones read none.
+        assert_eq!(planned(&earliest, (5, 6), None), vec![]);
+        let latest = [("scan.startup.mode", "latest-offset")];
+        assert_eq!(
+            planned(&latest, (2, 3), None),
+            vec![(2, 2, 30, None, false)]
+        );
+        let group = [
+            ("scan.startup.mode", "group-offsets"),
+            ("scan.bounded.mode", "latest-offset"),
+        ];
+        assert_eq!(
+            planned(&group, (0, 4), None),
+            vec![(0, 0, 5, Some(10), false), (4, 4, 45, Some(50), false)]
+        );
+        let by_time = [
+            ("scan.startup.mode", "timestamp"),
+            ("scan.startup.timestamp-millis", "1000"),
+            ("scan.bounded.mode", "timestamp"),
+            ("scan.bounded.timestamp-millis", "1000"),
+        ];
+        assert_eq!(
+            planned(&by_time, (0, 5), None),
+            vec![(0, 0, 3, Some(3), true)]
+        );
+        let specific = [
+            ("scan.startup.mode", "specific-offsets"),
+            (
+                "scan.startup.specific-offsets",
+                "partition:1,offset:17;partition:2,offset:99",
+            ),
+        ];
+        // Partition 2's offset is past its end: clamped to the end. No
+        // offset for partition 3: its earliest.
+        assert_eq!(
+            planned(&specific, (1, 2), None),
+            vec![(1, 1, 17, None, false), (3, 3, 30, None, false)]
+        );
+        assert_eq!(
+            planned(&specific, (2, 5), None),
+            vec![(2, 2, 30, None, false)]
+        );
+        // A restored position wins over the mode, within the log.
+        let restored = HashMap::from([(("bids".to_string(), 1), 12), (("bids".to_string(), 3), 2)]);
+        assert_eq!(
+            planned(&latest, (1, 2), Some(&restored)),
+            vec![(1, 1, 12, None, false), (3, 3, 30, None, false)]
+        );
     }
 
     /// A barrier that comes before the first poll (a task restored under

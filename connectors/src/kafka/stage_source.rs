@@ -14,8 +14,7 @@
 //! of.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, LazyLock, Weak};
-use std::time::Duration;
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::Int64Array;
@@ -28,6 +27,8 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use weir_engine::source::{SourceFactory, SourcePoll, SplitId, MAX_POLL_WAIT};
 use weir_engine::{EngineError, Result, Source, StateSnapshot, StateTable, SubtaskInfo};
 
+use super::set_default;
+use super::source_client::{serve_events, SPLIT_QUEUE_KBYTES};
 use super::stage_input::{InputEvent, StageInput};
 use super::stage_records::StageRecord;
 
@@ -75,11 +76,6 @@ impl StageReader {
 static POSITION: LazyLock<StateTable> =
     LazyLock::new(|| StateTable::new("stage_input", [("offset", DataType::Int64)]));
 
-/// How long the task that serves a shared consumer's events holds it at a
-/// time: once the stage's reader is gone (its generation stopped), the
-/// consumer closes within this.
-const SERVE_WAIT: Duration = Duration::from_millis(500);
-
 /// The consumer a stage's tasks in this process share, made by the first
 /// task that opens its partition.
 struct SharedConsumer {
@@ -94,25 +90,18 @@ impl SharedConsumer {
         if let Some(consumer) = consumer.as_ref() {
             return Ok(consumer.clone());
         }
-        let created: Arc<StreamConsumer> = Arc::new(
-            self.client
-                .clone()
-                .set("group.id", &self.group)
-                .set("enable.auto.commit", "false")
-                .set("enable.partition.eof", "false")
-                .create()?,
+        let mut config = self.client.clone();
+        config
+            .set("group.id", &self.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false");
+        set_default(
+            &mut config,
+            "queued.max.messages.kbytes",
+            SPLIT_QUEUE_KBYTES,
         );
-        // The consumer's own queue gets its events (errors, statistics),
-        // no records (every partition is split off): served in the
-        // background while any task holds the consumer.
-        let weak: Weak<StreamConsumer> = Arc::downgrade(&created);
-        tokio::spawn(async move {
-            while let Some(consumer) = weak.upgrade() {
-                if let Ok(Err(e)) = tokio::time::timeout(SERVE_WAIT, consumer.recv()).await {
-                    tracing::warn!("stage input: kafka: {e}");
-                }
-            }
-        });
+        let created: Arc<StreamConsumer> = Arc::new(config.create()?);
+        serve_events(&created, "stage input");
         *consumer = Some(created.clone());
         Ok(created)
     }

@@ -843,6 +843,7 @@ mod tests {
             vec![(2, 2, 30, None, false)]
         );
         let group = [
+            ("properties.group.id", "readers"),
             ("scan.startup.mode", "group-offsets"),
             ("scan.bounded.mode", "latest-offset"),
         ];

@@ -13,6 +13,7 @@ protocol, not the query.
 
     python3 benches/cluster_coordination.py            # every size
     python3 benches/cluster_coordination.py 16 64      # some sizes
+    PROCESSES=2,4 python3 benches/cluster_coordination.py 1024
 
 Uses the release binary (WEIR=path to override) and ~/.cache/weir-tools/bin/tansu.
 """
@@ -165,7 +166,7 @@ def main():
     print("| tasks | processes | checkpoint median | checkpoint max | failover (kill → first checkpoint) |")
     print("| ---: | ---: | ---: | ---: | ---: |")
     for tasks in sizes:
-        for processes in [1, 2, 4]:
+        for processes in [int(p) for p in os.environ.get("PROCESSES", "1,2,4").split(",")]:
             try:
                 median, worst, failover = measure(tasks, processes)
                 print(f"| {tasks} | {processes} | {median:.0f} ms | {worst} ms | {failover:.1f} s |", flush=True)

@@ -203,10 +203,9 @@ impl SourceClient {
                 return Ok(shared);
             }
         }
-        // The fetch queue's limit holds per split partition: a process
-        // reading hundreds of partitions keeps 1 MiB of each.
-        let consumer: StreamConsumer<StatsContext> = self
-            .config(SPLIT_QUEUE_KBYTES)
+        let mut config = self.config(SPLIT_QUEUE_KBYTES);
+        split_queue_limits(&mut config);
+        let consumer: StreamConsumer<StatsContext> = config
             .create_with_context(self.stats())
             .map_err(kafka_error)?;
         let consumer = Arc::new(consumer);
@@ -224,7 +223,17 @@ impl SourceClient {
 const QUEUE_KBYTES: &str = "16384";
 
 /// The fetch queue of each partition split off a shared consumer.
-pub(crate) const SPLIT_QUEUE_KBYTES: &str = "1024";
+const SPLIT_QUEUE_KBYTES: &str = "1024";
+
+/// The configuration of a consumer whose partitions are split off: each
+/// partition's fetch queue holds 1 MiB (librdkafka's limit then holds
+/// per partition, not per consumer), and a fetch may still bring 50 MiB
+/// over all partitions (left alone, librdkafka would cut it down to the
+/// queue's limit).
+pub(crate) fn split_queue_limits(config: &mut ClientConfig) {
+    set_default(config, "queued.max.messages.kbytes", SPLIT_QUEUE_KBYTES);
+    set_default(config, "fetch.max.bytes", "52428800");
+}
 
 /// How long the task that serves a shared consumer's events holds it at a
 /// time: once its last reader is gone, the consumer closes within this.

@@ -27,8 +27,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use weir_engine::source::{SourceFactory, SourcePoll, SplitId, MAX_POLL_WAIT};
 use weir_engine::{EngineError, Result, Source, StateSnapshot, StateTable, SubtaskInfo};
 
-use super::set_default;
-use super::source_client::{serve_events, SPLIT_QUEUE_KBYTES};
+use super::source_client::{serve_events, split_queue_limits};
 use super::stage_input::{InputEvent, StageInput};
 use super::stage_records::StageRecord;
 
@@ -95,11 +94,7 @@ impl SharedConsumer {
             .set("group.id", &self.group)
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false");
-        set_default(
-            &mut config,
-            "queued.max.messages.kbytes",
-            SPLIT_QUEUE_KBYTES,
-        );
+        split_queue_limits(&mut config);
         let created: Arc<StreamConsumer> = Arc::new(config.create()?);
         serve_events(&created, "stage input");
         *consumer = Some(created.clone());

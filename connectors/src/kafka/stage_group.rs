@@ -201,25 +201,40 @@ impl StageMembership {
         }
         let committed = self
             .consumer
-            .committed_offsets(list, timeout)
+            .committed_offsets(list.clone(), timeout)
             .map_err(|e| self.error(e))?;
-        let mut placement = Vec::with_capacity(tasks);
-        for element in committed.elements() {
-            let task = element.partition();
-            let lag = match element.offset() {
-                Offset::Offset(read) => self
-                    .consumer
-                    .fetch_watermarks(&self.topic, task, timeout)
-                    .ok()
-                    .map(|(_, high)| (high - read).max(0)),
+        // Every partition's end in one request (ListOffsets at the end),
+        // not one per task: every process looks every few seconds.
+        let mut ends = list;
+        ends.set_all_offsets(Offset::End)
+            .map_err(|e| self.error(e))?;
+        let ends: BTreeMap<i32, i64> = self
+            .consumer
+            .offsets_for_times(ends, timeout)
+            .map_err(|e| self.error(e))?
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(end) => Some((e.partition(), end)),
                 _ => None,
-            };
-            placement.push(TaskPlacement {
-                task,
-                process: owner.get(&task).cloned(),
-                lag,
-            });
-        }
+            })
+            .collect();
+        let placement = committed
+            .elements()
+            .iter()
+            .map(|element| {
+                let task = element.partition();
+                let lag = match (element.offset(), ends.get(&task)) {
+                    (Offset::Offset(read), Some(end)) => Some((end - read).max(0)),
+                    _ => None,
+                };
+                TaskPlacement {
+                    task,
+                    process: owner.get(&task).cloned(),
+                    lag,
+                }
+            })
+            .collect();
         Ok(placement)
     }
 

@@ -1,6 +1,6 @@
 //! Which tasks of a stage this process runs (`docs/cluster-protocol.md`,
 //! "Who runs what"): one Kafka consumer group per stage, whose partitions
-//! are the stage's tasks, assigned cooperative-sticky. Kafka decides
+//! are the stage's tasks, assigned round-robin. Kafka decides
 //! membership, failure detection and assignment; this keeps the current
 //! assignment and counts the changes (each change starts a generation).
 //!
@@ -35,40 +35,47 @@ pub struct Assignment {
 /// The consumer's context: keeps the assignment where the membership
 /// reads it.
 #[derive(Clone, Default)]
-struct Tracker(Arc<Mutex<Assignment>>);
+struct Tracker(Arc<Mutex<Tracked>>);
+
+#[derive(Default)]
+struct Tracked {
+    /// What the last rebalance assigned, and how often that changed.
+    assignment: Assignment,
+    /// The partitions held now: empty between a rebalance's revocation
+    /// and its assignment.
+    held: BTreeSet<i32>,
+}
 
 impl ClientContext for Tracker {}
 
 impl ConsumerContext for Tracker {
+    /// The assignor is eager (`roundrobin`): a rebalance revokes every
+    /// partition, then assigns the new set. Only a set that differs from
+    /// the last one is a change: a rebalance that gives the process back
+    /// what it had (another member joined a group and got nothing, or the
+    /// broker rebalanced for its own reasons) leaves its tasks running.
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let mut current = self.0.lock();
+        let mut tracked = self.0.lock();
         let partitions = |list: &TopicPartitionList| -> Vec<i32> {
             list.elements().iter().map(|e| e.partition()).collect()
         };
-        let changed = match rebalance {
+        match rebalance {
             Rebalance::Assign(list) => {
                 // Tasks read their partitions with their own consumers;
                 // this one only keeps the membership.
                 let _ = consumer.pause(list);
-                let added = partitions(list);
-                let before = current.partitions.len();
-                current.partitions.extend(added);
-                current.partitions.len() != before
+                tracked.held.extend(partitions(list));
+                if tracked.held != tracked.assignment.partitions {
+                    tracked.assignment.partitions = tracked.held.clone();
+                    tracked.assignment.changes += 1;
+                }
             }
             Rebalance::Revoke(list) => {
-                let before = current.partitions.len();
                 for p in partitions(list) {
-                    current.partitions.remove(&p);
+                    tracked.held.remove(&p);
                 }
-                current.partitions.len() != before
             }
-            Rebalance::Error(e) => {
-                tracing::warn!("stage group rebalance: {e}");
-                false
-            }
-        };
-        if changed {
-            current.changes += 1;
+            Rebalance::Error(e) => tracing::warn!("stage group rebalance: {e}"),
         }
     }
 }
@@ -127,7 +134,7 @@ impl StageMembership {
         let consumer: BaseConsumer<Tracker> = client
             .set("group.id", group)
             .set("client.id", process)
-            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("partition.assignment.strategy", "roundrobin")
             .set("enable.auto.commit", "false")
             .create_with_context(tracker.clone())
             .map_err(|e| error(&e))?;
@@ -239,7 +246,7 @@ impl StageMembership {
     }
 
     pub fn assignment(&self) -> Assignment {
-        self.tracker.0.lock().clone()
+        self.tracker.0.lock().assignment.clone()
     }
 }
 

@@ -34,9 +34,9 @@ impl Drop for Broker {
 pub enum Storage {
     /// In memory: gone when the broker stops.
     Memory,
-    /// In the bucket `tansu` of the S3 server on this port (SeaweedFS),
-    /// so a restarted broker has its topics back.
-    S3(u16),
+    /// In a SQLite file in this directory (Tansu's `libsql` engine), so a
+    /// restarted broker has its topics back.
+    Sqlite(PathBuf),
 }
 
 impl Broker {
@@ -68,14 +68,11 @@ fn spawn_tansu(address: &str, storage: &Storage) -> Child {
         Storage::Memory => {
             command.args(["--storage-engine", "memory://tansu/"]);
         }
-        Storage::S3(port) => {
+        Storage::Sqlite(dir) => {
+            // Tansu opens the path relative to its working directory.
             command
-                .args(["--storage-engine", "s3://tansu/"])
-                .env("AWS_ACCESS_KEY_ID", "weir")
-                .env("AWS_SECRET_ACCESS_KEY", "weir")
-                .env("AWS_REGION", "us-east-1")
-                .env("AWS_ENDPOINT", format!("http://127.0.0.1:{port}"))
-                .env("AWS_ALLOW_HTTP", "true");
+                .args(["--storage-engine", "sqlite://tansu.db"])
+                .current_dir(dir);
         }
     }
     command

@@ -147,21 +147,22 @@ impl SourceClient {
             [] => Ok(None),
             [(topic, partition, offset)] => {
                 let shared = self.shared_for(topic, *partition)?;
-                let queue = shared
-                    .consumer
-                    .split_partition_queue(topic, *partition)
-                    .ok_or_else(|| {
-                        kafka_error(format!("cannot read {topic}-{partition} on its own"))
-                    });
-                let split = queue.map(|queue| SplitPartition {
+                let key = (topic.clone(), *partition);
+                // Split off before it is assigned, so that none of its
+                // records goes to the consumer's own queue; dropped, the
+                // split partition is unassigned.
+                let Some(queue) = shared.consumer.split_partition_queue(topic, *partition) else {
+                    shared.reading.lock().remove(&key);
+                    return Err(kafka_error(format!(
+                        "cannot read {topic}-{partition} on its own"
+                    )));
+                };
+                let split = SplitPartition {
                     shared,
                     queue,
-                    topic: topic.clone(),
-                    partition: *partition,
-                });
-                // Made before it is assigned, so that none of its records
-                // goes to the consumer's own queue; dropped, it lets go.
-                let split = split?;
+                    topic: key.0,
+                    partition: key.1,
+                };
                 let mut assignment = TopicPartitionList::new();
                 assignment
                     .add_partition_offset(topic, *partition, Offset::Offset(*offset))
@@ -428,4 +429,80 @@ fn numeric_offsets(list: &TopicPartitionList) -> HashMap<(String, i32), i64> {
             _ => None,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::Message;
+
+    use super::*;
+    use crate::Options;
+
+    /// The offsets `reader` reads within a few seconds, up to `count`.
+    async fn read(reader: &Reader, count: usize) -> Vec<i64> {
+        let mut offsets = Vec::new();
+        while offsets.len() < count {
+            match tokio::time::timeout(Duration::from_secs(10), reader.recv()).await {
+                Ok(Ok(message)) => offsets.push(message.offset()),
+                Ok(Err(e)) => panic!("{e}"),
+                Err(_) => break,
+            }
+        }
+        offsets
+    }
+
+    /// One lookup finds every partition's range; subtasks reading one
+    /// partition share a consumer, except one that reads a partition
+    /// another reader still holds (a task of a generation that is
+    /// stopping): it gets its own, and both read all they should.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_partition_still_read_gets_a_consumer_of_its_own() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("bids", 2, 1).unwrap();
+        let bootstrap = cluster.bootstrap_servers();
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .unwrap();
+        for (partition, count) in [(0, 3), (1, 2)] {
+            for i in 0..count {
+                let payload = i.to_string();
+                let record = BaseRecord::<(), _>::to("bids")
+                    .partition(partition)
+                    .payload(&payload);
+                producer.send(record).map_err(|(e, _)| e).unwrap();
+            }
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+        let options = Options::new([
+            ("connector", "kafka"),
+            ("topic", "bids"),
+            ("properties.bootstrap.servers", bootstrap.as_str()),
+            ("format", "raw"),
+        ]);
+        let settings = Arc::new(KafkaSettings::parse(&options).unwrap());
+        let client = SourceClient::new(settings, "bids");
+
+        let lookup = client.lookup(Instant::now()).await.unwrap();
+        let ranges: Vec<(i32, i64, i64)> = lookup
+            .partitions
+            .iter()
+            .map(|p| (p.partition, p.low, p.high))
+            .collect();
+        assert_eq!(ranges, [(0, 0, 3), (1, 0, 2)]);
+        // A lookup started after the instant given is reused.
+        let again = client.lookup(lookup.started).await.unwrap();
+        assert!(Arc::ptr_eq(&lookup, &again));
+
+        let stopping = client.reader(&[("bids".into(), 0, 1)]).unwrap().unwrap();
+        let starting = client.reader(&[("bids".into(), 0, 0)]).unwrap().unwrap();
+        let other = client.reader(&[("bids".into(), 1, 0)]).unwrap().unwrap();
+        assert!(!std::ptr::eq(stopping.consumer(), starting.consumer()));
+        assert!(std::ptr::eq(starting.consumer(), other.consumer()));
+        assert_eq!(read(&stopping, 2).await, [1, 2]);
+        assert_eq!(read(&starting, 3).await, [0, 1, 2]);
+        assert_eq!(read(&other, 2).await, [0, 1]);
+    }
 }

@@ -363,8 +363,20 @@ impl Scenario {
 /// A `weir run --cluster` of the job, its logs in `dir`, armed to crash
 /// at `fail_point`, its checkpoints on SeaweedFS's `s3` port when given.
 fn start_process(dir: &Path, name: &str, fail_point: Option<&str>, s3: Option<u16>) -> Child {
+    start_process_with(dir, name, fail_point, s3, &[])
+}
+
+/// [`start_process`] with more arguments to `weir` before `run`.
+fn start_process_with(
+    dir: &Path,
+    name: &str,
+    fail_point: Option<&str>,
+    s3: Option<u16>,
+    args: &[&str],
+) -> Child {
     let log = File::create(dir.join(format!("{name}.log"))).unwrap();
     let mut command = weir();
+    command.args(args);
     if let Some(port) = s3 {
         command
             .env("AWS_ACCESS_KEY_ID", "weir")
@@ -500,4 +512,110 @@ fn a_checkpoint_store_that_stops_answering_delays_but_loses_nothing() {
 #[test]
 fn a_broker_restart_delays_but_loses_nothing() {
     COUNTS.survives(Death::BrokerRestarted);
+}
+
+/// The labels of each line of `metric` on a Prometheus page, with the
+/// line's value.
+fn series(page: &str, metric: &str) -> Vec<(std::collections::BTreeMap<String, String>, f64)> {
+    let prefix = format!("{metric}{{");
+    page.lines()
+        .filter_map(|line| line.strip_prefix(&prefix))
+        .filter_map(|rest| {
+            let (labels, value) = rest.rsplit_once("} ")?;
+            let labels = labels
+                .split("\",")
+                .filter_map(|pair| {
+                    let (key, value) = pair.split_once("=\"")?;
+                    Some((key.to_string(), value.trim_end_matches('"').to_string()))
+                })
+                .collect();
+            Some((labels, value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Two processes share a job, each serving `/metrics`: every task of both
+/// stages is assigned to exactly one of them (`weir_task_assigned`, its
+/// own tasks), each shows the lag of every task of the job
+/// (`weir_task_lag`), naming the process of its own tasks (Tansu tells no
+/// process who runs the others: it describes no group's assignments),
+/// and once the topic is read every source task's lag is 0.
+#[test]
+fn each_process_shows_where_every_task_runs_and_its_lag() {
+    let broker = start_broker_on(&[(BIDS.name, BIDS.partitions)], Storage::Memory);
+    let root = KeptOnFailure(Some(tempfile::tempdir().unwrap()));
+    let dir = root.path();
+    std::fs::write(dir.join("job.sql"), COUNTS.job(&broker.address, dir, None)).unwrap();
+    BIDS.write(&broker.address, &format!("dateTime < {CUT}"));
+    let ports = [common::broker::free_port(), common::broker::free_port()];
+    let mut processes = Processes(Vec::new());
+    for (name, port) in ["p1", "p2"].iter().zip(ports) {
+        let address = format!("127.0.0.1:{port}");
+        let args = ["--metrics-addr", address.as_str()];
+        processes
+            .0
+            .push(start_process_with(dir, name, None, None, &args));
+    }
+    let all: std::collections::BTreeSet<(String, String)> = (0..2)
+        .flat_map(|stage| {
+            (0..BIDS.partitions).map(move |task| (stage.to_string(), task.to_string()))
+        })
+        .collect();
+    let task = |labels: &std::collections::BTreeMap<String, String>| {
+        (labels["stage"].clone(), labels["task"].clone())
+    };
+    let started = Instant::now();
+    let mut last = Vec::new();
+    loop {
+        let pages: Vec<String> = ports.iter().map(|p| common::scrape(*p)).collect();
+        // Who runs each task, by the processes' own word.
+        let mut owner = std::collections::BTreeMap::new();
+        let mut twice = false;
+        for page in &pages {
+            for (labels, _) in series(page, "weir_task_assigned") {
+                twice |= owner
+                    .insert(task(&labels), labels["process"].clone())
+                    .is_some();
+            }
+        }
+        let placed = !twice
+            && owner
+                .keys()
+                .cloned()
+                .collect::<std::collections::BTreeSet<_>>()
+                == all;
+        // Every process's view of every task agrees with its owner, and
+        // the source tasks have read everything.
+        let agreed = placed
+            && pages.iter().all(|page| {
+                let lags = series(page, "weir_task_lag");
+                lags.len() == all.len()
+                    && lags.iter().all(|(labels, lag)| {
+                        let named = &labels["process"];
+                        let runs = owner.get(&task(labels));
+                        (named.is_empty() || runs == Some(named))
+                            && (labels["stage"] != "0" || *lag == 0.0)
+                    })
+                    && owner.iter().all(|(task, process)| {
+                        // The owner's own page names it.
+                        !page.contains(&format!("process=\"{process}\""))
+                            || lags.iter().any(|(labels, _)| {
+                                (labels["stage"].clone(), labels["task"].clone()) == *task
+                                    && labels["process"] == *process
+                            })
+                    })
+            });
+        if agreed {
+            break;
+        }
+        last = pages;
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the processes' pages never agreed on the placement:\n{}\n{}",
+            last.join("\n----\n"),
+            logs(dir)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    drop(last);
 }

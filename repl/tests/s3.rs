@@ -244,14 +244,6 @@ fn sink_gauge(page: &str, metric: &str, sink: &str) -> Option<f64> {
         .find_map(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
-fn scrape(port: u16) -> String {
-    let output = Command::new("curl")
-        .args(["-s", "-m", "5", &format!("http://127.0.0.1:{port}/metrics")])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 /// Two sinks of one job, one exactly-once and one at-least-once, each with
 /// a latency target. The checkpoint store (SeaweedFS) stops answering for
 /// a while: the exactly-once stream cannot publish and misses its target;
@@ -302,7 +294,7 @@ fn an_at_least_once_stream_keeps_its_latency_while_checkpoints_stall() {
     // Both streams are measured before the store stops.
     let started = Instant::now();
     loop {
-        let page = scrape(metrics);
+        let page = common::scrape(metrics);
         let measured = |sink| sink_gauge(&page, "weir_latency_target_ratio", sink);
         if let (Some(fast), Some(safe)) = (measured("fast"), measured("safe")) {
             assert!(
@@ -324,7 +316,7 @@ fn an_at_least_once_stream_keeps_its_latency_while_checkpoints_stall() {
     let signal = |name: &str| common::signal(server.child.id(), name);
     signal("-STOP");
     std::thread::sleep(Duration::from_secs(10));
-    let page = scrape(metrics);
+    let page = common::scrape(metrics);
     signal("-CONT");
     let fast = sink_gauge(&page, "weir_latency_target_ratio", "fast").unwrap();
     let safe = sink_gauge(&page, "weir_latency_target_ratio", "safe").unwrap();
@@ -420,7 +412,7 @@ fn a_stalled_s3_sink_spills_and_catches_up_exactly_once() {
     // Running, with rows in the sink.
     let started = Instant::now();
     loop {
-        let page = scrape(metrics);
+        let page = common::scrape(metrics);
         if source_rows(&page) > 4000.0 {
             break;
         }
@@ -437,9 +429,9 @@ fn a_stalled_s3_sink_spills_and_catches_up_exactly_once() {
     // The breaker opens within a few seconds; then, for 6 s, the source
     // keeps its rate and the memory stays put.
     std::thread::sleep(Duration::from_secs(3));
-    let (before, rss_before) = (scrape(metrics), rss(job.0.id()));
+    let (before, rss_before) = (common::scrape(metrics), rss(job.0.id()));
     std::thread::sleep(Duration::from_secs(6));
-    let (after, rss_after) = (scrape(metrics), rss(job.0.id()));
+    let (after, rss_after) = (common::scrape(metrics), rss(job.0.id()));
     signal("-CONT");
     let states: Vec<&str> = after
         .lines()

@@ -47,13 +47,18 @@ pub(crate) async fn watch(stages: Vec<StageView>, metrics: Arc<JobMetrics>, proc
             continue;
         };
         let mut tasks = Vec::new();
-        for (stage, placement) in placements.into_iter().enumerate() {
+        for ((stage, placement), view) in placements.into_iter().enumerate().zip(stages.iter()) {
+            // Its own tasks a process knows from its group; the others'
+            // owners only as far as the broker tells (Tansu describes no
+            // group's assignments and keeps no commit metadata).
+            let own = view.membership.assignment().partitions;
             for task in placement {
+                let local = own.contains(&task.task);
                 tasks.push(TaskSnapshot {
                     stage,
                     task: usize::try_from(task.task).unwrap_or_default(),
-                    local: task.process.as_deref() == Some(process.as_str()),
-                    process: task.process,
+                    local,
+                    process: task.process.or_else(|| local.then(|| process.clone())),
                     lag: task.lag,
                 });
             }

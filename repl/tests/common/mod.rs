@@ -58,3 +58,14 @@ pub fn signal(pid: u32, signal: &str) {
         .unwrap();
     assert!(sent.success(), "kill {signal} {pid}");
 }
+
+/// The Prometheus page a process serves on `port` (empty if it does not
+/// answer within five seconds).
+#[allow(dead_code)] // not every test file scrapes
+pub fn scrape(port: u16) -> String {
+    let output = std::process::Command::new("curl")
+        .args(["-s", "-m", "5", &format!("http://127.0.0.1:{port}/metrics")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}

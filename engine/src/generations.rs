@@ -27,6 +27,7 @@
 //! # }
 //! ```
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::object_store::path::Path;
@@ -148,6 +149,54 @@ impl Generations {
         }
     }
 
+    /// Records the tasks (`stage-task`) `process` runs in generation
+    /// `number`, in one object beside the claims (deleted with them): any
+    /// process reads the whole job's placement with one list and one read
+    /// per process, whatever the broker tells of its groups.
+    pub async fn record_tasks(&self, number: u64, process: &str, tasks: &[String]) -> Result<()> {
+        let path = self.processes_dir(number).join(process);
+        let body = PutPayload::from(tasks.join("\n").into_bytes());
+        self.store.put(&path, body).await.map_err(store_error)?;
+        Ok(())
+    }
+
+    /// Who runs each task (`stage-task`) in generation `number`, as the
+    /// processes recorded it.
+    pub async fn placement(&self, number: u64) -> Result<HashMap<String, String>> {
+        let dir = self.processes_dir(number);
+        let listed: Vec<Path> = self
+            .store
+            .list(Some(&dir))
+            .map_ok(|meta| meta.location)
+            .try_collect()
+            .await
+            .map_err(store_error)?;
+        let mut owners = HashMap::new();
+        for location in listed {
+            let Some(process) = location.filename().map(str::to_string) else {
+                continue;
+            };
+            let tasks = self
+                .store
+                .get(&location)
+                .await
+                .map_err(store_error)?
+                .bytes()
+                .await
+                .map_err(store_error)?;
+            for task in String::from_utf8_lossy(&tasks).lines() {
+                owners.insert(task.to_string(), process.clone());
+            }
+        }
+        Ok(owners)
+    }
+
+    fn processes_dir(&self, number: u64) -> Path {
+        self.claims_dir()
+            .join(format!("{number:020}"))
+            .join("processes")
+    }
+
     /// Deletes the task claims of the generations before `number`; how
     /// many it deleted. A claim matters only while its generation can
     /// still complete a checkpoint, and a generation is closed before the
@@ -240,6 +289,37 @@ mod tests {
         assert!(generations.claim(1, "0-3", "p1").await.unwrap());
         assert!(generations.claim(2, "0-3", "p4").await.unwrap());
         assert_eq!(generations.latest().await.unwrap().unwrap().number, 1);
+    }
+
+    /// Each process's recorded tasks make the placement of its
+    /// generation; the record goes with the generation's claims.
+    #[tokio::test]
+    async fn recorded_tasks_make_the_placement_and_are_forgotten_with_the_claims() {
+        let dir = tempfile::tempdir().unwrap();
+        let generations = local(&dir);
+        let tasks = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        generations
+            .record_tasks(4, "p1", &tasks(&["0-0", "1-2"]))
+            .await
+            .unwrap();
+        generations
+            .record_tasks(4, "p2", &tasks(&["0-1"]))
+            .await
+            .unwrap();
+        generations
+            .record_tasks(5, "p2", &tasks(&["0-0"]))
+            .await
+            .unwrap();
+        let placement = generations.placement(4).await.unwrap();
+        let expected: HashMap<String, String> = [("0-0", "p1"), ("1-2", "p1"), ("0-1", "p2")]
+            .into_iter()
+            .map(|(t, p)| (t.to_string(), p.to_string()))
+            .collect();
+        assert_eq!(placement, expected);
+        assert!(generations.placement(3).await.unwrap().is_empty());
+        assert_eq!(generations.forget_claims_before(5).await.unwrap(), 2);
+        assert!(generations.placement(4).await.unwrap().is_empty());
+        assert_eq!(generations.placement(5).await.unwrap().len(), 1);
     }
 
     /// The claims of generations before a number are deleted, the others

@@ -169,6 +169,7 @@ impl Process {
             .collect();
         let placement = Aborting(tokio::spawn(placement::watch(
             views,
+            self.shared.generations.clone(),
             self.shared.metrics.clone(),
             self.shared.process.clone(),
         )));
@@ -310,6 +311,20 @@ impl Process {
     ) -> EngineResult<Running> {
         let claimed = self.claim(generation.number, assigned).await?;
         let assigned = claimed.as_slice();
+        let names: Vec<String> = assigned
+            .iter()
+            .enumerate()
+            .flat_map(|(stage, tasks)| tasks.iter().map(move |task| format!("{stage}-{task}")))
+            .collect();
+        // Only what the placement view shows: a store that does not take
+        // it does not hold the generation up.
+        let generations = &self.shared.generations;
+        if let Err(e) = generations
+            .record_tasks(generation.number, &self.shared.process, &names)
+            .await
+        {
+            tracing::warn!("cannot record this process's tasks: {e}");
+        }
         tracing::info!(
             process = %self.shared.process,
             generation = generation.number,

@@ -1,9 +1,10 @@
-//! The whole job as every process can see it, from Kafka alone
-//! (`docs/cluster-protocol.md`, "Observability"): each process commits
-//! how far its tasks have read into its stage groups; any process reads
-//! the groups' members, committed offsets and high watermarks back, so
-//! `DESCRIBE JOB` and `/metrics` show every task's process and lag
-//! without any process gathering reports from the others. A task whose
+//! The whole job as every process can see it (`docs/cluster-protocol.md`,
+//! "Observability"): each process commits how far its tasks have read
+//! into its stage groups and records which tasks it runs beside the
+//! generation's claims; any process reads the committed offsets, the
+//! partitions' ends and the records back, so `DESCRIBE JOB` and
+//! `/metrics` show every task's process and lag without any process
+//! gathering reports from the others. A task whose
 //! lag keeps growing while the rest of its stage keeps up is a hot
 //! partition, and an alert names it.
 
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use weir_connectors::kafka::stage_group::StageMembership;
+use weir_engine::generations::Generations;
 use weir_engine::message::now_millis;
 use weir_engine::metrics::{Alert, AlertKind, TaskSnapshot};
 use weir_engine::JobMetrics;
@@ -33,11 +35,17 @@ pub(crate) struct StageView {
 
 /// Commits this process's positions and publishes every task's placement
 /// and lag into `metrics`, every [`INTERVAL`], until aborted.
-pub(crate) async fn watch(stages: Vec<StageView>, metrics: Arc<JobMetrics>, process: String) {
+pub(crate) async fn watch(
+    stages: Vec<StageView>,
+    generations: Arc<Generations>,
+    metrics: Arc<JobMetrics>,
+    process: String,
+) {
     let stages = Arc::new(stages);
     let mut history = LagHistory::default();
     loop {
         tokio::time::sleep(INTERVAL).await;
+        let recorded = recorded_placement(&generations).await;
         let shown = metrics.snapshot();
         let looked = {
             let stages = stages.clone();
@@ -48,17 +56,22 @@ pub(crate) async fn watch(stages: Vec<StageView>, metrics: Arc<JobMetrics>, proc
         };
         let mut tasks = Vec::new();
         for ((stage, placement), view) in placements.into_iter().enumerate().zip(stages.iter()) {
-            // Its own tasks a process knows from its group; the others'
-            // owners only as far as the broker tells (Tansu describes no
-            // group's assignments and keeps no commit metadata).
+            // Who runs a task: what the processes recorded for the
+            // newest generation; else what the broker tells (Tansu
+            // describes no group's assignments and keeps no commit
+            // metadata); else, for its own tasks, the process's group.
             let own = view.membership.assignment().partitions;
             for task in placement {
-                let local = own.contains(&task.task);
+                let runs = recorded
+                    .get(&format!("{stage}-{}", task.task))
+                    .cloned()
+                    .or(task.process)
+                    .or_else(|| own.contains(&task.task).then(|| process.clone()));
                 tasks.push(TaskSnapshot {
                     stage,
                     task: usize::try_from(task.task).unwrap_or_default(),
-                    local,
-                    process: task.process.or_else(|| local.then(|| process.clone())),
+                    local: runs.as_deref() == Some(process.as_str()),
+                    process: runs,
                     lag: task.lag,
                 });
             }
@@ -67,6 +80,21 @@ pub(crate) async fn watch(stages: Vec<StageView>, metrics: Arc<JobMetrics>, proc
         metrics.set_alerts(history.falling_behind(&tasks));
         metrics.set_tasks(tasks);
     }
+}
+
+/// The tasks (`stage-task`) of the newest generation and the process
+/// running each, as the processes recorded them (none while the store
+/// does not answer).
+async fn recorded_placement(generations: &Generations) -> HashMap<String, String> {
+    let placement = match generations.latest().await {
+        Ok(Some(latest)) => generations.placement(latest.number).await,
+        Ok(None) => return HashMap::new(),
+        Err(e) => Err(e),
+    };
+    placement.unwrap_or_else(|e| {
+        tracing::debug!("cannot read the job's placement: {e}");
+        HashMap::new()
+    })
 }
 
 /// Commits the positions of this process's tasks, then reads every

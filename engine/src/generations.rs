@@ -135,15 +135,8 @@ impl Generations {
         match self.store.put_opts(&path, body, create).await {
             Ok(_) => Ok(true),
             Err(StoreError::AlreadyExists { .. }) => {
-                let holder = self
-                    .store
-                    .get(&path)
-                    .await
-                    .map_err(store_error)?
-                    .bytes()
-                    .await
-                    .map_err(store_error)?;
-                Ok(holder.as_ref() == process.as_bytes())
+                let holder = self.contents(&path).await?;
+                Ok(holder == process.as_bytes())
             }
             Err(e) => Err(store_error(e)),
         }
@@ -176,14 +169,7 @@ impl Generations {
             let Some(process) = location.filename().map(str::to_string) else {
                 continue;
             };
-            let tasks = self
-                .store
-                .get(&location)
-                .await
-                .map_err(store_error)?
-                .bytes()
-                .await
-                .map_err(store_error)?;
+            let tasks = self.contents(&location).await?;
             for task in String::from_utf8_lossy(&tasks).lines() {
                 owners.insert(task.to_string(), process.clone());
             }
@@ -236,15 +222,14 @@ impl Generations {
     }
 
     async fn read(&self, number: u64) -> Result<Generation> {
-        let bytes = self
-            .store
-            .get(&self.path(number))
-            .await
-            .map_err(store_error)?
-            .bytes()
-            .await
-            .map_err(store_error)?;
+        let bytes = self.contents(&self.path(number)).await?;
         serde_json::from_slice(&bytes).map_err(store_error)
+    }
+
+    /// The whole of a (small) object.
+    async fn contents(&self, path: &Path) -> Result<Vec<u8>> {
+        let read = self.store.get(path).await.map_err(store_error)?;
+        Ok(read.bytes().await.map_err(store_error)?.to_vec())
     }
 
     /// Zero-padded, so names sort as numbers.

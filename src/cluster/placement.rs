@@ -57,9 +57,8 @@ pub(crate) async fn watch(
         let mut tasks = Vec::new();
         for ((stage, placement), view) in placements.into_iter().enumerate().zip(stages.iter()) {
             // Who runs a task: what the processes recorded for the
-            // newest generation; else what the broker tells (Tansu
-            // describes no group's assignments and keeps no commit
-            // metadata); else, for its own tasks, the process's group.
+            // generation; else the broker's group description (Tansu
+            // gives none); else, for its own tasks, the process's group.
             let own = view.membership.assignment().partitions;
             for task in placement {
                 let runs = recorded

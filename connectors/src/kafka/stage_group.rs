@@ -86,8 +86,6 @@ pub struct StageMembership {
     tracker: Tracker,
     group: String,
     topic: String,
-    /// This process's id, its `client.id`.
-    process: String,
     /// Tells the polling thread to end.
     left: Arc<AtomicBool>,
 }
@@ -160,7 +158,6 @@ impl StageMembership {
             tracker,
             group: group.to_string(),
             topic: topic.to_string(),
-            process: process.to_string(),
             left,
         })
     }
@@ -170,10 +167,7 @@ impl StageMembership {
     }
 
     /// Records how far this process's tasks have read (task, next
-    /// offset), so that any process can tell every task's lag; each
-    /// offset's metadata names this process, so that any process can tell
-    /// who runs the task also where the broker does not describe a
-    /// group's assignments (Tansu).
+    /// offset), so that any process can tell every task's lag.
     pub fn commit_positions(&self, positions: &[(i32, i64)]) -> Result<()> {
         if positions.is_empty() {
             return Ok(());
@@ -183,19 +177,15 @@ impl StageMembership {
             list.add_partition_offset(&self.topic, *task, Offset::Offset(*offset))
                 .map_err(|e| self.error(e))?;
         }
-        for mut element in list.elements() {
-            element.set_metadata(&self.process);
-        }
         self.consumer
             .commit(&list, CommitMode::Async)
             .map_err(|e| self.error(e))
     }
 
     /// Every task of the stage (the topic's `tasks` partitions): the
-    /// process it is assigned to (by the group's members, else by who
-    /// committed its position last) and its lag, from its committed
-    /// offset and the partition's end. Blocks for a few round trips to
-    /// the broker.
+    /// process it is assigned to (by the group's members, where the
+    /// broker describes them) and its lag, from its committed offset and
+    /// the partition's end. Blocks for a few round trips to the broker.
     pub fn placement(&self, tasks: usize, timeout: Duration) -> Result<Vec<TaskPlacement>> {
         let groups = self
             .consumer
@@ -245,12 +235,9 @@ impl StageMembership {
                     (Offset::Offset(read), Some(end)) => Some((end - read).max(0)),
                     _ => None,
                 };
-                let committer = Some(element.metadata())
-                    .filter(|m| !m.is_empty())
-                    .map(str::to_string);
                 TaskPlacement {
                     task,
-                    process: owner.get(&task).cloned().or(committer),
+                    process: owner.get(&task).cloned(),
                     lag,
                 }
             })

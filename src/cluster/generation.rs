@@ -25,7 +25,7 @@ use weir_engine::{
 };
 
 use super::snapshots;
-use super::stages::{Layout, StageInput};
+use super::stages::{task_name, Layout, StageInput};
 
 /// How often a process looks at manifests it waits for.
 const MANIFEST_POLL: Duration = Duration::from_millis(100);
@@ -138,7 +138,7 @@ impl Running {
             if let Some(base) = generation.base {
                 restored.checkpoint_id = base.epoch;
                 for task in tasks {
-                    let name = format!("{stage}-{task}");
+                    let name = task_name(stage, *task);
                     let object = epochs.snapshot(base.generation, base.epoch, &name).await?;
                     for (node, state) in snapshots::decode(&fingerprint, &object)? {
                         restored.states.insert((node, *task), state);
@@ -284,7 +284,7 @@ async fn write_snapshots(
         };
         states.sort_by_key(|(node, _)| *node);
         let object = snapshots::encode(&fingerprint, &states)?;
-        let task = format!("{stage}-{}", report.subtask);
+        let task = task_name(stage, report.subtask);
         fail::fail_point!("cluster-before-snapshot", |_| crash("before a snapshot"));
         let epoch = report.checkpoint_id;
         let mut wait = Duration::from_millis(250);

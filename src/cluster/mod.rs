@@ -33,7 +33,7 @@ use weir_planner::{JobPlan, Settings};
 
 use crate::error::{Result, WeirError};
 use generation::{Running, Shared};
-use stages::{Layout, StageInput};
+use stages::{task_name, Layout, StageInput};
 
 /// How long assignments must stay unchanged before a new generation
 /// starts: a rebalance revokes and assigns in steps.
@@ -283,7 +283,7 @@ impl Process {
         }
         let outcomes: Vec<(usize, usize, bool)> = futures::stream::iter(tasks)
             .map(|(stage, task)| async move {
-                let name = format!("{stage}-{task}");
+                let name = task_name(stage, task);
                 let generations = &self.shared.generations;
                 let mine = generations
                     .claim(number, &name, &self.shared.process)
@@ -298,7 +298,7 @@ impl Process {
             if mine {
                 claimed[stage].insert(task);
             } else {
-                tracing::warn!(process = %self.shared.process, generation = number, task = %format!("{stage}-{task}"), "the task runs on another process in this generation");
+                tracing::warn!(process = %self.shared.process, generation = number, task = %task_name(stage, task), "the task runs on another process in this generation");
             }
         }
         Ok(claimed)
@@ -314,7 +314,7 @@ impl Process {
         let names: Vec<String> = assigned
             .iter()
             .enumerate()
-            .flat_map(|(stage, tasks)| tasks.iter().map(move |task| format!("{stage}-{task}")))
+            .flat_map(|(stage, tasks)| tasks.iter().map(move |task| task_name(stage, *task)))
             .collect();
         // Only what the placement view shows: a store that does not take
         // it does not hold the generation up.

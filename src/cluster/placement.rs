@@ -18,6 +18,8 @@ use weir_engine::message::now_millis;
 use weir_engine::metrics::{Alert, AlertKind, TaskSnapshot};
 use weir_engine::JobMetrics;
 
+use super::stages::task_name;
+
 /// How often positions are committed and the placement read.
 pub(crate) const INTERVAL: Duration = Duration::from_secs(2);
 
@@ -61,14 +63,15 @@ pub(crate) async fn watch(
             // gives none); else, for its own tasks, the process's group.
             let own = view.membership.assignment().partitions;
             for task in placement {
+                let index = usize::try_from(task.task).unwrap_or_default();
                 let runs = recorded
-                    .get(&format!("{stage}-{}", task.task))
+                    .get(&task_name(stage, index))
                     .cloned()
                     .or(task.process)
                     .or_else(|| own.contains(&task.task).then(|| process.clone()));
                 tasks.push(TaskSnapshot {
                     stage,
-                    task: usize::try_from(task.task).unwrap_or_default(),
+                    task: index,
                     local: runs.as_deref() == Some(process.as_str()),
                     process: runs,
                     lag: task.lag,

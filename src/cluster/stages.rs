@@ -63,6 +63,12 @@ pub(crate) struct Layout {
     pub producer: FutureProducer,
 }
 
+/// A task's name, `stage-task`: its snapshots, claims and placement
+/// record are named so, and its records to the next stage say so.
+pub(crate) fn task_name(stage: usize, task: usize) -> String {
+    format!("{stage}-{task}")
+}
+
 fn unsupported(what: &str) -> WeirError {
     WeirError::Usage(format!(
         "execution.target 'kafka' does not run {what} yet (docs/cluster-protocol.md); run the job with execution.target 'local'"
@@ -171,12 +177,12 @@ impl Layout {
             .sum()
     }
 
-    /// Every task of the job, `stage-task`, as its snapshots are named.
+    /// Every task of the job, by [`task_name`].
     pub fn task_names(&self) -> Vec<String> {
         self.stages
             .iter()
             .enumerate()
-            .flat_map(|(index, stage)| (0..stage.tasks).map(move |task| format!("{index}-{task}")))
+            .flat_map(|(index, stage)| (0..stage.tasks).map(move |task| task_name(index, task)))
             .collect()
     }
 
@@ -200,7 +206,7 @@ impl Layout {
                     topic: topic.clone(),
                     generation: generation.number,
                     producers: (0..self.stages[*upstream].tasks)
-                        .map(|p| format!("{upstream}-{p}"))
+                        .map(|p| task_name(*upstream, p))
                         .collect(),
                 };
                 readers.push(local.add_node(

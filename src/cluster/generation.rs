@@ -7,7 +7,7 @@
 //! sinks publish complete epochs.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +51,9 @@ pub(crate) struct Shared {
     /// evicts a dead member only when someone joins (Tansu) would
     /// otherwise leave its tasks assigned to it for good.
     pub stuck: AtomicBool,
+    /// The generation this process started last (0: none yet), whose
+    /// placement records the placement view reads.
+    pub started: AtomicU64,
     /// Twice the groups' session timeout (five intervals at least), and
     /// at most the checkpoint timeout.
     pub stuck_after: Duration,

@@ -16,7 +16,7 @@ mod snapshots;
 mod stages;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -99,6 +99,7 @@ pub(crate) async fn start(
             runtime,
             metrics: Arc::new(JobMetrics::default()),
             stuck: AtomicBool::new(false),
+            started: AtomicU64::new(0),
             stuck_after,
         }),
     };
@@ -167,12 +168,7 @@ impl Process {
                 input_node: self.shared.layout.node_offset(index),
             })
             .collect();
-        let placement = Aborting(tokio::spawn(placement::watch(
-            views,
-            self.shared.generations.clone(),
-            self.shared.metrics.clone(),
-            self.shared.process.clone(),
-        )));
+        let placement = Aborting(tokio::spawn(placement::watch(views, self.shared.clone())));
         tracing::info!(process = %self.shared.process, pipeline = %self.pipeline, stages = memberships.len(), "joined the job's groups");
         Ok((memberships, placement))
     }
@@ -316,15 +312,16 @@ impl Process {
             .enumerate()
             .flat_map(|(stage, tasks)| tasks.iter().map(move |task| task_name(stage, *task)))
             .collect();
-        // Only what the placement view shows: a store that does not take
-        // it does not hold the generation up.
-        let generations = &self.shared.generations;
-        if let Err(e) = generations
-            .record_tasks(generation.number, &self.shared.process, &names)
-            .await
-        {
-            tracing::warn!("cannot record this process's tasks: {e}");
-        }
+        // Only what the placement view shows: written off the start's
+        // path, so a store that does not take it holds nothing up.
+        let (generations, process) = (self.shared.generations.clone(), self.shared.process.clone());
+        let number = generation.number;
+        tokio::spawn(async move {
+            if let Err(e) = generations.record_tasks(number, &process, &names).await {
+                tracing::warn!("cannot record this process's tasks: {e}");
+            }
+        });
+        self.shared.started.store(number, Ordering::Relaxed);
         tracing::info!(
             process = %self.shared.process,
             generation = generation.number,

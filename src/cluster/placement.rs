@@ -9,6 +9,7 @@
 //! partition, and an alert names it.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,8 +17,8 @@ use weir_connectors::kafka::stage_group::StageMembership;
 use weir_engine::generations::Generations;
 use weir_engine::message::now_millis;
 use weir_engine::metrics::{Alert, AlertKind, TaskSnapshot};
-use weir_engine::JobMetrics;
 
+use super::generation::Shared;
 use super::stages::task_name;
 
 /// How often positions are committed and the placement read.
@@ -37,17 +38,14 @@ pub(crate) struct StageView {
 
 /// Commits this process's positions and publishes every task's placement
 /// and lag into `metrics`, every [`INTERVAL`], until aborted.
-pub(crate) async fn watch(
-    stages: Vec<StageView>,
-    generations: Arc<Generations>,
-    metrics: Arc<JobMetrics>,
-    process: String,
-) {
+pub(crate) async fn watch(stages: Vec<StageView>, shared: Arc<Shared>) {
+    let (metrics, process) = (&shared.metrics, &shared.process);
     let stages = Arc::new(stages);
     let mut history = LagHistory::default();
     loop {
         tokio::time::sleep(INTERVAL).await;
-        let recorded = recorded_placement(&generations).await;
+        let generation = shared.started.load(Ordering::Relaxed);
+        let recorded = recorded_placement(&shared.generations, generation).await;
         let shown = metrics.snapshot();
         let looked = {
             let stages = stages.clone();
@@ -59,7 +57,7 @@ pub(crate) async fn watch(
         let mut tasks = Vec::new();
         for ((stage, placement), view) in placements.into_iter().enumerate().zip(stages.iter()) {
             // Who runs a task: what the processes recorded for the
-            // generation; else the broker's group description (Tansu
+            // generation this one runs; else the broker's group description (Tansu
             // gives none); else, for its own tasks, the process's group.
             let own = view.membership.assignment().partitions;
             for task in placement {
@@ -84,16 +82,14 @@ pub(crate) async fn watch(
     }
 }
 
-/// The tasks (`stage-task`) of the newest generation and the process
-/// running each, as the processes recorded them (none while the store
-/// does not answer).
-async fn recorded_placement(generations: &Generations) -> HashMap<String, String> {
-    let placement = match generations.latest().await {
-        Ok(Some(latest)) => generations.placement(latest.number).await,
-        Ok(None) => return HashMap::new(),
-        Err(e) => Err(e),
-    };
-    placement.unwrap_or_else(|e| {
+/// The tasks (`stage-task`) of `generation` and the process running each,
+/// as the processes recorded them (none before the first generation or
+/// while the store does not answer).
+async fn recorded_placement(generations: &Generations, generation: u64) -> HashMap<String, String> {
+    if generation == 0 {
+        return HashMap::new();
+    }
+    generations.placement(generation).await.unwrap_or_else(|e| {
         tracing::debug!("cannot read the job's placement: {e}");
         HashMap::new()
     })

@@ -299,6 +299,13 @@ impl KafkaSource {
             if state.done || state.end.is_some_and(|end| message.offset() >= end) {
                 continue;
             }
+            if message.offset() < state.position {
+                // Offsets only grow within a partition: a record below the
+                // position was read before, and reading it again would
+                // count its row twice.
+                tracing::warn!(stream = %self.stream, partition = state.partition, offset = message.offset(), position = state.position, "kafka handed a record again; skipped");
+                continue;
+            }
             state.position = message.offset() + 1;
             let record = Record {
                 payload: message.payload().map(<[u8]>::to_vec),

@@ -152,7 +152,7 @@ impl SourceClient {
                 // records goes to the consumer's own queue; dropped, the
                 // split partition is unassigned.
                 let Some(queue) = shared.consumer.split_partition_queue(topic, *partition) else {
-                    shared.reading.lock().remove(&key);
+                    shared.opened.lock().remove(&key);
                     return Err(kafka_error(format!(
                         "cannot read {topic}-{partition} on its own"
                     )));
@@ -191,16 +191,18 @@ impl SourceClient {
         }
     }
 
-    /// The shared consumer, to read `topic-partition` from. A subtask of
-    /// a job that is stopping may still read the partition (a cluster
-    /// process starts its next generation while the last one's tasks are
-    /// dropped): then the new reader gets a consumer of its own making,
-    /// which the ones after it share.
+    /// The shared consumer, to read `topic-partition` from. A partition
+    /// is opened once on a consumer: a subtask of a job that is stopping
+    /// may still read it (a cluster process starts its next generation
+    /// while the last one's tasks are dropped), and even once it is gone,
+    /// records fetched for it could still wait in the partition's queue.
+    /// Then the new reader gets a consumer of its own making, which the
+    /// ones after it share: one new client per generation and process.
     fn shared_for(&self, topic: &str, partition: i32) -> Result<Arc<SharedConsumer>> {
         let mut current = self.shared.lock();
         let key = (topic.to_string(), partition);
         if let Some(shared) = current.upgrade() {
-            if shared.reading.lock().insert(key.clone()) {
+            if shared.opened.lock().insert(key.clone()) {
                 return Ok(shared);
             }
         }
@@ -213,7 +215,7 @@ impl SourceClient {
         serve_events(&consumer, "kafka source");
         let shared = Arc::new(SharedConsumer {
             consumer,
-            reading: Mutex::new(HashSet::from([key])),
+            opened: Mutex::new(HashSet::from([key])),
         });
         *current = Arc::downgrade(&shared);
         Ok(shared)
@@ -258,10 +260,10 @@ pub(crate) fn serve_events<C: ConsumerContext + 'static>(
 }
 
 /// A consumer shared by single-partition subtasks, and the partitions
-/// they read from it.
+/// they opened on it (read, or still reading).
 pub(crate) struct SharedConsumer {
     consumer: Arc<StreamConsumer<StatsContext>>,
-    reading: Mutex<HashSet<(String, i32)>>,
+    opened: Mutex<HashSet<(String, i32)>>,
 }
 
 /// One partition read from its own queue, split off a shared consumer.
@@ -285,10 +287,6 @@ impl Drop for SplitPartition {
                 tracing::debug!(topic = %self.topic, partition = self.partition, "kafka: {e}");
             }
         }
-        self.shared
-            .reading
-            .lock()
-            .remove(&(self.topic.clone(), self.partition));
     }
 }
 
@@ -504,5 +502,12 @@ mod tests {
         assert_eq!(read(&stopping, 2).await, [1, 2]);
         assert_eq!(read(&starting, 3).await, [0, 1, 2]);
         assert_eq!(read(&other, 2).await, [0, 1]);
+        // Partition 1 was read on that consumer: once its reader is gone,
+        // the next reader of it still gets another.
+        drop(stopping);
+        drop(other);
+        let later = client.reader(&[("bids".into(), 1, 1)]).unwrap().unwrap();
+        assert!(!std::ptr::eq(later.consumer(), starting.consumer()));
+        assert_eq!(read(&later, 1).await, [1]);
     }
 }

@@ -181,6 +181,7 @@ impl Writer {
                 generation: self.generation,
                 epoch: 0,
                 from: "controls".into(),
+                seq: 0,
             },
             message: StageMessage::Controls(entries),
         };

@@ -5,6 +5,13 @@
 //! held until every producer's barrier has come), and the end once every
 //! producer has ended. Records of another generation are skipped. The
 //! same rules the local runtime applies over its input channels.
+//!
+//! Each message counts once. A producer numbers its rows records to each
+//! partition ([`super::stage_records::Tag::seq`]); this takes each number
+//! once, in order, a barrier once per epoch and the end once. A broker or
+//! client that hands a record over twice would otherwise count its rows
+//! twice or start an alignment that never ends; a number skipped means
+//! rows were lost, and the task fails rather than commit a wrong answer.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -34,6 +41,12 @@ struct Producer {
     /// its next barrier) waits in `held`.
     barrier: Option<u64>,
     held: VecDeque<StageRecord>,
+    /// What came from it so far (held or not), to know a message that
+    /// comes again: the number its next rows record carries, its last
+    /// barrier's epoch, and whether its end came.
+    next_seq: u64,
+    last_barrier: Option<u64>,
+    end_came: bool,
 }
 
 /// The producers of one consuming task's input, in one generation.
@@ -80,14 +93,67 @@ impl StageInput {
         if let StageMessage::Controls(entries) = record.message {
             let mut events = Vec::new();
             for entry in entries {
-                events.extend(self.on_record(entry)?);
+                events.extend(self.arrive(entry)?);
             }
             return Ok(events);
         }
-        let from = record.tag.from;
-        let producer = self.producers.get_mut(&from).ok_or_else(|| {
+        self.arrive(record)
+    }
+
+    /// Takes a message the first time it comes: rows by their number, a
+    /// barrier by its epoch, the end once (a watermark again changes
+    /// nothing).
+    fn arrive(&mut self, record: StageRecord) -> Result<Vec<InputEvent>> {
+        let generation = self.generation;
+        let tag = &record.tag;
+        let producer = self.producer(&tag.from)?;
+        let again = match &record.message {
+            StageMessage::Rows(_) => match tag.seq.cmp(&producer.next_seq) {
+                std::cmp::Ordering::Less => true,
+                std::cmp::Ordering::Greater => {
+                    return Err(EngineError::connector(
+                        "stage input",
+                        format!(
+                            "rows from task {} are missing: records {} to {} of generation {generation} never came",
+                            tag.from,
+                            producer.next_seq,
+                            tag.seq - 1,
+                        ),
+                    ))
+                }
+                std::cmp::Ordering::Equal => {
+                    producer.next_seq += 1;
+                    false
+                }
+            },
+            StageMessage::Barrier => {
+                let again = producer.last_barrier.is_some_and(|e| tag.epoch <= e);
+                if !again {
+                    producer.last_barrier = Some(tag.epoch);
+                }
+                again
+            }
+            StageMessage::End => std::mem::replace(&mut producer.end_came, true),
+            StageMessage::Watermark(_) | StageMessage::Controls(_) => false,
+        };
+        if again {
+            tracing::warn!(from = %tag.from, epoch = tag.epoch, seq = tag.seq, "stage input: a message came again; skipped");
+            return Ok(Vec::new());
+        }
+        self.take(record)
+    }
+
+    fn producer(&mut self, from: &str) -> Result<&mut Producer> {
+        self.producers.get_mut(from).ok_or_else(|| {
             EngineError::connector("stage input", format!("a record from unknown task {from}"))
-        })?;
+        })
+    }
+
+    /// Takes a record of this generation that is not a `controls` record
+    /// (one held back by an alignment, again when the alignment ends).
+    fn take(&mut self, record: StageRecord) -> Result<Vec<InputEvent>> {
+        let from = record.tag.from;
+        let producer = self.producer(&from)?;
         if producer.barrier.is_some() {
             producer.held.push_back(StageRecord {
                 tag: super::stage_records::Tag { from, ..record.tag },
@@ -168,7 +234,7 @@ impl StageInput {
             held.extend(producer.held.drain(..));
         }
         for record in held {
-            events.extend(self.on_record(record)?);
+            events.extend(self.take(record)?);
         }
         Ok(())
     }
@@ -195,9 +261,17 @@ mod tests {
                 generation,
                 epoch,
                 from: task.into(),
+                seq: 0,
             },
             message,
         }
+    }
+
+    /// The producer's rows record number `seq` (of generation 3).
+    fn numbered(task: &str, epoch: u64, seq: u64, values: &[i64]) -> StageRecord {
+        let mut record = from(task, 3, epoch, StageMessage::Rows(rows(values)));
+        record.tag.seq = seq;
+        record
     }
 
     fn input() -> StageInput {
@@ -244,18 +318,23 @@ mod tests {
     #[test]
     fn barriers_align_over_producers() {
         let mut input = input();
-        let r = |task, values: &[i64]| from(task, 3, 1, StageMessage::Rows(rows(values)));
         let barrier = |task| from(task, 3, 1, StageMessage::Barrier);
         assert_eq!(
-            input.on_record(r("0-0", &[1])).unwrap(),
+            input.on_record(numbered("0-0", 1, 0, &[1])).unwrap(),
             [InputEvent::Rows(rows(&[1]))]
         );
         assert!(input.on_record(barrier("0-0")).unwrap().is_empty());
-        assert!(input.on_record(r("0-0", &[2, 3])).unwrap().is_empty());
-        assert!(input.on_record(r("0-0", &[4])).unwrap().is_empty());
+        assert!(input
+            .on_record(numbered("0-0", 2, 1, &[2, 3]))
+            .unwrap()
+            .is_empty());
+        assert!(input
+            .on_record(numbered("0-0", 2, 2, &[4]))
+            .unwrap()
+            .is_empty());
         assert_eq!(input.held_rows(), 3);
         assert_eq!(
-            input.on_record(r("0-1", &[10])).unwrap(),
+            input.on_record(numbered("0-1", 1, 0, &[10])).unwrap(),
             [InputEvent::Rows(rows(&[10]))],
             "the producer still before its barrier flows"
         );
@@ -275,14 +354,12 @@ mod tests {
     #[test]
     fn a_producer_two_barriers_ahead() {
         let mut input = input();
-        let r =
-            |task, epoch, values: &[i64]| from(task, 3, epoch, StageMessage::Rows(rows(values)));
         let barrier = |task, epoch| from(task, 3, epoch, StageMessage::Barrier);
         for record in [
             barrier("0-0", 1),
-            r("0-0", 2, &[1]),
+            numbered("0-0", 2, 0, &[1]),
             barrier("0-0", 2),
-            r("0-0", 3, &[2]),
+            numbered("0-0", 3, 1, &[2]),
         ] {
             assert!(input.on_record(record).unwrap().is_empty());
         }
@@ -311,9 +388,7 @@ mod tests {
         ]);
         assert!(input.on_record(first).unwrap().is_empty());
         assert_eq!(
-            input
-                .on_record(from("0-1", 3, 1, StageMessage::Rows(rows(&[7]))))
-                .unwrap(),
+            input.on_record(numbered("0-1", 1, 0, &[7])).unwrap(),
             [InputEvent::Rows(rows(&[7]))]
         );
         let second = controls(vec![
@@ -345,10 +420,11 @@ mod tests {
     /// a two-partition repartition topic, their control messages together
     /// ([`StageControls`]); each consuming task sees its keys' rows, the
     /// slower producer's watermark, and the rows a producer sent after its
-    /// barrier only once both barriers came.
+    /// barrier only once both barriers came; rows records the topic holds
+    /// twice (as a produce retried without deduplication leaves them)
+    /// count once.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_producers_through_a_broker() {
-        use std::collections::BTreeSet;
         use std::time::Duration;
 
         use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -374,6 +450,7 @@ mod tests {
                     generation: 1,
                     epoch: 1,
                     from: name.into(),
+                    seq: 0,
                 },
             )
         };
@@ -401,7 +478,9 @@ mod tests {
             }
         };
         let keys = |range: std::ops::Range<i64>| range.collect::<Vec<_>>();
-        send_rows(first.rows(&rows(&keys(0..10))).unwrap()).await;
+        let first_rows = first.rows(&rows(&keys(0..10))).unwrap();
+        send_rows(first_rows.clone()).await;
+        send_rows(first_rows).await;
         send_rows(second.rows(&rows(&keys(10..20))).unwrap()).await;
         let watermark = |output: &StageOutput, at| output.record(StageMessage::Watermark(at));
         controls.send(watermark(&first, 100), false).await.unwrap();
@@ -418,7 +497,7 @@ mod tests {
             .send(second.record(StageMessage::End), true)
             .await
             .unwrap();
-        let mut seen_keys = BTreeSet::new();
+        let mut seen_keys = Vec::new();
         for partition in 0..2 {
             let consumer: BaseConsumer = ClientConfig::new()
                 .set("bootstrap.servers", &bootstrap)
@@ -467,7 +546,8 @@ mod tests {
             seen_keys.extend(before);
             seen_keys.extend(after);
         }
-        assert_eq!(seen_keys, (0..30).collect::<BTreeSet<i64>>());
+        seen_keys.sort();
+        assert_eq!(seen_keys, (0..30).collect::<Vec<i64>>());
     }
 
     /// An ended producer counts as having sent every later barrier.
@@ -483,6 +563,55 @@ mod tests {
                 .on_record(from("0-0", 3, 2, StageMessage::Barrier))
                 .unwrap(),
             [InputEvent::Aligned(2)]
+        );
+    }
+
+    /// A rows record or a barrier handed over again is skipped, also
+    /// while its producer's records are held by an alignment; rows that
+    /// never came stop the task with the numbers that are missing.
+    #[test]
+    fn each_rows_record_counts_once_and_none_goes_missing() {
+        let mut input = input();
+        let first = numbered("0-0", 1, 0, &[1, 2]);
+        assert_eq!(
+            input.on_record(first.clone()).unwrap(),
+            [InputEvent::Rows(rows(&[1, 2]))]
+        );
+        assert!(input.on_record(first).unwrap().is_empty(), "again: skipped");
+        assert!(input
+            .on_record(from("0-0", 3, 1, StageMessage::Barrier))
+            .unwrap()
+            .is_empty());
+        let held = numbered("0-0", 2, 1, &[3]);
+        assert!(input.on_record(held.clone()).unwrap().is_empty());
+        assert!(input.on_record(held).unwrap().is_empty());
+        assert!(input
+            .on_record(from("0-0", 3, 1, StageMessage::Barrier))
+            .unwrap()
+            .is_empty());
+        assert_eq!(input.held_rows(), 1, "the second copies are not held");
+        let other_barrier = from("0-1", 3, 1, StageMessage::Barrier);
+        assert_eq!(
+            input.on_record(other_barrier.clone()).unwrap(),
+            [InputEvent::Aligned(1), InputEvent::Rows(rows(&[3]))]
+        );
+        // A barrier again after its alignment starts no other.
+        assert!(input.on_record(other_barrier).unwrap().is_empty());
+        let next = |task| from(task, 3, 2, StageMessage::Barrier);
+        assert!(input.on_record(next("0-1")).unwrap().is_empty());
+        assert_eq!(
+            input.on_record(next("0-0")).unwrap(),
+            [InputEvent::Aligned(2)]
+        );
+        // The other producer's numbers are its own.
+        assert_eq!(
+            input.on_record(numbered("0-1", 2, 0, &[9])).unwrap(),
+            [InputEvent::Rows(rows(&[9]))]
+        );
+        let gap = input.on_record(numbered("0-0", 2, 4, &[5])).unwrap_err();
+        assert!(
+            gap.to_string().contains("0-0 are missing: records 2 to 3"),
+            "{gap}"
         );
     }
 

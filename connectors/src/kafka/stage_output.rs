@@ -79,16 +79,20 @@ pub struct StageOutput {
     tag: Tag,
     next: usize,
     hashes: Vec<u64>,
+    /// Rows records sent to each partition: the next one's number.
+    sent: Vec<u64>,
 }
 
 impl StageOutput {
     pub fn new(keys: Vec<usize>, partitions: usize, tag: Tag) -> Self {
+        let partitions = partitions.max(1);
         StageOutput {
             keys,
-            partitions: partitions.max(1),
+            partitions,
             tag,
             next: 0,
             hashes: Vec::new(),
+            sent: vec![0; partitions],
         }
     }
 
@@ -111,10 +115,17 @@ impl StageOutput {
         } else {
             hash_split(batch, &self.keys, self.partitions, &mut self.hashes)?
         };
-        Ok(parts
-            .into_iter()
-            .map(|(partition, part)| (partition, self.record(StageMessage::Rows(part))))
-            .collect())
+        let mut records = Vec::with_capacity(parts.len());
+        for (partition, part) in parts {
+            let mut record = self.record(StageMessage::Rows(part));
+            let sent = self.sent.get_mut(partition).ok_or_else(|| {
+                EngineError::connector("stage output", format!("no partition {partition}"))
+            })?;
+            record.tag.seq = *sent;
+            *sent += 1;
+            records.push((partition, record));
+        }
+        Ok(records)
     }
 
     /// A watermark or the end, tagged (it goes to every partition with the
@@ -158,19 +169,29 @@ mod tests {
             generation: 2,
             epoch: 7,
             from: "0-1".into(),
+            seq: 0,
         }
     }
 
     /// Every row lands in exactly one partition, a key always in the same
-    /// one (whatever batch it comes in), and the records carry the tag.
+    /// one (whatever batch it comes in), and the records carry the tag,
+    /// numbered 0, 1, 2... per partition.
     #[test]
     fn rows_split_by_key() {
         let mut output = StageOutput::new(vec![0], 8, tag());
         let mut partition_of: BTreeMap<i64, usize> = BTreeMap::new();
+        let mut numbers: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
         let mut rows = 0;
         for keys in [vec![1, 2, 3, 4, 5, 1, 1], vec![5, 4, 9, 1000, -3]] {
             for (partition, record) in output.rows(&batch(&keys)).unwrap() {
-                assert_eq!(record.tag, tag());
+                numbers.entry(partition).or_default().push(record.tag.seq);
+                assert_eq!(
+                    Tag {
+                        seq: 0,
+                        ..record.tag
+                    },
+                    tag()
+                );
                 let StageMessage::Rows(part) = record.message else {
                     panic!("rows expected");
                 };
@@ -187,6 +208,10 @@ mod tests {
             }
         }
         assert_eq!(rows, 12);
+        for (partition, numbers) in numbers {
+            let expected: Vec<u64> = (0..numbers.len() as u64).collect();
+            assert_eq!(numbers, expected, "partition {partition}");
+        }
         assert!(
             partition_of
                 .values()

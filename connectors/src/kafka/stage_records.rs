@@ -19,6 +19,7 @@ const KIND: &str = "weir.kind";
 const GENERATION: &str = "weir.gen";
 const EPOCH: &str = "weir.epoch";
 const FROM: &str = "weir.from";
+const SEQ: &str = "weir.seq";
 
 /// Who wrote a record, and when in the protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +30,12 @@ pub struct Tag {
     pub epoch: u64,
     /// The producing task, `stage-partition`.
     pub from: String,
+    /// Rows records only: how many rows records the producer sent to the
+    /// same partition before this one in the generation. The consuming
+    /// task takes each number once and in order, so a record the broker
+    /// or a client hands over twice is not counted twice, and a lost one
+    /// stops the task instead of going unnoticed. 0 on control messages.
+    pub seq: u64,
 }
 
 /// What a record between stages carries.
@@ -101,11 +108,14 @@ impl StageRecord {
             }
         };
         let (generation, epoch) = (self.tag.generation.to_string(), self.tag.epoch.to_string());
-        let headers = OwnedHeaders::new()
+        let mut headers = OwnedHeaders::new()
             .insert(header(KIND, kind))
             .insert(header(GENERATION, &generation))
             .insert(header(EPOCH, &epoch))
             .insert(header(FROM, &self.tag.from));
+        if let StageMessage::Rows(_) = self.message {
+            headers = headers.insert(header(SEQ, &self.tag.seq.to_string()));
+        }
         Ok((payload, headers))
     }
 
@@ -129,13 +139,15 @@ impl StageRecord {
                 .parse()
                 .map_err(|e| error(&format!("header {key}: {e}")))
         };
+        let kind = text(KIND)?;
         let tag = Tag {
             generation: number(GENERATION)?,
             epoch: number(EPOCH)?,
             from: text(FROM)?.to_string(),
+            seq: if kind == "rows" { number(SEQ)? } else { 0 },
         };
         let payload = payload.unwrap_or_default();
-        let message = match text(KIND)? {
+        let message = match kind {
             "rows" => StageMessage::Rows(one_batch(payload)?),
             "watermark" => {
                 let bytes: [u8; 8] = payload
@@ -163,6 +175,7 @@ impl StageRecord {
                             generation: tag.generation,
                             epoch: entry.epoch,
                             from: entry.from,
+                            seq: 0,
                         };
                         Ok(StageRecord { tag, message })
                     })
@@ -253,9 +266,17 @@ mod tests {
                 generation,
                 epoch,
                 from: "1-7".into(),
+                seq: 0,
             },
             message,
         }
+    }
+
+    /// Rows with their sequence number.
+    fn numbered(generation: u64, epoch: u64, seq: u64) -> StageRecord {
+        let mut record = tagged(generation, epoch, StageMessage::Rows(rows()));
+        record.tag.seq = seq;
+        record
     }
 
     /// Rows and control records cross a real Kafka protocol server and come
@@ -266,9 +287,9 @@ mod tests {
         cluster.create_topic("weir.job.1", 1, 1).unwrap();
         let bootstrap = cluster.bootstrap_servers();
         let sent = vec![
-            tagged(2, 5, StageMessage::Rows(rows())),
+            numbered(2, 5, 41),
             tagged(2, 5, StageMessage::Watermark(1_700_000_000_123)),
-            tagged(1, 6, StageMessage::Rows(rows())),
+            numbered(1, 6, 0),
             tagged(2, 5, StageMessage::Barrier),
             tagged(2, 6, StageMessage::Watermark(-4)),
             tagged(2, 6, StageMessage::End),

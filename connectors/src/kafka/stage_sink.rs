@@ -72,6 +72,7 @@ impl StageWriter {
                 generation: writer.generation,
                 epoch: writer.first_epoch,
                 from: format!("{}-{}", writer.stage, info.index),
+                seq: 0,
             };
             Ok(Box::new(StageSink {
                 writer: writer.clone(),

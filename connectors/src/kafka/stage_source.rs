@@ -195,6 +195,11 @@ impl Source for StageSource {
                 StageRecord::decode(message.payload(), message.headers())?,
             ),
         };
+        if self.next_offset.is_some_and(|next| offset < next) {
+            // Seen on Tansu: the last record, at the same offset, right
+            // again. StageInput takes each message once whatever its offset.
+            tracing::debug!(input = %self.split_name(0), offset, "kafka handed a record again");
+        }
         self.next_offset = Some(offset + 1);
         if record.is_for(self.reader.generation) {
             for epoch in record.barrier_epochs() {

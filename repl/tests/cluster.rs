@@ -609,3 +609,42 @@ fn each_process_shows_where_every_task_runs_and_its_lag() {
     }
     drop(last);
 }
+
+/// A job started again after its checkpoints were deleted, while its
+/// repartition topic still holds the first run's records (which carry the
+/// same generation numbers): the process refuses to start and names the
+/// topic, instead of counting those records as the new run's.
+#[test]
+fn a_job_whose_checkpoints_are_gone_refuses_its_old_repartition_records() {
+    let broker = start_broker_on(&[(BIDS.name, BIDS.partitions)], Storage::Memory);
+    let root = KeptOnFailure(Some(tempfile::tempdir().unwrap()));
+    let dir = root.path();
+    std::fs::write(dir.join("job.sql"), COUNTS.job(&broker.address, dir, None)).unwrap();
+    BIDS.write(&broker.address, &format!("dateTime < {CUT}"));
+    let mut processes = Processes(vec![start_process(dir, "p1", None, None)]);
+    COUNTS.wait_for(dir, Duration::from_secs(120), |rows| !rows.is_empty());
+    processes.0[0].kill().unwrap();
+    processes.0[0].wait().unwrap();
+    std::fs::remove_dir_all(dir.join("checkpoints")).unwrap();
+
+    let mut again = start_process(dir, "p2", None, None);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = again.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the process started\n{}",
+            logs(dir)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let log = std::fs::read_to_string(dir.join("p2.log")).unwrap();
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("the repartition topics weir.cluster-test.1 hold records of an earlier run"),
+        "{log}"
+    );
+    assert!(log.contains("set another 'pipeline.name'"), "{log}");
+}

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use weir_connectors::kafka::stage_group::{stage_group, StageMembership};
-use weir_connectors::kafka::stage_output::ensure_repartition_topic;
+use weir_connectors::kafka::stage_output::{ensure_repartition_topic, holds_records};
 use weir_connectors::{store::resolve, Options};
 use weir_engine::epochs::Epochs;
 use weir_engine::generations::{Generation, Generations};
@@ -57,6 +57,7 @@ pub(crate) async fn start(
     })?;
     let layout = Layout::new(&plan.graph, &plan.name, settings.max_parallelism()).await?;
     let (replication, retention) = settings.repartition_topics();
+    let mut holding = Vec::new();
     for stage in &layout.stages {
         if let StageInput::Upstream(_) = stage.input {
             for topic in &stage.topics {
@@ -68,6 +69,9 @@ pub(crate) async fn start(
                     retention.as_millis() as i64,
                 )
                 .await?;
+                if holds_records(&layout.client, topic, stage.tasks).await? {
+                    holding.push(topic.clone());
+                }
             }
         }
     }
@@ -103,6 +107,15 @@ pub(crate) async fn start(
             stuck_after,
         }),
     };
+    // Looked at after the topics: records written before by a generation
+    // of this run mean that generation exists by now.
+    if !holding.is_empty() && process.shared.generations.latest().await?.is_none() {
+        return Err(WeirError::Usage(format!(
+            "pipeline '{}': the repartition topics {} hold records of an earlier run, and its checkpoints in {dir} are gone; they would count as this run's. Delete the topics, or set another 'pipeline.name'",
+            process.pipeline,
+            holding.join(", ")
+        )));
+    }
     let metrics = process.shared.metrics.clone();
     let (control, controls) = mpsc::channel(4);
     Ok(JobHandle::external(process.run(controls), control, metrics))

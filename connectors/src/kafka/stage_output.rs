@@ -11,6 +11,7 @@ use std::time::Duration;
 use datafusion::arrow::record_batch::RecordBatch;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 use weir_engine::runtime::hash_split;
@@ -69,6 +70,35 @@ pub async fn ensure_repartition_topic(
         )));
     }
     Ok(())
+}
+
+/// Whether any partition of `topic` (with `partitions` partitions) holds
+/// a record. A job starting without any generation in its checkpoint
+/// store must find its repartition topics empty: records an earlier run
+/// left there carry the same generation numbers and would count as the
+/// new run's (`docs/cluster-protocol.md`, "Open points").
+pub async fn holds_records(client: &ClientConfig, topic: &str, partitions: usize) -> Result<bool> {
+    fn error(topic: &str, e: &dyn std::fmt::Display) -> EngineError {
+        EngineError::connector("kafka", format!("repartition topic {topic}: {e}"))
+    }
+    let mut config = client.clone();
+    config.set("group.id", format!("{topic}.check"));
+    let consumer: BaseConsumer = config.create().map_err(|e| error(topic, &e))?;
+    let partitions = i32::try_from(partitions).map_err(|e| error(topic, &e))?;
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        for partition in 0..partitions {
+            let (low, high) = consumer
+                .fetch_watermarks(&topic, partition, Duration::from_secs(10))
+                .map_err(|e| error(&topic, &e))?;
+            if high > low {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    })
+    .await
+    .map_err(|e| EngineError::connector("kafka", format!("watermarks task: {e}")))?
 }
 
 /// One producing task's output to the next stage.

@@ -33,7 +33,7 @@ use weir_planner::{JobPlan, Settings};
 
 use crate::error::{Result, WeirError};
 use generation::{Running, Shared};
-use stages::{task_name, Layout, StageInput};
+use stages::{task_name, Layout};
 
 /// How long assignments must stay unchanged before a new generation
 /// starts: a rebalance revokes and assigns in steps.
@@ -57,23 +57,15 @@ pub(crate) async fn start(
     })?;
     let layout = Layout::new(&plan.graph, &plan.name, settings.max_parallelism()).await?;
     let (replication, retention) = settings.repartition_topics();
-    let mut holding = Vec::new();
-    for stage in &layout.stages {
-        if let StageInput::Upstream(_) = stage.input {
-            for topic in &stage.topics {
-                ensure_repartition_topic(
-                    &layout.client,
-                    topic,
-                    stage.tasks,
-                    i32::try_from(replication).unwrap_or(1),
-                    retention.as_millis() as i64,
-                )
-                .await?;
-                if holds_records(&layout.client, topic, stage.tasks).await? {
-                    holding.push(topic.clone());
-                }
-            }
-        }
+    for (topic, tasks) in layout.repartition_topics() {
+        ensure_repartition_topic(
+            &layout.client,
+            topic,
+            tasks,
+            i32::try_from(replication).unwrap_or(1),
+            retention.as_millis() as i64,
+        )
+        .await?;
     }
     let dir = format!("{}/{}", checkpoint.dir.trim_end_matches('/'), plan.name);
     let location =
@@ -107,18 +99,37 @@ pub(crate) async fn start(
             stuck_after,
         }),
     };
-    // Looked at after the topics: records written before by a generation
-    // of this run mean that generation exists by now.
-    if !holding.is_empty() && process.shared.generations.latest().await?.is_none() {
-        return Err(WeirError::Usage(format!(
-            "pipeline '{}': the repartition topics {} hold records of an earlier run, and its checkpoints in {dir} are gone; they would count as this run's. Delete the topics, or set another 'pipeline.name'",
-            process.pipeline,
-            holding.join(", ")
-        )));
-    }
+    refuse_an_earlier_runs_records(&process, &dir).await?;
     let metrics = process.shared.metrics.clone();
     let (control, controls) = mpsc::channel(4);
     Ok(JobHandle::external(process.run(controls), control, metrics))
+}
+
+/// Fails when the job's checkpoint store holds no generation but its
+/// repartition topics hold records: an earlier run's, whose checkpoints
+/// in `dir` were deleted. Their generation numbers are the new run's, so
+/// they would count as its own. The topics are looked at only while the
+/// store is empty, and before the store is looked at again: records a
+/// generation of this run wrote mean that generation exists by then.
+async fn refuse_an_earlier_runs_records(process: &Process, dir: &str) -> Result<()> {
+    let shared = &process.shared;
+    if shared.generations.latest().await?.is_some() {
+        return Ok(());
+    }
+    let mut holding = Vec::new();
+    for (topic, tasks) in shared.layout.repartition_topics() {
+        if holds_records(&shared.layout.client, topic, tasks).await? {
+            holding.push(topic);
+        }
+    }
+    if holding.is_empty() || shared.generations.latest().await?.is_some() {
+        return Ok(());
+    }
+    Err(WeirError::Usage(format!(
+        "pipeline '{}': the repartition topics {} hold records of an earlier run, and its checkpoints in {dir} are gone; they would count as this run's. Delete the topics, or set another 'pipeline.name'",
+        process.pipeline,
+        holding.join(", ")
+    )))
 }
 
 /// `host-pid-random`: names this process in logs and objects.

@@ -64,10 +64,8 @@ pub(crate) struct Layout {
 }
 
 /// A task's name, `stage-task`: its snapshots, claims and placement
-/// record are named so, and its records to the next stage say so.
-pub(crate) fn task_name(stage: usize, task: usize) -> String {
-    format!("{stage}-{task}")
-}
+/// record are named as its records to the next stage say who sent them.
+pub(crate) use weir_connectors::kafka::stage_records::task_name;
 
 fn unsupported(what: &str) -> WeirError {
     WeirError::Usage(format!(
@@ -175,6 +173,20 @@ impl Layout {
                 readers + stage.nodes.len() + usize::from(stage.output.is_some())
             })
             .sum()
+    }
+
+    /// The repartition topics Weir writes, each with its partition count
+    /// (the consuming stage's tasks).
+    pub fn repartition_topics(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.stages
+            .iter()
+            .filter(|stage| matches!(stage.input, StageInput::Upstream(_)))
+            .flat_map(|stage| {
+                stage
+                    .topics
+                    .iter()
+                    .map(|topic| (topic.as_str(), stage.tasks))
+            })
     }
 
     /// Every task of the job, by [`task_name`].

@@ -574,8 +574,7 @@ fn plan_partitions(
             Some(o) => {
                 if !(p.low..=p.high).contains(o) {
                     // Moving a restored position reads rows again (or
-                    // skips them): say so (a store-pause test once
-                    // counted rows twice; this is one suspect).
+                    // skips them): say so.
                     tracing::warn!(topic = %p.topic, partition = p.partition, restored = *o, low = p.low, high = p.high, "a restored position is outside the partition; reading from within it");
                 }
                 *o

@@ -407,7 +407,7 @@ fn partition_list(all: &[(String, i32)], at: Offset) -> Result<TopicPartitionLis
 
 /// The offset of every partition at `at`: a timestamp, or the log's
 /// beginning or end (Kafka's ListOffsets, one request per broker).
-fn offsets_at(
+pub(crate) fn offsets_at(
     consumer: &BaseConsumer,
     all: &[(String, i32)],
     at: Offset,

@@ -11,12 +11,14 @@ use std::time::Duration;
 use datafusion::arrow::record_batch::RecordBatch;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
+use rdkafka::Offset;
 use weir_engine::runtime::hash_split;
 use weir_engine::{EngineError, Result};
 
+use super::source_client::offsets_at;
 use super::stage_records::{StageMessage, StageRecord, Tag};
 
 /// The repartition topic a stage writes.
@@ -78,27 +80,32 @@ pub async fn ensure_repartition_topic(
 /// left there carry the same generation numbers and would count as the
 /// new run's (`docs/cluster-protocol.md`, "Open points").
 pub async fn holds_records(client: &ClientConfig, topic: &str, partitions: usize) -> Result<bool> {
-    fn error(topic: &str, e: &dyn std::fmt::Display) -> EngineError {
+    let error = |e: &dyn std::fmt::Display| {
         EngineError::connector("kafka", format!("repartition topic {topic}: {e}"))
-    }
+    };
     let mut config = client.clone();
     config.set("group.id", format!("{topic}.check"));
-    let consumer: BaseConsumer = config.create().map_err(|e| error(topic, &e))?;
-    let partitions = i32::try_from(partitions).map_err(|e| error(topic, &e))?;
-    let topic = topic.to_string();
-    tokio::task::spawn_blocking(move || {
-        for partition in 0..partitions {
-            let (low, high) = consumer
-                .fetch_watermarks(&topic, partition, Duration::from_secs(10))
-                .map_err(|e| error(&topic, &e))?;
-            if high > low {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+    let consumer: BaseConsumer = config.create().map_err(|e| error(&e))?;
+    let all = (0..i32::try_from(partitions).map_err(|e| error(&e))?)
+        .map(|partition| (topic.to_string(), partition))
+        .collect::<Vec<_>>();
+    // Both ends of every partition in one request each, not two per
+    // partition: a stage may have a thousand.
+    let (low, high) = tokio::task::spawn_blocking(move || {
+        Ok::<_, EngineError>((
+            offsets_at(&consumer, &all, Offset::Beginning)?,
+            offsets_at(&consumer, &all, Offset::End)?,
+        ))
     })
     .await
-    .map_err(|e| EngineError::connector("kafka", format!("watermarks task: {e}")))?
+    .map_err(|e| error(&format!("offsets task: {e}")))?
+    .map_err(|e| error(&e))?;
+    if low.len() != partitions || high.len() != partitions {
+        return Err(error(&"the broker did not give every partition's offsets"));
+    }
+    Ok(high
+        .iter()
+        .any(|(key, high)| low.get(key).is_some_and(|low| high > low)))
 }
 
 /// One producing task's output to the next stage.

@@ -21,6 +21,12 @@ const EPOCH: &str = "weir.epoch";
 const FROM: &str = "weir.from";
 const SEQ: &str = "weir.seq";
 
+/// A task's name, `stage-task`: what [`Tag::from`] holds, and what a
+/// cluster process names the task's snapshots and claims.
+pub fn task_name(stage: usize, task: usize) -> String {
+    format!("{stage}-{task}")
+}
+
 /// Who wrote a record, and when in the protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tag {

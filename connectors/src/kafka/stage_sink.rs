@@ -19,7 +19,7 @@ use weir_engine::{CheckpointId, EngineError, Result, Sink, StateSnapshot, Subtas
 
 use super::stage_controls::StageControls;
 use super::stage_output::StageOutput;
-use super::stage_records::{StageMessage, StageRecord, Tag};
+use super::stage_records::{task_name, StageMessage, StageRecord, Tag};
 
 /// What every producing task of one stage writes to.
 #[derive(Clone)]
@@ -71,7 +71,7 @@ impl StageWriter {
             let tag = Tag {
                 generation: writer.generation,
                 epoch: writer.first_epoch,
-                from: format!("{}-{}", writer.stage, info.index),
+                from: task_name(writer.stage, info.index),
                 seq: 0,
             };
             Ok(Box::new(StageSink {

@@ -312,15 +312,8 @@ impl Scenario {
             Death::BrokerRestarted => broker.restart(Duration::from_secs(5)),
             Death::Killed => processes.0[1].kill().unwrap(),
             Death::At(point) => {
-                let started = Instant::now();
-                while processes.0[1].try_wait().unwrap().is_none() {
-                    assert!(
-                        started.elapsed() < Duration::from_secs(120),
-                        "p2 did not crash at {point}\n{}",
-                        logs(dir)
-                    );
-                    std::thread::sleep(Duration::from_millis(200));
-                }
+                let what = format!("p2 did not crash at {point}");
+                exit_of(&mut processes.0[1], Duration::from_secs(120), &what, dir);
                 let log = std::fs::read_to_string(dir.join("p2.log")).unwrap();
                 assert!(log.contains("fail point: crashing"), "{log}");
             }
@@ -394,6 +387,19 @@ fn start_process_with(
         .stderr(log)
         .spawn()
         .unwrap()
+}
+
+/// Waits for `child` to exit; fails with `what` and the processes' logs
+/// after `limit`.
+fn exit_of(child: &mut Child, limit: Duration, what: &str, dir: &Path) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(started.elapsed() < limit, "{what}\n{}", logs(dir));
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Whether the process logged running at least one task in some generation.
@@ -628,18 +634,12 @@ fn a_job_whose_checkpoints_are_gone_refuses_its_old_repartition_records() {
     std::fs::remove_dir_all(dir.join("checkpoints")).unwrap();
 
     let mut again = start_process(dir, "p2", None, None);
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = again.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the process started\n{}",
-            logs(dir)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let status = exit_of(
+        &mut again,
+        Duration::from_secs(60),
+        "the process started",
+        dir,
+    );
     let log = std::fs::read_to_string(dir.join("p2.log")).unwrap();
     assert!(!status.success(), "{log}");
     assert!(
